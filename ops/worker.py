@@ -1,0 +1,36 @@
+"""Running the Celery worker and the sweeper from the CLI."""
+
+import os
+import socket
+from typing import Any
+
+from schemas.settings import Settings
+from schemas.stack import endpoints
+
+
+def run_worker(settings: Settings, beat: bool = False, concurrency: int | None = None) -> None:
+    from workers.celery_app import create_app, worker_queues
+
+    app = create_app(settings, endpoints(settings))
+    argv = ["worker", "--loglevel=INFO", "--pool=prefork",
+            f"--queues={','.join(worker_queues())}",
+            f"--concurrency={concurrency or settings.worker_concurrency}",
+            f"--hostname=sluice-{os.getpid()}@{socket.gethostname()}",
+            "--without-gossip", "--without-mingle"]
+    if beat:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--beat", f"--schedule={settings.data_dir / 'beat-schedule'}"]
+    app.worker_main(argv)
+
+
+def sweep_now(settings: Settings) -> dict[str, Any]:
+    from producers import Client
+    from workers.sweeper import sweep_once
+
+    client = Client(settings)
+
+    def send(chunk_id: str, queue: str, priority: int) -> None:
+        client.dispatcher.send_chunks([chunk_id], queue, priority)
+
+    report = sweep_once(client.ledger, settings, client.endpoints.broker_url, send)
+    return report.as_dict()

@@ -1,0 +1,133 @@
+"""The Python SDK: submit work, follow it, read results. Everything the CLI does goes here."""
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from producers import models
+from producers.dispatch import Dispatcher
+from producers.readers import read_rows, rows_to_items
+from schemas.errors import SluiceError
+from schemas.jobs import ExplainPolicy, Item, JobSpec
+from schemas.settings import Settings
+from schemas.stack import endpoints
+from schemas.tasks import task_info
+from storage import export
+from storage.engine import make_engine, migrate
+from storage.ledger import JobView, Ledger
+
+
+class Client:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.endpoints = endpoints(self.settings)
+        engine = make_engine(self.endpoints.database_url)
+        migrate(engine)
+        self.ledger = Ledger(engine)
+        self.dispatcher = Dispatcher(self.endpoints.broker_url, self.settings)
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    def submit_file(self, path: str | Path, task: str, *, text_column: str = "text",
+                    key_column: str | None = None, **options: Any) -> str:
+        path = Path(path)
+        columns, rows = read_rows(path)
+        items = rows_to_items(columns, rows, text_column=text_column, key_column=key_column,
+                              max_chars=self.settings.max_text_chars, source=str(path))
+        return self._submit(items, task, source=str(path), **options)
+
+    def submit_texts(self, texts: Iterable[str] | dict[str, str], task: str,
+                     **options: Any) -> str:
+        """Submit texts from memory: a list (keys are 1, 2, ...) or a {key: text} mapping."""
+        pairs = texts.items() if isinstance(texts, dict) else enumerate(texts, 1)
+        rows = [{"key": str(k), "text": v} for k, v in pairs]
+        items = rows_to_items(["key", "text"], iter(rows), text_column="text", key_column="key",
+                              max_chars=self.settings.max_text_chars, source="texts")
+        return self._submit(items, task, source=options.pop("source", "sdk"), **options)
+
+    def _submit(self, items: list[Item], task: str, *, model: str | None = None,
+                explain: str = "none", labels: list[str] | None = None,
+                label_descriptions: dict[str, str] | None = None, priority: int = 5,
+                source: str | None = None) -> str:
+        info = task_info(task)
+        ExplainPolicy.parse(explain)
+        if explain != "none" and not info.explainable:
+            raise SluiceError(f"task {task!r} makes no explanation; use --explain none")
+        if not 0 <= priority <= 9:
+            raise SluiceError(f"priority must be between 0 and 9, got {priority}")
+        params: dict[str, Any] = {}
+        if info.needs_labels:
+            params["labels"] = _check_labels(labels, label_descriptions)
+            if label_descriptions:
+                params["label_descriptions"] = label_descriptions
+        elif labels:
+            raise SluiceError(f"task {task!r} takes no labels")
+        if not items:
+            raise SluiceError(f"{source}: no items to process")
+        ref = models.resolve(model or self.settings.default_model, task, self.settings.data_dir)
+        params["model_path"] = str(ref.path)
+        spec = JobSpec(task=task, model=ref.name, model_version=ref.version, params=params,
+                       explain=explain, priority=priority, source=source)
+        job_id, chunk_ids = self.ledger.create_job(spec, items, self.settings.chunk_size)
+        # The ledger is written first: if sending fails now, the sweeper sends them later.
+        self.dispatcher.send_chunks(chunk_ids, info.queue, priority)
+        return job_id
+
+    # -- following ----------------------------------------------------------------------------
+
+    def status(self, job_id: str) -> JobView:
+        return self.ledger.job(job_id)
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.25,
+             on_progress: Callable[[JobView], None] | None = None) -> JobView:
+        """Block until the job has finished; call on_progress with each new state."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = None
+        while True:
+            view = self.ledger.job(job_id)
+            if on_progress and (last is None or view.counts != last.counts
+                                or view.status != last.status):
+                on_progress(view)
+            last = view
+            if view.status.finished:
+                return view
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {view.status} after {timeout}s "
+                                   f"({view.counts.processed}/{view.counts.total} items)")
+            time.sleep(poll)
+
+    def cancel(self, job_id: str) -> JobView:
+        return self.ledger.cancel(job_id)
+
+    def results(self, job_id: str) -> Iterator[dict[str, Any]]:
+        self.ledger.job(job_id)  # a clear error for an unknown id
+        return self.ledger.iter_results(job_id)
+
+    def export(self, job_id: str, fmt: str, out: IO[str] | str | Path) -> int:
+        """Write the results as jsonl, csv or parquet (parquet needs a path)."""
+        rows = self.results(job_id)
+        if fmt == "parquet":
+            if not isinstance(out, str | Path):
+                raise SluiceError("parquet output needs a file: pass -o FILE")
+            return export.write_parquet(rows, str(out))
+        if isinstance(out, str | Path):
+            with open(out, "w", encoding="utf-8", newline="") as fh:
+                return self.export(job_id, fmt, fh)
+        if fmt == "jsonl":
+            return export.write_jsonl(rows, out)
+        if fmt == "csv":
+            return export.write_csv(rows, out)
+        raise SluiceError(f"unknown format {fmt!r}; use one of {', '.join(export.FORMATS)}")
+
+
+def _check_labels(labels: list[str] | None, descriptions: dict[str, str] | None) -> list[str]:
+    labels = [label.strip() for label in labels or [] if label.strip()]
+    if len(labels) < 2:
+        raise SluiceError("zero-shot-text needs at least two labels: --labels a,b,c")
+    if len(set(labels)) != len(labels):
+        raise SluiceError(f"duplicate labels in {labels}")
+    unknown = set(descriptions or {}) - set(labels)
+    if unknown:
+        raise SluiceError(f"descriptions given for unknown labels: {sorted(unknown)}")
+    return labels

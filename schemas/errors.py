@@ -1,0 +1,41 @@
+"""The exception hierarchy. Every message says what was wrong and what to do about it."""
+
+
+class SluiceError(Exception):
+    """Base of every error Sluice raises on purpose."""
+
+
+class ConfigError(SluiceError):
+    """The settings are inconsistent or a service cannot be reached."""
+
+
+class InputFileError(SluiceError):
+    """A submitted file cannot be read or does not have the expected shape."""
+
+
+class DuplicateKeysError(InputFileError):
+    def __init__(self, keys: list[str]) -> None:
+        shown = ", ".join(repr(k) for k in keys[:20])
+        more = f" (and {len(keys) - 20} more)" if len(keys) > 20 else ""
+        super().__init__(
+            f"duplicate keys in the input: {shown}{more}; every item needs a unique key"
+        )
+        self.keys = keys
+
+
+class ModelError(SluiceError):
+    """A model reference is missing, unsafe or cannot be loaded."""
+
+
+class UnknownTaskError(SluiceError):
+    pass
+
+
+class JobNotFoundError(SluiceError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class InvalidInput(SluiceError):
+    """One item is bad; it ends `invalid` with this message and the rest of its chunk goes on."""

@@ -1,0 +1,148 @@
+"""Job, item and result shapes, statuses and explanation policies."""
+
+import hashlib
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from schemas.errors import SluiceError
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIALLY_FAILED = "partially_failed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class ChunkState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    DEAD = "dead"  # dead-lettered: every item recorded as error
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ChunkState.DONE, ChunkState.DEAD, ChunkState.CANCELLED)
+
+
+class ItemStatus(StrEnum):
+    OK = "ok"
+    INVALID = "invalid"
+    ERROR = "error"
+
+
+class Item(BaseModel):
+    """One unit of work as stored in a chunk. `invalid` is set when the producer already knows."""
+
+    key: str
+    text: Any = None
+    invalid: str | None = None
+
+
+class Explanation(BaseModel):
+    method: str
+    target: str | None = None
+    tokens: list[str] = Field(default_factory=list)
+    attributions: list[float] = Field(default_factory=list)
+    convergence_delta: float | None = None
+    status: str = "ok"  # ok | failed
+    error: str | None = None
+
+
+class Outcome(BaseModel):
+    """What happened to one item: the row written to `results`."""
+
+    key: str
+    status: ItemStatus
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    explanation: Explanation | None = None
+
+
+class JobSpec(BaseModel):
+    task: str
+    model: str
+    model_version: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    explain: str = "none"
+    priority: int = Field(5, ge=0, le=9)
+    source: str | None = None
+
+
+class JobCounts(BaseModel):
+    total: int
+    ok: int = 0
+    invalid: int = 0
+    error: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.ok + self.invalid + self.error
+
+
+def job_status_for(counts: JobCounts, cancelled: bool = False) -> JobStatus:
+    """The status a finished job must report: `succeeded` only when every item is ok."""
+    if cancelled:
+        return JobStatus.CANCELLED
+    if counts.ok == counts.total:
+        return JobStatus.SUCCEEDED
+    if counts.ok == 0:
+        return JobStatus.FAILED
+    return JobStatus.PARTIALLY_FAILED
+
+
+class ExplainPolicy(BaseModel):
+    """`none`, `all`, `sample:RATE` (0..1) or `low-confidence:THRESHOLD` (0..1)."""
+
+    kind: str
+    value: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> "ExplainPolicy":
+        name, _, arg = text.strip().partition(":")
+        if name in ("none", "all") and not arg:
+            return cls(kind=name)
+        if name in ("sample", "low-confidence") and arg:
+            try:
+                value = float(arg)
+            except ValueError:
+                value = -1.0
+            if 0.0 <= value <= 1.0:
+                return cls(kind=name, value=value)
+        raise SluiceError(
+            f"bad explain policy {text!r}: use none, all, sample:RATE or "
+            "low-confidence:THRESHOLD with a number between 0 and 1"
+        )
+
+    def wants(self, job_id: str, key: str, confidence: float | None) -> bool:
+        if self.kind == "all":
+            return True
+        if self.kind == "sample":
+            # Deterministic per item, so a retried chunk explains the same items.
+            digest = hashlib.sha256(f"{job_id}/{key}".encode()).digest()
+            return int.from_bytes(digest[:8], "big") / 2**64 < self.value
+        if self.kind == "low-confidence":
+            return confidence is not None and confidence < self.value
+        return False
+
+
+def text_problem(text: Any, column: str, cap: int) -> str | None:
+    """Why this text cannot be processed, or None. Checked at submit and again in the worker."""
+    if text is None:
+        return f"missing text column {column!r}"
+    if not isinstance(text, str):
+        return f"text column {column!r} holds {type(text).__name__}, expected a string"
+    if not text.strip():
+        return "empty text"
+    if len(text) > cap:
+        return f"text is {len(text)} characters, over the cap of {cap} (SLUICE_MAX_TEXT_CHARS)"
+    return None

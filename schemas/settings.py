@@ -1,0 +1,49 @@
+"""One typed Settings object, read once from SLUICE_* variables and passed down."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLUICE_", extra="ignore")
+
+    data_dir: Path = Path(".sluice")
+    # Unset URLs mean "use the embedded stack" (see ops/stack.py).
+    broker_url: str | None = None
+    database_url: str | None = None
+    ray_address: str | None = None
+
+    chunk_size: int = Field(256, ge=1, le=10_000)
+    max_text_chars: int = Field(20_000, ge=1)
+    default_model: str = "all-MiniLM-L6-v2"
+
+    # Delivery. visibility_timeout must outlast the longest chunk (checked at worker start).
+    chunk_time_limit: int = Field(600, ge=1, description="hard limit for one chunk, seconds")
+    visibility_timeout: int = Field(3600, ge=1)
+    lease_seconds: float = Field(30.0, gt=0, description="chunk lease, renewed while it runs")
+    requeue_after: float = Field(900.0, gt=0, description="re-send a queued chunk after this")
+    sweep_interval: float = Field(15.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    retry_backoff: float = Field(2.0, ge=0)
+    worker_concurrency: int = Field(2, ge=1)
+
+    # Ray runtime.
+    max_batch_size: int = Field(64, ge=1)
+    max_batch_wait_ms: float = Field(5.0, ge=0)
+    replicas: int = Field(1, ge=1)
+    gpu_fraction: float = Field(1.0, gt=0, le=1)
+    actor_num_cpus: float = Field(1.0, ge=0)
+    torch_threads: int | None = None
+
+    # Explanations.
+    explain_steps: int = Field(24, ge=2)
+    explain_batch_size: int = Field(8, ge=1)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "sluice.db"
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path.resolve()}"

@@ -1,0 +1,64 @@
+"""Where the services are: the SLUICE_* URLs, or the embedded stack's state file."""
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from schemas.errors import ConfigError
+from schemas.settings import Settings
+
+
+class StackInfo(BaseModel):
+    """Written by `sluice stack up` to <data_dir>/stack.json; removed by `stack down`."""
+
+    broker_url: str
+    ray_address: str
+    pids: dict[str, int] = {}
+
+    @staticmethod
+    def path(data_dir: Path) -> Path:
+        return data_dir / "stack.json"
+
+    @classmethod
+    def load(cls, data_dir: Path) -> "StackInfo | None":
+        path = cls.path(data_dir)
+        if not path.exists():
+            return None
+        return cls.model_validate(json.loads(path.read_text()))
+
+
+class Endpoints(BaseModel):
+    broker_url: str
+    database_url: str
+    ray_address: str | None
+
+
+def endpoints(settings: Settings) -> Endpoints:
+    """Configured services win; otherwise those of a running embedded stack."""
+    stack = None if settings.broker_url else StackInfo.load(settings.data_dir)
+    broker = settings.broker_url or (stack.broker_url if stack else None)
+    if broker is None:
+        raise ConfigError(
+            "no broker: start the embedded stack with `sluice stack up` "
+            "or point SLUICE_BROKER_URL at a Redis server"
+        )
+    ray = settings.ray_address or (stack.ray_address if stack else None)
+    return Endpoints(
+        broker_url=broker, database_url=settings.resolved_database_url(), ray_address=ray
+    )
+
+
+def broker_transport_options(settings: Settings) -> dict[str, object]:
+    """Shared by senders and workers: Redis priority queues must be declared the same way."""
+    return {
+        "visibility_timeout": settings.visibility_timeout,
+        "priority_steps": list(range(10)),
+        "sep": ":",
+        "queue_order_strategy": "priority",
+    }
+
+
+def redis_priority(priority: int) -> int:
+    """Users say 0..9 with 9 most urgent; kombu's Redis transport serves 0 first."""
+    return 9 - priority

@@ -1,0 +1,1 @@
+"""The ledger: SQLAlchemy tables, engine set-up, migrations, ledger operations and exporters."""

@@ -1,0 +1,60 @@
+"""Streaming exporters: results go out in batches, never all held in memory."""
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import IO, Any
+
+FORMATS = ("jsonl", "csv", "parquet")
+CSV_COLUMNS = ["key", "status", "output", "error", "explanation"]
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    n = 0
+    for row in rows:
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        n += 1
+    return n
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    """Nested values become JSON strings so every tabular format can hold them."""
+    return {
+        "key": row["key"],
+        "status": row["status"],
+        "output": json.dumps(row["output"], ensure_ascii=False) if row["output"] else None,
+        "error": row["error"],
+        "explanation": json.dumps(row["explanation"], ensure_ascii=False)
+        if row.get("explanation") else None,
+    }
+
+
+def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    n = 0
+    for row in rows:
+        writer.writerow(_flat(row))
+        n += 1
+    return n
+
+
+def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    it = iter(rows)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def write_parquet(rows: Iterable[dict[str, Any]], path: str, batch_size: int = 5000) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(c, pa.string()) for c in CSV_COLUMNS])
+    n = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        for batch in _batches(rows, batch_size):
+            flat = [_flat(r) for r in batch]
+            writer.write_table(pa.Table.from_pylist(flat, schema=schema))
+            n += len(batch)
+    return n

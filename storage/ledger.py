@@ -1,0 +1,385 @@
+"""Ledger operations: the only code that changes job and chunk state.
+
+Each public method is one transaction. The ledger, not Redis, says what is still to do.
+"""
+
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from schemas.errors import JobNotFoundError
+from schemas.jobs import (
+    ChunkState,
+    Item,
+    ItemStatus,
+    JobCounts,
+    JobSpec,
+    JobStatus,
+    Outcome,
+    job_status_for,
+)
+from storage import tables as t
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything here is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    task: str
+    model: str
+    model_version: str
+    params: dict[str, Any]
+    explain_policy: str
+    priority: int
+    source: str | None
+    status: JobStatus
+    counts: JobCounts
+    chunks_total: int
+    chunks_done: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        elapsed = None
+        if self.started_at:
+            elapsed = ((self.finished_at or _now()) - self.started_at).total_seconds()
+        return {
+            "job_id": self.id,
+            "status": self.status.value,
+            "task": self.task,
+            "model": self.model,
+            "model_version": self.model_version,
+            "explain": self.explain_policy,
+            "total": self.counts.total,
+            "processed": self.counts.processed,
+            "ok": self.counts.ok,
+            "invalid": self.counts.invalid,
+            "error": self.counts.error,
+            "chunks_total": self.chunks_total,
+            "chunks_done": self.chunks_done,
+            "created_at": self.created_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "elapsed_s": round(elapsed, 3) if elapsed is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to "may I work on this chunk?". `items` is set only when the answer is yes."""
+
+    outcome: str  # claimed | done | busy | cancelled | missing
+    job: JobView | None = None
+    items: list[Item] | None = None
+    attempts: int = 0
+
+
+def _view(job: t.Job) -> JobView:
+    counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid, error=job.error)
+    return JobView(
+        id=job.id, task=job.task, model=job.model, model_version=job.model_version,
+        params=dict(job.params or {}), explain_policy=job.explain_policy,
+        priority=job.priority, source=job.source, status=JobStatus(job.status), counts=counts,
+        chunks_total=job.chunks_total, chunks_done=job.chunks_done,
+        created_at=_aware(job.created_at) or _now(), started_at=_aware(job.started_at),
+        finished_at=_aware(job.finished_at),
+    )
+
+
+class Ledger:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._session = sessionmaker(engine, expire_on_commit=False)
+        # Reads skip SQLite's write lock (see storage.engine), so polling never blocks workers.
+        self._reader = sessionmaker(engine.execution_options(readonly=True))
+
+    # -- producers --------------------------------------------------------------------------
+
+    def create_job(self, spec: JobSpec, items: list[Item], chunk_size: int) -> tuple[str, list[str]]:
+        """Write the job and all its chunks in one transaction, before anything is enqueued."""
+        job_id = uuid.uuid4().hex
+        now = _now()
+        chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
+        chunk_ids = [f"{job_id}-{n:05d}" for n in range(len(chunks))]
+        with self._session.begin() as s:
+            s.add(
+                t.Job(
+                    id=job_id, task=spec.task, model=spec.model,
+                    model_version=spec.model_version, params=spec.params,
+                    explain_policy=spec.explain, priority=spec.priority, source=spec.source,
+                    status=JobStatus.QUEUED if chunks else JobStatus.SUCCEEDED,
+                    total=len(items), ok=0, invalid=0, error=0, chunks_total=len(chunks),
+                    chunks_done=0, created_at=now, finished_at=None if chunks else now,
+                )
+            )
+            s.flush()
+            if chunks:
+                s.execute(
+                    t.Chunk.__table__.insert(),
+                    [
+                        {
+                            "id": cid, "job_id": job_id, "seq": n, "state": ChunkState.QUEUED,
+                            "first_item": n * chunk_size, "size": len(chunk), "attempts": 0,
+                            "enqueued_at": now,
+                            "items": [it.model_dump(exclude_none=True) for it in chunk],
+                        }
+                        for n, (cid, chunk) in enumerate(zip(chunk_ids, chunks, strict=True))
+                    ],
+                )
+        return job_id, chunk_ids
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def claim(self, chunk_id: str, owner: str, lease_seconds: float) -> Claim:
+        """Take the lease on a chunk unless it is finished or another live worker holds it."""
+        now = _now()
+        with self._session.begin() as s:
+            chunk = s.get(t.Chunk, chunk_id)
+            if chunk is None:
+                return Claim("missing")
+            job = s.get(t.Job, chunk.job_id)
+            assert job is not None
+            if ChunkState(chunk.state).terminal:
+                return Claim("done", _view(job))
+            if job.status == JobStatus.CANCELLED:
+                return Claim("cancelled", _view(job))
+            lease = _aware(chunk.lease_expires_at)
+            if chunk.state == ChunkState.RUNNING and lease is not None and lease > now:
+                return Claim("busy", _view(job))
+            chunk.state = ChunkState.RUNNING
+            chunk.lease_owner = owner
+            chunk.lease_expires_at = now + timedelta(seconds=lease_seconds)
+            chunk.attempts += 1
+            if job.status == JobStatus.QUEUED:
+                job.status = JobStatus.RUNNING
+                job.started_at = now
+            items = [Item.model_validate(raw) for raw in chunk.items]
+            return Claim("claimed", _view(job), items, chunk.attempts)
+
+    def renew(self, chunk_id: str, owner: str, lease_seconds: float) -> bool:
+        with self._session.begin() as s:
+            res = s.execute(
+                update(t.Chunk)
+                .where(t.Chunk.id == chunk_id, t.Chunk.lease_owner == owner,
+                       t.Chunk.state == ChunkState.RUNNING)
+                .values(lease_expires_at=_now() + timedelta(seconds=lease_seconds))
+            )
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def release(self, chunk_id: str, owner: str, error: str) -> None:
+        """Give a chunk back to the queue after a failed attempt (Celery will retry it)."""
+        with self._session.begin() as s:
+            s.execute(
+                update(t.Chunk)
+                .where(t.Chunk.id == chunk_id, t.Chunk.lease_owner == owner,
+                       t.Chunk.state == ChunkState.RUNNING)
+                .values(state=ChunkState.QUEUED, lease_owner=None, lease_expires_at=None,
+                        enqueued_at=_now(), last_error=error[:4000])
+            )
+
+    def complete(self, chunk_id: str, owner: str | None, outcomes: list[Outcome],
+                 state: ChunkState = ChunkState.DONE) -> bool:
+        """Persist a chunk's outcomes, mark it finished and count it, all in one transaction.
+
+        Returns False (and writes nothing) when the lease was lost to another worker.
+        """
+        now = _now()
+        with self._session.begin() as s:
+            guard = [t.Chunk.id == chunk_id, t.Chunk.state.in_([ChunkState.RUNNING,
+                                                                  ChunkState.QUEUED])]
+            if owner is not None:
+                guard.append(t.Chunk.lease_owner == owner)
+            res = s.execute(
+                update(t.Chunk).where(*guard)
+                .values(state=state, lease_owner=None, lease_expires_at=None)
+                .returning(t.Chunk.job_id, t.Chunk.first_item, t.Chunk.items)
+            ).first()
+            if res is None:
+                return False
+            job_id, first_item, raw_items = res
+            order = {raw["key"]: first_item + n for n, raw in enumerate(raw_items)}
+            self._insert_outcomes(s, job_id, chunk_id, outcomes, order, now)
+            n = {st: sum(o.status == st for o in outcomes) for st in ItemStatus}
+            s.execute(
+                update(t.Job).where(t.Job.id == job_id).values(
+                    ok=t.Job.ok + n[ItemStatus.OK],
+                    invalid=t.Job.invalid + n[ItemStatus.INVALID],
+                    error=t.Job.error + n[ItemStatus.ERROR],
+                    chunks_done=t.Job.chunks_done + 1,
+                )
+            )
+            self._finalise_if_complete(s, job_id, now)
+            return True
+
+    def _insert_outcomes(self, s: Session, job_id: str, chunk_id: str,
+                         outcomes: list[Outcome], order: dict[str, int],
+                         now: datetime) -> None:
+        if not outcomes:
+            return
+        insert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr]
+        rows = [
+            {"job_id": job_id, "item_key": o.key, "chunk_id": chunk_id,
+             "seq": order.get(o.key, 0), "status": o.status.value,
+             "output": o.output, "error": o.error, "created_at": now}
+            for o in outcomes
+        ]
+        s.execute(insert(t.Result).on_conflict_do_nothing(), rows)
+        explained = [
+            {"job_id": job_id, "item_key": o.key, **o.explanation.model_dump()}
+            for o in outcomes if o.explanation is not None
+        ]
+        if explained:
+            s.execute(insert(t.Explanation).on_conflict_do_nothing(), explained)
+
+    def _finalise_if_complete(self, s: Session, job_id: str, now: datetime) -> None:
+        job = s.get(t.Job, job_id, populate_existing=True)
+        assert job is not None
+        if job.chunks_done < job.chunks_total or JobStatus(job.status).finished:
+            return
+        counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid, error=job.error)
+        job.status = job_status_for(counts)
+        job.finished_at = now
+
+    def dead_letter(self, chunk_id: str, owner: str | None, error: str) -> bool:
+        """Give up on a chunk: every item not yet recorded ends `error` with the reason."""
+        with self._reader() as s:
+            chunk = s.get(t.Chunk, chunk_id)
+            if chunk is None:
+                return False
+            keys = [raw["key"] for raw in chunk.items]
+        message = f"dead-lettered after repeated failures: {error}"[:4000]
+        outcomes = [Outcome(key=k, status=ItemStatus.ERROR, error=message) for k in keys]
+        return self.complete(chunk_id, owner, outcomes, state=ChunkState.DEAD)
+
+    # -- the sweeper --------------------------------------------------------------------------
+
+    def sweep(self, requeue_after: float, max_attempts: int,
+              broker_lost: bool = False) -> tuple[list[tuple[str, str, int]], list[str]]:
+        """Find chunks to send again: expired leases, and queued chunks whose message may be lost.
+
+        Returns ((chunk_id, task, priority) to re-enqueue, chunk ids whose attempts are used up).
+        """
+        now = _now()
+        stale = now - timedelta(seconds=requeue_after)
+        expired = and_(t.Chunk.state == ChunkState.RUNNING, t.Chunk.lease_expires_at < now)
+        lost = t.Chunk.state == ChunkState.QUEUED
+        if not broker_lost:
+            lost = and_(lost, t.Chunk.enqueued_at < stale)
+        with self._session.begin() as s:
+            rows = s.execute(
+                select(t.Chunk.id, t.Chunk.attempts, t.Job.task, t.Job.priority)
+                .join(t.Job, t.Job.id == t.Chunk.job_id)
+                .where(or_(expired, lost), t.Job.status.in_([JobStatus.QUEUED,
+                                                             JobStatus.RUNNING]))
+            ).all()
+            resend = [(cid, task, prio) for cid, attempts, task, prio in rows
+                      if attempts < max_attempts]
+            exhausted = [cid for cid, attempts, _, _ in rows if attempts >= max_attempts]
+            if resend:
+                s.execute(
+                    update(t.Chunk).where(t.Chunk.id.in_([c for c, _, _ in resend]))
+                    .values(state=ChunkState.QUEUED, lease_owner=None, lease_expires_at=None,
+                            enqueued_at=now)
+                )
+        return resend, exhausted
+
+    def finalise_stuck_jobs(self) -> int:
+        """Safety net: settle jobs whose chunks are all terminal but whose status is not."""
+        now = _now()
+        fixed = 0
+        with self._session.begin() as s:
+            jobs = s.scalars(
+                select(t.Job).where(t.Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+                                    t.Job.chunks_done >= t.Job.chunks_total)
+            ).all()
+            for job in jobs:
+                self._finalise_if_complete(s, job.id, now)
+                fixed += 1
+        return fixed
+
+    # -- reading and control ------------------------------------------------------------------
+
+    def job(self, job_id: str) -> JobView:
+        with self._reader() as s:
+            job = s.get(t.Job, job_id)
+            if job is None:
+                raise JobNotFoundError(job_id)
+            return _view(job)
+
+    def jobs(self, limit: int = 20) -> list[JobView]:
+        with self._reader() as s:
+            rows = s.scalars(select(t.Job).order_by(t.Job.created_at.desc()).limit(limit))
+            return [_view(j) for j in rows]
+
+    def cancel(self, job_id: str) -> JobView:
+        """Stop a job: chunks not yet finished are dropped; what is done stays done."""
+        now = _now()
+        with self._session.begin() as s:
+            job = s.get(t.Job, job_id)
+            if job is None:
+                raise JobNotFoundError(job_id)
+            if not JobStatus(job.status).finished:
+                s.execute(
+                    update(t.Chunk)
+                    .where(t.Chunk.job_id == job_id,
+                           t.Chunk.state.in_([ChunkState.QUEUED, ChunkState.RUNNING]))
+                    .values(state=ChunkState.CANCELLED, lease_owner=None, lease_expires_at=None)
+                )
+                job.status = JobStatus.CANCELLED
+                job.finished_at = now
+            return _view(job)
+
+    def chunk_ids(self, job_id: str) -> list[str]:
+        with self._reader() as s:
+            return list(s.scalars(select(t.Chunk.id).where(t.Chunk.job_id == job_id)))
+
+    def iter_results(self, job_id: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        """Stream a job's results in input order, with explanations, without loading them all."""
+        query = (
+            select(t.Result, t.Explanation)
+            .outerjoin(t.Explanation, and_(t.Explanation.job_id == t.Result.job_id,
+                                           t.Explanation.item_key == t.Result.item_key))
+            .where(t.Result.job_id == job_id)
+            .order_by(t.Result.seq)
+            .execution_options(yield_per=batch)
+        )
+        with self._reader() as s:
+            for result, expl in s.execute(query):
+                yield result_row(result, expl)
+
+
+def result_row(result: t.Result, expl: t.Explanation | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "key": result.item_key, "status": result.status, "output": result.output,
+        "error": result.error,
+    }
+    if expl is not None:
+        row["explanation"] = {
+            "method": expl.method, "target": expl.target, "tokens": expl.tokens,
+            "attributions": expl.attributions, "convergence_delta": expl.convergence_delta,
+            "status": expl.status, "error": expl.error,
+        }
+    return row
+
+
+def outcomes_from(items: Iterable[Item]) -> list[Outcome]:
+    """Items the producer already marked invalid become their outcome without any model."""
+    return [Outcome(key=i.key, status=ItemStatus.INVALID, error=i.invalid)
+            for i in items if i.invalid]

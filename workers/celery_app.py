@@ -1,0 +1,53 @@
+"""The Celery application, configured for at-least-once delivery with an idempotent effect."""
+
+from celery import Celery
+
+from schemas.errors import ConfigError
+from schemas.settings import Settings
+from schemas.stack import Endpoints, broker_transport_options
+from schemas.tasks import CONTROL_QUEUE, SWEEP, TASKS
+
+
+def worker_queues() -> list[str]:
+    return sorted({t.queue for t in TASKS.values()} | {CONTROL_QUEUE})
+
+
+def check_delivery(settings: Settings) -> None:
+    """Fail fast: a visibility timeout shorter than a chunk may run makes Redis hand a
+    running chunk to a second worker."""
+    if settings.visibility_timeout <= settings.chunk_time_limit:
+        raise ConfigError(
+            f"SLUICE_VISIBILITY_TIMEOUT ({settings.visibility_timeout}s) must be longer than "
+            f"SLUICE_CHUNK_TIME_LIMIT ({settings.chunk_time_limit}s); raise the timeout or "
+            "lower the limit"
+        )
+
+
+def create_app(settings: Settings, endpoints: Endpoints) -> Celery:
+    check_delivery(settings)
+    app = Celery("sluice", broker=endpoints.broker_url, set_as_current=True)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_ignore_result=True,  # the ledger is the result store
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=settings.chunk_time_limit,
+        task_soft_time_limit=max(1, settings.chunk_time_limit - 5),
+        broker_transport_options=broker_transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        task_default_queue=CONTROL_QUEUE,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,  # Ray needs real file descriptors
+        beat_schedule={
+            "sluice-sweep": {"task": SWEEP, "schedule": settings.sweep_interval,
+                             "options": {"queue": CONTROL_QUEUE, "expires":
+                                         settings.sweep_interval}},
+        },
+    )
+    from workers.tasks import register
+
+    register(app, settings, endpoints)
+    return app

@@ -1,0 +1,1 @@
+"""Captum explanations, per modality."""

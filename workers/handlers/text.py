@@ -1,0 +1,195 @@
+"""Text tasks: embed, zero-shot-text, classify-text, on any Hugging Face encoder directory."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+from schemas.errors import InvalidInput
+from schemas.jobs import Explanation, Item, text_problem
+from workers.explain.text import explain_tokens
+from workers.handlers.base import Handler
+
+# Cosine similarities lie in [-1, 1]; a softmax over them needs a temperature to be decisive.
+ZERO_SHOT_SCALE = 20.0
+LOAD = {"use_safetensors": True, "trust_remote_code": False}
+
+
+@dataclass
+class TextFeatures:
+    text: str
+    input_ids: list[int]
+    word_ids: list[int | None] | None
+    offsets: list[tuple[int, int]] | None
+    labels: tuple[str, ...] = ()
+    prompts: tuple[str, ...] = ()
+
+
+class TextHandler(Handler):
+    modality = "text"
+    max_chars = 1_000_000  # the producer's cap is the user-facing one
+
+    def setup(self, model_path: str, device: str) -> None:
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, **LOAD)
+        self.model = self.load_model(model_path).to(self.device).eval()
+        self.max_length = _max_length(Path(model_path), self.tokenizer, self.model)
+
+    def load_model(self, path: str) -> torch.nn.Module:
+        return AutoModel.from_pretrained(path, **LOAD)
+
+    def preprocess(self, item: Item, params: dict[str, Any]) -> TextFeatures:
+        problem = text_problem(item.text, "text", self.max_chars)
+        if problem:
+            raise InvalidInput(problem)
+        enc = self.tokenizer(item.text, truncation=True, max_length=self.max_length,
+                             return_offsets_mapping=self.tokenizer.is_fast)
+        fast = self.tokenizer.is_fast
+        return TextFeatures(
+            text=item.text, input_ids=enc["input_ids"],
+            word_ids=enc.word_ids() if fast else None,
+            offsets=[tuple(o) for o in enc["offset_mapping"]] if fast else None,
+        )
+
+    def pad(self, batch: list[TextFeatures]) -> tuple[torch.Tensor, torch.Tensor]:
+        padded = self.tokenizer.pad({"input_ids": [f.input_ids for f in batch]},
+                                    return_tensors="pt")
+        return padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device)
+
+    def sentence_embeddings(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean pooling over real tokens, L2-normalised (the sentence-transformers recipe)."""
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return F.normalize(pooled, p=2, dim=1)
+
+    def encode(self, batch: list[TextFeatures]) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.sentence_embeddings(*self.pad(batch))
+
+
+class EmbedHandler(TextHandler):
+    task = "embed"
+
+    def predict(self, batch: list[TextFeatures]) -> list[dict[str, Any]]:
+        vectors = self.encode(batch).float().cpu().numpy().round(7)
+        return [{"embedding": v.tolist(), "dim": int(v.shape[0])} for v in vectors]
+
+
+class ZeroShotHandler(TextHandler):
+    task = "zero-shot-text"
+
+    def setup(self, model_path: str, device: str) -> None:
+        super().setup(model_path, device)
+        self._label_vectors: dict[tuple[str, ...], torch.Tensor] = {}
+
+    def preprocess(self, item: Item, params: dict[str, Any]) -> TextFeatures:
+        features = super().preprocess(item, params)
+        features.labels = tuple(params["labels"])
+        described = params.get("label_descriptions") or {}
+        features.prompts = tuple(described.get(label, label) for label in features.labels)
+        return features
+
+    def label_vectors(self, prompts: tuple[str, ...]) -> torch.Tensor:
+        if prompts not in self._label_vectors:
+            feats = [TextFeatures(p, self.tokenizer(p, truncation=True,
+                                                    max_length=self.max_length)["input_ids"],
+                                  None, None) for p in prompts]
+            # A clone leaves inference mode, so explanations can backpropagate through it.
+            self._label_vectors[prompts] = self.encode(feats).clone()
+        return self._label_vectors[prompts]
+
+    def probabilities(self, embeddings: torch.Tensor, prompts: tuple[str, ...]) -> torch.Tensor:
+        return torch.softmax(embeddings @ self.label_vectors(prompts).T * ZERO_SHOT_SCALE, dim=-1)
+
+    def predict(self, batch: list[TextFeatures]) -> list[dict[str, Any]]:
+        embeddings = self.encode(batch)
+        outputs = []
+        for f, emb in zip(batch, embeddings, strict=True):
+            probs = self.probabilities(emb.unsqueeze(0), f.prompts)[0].tolist()
+            best = max(range(len(probs)), key=probs.__getitem__)
+            outputs.append({
+                "label": f.labels[best], "score": round(probs[best], 6),
+                "scores": {lab: round(p, 6) for lab, p in zip(f.labels, probs, strict=True)},
+            })
+        return outputs
+
+    def confidence(self, output: dict[str, Any]) -> float | None:
+        return float(output["score"])
+
+    def explain(self, batch: list[TextFeatures], outputs: list[dict[str, Any]],
+                steps: int, internal_batch_size: int) -> list[Explanation]:
+        results: list[Explanation | None] = [None] * len(batch)
+        for prompts in {f.prompts for f in batch}:  # one attribution pass per label set
+            idx = [i for i, f in enumerate(batch) if f.prompts == prompts]
+            group = [batch[i] for i in idx]
+
+            def forward(ids: torch.Tensor, mask: torch.Tensor,
+                        _prompts: tuple[str, ...] = prompts) -> torch.Tensor:
+                return self.probabilities(self.sentence_embeddings(ids, mask), _prompts)
+
+            targets = [group[0].labels.index(outputs[i]["label"]) for i in idx]
+            expl = explain_tokens(self, forward, group, targets, steps, internal_batch_size,
+                                  [outputs[i]["label"] for i in idx])
+            for i, e in zip(idx, expl, strict=True):
+                results[i] = e
+        return [e for e in results if e is not None]
+
+
+class ClassifyHandler(TextHandler):
+    task = "classify-text"
+
+    def load_model(self, path: str) -> torch.nn.Module:
+        return AutoModelForSequenceClassification.from_pretrained(path, **LOAD)
+
+    def setup(self, model_path: str, device: str) -> None:
+        super().setup(model_path, device)
+        config = self.model.config
+        self.labels = [config.id2label[i] for i in range(config.num_labels)]
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(input_ids=ids, attention_mask=mask).logits, dim=-1)
+
+    def predict(self, batch: list[TextFeatures]) -> list[dict[str, Any]]:
+        with torch.inference_mode():
+            probs = self.forward(*self.pad(batch)).float().cpu().tolist()
+        outputs = []
+        for row in probs:
+            best = max(range(len(row)), key=row.__getitem__)
+            outputs.append({
+                "label": self.labels[best], "score": round(row[best], 6),
+                "probabilities": {lab: round(p, 6) for lab, p in zip(self.labels, row,
+                                                                     strict=True)},
+            })
+        return outputs
+
+    def confidence(self, output: dict[str, Any]) -> float | None:
+        return float(output["score"])
+
+    def explain(self, batch: list[TextFeatures], outputs: list[dict[str, Any]],
+                steps: int, internal_batch_size: int) -> list[Explanation]:
+        targets = [self.labels.index(o["label"]) for o in outputs]
+        return explain_tokens(self, self.forward, batch, targets, steps, internal_batch_size,
+                              [o["label"] for o in outputs])
+
+
+def _max_length(path: Path, tokenizer: Any, model: torch.nn.Module) -> int:
+    """The sentence-transformers max_seq_length when the directory has one, else the model's."""
+    st_config = path / "sentence_bert_config.json"
+    if st_config.is_file():
+        value = json.loads(st_config.read_text()).get("max_seq_length")
+        if value:
+            return int(value)
+    limits = [getattr(model.config, "max_position_embeddings", 512), 512]
+    if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:
+        limits.append(tokenizer.model_max_length)
+    return min(limits)
+
+
+HANDLERS: dict[str, type[Handler]] = {
+    h.task: h for h in (EmbedHandler, ZeroShotHandler, ClassifyHandler)
+}

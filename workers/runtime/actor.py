@@ -1,0 +1,97 @@
+"""The model actor: one per (task, model version, replica). Owns the device, batching and
+explanations; the handler inside it knows nothing of Ray."""
+
+import asyncio
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from schemas.errors import InvalidInput
+from schemas.jobs import Explanation, ExplainPolicy, Item, ItemStatus, Outcome
+from workers.handlers import handler_for
+from workers.runtime.batching import DynamicBatcher
+
+
+def pick_device(gpu_ids: list[Any]) -> str:
+    import torch
+
+    return "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
+
+
+class ModelActor:
+    def __init__(self, task: str, model_path: str, options: dict[str, Any]) -> None:
+        import ray
+        import torch
+
+        # Ray pins OMP threads to the actor's num_cpus; the model should use what it is given.
+        torch.set_num_threads(int(options.get("torch_threads") or os.cpu_count() or 1))
+        self.device = pick_device(ray.get_gpu_ids())
+        self.handler = handler_for(task)
+        started = time.perf_counter()
+        self.handler.setup(model_path, self.device)
+        self.load_seconds = time.perf_counter() - started
+        self.options = options
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self.batcher = DynamicBatcher(self.handler.predict, options["max_batch_size"],
+                                      options["max_batch_wait_ms"] / 1000, self.executor)
+        self.items_done = 0
+
+    async def process(self, job_id: str, items: list[dict[str, Any]], params: dict[str, Any],
+                      policy: str) -> list[dict[str, Any]]:
+        """Outcomes for a chunk's valid items, as JSON-able dicts, in order."""
+        outcomes: list[Outcome | None] = [None] * len(items)
+        features, positions = [], []
+        for n, raw in enumerate(items):
+            item = Item.model_validate(raw)
+            try:
+                features.append(self.handler.preprocess(item, params))
+                positions.append(n)
+            except InvalidInput as exc:
+                outcomes[n] = Outcome(key=item.key, status=ItemStatus.INVALID, error=str(exc))
+        predictions = await self.batcher.submit(features)
+        for n, pred in zip(positions, predictions, strict=True):
+            key = items[n]["key"]
+            if isinstance(pred, BaseException):
+                outcomes[n] = Outcome(key=key, status=ItemStatus.ERROR,
+                                      error=f"prediction failed: {type(pred).__name__}: {pred}")
+            else:
+                outcomes[n] = Outcome(key=key, status=ItemStatus.OK, output=pred)
+        await self._explain(job_id, ExplainPolicy.parse(policy), features, positions, outcomes)
+        self.items_done += len(items)
+        return [o.model_dump(mode="json") for o in outcomes if o is not None]
+
+    async def _explain(self, job_id: str, policy: ExplainPolicy, features: list[Any],
+                       positions: list[int], outcomes: list[Outcome | None]) -> None:
+        if policy.kind == "none":
+            return
+        chosen = []
+        for f, n in zip(features, positions, strict=True):
+            o = outcomes[n]
+            if o is not None and o.status == ItemStatus.OK and o.output is not None and \
+                    policy.wants(job_id, o.key, self.handler.confidence(o.output)):
+                chosen.append((f, o))
+        size = self.options["explain_batch_size"]
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(chosen), size):
+            part = chosen[start : start + size]
+            explanations = await loop.run_in_executor(self.executor, self._explain_batch, part)
+            for (_, o), e in zip(part, explanations, strict=True):
+                o.explanation = e
+
+    def _explain_batch(self, part: list[tuple[Any, Outcome]]) -> list[Explanation]:
+        feats = [f for f, _ in part]
+        outputs = [o.output or {} for _, o in part]
+        try:
+            return self.handler.explain(feats, outputs, self.options["explain_steps"],
+                                        self.options["explain_batch_size"])
+        except Exception as exc:  # the predictions stand; the failure is recorded
+            err = f"{type(exc).__name__}: {exc}"[:500]
+            return [Explanation(method="unknown", status="failed", error=err) for _ in part]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "device": self.device, "load_seconds": round(self.load_seconds, 3),
+            "items": self.items_done, "pid": os.getpid(),
+            "batch_sizes": dict(self.batcher.batch_sizes),
+        }

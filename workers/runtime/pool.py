@@ -1,0 +1,58 @@
+"""Finding or creating the named Ray actor for (task, model version, replica)."""
+
+import threading
+import zlib
+from typing import Any
+
+import ray
+
+from schemas.settings import Settings
+from workers.runtime.actor import ModelActor
+
+NAMESPACE = "sluice"
+_connect_lock = threading.Lock()
+RemoteModelActor = ray.remote(ModelActor)
+
+
+def connect(address: str | None) -> None:
+    """Join the Ray cluster once per process (a Celery child, a test, the benchmark)."""
+    with _connect_lock:
+        if not ray.is_initialized():
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
+                     logging_level="WARNING", include_dashboard=False if address is None
+                     else None)
+
+
+def actor_name(task: str, version: str, replica: int) -> str:
+    return f"sluice:{task}:{version}:{replica}"
+
+
+def replica_for(chunk_id: str, replicas: int) -> int:
+    return zlib.crc32(chunk_id.encode()) % replicas
+
+
+def actor_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "max_batch_size": settings.max_batch_size,
+        "max_batch_wait_ms": settings.max_batch_wait_ms,
+        "explain_steps": settings.explain_steps,
+        "explain_batch_size": settings.explain_batch_size,
+        "torch_threads": settings.torch_threads,
+    }
+
+
+def get_actor(task: str, model_path: str, version: str, replica: int,
+              settings: Settings) -> Any:
+    """The live actor, created on first use. Detached, so models stay warm across workers;
+    restarted by Ray if its process dies."""
+    name = actor_name(task, version, replica)
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        pass
+    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    return RemoteModelActor.options(  # type: ignore[attr-defined]
+        name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        max_restarts=-1, max_task_retries=1, num_cpus=settings.actor_num_cpus,
+        num_gpus=settings.gpu_fraction if has_gpu else 0,
+    ).remote(task, model_path, actor_options(settings))

@@ -1,0 +1,139 @@
+"""The Celery tasks: a thin adapter that owns the ledger, leases and retries."""
+
+import logging
+import os
+import socket
+import threading
+from functools import cached_property
+from typing import Any
+
+from celery import Celery, Task
+
+from schemas.jobs import Item, ItemStatus, Outcome, text_problem
+from schemas.settings import Settings
+from schemas.stack import Endpoints, redis_priority
+from schemas.tasks import PROCESS_CHUNK, SWEEP
+from storage.engine import make_engine, migrate
+from storage.ledger import JobView, Ledger
+from workers.sweeper import sweep_once
+
+log = logging.getLogger("sluice.worker")
+
+
+class WorkerState:
+    """Per-process resources, made lazily: Celery forks its children after start-up, and a
+    database pool or a Ray connection must not cross a fork."""
+
+    def __init__(self, settings: Settings, endpoints: Endpoints) -> None:
+        self.settings = settings
+        self.endpoints = endpoints
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        engine = make_engine(self.endpoints.database_url)
+        migrate(engine)
+        return Ledger(engine)
+
+    def run_on_actor(self, job: JobView, chunk_id: str, items: list[Item]) -> list[Outcome]:
+        import ray
+
+        from workers.runtime import pool
+
+        pool.connect(self.endpoints.ray_address)
+        replica = pool.replica_for(chunk_id, self.settings.replicas)
+        actor = pool.get_actor(job.task, job.params["model_path"], job.model_version,
+                               replica, self.settings)
+        ref = actor.process.remote(job.id, [i.model_dump(exclude_none=True) for i in items],
+                                   job.params, job.explain_policy)
+        raw = ray.get(ref, timeout=self.settings.chunk_time_limit)
+        return [Outcome.model_validate(r) for r in raw]
+
+
+class LeaseKeeper:
+    """Renews a chunk's lease while it runs, so only a dead worker's lease expires."""
+
+    def __init__(self, ledger: Ledger, chunk_id: str, owner: str, seconds: float) -> None:
+        self.args = (chunk_id, owner, seconds)
+        self.ledger = ledger
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.args[2] / 3):
+            if not self.ledger.renew(*self.args):
+                return
+
+    def __enter__(self) -> "LeaseKeeper":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def compute_outcomes(state: WorkerState, job: JobView, chunk_id: str,
+                     items: list[Item]) -> list[Outcome]:
+    """Invalid items are settled here; the rest go to the model actor. Order is kept."""
+    cap = state.settings.max_text_chars
+    known: dict[str, Outcome] = {}
+    ready = []
+    for item in items:
+        problem = item.invalid or text_problem(item.text, "text", cap)
+        if problem:
+            known[item.key] = Outcome(key=item.key, status=ItemStatus.INVALID, error=problem)
+        else:
+            ready.append(item)
+    if ready:
+        for outcome in state.run_on_actor(job, chunk_id, ready):
+            known[outcome.key] = outcome
+    return [known[i.key] for i in items]
+
+
+def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
+    settings, ledger = state.settings, state.ledger
+    owner = f"{socket.gethostname()}:{os.getpid()}:{task.request.id}"
+    claim = ledger.claim(chunk_id, owner, settings.lease_seconds)
+    if claim.outcome != "claimed":
+        log.info("chunk %s: %s, nothing to do", chunk_id, claim.outcome)
+        return claim.outcome
+    assert claim.job is not None and claim.items is not None
+    try:
+        with LeaseKeeper(ledger, chunk_id, owner, settings.lease_seconds):
+            outcomes = compute_outcomes(state, claim.job, chunk_id, claim.items)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        if claim.attempts >= settings.max_attempts:
+            log.error("chunk %s: dead-lettered after %d attempts: %s", chunk_id,
+                      claim.attempts, reason)
+            ledger.dead_letter(chunk_id, owner, reason)
+            return "dead"
+        log.warning("chunk %s: attempt %d failed, retrying: %s", chunk_id, claim.attempts,
+                    reason)
+        ledger.release(chunk_id, owner, reason)
+        raise task.retry(exc=exc, countdown=settings.retry_backoff ** claim.attempts,
+                         max_retries=None) from exc
+    if not ledger.complete(chunk_id, owner, outcomes):
+        log.warning("chunk %s: lease lost before completion; another worker finishes it",
+                    chunk_id)
+        return "lease-lost"
+    return "done"
+
+
+def register(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
+    state = WorkerState(settings, endpoints)
+
+    @app.task(name=PROCESS_CHUNK, bind=True)
+    def process_chunk_task(self: Task, chunk_id: str) -> str:
+        return process_chunk(self, state, chunk_id)
+
+    @app.task(name=SWEEP)
+    def sweep_task() -> dict[str, Any]:
+        def send(chunk_id: str, queue: str, priority: int) -> None:
+            app.send_task(PROCESS_CHUNK, args=[chunk_id], queue=queue,
+                          priority=redis_priority(priority))
+
+        report = sweep_once(state.ledger, settings, endpoints.broker_url, send)
+        if report.resent or report.dead_lettered or report.finalised:
+            log.warning("sweep: %s", report.as_dict())
+        return report.as_dict()
