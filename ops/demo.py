@@ -4,6 +4,7 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from ops import stack
 from ops.progress import err, summary, wait_with_bar
@@ -31,7 +32,7 @@ def run_demo(settings: Settings, task: str, explain: str) -> int:
         client = Client(settings)
         rows = [json.loads(line) for line in SAMPLES.read_text(encoding="utf-8").splitlines()]
         texts = {r["id"]: r["text"] for r in rows}
-        options = {"labels": list(TOPICS), "label_descriptions": TOPICS} \
+        options: dict[str, Any] = {"labels": list(TOPICS), "label_descriptions": TOPICS} \
             if task == "zero-shot-text" else {}
         job_id = client.submit_file(SAMPLES, task, key_column="id",
                                     explain=explain if task != "embed" else "none", **options)

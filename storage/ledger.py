@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -112,7 +112,8 @@ class Ledger:
 
     # -- producers --------------------------------------------------------------------------
 
-    def create_job(self, spec: JobSpec, items: list[Item], chunk_size: int) -> tuple[str, list[str]]:
+    def create_job(self, spec: JobSpec, items: list[Item],
+                   chunk_size: int) -> tuple[str, list[str]]:
         """Write the job and all its chunks in one transaction, before anything is enqueued."""
         job_id = uuid.uuid4().hex
         now = _now()
@@ -132,7 +133,7 @@ class Ledger:
             s.flush()
             if chunks:
                 s.execute(
-                    t.Chunk.__table__.insert(),
+                    insert(t.Chunk),
                     [
                         {
                             "id": cid, "job_id": job_id, "seq": n, "state": ChunkState.QUEUED,
@@ -233,20 +234,20 @@ class Ledger:
                          now: datetime) -> None:
         if not outcomes:
             return
-        insert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr]
+        upsert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr]
         rows = [
             {"job_id": job_id, "item_key": o.key, "chunk_id": chunk_id,
              "seq": order.get(o.key, 0), "status": o.status.value,
              "output": o.output, "error": o.error, "created_at": now}
             for o in outcomes
         ]
-        s.execute(insert(t.Result).on_conflict_do_nothing(), rows)
+        s.execute(upsert(t.Result).on_conflict_do_nothing(), rows)
         explained = [
             {"job_id": job_id, "item_key": o.key, **o.explanation.model_dump()}
             for o in outcomes if o.explanation is not None
         ]
         if explained:
-            s.execute(insert(t.Explanation).on_conflict_do_nothing(), explained)
+            s.execute(upsert(t.Explanation).on_conflict_do_nothing(), explained)
 
     def _finalise_if_complete(self, s: Session, job_id: str, now: datetime) -> None:
         job = s.get(t.Job, job_id, populate_existing=True)

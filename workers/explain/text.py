@@ -39,7 +39,7 @@ def _attribute(handler: "TextHandler", forward: Callable[..., torch.Tensor],
                internal_batch_size: int, target_names: list[str]) -> list[Explanation]:
     ids, mask = handler.pad(batch)
     baseline = _baseline(handler.tokenizer, ids)
-    lig = LayerIntegratedGradients(forward, handler.model.get_input_embeddings())
+    lig = LayerIntegratedGradients(forward, handler.embedding_layer())
     attributions, delta = lig.attribute(
         inputs=ids, baselines=baseline, additional_forward_args=(mask,), target=targets,
         n_steps=steps, internal_batch_size=max(internal_batch_size, len(batch)),

@@ -55,6 +55,12 @@ class TextHandler(Handler):
             offsets=[tuple(o) for o in enc["offset_mapping"]] if fast else None,
         )
 
+    def embedding_layer(self) -> torch.nn.Module:
+        """Where token attributions are taken: the input word embeddings."""
+        layer = self.model.get_input_embeddings()  # type: ignore[operator]
+        assert isinstance(layer, torch.nn.Module)
+        return layer
+
     def pad(self, batch: list[TextFeatures]) -> tuple[torch.Tensor, torch.Tensor]:
         padded = self.tokenizer.pad({"input_ids": [f.input_ids for f in batch]},
                                     return_tensors="pt")
@@ -148,7 +154,7 @@ class ClassifyHandler(TextHandler):
 
     def setup(self, model_path: str, device: str) -> None:
         super().setup(model_path, device)
-        config = self.model.config
+        config: Any = self.model.config
         self.labels = [config.id2label[i] for i in range(config.num_labels)]
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from schemas.errors import InvalidInput
-from schemas.jobs import Explanation, ExplainPolicy, Item, ItemStatus, Outcome
+from schemas.jobs import ExplainPolicy, Explanation, Item, ItemStatus, Outcome
 from workers.handlers import handler_for
 from workers.runtime.batching import DynamicBatcher
 

@@ -1,5 +1,6 @@
 """Finding or creating the named Ray actor for (task, model version, replica)."""
 
+import logging
 import threading
 import zlib
 from typing import Any
@@ -19,7 +20,7 @@ def connect(address: str | None) -> None:
     with _connect_lock:
         if not ray.is_initialized():
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
-                     logging_level="WARNING", include_dashboard=False if address is None
+                     logging_level=logging.WARNING, include_dashboard=False if address is None
                      else None)
 
 
