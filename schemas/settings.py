@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float = Field(5.0, ge=0)
     replicas: int = Field(1, ge=1)
     gpu_fraction: float = Field(1.0, gt=0, le=1)
-    actor_num_cpus: float = Field(1.0, ge=0)
+    # Models share the node's cores by default (torch uses them all); set it on a cluster to
+    # make Ray spread actors over nodes.
+    actor_num_cpus: float = Field(0.0, ge=0)
     torch_threads: int | None = None
 
     # Explanations.

@@ -1,0 +1,117 @@
+"""Shared fixtures: databases (SQLite always, PostgreSQL when SLUICE_TEST_DATABASE_URL is set),
+the embedded Redis + Ray services, and Celery workers that tests may kill."""
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from storage.engine import make_engine, migrate, normalise_url
+from storage.ledger import Ledger
+
+PG_URL = os.environ.get("SLUICE_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("SLUICE_TEST_REDIS_URL")
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    not PG_URL, reason="set SLUICE_TEST_DATABASE_URL to run on PostgreSQL"))]
+SAMPLES = Path(__file__).parent.parent / "ops" / "samples" / "messages.jsonl"
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str | None]:
+    """A throw-away PostgreSQL database for this run, dropped at the end."""
+    if not PG_URL:
+        yield None
+        return
+    admin = make_url(normalise_url(PG_URL))
+    name = f"sluice_test_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield admin.set(database=name).render_as_string(hide_password=False)
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path,
+                 pg_database: str | None) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    assert pg_database
+    yield pg_database
+    engine = make_engine(pg_database)  # leave the shared test database empty for the next test
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE jobs CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def ledger(database_url: str) -> Iterator[Ledger]:
+    engine = make_engine(database_url)
+    migrate(engine)
+    yield Ledger(engine)
+    engine.dispose()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+
+
+def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small BERT sequence classifier (billing vs praise) trained here for a few seconds on
+    the project's sample messages and saved with save_pretrained (safetensors)."""
+    import json
+
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from producers.models import resolve
+
+    out = tmp_path_factory.mktemp("tiny-classifier")
+    base = resolve("all-MiniLM-L6-v2", "embed", out / "cache").path
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    labels = ["billing", "praise"]
+    rows = [json.loads(line) for line in SAMPLES.read_text(encoding="utf-8").splitlines()]
+    data = [(r["text"], labels.index(r["topic"])) for r in rows
+            if r["topic"] in labels and r["lang"] == "en"]
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, num_labels=2,
+                        id2label=dict(enumerate(labels)), label2id={k: i for i, k in
+                                                                   enumerate(labels)})
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+    batch = tokenizer([t for t, _ in data], padding=True, truncation=True, max_length=64,
+                      return_tensors="pt")
+    target = torch.tensor([y for _, y in data])
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(25):
+        loss = model(**batch, labels=target).loss
+        loss.backward()
+        optim.step()
+        optim.zero_grad()
+    model.eval()
+    model.save_pretrained(out / "model", safe_serialization=True)
+    tokenizer.save_pretrained(out / "model")
+    return out / "model"

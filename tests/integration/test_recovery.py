@@ -1,0 +1,78 @@
+"""Nothing lost, nothing twice: a killed worker, a wiped broker, a chunk that always fails."""
+
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from producers import Client
+from schemas.settings import Settings
+from storage import tables as t
+from tests.conftest import kill_group
+from tests.integration.conftest import wait_until
+from tests.integration.test_pipeline import sample_rows, write_jsonl
+
+pytestmark = pytest.mark.integration
+
+
+def assert_every_item_once(client: Client, job_id: str, total: int) -> None:
+    view = client.status(job_id)
+    assert view.status == "succeeded", view
+    assert (view.counts.total, view.counts.ok, view.counts.processed) == (total, total, total)
+    keys = [r["key"] for r in client.results(job_id)]
+    assert len(keys) == len(set(keys)) == total
+    with client.ledger.engine.connect() as conn:
+        rows = conn.scalar(select(func.count()).select_from(t.Result)
+                           .where(t.Result.job_id == job_id))
+        states = set(conn.scalars(select(t.Chunk.state).where(t.Chunk.job_id == job_id)))
+    assert rows == total and states == {"done"}
+
+
+def test_sigkilled_worker_mid_job_loses_and_duplicates_nothing(client: Client, start_worker,
+                                                                tmp_path: Path):
+    client.settings.chunk_size = 100
+    job_id = client.submit_file(write_jsonl(tmp_path / "in.jsonl", sample_rows(1200)), "embed",
+                                key_column="id")
+    first = start_worker()
+    wait_until(lambda: client.status(job_id).counts.processed >= 100, 180, "a first chunk")
+    kill_group(first, signal.SIGKILL)  # no chance to ack, release or clean up
+    killed_at = client.status(job_id)
+    assert killed_at.counts.processed < 1200, "the job must still be mid-way"
+    start_worker()
+    client.wait(job_id, timeout=240)
+    assert_every_item_once(client, job_id, 1200)
+
+
+def test_broker_wiped_mid_job_still_completes(client: Client, settings: Settings,
+                                              start_worker, tmp_path: Path):
+    client.settings.chunk_size = 100
+    job_id = client.submit_file(write_jsonl(tmp_path / "in.jsonl", sample_rows(1000)), "embed",
+                                key_column="id")
+    start_worker()
+    wait_until(lambda: client.status(job_id).counts.processed >= 100, 180, "a first chunk")
+    redis.Redis.from_url(settings.broker_url or "").flushdb()  # every queued message is gone
+    assert client.status(job_id).counts.processed < 1000
+    client.wait(job_id, timeout=240)
+    assert_every_item_once(client, job_id, 1000)
+
+
+def test_a_chunk_that_always_fails_is_dead_lettered_and_the_job_ends(
+        client: Client, start_worker, tiny_classifier: Path, tmp_path: Path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_classifier, broken)
+    job_id = client.submit_texts(["hello", "thanks"], "classify-text", model=str(broken))
+    # The weights vanish after submit: every attempt to load the model fails.
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    job = client.ledger.job(job_id)
+    with client.ledger.engine.begin() as conn:  # a version no actor has loaded yet
+        conn.execute(t.Job.__table__.update().where(t.Job.id == job_id)
+                     .values(model_version=f"broken-{job_id[:8]}"))
+    assert job.params["model_path"] == str(broken.resolve())
+    start_worker(SLUICE_MAX_ATTEMPTS="2")
+    view = client.wait(job_id, timeout=240)
+    assert view.status == "failed" and view.counts.error == 2
+    errors = [r["error"] for r in client.results(job_id)]
+    assert all(e.startswith("dead-lettered after repeated failures") for e in errors)

@@ -1,0 +1,64 @@
+"""The Ray runtime: named actors, batching across concurrent callers, restart after a crash."""
+
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+import ray
+
+from producers.models import resolve
+from schemas.settings import Settings
+from workers.runtime import pool
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ray_connected(services: dict[str, str]) -> None:
+    pool.connect(services["ray"])
+
+
+def _items(prefix: str, n: int) -> list[dict[str, str]]:
+    return [{"key": f"{prefix}{i}", "text": f"message number {i} from {prefix}"} for i in range(n)]
+
+
+def test_concurrent_requests_are_merged_into_one_batch(ray_connected: None, tmp_path: Path):
+    model = resolve("all-MiniLM-L6-v2", "embed", tmp_path)
+    version = f"test-{uuid.uuid4().hex[:8]}"  # a fresh actor with a long batching window
+    settings = Settings(max_batch_size=64, max_batch_wait_ms=500)
+    actor = pool.get_actor("embed", str(model.path), version, 0, settings)
+    assert ray.get(actor.stats.remote())["items"] == 0  # loaded, idle
+    same = pool.get_actor("embed", str(model.path), version, 0, settings)
+    assert ray.get(same.stats.remote())["pid"] == ray.get(actor.stats.remote())["pid"]
+
+    # Two callers, as two Celery workers would be, each with a small request.
+    refs = [actor.process.remote("job-a", _items("a", 3), {}, "none"),
+            actor.process.remote("job-b", _items("b", 4), {}, "none")]
+    a, b = ray.get(refs)
+    assert [o["key"] for o in a] == ["a0", "a1", "a2"] and len(b) == 4
+    assert ray.get(actor.stats.remote())["batch_sizes"] == {7: 1}
+    ray.kill(actor, no_restart=True)
+
+
+def test_actor_is_restarted_after_its_process_dies(ray_connected: None, tmp_path: Path):
+    model = resolve("all-MiniLM-L6-v2", "embed", tmp_path)
+    version = f"test-{uuid.uuid4().hex[:8]}"
+    actor = pool.get_actor("embed", str(model.path), version, 0, Settings())
+    pid = ray.get(actor.stats.remote())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    out = ray.get(actor.process.remote("job", _items("x", 2), {}, "none"), timeout=120)
+    assert [o["status"] for o in out] == ["ok", "ok"]
+    assert ray.get(actor.stats.remote())["pid"] != pid
+    ray.kill(actor, no_restart=True)
+
+
+def test_actor_runs_on_cpu_without_gpus(ray_connected: None, tmp_path: Path):
+    if ray.cluster_resources().get("GPU", 0):
+        pytest.skip("this cluster has GPUs")
+    model = resolve("all-MiniLM-L6-v2", "embed", tmp_path)
+    actor = pool.get_actor("embed", str(model.path), f"test-{uuid.uuid4().hex[:8]}", 0,
+                           Settings())
+    assert ray.get(actor.stats.remote())["device"] == "cpu"
+    ray.kill(actor, no_restart=True)

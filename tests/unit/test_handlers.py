@@ -1,0 +1,43 @@
+"""Handlers run in a plain pytest on CPU: no Celery, no Ray."""
+
+import numpy as np
+import pytest
+
+from producers.models import resolve
+from schemas.errors import InvalidInput
+from schemas.jobs import Item
+from workers.handlers import handler_for
+
+TEXTS = ["Where is my parcel?", "我的发票金额不对，请核实。",
+         "The app crashes every time I open the settings page after the latest update, "
+         "and reinstalling did not help at all. " * 3, "ok"]
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(resolve("all-MiniLM-L6-v2", "embed", tmp_path_factory.mktemp("c")).path)
+
+
+def test_embeddings_match_the_reference_whatever_the_batch(minilm: str):
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(minilm, device="cpu").encode(TEXTS,
+                                                                normalize_embeddings=True)
+    handler = handler_for("embed")
+    handler.setup(minilm, "cpu")
+    feats = [handler.preprocess(Item(key=str(i), text=t), {}) for i, t in enumerate(TEXTS)]
+    together = handler.predict(feats)  # short texts padded to the long one
+    alone = [handler.predict([f])[0] for f in feats]  # no padding at all
+    mixed = handler.predict([feats[3], feats[0], feats[2], feats[1]])
+    mixed = [mixed[1], mixed[3], mixed[2], mixed[0]]
+    for outputs in (together, alone, mixed):
+        ours = np.array([o["embedding"] for o in outputs])
+        assert ours.shape == (4, 384)
+        assert ((ours * reference).sum(1)).min() >= 0.9999
+
+
+def test_preprocess_rejects_what_cannot_be_embedded(minilm: str):
+    handler = handler_for("embed")
+    handler.setup(minilm, "cpu")
+    with pytest.raises(InvalidInput, match="empty text"):
+        handler.preprocess(Item(key="k", text=" "), {})

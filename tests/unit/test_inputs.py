@@ -1,0 +1,87 @@
+"""Reading files and checking items: clear errors for every kind of bad input."""
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from producers.readers import read_rows, rows_to_items
+from schemas.errors import DuplicateKeysError, InputFileError, SluiceError
+from schemas.jobs import ExplainPolicy
+
+
+def items_of(path: Path, key: str | None = "id", cap: int = 100):
+    columns, rows = read_rows(path)
+    return rows_to_items(columns, rows, text_column="text", key_column=key, max_chars=cap)
+
+
+def test_jsonl_csv_and_parquet_give_the_same_items(tmp_path: Path):
+    rows = [{"id": "a", "text": "hello"}, {"id": "b", "text": "你好"}]
+    (tmp_path / "x.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "x.csv").write_text("id,text\na,hello\nb,你好\n")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "x.parquet")
+    for name in ("x.jsonl", "x.csv", "x.parquet"):
+        got = [(i.key, i.text, i.invalid) for i in items_of(tmp_path / name)]
+        assert got == [("a", "hello", None), ("b", "你好", None)], name
+
+
+def test_without_a_key_column_rows_are_numbered(tmp_path: Path):
+    (tmp_path / "x.csv").write_text("text\none\ntwo\n")
+    assert [i.key for i in items_of(tmp_path / "x.csv", key=None)] == ["1", "2"]
+
+
+def test_bad_rows_become_invalid_items_with_reasons(tmp_path: Path):
+    (tmp_path / "x.jsonl").write_text(
+        '{"id": "e", "text": ""}\n{"id": "l", "text": "' + "y" * 101 + '"}\n'
+        '{"id": "t", "text": ["a"]}\n{"text": "keyless"}\n[1, 2]\n{"id": "n"}\n')
+    got = {i.key: i.invalid for i in items_of(tmp_path / "x.jsonl")}
+    assert got == {
+        "e": "empty text",
+        "l": "text is 101 characters, over the cap of 100 (SLUICE_MAX_TEXT_CHARS)",
+        "t": "text column 'text' holds list, expected a string",
+        "row:4": "missing key column 'id' in row 4",
+        "line:5": "line 5 is not a JSON object",
+        "n": "missing text column 'text'",
+    }
+
+
+@pytest.mark.parametrize("content, suffix, message", [
+    (None, ".jsonl", "no such file"),
+    ("a,b\n", ".txt", "unknown file type '.txt'"),
+    ("\x00\x01garbage\nmore garbage\n", ".jsonl", "not JSONL"),
+    ("PAR1 not really", ".parquet", "not a readable Parquet file"),
+    ("", ".csv", "empty CSV file"),
+])
+def test_unreadable_files_are_refused_clearly(tmp_path: Path, content, suffix, message):
+    path = tmp_path / f"input{suffix}"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InputFileError, match=message):
+        items_of(path)
+
+
+def test_missing_columns_and_duplicate_keys_are_refused_at_submit(tmp_path: Path):
+    (tmp_path / "x.csv").write_text("id,body\n1,a\n")
+    with pytest.raises(InputFileError, match="text column 'text' not found; columns are: id, body"):
+        items_of(tmp_path / "x.csv")
+    with pytest.raises(InputFileError, match="key column 'key' not found"):
+        items_of(tmp_path / "x.csv", key="key")
+    (tmp_path / "d.csv").write_text("id,text\n1,a\n2,b\n1,c\n3,d\n3,e\n")
+    with pytest.raises(DuplicateKeysError, match="'1', '3'"):
+        items_of(tmp_path / "d.csv")
+
+
+def test_explain_policies():
+    assert ExplainPolicy.parse("none").wants("j", "k", 0.1) is False
+    assert ExplainPolicy.parse("all").wants("j", "k", None) is True
+    low = ExplainPolicy.parse("low-confidence:0.6")
+    assert low.wants("j", "k", 0.5) and not low.wants("j", "k", 0.7)
+    sample = ExplainPolicy.parse("sample:0.25")
+    chosen = [sample.wants("job", str(i), None) for i in range(4000)]
+    assert 0.2 < sum(chosen) / 4000 < 0.3
+    assert chosen == [sample.wants("job", str(i), None) for i in range(4000)]  # stable on retry
+    for bad in ("sometimes", "sample:2", "sample", "low-confidence:x", "all:1"):
+        with pytest.raises(SluiceError, match="bad explain policy"):
+            ExplainPolicy.parse(bad)

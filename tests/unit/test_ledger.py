@@ -1,0 +1,105 @@
+"""Ledger rules, on SQLite and (when configured) PostgreSQL: one transaction per step,
+exactly-once effect, statuses that tell the truth."""
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from schemas.jobs import Item, ItemStatus, JobSpec, Outcome
+from storage import tables as t
+from storage.ledger import Ledger
+
+
+def spec() -> JobSpec:
+    return JobSpec(task="embed", model="m", model_version="v1", params={"model_path": "/m"})
+
+
+def items(n: int, bad: int = 0) -> list[Item]:
+    return [Item(key=f"k{i}", text=f"text {i}") for i in range(n)] + \
+        [Item(key=f"bad{i}", invalid="empty text") for i in range(bad)]
+
+
+def ok(items_: list[Item]) -> list[Outcome]:
+    return [Outcome(key=i.key, status=ItemStatus.INVALID if i.invalid else ItemStatus.OK,
+                    output={"x": 1} if not i.invalid else None, error=i.invalid)
+            for i in items_]
+
+
+def test_job_and_chunks_are_written_together(ledger: Ledger):
+    job_id, chunks = ledger.create_job(spec(), items(5), chunk_size=2)
+    view = ledger.job(job_id)
+    assert len(chunks) == 3 and view.chunks_total == 3 and view.counts.total == 5
+    assert view.status == "queued"
+
+
+def test_a_redelivered_chunk_changes_nothing(ledger: Ledger):
+    job_id, (chunk,) = ledger.create_job(spec(), items(3), chunk_size=10)
+    claim = ledger.claim(chunk, "w1", 30)
+    assert claim.outcome == "claimed" and claim.items and len(claim.items) == 3
+    assert ledger.claim(chunk, "w2", 30).outcome == "busy"  # a live lease is respected
+    assert ledger.complete(chunk, "w1", ok(claim.items))
+    assert ledger.claim(chunk, "w2", 30).outcome == "done"
+    assert not ledger.complete(chunk, "w1", ok(claim.items))  # a second completion is refused
+    view = ledger.job(job_id)
+    assert (view.status, view.counts.ok, view.chunks_done) == ("succeeded", 3, 1)
+    assert len(list(ledger.iter_results(job_id))) == 3
+
+
+def test_status_is_partially_failed_when_any_item_is_not_ok(ledger: Ledger):
+    job_id, (chunk,) = ledger.create_job(spec(), items(2, bad=1), chunk_size=10)
+    claim = ledger.claim(chunk, "w", 30)
+    assert claim.items is not None
+    ledger.complete(chunk, "w", ok(claim.items))
+    view = ledger.job(job_id)
+    assert (view.status, view.counts.ok, view.counts.invalid) == ("partially_failed", 2, 1)
+    rows = {r["key"]: r for r in ledger.iter_results(job_id)}
+    assert rows["bad0"] == {"key": "bad0", "status": "invalid", "output": None,
+                            "error": "empty text"}
+
+
+def test_expired_lease_is_resent_and_old_owner_cannot_complete(ledger: Ledger):
+    job_id, (chunk,) = ledger.create_job(spec(), items(2), chunk_size=10)
+    first = ledger.claim(chunk, "dead-worker", lease_seconds=-1)  # already expired
+    assert first.outcome == "claimed"
+    resend, exhausted = ledger.sweep(requeue_after=3600, max_attempts=3)
+    assert resend == [(chunk, "embed", 5)] and exhausted == []
+    second = ledger.claim(chunk, "new-worker", 30)
+    assert second.outcome == "claimed" and second.attempts == 2
+    assert not ledger.complete(chunk, "dead-worker", ok(first.items or []))
+    assert ledger.complete(chunk, "new-worker", ok(second.items or []))
+    assert ledger.job(job_id).counts.ok == 2
+
+
+def test_lost_messages_are_resent_only_when_stale_or_broker_reset(ledger: Ledger):
+    _, (chunk,) = ledger.create_job(spec(), items(1), chunk_size=10)
+    assert ledger.sweep(requeue_after=3600, max_attempts=3) == ([], [])
+    assert ledger.sweep(requeue_after=3600, max_attempts=3, broker_lost=True)[0] == [
+        (chunk, "embed", 5)]
+
+
+def test_exhausted_chunk_is_dead_lettered_and_job_fails(ledger: Ledger):
+    job_id, (chunk,) = ledger.create_job(spec(), items(2), chunk_size=10)
+    ledger.claim(chunk, "w", lease_seconds=-1)
+    _, exhausted = ledger.sweep(requeue_after=3600, max_attempts=1)
+    assert exhausted == [chunk]
+    assert ledger.dead_letter(chunk, None, "boom")
+    view = ledger.job(job_id)
+    assert (view.status, view.counts.error) == ("failed", 2)
+    assert all("boom" in (r["error"] or "") for r in ledger.iter_results(job_id))
+
+
+def test_cancel_drops_unfinished_chunks(ledger: Ledger):
+    job_id, chunks = ledger.create_job(spec(), items(4), chunk_size=2)
+    claim = ledger.claim(chunks[0], "w", 30)
+    ledger.complete(chunks[0], "w", ok(claim.items or []))
+    inflight = ledger.claim(chunks[1], "w", 30)
+    assert ledger.cancel(job_id).status == "cancelled"
+    assert not ledger.complete(chunks[1], "w", ok(inflight.items or []))
+    assert ledger.claim(chunks[1], "w", 30).outcome == "done"
+    view = ledger.job(job_id)
+    assert (view.status, view.counts.ok) == ("cancelled", 2)
+
+
+def test_migration_matches_the_models(ledger: Ledger):
+    with ledger.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), t.Base.metadata)
+    assert diff == []

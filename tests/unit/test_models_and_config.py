@@ -1,0 +1,48 @@
+"""Model references fail at submit with a reason; the Celery config guards delivery."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from producers.models import resolve
+from schemas.errors import ConfigError, ModelError
+from schemas.settings import Settings
+from schemas.stack import Endpoints
+from workers.celery_app import create_app
+
+
+def test_packaged_default_model_resolves_offline(tmp_path: Path):
+    ref = resolve("all-MiniLM-L6-v2", "embed", tmp_path)
+    assert (ref.path / "model.safetensors").is_file() and len(ref.version) == 16
+    assert resolve("all-MiniLM-L6-v2", "embed", tmp_path).version == ref.version
+
+
+def test_unsafe_or_unsuitable_models_are_refused(tmp_path: Path):
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    (custom / "config.json").write_text(json.dumps({"auto_map": {"AutoModel": "x.Y"}}))
+    with pytest.raises(ModelError, match="trust_remote_code=False"):
+        resolve(str(custom), "embed", tmp_path)
+    with pytest.raises(ModelError, match="not a sequence classifier"):
+        resolve("all-MiniLM-L6-v2", "classify-text", tmp_path)
+    with pytest.raises(ModelError, match="not in the Hugging Face cache"):
+        resolve("someone/no-such-model-here", "embed", tmp_path)  # HF_HUB_OFFLINE=1 in tests
+
+
+def test_celery_is_configured_for_at_least_once_json_delivery():
+    app = create_app(Settings(), Endpoints(broker_url="redis://127.0.0.1:1/0",
+                                           database_url="sqlite://", ray_address=None))
+    conf = app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+    assert "sluice.process_chunk" in app.tasks and "sluice.sweep" in app.tasks
+
+
+def test_worker_refuses_a_visibility_timeout_shorter_than_a_chunk():
+    settings = Settings(visibility_timeout=60, chunk_time_limit=600)
+    with pytest.raises(ConfigError, match="must be longer than SLUICE_CHUNK_TIME_LIMIT"):
+        create_app(settings, Endpoints(broker_url="redis://127.0.0.1:1/0",
+                                       database_url="sqlite://", ray_address=None))
