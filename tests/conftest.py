@@ -1,6 +1,7 @@
 """Shared fixtures: databases (SQLite always, PostgreSQL when SLUICE_TEST_DATABASE_URL is set),
 the embedded Redis + Ray services, and Celery workers that tests may kill."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -70,10 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=60)
 
 

@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,7 +28,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     data = tmp_path_factory.mktemp("services")
     settings = Settings(data_dir=data, broker_url=REDIS_URL)
     info = stack.up(settings, worker=False)
-    yield {"broker": info.broker_url.rsplit("/", 1)[0], "ray": info.ray_address}
+    base = re.sub(r"/\d+$", "", info.broker_url.rstrip("/"))  # each test picks a database
+    yield {"broker": base, "ray": info.ray_address}
     stack.down(settings)
 
 
