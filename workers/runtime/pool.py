@@ -1,8 +1,10 @@
 """Finding or creating the named Ray actor for (task, model version, replica)."""
 
 import logging
+import os
 import threading
 import zlib
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -15,9 +17,17 @@ _connect_lock = threading.Lock()
 RemoteModelActor = ray.remote(ModelActor)
 
 
-def connect(address: str | None) -> None:
+def connect(address: str | None, auth_token_path: Path | None = None) -> None:
     """Join the Ray cluster once per process (a Celery child, a test, the benchmark)."""
     with _connect_lock:
+        if auth_token_path is not None:
+            os.environ["RAY_AUTH_MODE"] = "token"
+            os.environ["RAY_AUTH_TOKEN_PATH"] = str(auth_token_path)
+            # Ray read its config when imported; make it see token mode (as ray.init does
+            # when it enables tokens itself).
+            from ray._raylet import Config
+
+            Config.initialize("")
         if not ray.is_initialized():
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
                      logging_level=logging.WARNING, include_dashboard=False if address is None
