@@ -25,7 +25,7 @@ def connect(address: str | None, auth_token_path: Path | None = None) -> None:
             os.environ["RAY_AUTH_TOKEN_PATH"] = str(auth_token_path)
             # Ray read its config when imported; make it see token mode (as ray.init does
             # when it enables tokens itself).
-            from ray._raylet import Config
+            from ray._raylet import Config  # type: ignore[attr-defined]
 
             Config.initialize("")
         if not ray.is_initialized():
