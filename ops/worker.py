@@ -5,7 +5,7 @@ import socket
 from typing import Any
 
 from schemas.settings import Settings
-from schemas.stack import endpoints
+from schemas.stack import endpoints, require_broker
 
 
 def run_worker(settings: Settings, beat: bool = False, concurrency: int | None = None) -> None:
@@ -32,5 +32,5 @@ def sweep_now(settings: Settings) -> dict[str, Any]:
     def send(chunk_id: str, queue: str, priority: int) -> None:
         client.dispatcher.send_chunks([chunk_id], queue, priority)
 
-    report = sweep_once(client.ledger, settings, client.endpoints.broker_url, send)
+    report = sweep_once(client.ledger, settings, require_broker(client.endpoints), send)
     return report.as_dict()

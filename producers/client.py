@@ -11,7 +11,7 @@ from producers.readers import read_rows, rows_to_items
 from schemas.errors import SluiceError
 from schemas.jobs import ExplainPolicy, Item, JobSpec
 from schemas.settings import Settings
-from schemas.stack import endpoints
+from schemas.stack import endpoints, require_broker
 from schemas.tasks import task_info
 from storage import export
 from storage.engine import make_engine, migrate
@@ -65,13 +65,19 @@ class Client:
             raise SluiceError(f"task {task!r} takes no labels")
         if not items:
             raise SluiceError(f"{source}: no items to process")
+        require_broker(self.endpoints)  # a job nothing can ever send is not worth recording
         ref = models.resolve(model or self.settings.default_model, task, self.settings.data_dir)
         params["model_path"] = str(ref.path)
         spec = JobSpec(task=task, model=ref.name, model_version=ref.version, params=params,
                        explain=explain, priority=priority, source=source)
         job_id, chunk_ids = self.ledger.create_job(spec, items, self.settings.chunk_size)
-        # The ledger is written first: if sending fails now, the sweeper sends them later.
-        self.dispatcher.send_chunks(chunk_ids, info.queue, priority)
+        try:
+            self.dispatcher.send_chunks(chunk_ids, info.queue, priority)
+        except Exception as exc:  # kombu raises several types for an unreachable broker
+            raise SluiceError(
+                f"job {job_id} is recorded but could not be queued ({type(exc).__name__}: "
+                f"{exc}); the sweeper sends it once the broker answers (`sluice sweep`)"
+            ) from exc
         return job_id
 
     # -- following ----------------------------------------------------------------------------

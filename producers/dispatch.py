@@ -5,18 +5,21 @@ from functools import cached_property
 
 from celery import Celery
 
+from schemas.errors import ConfigError
 from schemas.settings import Settings
-from schemas.stack import broker_transport_options, redis_priority
+from schemas.stack import NO_BROKER, broker_transport_options, redis_priority
 from schemas.tasks import PROCESS_CHUNK
 
 
 class Dispatcher:
-    def __init__(self, broker_url: str, settings: Settings) -> None:
+    def __init__(self, broker_url: str | None, settings: Settings) -> None:
         self.broker_url = broker_url
         self.settings = settings
 
     @cached_property
     def app(self) -> Celery:
+        if self.broker_url is None:
+            raise ConfigError(NO_BROKER)
         app = Celery("sluice-producer", broker=self.broker_url, set_as_current=False)
         app.conf.update(
             task_serializer="json",

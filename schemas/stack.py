@@ -29,8 +29,12 @@ class StackInfo(BaseModel):
         return cls.model_validate(json.loads(path.read_text()))
 
 
+NO_BROKER = ("no broker: start the embedded stack with `sluice stack up` "
+             "or point SLUICE_BROKER_URL at a Redis server")
+
+
 class Endpoints(BaseModel):
-    broker_url: str
+    broker_url: str | None  # None: nothing can be sent, but the ledger can still be read
     database_url: str
     ray_address: str | None
     ray_auth_token_path: Path | None = None
@@ -40,17 +44,18 @@ def endpoints(settings: Settings) -> Endpoints:
     """Configured services win; otherwise those of a running embedded stack."""
     stack = None if settings.broker_url else StackInfo.load(settings.data_dir)
     broker = settings.broker_url or (stack.broker_url if stack else None)
-    if broker is None:
-        raise ConfigError(
-            "no broker: start the embedded stack with `sluice stack up` "
-            "or point SLUICE_BROKER_URL at a Redis server"
-        )
     ray = settings.ray_address or (stack.ray_address if stack else None)
     token = settings.ray_auth_token_path or (stack.ray_auth_token_path if stack else None)
     return Endpoints(
         broker_url=broker, database_url=settings.resolved_database_url(), ray_address=ray,
         ray_auth_token_path=token,
     )
+
+
+def require_broker(endpoints: Endpoints) -> str:
+    if endpoints.broker_url is None:
+        raise ConfigError(NO_BROKER)
+    return endpoints.broker_url
 
 
 def broker_transport_options(settings: Settings) -> dict[str, object]:

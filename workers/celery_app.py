@@ -4,7 +4,7 @@ from celery import Celery
 
 from schemas.errors import ConfigError
 from schemas.settings import Settings
-from schemas.stack import Endpoints, broker_transport_options
+from schemas.stack import Endpoints, broker_transport_options, require_broker
 from schemas.tasks import CONTROL_QUEUE, SWEEP, TASKS
 
 
@@ -25,7 +25,7 @@ def check_delivery(settings: Settings) -> None:
 
 def create_app(settings: Settings, endpoints: Endpoints) -> Celery:
     check_delivery(settings)
-    app = Celery("sluice", broker=endpoints.broker_url, set_as_current=True)
+    app = Celery("sluice", broker=require_broker(endpoints), set_as_current=True)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

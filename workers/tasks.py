@@ -11,7 +11,7 @@ from celery import Celery, Task
 
 from schemas.jobs import Item, ItemStatus, Outcome, text_problem
 from schemas.settings import Settings
-from schemas.stack import Endpoints, redis_priority
+from schemas.stack import Endpoints, redis_priority, require_broker
 from schemas.tasks import PROCESS_CHUNK, SWEEP
 from storage.engine import make_engine, migrate
 from storage.ledger import JobView, Ledger
@@ -133,7 +133,7 @@ def register(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
             app.send_task(PROCESS_CHUNK, args=[chunk_id], queue=queue,
                           priority=redis_priority(priority))
 
-        report = sweep_once(state.ledger, settings, endpoints.broker_url, send)
+        report = sweep_once(state.ledger, settings, require_broker(endpoints), send)
         if report.resent or report.dead_lettered or report.finalised:
             log.warning("sweep: %s", report.as_dict())
         return report.as_dict()

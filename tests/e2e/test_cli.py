@@ -31,6 +31,8 @@ def test_unreadable_input_is_a_clear_error_and_a_failing_exit(tmp_path: Path):
     run = sluice("submit", str(SAMPLES), "--task", "embed", "--explain", "all", cwd=tmp_path,
                  env=env)
     assert run.returncode == 2 and "makes no explanation" in run.stderr
+    run = sluice("submit", str(SAMPLES), "--task", "embed", cwd=tmp_path)  # nothing running
+    assert run.returncode == 2 and "no broker: start the embedded stack" in run.stderr
 
 
 def test_worker_fails_fast_on_an_unsafe_visibility_timeout(tmp_path: Path):
@@ -76,6 +78,8 @@ def test_embedded_stack_submit_status_results_cancel(tmp_path: Path):
     finally:
         down = sluice("stack", "down", cwd=tmp_path, timeout=120)
     assert down.returncode == 0 and down.stdout.strip() == "stopped"
+    after = json.loads(sluice("status", job, cwd=tmp_path).stdout)  # the ledger outlives it
+    assert after["status"] == "partially_failed"
     for pid in pids.values():
         assert not Path(f"/proc/{pid}").exists() or \
             Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
