@@ -101,7 +101,7 @@ def submit(file: Path, task: str, model: str | None, explain: str, labels: str |
     from producers import Client
 
     client = Client()
-    descriptions = json.loads(label_descriptions.read_text()) if label_descriptions else None
+    descriptions = _label_descriptions(label_descriptions) if label_descriptions else None
     job_id = client.submit_file(
         file, task, text_column=text_column, key_column=key_column, model=model,
         explain=explain, labels=labels.split(",") if labels else None,
@@ -111,6 +111,17 @@ def submit(file: Path, task: str, model: str | None, explain: str, labels: str |
     click.echo(json.dumps(view.as_dict()) if as_json else job_id)
     if wait and view.status != "succeeded":
         sys.exit(1)
+
+
+def _label_descriptions(path: Path) -> dict[str, str]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SluiceError(f"{path}: cannot read the label descriptions: {exc}") from exc
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise SluiceError(f"{path}: label descriptions must be a JSON object "
+                          '{"label": "description", ...}')
+    return value
 
 
 @main.command()

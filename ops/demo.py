@@ -23,7 +23,7 @@ TOPICS = {
 def run_demo(settings: Settings, task: str, explain: str) -> int:
     from producers import Client
 
-    started_here = stack.running(settings) is None and settings.broker_url is None
+    started_here = stack.running(settings) is None  # then stop whatever up() starts
     t0 = time.perf_counter()
     err.print("[bold]starting the embedded stack[/] (Redis, Ray, a Celery worker)...")
     stack.up(settings)

@@ -3,7 +3,7 @@
     from producers import Client
     client = Client()                      # settings from SLUICE_* / the embedded stack
     job = client.submit_file("msgs.jsonl", task="embed")
-    client.wait(job, progress=print)
+    client.wait(job, on_progress=print)
     for row in client.results(job): ...
 """
 

@@ -102,8 +102,10 @@ def _check_task(path: Path, ref: str, task: str) -> None:
 
 
 def weights_digest(path: Path, cache_dir: Path) -> str:
-    """SHA-256 of the weights, cached by (path, size, mtime) so a re-submit does not re-hash."""
-    files = sorted(path.glob("*.safetensors"))
+    """SHA-256 of the weights, config and tokenizer files: whatever changes a prediction
+    changes the version. Cached by (path, size, mtime) so a re-submit does not re-hash."""
+    files = sorted(p for pattern in ("*.safetensors", "*.json", "*.txt", "*.model")
+                   for p in path.glob(pattern))
     stamp = ";".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     cache = cache_dir / "model-digests.json"
     known: dict[str, str] = {}

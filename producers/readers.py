@@ -12,6 +12,7 @@ from schemas.jobs import Item, text_problem
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 _MALFORMED = "__sluice_malformed__"
+MAX_KEY_CHARS = 512  # the width of results.item_key
 
 
 def detect_format(path: Path) -> str:
@@ -109,9 +110,13 @@ def rows_to_items(
             f"{source}: text column {text_column!r} not found; columns are: "
             f"{', '.join(columns) or '(none)'}; choose one with --text-column"
         )
-    items = [
-        _item(n, row, text_column, key_column, max_chars) for n, row in enumerate(rows, 1)
-    ]
+    items: list[Item] = []
+    try:
+        for n, row in enumerate(rows, 1):
+            items.append(_item(n, row, text_column, key_column, max_chars))
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        # CSV and Parquet are read lazily: a bad byte deep in the file surfaces here.
+        raise InputFileError(f"{source}: unreadable near row {len(items) + 1}: {exc}") from exc
     dupes = [k for k, c in Counter(i.key for i in items).items() if c > 1]
     if dupes:
         raise DuplicateKeysError(dupes)
@@ -131,6 +136,9 @@ def _item(n: int, row: dict[str, Any], text_col: str, key_col: str | None, cap: 
             return Item(key=f"row:{n}", invalid=f"key column {key_col!r} holds "
                         f"{type(raw_key).__name__}, expected a string or an integer")
         key = str(raw_key)
+        if len(key) > MAX_KEY_CHARS:
+            raise InputFileError(f"the key in row {n} is {len(key)} characters long; keys are "
+                                 f"limited to {MAX_KEY_CHARS}")
     text = row.get(text_col)
     problem = text_problem(text, text_col, cap)
     return Item(key=key, invalid=problem) if problem else Item(key=key, text=text)

@@ -89,10 +89,8 @@ class JobCounts(BaseModel):
         return self.ok + self.invalid + self.error
 
 
-def job_status_for(counts: JobCounts, cancelled: bool = False) -> JobStatus:
+def job_status_for(counts: JobCounts) -> JobStatus:
     """The status a finished job must report: `succeeded` only when every item is ok."""
-    if cancelled:
-        return JobStatus.CANCELLED
     if counts.ok == counts.total:
         return JobStatus.SUCCEEDED
     if counts.ok == 0:

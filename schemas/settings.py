@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     chunk_time_limit: int = Field(600, ge=1, description="hard limit for one chunk, seconds")
     visibility_timeout: int = Field(3600, ge=1)
     lease_seconds: float = Field(30.0, gt=0, description="chunk lease, renewed while it runs")
-    requeue_after: float = Field(900.0, gt=0, description="re-send a queued chunk after this")
+    requeue_after: float = Field(
+        120.0, gt=0, description="re-send a queued chunk after this, if its queue is empty")
     sweep_interval: float = Field(15.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     retry_backoff: float = Field(2.0, ge=0)

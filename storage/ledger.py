@@ -4,7 +4,7 @@ Each public method is one transaction. The ledger, not Redis, says what is still
 """
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,6 +72,8 @@ class JobView:
             "ok": self.counts.ok,
             "invalid": self.counts.invalid,
             "error": self.counts.error,
+            "counts": {"total": self.counts.total, "ok": self.counts.ok,
+                       "invalid": self.counts.invalid, "error": self.counts.error},
             "chunks_total": self.chunks_total,
             "chunks_done": self.chunks_done,
             "created_at": self.created_at.isoformat(),
@@ -89,6 +91,16 @@ class Claim:
     job: JobView | None = None
     items: list[Item] | None = None
     attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Stalled:
+    chunk_id: str
+    task: str
+    priority: int
+    attempts: int
+    expired: bool  # its worker's lease ran out
+    stale: bool  # queued for longer than requeue_after
 
 
 def _view(job: t.Job) -> JobView:
@@ -152,11 +164,10 @@ class Ledger:
         """Take the lease on a chunk unless it is finished or another live worker holds it."""
         now = _now()
         with self._session.begin() as s:
-            chunk = s.get(t.Chunk, chunk_id)
-            if chunk is None:
+            job = _lock_job(s, job_id_of(chunk_id))
+            chunk = s.get(t.Chunk, chunk_id, with_for_update=True, populate_existing=True)
+            if job is None or chunk is None:
                 return Claim("missing")
-            job = s.get(t.Job, chunk.job_id)
-            assert job is not None
             if ChunkState(chunk.state).terminal:
                 return Claim("done", _view(job))
             if job.status == JobStatus.CANCELLED:
@@ -195,38 +206,61 @@ class Ledger:
                         enqueued_at=_now(), last_error=error[:4000])
             )
 
-    def complete(self, chunk_id: str, owner: str | None, outcomes: list[Outcome],
-                 state: ChunkState = ChunkState.DONE) -> bool:
-        """Persist a chunk's outcomes, mark it finished and count it, all in one transaction.
+    def complete(self, chunk_id: str, owner: str, outcomes: list[Outcome]) -> bool:
+        """Persist a chunk's outcomes, mark it done and count it, all in one transaction.
 
-        Returns False (and writes nothing) when the lease was lost to another worker.
+        Returns False (and writes nothing) when this worker no longer holds the lease.
         """
+        return self._finish(chunk_id, t.Chunk.lease_owner == owner, ChunkState.DONE,
+                            lambda _items: outcomes)
+
+    def dead_letter(self, chunk_id: str, owner: str | None, error: str) -> bool:
+        """Give up on a chunk: its items end `error` with the reason (`invalid` ones stay so).
+
+        Without an owner (the sweeper), only a chunk nobody holds a live lease on is taken.
+        """
+        message = f"dead-lettered after repeated failures: {error}"[:4000]
+        guard = t.Chunk.lease_owner == owner if owner is not None else or_(
+            t.Chunk.state == ChunkState.QUEUED, t.Chunk.lease_expires_at < _now())
+
+        def outcomes(items: list[Item]) -> list[Outcome]:
+            return [Outcome(key=i.key, status=ItemStatus.INVALID, error=i.invalid)
+                    if i.invalid else Outcome(key=i.key, status=ItemStatus.ERROR, error=message)
+                    for i in items]
+
+        return self._finish(chunk_id, guard, ChunkState.DEAD, outcomes)
+
+    def _finish(self, chunk_id: str, guard: Any, state: ChunkState,
+                outcomes_for: Callable[[list[Item]], list[Outcome]]) -> bool:
         now = _now()
         with self._session.begin() as s:
-            guard = [t.Chunk.id == chunk_id, t.Chunk.state.in_([ChunkState.RUNNING,
-                                                                  ChunkState.QUEUED])]
-            if owner is not None:
-                guard.append(t.Chunk.lease_owner == owner)
+            job = _lock_job(s, job_id_of(chunk_id))  # lock order everywhere: job, then chunk
+            if job is None or JobStatus(job.status).finished:
+                return False
             res = s.execute(
-                update(t.Chunk).where(*guard)
+                update(t.Chunk)
+                .where(t.Chunk.id == chunk_id,
+                       t.Chunk.state.in_([ChunkState.RUNNING, ChunkState.QUEUED]), guard)
                 .values(state=state, lease_owner=None, lease_expires_at=None)
-                .returning(t.Chunk.job_id, t.Chunk.first_item, t.Chunk.items)
+                .returning(t.Chunk.first_item, t.Chunk.items)
             ).first()
             if res is None:
                 return False
-            job_id, first_item, raw_items = res
-            order = {raw["key"]: first_item + n for n, raw in enumerate(raw_items)}
-            self._insert_outcomes(s, job_id, chunk_id, outcomes, order, now)
+            first_item, raw_items = res
+            items = [Item.model_validate(raw) for raw in raw_items]
+            order = {item.key: first_item + n for n, item in enumerate(items)}
+            outcomes = outcomes_for(items)
+            self._insert_outcomes(s, job.id, chunk_id, outcomes, order, now)
             n = {st: sum(o.status == st for o in outcomes) for st in ItemStatus}
-            s.execute(
-                update(t.Job).where(t.Job.id == job_id).values(
-                    ok=t.Job.ok + n[ItemStatus.OK],
-                    invalid=t.Job.invalid + n[ItemStatus.INVALID],
-                    error=t.Job.error + n[ItemStatus.ERROR],
-                    chunks_done=t.Job.chunks_done + 1,
-                )
-            )
-            self._finalise_if_complete(s, job_id, now)
+            job.ok += n[ItemStatus.OK]
+            job.invalid += n[ItemStatus.INVALID]
+            job.error += n[ItemStatus.ERROR]
+            job.chunks_done += 1
+            if job.chunks_done >= job.chunks_total:
+                counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid,
+                                   error=job.error)
+                job.status = job_status_for(counts)
+                job.finished_at = now
             return True
 
     def _insert_outcomes(self, s: Session, job_id: str, chunk_id: str,
@@ -249,71 +283,47 @@ class Ledger:
         if explained:
             s.execute(upsert(t.Explanation).on_conflict_do_nothing(), explained)
 
-    def _finalise_if_complete(self, s: Session, job_id: str, now: datetime) -> None:
-        job = s.get(t.Job, job_id, populate_existing=True)
-        assert job is not None
-        if job.chunks_done < job.chunks_total or JobStatus(job.status).finished:
-            return
-        counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid, error=job.error)
-        job.status = job_status_for(counts)
-        job.finished_at = now
-
-    def dead_letter(self, chunk_id: str, owner: str | None, error: str) -> bool:
-        """Give up on a chunk: every item not yet recorded ends `error` with the reason."""
-        with self._reader() as s:
-            chunk = s.get(t.Chunk, chunk_id)
-            if chunk is None:
-                return False
-            keys = [raw["key"] for raw in chunk.items]
-        message = f"dead-lettered after repeated failures: {error}"[:4000]
-        outcomes = [Outcome(key=k, status=ItemStatus.ERROR, error=message) for k in keys]
-        return self.complete(chunk_id, owner, outcomes, state=ChunkState.DEAD)
-
     # -- the sweeper --------------------------------------------------------------------------
 
-    def sweep(self, requeue_after: float, max_attempts: int,
-              broker_lost: bool = False) -> tuple[list[tuple[str, str, int]], list[str]]:
-        """Find chunks to send again: expired leases, and queued chunks whose message may be lost.
-
-        Returns ((chunk_id, task, priority) to re-enqueue, chunk ids whose attempts are used up).
-        """
+    def stalled(self, requeue_after: float) -> list[Stalled]:
+        """Chunks of live jobs that may need sending again: expired leases (a dead worker) and
+        queued chunks waiting longer than `requeue_after` (their message may be lost)."""
         now = _now()
+        with self._reader() as s:
+            rows = s.execute(
+                select(t.Chunk.id, t.Chunk.state, t.Chunk.enqueued_at, t.Chunk.attempts,
+                       t.Job.task, t.Job.priority)
+                .join(t.Job, t.Job.id == t.Chunk.job_id)
+                .where(t.Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+                       or_(and_(t.Chunk.state == ChunkState.RUNNING,
+                                t.Chunk.lease_expires_at < now),
+                           t.Chunk.state == ChunkState.QUEUED))
+            ).all()
         stale = now - timedelta(seconds=requeue_after)
-        expired = and_(t.Chunk.state == ChunkState.RUNNING, t.Chunk.lease_expires_at < now)
-        lost = t.Chunk.state == ChunkState.QUEUED
-        if not broker_lost:
-            lost = and_(lost, t.Chunk.enqueued_at < stale)
+        return [
+            Stalled(cid, task, prio, attempts, expired=state == ChunkState.RUNNING,
+                    stale=state == ChunkState.QUEUED and (_aware(enq) or now) < stale)
+            for cid, state, enq, attempts, task, prio in rows
+        ]
+
+    def requeue(self, chunk_ids: list[str]) -> list[str]:
+        """Mark chunks as sent again; only those still queued or with an expired lease are
+        (a chunk a worker finished or re-claimed meanwhile is left alone)."""
+        if not chunk_ids:
+            return []
+        now = _now()
         with self._session.begin() as s:
             rows = s.execute(
-                select(t.Chunk.id, t.Chunk.attempts, t.Job.task, t.Job.priority)
-                .join(t.Job, t.Job.id == t.Chunk.job_id)
-                .where(or_(expired, lost), t.Job.status.in_([JobStatus.QUEUED,
-                                                             JobStatus.RUNNING]))
-            ).all()
-            resend = [(cid, task, prio) for cid, attempts, task, prio in rows
-                      if attempts < max_attempts]
-            exhausted = [cid for cid, attempts, _, _ in rows if attempts >= max_attempts]
-            if resend:
-                s.execute(
-                    update(t.Chunk).where(t.Chunk.id.in_([c for c, _, _ in resend]))
-                    .values(state=ChunkState.QUEUED, lease_owner=None, lease_expires_at=None,
-                            enqueued_at=now)
-                )
-        return resend, exhausted
-
-    def finalise_stuck_jobs(self) -> int:
-        """Safety net: settle jobs whose chunks are all terminal but whose status is not."""
-        now = _now()
-        fixed = 0
-        with self._session.begin() as s:
-            jobs = s.scalars(
-                select(t.Job).where(t.Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
-                                    t.Job.chunks_done >= t.Job.chunks_total)
-            ).all()
-            for job in jobs:
-                self._finalise_if_complete(s, job.id, now)
-                fixed += 1
-        return fixed
+                update(t.Chunk)
+                .where(t.Chunk.id.in_(chunk_ids),
+                       or_(t.Chunk.state == ChunkState.QUEUED,
+                           and_(t.Chunk.state == ChunkState.RUNNING,
+                                t.Chunk.lease_expires_at < now)))
+                .values(state=ChunkState.QUEUED, lease_owner=None, lease_expires_at=None,
+                        enqueued_at=now)
+                .returning(t.Chunk.id)
+            ).scalars().all()
+        return list(rows)
 
     # -- reading and control ------------------------------------------------------------------
 
@@ -333,7 +343,7 @@ class Ledger:
         """Stop a job: chunks not yet finished are dropped; what is done stays done."""
         now = _now()
         with self._session.begin() as s:
-            job = s.get(t.Job, job_id)
+            job = _lock_job(s, job_id)
             if job is None:
                 raise JobNotFoundError(job_id)
             if not JobStatus(job.status).finished:
@@ -380,7 +390,11 @@ def result_row(result: t.Result, expl: t.Explanation | None) -> dict[str, Any]:
     return row
 
 
-def outcomes_from(items: Iterable[Item]) -> list[Outcome]:
-    """Items the producer already marked invalid become their outcome without any model."""
-    return [Outcome(key=i.key, status=ItemStatus.INVALID, error=i.invalid)
-            for i in items if i.invalid]
+def job_id_of(chunk_id: str) -> str:
+    return chunk_id.rsplit("-", 1)[0]
+
+
+def _lock_job(s: Session, job_id: str) -> t.Job | None:
+    """The job row, locked for this transaction (PostgreSQL; SQLite's BEGIN IMMEDIATE already
+    serialises writers). Every writer takes it first, so writers never deadlock."""
+    return s.get(t.Job, job_id, with_for_update=True, populate_existing=True)

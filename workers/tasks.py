@@ -60,8 +60,11 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         while not self.stop.wait(self.args[2] / 3):
-            if not self.ledger.renew(*self.args):
-                return
+            try:
+                if not self.ledger.renew(*self.args):
+                    return  # finished elsewhere or cancelled: nothing left to keep
+            except Exception:  # a database hiccup: try again at the next tick
+                log.warning("chunk %s: lease renewal failed", self.args[0], exc_info=True)
 
     def __enter__(self) -> "LeaseKeeper":
         self.thread.start()
@@ -98,6 +101,10 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
         log.info("chunk %s: %s, nothing to do", chunk_id, claim.outcome)
         return claim.outcome
     assert claim.job is not None and claim.items is not None
+    if claim.attempts > settings.max_attempts:  # it killed its worker every time before
+        ledger.dead_letter(chunk_id, owner, f"{settings.max_attempts} attempts used up "
+                           "(the worker holding it died each time)")
+        return "dead"
     try:
         with LeaseKeeper(ledger, chunk_id, owner, settings.lease_seconds):
             outcomes = compute_outcomes(state, claim.job, chunk_id, claim.items)
@@ -134,6 +141,6 @@ def register(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
                           priority=redis_priority(priority))
 
         report = sweep_once(state.ledger, settings, require_broker(endpoints), send)
-        if report.resent or report.dead_lettered or report.finalised:
+        if report.resent or report.dead_lettered:
             log.warning("sweep: %s", report.as_dict())
         return report.as_dict()

@@ -76,3 +76,27 @@ def test_a_chunk_that_always_fails_is_dead_lettered_and_the_job_ends(
     assert view.status == "failed" and view.counts.error == 2
     errors = [r["error"] for r in client.results(job_id)]
     assert all(e.startswith("dead-lettered after repeated failures") for e in errors)
+
+
+def test_sweeper_resends_lost_messages_but_not_a_waiting_backlog(client: Client,
+                                                                 settings: Settings):
+    from workers.sweeper import BrokerProbe, sweep_once
+
+    client.settings.chunk_size = 10
+    job_id = client.submit_texts([f"text {i}" for i in range(30)], "embed")  # no worker runs
+    sent: list[str] = []
+
+    def send(chunk_id: str, queue: str, priority: int) -> None:
+        sent.append(chunk_id)
+        client.dispatcher.send_chunks([chunk_id], queue, priority)
+
+    broker = settings.broker_url or ""
+    BrokerProbe(broker).mark()
+    settings.requeue_after = 0.001  # every queued chunk is "old"...
+    report = sweep_once(client.ledger, settings, broker, send)
+    assert (report.resent, report.broker_reset) == (0, False)  # ...but its message still waits
+    redis.Redis.from_url(broker).flushdb()  # now the messages are gone
+    report = sweep_once(client.ledger, settings, broker, send)
+    assert (report.resent, report.broker_reset) == (3, True)
+    assert sorted(sent) == sorted(client.ledger.chunk_ids(job_id))
+    assert BrokerProbe(broker).is_empty("sluice.text") is False

@@ -85,3 +85,17 @@ def test_explain_policies():
     for bad in ("sometimes", "sample:2", "sample", "low-confidence:x", "all:1"):
         with pytest.raises(SluiceError, match="bad explain policy"):
             ExplainPolicy.parse(bad)
+
+
+def test_a_bad_byte_deep_in_a_csv_is_a_clear_error(tmp_path: Path):
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"id,text\n" + b"".join(b"%d,fine text\n" % i for i in range(5000))
+                     + b"5000,broken \xff\xfe byte\n")
+    with pytest.raises(InputFileError, match="unreadable near row 49"):
+        items_of(path)
+
+
+def test_overlong_keys_are_refused_at_submit(tmp_path: Path):
+    (tmp_path / "x.csv").write_text("id,text\n" + "k" * 513 + ",hello\n")
+    with pytest.raises(InputFileError, match="key in row 1 is 513 characters long"):
+        items_of(tmp_path / "x.csv")

@@ -60,8 +60,9 @@ def test_expired_lease_is_resent_and_old_owner_cannot_complete(ledger: Ledger):
     job_id, (chunk,) = ledger.create_job(spec(), items(2), chunk_size=10)
     first = ledger.claim(chunk, "dead-worker", lease_seconds=-1)  # already expired
     assert first.outcome == "claimed"
-    resend, exhausted = ledger.sweep(requeue_after=3600, max_attempts=3)
-    assert resend == [(chunk, "embed", 5)] and exhausted == []
+    (stalled,) = ledger.stalled(requeue_after=3600)
+    assert (stalled.chunk_id, stalled.expired, stalled.attempts) == (chunk, True, 1)
+    assert ledger.requeue([chunk]) == [chunk]
     second = ledger.claim(chunk, "new-worker", 30)
     assert second.outcome == "claimed" and second.attempts == 2
     assert not ledger.complete(chunk, "dead-worker", ok(first.items or []))
@@ -69,22 +70,30 @@ def test_expired_lease_is_resent_and_old_owner_cannot_complete(ledger: Ledger):
     assert ledger.job(job_id).counts.ok == 2
 
 
-def test_lost_messages_are_resent_only_when_stale_or_broker_reset(ledger: Ledger):
+def test_queued_chunks_are_stale_only_after_requeue_after(ledger: Ledger):
     _, (chunk,) = ledger.create_job(spec(), items(1), chunk_size=10)
-    assert ledger.sweep(requeue_after=3600, max_attempts=3) == ([], [])
-    assert ledger.sweep(requeue_after=3600, max_attempts=3, broker_lost=True)[0] == [
-        (chunk, "embed", 5)]
+    assert [c.stale for c in ledger.stalled(requeue_after=3600)] == [False]
+    assert [c.stale for c in ledger.stalled(requeue_after=0.0001)] == [True]
+
+
+def test_requeue_leaves_a_chunk_a_live_worker_holds(ledger: Ledger):
+    _, (chunk,) = ledger.create_job(spec(), items(1), chunk_size=10)
+    stalled = ledger.stalled(requeue_after=3600)
+    ledger.claim(chunk, "w", 30)  # claimed between the sweeper's look and its update
+    assert ledger.requeue([c.chunk_id for c in stalled]) == []
+    assert ledger.claim(chunk, "other", 30).outcome == "busy"
 
 
 def test_exhausted_chunk_is_dead_lettered_and_job_fails(ledger: Ledger):
-    job_id, (chunk,) = ledger.create_job(spec(), items(2), chunk_size=10)
-    ledger.claim(chunk, "w", lease_seconds=-1)
-    _, exhausted = ledger.sweep(requeue_after=3600, max_attempts=1)
-    assert exhausted == [chunk]
+    job_id, (chunk,) = ledger.create_job(spec(), items(2, bad=1), chunk_size=10)
+    ledger.claim(chunk, "w", lease_seconds=30)
+    assert not ledger.dead_letter(chunk, None, "boom")  # a live lease is not taken away
+    ledger.renew(chunk, "w", lease_seconds=-1)  # ...but an expired one is
     assert ledger.dead_letter(chunk, None, "boom")
     view = ledger.job(job_id)
-    assert (view.status, view.counts.error) == ("failed", 2)
-    assert all("boom" in (r["error"] or "") for r in ledger.iter_results(job_id))
+    assert (view.status, view.counts.error, view.counts.invalid) == ("failed", 2, 1)
+    rows = {r["key"]: r for r in ledger.iter_results(job_id)}
+    assert "boom" in rows["k0"]["error"] and rows["bad0"]["status"] == "invalid"
 
 
 def test_cancel_drops_unfinished_chunks(ledger: Ledger):

@@ -9,6 +9,7 @@ from schemas.jobs import Explanation, Item
 class Handler(ABC):
     task: ClassVar[str]
     modality: ClassVar[str]
+    explain_method: ClassVar[str] = "none"
 
     @abstractmethod
     def setup(self, model_path: str, device: str) -> None:

@@ -11,7 +11,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 
 from schemas.errors import InvalidInput
 from schemas.jobs import Explanation, Item, text_problem
-from workers.explain.text import explain_tokens
+from workers.explain.text import METHOD, explain_tokens
 from workers.handlers.base import Handler
 
 # Cosine similarities lie in [-1, 1]; a softmax over them needs a temperature to be decisive.
@@ -31,6 +31,7 @@ class TextFeatures:
 
 class TextHandler(Handler):
     modality = "text"
+    explain_method = METHOD
     max_chars = 1_000_000  # the producer's cap is the user-facing one
 
     def setup(self, model_path: str, device: str) -> None:

@@ -39,17 +39,20 @@ class ModelActor:
 
     async def process(self, job_id: str, items: list[dict[str, Any]], params: dict[str, Any],
                       policy: str) -> list[dict[str, Any]]:
-        """Outcomes for a chunk's valid items, as JSON-able dicts, in order."""
-        outcomes: list[Outcome | None] = [None] * len(items)
-        features, positions = [], []
-        for n, raw in enumerate(items):
-            item = Item.model_validate(raw)
-            try:
-                features.append(self.handler.preprocess(item, params))
-                positions.append(n)
-            except InvalidInput as exc:
-                outcomes[n] = Outcome(key=item.key, status=ItemStatus.INVALID, error=str(exc))
+        """Outcomes for a chunk's items, as JSON-able dicts, in order.
+
+        Raises when every prediction failed: that smells of the model or the device (out of
+        memory, a lost GPU), not of the items, so the chunk is retried rather than recorded.
+        """
+        loop = asyncio.get_running_loop()
+        # The model thread also tokenises: a fast tokenizer must not be used from two threads.
+        outcomes, features, positions = await loop.run_in_executor(
+            self.executor, self._preprocess, items, params)
         predictions = await self.batcher.submit(features)
+        failures = [p for p in predictions if isinstance(p, BaseException)]
+        if failures and len(failures) == len(predictions):
+            raise RuntimeError(f"all {len(failures)} predictions failed: "
+                               f"{type(failures[0]).__name__}: {failures[0]}")
         for n, pred in zip(positions, predictions, strict=True):
             key = items[n]["key"]
             if isinstance(pred, BaseException):
@@ -61,6 +64,30 @@ class ModelActor:
         self.items_done += len(items)
         return [o.model_dump(mode="json") for o in outcomes if o is not None]
 
+    def _preprocess(self, items: list[dict[str, Any]], params: dict[str, Any]
+                    ) -> tuple[list[Outcome | None], list[Any], list[int]]:
+        outcomes: list[Outcome | None] = [None] * len(items)
+        features, positions = [], []
+        for n, raw in enumerate(items):
+            item = Item.model_validate(raw)
+            try:
+                features.append(self.handler.preprocess(item, params))
+                positions.append(n)
+            except InvalidInput as exc:
+                outcomes[n] = Outcome(key=item.key, status=ItemStatus.INVALID, error=str(exc))
+            except Exception as exc:  # a handler bug on one item stays on that item
+                outcomes[n] = Outcome(key=item.key, status=ItemStatus.ERROR,
+                                      error=f"preprocessing failed: {type(exc).__name__}: {exc}")
+        return outcomes, features, positions
+
+    def _wants(self, policy: ExplainPolicy, job_id: str, o: Outcome) -> bool:
+        if o.status != ItemStatus.OK or o.output is None:
+            return False
+        try:
+            return policy.wants(job_id, o.key, self.handler.confidence(o.output))
+        except Exception:  # no confidence for this output: explain it only under `all`
+            return policy.kind == "all"
+
     async def _explain(self, job_id: str, policy: ExplainPolicy, features: list[Any],
                        positions: list[int], outcomes: list[Outcome | None]) -> None:
         if policy.kind == "none":
@@ -68,8 +95,7 @@ class ModelActor:
         chosen = []
         for f, n in zip(features, positions, strict=True):
             o = outcomes[n]
-            if o is not None and o.status == ItemStatus.OK and o.output is not None and \
-                    policy.wants(job_id, o.key, self.handler.confidence(o.output)):
+            if o is not None and self._wants(policy, job_id, o):
                 chosen.append((f, o))
         size = self.options["explain_batch_size"]
         loop = asyncio.get_running_loop()
@@ -83,11 +109,15 @@ class ModelActor:
         feats = [f for f, _ in part]
         outputs = [o.output or {} for _, o in part]
         try:
-            return self.handler.explain(feats, outputs, self.options["explain_steps"],
-                                        self.options["explain_batch_size"])
+            explanations = self.handler.explain(feats, outputs, self.options["explain_steps"],
+                                                self.options["explain_batch_size"])
+            if len(explanations) != len(part):
+                raise RuntimeError(f"{len(explanations)} explanations for {len(part)} items")
+            return explanations
         except Exception as exc:  # the predictions stand; the failure is recorded
             err = f"{type(exc).__name__}: {exc}"[:500]
-            return [Explanation(method="unknown", status="failed", error=err) for _ in part]
+            return [Explanation(method=self.handler.explain_method, status="failed", error=err)
+                    for _ in part]
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -51,7 +51,10 @@ class DynamicBatcher:
                     break
             self.batch_sizes[len(batch)] += 1
             items = [item for item, _ in batch]
-            results = await loop.run_in_executor(self.executor, self._run_isolated, items)
+            try:
+                results = await loop.run_in_executor(self.executor, self._run_isolated, items)
+            except Exception as exc:  # never leave a caller waiting forever
+                results = [exc] * len(batch)
             for (_, fut), result in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(result)
