@@ -4,6 +4,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from functools import cached_property
 from typing import Any
 
@@ -105,6 +106,7 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
         ledger.dead_letter(chunk_id, owner, f"{settings.max_attempts} attempts used up "
                            "(the worker holding it died each time)")
         return "dead"
+    started = time.perf_counter()
     try:
         with LeaseKeeper(ledger, chunk_id, owner, settings.lease_seconds):
             outcomes = compute_outcomes(state, claim.job, chunk_id, claim.items)
@@ -120,10 +122,13 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
         ledger.release(chunk_id, owner, reason)
         raise task.retry(exc=exc, countdown=settings.retry_backoff ** claim.attempts,
                          max_retries=None) from exc
+    computed = time.perf_counter()
     if not ledger.complete(chunk_id, owner, outcomes):
         log.warning("chunk %s: lease lost before completion; another worker finishes it",
                     chunk_id)
         return "lease-lost"
+    log.info("chunk %s: %d items, model %.3fs, ledger %.3fs", chunk_id, len(outcomes),
+             computed - started, time.perf_counter() - computed)
     return "done"
 
 
