@@ -164,3 +164,15 @@ def test_cancel_stops_a_job_and_keeps_what_is_done(client: Client, start_worker,
     assert final.status == "cancelled" and 0 < final.counts.processed < 1000
     # Chunks still in flight when it was cancelled write nothing afterwards.
     assert len(list(client.results(job_id))) == done == final.counts.processed
+
+
+def test_a_higher_priority_job_overtakes_a_waiting_one(client: Client, start_worker):
+    client.settings.chunk_size = 10
+    low = client.submit_texts([f"routine message {i}" for i in range(60)], "embed", priority=1)
+    high = client.submit_texts(["urgent: the payment page is down"], "embed", priority=9)
+    start_worker(SLUICE_WORKER_CONCURRENCY="1")  # one chunk at a time, in priority order
+    high_done = client.wait(high, timeout=300)
+    low_done = client.wait(low, timeout=300)
+    assert high_done.status == low_done.status == "succeeded"
+    assert high_done.finished_at and low_done.finished_at
+    assert high_done.finished_at < low_done.finished_at
