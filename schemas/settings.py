@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # make Ray spread actors over nodes.
     actor_num_cpus: float = Field(0.0, ge=0)
     torch_threads: int | None = None
+    # An actor idle this long leaves, freeing its GPU share; 0 keeps actors forever.
+    actor_idle_seconds: float = Field(900.0, ge=0)
 
     # Explanations.
     explain_steps: int = Field(24, ge=2)

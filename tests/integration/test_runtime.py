@@ -62,3 +62,26 @@ def test_actor_runs_on_cpu_without_gpus(ray_connected: None, tmp_path: Path):
                            Settings())
     assert ray.get(actor.stats.remote())["device"] == "cpu"
     ray.kill(actor, no_restart=True)
+
+
+def test_an_idle_actor_leaves_and_is_recreated_on_demand(ray_connected: None, tmp_path: Path):
+    from tests.integration.conftest import wait_until
+
+    model = resolve("all-MiniLM-L6-v2", "embed", tmp_path)
+    version = f"test-{uuid.uuid4().hex[:8]}"
+    settings = Settings(actor_idle_seconds=1)
+    actor = pool.get_actor("embed", str(model.path), version, 0, settings)
+    assert len(ray.get(actor.process.remote("job", _items("x", 2), {}, "none"))) == 2
+    name = pool.actor_name("embed", version, 0)
+
+    def gone() -> bool:
+        try:
+            ray.get_actor(name, namespace=pool.NAMESPACE)
+        except ValueError:
+            return True
+        return False
+
+    wait_until(gone, 60, "the idle actor to leave")  # its GPU share / memory is free again
+    again = pool.get_actor("embed", str(model.path), version, 0, Settings())
+    assert len(ray.get(again.process.remote("job", _items("y", 1), {}, "none"))) == 1
+    ray.kill(again, no_restart=True)

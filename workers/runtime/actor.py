@@ -36,6 +36,26 @@ class ModelActor:
         self.batcher = DynamicBatcher(self.handler.predict, options["max_batch_size"],
                                       options["max_batch_wait_ms"] / 1000, self.executor)
         self.items_done = 0
+        self.last_used = time.monotonic()
+        self.in_flight = 0
+        self._reaper: asyncio.Task[None] | None = None
+
+    def _watch_idleness(self) -> None:
+        idle_after = float(self.options.get("idle_seconds") or 0)
+        if idle_after > 0 and self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._retire_when_idle(
+                idle_after))
+
+    async def _retire_when_idle(self, idle_after: float) -> None:
+        """Leave the cluster after `idle_after` seconds without work, freeing the GPU (or
+        memory) for other models; the next chunk that needs this model starts it again."""
+        import ray
+
+        while True:
+            await asyncio.sleep(min(idle_after / 4, 30))
+            if self.in_flight == 0 and time.monotonic() - self.last_used > idle_after:
+                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+                return
 
     async def process(self, job_id: str, items: list[dict[str, Any]], params: dict[str, Any],
                       policy: str) -> list[dict[str, Any]]:
@@ -44,6 +64,16 @@ class ModelActor:
         Raises when every prediction failed: that smells of the model or the device (out of
         memory, a lost GPU), not of the items, so the chunk is retried rather than recorded.
         """
+        self._watch_idleness()
+        self.in_flight += 1
+        try:
+            return await self._process(job_id, items, params, policy)
+        finally:
+            self.in_flight -= 1
+            self.last_used = time.monotonic()
+
+    async def _process(self, job_id: str, items: list[dict[str, Any]], params: dict[str, Any],
+                       policy: str) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         # The model thread also tokenises: a fast tokenizer must not be used from two threads.
         outcomes, features, positions = await loop.run_in_executor(

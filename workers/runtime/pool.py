@@ -49,6 +49,7 @@ def actor_options(settings: Settings) -> dict[str, Any]:
         "explain_steps": settings.explain_steps,
         "explain_batch_size": settings.explain_batch_size,
         "torch_threads": settings.torch_threads,
+        "idle_seconds": settings.actor_idle_seconds,
     }
 
 
