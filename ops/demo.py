@@ -42,6 +42,9 @@ def run_demo(settings: Settings, task: str, explain: str) -> int:
         results = list(client.results(job_id))
         shown = [r for r in results if r.get("explanation")][:4] or results[:4]
         summary(view, shown, texts)
+        explained = sum(1 for r in results if r.get("explanation"))
+        err.print(f"explanations: {explained} of {len(results)} items (policy {explain}), "
+                  "Captum LayerIntegratedGradients on the word embeddings")
         if task == "zero-shot-text":
             _agreement(rows, results)
         err.print(f"results: sluice results {job_id} --format jsonl")
