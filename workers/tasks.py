@@ -42,7 +42,7 @@ class WorkerState:
 
         pool.connect(self.endpoints.ray_address, self.endpoints.ray_auth_token_path)
         replica = pool.replica_for(chunk_id, self.settings.replicas)
-        actor = pool.get_actor(job.task, job.params["model_path"], job.model_version,
+        actor = pool.get_actor(job.task, job.model, job.params["model_path"], job.model_version,
                                replica, self.settings)
         ref = actor.process.remote(job.id, [i.model_dump(exclude_none=True) for i in items],
                                    job.params, job.explain_policy)

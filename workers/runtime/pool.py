@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import threading
 import zlib
 from pathlib import Path
@@ -34,8 +35,11 @@ def connect(address: str | None, auth_token_path: Path | None = None) -> None:
                      else None)
 
 
-def actor_name(task: str, version: str, replica: int) -> str:
-    return f"sluice:{task}:{version}:{replica}"
+def actor_name(task: str, model: str, version: str, replica: int) -> str:
+    """`sluice:<task>:<model>:<version>:<replica>`; the model part is for people (the last
+    part of a path or hub id), the version (a content digest) is what tells models apart."""
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model).name or model)[-48:]
+    return f"sluice:{task}:{label}:{version}:{replica}"
 
 
 def replica_for(chunk_id: str, replicas: int) -> int:
@@ -53,11 +57,11 @@ def actor_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def get_actor(task: str, model_path: str, version: str, replica: int,
+def get_actor(task: str, model: str, model_path: str, version: str, replica: int,
               settings: Settings) -> Any:
     """The live actor, created on first use. Detached, so models stay warm across workers;
     restarted by Ray if its process dies."""
-    name = actor_name(task, version, replica)
+    name = actor_name(task, model, version, replica)
     try:
         return ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
