@@ -7,8 +7,9 @@ from typing import IO, Any
 
 from producers import models
 from producers.dispatch import Dispatcher
-from producers.readers import read_rows, rows_to_items
-from schemas.errors import SluiceError
+from producers.media import folder_items, media_item, record_item
+from producers.readers import build_items, read_rows, rows_to_items
+from schemas.errors import InputFileError, SluiceError
 from schemas.jobs import ExplainPolicy, Item, JobSpec
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
@@ -30,11 +31,36 @@ class Client:
     # -- submitting ---------------------------------------------------------------------------
 
     def submit_file(self, path: str | Path, task: str, *, text_column: str = "text",
-                    key_column: str | None = None, **options: Any) -> str:
+                    key_column: str | None = None, media_column: str = "path",
+                    **options: Any) -> str:
+        """Submit a file: texts or records from JSONL/CSV/Parquet; images or audio from a
+        folder, or from a list file whose `media_column` holds paths, file:// or data: URIs."""
         path = Path(path)
+        info = task_info(task)
+        if info.modality in ("image", "audio") and path.is_dir():
+            items = folder_items(path, info.modality, self.settings)
+            return self._submit(items, task, source=str(path), **options)
         columns, rows = read_rows(path)
-        items = rows_to_items(columns, rows, text_column=text_column, key_column=key_column,
-                              max_chars=self.settings.max_text_chars, source=str(path))
+        if info.modality == "text":
+            items = rows_to_items(columns, rows, text_column=text_column, key_column=key_column,
+                                  max_chars=self.settings.max_text_chars, source=str(path))
+        elif info.modality == "records":
+            ref = self._resolve(options.pop("model", None), task)
+            features = models.record_features(ref.path)
+            ignore = (key_column,) if key_column else ()
+            items = build_items(columns, rows, key_column=key_column, source=str(path),
+                                build=lambda key, row: record_item(key, row, features, ignore))
+            return self._submit(items, task, source=str(path), ref=ref, **options)
+        else:
+            if media_column not in columns:
+                raise InputFileError(f"{path}: media column {media_column!r} not found; columns "
+                                     f"are: {', '.join(columns) or '(none)'}; choose one with "
+                                     "--media-column")
+            base = path.parent.resolve()
+            items = build_items(
+                columns, rows, key_column=key_column, source=str(path),
+                build=lambda key, row: media_item(key, row.get(media_column), base,
+                                                  self.settings))
         return self._submit(items, task, source=str(path), **options)
 
     def submit_texts(self, texts: Iterable[str] | dict[str, str], task: str,
@@ -46,10 +72,36 @@ class Client:
                               max_chars=self.settings.max_text_chars, source="texts")
         return self._submit(items, task, source=options.pop("source", "sdk"), **options)
 
+    def submit_media(self, refs: Iterable[str | Path] | dict[str, str], task: str,
+                     **options: Any) -> str:
+        """Submit images or audio by reference: paths, file:// URIs or data: URIs, as a list
+        (keyed by the reference itself) or a {key: reference} mapping."""
+        pairs = refs.items() if isinstance(refs, dict) else ((str(r), str(r)) for r in refs)
+        items = [media_item(str(k), str(v), None, self.settings) for k, v in pairs]
+        return self._submit(items, task, source=options.pop("source", "sdk"), **options)
+
+    def submit_records(self, records: dict[str, dict[str, Any]], task: str, *,
+                       model: str, **options: Any) -> str:
+        """Submit records from memory as {key: {feature: value}}; checked against the model's
+        feature schema, each bad record named with its column."""
+        ref = self._resolve(model, task)
+        features = models.record_features(ref.path)
+        items = [record_item(str(k), row, features, ()) for k, row in records.items()]
+        return self._submit(items, task, source=options.pop("source", "sdk"), ref=ref,
+                            **options)
+
+    def _resolve(self, model: str | None, task: str) -> models.ModelRef:
+        if model is None:
+            if task_info(task).modality != "text":
+                raise SluiceError(f"task {task!r} needs a model: pass --model DIR (the demo "
+                                  "models are made by `sluice models build`)")
+            model = self.settings.default_model
+        return models.resolve(model, task, self.settings.data_dir)
+
     def _submit(self, items: list[Item], task: str, *, model: str | None = None,
                 explain: str = "none", labels: list[str] | None = None,
                 label_descriptions: dict[str, str] | None = None, priority: int = 5,
-                source: str | None = None) -> str:
+                source: str | None = None, ref: models.ModelRef | None = None) -> str:
         info = task_info(task)
         ExplainPolicy.parse(explain)
         if explain != "none" and not info.explainable:
@@ -66,11 +118,12 @@ class Client:
         if not items:
             raise SluiceError(f"{source}: no items to process")
         require_broker(self.endpoints)  # a job nothing can ever send is not worth recording
-        ref = models.resolve(model or self.settings.default_model, task, self.settings.data_dir)
+        ref = ref or self._resolve(model, task)
         params["model_path"] = str(ref.path)
         spec = JobSpec(task=task, model=ref.name, model_version=ref.version, params=params,
                        explain=explain, priority=priority, source=source)
-        job_id, chunk_ids = self.ledger.create_job(spec, items, self.settings.chunk_size)
+        chunk_size = self.settings.chunk_size or info.chunk_size
+        job_id, chunk_ids = self.ledger.create_job(spec, items, chunk_size)
         try:
             self.dispatcher.send_chunks(chunk_ids, info.queue, priority)
         except Exception as exc:  # kombu raises several types for an unreachable broker

@@ -8,6 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from schemas.errors import ModelError
 
@@ -90,15 +91,60 @@ def _check_safe(path: Path, ref: str) -> None:
 
 def _check_task(path: Path, ref: str, task: str) -> None:
     cfg = json.loads((path / "config.json").read_text())
-    if task == "classify-text":
-        archs = cfg.get("architectures") or []
-        if not any(a.endswith("ForSequenceClassification") for a in archs):
-            raise ModelError(f"model {ref!r} is not a sequence classifier (architectures: "
-                             f"{archs or 'none'}); classify-text needs an "
-                             "AutoModelForSequenceClassification directory")
-    if not any((path / f).exists() for f in ("tokenizer.json", "vocab.txt",
-                                             "tokenizer_config.json")):
+    archs = cfg.get("architectures") or []
+    if task in ("classify-records", "regress-records"):
+        _check_records(path, ref, task, cfg)
+        return
+    wanted = ARCHITECTURES.get(task)
+    if wanted and not any(a.endswith(wanted) for a in archs):
+        raise ModelError(f"model {ref!r} does not fit {task} (architectures: "
+                         f"{archs or 'none'}); it needs {NEEDS[task]}")
+    if task in ("classify-image", "classify-audio", "transcribe"):
+        if not (path / "preprocessor_config.json").is_file():
+            raise ModelError(f"model {ref!r}: no preprocessor_config.json in {path}; save the "
+                             "image processor or feature extractor with save_pretrained")
+    elif not any((path / f).exists() for f in ("tokenizer.json", "vocab.txt",
+                                               "tokenizer_config.json")):
         raise ModelError(f"model {ref!r}: no tokenizer files in {path}")
+
+
+# The class-name suffixes of the transformers Auto classes each task loads with.
+ARCHITECTURES: dict[str, tuple[str, ...]] = {
+    "classify-text": ("ForSequenceClassification",),
+    "classify-image": ("ForImageClassification",),
+    "classify-audio": ("ForAudioClassification", "ForSequenceClassification"),
+    "transcribe": ("ForCTC", "ForConditionalGeneration", "ForSpeechSeq2Seq"),
+}
+NEEDS = {
+    "classify-text": "an AutoModelForSequenceClassification directory",
+    "classify-image": "an AutoModelForImageClassification directory with its image processor",
+    "classify-audio": "an AutoModelForAudioClassification directory with its feature extractor",
+    "transcribe": "a speech recognition directory (CTC such as wav2vec2, or sequence-to-"
+                  "sequence such as Whisper) with its processor",
+}
+
+
+def _check_records(path: Path, ref: str, task: str, cfg: dict[str, object]) -> None:
+    if cfg.get("sluice_model") != "records-mlp":
+        raise ModelError(f"model {ref!r} is not a Sluice records model (config.json has no "
+                         "\"sluice_model\": \"records-mlp\"); see the README's records format")
+    if cfg.get("task") != task:
+        raise ModelError(f"model {ref!r} was trained for {cfg.get('task')}, not {task}")
+    record_features(path)
+
+
+def record_features(path: Path) -> list[dict[str, Any]]:
+    """The feature schema of a records model directory (names, types, ranges, statistics)."""
+    try:
+        features = json.loads((path / "features.json").read_text())["features"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: no readable features.json ({type(exc).__name__}: {exc})"
+                         ) from exc
+    if not isinstance(features, list) or not features or not all(
+            isinstance(f, dict) and isinstance(f.get("name"), str) for f in features):
+        raise ModelError(f"{path}/features.json: 'features' must be a non-empty list of "
+                         "objects with a name")
+    return features
 
 
 def weights_digest(path: Path, cache_dir: Path) -> str:

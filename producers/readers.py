@@ -3,7 +3,7 @@
 import csv
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,9 @@ def _parquet_rows(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
     return list(pf.schema_arrow.names), rows()
 
 
+ItemBuilder = Callable[[str, dict[str, Any]], Item]
+
+
 def rows_to_items(
     columns: list[str],
     rows: Iterator[dict[str, Any]],
@@ -100,20 +103,30 @@ def rows_to_items(
     max_chars: int,
     source: str = "input",
 ) -> list[Item]:
-    """Turn rows into items. Bad rows become `invalid` items; a file-level problem raises."""
-    if key_column is not None and key_column not in columns:
-        raise InputFileError(
-            f"{source}: key column {key_column!r} not found; columns are: {', '.join(columns)}"
-        )
+    """Texts: bad rows become `invalid` items; a file-level problem raises."""
+    check_key_column(columns, key_column, source)
     if text_column not in columns:
         raise InputFileError(
             f"{source}: text column {text_column!r} not found; columns are: "
             f"{', '.join(columns) or '(none)'}; choose one with --text-column"
         )
+
+    def build(key: str, row: dict[str, Any]) -> Item:
+        text = row.get(text_column)
+        problem = text_problem(text, text_column, max_chars)
+        return Item(key=key, invalid=problem) if problem else Item(key=key, text=text)
+
+    return build_items(columns, rows, key_column=key_column, source=source, build=build)
+
+
+def build_items(columns: list[str], rows: Iterator[dict[str, Any]], *, key_column: str | None,
+                source: str, build: ItemBuilder) -> list[Item]:
+    """Rows to items of any modality: keys are checked here, the content by `build`."""
+    check_key_column(columns, key_column, source)
     items: list[Item] = []
     try:
         for n, row in enumerate(rows, 1):
-            items.append(_item(n, row, text_column, key_column, max_chars))
+            items.append(_item(n, row, key_column, build))
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
         # CSV and Parquet are read lazily: a bad byte deep in the file surfaces here.
         raise InputFileError(f"{source}: unreadable near row {len(items) + 1}: {exc}") from exc
@@ -123,7 +136,14 @@ def rows_to_items(
     return items
 
 
-def _item(n: int, row: dict[str, Any], text_col: str, key_col: str | None, cap: int) -> Item:
+def check_key_column(columns: list[str], key_column: str | None, source: str) -> None:
+    if key_column is not None and key_column not in columns:
+        raise InputFileError(
+            f"{source}: key column {key_column!r} not found; columns are: {', '.join(columns)}"
+        )
+
+
+def _item(n: int, row: dict[str, Any], key_col: str | None, build: ItemBuilder) -> Item:
     if _MALFORMED in row:
         return Item(key=f"line:{row['_line']}", invalid=row[_MALFORMED])
     if key_col is None:
@@ -139,6 +159,4 @@ def _item(n: int, row: dict[str, Any], text_col: str, key_col: str | None, cap: 
         if len(key) > MAX_KEY_CHARS:
             raise InputFileError(f"the key in row {n} is {len(key)} characters long; keys are "
                                  f"limited to {MAX_KEY_CHARS}")
-    text = row.get(text_col)
-    problem = text_problem(text, text_col, cap)
-    return Item(key=key, invalid=problem) if problem else Item(key=key, text=text)
+    return build(key, row)

@@ -41,10 +41,16 @@ class ItemStatus(StrEnum):
 
 
 class Item(BaseModel):
-    """One unit of work as stored in a chunk. `invalid` is set when the producer already knows."""
+    """One unit of work as stored in a chunk. `invalid` is set when the producer already knows.
+
+    Media travel by reference (claim check): `path` is a file under an input root, checked
+    again by the worker; `data` is small inline base64. Never the bytes in a Celery message."""
 
     key: str
     text: Any = None
+    path: str | None = None
+    data: str | None = None
+    record: dict[str, Any] | None = None
     invalid: str | None = None
 
 
@@ -56,6 +62,9 @@ class Explanation(BaseModel):
     convergence_delta: float | None = None
     status: str = "ok"  # ok | failed
     error: str | None = None
+    # Modality-specific shape of the attributions: an image grid's rows and columns, audio
+    # segment boundaries in seconds, a record's values, baseline and top features.
+    detail: dict[str, Any] | None = None
 
 
 class Outcome(BaseModel):

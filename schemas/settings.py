@@ -1,9 +1,12 @@
 """One typed Settings object, read once from SLUICE_* variables and passed down."""
 
+import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.media import MediaLimits
 
 
 class Settings(BaseSettings):
@@ -17,8 +20,17 @@ class Settings(BaseSettings):
     # Token file of a Ray cluster with token authentication (the embedded stack makes one).
     ray_auth_token_path: Path | None = None
 
-    chunk_size: int = Field(256, ge=1, le=10_000)
+    # Items per chunk; unset means the task's own default (256 texts, 32 images, 16 clips...).
+    chunk_size: int | None = Field(None, ge=1, le=10_000)
     max_text_chars: int = Field(20_000, ge=1)
+
+    # Media. Files are read only under these directories (os.pathsep-separated), by the
+    # producer and again by the worker; inline base64 and file sizes are capped.
+    input_roots: str = ""
+    max_media_bytes: int = Field(50 * 2**20, ge=1)
+    max_inline_bytes: int = Field(512 * 2**10, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_audio_seconds: float = Field(600.0, gt=0)
     default_model: str = "all-MiniLM-L6-v2"
 
     # Delivery. visibility_timeout must outlast the longest chunk (checked at worker start).
@@ -47,6 +59,16 @@ class Settings(BaseSettings):
     # Explanations.
     explain_steps: int = Field(24, ge=2)
     explain_batch_size: int = Field(8, ge=1)
+
+    def input_root_paths(self) -> list[Path]:
+        parts = self.input_roots.replace(",", os.pathsep).split(os.pathsep)
+        return [Path(p).expanduser().resolve() for p in parts if p.strip()]
+
+    def media_limits(self) -> MediaLimits:
+        return MediaLimits(
+            roots=tuple(str(p) for p in self.input_root_paths()),
+            max_bytes=self.max_media_bytes, max_inline_bytes=self.max_inline_bytes,
+            max_image_pixels=self.max_image_pixels, max_audio_seconds=self.max_audio_seconds)
 
     @property
     def sqlite_path(self) -> Path:

@@ -385,7 +385,7 @@ def result_row(result: t.Result, expl: t.Explanation | None) -> dict[str, Any]:
         row["explanation"] = {
             "method": expl.method, "target": expl.target, "tokens": expl.tokens,
             "attributions": expl.attributions, "convergence_delta": expl.convergence_delta,
-            "status": expl.status, "error": expl.error,
+            "status": expl.status, "error": expl.error, "detail": expl.detail,
         }
     return row
 

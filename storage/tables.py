@@ -90,6 +90,7 @@ class Explanation(Base):
     convergence_delta: Mapped[float | None] = mapped_column(Float, nullable=True)
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
 
 # The results "UNIQUE(job_id, item_key)" of the design is the primary key of results and

@@ -5,6 +5,7 @@ import os
 import socket
 import threading
 import time
+from dataclasses import asdict
 from functools import cached_property
 from typing import Any
 
@@ -13,7 +14,7 @@ from celery import Celery, Task
 from schemas.jobs import Item, ItemStatus, Outcome, text_problem
 from schemas.settings import Settings
 from schemas.stack import Endpoints, redis_priority, require_broker
-from schemas.tasks import PROCESS_CHUNK, SWEEP
+from schemas.tasks import PROCESS_CHUNK, SWEEP, task_info
 from storage.engine import make_engine, migrate
 from storage.ledger import JobView, Ledger
 from workers.sweeper import sweep_once
@@ -44,8 +45,11 @@ class WorkerState:
         replica = pool.replica_for(chunk_id, self.settings.replicas)
         actor = pool.get_actor(job.task, job.model, job.params["model_path"], job.model_version,
                                replica, self.settings)
+        # The worker's own limits travel with each chunk: the actor checks every media
+        # reference against them again, whatever the producer accepted.
+        params = {**job.params, "media_limits": asdict(self.settings.media_limits())}
         ref = actor.process.remote(job.id, [i.model_dump(exclude_none=True) for i in items],
-                                   job.params, job.explain_policy)
+                                   params, job.explain_policy)
         raw = ray.get(ref, timeout=self.settings.chunk_time_limit)
         return [Outcome.model_validate(r) for r in raw]
 
@@ -80,10 +84,11 @@ def compute_outcomes(state: WorkerState, job: JobView, chunk_id: str,
                      items: list[Item]) -> list[Outcome]:
     """Invalid items are settled here; the rest go to the model actor. Order is kept."""
     cap = state.settings.max_text_chars
+    is_text = task_info(job.task).modality == "text"
     known: dict[str, Outcome] = {}
     ready = []
     for item in items:
-        problem = item.invalid or text_problem(item.text, "text", cap)
+        problem = item.invalid or (text_problem(item.text, "text", cap) if is_text else None)
         if problem:
             known[item.key] = Outcome(key=item.key, status=ItemStatus.INVALID, error=problem)
         else:

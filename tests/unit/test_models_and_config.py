@@ -24,7 +24,7 @@ def test_unsafe_or_unsuitable_models_are_refused(tmp_path: Path):
     (custom / "config.json").write_text(json.dumps({"auto_map": {"AutoModel": "x.Y"}}))
     with pytest.raises(ModelError, match="trust_remote_code=False"):
         resolve(str(custom), "embed", tmp_path)
-    with pytest.raises(ModelError, match="not a sequence classifier"):
+    with pytest.raises(ModelError, match="does not fit classify-text"):
         resolve("all-MiniLM-L6-v2", "classify-text", tmp_path)
     with pytest.raises(ModelError, match="not in the Hugging Face cache"):
         resolve("someone/no-such-model-here", "embed", tmp_path)  # HF_HUB_OFFLINE=1 in tests

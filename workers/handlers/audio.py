@@ -1,0 +1,132 @@
+"""Audio tasks: classify-audio (AutoModelForAudioClassification) and transcribe (CTC models
+such as wav2vec2, sequence-to-sequence models such as Whisper), batched."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    AutoFeatureExtractor,
+    AutoModelForAudioClassification,
+    AutoModelForCTC,
+    AutoModelForSpeechSeq2Seq,
+    AutoProcessor,
+)
+
+from schemas.jobs import Explanation, Item
+from workers.explain.audio import METHOD, explain_waveforms
+from workers.handlers.base import Handler
+from workers.handlers.image import top_labels
+from workers.media import limits_from, load_audio
+
+LOAD = {"use_safetensors": True, "trust_remote_code": False}
+MAX_NEW_TOKENS = 128
+
+
+@dataclass
+class AudioFeatures:
+    samples: np.ndarray  # mono float32 at the model's sampling rate
+
+    @property
+    def length(self) -> int:
+        return int(self.samples.shape[0])
+
+
+class AudioHandler(Handler):
+    modality = "audio"
+    extractor: Any
+
+    def setup_device(self, device: str) -> None:
+        self.device = torch.device(device)
+
+    @property
+    def rate(self) -> int:
+        return int(self.extractor.sampling_rate)
+
+    def preprocess(self, item: Item, params: dict[str, Any]) -> AudioFeatures:
+        return AudioFeatures(load_audio(item, limits_from(params), self.rate))
+
+    def model_inputs(self, batch: list[AudioFeatures], **kwargs: Any) -> dict[str, torch.Tensor]:
+        encoded = self.extractor([f.samples for f in batch], sampling_rate=self.rate,
+                                 return_tensors="pt", **kwargs)
+        return {k: v.to(self.device) for k, v in encoded.items()
+                if isinstance(v, torch.Tensor)}
+
+
+class AudioClassifyHandler(AudioHandler):
+    task = "classify-audio"
+    explain_method = METHOD
+
+    def setup(self, model_path: str, device: str) -> None:
+        self.setup_device(device)
+        self.extractor = AutoFeatureExtractor.from_pretrained(model_path)
+        self.model = AutoModelForAudioClassification.from_pretrained(model_path, **LOAD)
+        self.model.to(self.device).eval()
+        config: Any = self.model.config
+        self.labels = [str(config.id2label[i]) for i in range(config.num_labels)]
+
+    def encode(self, batch: list[AudioFeatures]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        inputs = self.model_inputs(batch, padding=True)
+        values = inputs.get("input_values", inputs.get("input_features"))
+        if values is None:
+            raise RuntimeError(f"the feature extractor gave {sorted(inputs)}, no model input")
+        return values, inputs.get("attention_mask")
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        name = self.model.main_input_name
+        kwargs = {name: values} if mask is None else {name: values, "attention_mask": mask}
+        return torch.softmax(self.model(**kwargs).logits, dim=-1)
+
+    def predict(self, batch: list[AudioFeatures]) -> list[dict[str, Any]]:
+        with torch.inference_mode():
+            probs = self.forward(*self.encode(batch)).float().cpu().tolist()
+        return [{**top_labels(row, self.labels), "seconds": round(f.length / self.rate, 3)}
+                for row, f in zip(probs, batch, strict=True)]
+
+    def confidence(self, output: dict[str, Any]) -> float | None:
+        return float(output["score"])
+
+    def explain(self, batch: list[AudioFeatures], outputs: list[dict[str, Any]],
+                steps: int, internal_batch_size: int) -> list[Explanation]:
+        values, mask = self.encode(batch)
+        if values.dim() != 2:
+            raise RuntimeError("time-segment explanations need a model that reads the raw "
+                               "waveform (input_values), not spectrogram features")
+        targets = [self.labels.index(o["label"]) for o in outputs]
+        return explain_waveforms(self.forward, values, mask, [f.length for f in batch],
+                                 self.rate, targets, [o["label"] for o in outputs], steps,
+                                 internal_batch_size)
+
+
+class TranscribeHandler(AudioHandler):
+    task = "transcribe"
+
+    def setup(self, model_path: str, device: str) -> None:
+        self.setup_device(device)
+        archs = json.loads((Path(model_path) / "config.json").read_text()).get(
+            "architectures") or []
+        self.ctc = any(a.endswith("ForCTC") for a in archs)
+        self.processor = AutoProcessor.from_pretrained(model_path)
+        self.extractor = getattr(self.processor, "feature_extractor", self.processor)
+        auto = AutoModelForCTC if self.ctc else AutoModelForSpeechSeq2Seq
+        self.model = auto.from_pretrained(model_path, **LOAD).to(self.device).eval()
+
+    def predict(self, batch: list[AudioFeatures]) -> list[dict[str, Any]]:
+        with torch.inference_mode():
+            if self.ctc:
+                logits = self.model(**self.model_inputs(batch, padding=True)).logits
+                texts = self.processor.batch_decode(logits.argmax(dim=-1))
+            else:  # Whisper-style: fixed-size log-mel features, then generation
+                ids = self.model.generate(**self.model_inputs(batch),  # type: ignore[operator]
+                                          max_new_tokens=MAX_NEW_TOKENS)
+                texts = self.processor.batch_decode(ids, skip_special_tokens=True)
+        return [{"text": text.strip(), "seconds": round(f.length / self.rate, 3)}
+                for text, f in zip(texts, batch, strict=True)]
+
+
+HANDLERS: dict[str, type[Handler]] = {
+    h.task: h for h in (AudioClassifyHandler, TranscribeHandler)
+}

@@ -1,0 +1,97 @@
+"""Decoding media safely, in the model actor: the reference is checked against the input
+roots again, sizes are capped before decoding, and any failure is one item's `invalid`."""
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.errors import InvalidInput
+from schemas.jobs import Item
+from schemas.media import MediaLimits, MediaRefError, confined_path, decode_inline
+
+IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
+
+
+def limits_from(params: dict[str, Any]) -> MediaLimits:
+    raw = dict(params.get("media_limits") or {})
+    raw["roots"] = tuple(raw.get("roots", ()))
+    return MediaLimits(**raw)
+
+
+def read_bytes(item: Item, limits: MediaLimits) -> bytes:
+    try:
+        if item.data is not None:
+            return decode_inline(item.data, limits.max_inline_bytes)
+        if item.path is None:
+            raise InvalidInput("the item has no media reference (path or data)")
+        real = confined_path(item.path, limits.root_paths(), limits.max_bytes)
+        return Path(real).read_bytes()
+    except MediaRefError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+def load_image(item: Item, limits: MediaLimits) -> Any:
+    """An RGB PIL image. The header is read first: an image over the pixel cap (a
+    decompression bomb) is refused before a single pixel is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    data = read_bytes(item, limits)
+    Image.MAX_IMAGE_PIXELS = limits.max_image_pixels  # Pillow's own guard, at twice the cap
+    try:
+        image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InvalidInput(f"not a readable image (PNG, JPEG, WebP...): {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise InvalidInput(f"image refused as a decompression bomb: {exc}") from exc
+    width, height = image.size
+    if width * height > limits.max_image_pixels:
+        raise InvalidInput(f"image is {width}x{height} = {width * height} pixels, over the cap "
+                           f"of {limits.max_image_pixels} (SLUICE_MAX_IMAGE_PIXELS)")
+    if image.format not in IMAGE_FORMATS:
+        raise InvalidInput(f"image format {image.format} is not accepted "
+                           f"({', '.join(sorted(IMAGE_FORMATS))})")
+    try:
+        image.load()
+        return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidInput(f"corrupt or truncated image: {exc}") from exc
+
+
+def load_audio(item: Item, limits: MediaLimits, sample_rate: int) -> np.ndarray:
+    """Mono float32 samples at `sample_rate`. The duration is read from the header and
+    capped before the samples are decoded."""
+    import soundfile as sf
+
+    data = read_bytes(item, limits)
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as fh:
+            if fh.samplerate <= 0 or fh.frames <= 0:
+                raise InvalidInput("audio file holds no samples")
+            seconds = fh.frames / fh.samplerate
+            if seconds > limits.max_audio_seconds:
+                raise InvalidInput(f"audio is {seconds:.1f} s long, over the cap of "
+                                   f"{limits.max_audio_seconds:g} s (SLUICE_MAX_AUDIO_SECONDS)")
+            samples = fh.read(dtype="float32", always_2d=True)
+            source_rate = fh.samplerate
+    except InvalidInput:
+        raise
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
+        raise InvalidInput(f"not a readable audio file (WAV, FLAC, OGG, MP3): {exc}") from exc
+    if samples.shape[0] == 0:
+        raise InvalidInput("audio file holds no samples")
+    mono = samples.mean(axis=1)
+    if not np.isfinite(mono).all():
+        raise InvalidInput("audio holds non-finite samples")
+    return resample(mono, source_rate, sample_rate)
+
+
+def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    if source_rate == target_rate:
+        return samples.astype(np.float32)
+    from scipy.signal import resample_poly
+
+    g = math.gcd(source_rate, target_rate)
+    return resample_poly(samples, target_rate // g, source_rate // g).astype(np.float32)
