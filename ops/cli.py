@@ -33,14 +33,21 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--task", default="zero-shot-text", type=click.Choice(sorted(TASKS)))
-@click.option("--explain", default="low-confidence:0.7", show_default=True)
+@click.option("--only", default="documents,images,audio,records", show_default=True,
+              help="which modalities to run")
+@click.option("--explain", default="low-confidence:0.7", show_default=True,
+              help="explanation policy for the documents (the others explain every item)")
 @_fail_cleanly
-def demo(task: str, explain: str) -> None:
-    """Start the embedded stack, run the sample documents through it, show a summary, stop."""
-    from ops.demo import run_demo
+def demo(only: str, explain: str) -> None:
+    """Start the embedded stack, run documents, images, audio and records through it at once,
+    show a summary with one explained result of each, write HTML reports, stop."""
+    from ops.demo import MODALITIES, run_demo
 
-    sys.exit(run_demo(Settings(), task, explain))
+    chosen = tuple(m.strip() for m in only.split(",") if m.strip())
+    unknown = sorted(set(chosen) - set(MODALITIES))
+    if unknown or not chosen:
+        raise SluiceError(f"--only takes some of {', '.join(MODALITIES)}; got {only!r}")
+    sys.exit(run_demo(Settings(), chosen, explain))
 
 
 @main.group()
@@ -87,6 +94,8 @@ def worker(beat: bool, concurrency: int | None) -> None:
 @click.option("--label-descriptions", default=None, type=click.Path(path_type=Path),
               help="JSON file {label: description} for zero-shot")
 @click.option("--text-column", default="text", show_default=True)
+@click.option("--media-column", default="path", show_default=True,
+              help="images/audio list file: the column of paths, file:// or data: URIs")
 @click.option("--key-column", default=None, help="unique key per row (default: row number)")
 @click.option("--priority", default=5, type=click.IntRange(0, 9), show_default=True,
               help="0..9, higher first")
@@ -94,16 +103,18 @@ def worker(beat: bool, concurrency: int | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON line")
 @_fail_cleanly
 def submit(file: Path, task: str, model: str | None, explain: str, labels: str | None,
-           label_descriptions: Path | None, text_column: str, key_column: str | None,
-           priority: int, wait: bool, as_json: bool) -> None:
-    """Submit a JSONL, CSV or Parquet FILE as one job."""
+           label_descriptions: Path | None, text_column: str, media_column: str,
+           key_column: str | None, priority: int, wait: bool, as_json: bool) -> None:
+    """Submit FILE as one job: a JSONL, CSV or Parquet file of texts, records or media
+    references, or a folder of images or audio files."""
     from ops.progress import wait_with_bar
     from producers import Client
 
     client = Client()
     descriptions = _label_descriptions(label_descriptions) if label_descriptions else None
     job_id = client.submit_file(
-        file, task, text_column=text_column, key_column=key_column, model=model,
+        file, task, text_column=text_column, media_column=media_column, key_column=key_column,
+        model=model,
         explain=explain, labels=labels.split(",") if labels else None,
         label_descriptions=descriptions, priority=priority,
     )
@@ -136,15 +147,25 @@ def status(job_id: str) -> None:
 
 @main.command()
 @click.argument("job_id")
-@click.option("--format", "fmt", default="jsonl", type=click.Choice(["jsonl", "csv", "parquet"]))
+@click.option("--format", "fmt", default="jsonl",
+              type=click.Choice(["jsonl", "csv", "parquet", "html"]))
 @click.option("-o", "--output", default=None, type=click.Path(path_type=Path))
+@click.option("--limit", default=500, show_default=True, help="html: items shown")
 @_fail_cleanly
-def results(job_id: str, fmt: str, output: Path | None) -> None:
-    """Export a job's results (stdout unless -o FILE)."""
+def results(job_id: str, fmt: str, output: Path | None, limit: int) -> None:
+    """Export a job's results (stdout unless -o FILE). `html` renders the explanations:
+    heatmaps over images, attributions over words, audio segments and record features."""
     from producers import Client
 
     client = Client()
-    n = client.export(job_id, fmt, output if output else sys.stdout)
+    if fmt == "html":
+        from ops.report import write_html
+
+        if output is None:
+            raise SluiceError("the html report needs a file: pass -o report.html")
+        n = write_html(client, job_id, output, limit)
+    else:
+        n = client.export(job_id, fmt, output if output else sys.stdout)
     if output:
         click.echo(f"wrote {n} rows to {output}", err=True)
 
@@ -180,6 +201,24 @@ def jobs(limit: int) -> None:
         d = view.as_dict()
         click.echo(f"{d['job_id']}  {d['status']:<16} {d['task']:<15} "
                    f"{d['processed']}/{d['total']}  {d['created_at']}")
+
+
+@main.group()
+def models() -> None:
+    """The models Sluice makes for its demo and tests."""
+
+
+@models.command("build")
+@click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="rebuild even if present")
+@_fail_cleanly
+def models_build(names: tuple[str, ...], force: bool) -> None:
+    """Train the demo models (digits images, synthesised sounds, breast-cancer and diabetes
+    records, a random tiny speech recogniser) into DATA_DIR/models; cached."""
+    from ops.demo_data import build_models
+
+    for name, metrics in build_models(Settings(), list(names) or None, force).items():
+        click.echo(f"{name}: {json.dumps(metrics)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`sluice demo`: the main job on the embedded stack, start to finish."""
+"""`sluice demo`: the main job on the embedded stack, start to finish: documents, images,
+audio and records at once, each with explanations, then a summary and HTML reports."""
 
 import json
 import time
@@ -7,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ops import stack
-from ops.progress import err, summary, wait_with_bar
+from ops.demo_data import MODELS, build_models, make_samples, models_dir, samples_dir, truth
+from ops.progress import describe_explanation, err, wait_all_with_bars
 from schemas.settings import Settings
 
 SAMPLES = Path(__file__).parent / "samples" / "messages.jsonl"
@@ -18,11 +20,23 @@ TOPICS = {
     "account": "logging in, a password, a profile or an account setting",
     "praise": "thanks and praise for good service",
 }
+MODALITIES = ("documents", "images", "audio", "records")
+TASKS = {"documents": "zero-shot-text", "images": "classify-image", "audio": "classify-audio",
+         "records": "classify-records"}
 
 
-def run_demo(settings: Settings, task: str, explain: str) -> int:
+def run_demo(settings: Settings, only: tuple[str, ...], explain: str) -> int:
     from producers import Client
 
+    media = [m for m in only if m != "documents"]
+    if media:
+        err.print("[bold]demo models[/] (trained here on first use, then cached in "
+                  f"{models_dir(settings)})")
+        build_models(settings, [MODELS[m] for m in media],
+                     on_built=lambda name, m: err.print(f"  built {name}: {_metrics(m)}"))
+        make_samples(settings)
+        roots = [r for r in settings.input_roots.split(":") if r] + [str(samples_dir(settings))]
+        settings.input_roots = ":".join(roots)
     started_here = stack.running(settings) is None  # then stop whatever up() starts
     t0 = time.perf_counter()
     err.print("[bold]starting the embedded stack[/] (Redis, Ray, a Celery worker)...")
@@ -30,43 +44,72 @@ def run_demo(settings: Settings, task: str, explain: str) -> int:
     err.print(f"stack ready in {time.perf_counter() - t0:.1f}s")
     try:
         client = Client(settings)
-        rows = [json.loads(line) for line in SAMPLES.read_text(encoding="utf-8").splitlines()]
-        texts = {r["id"]: r["text"] for r in rows}
-        options: dict[str, Any] = {"labels": list(TOPICS), "label_descriptions": TOPICS} \
-            if task == "zero-shot-text" else {}
-        job_id = client.submit_file(SAMPLES, task, key_column="id",
-                                    explain=explain if task != "embed" else "none", **options)
-        err.print(f"submitted {len(rows)} messages from {SAMPLES.name} as job {job_id} "
-                  f"(task {task}, explain {explain})")
-        view = wait_with_bar(client, job_id, timeout=900)
-        results = list(client.results(job_id))
-        shown = [r for r in results if r.get("explanation")][:4] or results[:4]
-        summary(view, shown, texts)
-        explained = sum(1 for r in results if r.get("explanation"))
-        err.print(f"explanations: {explained} of {len(results)} items (policy {explain}), "
-                  "Captum LayerIntegratedGradients on the word embeddings")
-        if task == "zero-shot-text":
-            _agreement(rows, results)
-        err.print(f"results: sluice results {job_id} --format jsonl")
-        return 0 if view.status == "succeeded" else 1
+        jobs = {m: _submit(client, settings, m, explain) for m in only}
+        views = wait_all_with_bars(client, jobs, timeout=1200)
+        report_dir = settings.data_dir.resolve() / "reports"
+        report_dir.mkdir(parents=True, exist_ok=True)
+        known = truth(settings) if media else {}
+        for modality, job_id in jobs.items():
+            _summarise(client, modality, job_id, views[modality].as_dict(), known, report_dir)
+        return 0 if all(v.status == "succeeded" for v in views.values()) else 1
     finally:
         if started_here:
             err.print("stopping the embedded stack")
             stack.down(settings)
 
 
-def _agreement(rows: list[dict[str, str]], results: list[dict[str, object]]) -> None:
-    """How often the zero-shot label matches the topic the sample was written for."""
-    truth = {r["id"]: (r["topic"], r["lang"]) for r in rows}
-    hits: Counter[str] = Counter()
-    seen: Counter[str] = Counter()
+def _submit(client: Any, settings: Settings, modality: str, explain: str) -> str:
+    task = TASKS[modality]
+    if modality == "documents":
+        return str(client.submit_file(SAMPLES, task, key_column="id", explain=explain,
+                                      labels=list(TOPICS), label_descriptions=TOPICS))
+    samples = make_samples(settings)
+    model = str(models_dir(settings) / MODELS[modality])
+    key = "id" if modality == "records" else None
+    return str(client.submit_file(samples[modality], task, model=model, key_column=key,
+                                  explain="all"))
+
+
+def _summarise(client: Any, modality: str, job_id: str, view: dict[str, Any],
+               known: dict[str, dict[str, str]], report_dir: Path) -> None:
+    from ops.report import write_html
+
+    results = list(client.results(job_id))
+    rate = view["processed"] / view["elapsed_s"] if view["elapsed_s"] else 0.0
+    explained = [r for r in results if (r.get("explanation") or {}).get("status") == "ok"]
+    err.print(f"\n[bold]{modality}[/] ({view['task']}): {view['status']}, "
+              f"{view['ok']} ok / {view['invalid']} invalid / {view['error']} error of "
+              f"{view['total']}, {rate:.1f} items/s, {len(explained)} explained")
+    if modality == "documents":
+        texts = {r["id"]: r["text"] for r in map(json.loads, SAMPLES.read_text().splitlines())}
+        topics = {r["id"]: r["topic"] for r in map(json.loads, SAMPLES.read_text().splitlines())}
+        _agreement(results, topics, "the topic each message was written for")
+    else:
+        texts = {}
+        _agreement(results, known.get(modality, {}), "the true label")
+    if explained:
+        row = min(explained, key=lambda r: r["output"].get("score", 1.0))  # the least sure
+        out = row["output"]
+        err.print(f"  e.g. {row['key']}: {out['label']} ({out['score']:.2f})"
+                  + (f"  \"{texts[row['key']][:60]}\"" if row["key"] in texts else ""))
+        err.print(f"    {describe_explanation(row['explanation'])}")
+    report = report_dir / f"{modality}.html"
+    write_html(client, job_id, report, limit=200)
+    err.print(f"  report: {report}   results: sluice results {job_id} --format jsonl")
+
+
+def _agreement(results: list[dict[str, Any]], expected: dict[str, str], what: str) -> None:
+    if not expected:
+        return
+    hits, seen = Counter[bool](), 0
     for r in results:
         out = r.get("output")
-        if not isinstance(out, dict):
-            continue
-        topic, lang = truth[str(r["key"])]
-        seen[lang] += 1
-        hits[lang] += out.get("label") == topic
-    parts = [f"{lang}: {hits[lang]}/{seen[lang]}" for lang in sorted(seen)]
-    err.print("zero-shot agreement with the topics the samples were written for: "
-              + ", ".join(parts))
+        if isinstance(out, dict) and r["key"] in expected:
+            seen += 1
+            hits[out.get("label") == expected[r["key"]]] += 1
+    err.print(f"  agreement with {what}: {hits[True]}/{seen}")
+
+
+def _metrics(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in metrics.items() if not k.startswith("n_"))

@@ -1,5 +1,6 @@
 """Progress and summaries shown while a job runs: rich on stderr, so stdout stays parseable."""
 
+import time
 from typing import Any
 
 from rich.console import Console
@@ -24,6 +25,47 @@ def wait_with_bar(client: Client, job_id: str, timeout: float | None = None) -> 
                        detail=f"{view.status} ok={c.ok} invalid={c.invalid} error={c.error}")
 
         return client.wait(job_id, timeout=timeout, on_progress=show)
+
+
+def wait_all_with_bars(client: Client, jobs: dict[str, str],
+                       timeout: float | None = None, poll: float = 0.25) -> dict[str, JobView]:
+    """One bar per job until every job has finished."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with Progress(TextColumn("[bold]{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err) as bar:
+        bars = {name: bar.add_task(name, total=None, detail="") for name in jobs}
+        while True:
+            views = {name: client.status(job_id) for name, job_id in jobs.items()}
+            for name, view in views.items():
+                c = view.counts
+                bar.update(bars[name], total=c.total, completed=c.processed,
+                           detail=f"{view.status} ok={c.ok} invalid={c.invalid} "
+                                  f"error={c.error}")
+            if all(v.status.finished for v in views.values()):
+                return views
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"jobs still running after {timeout}s: "
+                                   f"{[n for n, v in views.items() if not v.status.finished]}")
+            time.sleep(poll)
+
+
+def describe_explanation(expl: dict[str, Any], n: int = 3) -> str:
+    """The few attributions that mattered most, in words fit for each modality."""
+    detail = expl.get("detail") or {}
+    if "top" in detail:  # records
+        return "pushed most by: " + "; ".join(
+            f"{f['feature']} = {f['value']:.4g} (mean {f['baseline']:.4g}) "
+            f"{f['attribution']:+.3f}" for f in detail["top"][:n])
+    if "grid" in detail:  # images
+        rows, cols = detail["grid"]
+        scores = expl["attributions"]
+        best = sorted(range(len(scores)), key=lambda i: -scores[i])[:n]
+        cell = detail.get("cell", 1)
+        return (f"saliency grid {rows}x{cols} ({cell}px cells); strongest cells at "
+                + ", ".join(f"row {i // cols} col {i % cols} ({scores[i]:+.3f})" for i in best)
+                + "; heatmap in the HTML report")
+    prefix = "time segments: " if "segments" in detail else "words: "
+    return prefix + top_tokens(expl, n)
 
 
 def top_tokens(explanation: dict[str, Any], n: int = 3) -> str:

@@ -115,6 +115,8 @@ def up(settings: Settings, worker: bool = True) -> StackInfo:
                    "SLUICE_RAY_ADDRESS": ray_address}
             if token:
                 env["SLUICE_RAY_AUTH_TOKEN_PATH"] = str(token)
+            if settings.input_roots:  # the worker reads media only under these
+                env["SLUICE_INPUT_ROOTS"] = settings.input_roots
             sluice = str(Path(sys.executable).parent / "sluice")
             proc = _spawn([sluice, "worker", "--beat"], logs / "worker.log", env)
             pids["worker"] = proc.pid

@@ -361,6 +361,15 @@ class Ledger:
         with self._reader() as s:
             return list(s.scalars(select(t.Chunk.id).where(t.Chunk.job_id == job_id)))
 
+    def iter_items(self, job_id: str) -> Iterator[Item]:
+        """A job's input items (their references, not media bytes), chunk by chunk."""
+        query = (select(t.Chunk.items).where(t.Chunk.job_id == job_id).order_by(t.Chunk.seq)
+                 .execution_options(yield_per=1))
+        with self._reader() as s:
+            for items in s.scalars(query):
+                for raw in items:
+                    yield Item.model_validate(raw)
+
     def iter_results(self, job_id: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
         """Stream a job's results in input order, with explanations, without loading them all."""
         query = (

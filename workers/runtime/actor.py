@@ -24,6 +24,7 @@ class ModelActor:
         import ray
         import torch
 
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no bars in worker logs
         # Ray pins OMP threads to the actor's num_cpus; the model should use what it is given.
         torch.set_num_threads(int(options.get("torch_threads") or os.cpu_count() or 1))
         self.device = pick_device(ray.get_gpu_ids())
