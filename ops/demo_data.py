@@ -74,7 +74,7 @@ def _digit_images(folder: Path) -> dict[str, str]:
     for n, (image, label) in enumerate(digits_holdout()[:N_IMAGES]):
         suffix = ("png", "jpg", "webp")[n % 3]  # the formats users send
         name = f"digit-{n:03d}.{suffix}"
-        image.save(folder / name, quality=95) if suffix != "png" else image.save(folder / name)
+        image.save(folder / name, quality=95, lossless=True)  # options of jpg and webp
         labels[name] = str(label)
     return labels
 
@@ -105,10 +105,10 @@ def _sound_clips(folder: Path) -> dict[str, str]:
 def _records(path: Path) -> dict[str, str]:
     from sklearn.datasets import load_breast_cancer
 
-    from workers.training.demo_models import _split
+    from workers.training.demo_models import split_indices
 
     data = load_breast_cancer()
-    _, held = _split(data.target, 0)  # the held-out rows the classifier never saw
+    _, held = split_indices(data.target, 0)  # the held-out rows the classifier never saw
     names = [str(n) for n in data.feature_names]
     labels = {}
     with path.open("w", newline="", encoding="utf-8") as fh:

@@ -100,7 +100,9 @@ def _check_task(path: Path, ref: str, task: str) -> None:
         raise ModelError(f"model {ref!r} does not fit {task} (architectures: "
                          f"{archs or 'none'}); it needs {NEEDS[task]}")
     if task in ("classify-image", "classify-audio", "transcribe"):
-        if not (path / "preprocessor_config.json").is_file():
+        # transformers 5 saves a whole processor as processor_config.json.
+        if not any((path / f).is_file() for f in ("preprocessor_config.json",
+                                                  "processor_config.json")):
             raise ModelError(f"model {ref!r}: no preprocessor_config.json in {path}; save the "
                              "image processor or feature extractor with save_pretrained")
     elif not any((path / f).exists() for f in ("tokenizer.json", "vocab.txt",

@@ -114,3 +114,16 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(out / "model", safe_serialization=True)
     tokenizer.save_pretrained(out / "model")
     return out / "model"
+
+
+DEMO_MODELS = Path(__file__).resolve().parents[1] / ".sluice" / "models"
+
+
+@pytest.fixture(scope="session")
+def demo_models() -> Path:
+    """The models `sluice models build` makes (digits, sounds, breast cancer, diabetes, tiny
+    speech recognisers), cached in the repository's data dir like the demo's."""
+    from workers.training.demo_models import build_all
+
+    build_all(DEMO_MODELS)
+    return DEMO_MODELS

@@ -1,0 +1,1 @@
+"""Builders of the small self-made demo models (no hub downloads needed)."""
