@@ -42,6 +42,12 @@ MODEL = "all-MiniLM-L6-v2"
 TASK = "embed"
 
 
+def chunk_size(settings: Any) -> int:
+    from schemas.tasks import task_info
+
+    return int(settings.chunk_size or task_info(TASK).chunk_size)
+
+
 def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
@@ -145,7 +151,7 @@ def run_sluice(docs: list[str], settings: Any, expect_dim: int) -> dict[str, Any
         # Warm-up: as many chunks as Celery children (the last one a single item), so the Ray
         # actor has loaded the model and (most likely) each child has joined Ray before the clock
         # starts.
-        n_warm = settings.chunk_size * (settings.worker_concurrency - 1) + 1
+        n_warm = chunk_size(settings) * (settings.worker_concurrency - 1) + 1
         warm_docs = [f"warm-up: {t}" for t in make_docs(n_warm)]
         t0 = time.perf_counter()
         warm_id = client.submit_texts(warm_docs, TASK)
@@ -224,7 +230,7 @@ def print_report(n: int, bare: dict[str, Any], sluice: dict[str, Any], settings:
     best = bare["by_batch"][bare["best_batch"]]["items_per_s"]
     print(f"sluice / best bare = {sluice['items_per_s'] / best:.3f}")
     print(
-        f"sluice settings: chunk_size {settings.chunk_size}, max_batch_size "
+        f"sluice settings: chunk_size {chunk_size(settings)}, max_batch_size "
         f"{settings.max_batch_size}, max_batch_wait_ms {settings.max_batch_wait_ms}, "
         f"worker_concurrency {settings.worker_concurrency}, replicas {settings.replicas}"
     )
