@@ -2,6 +2,7 @@
 audio and records at once, each with explanations, then a summary and HTML reports."""
 
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,8 +36,8 @@ def run_demo(settings: Settings, only: tuple[str, ...], explain: str) -> int:
         build_models(settings, [MODELS[m] for m in media],
                      on_built=lambda name, m: err.print(f"  built {name}: {_metrics(m)}"))
         make_samples(settings)
-        roots = [r for r in settings.input_roots.split(":") if r] + [str(samples_dir(settings))]
-        settings.input_roots = ":".join(roots)
+        roots = [r for r in settings.input_roots.split(os.pathsep) if r]
+        settings.input_roots = os.pathsep.join([*roots, str(samples_dir(settings))])
     started_here = stack.running(settings) is None  # then stop whatever up() starts
     t0 = time.perf_counter()
     err.print("[bold]starting the embedded stack[/] (Redis, Ray, a Celery worker)...")

@@ -44,8 +44,11 @@ def test_worker_fails_fast_on_an_unsafe_visibility_timeout(tmp_path: Path):
         in run.stderr
 
 
-def test_embedded_stack_submit_status_results_cancel(tmp_path: Path):
-    up = sluice("stack", "up", cwd=tmp_path, timeout=180)
+def test_embedded_stack_submit_status_results_cancel(tmp_path: Path, demo_models: Path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    roots = {"SLUICE_INPUT_ROOTS": str(photos)}  # read by the worker that `stack up` starts
+    up = sluice("stack", "up", cwd=tmp_path, env=roots, timeout=180)
     assert up.returncode == 0, up.stderr
     pids = json.loads(up.stdout)["pids"]
     try:
@@ -75,6 +78,21 @@ def test_embedded_stack_submit_status_results_cancel(tmp_path: Path):
         assert cancel["status"] == "partially_failed"  # a finished job stays as it ended
         missing = sluice("status", "nope", cwd=tmp_path)
         assert missing.returncode == 2 and "no job with id 'nope'" in missing.stderr
+
+        from workers.training.demo_models import digits_holdout
+
+        for n, (image, _) in enumerate(digits_holdout()[:5]):
+            image.save(photos / f"{n}.png")
+        (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+        model = str(demo_models / "digits-classifier")
+        run = sluice("submit", "photos", "--task", "classify-image", "--model", model,
+                     "--explain", "all", "--wait", "--json", cwd=tmp_path, env=roots)
+        summary = json.loads(run.stdout.strip().splitlines()[-1])
+        assert (summary["ok"], summary["invalid"]) == (5, 1), run.stderr
+        report = sluice("results", summary["job_id"], "--format", "html", "-o", "r.html",
+                        cwd=tmp_path, env=roots)
+        assert report.returncode == 0 and "wrote 6 rows" in report.stderr
+        assert (tmp_path / "r.html").read_text().count("<img") == 10  # image + heatmap, x5
     finally:
         down = sluice("stack", "down", cwd=tmp_path, timeout=120)
     assert down.returncode == 0 and down.stdout.strip() == "stopped"

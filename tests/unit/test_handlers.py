@@ -1,5 +1,7 @@
 """Handlers run in a plain pytest on CPU: no Celery, no Ray."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -41,3 +43,23 @@ def test_preprocess_rejects_what_cannot_be_embedded(minilm: str):
     handler.setup(minilm, "cpu")
     with pytest.raises(InvalidInput, match="empty text"):
         handler.preprocess(Item(key="k", text=" "), {})
+
+
+@pytest.mark.parametrize("model", ["tiny-ctc", "tiny-whisper"])
+def test_transcribe_batches_both_model_families(demo_models: Path, tmp_path: Path, model: str):
+    """CTC and sequence-to-sequence models, batched over clips of different lengths and
+    rates. The models are random: the test is about the plumbing, not the words."""
+    from dataclasses import asdict
+
+    from schemas.media import MediaLimits
+    from tests.media_files import write_audio
+
+    handler = handler_for("transcribe")
+    handler.setup(str(demo_models / model), "cpu")
+    clips = [write_audio(tmp_path / f"{n}.wav", seconds, rate)
+             for n, (seconds, rate) in enumerate([(0.5, 16_000), (1.3, 8_000), (0.9, 44_100)])]
+    params = {"media_limits": asdict(MediaLimits(roots=(str(tmp_path),)))}
+    feats = [handler.preprocess(Item(key=str(c), path=str(c)), params) for c in clips]
+    outputs = handler.predict(feats)
+    assert [o["seconds"] for o in outputs] == [0.5, 1.3, 0.9]
+    assert all(isinstance(o["text"], str) for o in outputs)

@@ -113,6 +113,9 @@ class TranscribeHandler(AudioHandler):
         self.extractor = getattr(self.processor, "feature_extractor", self.processor)
         auto = AutoModelForCTC if self.ctc else AutoModelForSpeechSeq2Seq
         self.model = auto.from_pretrained(model_path, **LOAD).to(self.device).eval()
+        # Prompt tokens count against the decoder's positions: leave them room.
+        positions = getattr(self.model.config, "max_target_positions", None) or 10**6
+        self.max_new_tokens = max(1, min(MAX_NEW_TOKENS, positions - 8))
 
     def predict(self, batch: list[AudioFeatures]) -> list[dict[str, Any]]:
         with torch.inference_mode():
@@ -121,7 +124,7 @@ class TranscribeHandler(AudioHandler):
                 texts = self.processor.batch_decode(logits.argmax(dim=-1))
             else:  # Whisper-style: fixed-size log-mel features, then generation
                 ids = self.model.generate(**self.model_inputs(batch),  # type: ignore[operator]
-                                          max_new_tokens=MAX_NEW_TOKENS)
+                                          max_new_tokens=self.max_new_tokens)
                 texts = self.processor.batch_decode(ids, skip_special_tokens=True)
         return [{"text": text.strip(), "seconds": round(f.length / self.rate, 3)}
                 for text, f in zip(texts, batch, strict=True)]
