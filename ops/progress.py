@@ -71,7 +71,7 @@ def describe_explanation(expl: dict[str, Any], n: int = 3) -> str:
 def top_tokens(explanation: dict[str, Any], n: int = 3) -> str:
     pairs = sorted(zip(explanation["tokens"], explanation["attributions"], strict=False),
                    key=lambda p: -abs(p[1]))[:n]
-    return ", ".join(f"{tok} ({score:+.2f})" for tok, score in pairs)
+    return ", ".join(f"{tok} ({score:+.3g})" for tok, score in pairs)
 
 
 def summary(view: JobView, rows: list[dict[str, Any]], texts: dict[str, str]) -> None:
