@@ -46,10 +46,16 @@ class Client:
                               max_chars=self.settings.max_text_chars, source="texts")
         return self._submit(items, task, source=options.pop("source", "sdk"), **options)
 
+    def submit_items(self, items: list[Item], task: str, **options: Any) -> str:
+        """Submit prepared items (the REST API and `sluice enrich` come in here). Besides the
+        options of submit_file: tenant, api_key_id, callback_url, parent_job_id,
+        idempotency_key (recorded on the job)."""
+        return self._submit(items, task, **options)
+
     def _submit(self, items: list[Item], task: str, *, model: str | None = None,
                 explain: str = "none", labels: list[str] | None = None,
                 label_descriptions: dict[str, str] | None = None, priority: int = 5,
-                source: str | None = None) -> str:
+                source: str | None = None, **recorded: Any) -> str:
         info = task_info(task)
         ExplainPolicy.parse(explain)
         if explain != "none" and not info.explainable:
@@ -69,7 +75,7 @@ class Client:
         ref = models.resolve(model or self.settings.default_model, task, self.settings.data_dir)
         params["model_path"] = str(ref.path)
         spec = JobSpec(task=task, model=ref.name, model_version=ref.version, params=params,
-                       explain=explain, priority=priority, source=source)
+                       explain=explain, priority=priority, source=source, **recorded)
         job_id, chunk_ids = self.ledger.create_job(spec, items, self.settings.chunk_size)
         try:
             self.dispatcher.send_chunks(chunk_ids, info.queue, priority)
