@@ -3,7 +3,7 @@ job is indistinguishable from a job that does not exist."""
 
 from typing import Any
 
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Engine, and_, func, select
 from sqlalchemy.orm import sessionmaker
 
 from schemas.errors import JobNotFoundError
@@ -28,6 +28,16 @@ class TenantReads:
             rows = s.scalars(select(t.Job).where(t.Job.tenant == tenant)
                              .order_by(t.Job.created_at.desc()).limit(limit))
             return [_view(j) for j in rows]
+
+    def models(self, tenant: str) -> list[dict[str, Any]]:
+        """The models this tenant's jobs used (a tenant never sees another's)."""
+        query = (select(t.Job.task, t.Job.model, t.Job.model_version, func.count())
+                 .where(t.Job.tenant == tenant)
+                 .group_by(t.Job.task, t.Job.model, t.Job.model_version)
+                 .order_by(t.Job.task, t.Job.model))
+        with self._reader() as s:
+            return [{"task": task, "model": model, "model_version": version, "jobs": n}
+                    for task, model, version, n in s.execute(query)]
 
     def by_idempotency_key(self, tenant: str, key: str) -> str | None:
         with self._reader() as s:
