@@ -23,11 +23,14 @@ from sqlalchemy import (
     Table,
     Text,
     inspect,
+    literal,
     select,
+    type_coerce,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql import ColumnElement
+from sqlalchemy.types import NullType
 
 from schemas.errors import SluiceError, UnsafeIdentifierError
 from schemas.jobs import Item
@@ -145,19 +148,25 @@ def coerce(column: Any, value: Any) -> Any:
     return value
 
 
+def _raw(column: Any) -> Any:
+    """The column's values as the driver returns them: a reflected type may not fit what a
+    loosely typed database (SQLite) actually holds, so no result conversion is applied."""
+    return type_coerce(column, NullType())
+
+
 def source_query(table: Table, spec: SourceSpec, after: Any | None) -> Any:
     key = _column(table, spec.key_column, "key column")
     text = _column(table, spec.text_column, "text column")
-    cols = [key.label("key"), text.label("text")]
+    cols = [_raw(key).label("key"), _raw(text).label("text")]
     order = [key]
     query_filters = [OPERATORS[c.op](_column(table, c.column, "where column"),
                                      coerce(table.c[c.column], c.value)) for c in spec.where]
     if spec.since_column is not None:
         since = _column(table, spec.since_column, "since column")
-        cols.append(since.label("since"))
+        cols.append(_raw(since).label("since"))
         order = [since, key]
-        if after is not None:
-            query_filters.append(since > after)
+        if after is not None:  # bound as the value read last time, driver type and all
+            query_filters.append(_raw(since) > literal(after, NullType()))
     return select(*cols).where(*query_filters).order_by(*order)
 
 

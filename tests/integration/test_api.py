@@ -143,8 +143,9 @@ def test_submit_callback_results_over_http(client: Client, start_worker, receive
     assert 'sluice_items_total{status="ok",task="zero-shot-text"} 7.0' in metrics
     assert 'sluice_queue_depth{queue="sluice.text"}' in metrics
     assert "sluice_broker_up 1.0" in metrics
+    each = ", ".join(f"{x * 1000:.0f}" for x in latencies)
     print(f"\nAPI submit {submit_s * 1000:.0f} ms; event round trip with ?wait: median "
-          f"{statistics.median(latencies) * 1000:.0f} ms ({', '.join(f'{x * 1000:.0f}' for x in latencies)})")
+          f"{statistics.median(latencies) * 1000:.0f} ms ({each})")
 
 
 def test_an_event_with_a_callback_gets_202_then_a_signed_result(client: Client, start_worker,
