@@ -326,7 +326,7 @@ def enrich(client: Any, spec: EnrichSpec, *, full: bool = False, timeout: float 
         key_is_int = _python_type(key_col) is int
         dest = dest_table(spec.dest_table, spec.source.key_column, key_is_int)
         ensure_dest(dest_engine, dest)
-        job_id = client.submit_items(items, spec.task, model=str(ref.path), **spec.options,
+        job_id = client.submit_items(items, spec.task, model=spec.model, **spec.options,
                                      source=f"sql:{_redacted(source)}#{spec.source.table}")
         view = client.wait(job_id, timeout=timeout, on_progress=on_progress)
         written = write_back(client, view, dest_engine, dest, spec.source.key_column, key_is_int)
