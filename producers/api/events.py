@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 
 from producers.api.app import services
 from producers.api.auth import principal
@@ -53,8 +54,13 @@ async def post_event(body: EventRequest, request: Request,
         items = rows_to_items(["key", "text"], iter([{"key": body.key, "text": body.text}]),
                               text_column="text", key_column="key",
                               max_chars=svc.settings.max_text_chars, source="event")
-        job_id = await run_in_threadpool(submit, svc, key, body, items, EVENT_SOURCE,
-                                         idempotency_key)
+        try:
+            job_id = await run_in_threadpool(submit, svc, key, body, items, EVENT_SOURCE,
+                                             idempotency_key)
+        except IntegrityError:  # the same Idempotency-Key, sent concurrently: that event
+            job_id = svc.reads.by_idempotency_key(key.tenant, idempotency_key or "")
+            if job_id is None:
+                raise
     deadline = time.monotonic() + timeout
     view = await run_in_threadpool(svc.reads.job, key.tenant, job_id)
     while not view.status.finished and time.monotonic() < deadline:

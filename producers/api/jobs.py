@@ -267,7 +267,13 @@ def retry_job(job_id: str, request: Request, key: Principal,
                    api_key_id=key.id, callback_url=parent.callback_url, parent_job_id=job_id,
                    idempotency_key=idempotency_key)
     new_id, chunk_ids = svc.client.ledger.create_job(spec, items, svc.settings.chunk_size)
-    svc.client.dispatcher.send_chunks(chunk_ids, task_info(parent.task).queue, parent.priority)
+    try:
+        svc.client.dispatcher.send_chunks(chunk_ids, task_info(parent.task).queue,
+                                          parent.priority)
+    except Exception as exc:  # kombu raises several types for an unreachable broker
+        raise SluiceError(f"retry job {new_id} is recorded but could not be queued "
+                          f"({type(exc).__name__}); the sweeper sends it once the broker "
+                          "answers") from exc
     return JSONResponse(job_out(svc, svc.reads.job(key.tenant, new_id)), status_code=201,
                         headers={"Location": f"/v1/jobs/{new_id}"})
 
