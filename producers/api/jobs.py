@@ -266,7 +266,8 @@ def retry_job(job_id: str, request: Request, key: Principal,
                    priority=parent.priority, source=f"retry:{job_id}", tenant=key.tenant,
                    api_key_id=key.id, callback_url=parent.callback_url, parent_job_id=job_id,
                    idempotency_key=idempotency_key)
-    new_id, chunk_ids = svc.client.ledger.create_job(spec, items, svc.settings.chunk_size)
+    chunk_size = svc.settings.chunk_size or getattr(task_info(parent.task), "chunk_size", 256)
+    new_id, chunk_ids = svc.client.ledger.create_job(spec, items, chunk_size)
     try:
         svc.client.dispatcher.send_chunks(chunk_ids, task_info(parent.task).queue,
                                           parent.priority)
