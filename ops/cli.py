@@ -221,6 +221,116 @@ def models_build(names: tuple[str, ...], force: bool) -> None:
         click.echo(f"{name}: {json.dumps(metrics)}")
 
 
+# -- front doors (issue 5): the REST API, API keys, warehouse enrichment ------------------------
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="uvicorn processes")
+@_fail_cleanly
+def api(host: str, port: int, workers: int) -> None:
+    """Serve the REST API (OpenAPI at /openapi.json, docs at /docs, metrics at /metrics)."""
+    import uvicorn
+
+    from producers.api import create_app
+
+    if workers > 1:
+        uvicorn.run("producers.api.app:create_app", factory=True, host=host, port=port,
+                    workers=workers)
+    else:
+        uvicorn.run(create_app(Settings()), host=host, port=port)
+
+
+@main.group("api-keys")
+def api_keys() -> None:
+    """Create, list and revoke API keys (each bound to one tenant)."""
+
+
+def _keys() -> Any:
+    from producers import Client
+    from storage.apikeys import ApiKeys
+
+    return ApiKeys(Client().ledger.engine)
+
+
+@api_keys.command("create")
+@click.option("--tenant", required=True)
+@click.option("--name", default=None, help="a note, e.g. who uses it")
+@_fail_cleanly
+def api_keys_create(tenant: str, name: str | None) -> None:
+    """Print a new key and its callback signing secret, ONCE (only a hash is kept)."""
+    new = _keys().create(tenant, name)
+    click.echo(json.dumps({"id": new.info.id, "tenant": new.info.tenant, "key": new.key,
+                           "callback_secret": new.secret}))
+    click.echo("store the key and the secret now: they are not shown again", err=True)
+
+
+@api_keys.command("list")
+@click.option("--tenant", default=None)
+@_fail_cleanly
+def api_keys_list(tenant: str | None) -> None:
+    for k in _keys().list(tenant):
+        click.echo(f"{k.id}  {k.tenant:<20} {'revoked' if k.revoked else 'active':<8} "
+                   f"{k.created_at.isoformat()}  {k.name or ''}")
+
+
+@api_keys.command("revoke")
+@click.argument("key_id")
+@_fail_cleanly
+def api_keys_revoke(key_id: str) -> None:
+    if not _keys().revoke(key_id):
+        raise SluiceError(f"no active key with id {key_id!r}")
+    click.echo(f"revoked {key_id}")
+
+
+@main.command()
+@click.option("--source", "source_url", required=True, help="SQLAlchemy URL of the source DB")
+@click.option("--table", required=True, help="TABLE or SCHEMA.TABLE")
+@click.option("--key-column", required=True, help="unique key; the destination's primary key")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--task", required=True, type=click.Choice(sorted(TASKS)))
+@click.option("--dest-table", required=True, help="created if missing; rows upserted on key")
+@click.option("--dest-url", default=None, help="destination DB (default: the source)")
+@click.option("--since-column", default=None, help="only rows newer than the last run's")
+@click.option("--where", "where", multiple=True, help="COLUMN OP VALUE (= != < <= > >=), "
+              "repeatable, ANDed; the value is bound")
+@click.option("--full", is_flag=True, help="ignore the watermark: enrich every row")
+@click.option("--model", default=None)
+@click.option("--labels", default=None, help="zero-shot labels: a,b,c")
+@click.option("--explain", default="none")
+@click.option("--priority", default=5, type=click.IntRange(0, 9))
+@click.option("--timeout", default=None, type=float, help="give up waiting after SECONDS")
+@click.option("--json", "as_json", is_flag=True)
+@_fail_cleanly
+def enrich(source_url: str, table: str, key_column: str, text_column: str, task: str,
+           dest_table: str, dest_url: str | None, since_column: str | None,
+           where: tuple[str, ...], full: bool, model: str | None, labels: str | None,
+           explain: str, priority: int, timeout: float | None, as_json: bool) -> None:
+    """Enrich rows of a SQL table and upsert the outputs into --dest-table."""
+    from producers import Client
+    from producers.enrich import Condition, EnrichSpec, SourceSpec
+    from producers.enrich import enrich as run_enrich
+
+    source = SourceSpec(url=source_url, table=table, key_column=key_column,
+                        text_column=text_column, where=[Condition.parse(w) for w in where],
+                        since_column=since_column)
+    options: dict[str, Any] = {"explain": explain, "priority": priority}
+    if labels:
+        options["labels"] = labels.split(",")
+    spec = EnrichSpec(source=source, dest_table=dest_table, task=task, dest_url=dest_url,
+                      model=model, options=options)
+    source.validate()  # hostile names are refused before anything connects
+    report = run_enrich(Client(), spec, full=full, timeout=timeout)
+    d = report.as_dict()
+    if as_json:
+        click.echo(json.dumps(d))
+    else:
+        click.echo(f"{d['rows_read']} rows read, {d['rows_written']} written to {dest_table} "
+                   f"(job {d['job_id']}, {d['status']}) in {d['seconds']}s")
+    if report.status not in ("succeeded", "nothing-to-do"):
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

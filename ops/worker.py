@@ -33,4 +33,6 @@ def sweep_now(settings: Settings) -> dict[str, Any]:
         client.dispatcher.send_chunks([chunk_id], queue, priority)
 
     report = sweep_once(client.ledger, settings, require_broker(client.endpoints), send)
-    return report.as_dict()
+    from workers.callbacks import deliver_due
+
+    return {**report.as_dict(), "callbacks": deliver_due(client.ledger, settings)}

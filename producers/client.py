@@ -41,27 +41,12 @@ class Client:
             items = folder_items(path, info.modality, self.settings)
             return self._submit(items, task, source=str(path), **options)
         columns, rows = read_rows(path)
-        if info.modality == "text":
-            items = rows_to_items(columns, rows, text_column=text_column, key_column=key_column,
-                                  max_chars=self.settings.max_text_chars, source=str(path))
-        elif info.modality == "records":
-            ref = self._resolve(options.pop("model", None), task)
-            features = models.record_features(ref.path)
-            ignore = (key_column,) if key_column else ()
-            items = build_items(columns, rows, key_column=key_column, source=str(path),
-                                build=lambda key, row: record_item(key, row, features, ignore))
-            return self._submit(items, task, source=str(path), ref=ref, **options)
-        else:
-            if media_column not in columns:
-                raise InputFileError(f"{path}: media column {media_column!r} not found; columns "
-                                     f"are: {', '.join(columns) or '(none)'}; choose one with "
-                                     "--media-column")
-            base = path.parent.resolve()
-            items = build_items(
-                columns, rows, key_column=key_column, source=str(path),
-                build=lambda key, row: media_item(key, row.get(media_column), base,
-                                                  self.settings))
-        return self._submit(items, task, source=str(path), **options)
+        ref = self.resolve_model(options.pop("model", None), task)
+        items = self.items_from_rows(columns, rows, task, model=str(ref.path),
+                                     key_column=key_column, text_column=text_column,
+                                     media_column=media_column, base_dir=path.parent.resolve(),
+                                     source=str(path))
+        return self._submit(items, task, source=str(path), ref=ref, **options)
 
     def submit_texts(self, texts: Iterable[str] | dict[str, str], task: str,
                      **options: Any) -> str:
@@ -84,13 +69,13 @@ class Client:
                        model: str, **options: Any) -> str:
         """Submit records from memory as {key: {feature: value}}; checked against the model's
         feature schema, each bad record named with its column."""
-        ref = self._resolve(model, task)
+        ref = self.resolve_model(model, task)
         features = models.record_features(ref.path)
         items = [record_item(str(k), row, features, ()) for k, row in records.items()]
         return self._submit(items, task, source=options.pop("source", "sdk"), ref=ref,
                             **options)
 
-    def _resolve(self, model: str | None, task: str) -> models.ModelRef:
+    def resolve_model(self, model: str | None, task: str) -> models.ModelRef:
         if model is None:
             if task_info(task).modality != "text":
                 raise SluiceError(f"task {task!r} needs a model: pass --model DIR (the demo "
@@ -98,10 +83,39 @@ class Client:
             model = self.settings.default_model
         return models.resolve(model, task, self.settings.data_dir)
 
+    def items_from_rows(self, columns: list[str], rows: Iterator[dict[str, Any]], task: str, *,
+                        model: str | None = None, key_column: str | None = None,
+                        text_column: str = "text", media_column: str = "path",
+                        base_dir: Path | None = None, source: str = "rows") -> list[Item]:
+        """Rows of any modality to items: texts, media references or records (checked against
+        the model's feature schema)."""
+        modality = task_info(task).modality
+        if modality == "text":
+            return rows_to_items(columns, rows, text_column=text_column, key_column=key_column,
+                                 max_chars=self.settings.max_text_chars, source=source)
+        if modality == "records":
+            features = models.record_features(self.resolve_model(model, task).path)
+            ignore = (key_column,) if key_column else ()
+            return build_items(columns, rows, key_column=key_column, source=source,
+                               build=lambda key, row: record_item(key, row, features, ignore))
+        if media_column not in columns:
+            raise InputFileError(f"{source}: media column {media_column!r} not found; columns "
+                                 f"are: {', '.join(columns) or '(none)'}")
+        return build_items(columns, rows, key_column=key_column, source=source,
+                           build=lambda key, row: media_item(key, row.get(media_column),
+                                                             base_dir, self.settings))
+
+    def submit_items(self, items: list[Item], task: str, **options: Any) -> str:
+        """Submit prepared items (the REST API and `sluice enrich` come in here). Besides the
+        options of submit_file: tenant, api_key_id, callback_url, parent_job_id,
+        idempotency_key (recorded on the job)."""
+        return self._submit(items, task, **options)
+
     def _submit(self, items: list[Item], task: str, *, model: str | None = None,
                 explain: str = "none", labels: list[str] | None = None,
                 label_descriptions: dict[str, str] | None = None, priority: int = 5,
-                source: str | None = None, ref: models.ModelRef | None = None) -> str:
+                source: str | None = None, ref: models.ModelRef | None = None,
+                **recorded: Any) -> str:
         info = task_info(task)
         ExplainPolicy.parse(explain)
         if explain != "none" and not info.explainable:
@@ -118,10 +132,10 @@ class Client:
         if not items:
             raise SluiceError(f"{source}: no items to process")
         require_broker(self.endpoints)  # a job nothing can ever send is not worth recording
-        ref = ref or self._resolve(model, task)
+        ref = ref or self.resolve_model(model, task)
         params["model_path"] = str(ref.path)
         spec = JobSpec(task=task, model=ref.name, model_version=ref.version, params=params,
-                       explain=explain, priority=priority, source=source)
+                       explain=explain, priority=priority, source=source, **recorded)
         chunk_size = self.settings.chunk_size or info.chunk_size
         job_id, chunk_ids = self.ledger.create_job(spec, items, chunk_size)
         try:

@@ -39,3 +39,7 @@ class JobNotFoundError(SluiceError):
 
 class InvalidInput(SluiceError):
     """One item is bad; it ends `invalid` with this message and the rest of its chunk goes on."""
+
+
+class UnsafeIdentifierError(SluiceError):
+    """A table or column name that is not a plain SQL identifier; nothing was executed."""

@@ -85,6 +85,12 @@ class JobSpec(BaseModel):
     explain: str = "none"
     priority: int = Field(5, ge=0, le=9)
     source: str | None = None
+    # Front doors: who owns the job, where to report its end, what it retries.
+    tenant: str = "default"
+    api_key_id: str | None = None
+    callback_url: str | None = None
+    parent_job_id: str | None = None
+    idempotency_key: str | None = None
 
 
 class JobCounts(BaseModel):

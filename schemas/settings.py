@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     explain_steps: int = Field(24, ge=2)
     explain_batch_size: int = Field(8, ge=1)
 
+    # Front doors (issue 5): the REST API, callbacks and warehouse sources.
+    api_max_body_bytes: int = Field(20_000_000, ge=1, description="request size cap")
+    api_max_items: int = Field(100_000, ge=1, description="items in one inline/uploaded job")
+    api_max_wait: float = Field(60.0, ge=0, description="the longest ?wait= an event may ask")
+    # Named SQL sources POST /v1/jobs may read from: {"warehouse": "postgresql://..."}.
+    api_sql_sources: dict[str, str] = Field(default_factory=dict)
+    callback_timeout: float = Field(10.0, gt=0)
+    callback_max_attempts: int = Field(8, ge=1)
+    callback_backoff: float = Field(2.0, ge=0, description="first retry delay, doubled each time")
+
     def input_root_paths(self) -> list[Path]:
         parts = self.input_roots.replace(",", os.pathsep).split(os.pathsep)
         return [Path(p).expanduser().resolve() for p in parts if p.strip()]

@@ -58,3 +58,25 @@ def write_parquet(rows: Iterable[dict[str, Any]], path: str, batch_size: int = 5
             writer.write_table(pa.Table.from_pylist(flat, schema=schema))
             n += len(batch)
     return n
+
+
+def iter_jsonl(rows: Iterable[dict[str, Any]], batch: int = 500) -> Iterator[str]:
+    """JSONL as text pieces of `batch` rows, for a streamed HTTP response."""
+    for part in _batches(rows, batch):
+        yield "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in part)
+
+
+def iter_csv(rows: Iterable[dict[str, Any]], batch: int = 500) -> Iterator[str]:
+    """CSV (header first) as text pieces of `batch` rows, for a streamed HTTP response."""
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for part in _batches(rows, batch):
+        writer.writerows(_flat(r) for r in part)
+        yield buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
+    if buf.tell():
+        yield buf.getvalue()

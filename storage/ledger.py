@@ -55,6 +55,9 @@ class JobView:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    tenant: str = "default"
+    parent_job_id: str | None = None
+    callback_url: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         elapsed = None
@@ -111,7 +114,8 @@ def _view(job: t.Job) -> JobView:
         priority=job.priority, source=job.source, status=JobStatus(job.status), counts=counts,
         chunks_total=job.chunks_total, chunks_done=job.chunks_done,
         created_at=_aware(job.created_at) or _now(), started_at=_aware(job.started_at),
-        finished_at=_aware(job.finished_at),
+        finished_at=_aware(job.finished_at), tenant=job.tenant or "default",
+        parent_job_id=job.parent_job_id, callback_url=job.callback_url,
     )
 
 
@@ -140,6 +144,9 @@ class Ledger:
                     status=JobStatus.QUEUED if chunks else JobStatus.SUCCEEDED,
                     total=len(items), ok=0, invalid=0, error=0, chunks_total=len(chunks),
                     chunks_done=0, created_at=now, finished_at=None if chunks else now,
+                    tenant=spec.tenant, api_key_id=spec.api_key_id,
+                    callback_url=spec.callback_url, parent_job_id=spec.parent_job_id,
+                    idempotency_key=spec.idempotency_key,
                 )
             )
             s.flush()
@@ -179,6 +186,7 @@ class Ledger:
             chunk.lease_owner = owner
             chunk.lease_expires_at = now + timedelta(seconds=lease_seconds)
             chunk.attempts += 1
+            chunk.claimed_at = now
             if job.status == JobStatus.QUEUED:
                 job.status = JobStatus.RUNNING
                 job.started_at = now
@@ -241,7 +249,7 @@ class Ledger:
                 update(t.Chunk)
                 .where(t.Chunk.id == chunk_id,
                        t.Chunk.state.in_([ChunkState.RUNNING, ChunkState.QUEUED]), guard)
-                .values(state=state, lease_owner=None, lease_expires_at=None)
+                .values(state=state, lease_owner=None, lease_expires_at=None, finished_at=now)
                 .returning(t.Chunk.first_item, t.Chunk.items)
             ).first()
             if res is None:

@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -20,6 +20,9 @@ class Base(DeclarativeBase):
 
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = (
+        Index("uq_jobs_tenant_idempotency", "tenant", "idempotency_key", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     task: Mapped[str] = mapped_column(String(64))
@@ -39,6 +42,14 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Front doors (migration 0002): the owning tenant, the API key that submitted it, where
+    # to report its end, the job it retries, and the client's Idempotency-Key.
+    tenant: Mapped[str] = mapped_column(
+        String(64), default="default", server_default=text("'default'"), index=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    parent_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class Chunk(Base):
@@ -59,6 +70,9 @@ class Chunk(Base):
     )
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # For metrics (0002): when a worker last took it, and when it ended.
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Result(Base):
@@ -91,6 +105,53 @@ class Explanation(Base):
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is kept. `secret` signs callbacks, so it is kept as is."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CallbackDelivery(Base):
+    """One callback per finished job that asked for one, and how its delivery went."""
+
+    __tablename__ = "callback_deliveries"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class EnrichWatermark(Base):
+    """`sluice enrich --since-column`: the newest value already enriched, per source."""
+
+    __tablename__ = "enrich_watermarks"
+
+    source: Mapped[str] = mapped_column(String(512), primary_key=True)  # URL, no password
+    table_name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    since_column: Mapped[str] = mapped_column(String(128))
+    value: Mapped[dict[str, Any]] = mapped_column(JSONType)  # {"type": ..., "value": ...}
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 # The results "UNIQUE(job_id, item_key)" of the design is the primary key of results and

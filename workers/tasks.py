@@ -134,7 +134,19 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
         return "lease-lost"
     log.info("chunk %s: %d items, model %.3fs, ledger %.3fs", chunk_id, len(outcomes),
              computed - started, time.perf_counter() - computed)
+    if claim.job.callback_url:
+        _send_callback(state, claim.job.id)
     return "done"
+
+
+def _send_callback(state: WorkerState, job_id: str) -> None:
+    """The worker that finishes a job tells its caller at once; the sweeper retries."""
+    from workers.callbacks import deliver_due
+
+    try:
+        deliver_due(state.ledger, state.settings, [job_id])
+    except Exception:  # never fail a finished chunk over its callback
+        log.warning("job %s: callback not sent; the sweeper retries", job_id, exc_info=True)
 
 
 def register(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
@@ -153,4 +165,7 @@ def register(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
         report = sweep_once(state.ledger, settings, require_broker(endpoints), send)
         if report.resent or report.dead_lettered:
             log.warning("sweep: %s", report.as_dict())
-        return report.as_dict()
+        from workers.callbacks import deliver_due
+
+        callbacks = deliver_due(state.ledger, settings)  # due ones, with backoff
+        return {**report.as_dict(), "callbacks": callbacks}

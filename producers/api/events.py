@@ -1,0 +1,76 @@
+"""/v1/events: one item for event-driven callers. It is a one-item job on the same queue (the
+Ray actor batches it with other traffic); the caller waits for it up to `?wait=` or gets 202
+(and, with `callback_url`, a signed callback when it ends)."""
+
+import asyncio
+import re
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+
+from producers.api.app import services
+from producers.api.auth import principal
+from producers.api.jobs import IdempotencyKey, submit
+from producers.api.models import EventOut, EventRequest
+from producers.readers import rows_to_items
+from schemas.errors import SluiceError
+from storage.apikeys import ApiKeyInfo
+
+router = APIRouter(prefix="/v1", tags=["events"])
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+EVENT_SOURCE = "event"  # workers/callbacks.py puts the one result of these in the payload
+POLL = 0.02
+
+
+def parse_wait(text: str | None, cap: float) -> float:
+    """`5s`, `500ms`, `1m` or plain seconds; at most SLUICE_API_MAX_WAIT."""
+    if not text:
+        return 0.0
+    match = DURATION.match(text)
+    if not match:
+        raise SluiceError(f"bad wait {text!r}: use e.g. 5s, 500ms or 1m")
+    value = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[match.group(2) or "s"]
+    if value > cap:
+        raise SluiceError(f"wait {text!r} is over the cap of {cap:g}s (SLUICE_API_MAX_WAIT)")
+    return value
+
+
+@router.post("/events", response_model=EventOut, status_code=200,
+             responses={202: {"model": EventOut, "description": "not finished within ?wait"}})
+async def post_event(body: EventRequest, request: Request,
+                     key: Annotated[ApiKeyInfo, Depends(principal)],
+                     wait: Annotated[str | None, Query(description="e.g. 5s, 500ms")] = None,
+                     idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    """Process one item. 200 with its result when it ends within `wait`; 202 otherwise."""
+    svc = services(request)
+    timeout = parse_wait(wait, svc.settings.api_max_wait)
+    job_id = (await run_in_threadpool(svc.reads.by_idempotency_key, key.tenant,
+                                      idempotency_key) if idempotency_key else None)
+    if job_id is None:
+        items = rows_to_items(["key", "text"], iter([{"key": body.key, "text": body.text}]),
+                              text_column="text", key_column="key",
+                              max_chars=svc.settings.max_text_chars, source="event")
+        try:
+            job_id = await run_in_threadpool(submit, svc, key, body, items, EVENT_SOURCE,
+                                             idempotency_key)
+        except IntegrityError:  # the same Idempotency-Key, sent concurrently: that event
+            job_id = svc.reads.by_idempotency_key(key.tenant, idempotency_key or "")
+            if job_id is None:
+                raise
+    deadline = time.monotonic() + timeout
+    view = await run_in_threadpool(svc.reads.job, key.tenant, job_id)
+    while not view.status.finished and time.monotonic() < deadline:
+        await asyncio.sleep(POLL)
+        view = await run_in_threadpool(svc.reads.job, key.tenant, job_id)
+    out: dict[str, Any] = {"job_id": job_id, "status": view.status.value, "result": None,
+                           "status_url": f"/v1/jobs/{job_id}",
+                           "results_url": f"/v1/jobs/{job_id}/results"}
+    if view.status.finished:
+        out["result"] = await run_in_threadpool(
+            lambda: next(iter(svc.client.ledger.iter_results(job_id)), None))
+        return JSONResponse(out, status_code=200)
+    return JSONResponse(out, status_code=202, headers={"Location": out["status_url"]})

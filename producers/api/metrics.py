@@ -1,0 +1,137 @@
+"""GET /metrics, Prometheus text format. API servers and workers are different processes, so
+nothing is counted in memory here: every scrape asks the ledger and Redis.
+
+From the ledger: `sluice_items_total{task,status}` (job counters), `sluice_jobs{status}`,
+`sluice_callbacks{state}`, and over the most recent finished chunks
+(`RECENT_CHUNKS`): `sluice_batch_size` (items per chunk handed to a model actor),
+`sluice_inference_seconds` (chunk claimed → finished: model + explanations + ledger write) and
+`sluice_queue_wait_seconds` (chunk enqueued → claimed by a worker).
+From Redis: `sluice_queue_depth{queue}` (LLEN of `sluice.<modality>` and its priority lists
+`sluice.<modality>:N`), and `sluice_broker_up`.
+"""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from sqlalchemy import func, select
+
+from producers.api.app import Services, services
+from schemas.tasks import CONTROL_QUEUE, TASKS
+from storage import tables as t
+
+router = APIRouter(tags=["ops"])
+RECENT_CHUNKS = 10_000
+BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+SECONDS_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def histogram(name: str, doc: str, values: list[float], bounds: list[float]) -> Metric:
+    buckets = [(str(b), float(sum(v <= b for v in values))) for b in bounds]
+    buckets.append(("+Inf", float(len(values))))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=sum(values))
+
+
+class LedgerCollector:
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    def collect(self) -> Iterator[Metric]:
+        engine = self.svc.client.ledger.engine.execution_options(readonly=True)
+        with engine.connect() as conn:
+            items = CounterMetricFamily("sluice_items", "items processed, by task and status",
+                                        labels=["task", "status"])
+            for task, ok, invalid, error in conn.execute(
+                    select(t.Job.task, func.sum(t.Job.ok), func.sum(t.Job.invalid),
+                           func.sum(t.Job.error)).group_by(t.Job.task)):
+                for status, n in (("ok", ok), ("invalid", invalid), ("error", error)):
+                    items.add_metric([task, status], float(n or 0))
+            yield items
+            jobs = GaugeMetricFamily("sluice_jobs", "jobs by status", labels=["status"])
+            for status, n in conn.execute(select(t.Job.status, func.count())
+                                          .group_by(t.Job.status)):
+                jobs.add_metric([status], float(n))
+            yield jobs
+            callbacks = GaugeMetricFamily("sluice_callbacks", "callback deliveries by state",
+                                          labels=["state"])
+            for state, n in conn.execute(select(t.CallbackDelivery.state, func.count())
+                                         .group_by(t.CallbackDelivery.state)):
+                callbacks.add_metric([state], float(n))
+            yield callbacks
+            recent = conn.execute(
+                select(t.Chunk.size, t.Chunk.enqueued_at, t.Chunk.claimed_at,
+                       t.Chunk.finished_at)
+                .where(t.Chunk.finished_at.is_not(None), t.Chunk.claimed_at.is_not(None))
+                .order_by(t.Chunk.finished_at.desc()).limit(RECENT_CHUNKS)).all()
+        sizes = [float(r.size) for r in recent]
+        infer, queued = [], []
+        for r in recent:
+            claimed, finished, enq = (_aware(r.claimed_at), _aware(r.finished_at),
+                                      _aware(r.enqueued_at))
+            if claimed and finished:
+                infer.append(max(0.0, (finished - claimed).total_seconds()))
+            if claimed and enq:
+                queued.append(max(0.0, (claimed - enq).total_seconds()))
+        yield histogram("sluice_batch_size", "items per chunk sent to a model actor "
+                        f"(last {RECENT_CHUNKS} chunks)", sizes, [float(b) for b in BATCH_BUCKETS])
+        yield histogram("sluice_inference_seconds", "chunk claimed to finished (model, "
+                        "explanations, ledger write)", infer, SECONDS_BUCKETS)
+        yield histogram("sluice_queue_wait_seconds", "chunk enqueued to claimed by a worker",
+                        queued, SECONDS_BUCKETS)
+
+
+class QueueCollector:
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self._redis: Any = None
+
+    def collect(self) -> Iterator[Metric]:
+        import redis
+
+        up = GaugeMetricFamily("sluice_broker_up", "1 when Redis answered this scrape")
+        depth = GaugeMetricFamily("sluice_queue_depth", "messages waiting, all priorities",
+                                  labels=["queue"])
+        url = self.svc.client.endpoints.broker_url
+        try:
+            if url is None:
+                raise ConnectionError("no broker configured")
+            if self._redis is None:
+                self._redis = redis.Redis.from_url(url.replace("redis+socket://", "unix://"),
+                                                   socket_timeout=2)
+            for queue in sorted({i.queue for i in TASKS.values()} | {CONTROL_QUEUE}):
+                names = [queue] + [f"{queue}:{p}" for p in range(1, 10)]
+                with self._redis.pipeline(transaction=False) as pipe:
+                    for name in names:
+                        pipe.llen(name)
+                    depth.add_metric([queue], float(sum(pipe.execute())))
+            up.add_metric([], 1.0)
+            yield depth
+        except Exception:  # the broker is down: say so rather than fail the scrape
+            up.add_metric([], 0.0)
+        yield up
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}}})
+def metrics(request: Request) -> Response:
+    """Prometheus metrics (not tenant-scoped: totals only, no job ids or texts)."""
+    svc = services(request)
+    registry = getattr(request.app.state, "metrics_registry", None)
+    if registry is None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(LedgerCollector(svc))  # type: ignore[arg-type]
+        registry.register(QueueCollector(svc))  # type: ignore[arg-type]
+        request.app.state.metrics_registry = registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,74 @@
+"""Reads and look-ups the front doors need, always scoped to one tenant: another tenant's
+job is indistinguishable from a job that does not exist."""
+
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, select
+from sqlalchemy.orm import sessionmaker
+
+from schemas.errors import JobNotFoundError
+from schemas.jobs import Item, ItemStatus
+from storage import tables as t
+from storage.ledger import JobView, Ledger, _view, result_row
+
+
+class TenantReads:
+    def __init__(self, engine: Engine) -> None:
+        self._reader = sessionmaker(engine.execution_options(readonly=True))
+
+    def job(self, tenant: str, job_id: str) -> JobView:
+        with self._reader() as s:
+            job = s.get(t.Job, job_id)
+            if job is None or job.tenant != tenant:
+                raise JobNotFoundError(job_id)
+            return _view(job)
+
+    def jobs(self, tenant: str, limit: int = 20) -> list[JobView]:
+        with self._reader() as s:
+            rows = s.scalars(select(t.Job).where(t.Job.tenant == tenant)
+                             .order_by(t.Job.created_at.desc()).limit(limit))
+            return [_view(j) for j in rows]
+
+    def models(self, tenant: str) -> list[dict[str, Any]]:
+        """The models this tenant's jobs used (a tenant never sees another's)."""
+        query = (select(t.Job.task, t.Job.model, t.Job.model_version, func.count())
+                 .where(t.Job.tenant == tenant)
+                 .group_by(t.Job.task, t.Job.model, t.Job.model_version)
+                 .order_by(t.Job.task, t.Job.model))
+        with self._reader() as s:
+            return [{"task": task, "model": model, "model_version": version, "jobs": n}
+                    for task, model, version, n in s.execute(query)]
+
+    def by_idempotency_key(self, tenant: str, key: str) -> str | None:
+        with self._reader() as s:
+            return s.scalar(select(t.Job.id).where(t.Job.tenant == tenant,
+                                                   t.Job.idempotency_key == key))
+
+    def results_page(self, job_id: str, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        """Up to `limit` result rows with seq > after, in input order (keyset pagination)."""
+        query = (
+            select(t.Result, t.Explanation)
+            .outerjoin(t.Explanation, and_(t.Explanation.job_id == t.Result.job_id,
+                                           t.Explanation.item_key == t.Result.item_key))
+            .where(t.Result.job_id == job_id, t.Result.seq > after)
+            .order_by(t.Result.seq)
+            .limit(limit)
+        )
+        with self._reader() as s:
+            return [(r.seq, result_row(r, e)) for r, e in s.execute(query)]
+
+    def failed_items(self, job_id: str) -> list[Item]:
+        """The inputs of the items that ended `error`, in input order, for a retry job."""
+        with self._reader() as s:
+            failed = set(s.scalars(select(t.Result.item_key).where(
+                t.Result.job_id == job_id, t.Result.status == ItemStatus.ERROR.value)))
+            if not failed:
+                return []
+            chunks = s.scalars(select(t.Chunk).where(t.Chunk.job_id == job_id)
+                               .order_by(t.Chunk.seq))
+            return [Item.model_validate(raw) for c in chunks for raw in c.items
+                    if raw.get("key") in failed and not raw.get("invalid")]
+
+
+def tenant_reads(ledger: Ledger) -> TenantReads:
+    return TenantReads(ledger.engine)
