@@ -14,10 +14,10 @@ from sqlalchemy.exc import IntegrityError
 
 from producers.api.app import services
 from producers.api.auth import principal
-from producers.api.jobs import IdempotencyKey, submit
+from producers.api.jobs import IdempotencyKey, item_content, submit
 from producers.api.models import EventOut, EventRequest
-from producers.readers import rows_to_items
 from schemas.errors import SluiceError
+from schemas.tasks import task_info
 from storage.apikeys import ApiKeyInfo
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -51,9 +51,11 @@ async def post_event(body: EventRequest, request: Request,
     job_id = (await run_in_threadpool(svc.reads.by_idempotency_key, key.tenant,
                                       idempotency_key) if idempotency_key else None)
     if job_id is None:
-        items = rows_to_items(["key", "text"], iter([{"key": body.key, "text": body.text}]),
-                              text_column="text", key_column="key",
-                              max_chars=svc.settings.max_text_chars, source="event")
+        row = {**item_content(body.model_dump(), task_info(body.task).modality, 1),
+               "key": body.key}
+        items = await run_in_threadpool(svc.client.items_from_rows, list(row), iter([row]),
+                                        body.task, model=body.model, key_column="key",
+                                        source="event")
         try:
             job_id = await run_in_threadpool(submit, svc, key, body, items, EVENT_SOURCE,
                                              idempotency_key)

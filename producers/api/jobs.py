@@ -122,7 +122,7 @@ def _from_json(body: JobRequest, svc: Services) -> tuple[list[Item], str]:
     if any(keyed) and not all(keyed):
         raise SluiceError("give every item a `key`, or none (they are then numbered 1, 2, ...)")
     modality = task_info(body.task).modality
-    rows = [{**_content(r, modality, n), "key": str(r["key"]) if all(keyed) else str(n)}
+    rows = [{**item_content(r, modality, n), "key": str(r["key"]) if all(keyed) else str(n)}
             for n, r in enumerate(raw, 1)]
     columns = sorted({c for r in rows for c in r}) or ["key", "text"]
     items = svc.client.items_from_rows(columns, iter(rows), body.task, model=body.model,
@@ -130,7 +130,7 @@ def _from_json(body: JobRequest, svc: Services) -> tuple[list[Item], str]:
     return items, "api"
 
 
-def _content(item: dict[str, Any], modality: str, n: int) -> dict[str, Any]:
+def item_content(item: dict[str, Any], modality: str, n: int) -> dict[str, Any]:
     """The fields of an inline item that its task reads, as the columns of a row."""
     if modality == "records":
         if not isinstance(item.get("record"), dict):

@@ -49,8 +49,12 @@ class JobRequest(JobOptions):
 
 
 class EventRequest(JobOptions):
+    """One item: `text`, `media` or `record`, as the task needs (see JobItem)."""
+
     key: str = "event"
-    text: Any = Field(..., description="the one item to process")
+    text: Any = Field(None, description="the text to process (text tasks)")
+    media: Any = Field(None, description="images/audio: path, file:// or data: URI")
+    record: dict[str, Any] | None = Field(None, description="records: {feature: value}")
 
 
 class Counts(BaseModel):
