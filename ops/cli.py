@@ -288,6 +288,9 @@ def api_keys_revoke(key_id: str) -> None:
 @click.option("--table", required=True, help="TABLE or SCHEMA.TABLE")
 @click.option("--key-column", required=True, help="unique key; the destination's primary key")
 @click.option("--text-column", default="text", show_default=True)
+@click.option("--media-column", default=None,
+              help="images/audio: the column of paths or URIs (records read the model's "
+                   "feature columns)")
 @click.option("--task", required=True, type=click.Choice(sorted(TASKS)))
 @click.option("--dest-table", required=True, help="created if missing; rows upserted on key")
 @click.option("--dest-url", default=None, help="destination DB (default: the source)")
@@ -302,7 +305,8 @@ def api_keys_revoke(key_id: str) -> None:
 @click.option("--timeout", default=None, type=float, help="give up waiting after SECONDS")
 @click.option("--json", "as_json", is_flag=True)
 @_fail_cleanly
-def enrich(source_url: str, table: str, key_column: str, text_column: str, task: str,
+def enrich(source_url: str, table: str, key_column: str, text_column: str,
+           media_column: str | None, task: str,
            dest_table: str, dest_url: str | None, since_column: str | None,
            where: tuple[str, ...], full: bool, model: str | None, labels: str | None,
            explain: str, priority: int, timeout: float | None, as_json: bool) -> None:
@@ -313,7 +317,7 @@ def enrich(source_url: str, table: str, key_column: str, text_column: str, task:
 
     source = SourceSpec(url=source_url, table=table, key_column=key_column,
                         text_column=text_column, where=[Condition.parse(w) for w in where],
-                        since_column=since_column)
+                        since_column=since_column, media_column=media_column)
     options: dict[str, Any] = {"explain": explain, "priority": priority}
     if labels:
         options["labels"] = labels.split(",")

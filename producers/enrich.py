@@ -97,11 +97,17 @@ class SourceSpec:
     text_column: str = "text"
     where: list[Condition] = field(default_factory=list)
     since_column: str | None = None
+    # Images/audio: the column of paths or URIs. Records: the model's feature columns, set
+    # from its features.json (checked against the reflected table, and always quoted).
+    media_column: str | None = None
+    feature_columns: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         table_name(self.table)
         identifier(self.key_column, "key column")
         identifier(self.text_column, "text column")
+        if self.media_column is not None:
+            identifier(self.media_column, "media column")
         if self.since_column is not None:
             identifier(self.since_column, "since column")
         for cond in self.where:
@@ -156,8 +162,13 @@ def _raw(column: Any) -> Any:
 
 def source_query(table: Table, spec: SourceSpec, after: Any | None) -> Any:
     key = _column(table, spec.key_column, "key column")
-    text = _column(table, spec.text_column, "text column")
-    cols = [_raw(key).label("key"), _raw(text).label("text")]
+    cols = [_raw(key).label("key")]
+    if spec.feature_columns:
+        cols += [_raw(_column(table, f, "feature column")).label(f) for f in spec.feature_columns]
+    elif spec.media_column:
+        cols.append(_raw(_column(table, spec.media_column, "media column")).label("path"))
+    else:
+        cols.append(_raw(_column(table, spec.text_column, "text column")).label("text"))
     order = [key]
     query_filters = [OPERATORS[c.op](_column(table, c.column, "where column"),
                                      coerce(table.c[c.column], c.value)) for c in spec.where]
@@ -293,7 +304,7 @@ def enrich(client: Any, spec: EnrichSpec, *, full: bool = False, timeout: float 
     import time
 
     from producers import models
-    from producers.readers import rows_to_items
+    from schemas.tasks import task_info
 
     started = time.perf_counter()
     spec.source.validate()
@@ -301,9 +312,14 @@ def enrich(client: Any, spec: EnrichSpec, *, full: bool = False, timeout: float 
     source = make_engine(spec.source.url)
     dest_engine = make_engine(spec.dest_url) if spec.dest_url else source
     try:
-        ref = models.resolve(spec.model or client.settings.default_model, spec.task,
-                             client.settings.data_dir)
+        ref = client.resolve_model(spec.model, spec.task)
         marks = Watermarks(client.ledger.engine)
+        modality = task_info(spec.task).modality
+        if modality == "records":
+            spec.source.feature_columns = [f["name"] for f in models.record_features(ref.path)]
+        elif modality in ("image", "audio") and not spec.source.media_column:
+            raise SluiceError(f"task {spec.task!r} reads media: name the column of paths or "
+                              "URIs with --media-column")
         mark_key = (_redacted(source), spec.source.table, spec.task, ref.version)
         before = None if full or not spec.source.since_column else marks.get(*mark_key)
         table, rows = read_rows(source, spec.source, before)
@@ -313,12 +329,13 @@ def enrich(client: Any, spec: EnrichSpec, *, full: bool = False, timeout: float 
             for row in rows:
                 if row.get("since") is not None:
                     newest[:] = [max(newest[0], row["since"]) if newest else row["since"]]
-                yield row
+                yield {k: v for k, v in row.items() if k != "since"}
 
-        items: list[Item] = rows_to_items(["key", "text"], tracked(), text_column="text",
-                                          key_column="key",
-                                          max_chars=client.settings.max_text_chars,
-                                          source=f"table {spec.source.table}")
+        columns = ["key", *(spec.source.feature_columns or (
+            ["path"] if spec.source.media_column else ["text"]))]
+        items: list[Item] = client.items_from_rows(
+            columns, tracked(), spec.task, model=str(ref.path), key_column="key",
+            source=f"table {spec.source.table}")
         if not items:
             return EnrichReport(0, 0, None, "nothing-to-do", before, before,
                                 time.perf_counter() - started)

@@ -92,3 +92,54 @@ def test_hostile_names_are_refused_and_nothing_runs(env: dict[str, str], warehou
     run = sluice(env, "enrich", "--source", warehouse, "--table", "tickets", "--key-column",
                  "id", "--task", "embed", "--dest-table", "out", "--where", 'x" = 1')
     assert run.returncode == 2 and "not a plain SQL identifier" in run.stderr
+
+
+def test_enrich_a_table_of_records(env: dict[str, str], warehouse: str, start_worker,
+                                   demo_models: Path):
+    """Records come from the model's feature columns (names with spaces, quoted, never
+    formatted into SQL); the labels land beside each patient's key."""
+    from sklearn.datasets import load_breast_cancer
+    from sqlalchemy import Column, Float, Integer, MetaData, Table
+
+    from workers.training.demo_models import split_indices
+
+    data = load_breast_cancer()
+    _, held = split_indices(data.target, 0)
+    names = [str(n) for n in data.feature_names]
+    engine = make_engine(warehouse)
+    meta = MetaData()
+    patients = Table("patients", meta, Column("id", Integer, primary_key=True),
+                     *(Column(n, Float) for n in names))
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS patients_scored"))
+    meta.drop_all(engine)
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(patients.insert(), [{"id": int(i), **dict(zip(names, map(float,
+                                          data.data[i]), strict=True))} for i in held[:30]])
+    start_worker()
+    run = sluice(env, "enrich", "--source", warehouse, "--table", "patients", "--key-column",
+                 "id", "--task", "classify-records", "--model",
+                 str(demo_models / "breast-cancer-classifier"), "--explain", "all",
+                 "--dest-table", "patients_scored", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.splitlines()[-1])["rows_written"] == 30
+    with engine.connect() as conn:
+        scored = {r.id: r for r in conn.execute(text("SELECT * FROM patients_scored"))}
+    import torch
+
+    from workers.training.records_mlp import load_records_model, normalise
+
+    model, config, features = load_records_model(demo_models / "breast-cancer-classifier")
+    with torch.no_grad():
+        logits = model(torch.from_numpy(normalise(data.data[held[:30]], features)))
+    expected = {int(i): config["labels"][int(j)] for i, j in zip(held[:30], logits.argmax(-1),
+                                                                 strict=True)}
+    assert {k: r.label for k, r in scored.items()} == expected  # the model's own answers
+    truth = {int(i): str(data.target_names[data.target[i]]) for i in held[:30]}
+    assert sum(scored[k].label == v for k, v in truth.items()) >= 27
+    assert all(r.explanation_summary for r in scored.values())  # top features, with sign
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE patients_scored"))
+    meta.drop_all(engine)
+    engine.dispose()
