@@ -27,6 +27,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/embed_throughput.py
 	$(BIN)/python bench/modalities.py
+	$(BIN)/python bench/front_doors.py
 
 clean:
 	rm -rf $(VENV) .sluice .pytest_cache .mypy_cache .ruff_cache
