@@ -215,12 +215,13 @@ class Ledger:
             )
 
     def complete(self, chunk_id: str, owner: str, outcomes: list[Outcome]) -> bool:
-        """Persist a chunk's outcomes, mark it done and count it, all in one transaction.
+        """Persist a chunk's outcomes (in the order of its items), mark it done and count it,
+        all in one transaction.
 
         Returns False (and writes nothing) when this worker no longer holds the lease.
         """
         return self._finish(chunk_id, t.Chunk.lease_owner == owner, ChunkState.DONE,
-                            lambda _items: outcomes)
+                            outcomes=outcomes)
 
     def dead_letter(self, chunk_id: str, owner: str | None, error: str) -> bool:
         """Give up on a chunk: its items end `error` with the reason (`invalid` ones stay so).
@@ -236,10 +237,13 @@ class Ledger:
                     if i.invalid else Outcome(key=i.key, status=ItemStatus.ERROR, error=message)
                     for i in items]
 
-        return self._finish(chunk_id, guard, ChunkState.DEAD, outcomes)
+        return self._finish(chunk_id, guard, ChunkState.DEAD, outcomes_for=outcomes)
 
-    def _finish(self, chunk_id: str, guard: Any, state: ChunkState,
-                outcomes_for: Callable[[list[Item]], list[Outcome]]) -> bool:
+    def _finish(self, chunk_id: str, guard: Any, state: ChunkState, *,
+                outcomes: list[Outcome] | None = None,
+                outcomes_for: Callable[[list[Item]], list[Outcome]] | None = None) -> bool:
+        """Settle a chunk with `outcomes` (in item order, from a worker) or with outcomes
+        made from its stored items (dead-lettering). Only the latter reads the items back."""
         now = _now()
         with self._session.begin() as s:
             job = _lock_job(s, job_id_of(chunk_id))  # lock order everywhere: job, then chunk
@@ -250,14 +254,16 @@ class Ledger:
                 .where(t.Chunk.id == chunk_id,
                        t.Chunk.state.in_([ChunkState.RUNNING, ChunkState.QUEUED]), guard)
                 .values(state=state, lease_owner=None, lease_expires_at=None, finished_at=now)
-                .returning(t.Chunk.first_item, t.Chunk.items)
+                .returning(t.Chunk.first_item)
             ).first()
             if res is None:
                 return False
-            first_item, raw_items = res
-            items = [Item.model_validate(raw) for raw in raw_items]
-            order = {item.key: first_item + n for n, item in enumerate(items)}
-            outcomes = outcomes_for(items)
+            first_item = res[0]
+            if outcomes is None:
+                assert outcomes_for is not None
+                raw_items = s.scalar(select(t.Chunk.items).where(t.Chunk.id == chunk_id))
+                outcomes = outcomes_for([Item.model_validate(raw) for raw in raw_items or []])
+            order = {o.key: first_item + n for n, o in enumerate(outcomes)}
             self._insert_outcomes(s, job.id, chunk_id, outcomes, order, now)
             n = {st: sum(o.status == st for o in outcomes) for st in ItemStatus}
             job.ok += n[ItemStatus.OK]

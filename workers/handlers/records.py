@@ -19,7 +19,7 @@ from workers.training.records_mlp import load_records_model, normalise
 @dataclass
 class RecordFeatures:
     values: dict[str, float]
-    inputs: torch.Tensor  # normalised, in the model's feature order
+    row: list[float]  # raw values in the model's feature order; normalised per batch
 
 
 class RecordsHandler(Handler):
@@ -36,12 +36,13 @@ class RecordsHandler(Handler):
         values, problem = check_record(item.record or {}, self.features)
         if problem or values is None:
             raise InvalidInput(problem or "empty record")
-        row = np.array([[values[n] for n in self.names]], dtype=np.float64)
-        inputs = torch.as_tensor(normalise(row, self.features)[0], dtype=torch.float32)
-        return RecordFeatures(values, inputs)
+        return RecordFeatures(values, [values[n] for n in self.names])
 
     def stack(self, batch: list[RecordFeatures]) -> torch.Tensor:
-        return torch.stack([f.inputs for f in batch]).to(self.device)
+        """The batch, normalised at once (per item it cost more than the model)."""
+        rows = np.array([f.row for f in batch], dtype=np.float64)
+        return torch.as_tensor(normalise(rows, self.features), dtype=torch.float32,
+                               device=self.device)
 
     def explain(self, batch: list[RecordFeatures], outputs: list[dict[str, Any]],
                 steps: int, internal_batch_size: int) -> list[Explanation]:
