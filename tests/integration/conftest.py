@@ -34,12 +34,28 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     stack.down(settings)
 
 
+def claim_database(base: str) -> tuple[int, str]:
+    """A Redis database (1..15) no other test holds, even one of another test session on the
+    same server: claimed with SET NX in database 0, so two sessions never share queues."""
+    admin = redis.Redis.from_url(f"{base}/0")
+    token = f"{os.getpid()}:{time.monotonic_ns()}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        for _ in range(15):
+            n = next(_db_numbers) % 15 + 1
+            if admin.set(f"sluice-test:db:{n}", token, nx=True, ex=1800):
+                return n, token
+        time.sleep(0.5)  # all 15 are held by running tests: one frees up soon
+    raise RuntimeError(f"no free Redis database on {base} after 600 s")
+
+
 @pytest.fixture
-def env(services: dict[str, str], database_url: str, tmp_path: Path) -> dict[str, str]:
+def env(services: dict[str, str], database_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """SLUICE_* for this test: its own Redis database, ledger and data dir; short leases."""
-    broker = f"{services['broker']}/{next(_db_numbers) % 15 + 1}"
+    number, token = claim_database(services["broker"])
+    broker = f"{services['broker']}/{number}"
     redis.Redis.from_url(broker).flushdb()
-    return {
+    yield {
         "SLUICE_DATA_DIR": str(tmp_path / "data"),
         "SLUICE_BROKER_URL": broker,
         "SLUICE_DATABASE_URL": database_url,
@@ -53,6 +69,9 @@ def env(services: dict[str, str], database_url: str, tmp_path: Path) -> dict[str
         "SLUICE_MAX_TEXT_CHARS": "2000",
         "SLUICE_EXPLAIN_STEPS": "8",
     }
+    admin = redis.Redis.from_url(f"{services['broker']}/0")
+    if admin.get(f"sluice-test:db:{number}") == token.encode():
+        admin.delete(f"sluice-test:db:{number}")
 
 
 @pytest.fixture
