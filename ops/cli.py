@@ -13,6 +13,7 @@ import click
 from schemas.errors import SluiceError
 from schemas.settings import Settings
 from schemas.tasks import TASKS
+from schemas.training import RUN_PREFIX
 
 
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -139,9 +140,14 @@ def _label_descriptions(path: Path) -> dict[str, str]:
 @click.argument("job_id")
 @_fail_cleanly
 def status(job_id: str) -> None:
-    """A job's status and counts, as JSON."""
+    """A job's (or a training run's) status, counts or progress, as JSON."""
     from producers import Client
 
+    if job_id.startswith(RUN_PREFIX):
+        from ops.train_cli import run_as_dict
+
+        click.echo(json.dumps(run_as_dict(Client().training_run(job_id)), indent=2))
+        return
     click.echo(json.dumps(Client().status(job_id).as_dict(), indent=2))
 
 
@@ -174,9 +180,15 @@ def results(job_id: str, fmt: str, output: Path | None, limit: int) -> None:
 @click.argument("job_id")
 @_fail_cleanly
 def cancel(job_id: str) -> None:
-    """Cancel a job: unfinished chunks are dropped, finished results stay."""
+    """Cancel a job (unfinished chunks are dropped, finished results stay) or a training run
+    (it stops after its current epoch)."""
     from producers import Client
 
+    if job_id.startswith(RUN_PREFIX):
+        from ops.train_cli import run_as_dict
+
+        click.echo(json.dumps(run_as_dict(Client().runs.cancel(job_id))))
+        return
     click.echo(json.dumps(Client().cancel(job_id).as_dict()))
 
 
@@ -205,7 +217,7 @@ def jobs(limit: int) -> None:
 
 @main.group()
 def models() -> None:
-    """The models Sluice makes for its demo and tests."""
+    """The model registry, and the models Sluice makes for its tests."""
 
 
 @models.command("build")
@@ -338,3 +350,8 @@ def enrich(source_url: str, table: str, key_column: str, text_column: str,
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()
+
+
+from ops.train_cli import register as _register_training  # noqa: E402
+
+_register_training(main, models, _fail_cleanly)

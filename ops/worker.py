@@ -33,6 +33,10 @@ def sweep_now(settings: Settings) -> dict[str, Any]:
         client.dispatcher.send_chunks([chunk_id], queue, priority)
 
     report = sweep_once(client.ledger, settings, require_broker(client.endpoints), send)
+    from workers.training.task import resend_training
+
+    report.resent += resend_training(settings, client.endpoints.database_url,
+                                     client.dispatcher.send_training)
     from workers.callbacks import deliver_due
 
     return {**report.as_dict(), "callbacks": deliver_due(client.ledger, settings)}

@@ -9,14 +9,18 @@ from producers import models
 from producers.dispatch import Dispatcher
 from producers.media import folder_items, media_item, record_item
 from producers.readers import build_items, read_rows, rows_to_items
+from producers.training import build_spec
 from schemas.errors import InputFileError, SluiceError
 from schemas.jobs import ExplainPolicy, Item, JobSpec
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 from schemas.tasks import task_info
+from schemas.training import MODEL_SELECTOR_RE
 from storage import export
 from storage.engine import make_engine, migrate
 from storage.ledger import JobView, Ledger
+from storage.registry import Registry
+from storage.training_runs import RunView, TrainingRuns
 
 
 class Client:
@@ -26,6 +30,8 @@ class Client:
         engine = make_engine(self.endpoints.database_url)
         migrate(engine)
         self.ledger = Ledger(engine)
+        self.runs = TrainingRuns(engine)
+        self.registry = Registry(engine)
         self.dispatcher = Dispatcher(self.endpoints.broker_url, self.settings)
 
     # -- submitting ---------------------------------------------------------------------------
@@ -81,6 +87,9 @@ class Client:
                 raise SluiceError(f"task {task!r} needs a model: pass --model DIR (the demo "
                                   "models are made by `sluice models build`)")
             model = self.settings.default_model
+        if MODEL_SELECTOR_RE.match(model) and not Path(model).exists():
+            return models.from_registry(self.registry.resolve(model), task,
+                                        self.settings.data_dir)
         return models.resolve(model, task, self.settings.data_dir)
 
     def items_from_rows(self, columns: list[str], rows: Iterator[dict[str, Any]], task: str, *,
@@ -134,6 +143,8 @@ class Client:
         require_broker(self.endpoints)  # a job nothing can ever send is not worth recording
         ref = ref or self.resolve_model(model, task)
         params["model_path"] = str(ref.path)
+        if ref.registry:
+            params["registry"] = ref.registry
         spec = JobSpec(task=task, model=ref.name, model_version=ref.version, params=params,
                        explain=explain, priority=priority, source=source, **recorded)
         chunk_size = self.settings.chunk_size or info.chunk_size
@@ -146,6 +157,50 @@ class Client:
                 f"{exc}); the sweeper sends it once the broker answers (`sluice sweep`)"
             ) from exc
         return job_id
+
+    # -- training -----------------------------------------------------------------------------
+
+    def submit_training(self, *, task: str, name: str, data: str | Path, label_column: str,
+                        tenant: str = "default", **options: Any) -> str:
+        """Check a training request and queue it on `sluice.train`; returns the run id.
+        Options: data_url (then `data` is a table), labels, base, epochs, workers,
+        gpus_per_worker, batch_size, learning_rate, train_encoder, dp_epsilon, dp_delta,
+        text_column, media_column, key_column, feature_columns, seed, holdout_fraction."""
+        require_broker(self.endpoints)
+        spec = build_spec(self.settings, lambda ref, t: self.resolve_model(ref, t), task=task,
+                          name=name, data=str(data), label_column=label_column, **options)
+        known = self.registry.list(spec.name)
+        if known and known[0].task != spec.task:
+            raise SluiceError(f"model name {spec.name!r} is taken by a {known[0].task} model; "
+                              "choose another --name")
+        run_id = self.runs.create(spec.model_dump(), spec.name, spec.task, tenant=tenant)
+        try:
+            self.dispatcher.send_training(run_id)
+        except Exception as exc:  # kombu raises several types for an unreachable broker
+            raise SluiceError(f"training run {run_id} is recorded but could not be queued "
+                              f"({type(exc).__name__}: {exc}); the sweeper sends it once the "
+                              "broker answers (`sluice sweep`)") from exc
+        return run_id
+
+    def training_run(self, run_id: str) -> RunView:
+        return self.runs.get(run_id)
+
+    def wait_training(self, run_id: str, timeout: float | None = None, poll: float = 0.5,
+                      on_progress: Callable[[RunView], None] | None = None) -> RunView:
+        """Block until the run has ended; call on_progress whenever its progress moves."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: tuple[Any, ...] | None = None
+        while True:
+            run = self.runs.get(run_id)
+            now = (run.status, run.progress.get("epoch"), run.attempts)
+            if on_progress and now != last:
+                on_progress(run)
+            last = now
+            if run.status in ("succeeded", "failed", "cancelled"):
+                return run
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"training run {run_id} still {run.status} after {timeout}s")
+            time.sleep(poll)
 
     # -- following ----------------------------------------------------------------------------
 

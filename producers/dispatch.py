@@ -9,6 +9,7 @@ from schemas.errors import ConfigError
 from schemas.settings import Settings
 from schemas.stack import NO_BROKER, broker_transport_options, redis_priority
 from schemas.tasks import PROCESS_CHUNK
+from schemas.training import TRAIN_QUEUE, TRAIN_TASK
 
 
 class Dispatcher:
@@ -37,3 +38,6 @@ class Dispatcher:
                                    priority=redis_priority(priority), producer=producer)
                 n += 1
         return n
+
+    def send_training(self, run_id: str) -> None:
+        self.app.send_task(TRAIN_TASK, args=[run_id], queue=TRAIN_QUEUE)

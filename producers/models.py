@@ -22,9 +22,29 @@ UNSAFE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 
 @dataclass(frozen=True)
 class ModelRef:
-    name: str  # what the user asked for
+    name: str  # what the user asked for (NAME@VERSION for a registered model)
     path: Path  # a local directory holding config + safetensors
     version: str  # first 16 hex of the SHA-256 of the weights
+    registry: dict[str, Any] | None = None  # name, version, stage of a registered model
+
+
+def from_registry(view: Any, task: str, cache_dir: Path) -> ModelRef:
+    """A registered version (storage.registry.ModelVersionView), checked like a directory and
+    against the weights' SHA-256 recorded when it was registered."""
+    if view.task != task:
+        raise ModelError(f"model {view.ref} was trained for {view.task}, not {task}")
+    path = Path(view.uri)
+    if not path.is_dir():
+        raise ModelError(f"model {view.ref}: its directory {path} is gone (the model store "
+                         "must be shared by every host)")
+    _check_safe(path, view.ref)
+    _check_task(path, view.ref, task)
+    if weights_sha256(path, cache_dir) != view.sha256:
+        raise ModelError(f"model {view.ref}: the weights in {path} are not the ones registered "
+                         "(SHA-256 differs); register the model again")
+    return ModelRef(name=view.ref, path=path, version=weights_digest(path, cache_dir),
+                    registry={"name": view.name, "version": view.version, "stage": view.stage,
+                              "sha256": view.sha256})
 
 
 def resolve(ref: str, task: str, cache_dir: Path) -> ModelRef:
@@ -154,6 +174,15 @@ def weights_digest(path: Path, cache_dir: Path) -> str:
     changes the version. Cached by (path, size, mtime) so a re-submit does not re-hash."""
     files = sorted(p for pattern in ("*.safetensors", "*.json", "*.txt", "*.model")
                    for p in path.glob(pattern))
+    return _digest(files, cache_dir)[:16]
+
+
+def weights_sha256(path: Path, cache_dir: Path) -> str:
+    """The full SHA-256 of the weights files alone: what the registry records."""
+    return _digest(sorted(path.glob("*.safetensors")), cache_dir)
+
+
+def _digest(files: list[Path], cache_dir: Path) -> str:
     stamp = ";".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     cache = cache_dir / "model-digests.json"
     known: dict[str, str] = {}
@@ -162,6 +191,7 @@ def weights_digest(path: Path, cache_dir: Path) -> str:
             known = json.loads(cache.read_text())
         except json.JSONDecodeError:
             known = {}
+    stamp = f"sha256:{stamp}"
     if stamp in known:
         return known[stamp]
     digest = hashlib.sha256()
@@ -169,7 +199,7 @@ def weights_digest(path: Path, cache_dir: Path) -> str:
         with f.open("rb") as fh:
             while block := fh.read(1 << 20):
                 digest.update(block)
-    known[stamp] = digest.hexdigest()[:16]
+    known[stamp] = digest.hexdigest()
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(known))

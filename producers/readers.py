@@ -1,94 +1,18 @@
 """Read JSONL, CSV and Parquet into items, with a clear outcome for every bad row."""
 
 import csv
-import json
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from schemas.errors import DuplicateKeysError, InputFileError
 from schemas.jobs import Item, text_problem
+from storage.datasets import _MALFORMED, SUFFIXES, detect_format, read_rows
 
-SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-_MALFORMED = "__sluice_malformed__"
+__all__ = ["SUFFIXES", "build_items", "check_key_column", "detect_format", "read_rows",
+           "rows_to_items"]
+
 MAX_KEY_CHARS = 512  # the width of results.item_key
-
-
-def detect_format(path: Path) -> str:
-    fmt = SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise InputFileError(
-            f"{path}: unknown file type {path.suffix!r}; use .jsonl, .csv or .parquet"
-        )
-    return fmt
-
-
-def read_rows(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
-    """The file's columns and its rows. Raises InputFileError when the file cannot be read."""
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
-    fmt = detect_format(path)
-    try:
-        if fmt == "jsonl":
-            rows = list(_jsonl_rows(path))
-            if rows and all(_MALFORMED in r for r in rows):
-                raise InputFileError(f"{path}: not JSONL (no line is a JSON object)")
-            columns = sorted({k for r in rows for k in r if k != _MALFORMED})
-            return columns, iter(rows)
-        if fmt == "csv":
-            return _csv_rows(path)
-        return _parquet_rows(path)
-    except InputFileError:
-        raise
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-        raise InputFileError(f"{path}: cannot read it as {fmt}: {exc}") from exc
-
-
-def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield {_MALFORMED: f"line {lineno} is not valid JSON: {exc.msg}", "_line": lineno}
-                continue
-            if not isinstance(row, dict):
-                yield {_MALFORMED: f"line {lineno} is not a JSON object", "_line": lineno}
-                continue
-            yield row
-
-
-def _csv_rows(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
-    fh = path.open(encoding="utf-8", newline="")
-    reader = csv.DictReader(fh)
-    if reader.fieldnames is None:
-        fh.close()
-        raise InputFileError(f"{path}: empty CSV file (no header row)")
-    columns = list(reader.fieldnames)
-
-    def rows() -> Iterator[dict[str, Any]]:
-        with fh:
-            yield from reader
-
-    return columns, rows()
-
-
-def _parquet_rows(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several types for a corrupt file
-        raise InputFileError(f"{path}: not a readable Parquet file: {exc}") from exc
-
-    def rows() -> Iterator[dict[str, Any]]:
-        for batch in pf.iter_batches(batch_size=10_000):
-            yield from batch.to_pylist()
-
-    return list(pf.schema_arrow.names), rows()
 
 
 ItemBuilder = Callable[[str, dict[str, Any]], Item]

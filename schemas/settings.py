@@ -70,6 +70,23 @@ class Settings(BaseSettings):
     callback_max_attempts: int = Field(8, ge=1)
     callback_backoff: float = Field(2.0, ge=0, description="first retry delay, doubled each time")
 
+    # Training (issue 4): Ray Train workers, checkpoints and the registry's artifacts. Both
+    # directories must be shared by every host of a multi-node cluster (NFS, a volume).
+    train_storage: Path | None = Field(None, description="checkpoints; default DATA_DIR/training")
+    model_store: Path | None = Field(None, description="models; default DATA_DIR/registry")
+    train_cpus_per_worker: float = Field(1.0, gt=0)
+    train_time_limit: int = Field(6 * 3600, ge=1, description="hard limit for one training run")
+    train_max_attempts: int = Field(3, ge=1, description="worker deaths before a run fails")
+    train_checkpoint_seconds: float = Field(
+        30.0, ge=0, description="at most one checkpoint per this many seconds (and the last)")
+    train_max_failures: int = Field(1, ge=0, description="Ray Train restarts within one attempt")
+
+    def training_dir(self) -> Path:
+        return (self.train_storage or self.data_dir / "training").expanduser().resolve()
+
+    def model_store_dir(self) -> Path:
+        return (self.model_store or self.data_dir / "registry").expanduser().resolve()
+
     def input_root_paths(self) -> list[Path]:
         parts = self.input_roots.replace(",", os.pathsep).split(os.pathsep)
         return [Path(p).expanduser().resolve() for p in parts if p.strip()]

@@ -7,7 +7,7 @@ from itertools import islice
 from typing import IO, Any
 
 FORMATS = ("jsonl", "csv", "parquet")
-CSV_COLUMNS = ["key", "status", "output", "error", "explanation"]
+CSV_COLUMNS = ["key", "status", "output", "error", "explanation", "model", "model_version"]
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
@@ -27,6 +27,8 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         "error": row["error"],
         "explanation": json.dumps(row["explanation"], ensure_ascii=False)
         if row.get("explanation") else None,
+        "model": row.get("model"),
+        "model_version": row.get("model_version"),
     }
 
 

@@ -385,7 +385,11 @@ class Ledger:
                     yield Item.model_validate(raw)
 
     def iter_results(self, job_id: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
-        """Stream a job's results in input order, with explanations, without loading them all."""
+        """Stream a job's results in input order, with explanations, without loading them all.
+        Each row names the model and the exact version that made it."""
+        with self._reader() as s:
+            job = s.get(t.Job, job_id)
+            made_by = {"model": job.model, "model_version": job.model_version} if job else {}
         query = (
             select(t.Result, t.Explanation)
             .outerjoin(t.Explanation, and_(t.Explanation.job_id == t.Result.job_id,
@@ -396,7 +400,7 @@ class Ledger:
         )
         with self._reader() as s:
             for result, expl in s.execute(query):
-                yield result_row(result, expl)
+                yield {**result_row(result, expl), **made_by}
 
 
 def result_row(result: t.Result, expl: t.Explanation | None) -> dict[str, Any]:

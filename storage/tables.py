@@ -154,5 +154,52 @@ class EnrichWatermark(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+
+class TrainingRun(Base):
+    """One `sluice train` request. Leased like a chunk: the ledger says what is still to do."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # "tr_" + 24 hex
+    name: Mapped[str] = mapped_column(String(64), index=True)  # the model it will register
+    task: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(
+        String(64), default="default", server_default=text("'default'"))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)  # the TrainSpec, dumped
+    progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ModelVersion(Base):
+    """The model registry: one row per (name, version), with where its weights are."""
+
+    __tablename__ = "model_versions"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    task: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(
+        String(64), default="default", server_default=text("'default'"))
+    uri: Mapped[str] = mapped_column(Text)  # the artifact directory
+    sha256: Mapped[str] = mapped_column(String(64))  # of the weights files
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    training_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    data_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dp: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    stage: Mapped[str] = mapped_column(String(16))  # staging | production | archived
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 # The results "UNIQUE(job_id, item_key)" of the design is the primary key of results and
 # explanations: one row per item, whatever the number of deliveries.

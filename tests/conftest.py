@@ -51,7 +51,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path,
     yield pg_database
     engine = make_engine(pg_database)  # leave the shared test database empty for the next test
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, api_keys, enrich_watermarks CASCADE"))
+        conn.execute(text("TRUNCATE jobs, api_keys, enrich_watermarks, training_runs, "
+                          "model_versions CASCADE"))
     engine.dispose()
 
 

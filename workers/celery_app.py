@@ -6,10 +6,11 @@ from schemas.errors import ConfigError
 from schemas.settings import Settings
 from schemas.stack import Endpoints, broker_transport_options, require_broker
 from schemas.tasks import CONTROL_QUEUE, SWEEP, TASKS
+from schemas.training import TRAIN_QUEUE
 
 
 def worker_queues() -> list[str]:
-    return sorted({t.queue for t in TASKS.values()} | {CONTROL_QUEUE})
+    return sorted({t.queue for t in TASKS.values()} | {CONTROL_QUEUE, TRAIN_QUEUE})
 
 
 def check_delivery(settings: Settings) -> None:

@@ -5,6 +5,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from functools import cached_property
 from typing import Any
@@ -15,6 +16,7 @@ from schemas.jobs import Item, ItemStatus, Outcome, text_problem
 from schemas.settings import Settings
 from schemas.stack import Endpoints, redis_priority, require_broker
 from schemas.tasks import PROCESS_CHUNK, SWEEP, task_info
+from schemas.training import TRAIN_QUEUE, TRAIN_TASK
 from storage.engine import make_engine, migrate
 from storage.ledger import JobView, Ledger
 from workers.sweeper import sweep_once
@@ -55,21 +57,21 @@ class WorkerState:
 
 
 class LeaseKeeper:
-    """Renews a chunk's lease while it runs, so only a dead worker's lease expires."""
+    """Renews a lease (a chunk's, a training run's) while it runs, so only a dead worker's
+    lease expires. `renew` returns False once there is nothing left to keep."""
 
-    def __init__(self, ledger: Ledger, chunk_id: str, owner: str, seconds: float) -> None:
-        self.args = (chunk_id, owner, seconds)
-        self.ledger = ledger
+    def __init__(self, renew: Callable[[], bool], seconds: float, what: str) -> None:
+        self.renew, self.seconds, self.what = renew, seconds, what
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self.stop.wait(self.args[2] / 3):
+        while not self.stop.wait(self.seconds / 3):
             try:
-                if not self.ledger.renew(*self.args):
+                if not self.renew():
                     return  # finished elsewhere or cancelled: nothing left to keep
             except Exception:  # a database hiccup: try again at the next tick
-                log.warning("chunk %s: lease renewal failed", self.args[0], exc_info=True)
+                log.warning("%s: lease renewal failed", self.what, exc_info=True)
 
     def __enter__(self) -> "LeaseKeeper":
         self.thread.start()
@@ -113,7 +115,8 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
         return "dead"
     started = time.perf_counter()
     try:
-        with LeaseKeeper(ledger, chunk_id, owner, settings.lease_seconds):
+        with LeaseKeeper(lambda: ledger.renew(chunk_id, owner, settings.lease_seconds),
+                         settings.lease_seconds, f"chunk {chunk_id}"):
             outcomes = compute_outcomes(state, claim.job, chunk_id, claim.items)
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
@@ -156,6 +159,10 @@ def register(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
     def process_chunk_task(self: Task, chunk_id: str) -> str:
         return process_chunk(self, state, chunk_id)
 
+    from workers.training.task import register_training
+
+    register_training(app, settings, endpoints)
+
     @app.task(name=SWEEP)
     def sweep_task() -> dict[str, Any]:
         def send(chunk_id: str, queue: str, priority: int) -> None:
@@ -163,6 +170,11 @@ def register(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
                           priority=redis_priority(priority))
 
         report = sweep_once(state.ledger, settings, require_broker(endpoints), send)
+        from workers.training.task import resend_training
+
+        report.resent += resend_training(settings, endpoints.database_url,
+                                         lambda run_id: app.send_task(
+                                             TRAIN_TASK, args=[run_id], queue=TRAIN_QUEUE))
         if report.resent or report.dead_lettered:
             log.warning("sweep: %s", report.as_dict())
         from workers.callbacks import deliver_due

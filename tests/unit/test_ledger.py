@@ -53,7 +53,8 @@ def test_status_is_partially_failed_when_any_item_is_not_ok(ledger: Ledger):
     assert (view.status, view.counts.ok, view.counts.invalid) == ("partially_failed", 2, 1)
     rows = {r["key"]: r for r in ledger.iter_results(job_id)}
     assert rows["bad0"] == {"key": "bad0", "status": "invalid", "output": None,
-                            "error": "empty text"}
+                            "error": "empty text", "model": ledger.job(job_id).model,
+                            "model_version": ledger.job(job_id).model_version}
 
 
 def test_expired_lease_is_resent_and_old_owner_cannot_complete(ledger: Ledger):

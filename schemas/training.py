@@ -1,0 +1,124 @@
+"""Training requests as data: what `sluice train` asks for, checked before anything is queued."""
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from schemas.errors import SluiceError
+
+TRAINABLE_TASKS = ("classify-text", "classify-image", "classify-audio", "classify-records",
+                   "regress-records")
+# DP-SGD needs per-sample gradients (Opacus): the records MLP and a text head qualify; the
+# image and audio families hold BatchNorm / weight-normalised convolutions it cannot handle.
+DP_TASKS = ("classify-records", "regress-records", "classify-text")
+STAGES = ("staging", "production", "archived")
+TRAIN_QUEUE = "sluice.train"
+TRAIN_TASK = "sluice.train_model"
+RUN_PREFIX = "tr_"
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# NAME@VERSION, NAME@production, NAME@staging, NAME@latest
+MODEL_SELECTOR_RE = re.compile(r"^([a-z0-9][a-z0-9._-]{0,62})@(\d+|production|staging|latest)$")
+
+
+class TrainingError(SluiceError):
+    """A training request that cannot be trained; the message says what to change."""
+
+
+class DataSource(BaseModel):
+    """Where the training rows come from: a file (JSONL/CSV/Parquet) or a SQL table."""
+
+    file: str | None = None
+    url: str | None = None
+    table: str | None = None
+
+    def describe(self) -> str:
+        if self.file:
+            return self.file
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url or "")
+        host = parts.hostname or ""
+        return f"{parts.scheme}://{host}{parts.path} table {self.table}"
+
+
+class DPSpec(BaseModel):
+    epsilon: float = Field(gt=0, le=100)
+    delta: float = Field(gt=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
+class TrainSpec(BaseModel):
+    """A checked training request: columns, labels and data fingerprint resolved at submit."""
+
+    name: str
+    task: str
+    data: DataSource
+    label_column: str
+    text_column: str = "text"
+    media_column: str = "path"
+    key_column: str | None = None
+    feature_columns: list[str] = Field(default_factory=list)  # records, in model order
+    labels: list[str] = Field(default_factory=list)  # classification, sorted
+    base: str | None = None  # a resolved model directory
+    base_ref: str | None = None  # what the user named
+    epochs: int = Field(10, ge=1, le=10_000)
+    workers: int = Field(1, ge=1, le=256)
+    gpus_per_worker: float | None = Field(None, ge=0)  # None: 1 if the cluster has GPUs
+    batch_size: int = Field(32, ge=1, le=65_536)
+    learning_rate: float | None = Field(None, gt=0)
+    train_encoder: bool = False
+    dp: DPSpec | None = None
+    holdout_fraction: float = Field(0.2, gt=0, lt=0.9)
+    seed: int = 0
+    n_rows: int = 0
+    data_fingerprint: str = ""
+    media_base_dir: str | None = None  # relative media paths resolve against this
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("model names are lower-case letters, digits, '.', '_' and '-', "
+                             "starting with a letter or digit (at most 63 characters)")
+        return value
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, value: str) -> str:
+        if value not in TRAINABLE_TASKS:
+            raise ValueError(f"task {value!r} cannot be trained; trainable tasks: "
+                             f"{', '.join(TRAINABLE_TASKS)}")
+        return value
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task.startswith("classify-")
+
+    def used_columns(self) -> list[str]:
+        """The columns training reads, in a fixed order: what the data fingerprint covers."""
+        inputs = {"text": [self.text_column], "image": [self.media_column],
+                  "audio": [self.media_column]}.get(self.modality, self.feature_columns)
+        return [*inputs, self.label_column]
+
+    @property
+    def modality(self) -> str:
+        return {"classify-text": "text", "classify-image": "image",
+                "classify-audio": "audio"}.get(self.task, "records")
+
+
+def progress_line(progress: dict[str, Any]) -> str:
+    """One line for `sluice status`: epoch, loss and the held-out metric."""
+    if not progress:
+        return "waiting for a training worker"
+    epoch, epochs = progress.get("epoch", 0), progress.get("epochs", "?")
+    parts = [f"epoch {epoch}/{epochs}"]
+    if (loss := progress.get("loss")) is not None:
+        parts.append(f"loss {loss:.4f}")
+    if (metric := progress.get("metric")) and progress.get("metric_value") is not None:
+        parts.append(f"{metric} {progress['metric_value']:.4f}")
+    if progress.get("epsilon") is not None:
+        parts.append(f"ε {progress['epsilon']:.2f}")
+    if progress.get("resumed_from_epoch"):
+        parts.append(f"resumed after epoch {progress['resumed_from_epoch']}")
+    return ", ".join(parts)

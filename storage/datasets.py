@@ -1,0 +1,147 @@
+"""Tabular data as rows: JSONL, CSV and Parquet files, and SQL tables. Producers read job
+inputs with it; the training driver reads training data with it (and checks the data is
+still what was submitted, by its fingerprint)."""
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import MetaData, Table, select
+from sqlalchemy.exc import NoSuchTableError
+
+from schemas.errors import InputFileError
+from storage.engine import make_engine
+
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+_MALFORMED = "__sluice_malformed__"
+
+
+def detect_format(path: Path) -> str:
+    fmt = SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise InputFileError(
+            f"{path}: unknown file type {path.suffix!r}; use .jsonl, .csv or .parquet"
+        )
+    return fmt
+
+
+def read_rows(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
+    """The file's columns and its rows. Raises InputFileError when the file cannot be read."""
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    fmt = detect_format(path)
+    try:
+        if fmt == "jsonl":
+            rows = list(_jsonl_rows(path))
+            if rows and all(_MALFORMED in r for r in rows):
+                raise InputFileError(f"{path}: not JSONL (no line is a JSON object)")
+            columns = sorted({k for r in rows for k in r if k != _MALFORMED})
+            return columns, iter(rows)
+        if fmt == "csv":
+            return _csv_rows(path)
+        return _parquet_rows(path)
+    except InputFileError:
+        raise
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        raise InputFileError(f"{path}: cannot read it as {fmt}: {exc}") from exc
+
+
+def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield {_MALFORMED: f"line {lineno} is not valid JSON: {exc.msg}", "_line": lineno}
+                continue
+            if not isinstance(row, dict):
+                yield {_MALFORMED: f"line {lineno} is not a JSON object", "_line": lineno}
+                continue
+            yield row
+
+
+def _csv_rows(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
+    fh = path.open(encoding="utf-8", newline="")
+    reader = csv.DictReader(fh)
+    if reader.fieldnames is None:
+        fh.close()
+        raise InputFileError(f"{path}: empty CSV file (no header row)")
+    columns = list(reader.fieldnames)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        with fh:
+            yield from reader
+
+    return columns, rows()
+
+
+def _parquet_rows(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise InputFileError(f"{path}: not a readable Parquet file: {exc}") from exc
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for batch in pf.iter_batches(batch_size=10_000):
+            yield from batch.to_pylist()
+
+    return list(pf.schema_arrow.names), rows()
+
+
+
+def read_table(url: str, table: str) -> tuple[list[str], Iterator[dict[str, Any]]]:
+    """A SQL table's columns and rows, through any SQLAlchemy URL. Names are checked against
+    the reflected table, and the statement is built by SQLAlchemy (quoted identifiers)."""
+    schema, _, name = table.rpartition(".")
+    engine = make_engine(url)
+    try:
+        reflected = Table(name, MetaData(), schema=schema or None, autoload_with=engine)
+    except NoSuchTableError:
+        engine.dispose()
+        raise InputFileError(f"no table {table!r} in the database") from None
+    except Exception as exc:
+        engine.dispose()
+        raise InputFileError(f"cannot read table {table!r}: {type(exc).__name__}: {exc}"
+                             ) from exc
+    columns = [c.name for c in reflected.columns]
+
+    def rows() -> Iterator[dict[str, Any]]:
+        try:
+            with engine.connect() as conn:
+                for row in conn.execute(select(reflected)).mappings():
+                    yield dict(row)
+        finally:
+            engine.dispose()
+
+    return columns, rows()
+
+
+def fingerprint(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
+    """SHA-256 of the rows' values in `columns`, in row order: the same data gives the same
+    fingerprint whether it came from CSV, JSONL, Parquet or SQL."""
+    digest = hashlib.sha256(json.dumps(columns).encode())
+    for row in rows:
+        values = [_canonical(row.get(c)) for c in columns]
+        digest.update(json.dumps(values, default=str).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    """CSV gives strings, JSONL numbers: compare numbers as numbers."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() else number
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

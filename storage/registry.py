@@ -1,0 +1,239 @@
+"""The model registry: numbered versions of each named model, and which one serves.
+
+A name belongs to one task. Versions count up from 1 and are never reused or deleted, so an
+old job naming `NAME@3` stays reproducible even after version 3 is archived. At most one
+version of a name is in production. Each public method is one transaction.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from schemas.errors import ModelError
+from schemas.training import MODEL_SELECTOR_RE, NAME_RE, STAGES
+from storage import tables as t
+
+SELECTORS = ("production", "staging", "latest")
+_REGISTER_TRIES = 5
+_LOCK_SPACE = 727712  # advisory lock keys: (this, hash of the model name)
+
+
+class RegistryError(ModelError):
+    """A registry request that cannot be met; the message says what to do instead."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything here is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ModelVersionView:
+    name: str
+    version: int
+    task: str
+    tenant: str
+    uri: str
+    sha256: str
+    metrics: dict[str, Any]
+    training_run_id: str | None
+    data_fingerprint: str | None
+    dp: dict[str, Any] | None
+    stage: str
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def _view(row: t.ModelVersion) -> ModelVersionView:
+    return ModelVersionView(
+        name=row.name, version=row.version, task=row.task, tenant=row.tenant or "default",
+        uri=row.uri, sha256=row.sha256, metrics=dict(row.metrics or {}),
+        training_run_id=row.training_run_id, data_fingerprint=row.data_fingerprint,
+        dp=dict(row.dp) if row.dp is not None else None, stage=row.stage,
+        created_at=_aware(row.created_at), updated_at=_aware(row.updated_at),
+    )
+
+
+class Registry:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._session = sessionmaker(engine, expire_on_commit=False)
+        self._reader = sessionmaker(engine.execution_options(readonly=True))
+
+    def register(self, name: str, task: str, uri: str, sha256: str, metrics: dict[str, Any],
+                 training_run_id: str | None = None, data_fingerprint: str | None = None,
+                 dp: dict[str, Any] | None = None, tenant: str = "default",
+                 stage: str = "staging") -> ModelVersionView:
+        """Add the next version of `name` (1 for a new name)."""
+        if not NAME_RE.match(name):
+            raise RegistryError(f"bad model name {name!r}: use lower-case letters, digits, "
+                                "'.', '_' and '-', starting with a letter or digit")
+        if stage not in STAGES:
+            raise RegistryError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        for attempt in range(_REGISTER_TRIES):
+            try:
+                return self._register(name, task, uri, sha256, metrics, training_run_id,
+                                      data_fingerprint, dp, tenant, stage)
+            except IntegrityError:
+                # Another writer took the number first (a database without the lock above).
+                if attempt == _REGISTER_TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _register(self, name: str, task: str, uri: str, sha256: str,
+                  metrics: dict[str, Any], training_run_id: str | None,
+                  data_fingerprint: str | None, dp: dict[str, Any] | None, tenant: str,
+                  stage: str) -> ModelVersionView:
+        now = _now()
+        with self._session.begin() as s:
+            rows = _rows(s, name, lock=True)
+            if rows and rows[0].task != task:
+                raise RegistryError(
+                    f"model {name!r} is a {rows[0].task} model; it cannot take a {task} "
+                    "version. Choose another name for this model.")
+            if stage == "production":
+                _demote(rows, now)
+            row = t.ModelVersion(
+                name=name, version=max((r.version for r in rows), default=0) + 1, task=task,
+                tenant=tenant, uri=uri, sha256=sha256, metrics=metrics,
+                training_run_id=training_run_id, data_fingerprint=data_fingerprint, dp=dp,
+                stage=stage, created_at=now, updated_at=now)
+            s.add(row)
+            s.flush()
+            return _view(row)
+
+    def get(self, name: str, selector: str | int) -> ModelVersionView:
+        """`selector`: a version number, "production", "staging" (the newest staging version)
+        or "latest" (the newest version not archived). Archived versions are still found by
+        number."""
+        with self._reader() as s:
+            rows = _rows(s, name)
+            if not rows:
+                raise _unknown_name(s, name)
+            return _view(_select(name, rows, selector))
+
+    def resolve(self, ref: str) -> ModelVersionView:
+        """A "NAME@SELECTOR" reference, e.g. `spam@3` or `spam@production`."""
+        match = MODEL_SELECTOR_RE.match(ref)
+        if not match:
+            raise RegistryError(f"bad model reference {ref!r}: use NAME@VERSION, "
+                                "NAME@production, NAME@staging or NAME@latest")
+        return self.get(match.group(1), match.group(2))
+
+    def promote(self, name: str, version: int) -> ModelVersionView:
+        """Make `version` the production one; the previous production version is archived.
+        Promoting an archived version is how a bad release is rolled back."""
+        return self._set_stage(name, version, "production")
+
+    def archive(self, name: str, version: int) -> ModelVersionView:
+        return self._set_stage(name, version, "archived")
+
+    def _set_stage(self, name: str, version: int, stage: str) -> ModelVersionView:
+        now = _now()
+        with self._session.begin() as s:
+            # Writers of one name take turns: two promotions at once must not leave two
+            # production versions behind.
+            rows = _rows(s, name, lock=True)
+            if not rows:
+                raise _unknown_name(s, name)
+            row = _select(name, rows, version)
+            if stage == "production":
+                _demote([r for r in rows if r is not row], now)
+            row.stage = stage
+            row.updated_at = now
+            s.flush()
+            return _view(row)
+
+    def names(self) -> list[str]:
+        with self._reader() as s:
+            return _names(s)
+
+    # Last: inside the class body, `list` names this method from here on.
+    def list(self, name: str | None = None,
+             tenant: str | None = None) -> list[ModelVersionView]:
+        query = select(t.ModelVersion).order_by(t.ModelVersion.name, t.ModelVersion.version)
+        if name is not None:
+            query = query.where(t.ModelVersion.name == name)
+        if tenant is not None:
+            query = query.where(t.ModelVersion.tenant == tenant)
+        with self._reader() as s:
+            return [_view(r) for r in s.scalars(query)]
+
+
+def _rows(s: Session, name: str, lock: bool = False) -> list[t.ModelVersion]:
+    """All versions of `name`, oldest first. With `lock`, writers of the same name take turns
+    (SQLite's BEGIN IMMEDIATE already serialises all writers). On PostgreSQL a per-name
+    advisory lock, unlike FOR UPDATE, also covers a name with no rows yet, and the SELECT
+    after it sees what the previous holder committed."""
+    if lock and s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"),
+                  {"space": _LOCK_SPACE, "name": name})
+    query = (select(t.ModelVersion).where(t.ModelVersion.name == name)
+             .order_by(t.ModelVersion.version))
+    if lock:
+        query = query.execution_options(populate_existing=True)
+    return list(s.scalars(query))
+
+
+def _names(s: Session) -> list[str]:
+    return list(s.scalars(select(t.ModelVersion.name).distinct().order_by(t.ModelVersion.name)))
+
+
+def _demote(rows: list[t.ModelVersion], now: datetime) -> None:
+    for r in rows:
+        if r.stage == "production":
+            r.stage = "archived"
+            r.updated_at = now
+
+
+def _select(name: str, rows: list[t.ModelVersion], selector: str | int) -> t.ModelVersion:
+    """The version `selector` picks among `rows` (all versions of `name`, oldest first)."""
+    if isinstance(selector, str) and selector.isdigit():
+        selector = int(selector)
+    if isinstance(selector, int):
+        for r in rows:
+            if r.version == selector:
+                return r
+        raise RegistryError(f"model {name!r} has no version {selector}; its versions: "
+                            f"{_listing(rows)}")
+    if selector not in SELECTORS:
+        raise RegistryError(f"bad version {selector!r} for model {name!r}: use a version "
+                            f"number or one of {', '.join(SELECTORS)}")
+    wanted = {"production": ("production",), "staging": ("staging",),
+              "latest": ("production", "staging")}[selector]
+    found = [r for r in rows if r.stage in wanted]
+    if found:
+        return found[-1]
+    if selector == "production":
+        raise RegistryError(f"model {name!r} has no production version; promote one: "
+                            f"sluice models promote {name} VERSION")
+    what = "no staging version" if selector == "staging" else "only archived versions"
+    raise RegistryError(f"model {name!r} has {what} (versions: {_listing(rows)}); name one "
+                        f"by number, e.g. {name}@{rows[-1].version}, or promote one: "
+                        f"sluice models promote {name} VERSION")
+
+
+def _listing(rows: list[t.ModelVersion]) -> str:
+    return ", ".join(f"{r.version} ({r.stage})" for r in rows)
+
+
+def _unknown_name(s: Session, name: str) -> RegistryError:
+    known = _names(s)
+    if not known:
+        return RegistryError(f"no model named {name!r}: the registry is empty; "
+                             "train one with `sluice train`")
+    more = f" (and {len(known) - 10} more)" if len(known) > 10 else ""
+    return RegistryError(f"no model named {name!r}; known models: "
+                         f"{', '.join(known[:10])}{more}")

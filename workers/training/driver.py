@@ -1,0 +1,126 @@
+"""One training run, driven from a Celery worker: read and check the data, prepare it, run
+Ray Train's TorchTrainer, then register the model it made."""
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from schemas.settings import Settings
+from schemas.stack import Endpoints
+from schemas.training import TrainingError, TrainSpec
+from storage.datasets import fingerprint, read_rows, read_table
+from storage.registry import ModelVersionView, Registry
+from storage.training_runs import RunView, TrainingRuns
+from workers.training.loop import FINAL_METRICS, train_loop
+from workers.training.recipes import recipe_for
+
+log = logging.getLogger("sluice.train")
+
+
+def load_rows(spec: TrainSpec) -> list[dict[str, Any]]:
+    """The training rows again, checked against the fingerprint taken at submit."""
+    if spec.data.file:
+        _, rows = read_rows(Path(spec.data.file))
+    else:
+        assert spec.data.url and spec.data.table
+        _, rows = read_table(spec.data.url, spec.data.table)
+    columns = spec.used_columns()
+    kept = [{c: row.get(c) for c in columns} for row in rows]
+    if fingerprint(kept, columns) != spec.data_fingerprint:
+        raise TrainingError(f"the training data at {spec.data.describe()} changed after the "
+                            "run was submitted; submit the training again")
+    return kept
+
+
+def scaling(spec: TrainSpec, settings: Settings) -> Any:
+    """Workers, CPUs and GPUs: GPUs whenever the cluster has them, unless told 0."""
+    import ray
+    from ray.train import ScalingConfig
+
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0)
+    per_worker = spec.gpus_per_worker if spec.gpus_per_worker is not None else (
+        1.0 if gpus else 0.0)
+    if per_worker and not gpus:
+        raise TrainingError(f"--gpus-per-worker {per_worker:g} asked for, but the Ray cluster "
+                            "has no GPUs; drop the option to train on CPUs")
+    cpus = settings.train_cpus_per_worker
+    if spec.workers * cpus > resources.get("CPU", 0) or spec.workers * per_worker > gpus:
+        raise TrainingError(
+            f"{spec.workers} workers need {spec.workers * cpus:g} CPUs and "
+            f"{spec.workers * per_worker:g} GPUs; the Ray cluster has "
+            f"{resources.get('CPU', 0):g} CPUs and {gpus:g} GPUs. Use fewer --workers or "
+            "lower SLUICE_TRAIN_CPUS_PER_WORKER")
+    return ScalingConfig(num_workers=spec.workers, use_gpu=per_worker > 0,
+                         resources_per_worker={"CPU": cpus, "GPU": per_worker})
+
+
+def run_training(run: RunView, settings: Settings, endpoints: Endpoints,
+                 runs: TrainingRuns, registry: Registry) -> ModelVersionView:
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
+
+    from workers.runtime import pool
+
+    spec = TrainSpec.model_validate(run.spec)
+    done = [v for v in registry.list(spec.name) if v.training_run_id == run.id]
+    if done:  # registered before its worker died, not yet marked finished
+        return done[0]
+    rows = load_rows(spec)
+    try:
+        prepared = recipe_for(spec.task).prepare(spec, rows, settings.media_limits())
+    except (ValueError, KeyError) as exc:
+        raise TrainingError(f"cannot prepare the training data: {exc}") from exc
+    pool.connect(endpoints.ray_address, endpoints.ray_auth_token_path)
+    storage = settings.training_dir()
+    output = storage / run.id / "model"
+    shutil.rmtree(output, ignore_errors=True)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"spec": spec.model_dump(), "data": ray.put(prepared),
+                           "run_id": run.id, "database_url": endpoints.database_url,
+                           "output_dir": str(output),
+                           "checkpoint_seconds": settings.train_checkpoint_seconds},
+        scaling_config=scaling(spec, settings),
+        # The same name and storage path on a retry: Ray Train resumes from the newest
+        # checkpoint there, so a run whose worker died does not start again from zero.
+        run_config=RunConfig(name=run.id, storage_path=str(storage),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             failure_config=FailureConfig(
+                                 max_failures=settings.train_max_failures)),
+    )
+    trainer.fit()
+    if runs.is_cancelled(run.id):
+        raise TrainingError("cancelled")
+    return register(output, run, spec, settings, registry)
+
+
+def register(output: Path, run: RunView, spec: TrainSpec, settings: Settings,
+             registry: Registry) -> ModelVersionView:
+    """Move the model into the store (one directory per run) and record it as the name's
+    next version."""
+    final = json.loads((output / FINAL_METRICS).read_text())
+    (output / FINAL_METRICS).unlink()
+    target = settings.model_store_dir() / spec.name / run.id
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(output), target)
+    view = registry.register(
+        spec.name, spec.task, uri=str(target), sha256=weights_sha256(target),
+        metrics=final["metrics"], training_run_id=run.id,
+        data_fingerprint=spec.data_fingerprint, dp=final.get("dp"), tenant=run.tenant)
+    log.info("run %s: registered %s (%s)", run.id, view.ref, final["metrics"])
+    return view
+
+
+def weights_sha256(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.safetensors")):
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,170 @@
+"""The training loop every Ray Train worker runs (TorchTrainer, DDP over gloo or NCCL).
+
+Generic over recipes (workers/training/recipes). Rank 0 evaluates on the held-out part,
+checkpoints each epoch through `ray.train.report`, and writes progress to the ledger; every
+rank reports, as Ray Train requires. With DP, Opacus replaces DDP: DPDDP broadcasts the
+initial weights and the DP optimiser all-reduces the clipped, noised gradients.
+"""
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from schemas.training import TrainSpec
+from storage.engine import make_engine
+from storage.training_runs import TrainingRuns
+from workers.training import checkpoint
+from workers.training.audit import Audit, agree
+from workers.training.recipes import Prepared, recipe_for
+
+FINAL_METRICS = "final-metrics.json"
+
+
+class Rows(Dataset[tuple[torch.Tensor, ...]]):
+    """The training arrays as (row index, *tensors): the index is what the audit records."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.keys = sorted(arrays)
+        self.tensors = [torch.as_tensor(arrays[k]) for k in self.keys]
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return (torch.tensor(i), *(t[i] for t in self.tensors))
+
+    def batch(self, values: list[torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        return {k: v.to(device) for k, v in zip(self.keys, values, strict=True)}
+
+
+class Reporter:
+    """Rank 0's progress in the ledger (what `sluice status` shows)."""
+
+    def __init__(self, config: dict[str, Any], rank: int) -> None:
+        self.run_id = config["run_id"]
+        self.runs = TrainingRuns(make_engine(config["database_url"])) if rank == 0 else None
+
+    def write(self, progress: dict[str, Any]) -> bool:
+        """False once the run was cancelled."""
+        if self.runs is None:
+            return True
+        self.runs.update_progress(self.run_id, progress)
+        return not self.runs.is_cancelled(self.run_id)
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    spec = TrainSpec.model_validate(config["spec"])
+    recipe = recipe_for(spec.task)
+    prepared: Prepared = ray.get(config["data"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(spec.seed)
+    model = recipe.build(spec, prepared.meta).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser: torch.optim.Optimizer = torch.optim.AdamW(
+        trainable, lr=spec.learning_rate or recipe.default_learning_rate, weight_decay=1e-3)
+    state: dict[str, Any] = {"epoch": 0, "history": []}
+    resumed = ray.train.get_checkpoint()
+    if resumed:
+        with resumed.as_directory() as directory:
+            state = checkpoint.load(Path(directory), model, optimiser)
+    rows = Rows(prepared.train)
+    heldout = {k: torch.as_tensor(v).to(device) for k, v in prepared.heldout.items()}
+    privacy = None
+    if spec.dp:
+        from workers.training.privacy import make_private
+
+        model, optimiser, loader, privacy = make_private(model, optimiser, rows, spec, world,
+                                                         state.get("dp_history"))
+    else:
+        model = ray.train.torch.prepare_model(model)
+        sampler: DistributedSampler[Any] = DistributedSampler(
+            rows, num_replicas=world, rank=rank, shuffle=True, seed=spec.seed,
+            drop_last=world > 1)
+        # --batch-size is the global batch: each of the ranks takes its share
+        loader = DataLoader(rows, batch_size=max(1, spec.batch_size // world), sampler=sampler)
+    reporter = Reporter(config, rank)
+    audit = Audit(rank, world, len(rows))
+    start_epoch = int(state["epoch"])
+    progress: dict[str, Any] = {"epochs": spec.epochs, "workers": world,
+                                "metric": recipe.primary_metric,
+                                "resumed_from_epoch": start_epoch or None,
+                                "history": state["history"]}
+    model.train()
+    last_saved = time.monotonic()
+    for epoch in range(start_epoch, spec.epochs):
+        sampler_now = getattr(loader, "sampler", None)
+        if isinstance(sampler_now, DistributedSampler):
+            sampler_now.set_epoch(epoch)
+        started, losses, seen = time.perf_counter(), [], []
+        for index, *values in loader:
+            if len(index) == 0:  # Poisson sampling (DP) may draw an empty batch
+                continue
+            optimiser.zero_grad()
+            loss = recipe.loss(model, rows.batch(values, device))
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+            seen.append(index)
+        ddp = audit.epoch(seen, checkpoint.unwrap(model))
+        metrics = recipe.evaluate(checkpoint.unwrap(model), heldout, prepared.meta)
+        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
+                 "seconds": round(time.perf_counter() - started, 4), **metrics}
+        if privacy is not None:
+            entry["epsilon"] = privacy.epsilon()
+        state = {"epoch": epoch + 1, "history": [*state["history"], entry]}
+        if privacy is not None:
+            state["dp_history"] = privacy.history()
+        progress.update(epoch=epoch + 1, loss=entry["loss"],
+                        metric_value=metrics.get(recipe.primary_metric),
+                        epsilon=entry.get("epsilon"), history=state["history"], ddp=ddp)
+        # Checkpoints (and so reports: Ray Train's report waits on its controller) at most
+        # once per checkpoint_seconds, and at the last epoch; progress goes to the ledger.
+        due = (time.monotonic() - last_saved >= config["checkpoint_seconds"]
+               or epoch + 1 == spec.epochs)
+        keep_going, due = agree([reporter.write(progress), due], world, device)
+        if due or not keep_going:
+            _report(entry, model, optimiser, state, save=rank == 0)
+            last_saved = time.monotonic()
+        if not keep_going:
+            return  # cancelled: the driver sees it in the ledger
+    if rank == 0:
+        _finish(recipe, model, spec, prepared, heldout, Path(config["output_dir"]), privacy)
+
+
+def _report(entry: dict[str, Any], model: nn.Module, optimiser: torch.optim.Optimizer,
+            state: dict[str, Any], save: bool) -> None:
+    """Every rank reports; only rank 0 hands Ray Train a checkpoint to persist."""
+    with tempfile.TemporaryDirectory() as directory:
+        persisted = None
+        if save:
+            checkpoint.save(Path(directory), model, optimiser, state)
+            persisted = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report({k: v for k, v in entry.items() if v is not None},
+                         checkpoint=persisted)
+
+
+def _finish(recipe: Any, model: nn.Module, spec: TrainSpec, prepared: Prepared,
+            heldout: dict[str, torch.Tensor], out: Path, privacy: Any) -> None:
+    """The model directory inference loads, with its held-out metrics (and DP budget)."""
+    import json
+
+    inner = checkpoint.unwrap(model)
+    metrics = recipe.evaluate(inner, heldout, prepared.meta)
+    metrics.update(n_train=prepared.n_train, n_heldout=prepared.n_heldout)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe.save(inner.to("cpu"), out, spec, prepared.meta, metrics)
+    final: dict[str, Any] = {"metrics": metrics, "primary_metric": recipe.primary_metric}
+    if privacy is not None:
+        final["dp"] = privacy.budget()
+    (out / FINAL_METRICS).write_text(json.dumps(final, indent=2))

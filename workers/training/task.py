@@ -1,0 +1,94 @@
+"""The Celery side of training: the `sluice.train_model` task on queue `sluice.train`, which
+owns the run's lease and retries, and the sweeper's re-sending of runs whose worker died."""
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from functools import cache
+
+from celery import Celery, Task
+
+from schemas.errors import SluiceError
+from schemas.settings import Settings
+from schemas.stack import Endpoints
+from schemas.training import TRAIN_TASK
+from storage.engine import make_engine, migrate
+from storage.registry import Registry
+from storage.training_runs import TrainingRuns
+
+log = logging.getLogger("sluice.train")
+
+
+@cache
+def _stores(database_url: str) -> tuple[TrainingRuns, Registry]:
+    engine = make_engine(database_url)
+    migrate(engine)
+    return TrainingRuns(engine), Registry(engine)
+
+
+def train_model(task: Task, settings: Settings, endpoints: Endpoints, run_id: str) -> str:
+    from workers.tasks import LeaseKeeper
+    from workers.training.driver import run_training
+
+    runs, registry = _stores(endpoints.database_url)
+    owner = f"{socket.gethostname()}:{os.getpid()}:{task.request.id}"
+    run = runs.claim(run_id, owner, settings.lease_seconds)
+    if run is None:
+        log.info("run %s: finished or running elsewhere, nothing to do", run_id)
+        return "skipped"
+    if run.attempts > settings.train_max_attempts:
+        runs.fail(run_id, owner, f"{settings.train_max_attempts} attempts used up (the worker "
+                  f"running it died each time); last error: {run.error or 'none'}")
+        return "failed"
+    log.info("run %s: attempt %d, training %s", run_id, run.attempts, run.name)
+    try:
+        with LeaseKeeper(lambda: runs.renew(run_id, owner, settings.lease_seconds),
+                         settings.lease_seconds, f"run {run_id}"):
+            version = run_training(run, settings, endpoints, runs, registry)
+    except SluiceError as exc:  # the request or its data is wrong: a retry cannot help
+        if runs.is_cancelled(run_id):
+            return "cancelled"
+        log.error("run %s failed: %s", run_id, exc)
+        runs.fail(run_id, owner, str(exc))
+        return "failed"
+    except Exception as exc:
+        reason = _reason(exc)
+        if run.attempts >= settings.train_max_attempts:
+            log.error("run %s failed after %d attempts: %s", run_id, run.attempts, reason)
+            runs.fail(run_id, owner, reason)
+            return "failed"
+        log.warning("run %s: attempt %d failed, retrying from its last checkpoint: %s",
+                    run_id, run.attempts, reason)
+        runs.release(run_id, owner, reason)
+        raise task.retry(exc=exc, countdown=settings.retry_backoff ** run.attempts,
+                         max_retries=None) from exc
+    runs.finish(run_id, owner, version.version)
+    return f"registered {version.ref}"
+
+
+def _reason(exc: BaseException) -> str:
+    """Ray wraps a worker's exception; the innermost one says what went wrong."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def resend_training(settings: Settings, database_url: str,
+                    send: Callable[[str], object]) -> int:
+    """Re-send runs whose message was lost or whose worker died (expired lease)."""
+    runs, _ = _stores(database_url)
+    due = runs.due_for_resend(settings.requeue_after)
+    for run_id in due:
+        send(run_id)
+    if due:
+        runs.mark_enqueued(due)
+        log.warning("sweep: re-sent training runs %s", due)
+    return len(due)
+
+
+def register_training(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
+    @app.task(name=TRAIN_TASK, bind=True, time_limit=settings.train_time_limit,
+              soft_time_limit=max(1, settings.train_time_limit - 30))
+    def train_model_task(self: Task, run_id: str) -> str:
+        return train_model(self, settings, endpoints, run_id)
