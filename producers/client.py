@@ -166,9 +166,9 @@ class Client:
         Options: data_url (then `data` is a table), labels, base, epochs, workers,
         gpus_per_worker, batch_size, learning_rate, train_encoder, dp_epsilon, dp_delta,
         text_column, media_column, key_column, feature_columns, seed, holdout_fraction."""
-        require_broker(self.endpoints)
         spec = build_spec(self.settings, lambda ref, t: self.resolve_model(ref, t), task=task,
                           name=name, data=str(data), label_column=label_column, **options)
+        require_broker(self.endpoints)  # after the checks: a bad request fails the same anyway
         known = self.registry.list(spec.name)
         if known and known[0].task != spec.task:
             raise SluiceError(f"model name {spec.name!r} is taken by a {known[0].task} model; "
