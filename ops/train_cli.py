@@ -41,6 +41,10 @@ def _metric(view: Any) -> str:
     return " ".join(shown) or "-"
 
 
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
 def wait_for_run(client: Any, run_id: str) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -103,8 +107,7 @@ def register(main: click.Group, models: click.Group, fail_cleanly: Any) -> None:
         client = Client()
         run_id = client.submit_training(
             task=task, name=name, data=data, data_url=data_url, label_column=label_column,
-            labels=labels.split(",") if labels else None,
-            feature_columns=feature_columns.split(",") if feature_columns else None,
+            labels=_split(labels), feature_columns=_split(feature_columns),
             **options)
         if not wait:
             click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from producers.media import media_item
 from schemas.settings import Settings
 from schemas.training import DP_TASKS, DataSource, DPSpec, TrainingError, TrainSpec
-from storage.datasets import fingerprint, read_rows, read_table
+from storage.datasets import _MALFORMED, fingerprint, read_rows, read_table
 
 MAX_PROBLEMS = 5
 BASE_TASK = {"classify-text": "embed"}  # a text base is any encoder with a tokenizer
@@ -104,6 +104,10 @@ def check_inputs(rows: list[dict[str, Any]], columns: list[str], spec: dict[str,
         return []
     excluded = {spec["label_column"], spec.get("key_column")}
     features = spec.get("feature_columns") or [c for c in columns if c not in excluded]
+    leaked = [c for c in features if c in excluded]
+    if leaked:
+        raise TrainingError(f"--feature-columns names {', '.join(map(repr, leaked))}, the "
+                            "label or key column: a model must not learn from them")
     for name in features:
         _need(columns, name, "--feature-columns", source)
     if not features:
@@ -146,6 +150,8 @@ def build_spec(settings: Settings, resolve_base: Any, *, task: str, name: str, d
         raise TrainingError("--dp-epsilon trains the classification head only; drop "
                             "--train-encoder")
     source, columns, rows = load_source(data, data_url)
+    _problems([r[_MALFORMED] for r in rows if _MALFORMED in r],
+              f"{source.describe()}: lines that are not JSON objects; fix or remove them")
     if not rows:
         raise TrainingError(f"{source.describe()}: no rows to train on")
     _need(columns, label_column, "--label-column", source)

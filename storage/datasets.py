@@ -38,7 +38,8 @@ def read_rows(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
             rows = list(_jsonl_rows(path))
             if rows and all(_MALFORMED in r for r in rows):
                 raise InputFileError(f"{path}: not JSONL (no line is a JSON object)")
-            columns = sorted({k for r in rows for k in r if k != _MALFORMED})
+            # file order (first seen), as CSV and Parquet give it; malformed lines add none
+            columns = list(dict.fromkeys(k for r in rows if _MALFORMED not in r for k in r))
             return columns, iter(rows)
         if fmt == "csv":
             return _csv_rows(path)
@@ -100,7 +101,11 @@ def read_table(url: str, table: str) -> tuple[list[str], Iterator[dict[str, Any]
     """A SQL table's columns and rows, through any SQLAlchemy URL. Names are checked against
     the reflected table, and the statement is built by SQLAlchemy (quoted identifiers)."""
     schema, _, name = table.rpartition(".")
-    engine = make_engine(url)
+    try:
+        engine = make_engine(url)
+    except Exception as exc:  # an unparseable URL, an uninstalled dialect
+        raise InputFileError(f"cannot open the database URL ({type(exc).__name__}: {exc})"
+                             ) from exc
     try:
         reflected = Table(name, MetaData(), schema=schema or None, autoload_with=engine)
     except NoSuchTableError:

@@ -1,0 +1,132 @@
+"""Training through the queue: `sluice.train` -> Celery worker -> Ray Train (TorchTrainer,
+DDP) -> registry -> inference by NAME@production, on the real stack."""
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from producers import Client
+from tests.conftest import kill_group
+from tests.integration.conftest import wait_until
+from tests.training_data import breast_cancer_csv, digits_csv, sounds_csv, texts_csv
+
+pytestmark = pytest.mark.integration
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+def _infer_accuracy(client: Client, ref: str, heldout: list[dict[str, Any]]) -> float:
+    records = {str(r["id"]): {k: v for k, v in r.items() if k not in ("id", "diagnosis")}
+               for r in heldout}
+    job_id = client.submit_records(records, "classify-records", model=ref)
+    view = client.wait(job_id, timeout=300)
+    assert view.status == "succeeded", view
+    truth = {str(r["id"]): r["diagnosis"] for r in heldout}
+    rows = list(client.results(job_id))
+    assert {r["model"] for r in rows} == {view.model}  # every result names its version
+    return sum(r["output"]["label"] == truth[r["key"]] for r in rows) / len(rows)
+
+
+def test_two_workers_train_with_real_ddp_and_the_registered_model_serves(
+        client: Client, start_worker: Any, tmp_path: Path) -> None:
+    data, heldout = breast_cancer_csv(tmp_path / "bc.csv")
+    start_worker()
+    run_id = client.submit_training(task="classify-records", name="breast-cancer", data=data,
+                                    label_column="diagnosis", key_column="id", workers=2,
+                                    epochs=60)
+    run = client.wait_training(run_id, timeout=600)
+    assert run.status == "succeeded", run.error
+    ddp = run.progress["ddp"]
+    # both ranks trained, on disjoint shards covering the data, and ended with one set of
+    # weights: the gradients were all-reduced at every step
+    assert [r["rank"] for r in ddp["ranks"]] == [0, 1]
+    assert all(r["rows"] == 227 for r in ddp["ranks"])
+    assert ddp["shard_overlap_rows"] == 0 and ddp["rows_covered"] == 454
+    assert ddp["weights_in_sync"] and len({r["weights"] for r in ddp["ranks"]}) == 1
+    version = client.registry.get("breast-cancer", run.model_version)
+    assert version.ref == "breast-cancer@1" and version.stage == "staging"
+    assert version.metrics["heldout_accuracy"] >= 0.95
+    assert "id" not in [f for f in run.spec["feature_columns"]]
+    client.registry.promote("breast-cancer", 1)
+    # the held-out rows, served by NAME@production, agree with the recorded metric
+    assert _infer_accuracy(client, "breast-cancer@production", heldout) >= 0.95
+
+
+@SQLITE_ONLY
+def test_dp_sgd_reaches_090_within_its_budget_and_records_it(
+        client: Client, start_worker: Any, tmp_path: Path) -> None:
+    data, heldout = breast_cancer_csv(tmp_path / "bc.csv")
+    start_worker()
+    run_id = client.submit_training(task="classify-records", name="bc-private", data=data,
+                                    label_column="diagnosis", key_column="id", workers=2,
+                                    epochs=30, dp_epsilon=8.0, dp_delta=1e-5)
+    run = client.wait_training(run_id, timeout=600)
+    assert run.status == "succeeded", run.error
+    version = client.registry.get("bc-private", "latest")
+    assert version.dp is not None
+    assert 0 < version.dp["epsilon"] <= 8.0 + 1e-6 and version.dp["delta"] == 1e-5
+    assert version.dp["noise_multiplier"] > 0.3  # real noise was added
+    assert run.progress["history"][-1]["epsilon"] == pytest.approx(version.dp["epsilon"])
+    assert version.metrics["heldout_accuracy"] >= 0.90
+    assert _infer_accuracy(client, version.ref, heldout) >= 0.90
+
+
+def test_a_killed_training_run_resumes_from_its_last_checkpoint(
+        client: Client, start_worker: Any, env: dict[str, str], tmp_path: Path) -> None:
+    data, _ = breast_cancer_csv(tmp_path / "bc.csv")
+    first = start_worker(SLUICE_TRAIN_CHECKPOINT_SECONDS="0")
+    run_id = client.submit_training(task="classify-records", name="bc-resumed", data=data,
+                                    label_column="diagnosis", key_column="id", epochs=40)
+    killed_at = wait_until(lambda: client.training_run(run_id).progress.get("epoch", 0) >= 6
+                           and client.training_run(run_id).progress["epoch"],
+                           timeout=300, what="six epochs")
+    kill_group(first, signal.SIGKILL)  # the Celery worker and its Ray Train driver
+    assert client.training_run(run_id).status == "running"
+    start_worker(SLUICE_TRAIN_CHECKPOINT_SECONDS="0")  # its sweeper finds the expired lease
+    run = client.wait_training(run_id, timeout=600)
+    assert run.status == "succeeded", run.error
+    assert run.attempts == 2
+    resumed = run.progress["resumed_from_epoch"]
+    assert 3 <= resumed <= killed_at + 1  # from a checkpoint, not from zero
+    # the history is continuous: epochs before the checkpoint come from it, the rest were
+    # trained once by the second attempt
+    assert [h["epoch"] for h in run.progress["history"]] == list(range(1, 41))
+    assert client.registry.get("bc-resumed", "latest").metrics["heldout_accuracy"] >= 0.9
+    assert os.path.isdir(tmp_path / "data" / "training" / run_id)
+
+
+@SQLITE_ONLY
+def test_text_image_and_audio_models_train_through_the_queue_and_serve(
+        client: Client, start_worker: Any, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    client.settings.input_roots = str(media)
+    start_worker(SLUICE_INPUT_ROOTS=str(media))
+    runs = {
+        "classify-text": client.submit_training(
+            task="classify-text", name="tickets", data=texts_csv(tmp_path / "texts.csv"),
+            label_column="topic", epochs=8, batch_size=16),
+        "classify-image": client.submit_training(
+            task="classify-image", name="digits", data=digits_csv(media / "digits"),
+            label_column="label", epochs=6, batch_size=16),
+        "classify-audio": client.submit_training(
+            task="classify-audio", name="sounds", data=sounds_csv(media / "sounds"),
+            label_column="label", epochs=10, batch_size=8),
+    }
+    inputs = {"classify-text": None, "classify-image": media / "digits" / "d0.png",
+              "classify-audio": media / "sounds" / "s0.wav"}
+    chance = {"classify-text": 1 / 3, "classify-image": 1 / 4, "classify-audio": 1 / 4}
+    for task, run_id in runs.items():
+        run = client.wait_training(run_id, timeout=900)
+        assert run.status == "succeeded", (task, run.error)
+        version = client.registry.get(run.name, "latest")
+        assert version.metrics["heldout_accuracy"] > chance[task] + 0.2, (task, version)
+        if task == "classify-text":
+            job_id = client.submit_texts(["Where is my parcel?"], task, model=version.ref)
+        else:
+            job_id = client.submit_media([str(inputs[task])], task, model=version.ref)
+        view = client.wait(job_id, timeout=300)
+        assert view.status == "succeeded" and view.model == version.ref
+        label = next(iter(client.results(job_id)))["output"]["label"]
+        assert label in run.spec["labels"]
