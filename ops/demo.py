@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ops import stack
-from ops.demo_data import MODELS, build_models, make_samples, models_dir, samples_dir, truth
+from ops.demo_data import make_samples, samples_dir, truth
+from ops.demo_training import train_demo_models
 from ops.progress import describe_explanation, err, wait_all_with_bars
 from schemas.settings import Settings
 
@@ -31,10 +32,6 @@ def run_demo(settings: Settings, only: tuple[str, ...], explain: str) -> int:
 
     media = [m for m in only if m != "documents"]
     if media:
-        err.print("[bold]demo models[/] (trained here on first use, then cached in "
-                  f"{models_dir(settings)})")
-        build_models(settings, [MODELS[m] for m in media],
-                     on_built=lambda name, m: err.print(f"  built {name}: {_metrics(m)}"))
         make_samples(settings)
         roots = [r for r in settings.input_roots.split(os.pathsep) if r]
         settings.input_roots = os.pathsep.join([*roots, str(samples_dir(settings))])
@@ -45,7 +42,11 @@ def run_demo(settings: Settings, only: tuple[str, ...], explain: str) -> int:
     err.print(f"stack ready in {time.perf_counter() - t0:.1f}s")
     try:
         client = Client(settings)
-        jobs = {m: _submit(client, settings, m, explain) for m in only}
+        refs: dict[str, str] = {}
+        if media:
+            err.print("[bold]demo models[/]: sluice train -> registry -> production")
+            refs = train_demo_models(client, settings, samples_dir(settings), media)
+        jobs = {m: _submit(client, settings, m, explain, refs) for m in only}
         views = wait_all_with_bars(client, jobs, timeout=1200)
         report_dir = settings.data_dir.resolve() / "reports"
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -59,13 +60,14 @@ def run_demo(settings: Settings, only: tuple[str, ...], explain: str) -> int:
             stack.down(settings)
 
 
-def _submit(client: Any, settings: Settings, modality: str, explain: str) -> str:
+def _submit(client: Any, settings: Settings, modality: str, explain: str,
+            refs: dict[str, str]) -> str:
     task = TASKS[modality]
     if modality == "documents":
         return str(client.submit_file(SAMPLES, task, key_column="id", explain=explain,
                                       labels=list(TOPICS), label_descriptions=TOPICS))
     samples = make_samples(settings)
-    model = str(models_dir(settings) / MODELS[modality])
+    model = refs[modality]
     key = "id" if modality == "records" else None
     return str(client.submit_file(samples[modality], task, model=model, key_column=key,
                                   explain="all"))
@@ -110,7 +112,3 @@ def _agreement(results: list[dict[str, Any]], expected: dict[str, str], what: st
             hits[out.get("label") == expected[r["key"]]] += 1
     err.print(f"  agreement with {what}: {hits[True]}/{seen}")
 
-
-def _metrics(metrics: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                     for k, v in metrics.items() if not k.startswith("n_"))

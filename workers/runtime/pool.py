@@ -30,7 +30,9 @@ def connect(address: str | None, auth_token_path: Path | None = None) -> None:
 
             Config.initialize("")
         if not ray.is_initialized():
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
+            # no address: a private local instance, never whichever cluster this machine
+            # started last (what Ray's address=None would join)
+            ray.init(address=address or "local", namespace=NAMESPACE, log_to_driver=False,
                      logging_level=logging.WARNING, include_dashboard=False if address is None
                      else None)
 

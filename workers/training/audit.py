@@ -25,8 +25,10 @@ def agree(flags: list[bool], world: int, device: torch.device) -> list[bool]:
 
 
 def weights_digest(model: nn.Module) -> str:
+    """The parameters only: what DDP synchronises. Buffers such as BatchNorm's running
+    statistics stay per rank (DDP copies rank 0's at each forward; rank 0's are saved)."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(model.named_parameters()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]

@@ -13,6 +13,7 @@ from schemas.training import TrainSpec
 from workers.training.recipes.base import Prepared
 from workers.training.recipes.split import holdout_split
 from workers.training.records_mlp import (
+    STD_FLOOR,
     RecordsMLP,
     feature_spec,
     load_records_model,
@@ -57,7 +58,11 @@ class RecordsRecipe:
             # stratify on target quartiles so both parts cover the whole range
             bins = np.digitize(y, np.quantile(y, [0.25, 0.5, 0.75]))
             train, held = holdout_split(bins, spec.holdout_fraction, spec.seed)
-        features = [feature_spec(name, x[train, i], _kind(x[train, i]))
+        # allowed ranges from every labelled row (a plausibility check, not a statistic the
+        # model learns from); normalisation from the training part only
+        features = [{**feature_spec(name, x[:, i], _kind(x[:, i])),
+                     "mean": float(x[train, i].mean()),
+                     "std": max(float(x[train, i].std()), STD_FLOOR)}
                     for i, name in enumerate(spec.feature_columns)]
         meta: dict[str, Any] = {"features": features, "labels": spec.labels}
         if not spec.is_classifier:
