@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/embed_throughput.py
 	$(BIN)/python bench/modalities.py
 	$(BIN)/python bench/front_doors.py
+	$(BIN)/python bench/training.py
 
 clean:
 	rm -rf $(VENV) .sluice .pytest_cache .mypy_cache .ruff_cache

@@ -13,9 +13,12 @@ from schemas.training import TRAINABLE_TASKS, progress_line
 
 def run_as_dict(run: Any) -> dict[str, Any]:
     d = asdict(run)
+    d["progress"] = dict(d["progress"])
     d["run_id"] = d.pop("id")
     d.pop("spec", None)
     d["summary"] = progress_line(run.progress) if run.status == "running" else run.status
+    history = d["progress"].pop("history", None) or []
+    d["progress"]["last_epoch"] = history[-1] if history else None  # all: models show
     for key in ("created_at", "started_at", "finished_at", "lease_expires_at"):
         d[key] = d[key].isoformat() if d.get(key) else None
     return d

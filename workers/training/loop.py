@@ -117,7 +117,9 @@ def train_loop(config: dict[str, Any]) -> None:
             losses.append(float(loss.detach()))
             seen.append(index)
         ddp = audit.epoch(seen, checkpoint.unwrap(model))
-        metrics = recipe.evaluate(checkpoint.unwrap(model), heldout, prepared.meta)
+        # only rank 0's metrics are kept: the other ranks skip the held-out pass
+        metrics = recipe.evaluate(checkpoint.unwrap(model), heldout, prepared.meta) if (
+            rank == 0) else {}
         entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
                  "seconds": round(time.perf_counter() - started, 4), **metrics}
         if privacy is not None:
