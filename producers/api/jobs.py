@@ -340,3 +340,13 @@ def document_request_body(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+@router.get("/registry", tags=["models"])
+def list_registered(request: Request, key: Principal) -> list[dict[str, Any]]:
+    """This tenant's registered model versions (`sluice train`): stage, held-out metrics,
+    SHA-256, data fingerprint and DP budget. Jobs name them `NAME@VERSION`, `NAME@production`."""
+    return [{**{k: v for k, v in vars(view).items() if k not in ("uri", "tenant")},
+             "ref": view.ref, "created_at": view.created_at.isoformat(),
+             "updated_at": view.updated_at.isoformat()}
+            for view in services(request).client.registry.list(tenant=key.tenant)]

@@ -111,6 +111,16 @@ def test_a_tenant_sees_only_its_own_jobs_results_and_models(api: Api):
     assert model["task"] == "embed" and model["jobs"] == 1
 
 
+def test_the_registry_lists_a_tenants_versions_with_their_dp_budget(api: Api):
+    dp = {"epsilon": 7.99, "delta": 1e-5, "noise_multiplier": 0.9, "max_grad_norm": 1.0}
+    api.client.registry.register("bc", "classify-records", uri="/m/bc/1", sha256="ab" * 32,
+                                 metrics={"heldout_accuracy": 0.95}, dp=dp, tenant="acme")
+    assert api.http.get("/v1/registry", headers=api.auth("b")).json() == []
+    (version,) = api.http.get("/v1/registry", headers=api.auth("a")).json()
+    assert version["ref"] == "bc@1" and version["stage"] == "staging"
+    assert version["dp"]["epsilon"] == 7.99 and "uri" not in version
+
+
 def test_an_idempotency_key_returns_the_same_job(api: Api):
     body = {"task": "embed", "items": [{"key": "k", "text": "hi"}]}
     h = {**api.auth("a"), "Idempotency-Key": "order-42"}
