@@ -10,7 +10,14 @@ from pydantic import ValidationError
 
 from producers.media import media_item
 from schemas.settings import Settings
-from schemas.training import DP_TASKS, DataSource, DPSpec, TrainingError, TrainSpec
+from schemas.training import (
+    DP_TASKS,
+    MODEL_SELECTOR_RE,
+    DataSource,
+    DPSpec,
+    TrainingError,
+    TrainSpec,
+)
 from storage.datasets import _MALFORMED, fingerprint, read_rows, read_table
 
 MAX_PROBLEMS = 5
@@ -171,11 +178,32 @@ def build_spec(settings: Settings, resolve_base: Any, *, task: str, name: str, d
                                    "labels": class_names, "dp": dp, "n_rows": len(rows),
                                    "media_base_dir": fields.get("media_base_dir")})
     if base or task == "classify-text":
-        ref = resolve_base(base or settings.default_model, BASE_TASK.get(task, task))
+        base_ref = base or settings.default_model
+        # a registered version is a model of the task itself; a text directory any encoder
+        base_task = task if MODEL_SELECTOR_RE.match(base_ref) else BASE_TASK.get(task, task)
+        ref = resolve_base(base_ref, base_task)
+        if spec.modality == "records":
+            _check_records_base(ref.path, base_ref, spec)
         spec = spec.model_copy(update={"base": str(ref.path), "base_ref": ref.name})
     columns_used = spec.used_columns()
     kept = [{c: row.get(c) for c in columns_used} for row in rows]
     return spec.model_copy(update={"data_fingerprint": fingerprint(kept, columns_used)})
+
+
+def _check_records_base(path: Path, ref: str, spec: TrainSpec) -> None:
+    """A records model warm-starts only from one with the same inputs and outputs."""
+    import json
+
+    from producers.models import record_features
+
+    names = [f["name"] for f in record_features(path)]
+    if names != spec.feature_columns:
+        raise TrainingError(f"--base {ref} reads the features {names}; this data gives "
+                            f"{spec.feature_columns}; pass --feature-columns in its order")
+    labels = json.loads((path / "config.json").read_text()).get("labels")
+    if spec.is_classifier and labels != spec.labels:
+        raise TrainingError(f"--base {ref} predicts the labels {labels}; this data has "
+                            f"{spec.labels}")
 
 
 def _validation_message(exc: ValidationError) -> str:

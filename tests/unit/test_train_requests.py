@@ -486,3 +486,33 @@ def test_the_cli_prints_the_error_and_exits_2(tmp_path: Path):
     assert result.stdout == ""
     assert isinstance(result.exception, SystemExit)
     assert not isinstance(result.exception, SluiceError)
+
+
+def test_a_records_base_must_read_the_same_features_and_predict_the_same_labels(
+        tmp_path: Path, cancer: pd.DataFrame):
+    import numpy as np
+
+    from workers.training.records_mlp import RecordsMLP, feature_spec, save_records_model
+
+    data = tmp_path / "cancer.csv"
+    cancer.to_csv(data, index=False)
+    names = [c for c in cancer.columns if c not in ("id", "target")]
+
+    def base_with(features: list[str], labels: list[str]) -> Path:
+        out = tmp_path / f"base-{len(features)}-{len(labels)}"
+        specs = [feature_spec(n, np.asarray(cancer[n], dtype=float)) for n in features]
+        save_records_model(out, RecordsMLP(len(specs), [8], len(labels)),
+                           {"task": "classify-records", "hidden_sizes": [8], "labels": labels},
+                           specs)
+        return out
+
+    resolve = text_base(tmp_path / "cache")
+    same = spec_of(tmp_path, data, label_column="target", key_column="id", resolve_base=resolve,
+                   base=str(base_with(names, ["0", "1"])))
+    assert same.base and same.base.endswith("base-30-2")
+    message = refused(tmp_path, data, label_column="target", key_column="id",
+                      resolve_base=resolve, base=str(base_with(names[:5], ["0", "1"])))
+    assert "reads the features" in message and "--feature-columns" in message
+    message = refused(tmp_path, data, label_column="target", key_column="id",
+                      resolve_base=resolve, base=str(base_with(names, ["no", "yes"])))
+    assert "predicts the labels ['no', 'yes']" in message
