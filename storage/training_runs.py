@@ -6,7 +6,7 @@ out (its worker died) is sent again by the sweeper. Each public method is one tr
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select, update
@@ -15,6 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from schemas.errors import SluiceError
 from schemas.training import RUN_PREFIX
 from storage import tables as t
+from storage.ledger import _aware, _now
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued", "running", "succeeded", "failed", "cancelled")
@@ -25,17 +26,6 @@ class RunNotFoundError(SluiceError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"no training run with id {run_id!r}")
         self.run_id = run_id
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything here is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def test_two_workers_train_with_real_ddp_and_the_registered_model_serves(
     start_worker()
     run_id = client.submit_training(task="classify-records", name="breast-cancer", data=data,
                                     label_column="diagnosis", key_column="id", workers=2,
-                                    epochs=60)
+                                    epochs=150)
     run = client.wait_training(run_id, timeout=600)
     assert run.status == "succeeded", run.error
     ddp = run.progress["ddp"]
@@ -130,3 +130,24 @@ def test_text_image_and_audio_models_train_through_the_queue_and_serve(
         assert view.status == "succeeded" and view.model == version.ref
         label = next(iter(client.results(job_id)))["output"]["label"]
         assert label in run.spec["labels"]
+
+
+@SQLITE_ONLY
+def test_a_cancelled_run_stops_after_its_epoch_and_registers_nothing(
+        client: Client, start_worker: Any, tmp_path: Path) -> None:
+    data, _ = breast_cancer_csv(tmp_path / "bc.csv")
+    start_worker()
+    run_id = client.submit_training(task="classify-records", name="bc-cancelled", data=data,
+                                    label_column="diagnosis", key_column="id", epochs=5000)
+    wait_until(lambda: client.training_run(run_id).progress.get("epoch", 0) >= 2,
+               timeout=300, what="two epochs")
+    assert client.runs.cancel(run_id).status == "cancelled"
+    # the worker stops at the next epoch boundary and frees its Ray CPU: a run that needs
+    # both of the cluster's CPUs can then train
+    after = client.submit_training(task="classify-records", name="bc-after", data=data,
+                                   label_column="diagnosis", key_column="id", epochs=3,
+                                   workers=2)
+    assert client.wait_training(after, timeout=300).status == "succeeded"
+    run = client.training_run(run_id)
+    assert run.status == "cancelled" and run.progress["epoch"] < 5000
+    assert client.registry.list("bc-cancelled") == []
