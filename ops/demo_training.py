@@ -4,6 +4,7 @@ Ray Train through the `sluice.train` queue, registered and promoted to productio
 already in production for the same data is reused."""
 
 import csv
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,7 @@ def train_demo_models(client: Any, settings: Settings, root: Path,
     from producers.training import build_spec
 
     refs, runs = {}, {}
+    started = time.perf_counter()
     for modality in modalities:
         name, task, label, epochs = DEMO_TRAINING[modality]
         options: dict[str, Any] = {"epochs": epochs, "workers": 1,
@@ -112,4 +114,7 @@ def train_demo_models(client: Any, settings: Settings, root: Path,
                               for k, v in version.metrics.items() if k.startswith("heldout_"))
                   + f" ({len(history)} epochs, {np.sum([h.get('seconds', 0) for h in history]):.1f}"
                   "s of training)")
+    if runs:
+        err.print(f"  {len(runs)} models trained and registered in "
+                  f"{time.perf_counter() - started:.0f}s")
     return refs

@@ -94,7 +94,9 @@ def test_a_killed_training_run_resumes_from_its_last_checkpoint(
     # trained once by the second attempt
     assert [h["epoch"] for h in run.progress["history"]] == list(range(1, 41))
     assert client.registry.get("bc-resumed", "latest").metrics["heldout_accuracy"] >= 0.9
-    assert os.path.isdir(tmp_path / "data" / "training" / run_id)
+    # once registered, the run's checkpoints are removed; the model is in the store
+    assert not os.path.exists(tmp_path / "data" / "training" / run_id)
+    assert os.path.isdir(client.registry.get("bc-resumed", "latest").uri)
 
 
 @SQLITE_ONLY

@@ -96,7 +96,10 @@ def run_training(run: RunView, settings: Settings, endpoints: Endpoints,
     trainer.fit()
     if runs.is_cancelled(run.id):
         raise TrainingError("cancelled")
-    return register(output, run, spec, settings, registry)
+    version = register(output, run, spec, settings, registry)
+    # the version is in the model store now: its checkpoints are of no further use
+    shutil.rmtree(storage / run.id, ignore_errors=True)
+    return version
 
 
 def register(output: Path, run: RunView, spec: TrainSpec, settings: Settings,
