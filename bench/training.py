@@ -1,6 +1,7 @@
 """Training on Ray Train: epoch time with 1 and 2 data-parallel workers, side by side.
 
-    .venv/bin/python bench/training.py [--epochs 30] [--image-epochs 5] [--skip-images]
+    .venv/bin/python bench/training.py [--epochs 30] [--image-epochs 5] [--text-epochs 2]
+                                       [--skip-images]
                                        [--no-warmup] [--data-dir DIR]
 
 Everything is measured in ONE invocation, on one local Ray instance, one run after the other,
@@ -13,6 +14,8 @@ claimed, then TorchTrainer and the registration of the model.
     then with DP-SGD (ε 8, δ 1e-5) on 2 workers, reporting the ε the accountant reached.
 (b) Images: scikit-learn digits as 32x32 PNGs listed in a CSV (path,label), classify-image
     from scratch (the tiny demo ResNet, no base) with 1 and with 2 workers.
+(c) Text: 288 templated tickets, classify-text on MiniLM with the whole encoder trained
+    (--train-encoder, batch 96): the compute-bound case, with 1 and with 2 workers.
 
 Per run: epoch time (the median of the ledger's history[*].seconds, the first epoch left
 out: it pays for warm-up), the wall time from submit to registered, and the held-out
@@ -87,6 +90,29 @@ def write_records(folder: Path) -> Path:
     return path
 
 
+def write_texts(folder: Path) -> Path:
+    """Support tickets in three topics: templated, 288 rows."""
+    topics = {
+        "billing": ["invoice", "refund", "card charge", "payment", "bill", "subscription fee"],
+        "shipping": ["parcel", "delivery", "package", "courier", "shipment", "tracking number"],
+        "technical": ["app crash", "login error", "password reset", "bug", "update",
+                      "frozen screen"],
+    }
+    frames = ["I have a question about my {}.", "There is a problem with the {} again.",
+              "Can someone help me with the {} please?", "Why is the {} not working?"]
+    openers = ["", "Hello, ", "Hi team, ", "Urgent: "]
+    path = folder / "tickets.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "topic"])
+        for topic, things in topics.items():
+            for thing in things:
+                for frame in frames:
+                    for opener in openers:
+                        writer.writerow([opener + frame.format(thing), topic])
+    return path
+
+
 def write_images(folder: Path) -> Path:
     """Every digit as a 32x32 PNG, listed (relative paths) in a CSV next to them."""
     from sklearn.datasets import load_digits
@@ -108,6 +134,11 @@ def write_images(folder: Path) -> Path:
 
 class Bench:
     """One ledger, one registry and one local Ray instance for every run."""
+
+    def resolve_base(self, ref: str, task: str) -> Any:
+        from producers.models import resolve
+
+        return resolve(ref, task, self.settings.data_dir)
 
     def __init__(self, data_dir: Path, input_root: Path) -> None:
         from schemas.settings import Settings
@@ -131,23 +162,11 @@ class Bench:
                                    ray_auth_token_path=token)
 
     def start_ray(self) -> None:
-        """The driver's own connect (ray_address None), once for the process, made first so
-        that no measured run pays for starting Ray.
-
-        With no address, ray.init joins the cluster named in /tmp/ray/ray_current_cluster
-        (the newest `ray start`, e.g. an embedded stack's) when there is one; RAY_ADDRESS
-        "local" makes it start a fresh instance of its own, as the benchmark needs."""
+        """The driver's own connect (no address: a private local instance), once for the
+        process, made first so that no measured run pays for starting Ray."""
         from workers.runtime import pool
 
-        previous = os.environ.get("RAY_ADDRESS")
-        os.environ["RAY_ADDRESS"] = "local"
-        try:
-            pool.connect(None, self.endpoints.ray_auth_token_path)
-        finally:
-            if previous is None:
-                os.environ.pop("RAY_ADDRESS", None)
-            else:
-                os.environ["RAY_ADDRESS"] = previous
+        pool.connect(None, self.endpoints.ray_auth_token_path)
 
     def train(self, workload: str, task: str, data: Path, label: str, epochs: int,
               workers: int, **options: Any) -> Result:
@@ -156,7 +175,7 @@ class Bench:
 
         name = f"bench-{workload.lower().replace(' ', '-')}-w{workers}"
         started = time.perf_counter()
-        spec = build_spec(self.settings, None, task=task, name=name, data=str(data),
+        spec = build_spec(self.settings, self.resolve_base, task=task, name=name, data=str(data),
                           label_column=label, epochs=epochs, workers=workers, **options)
         run_id = self.runs.create(spec.model_dump(), spec.name, spec.task)
         run = self.runs.claim(run_id, OWNER, LEASE_SECONDS)
@@ -194,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30, help="records epochs per run")
     parser.add_argument("--image-epochs", type=int, default=5, help="image epochs per run")
     parser.add_argument("--skip-images", action="store_true")
+    parser.add_argument("--text-epochs", type=int, default=2,
+                        help="epochs of MiniLM fine-tuning (encoder too) per run; 0 skips")
     parser.add_argument("--no-warmup", action="store_true",
                         help="no unreported 1-epoch run before the measured ones")
     parser.add_argument("--data-dir", type=Path, default=None)
@@ -231,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
         if images is not None:
             runs += [("images", "classify-image", images, "label", args.image_epochs, w, {})
                      for w in (1, 2)]
+        if args.text_epochs:
+            # compute-bound: the whole encoder (22 M parameters) is trained
+            texts = write_texts(inputs)
+            runs += [("text", "classify-text", texts, "topic", args.text_epochs, w,
+                      {"train_encoder": True, "batch_size": 96}) for w in (1, 2)]
         if not args.no_warmup:
             t0 = time.perf_counter()
             bench.train("warmup", "classify-records", records, "diagnosis", 1, 1)
@@ -258,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios = {
         "records_2w_over_1w": ratio(results, "records w2", "records w1"),
         "images_2w_over_1w": ratio(results, "images w2", "images w1"),
+        "text_2w_over_1w": ratio(results, "text w2", "text w1"),
         "records_dp_over_plain_2w": ratio(results, "records DP w2", "records w2"),
     }
     print("\nepoch time ratios (below 1: faster):")
