@@ -77,12 +77,15 @@ def stack_down() -> None:
 @main.command()
 @click.option("--beat", is_flag=True, help="also run the periodic sweeper (one worker only)")
 @click.option("--concurrency", "-c", type=int, default=None)
+@click.option("--queues", "-Q", default=None,
+              help="only these queues, a,b (e.g. sluice.train for a training host); default all")
 @_fail_cleanly
-def worker(beat: bool, concurrency: int | None) -> None:
+def worker(beat: bool, concurrency: int | None, queues: str | None) -> None:
     """Run a Celery worker against the configured services (the production shape)."""
     from ops.worker import run_worker
 
-    run_worker(Settings(), beat=beat, concurrency=concurrency)
+    run_worker(Settings(), beat=beat, concurrency=concurrency,
+               queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None)
 
 
 @main.command()

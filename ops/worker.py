@@ -8,12 +8,18 @@ from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 
 
-def run_worker(settings: Settings, beat: bool = False, concurrency: int | None = None) -> None:
+def run_worker(settings: Settings, beat: bool = False, concurrency: int | None = None,
+               queues: list[str] | None = None) -> None:
+    from schemas.errors import ConfigError
     from workers.celery_app import create_app, worker_queues
 
+    known = worker_queues()
+    unknown = sorted(set(queues or []) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown queues {unknown}; Sluice's queues are: {', '.join(known)}")
     app = create_app(settings, endpoints(settings))
     argv = ["worker", "--loglevel=INFO", "--pool=prefork",
-            f"--queues={','.join(worker_queues())}",
+            f"--queues={','.join(queues or known)}",
             f"--concurrency={concurrency or settings.worker_concurrency}",
             f"--hostname=sluice-{os.getpid()}@{socket.gethostname()}",
             "--without-gossip", "--without-mingle"]

@@ -52,3 +52,10 @@ def test_train_register_promote_and_infer_by_name_from_the_cli(tmp_path: Path):
         assert gone.returncode == 2 and "no production version" in gone.stderr
     finally:
         sluice("stack", "down", cwd=tmp_path, timeout=120)
+
+
+def test_a_worker_can_serve_only_the_training_queue_and_names_unknown_queues(tmp_path: Path):
+    run = sluice("worker", "--queues", "sluice.train,sluice.trian", cwd=tmp_path,
+                 env={"SLUICE_BROKER_URL": "redis://127.0.0.1:1/0"}, timeout=60)
+    assert run.returncode == 2
+    assert "unknown queues ['sluice.trian']" in run.stderr and "sluice.train" in run.stderr
