@@ -180,7 +180,8 @@ class Bench:
         run_id = self.runs.create(spec.model_dump(), spec.name, spec.task)
         run = self.runs.claim(run_id, OWNER, LEASE_SECONDS)
         assert run is not None
-        view = run_training(run, self.settings, self.endpoints, self.runs, self.registry)
+        view = run_training(run, self.settings, self.endpoints, self.runs, self.registry,
+                            OWNER)
         wall = time.perf_counter() - started
         self.runs.finish(run_id, OWNER, view.version)
         progress = self.runs.get(run_id).progress

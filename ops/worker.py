@@ -39,10 +39,14 @@ def sweep_now(settings: Settings) -> dict[str, Any]:
         client.dispatcher.send_chunks([chunk_id], queue, priority)
 
     report = sweep_once(client.ledger, settings, require_broker(client.endpoints), send)
+    from schemas.training import TRAIN_QUEUE
+    from workers.sweeper import BrokerProbe
     from workers.training.task import resend_training
 
+    broker = require_broker(client.endpoints)
     report.resent += resend_training(settings, client.endpoints.database_url,
-                                     client.dispatcher.send_training)
+                                     client.dispatcher.send_training,
+                                     lambda: BrokerProbe(broker).is_empty(TRAIN_QUEUE))
     from workers.callbacks import deliver_due
 
     return {**report.as_dict(), "callbacks": deliver_due(client.ledger, settings)}

@@ -10,7 +10,7 @@ from producers.dispatch import Dispatcher
 from producers.media import folder_items, media_item, record_item
 from producers.readers import build_items, read_rows, rows_to_items
 from producers.training import build_spec
-from schemas.errors import InputFileError, SluiceError
+from schemas.errors import InputFileError, ModelError, SluiceError
 from schemas.jobs import ExplainPolicy, Item, JobSpec
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
@@ -144,6 +144,9 @@ class Client:
         ref = ref or self.resolve_model(model, task)
         params["model_path"] = str(ref.path)
         if ref.registry:
+            tenant = recorded.get("tenant")
+            if tenant and ref.registry["tenant"] != tenant:  # not even its existence is told
+                raise ModelError(f"no registered model named {ref.registry['name']!r}")
             params["registry"] = ref.registry
         spec = JobSpec(task=task, model=ref.name, model_version=ref.version, params=params,
                        explain=explain, priority=priority, source=source, **recorded)

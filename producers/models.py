@@ -44,7 +44,7 @@ def from_registry(view: Any, task: str, cache_dir: Path) -> ModelRef:
                          "(SHA-256 differs); register the model again")
     return ModelRef(name=view.ref, path=path, version=weights_digest(path, cache_dir),
                     registry={"name": view.name, "version": view.version, "stage": view.stage,
-                              "sha256": view.sha256})
+                              "sha256": view.sha256, "tenant": view.tenant})
 
 
 def resolve(ref: str, task: str, cache_dir: Path) -> ModelRef:
@@ -183,7 +183,9 @@ def weights_sha256(path: Path, cache_dir: Path) -> str:
 
 
 def _digest(files: list[Path], cache_dir: Path) -> str:
-    stamp = ";".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    # inode and ctime too: a copy that keeps size and mtime (cp -p, rsync -a) is re-hashed
+    stamp = ";".join(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
+                     for f in files for st in [f.stat()])
     cache = cache_dir / "model-digests.json"
     known: dict[str, str] = {}
     if cache.exists():

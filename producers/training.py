@@ -22,7 +22,7 @@ from storage.datasets import _MALFORMED, fingerprint, read_rows, read_table
 
 MAX_PROBLEMS = 5
 BASE_TASK = {"classify-text": "embed"}  # a text base is any encoder with a tokenizer
-MIN_REGRESSION_ROWS = 10
+MIN_REGRESSION_ROWS = 20  # the held-out part needs a row of each target quartile
 
 
 def load_source(data: str, data_url: str | None) -> tuple[DataSource, list[str],

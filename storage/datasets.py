@@ -116,11 +116,14 @@ def read_table(url: str, table: str) -> tuple[list[str], Iterator[dict[str, Any]
         raise InputFileError(f"cannot read table {table!r}: {type(exc).__name__}: {exc}"
                              ) from exc
     columns = [c.name for c in reflected.columns]
+    # A stable order (the primary key, else every column): a table read twice gives its rows
+    # in the same order, so the training data's fingerprint matches when nothing changed.
+    order = list(reflected.primary_key.columns) or list(reflected.columns)
 
     def rows() -> Iterator[dict[str, Any]]:
         try:
             with engine.connect() as conn:
-                for row in conn.execute(select(reflected)).mappings():
+                for row in conn.execute(select(reflected).order_by(*order)).mappings():
                     yield dict(row)
         finally:
             engine.dispose()

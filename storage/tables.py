@@ -193,7 +193,8 @@ class ModelVersion(Base):
     uri: Mapped[str] = mapped_column(Text)  # the artifact directory
     sha256: Mapped[str] = mapped_column(String(64))  # of the weights files
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    training_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # unique: a run registers at most one version, even if two attempts of it overlapped
+    training_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True)
     data_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     dp: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     stage: Mapped[str] = mapped_column(String(16))  # staging | production | archived

@@ -89,6 +89,12 @@ class TrainingRuns:
     def is_cancelled(self, run_id: str) -> bool:
         return self.get(run_id).status == CANCELLED
 
+    def holds(self, run_id: str, owner: str) -> bool:
+        """Whether `owner` still runs it: running, under its lease (not cancelled, not taken
+        over by another worker after its lease ran out)."""
+        run = self.get(run_id)
+        return run.status == RUNNING and run.lease_owner == owner
+
     # -- the training worker ----------------------------------------------------------------
 
     def claim(self, run_id: str, owner: str, lease_seconds: float) -> RunView | None:

@@ -19,7 +19,7 @@ from schemas.tasks import PROCESS_CHUNK, SWEEP, task_info
 from schemas.training import TRAIN_QUEUE, TRAIN_TASK
 from storage.engine import make_engine, migrate
 from storage.ledger import JobView, Ledger
-from workers.sweeper import sweep_once
+from workers.sweeper import BrokerProbe, sweep_once
 
 log = logging.getLogger("sluice.worker")
 
@@ -172,9 +172,11 @@ def register(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
         report = sweep_once(state.ledger, settings, require_broker(endpoints), send)
         from workers.training.task import resend_training
 
-        report.resent += resend_training(settings, endpoints.database_url,
-                                         lambda run_id: app.send_task(
-                                             TRAIN_TASK, args=[run_id], queue=TRAIN_QUEUE))
+        broker = require_broker(endpoints)
+        report.resent += resend_training(
+            settings, endpoints.database_url,
+            lambda run_id: app.send_task(TRAIN_TASK, args=[run_id], queue=TRAIN_QUEUE),
+            lambda: BrokerProbe(broker).is_empty(TRAIN_QUEUE))
         if report.resent or report.dead_lettered:
             log.warning("sweep: %s", report.as_dict())
         from workers.callbacks import deliver_due

@@ -121,6 +121,30 @@ def test_the_registry_lists_a_tenants_versions_with_their_dp_budget(api: Api):
     assert version["dp"]["epsilon"] == 7.99 and "uri" not in version
 
 
+def test_a_tenant_cannot_run_jobs_on_another_tenants_registered_model(api: Api,
+                                                                      tmp_path: Path):
+    from workers.training.records_mlp import RecordsMLP, save_records_model
+
+    features = [{"name": "x", "type": "number", "min": 0.0, "max": 10.0, "mean": 5.0,
+                 "std": 1.0}]
+    model_dir = tmp_path / "bc-1"
+    save_records_model(model_dir, RecordsMLP(1, [4], 2), {
+        "task": "classify-records", "hidden_sizes": [4], "labels": ["no", "yes"]}, features)
+    ref = api.client.resolve_model(str(model_dir), "classify-records")
+    from producers.models import weights_sha256
+
+    api.client.registry.register("bc", "classify-records", uri=str(model_dir),
+                                 sha256=weights_sha256(ref.path, tmp_path), metrics={},
+                                 tenant="acme")
+    body = {"task": "classify-records", "model": "bc@1", "items": [{"record": {"x": 1.0}}]}
+    mine = api.http.post("/v1/jobs", json=body, headers=api.auth("a"))
+    assert mine.status_code == 201, mine.text
+    assert mine.json()["model"] == "bc@1"
+    theirs = api.http.post("/v1/jobs", json=body, headers=api.auth("b"))
+    assert theirs.status_code in (400, 404, 422)
+    assert "no registered model named 'bc'" in theirs.text
+
+
 def test_an_idempotency_key_returns_the_same_job(api: Api):
     body = {"task": "embed", "items": [{"key": "k", "text": "hi"}]}
     h = {**api.auth("a"), "Idempotency-Key": "order-42"}

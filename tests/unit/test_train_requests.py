@@ -241,12 +241,12 @@ def test_a_regression_target_must_be_numeric(tmp_path: Path):
 def test_a_regressor_needs_enough_rows_and_no_labels(tmp_path: Path):
     data = csv_file(tmp_path, "a,y\n" + "".join(f"{n},{n * 1.5}\n" for n in range(5)))
     assert refused(tmp_path, data, task="regress-records") == (
-        "5 rows are too few to train and evaluate a regressor; give at least 10")
-    data = csv_file(tmp_path, "a,y\n" + "".join(f"{n},{n * 1.5}\n" for n in range(12)))
+        "5 rows are too few to train and evaluate a regressor; give at least 20")
+    data = csv_file(tmp_path, "a,y\n" + "".join(f"{n},{n * 1.5}\n" for n in range(20)))
     assert "--labels is for classifiers" in refused(tmp_path, data, task="regress-records",
                                                      labels=["a", "b"])
     spec = spec_of(tmp_path, data, task="regress-records")
-    assert (spec.labels, spec.feature_columns, spec.n_rows) == ([], ["a"], 12)
+    assert (spec.labels, spec.feature_columns, spec.n_rows) == ([], ["a"], 20)
 
 
 # -- the request's own shape (checked before any data is read) --------------------------------
@@ -516,3 +516,15 @@ def test_a_records_base_must_read_the_same_features_and_predict_the_same_labels(
     message = refused(tmp_path, data, label_column="target", key_column="id",
                       resolve_base=resolve, base=str(base_with(names, ["no", "yes"])))
     assert "predicts the labels ['no', 'yes']" in message
+
+
+def test_the_smallest_regression_set_accepted_at_submit_can_be_split(tmp_path: Path):
+    """What submit accepts, the worker can prepare: even 20 rows with tied targets."""
+    from storage.datasets import read_rows as rows_of
+    from workers.training.recipes import recipe_for
+
+    data = csv_file(tmp_path, "a,y\n" + "".join(f"{n},{n // 7}\n" for n in range(20)))
+    spec = spec_of(tmp_path, data, task="regress-records")
+    prepared = recipe_for(spec.task).prepare(spec, list(rows_of(data)[1]),
+                                             Settings().media_limits())
+    assert (prepared.n_train, prepared.n_heldout) == (16, 4)

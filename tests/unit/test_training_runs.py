@@ -154,3 +154,28 @@ def test_migration_matches_the_models(engine: Engine):
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), t.Base.metadata)
     assert diff == []
+
+
+def test_an_attempt_knows_when_its_run_was_taken_over_or_cancelled(runs: TrainingRuns,
+                                                                  engine: Engine):
+    run_id = new_run(runs)
+    assert runs.claim(run_id, "first", 30) is not None and runs.holds(run_id, "first")
+    expire_lease(engine, run_id)
+    assert runs.claim(run_id, "second", 30) is not None  # its worker went quiet: taken over
+    assert not runs.holds(run_id, "first") and runs.holds(run_id, "second")
+    runs.cancel(run_id)
+    assert not runs.holds(run_id, "second")
+
+
+def test_a_run_registers_at_most_one_version(engine: Engine):
+    from sqlalchemy.exc import IntegrityError
+
+    from storage.registry import Registry
+
+    registry = Registry(engine)
+    registry.register("bc", "classify-records", uri="/a", sha256="0" * 64, metrics={},
+                      training_run_id="tr_x")
+    with pytest.raises(IntegrityError):  # a second, overlapping attempt of the same run
+        registry.register("bc", "classify-records", uri="/b", sha256="1" * 64, metrics={},
+                          training_run_id="tr_x")
+    assert [v.uri for v in registry.list("bc")] == ["/a"]

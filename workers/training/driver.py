@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from schemas.settings import Settings
 from schemas.stack import Endpoints
 from schemas.training import TrainingError, TrainSpec
@@ -58,8 +60,12 @@ def scaling(spec: TrainSpec, settings: Settings) -> Any:
                          resources_per_worker={"CPU": cpus, "GPU": per_worker})
 
 
+class LeaseLost(Exception):
+    """Another worker took the run over (this one's lease ran out): leave it to that one."""
+
+
 def run_training(run: RunView, settings: Settings, endpoints: Endpoints,
-                 runs: TrainingRuns, registry: Registry) -> ModelVersionView:
+                 runs: TrainingRuns, registry: Registry, owner: str) -> ModelVersionView:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
@@ -82,7 +88,8 @@ def run_training(run: RunView, settings: Settings, endpoints: Endpoints,
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"spec": spec.model_dump(), "data": ray.put(prepared),
-                           "run_id": run.id, "database_url": endpoints.database_url,
+                           "run_id": run.id, "owner": owner,
+                           "database_url": endpoints.database_url,
                            "output_dir": str(output),
                            "checkpoint_seconds": settings.train_checkpoint_seconds},
         scaling_config=scaling(spec, settings),
@@ -96,6 +103,8 @@ def run_training(run: RunView, settings: Settings, endpoints: Endpoints,
     trainer.fit()
     if runs.is_cancelled(run.id):
         raise TrainingError("cancelled")
+    if not runs.holds(run.id, owner):
+        raise LeaseLost(run.id)
     version = register(output, run, spec, settings, registry)
     # the version is in the model store now: its checkpoints are of no further use
     shutil.rmtree(storage / run.id, ignore_errors=True)
@@ -108,14 +117,22 @@ def register(output: Path, run: RunView, spec: TrainSpec, settings: Settings,
     next version."""
     final = json.loads((output / FINAL_METRICS).read_text())
     (output / FINAL_METRICS).unlink()
-    target = settings.model_store_dir() / spec.name / run.id
+    # one directory per attempt: an attempt never deletes what another registered
+    target = settings.model_store_dir() / spec.name / f"{run.id}.{run.attempts}"
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(output), target)
-    view = registry.register(
-        spec.name, spec.task, uri=str(target), sha256=weights_sha256(target),
-        metrics=final["metrics"], training_run_id=run.id,
-        data_fingerprint=spec.data_fingerprint, dp=final.get("dp"), tenant=run.tenant)
+    try:
+        view = registry.register(
+            spec.name, spec.task, uri=str(target), sha256=weights_sha256(target),
+            metrics=final["metrics"], training_run_id=run.id,
+            data_fingerprint=spec.data_fingerprint, dp=final.get("dp"), tenant=run.tenant)
+    except IntegrityError:  # another attempt of this run registered first (unique run id)
+        shutil.rmtree(target, ignore_errors=True)
+        done = [v for v in registry.list(spec.name) if v.training_run_id == run.id]
+        if not done:
+            raise
+        return done[0]
     log.info("run %s: registered %s (%s)", run.id, view.ref, final["metrics"])
     return view
 

@@ -50,15 +50,18 @@ class Reporter:
     """Rank 0's progress in the ledger (what `sluice status` shows)."""
 
     def __init__(self, config: dict[str, Any], rank: int) -> None:
-        self.run_id = config["run_id"]
+        self.run_id, self.owner = config["run_id"], config["owner"]
         self.runs = TrainingRuns(make_engine(config["database_url"])) if rank == 0 else None
 
     def write(self, progress: dict[str, Any]) -> bool:
-        """False once the run was cancelled."""
+        """False once the run was cancelled, or once this attempt no longer holds its lease
+        (another worker took the run over): then it must stop, not train beside it."""
         if self.runs is None:
             return True
+        if not self.runs.holds(self.run_id, self.owner):
+            return False
         self.runs.update_progress(self.run_id, progress)
-        return not self.runs.is_cancelled(self.run_id)
+        return True
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -106,21 +109,29 @@ def train_loop(config: dict[str, Any]) -> None:
         sampler_now = getattr(loader, "sampler", None)
         if isinstance(sampler_now, DistributedSampler):
             sampler_now.set_epoch(epoch)
+        # Randomness (dropout, DP's Poisson sampling and noise) from (seed, epoch, rank): a
+        # resumed run draws fresh noise, never a replay of its first epochs' (the privacy
+        # accountant assumes independent noise at every step).
+        torch.manual_seed(spec.seed * 1_000_003 + epoch * 101 + rank)
         started, losses, seen = time.perf_counter(), [], []
         for index, *values in loader:
-            if len(index) == 0:  # Poisson sampling (DP) may draw an empty batch
-                continue
+            # An empty Poisson batch (DP) still takes its step: Opacus adds noise to zero
+            # gradients, and every rank must join the optimiser's all-reduce.
             optimiser.zero_grad()
             loss = recipe.loss(model, rows.batch(values, device))
             loss.backward()
             optimiser.step()
-            losses.append(float(loss.detach()))
-            seen.append(index)
+            if len(index):
+                losses.append(float(loss.detach()))
+                seen.append(index)
         ddp = audit.epoch(seen, checkpoint.unwrap(model))
         # only rank 0's metrics are kept: the other ranks skip the held-out pass
         metrics = recipe.evaluate(checkpoint.unwrap(model), heldout, prepared.meta) if (
             rank == 0) else {}
-        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
+        # under DP the training loss is not published: it is computed from private rows
+        # without noise, outside ε (held-out metrics are not training data)
+        mean_loss = float(np.mean(losses)) if losses and privacy is None else None
+        entry = {"epoch": epoch + 1, "loss": mean_loss,
                  "seconds": round(time.perf_counter() - started, 4), **metrics}
         if privacy is not None:
             entry["epsilon"] = privacy.epsilon()
@@ -135,11 +146,11 @@ def train_loop(config: dict[str, Any]) -> None:
         due = (time.monotonic() - last_saved >= config["checkpoint_seconds"]
                or epoch + 1 == spec.epochs)
         keep_going, due = agree([reporter.write(progress), due], world, device)
-        if due or not keep_going:
+        if not keep_going:  # cancelled or taken over: no checkpoint (the new owner writes its
+            return  # own); the driver sees why in the ledger
+        if due:
             _report(entry, model, optimiser, state, save=rank == 0)
             last_saved = time.monotonic()
-        if not keep_going:
-            return  # cancelled: the driver sees it in the ledger
     if rank == 0:
         _finish(recipe, model, spec, prepared, heldout, Path(config["output_dir"]), privacy)
 

@@ -48,7 +48,7 @@ def upgrade() -> None:
         sa.Column("uri", sa.Text(), nullable=False),
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("metrics", JSONType, nullable=False),
-        sa.Column("training_run_id", sa.String(32), nullable=True),
+        sa.Column("training_run_id", sa.String(32), nullable=True, unique=True),
         sa.Column("data_fingerprint", sa.String(64), nullable=True),
         sa.Column("dp", JSONType, nullable=True),
         sa.Column("stage", sa.String(16), nullable=False),

@@ -57,7 +57,10 @@ class RecordsRecipe:
             y = _column(rows, spec.label_column).astype(np.float32)
             # stratify on target quartiles so both parts cover the whole range
             bins = np.digitize(y, np.quantile(y, [0.25, 0.5, 0.75]))
-            train, held = holdout_split(bins, spec.holdout_fraction, spec.seed)
+            try:
+                train, held = holdout_split(bins, spec.holdout_fraction, spec.seed)
+            except ValueError:  # ties leave a quartile with too few rows: split plainly
+                train, held = holdout_split(np.zeros(len(y)), spec.holdout_fraction, spec.seed)
         # allowed ranges from every labelled row (a plausibility check, not a statistic the
         # model learns from); normalisation from the training part only
         features = [{**feature_spec(name, x[:, i], _kind(x[:, i])),
