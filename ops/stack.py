@@ -135,10 +135,15 @@ def up(settings: Settings, worker: bool = True) -> StackInfo:
 
 def _stop(pids: dict[str, int], timeout: float = 20) -> None:
     # Each part leads its own process group (start_new_session): stop the group, children too.
+    # Ray's `ray start --block` stops its own processes in order when it alone is told (a few
+    # seconds); told as a group, its children die first and it hangs until the SIGKILL below.
     for name in ("worker", "ray", "redis"):
         if name in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pids[name], signal.SIGTERM)
+                if name == "ray":
+                    os.kill(pids[name], signal.SIGTERM)
+                else:
+                    os.killpg(pids[name], signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for pid in pids.values():
         while _alive(pid) and time.monotonic() < deadline:
