@@ -87,6 +87,8 @@ def register(main: click.Group, models: click.Group, fail_cleanly: Any) -> None:
     @click.option("--dp-epsilon", default=None, type=float, help="train with DP-SGD (Opacus) "
                   "to this ε")
     @click.option("--dp-delta", default=None, type=float)
+    @click.option("--dp-max-grad-norm", default=1.0, show_default=True,
+                  type=click.FloatRange(0, min_open=True), help="per-sample clipping bound")
     @click.option("--labels", default=None, help="the expected classes a,b,c (checked)")
     @click.option("--text-column", default="text", show_default=True)
     @click.option("--media-column", default="path", show_default=True)

@@ -61,12 +61,15 @@ def test_dp_sgd_reaches_090_within_its_budget_and_records_it(
     start_worker()
     run_id = client.submit_training(task="classify-records", name="bc-private", data=data,
                                     label_column="diagnosis", key_column="id", workers=2,
-                                    epochs=30, dp_epsilon=8.0, dp_delta=1e-5)
+                                    epochs=30, dp_epsilon=8.0, dp_delta=1e-5,
+                                    dp_max_grad_norm=1.5)
     run = client.wait_training(run_id, timeout=600)
     assert run.status == "succeeded", run.error
     version = client.registry.get("bc-private", "latest")
     assert version.dp is not None
     assert 0 < version.dp["epsilon"] <= 8.0 + 1e-6 and version.dp["delta"] == 1e-5
+    assert version.dp["max_grad_norm"] == 1.5
+    assert all(h["loss"] is None for h in run.progress["history"])  # nothing un-noised shown
     assert version.dp["noise_multiplier"] > 0.3  # real noise was added
     assert run.progress["history"][-1]["epsilon"] == pytest.approx(version.dp["epsilon"])
     assert version.metrics["heldout_accuracy"] >= 0.90

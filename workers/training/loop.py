@@ -27,6 +27,7 @@ from workers.training.audit import Audit, agree
 from workers.training.recipes import Prepared, recipe_for
 
 FINAL_METRICS = "final-metrics.json"
+PROGRESS_HISTORY = 1000  # epochs of history kept in the run's progress
 
 
 class Rows(Dataset[tuple[torch.Tensor, ...]]):
@@ -102,7 +103,7 @@ def train_loop(config: dict[str, Any]) -> None:
     progress: dict[str, Any] = {"epochs": spec.epochs, "workers": world,
                                 "metric": recipe.primary_metric,
                                 "resumed_from_epoch": start_epoch or None,
-                                "history": state["history"]}
+                                "history": state["history"][-PROGRESS_HISTORY:]}
     model.train()
     last_saved = time.monotonic()
     for epoch in range(start_epoch, spec.epochs):
@@ -140,7 +141,10 @@ def train_loop(config: dict[str, Any]) -> None:
             state["dp_history"] = privacy.history()
         progress.update(epoch=epoch + 1, loss=entry["loss"],
                         metric_value=metrics.get(recipe.primary_metric),
-                        epsilon=entry.get("epsilon"), history=state["history"], ddp=ddp)
+                        epsilon=entry.get("epsilon"), ddp=ddp,
+                        # the ledger keeps the newest epochs (a write per epoch must stay
+                        # small); the checkpoint keeps them all
+                        history=state["history"][-PROGRESS_HISTORY:])
         # Checkpoints (and so reports: Ray Train's report waits on its controller) at most
         # once per checkpoint_seconds, and at the last epoch; progress goes to the ledger.
         due = (time.monotonic() - last_saved >= config["checkpoint_seconds"]
