@@ -32,10 +32,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-TASKS = {"images": "classify-image", "audio": "classify-audio",
-         "records": "classify-records"}
-MODELS = {"images": "digits-classifier", "audio": "sounds-classifier",
-          "records": "breast-cancer-classifier"}
+TASKS = {"images": "classify-image", "audio": "classify-audio", "records": "classify-records"}
+MODELS = {
+    "images": "digits-classifier",
+    "audio": "sounds-classifier",
+    "records": "breast-cancer-classifier",
+}
 
 
 def log(msg: str) -> None:
@@ -56,17 +58,19 @@ def make_inputs(data_dir: Path, counts: dict[str, int]) -> dict[str, list[dict[s
     with samples["records"].open(encoding="utf-8") as fh:
         records = list(csv.DictReader(fh))
     return {
-        "images": [{"id": f"i{n}", "path": str(images[n % len(images)])}
-                   for n in range(counts["images"])],
-        "audio": [{"id": f"a{n}", "path": str(clips[n % len(clips)])}
-                  for n in range(counts["audio"])],
-        "records": [{**records[n % len(records)], "id": f"r{n}"}
-                    for n in range(counts["records"])],
+        "images": [
+            {"id": f"i{n}", "path": str(images[n % len(images)])} for n in range(counts["images"])
+        ],
+        "audio": [
+            {"id": f"a{n}", "path": str(clips[n % len(clips)])} for n in range(counts["audio"])
+        ],
+        "records": [{**records[n % len(records)], "id": f"r{n}"} for n in range(counts["records"])],
     }
 
 
-def items_for(modality: str, rows: list[dict[str, Any]], features: list[dict[str, Any]]
-              ) -> list[Any]:
+def items_for(
+    modality: str, rows: list[dict[str, Any]], features: list[dict[str, Any]]
+) -> list[Any]:
     from schemas.jobs import Item
     from schemas.records import check_record
 
@@ -75,8 +79,9 @@ def items_for(modality: str, rows: list[dict[str, Any]], features: list[dict[str
     return [Item(key=r["id"], path=r["path"]) for r in rows]
 
 
-def run_bare(modality: str, rows: list[dict[str, Any]], model: Path, settings: Any
-             ) -> dict[str, Any]:
+def run_bare(
+    modality: str, rows: list[dict[str, Any]], model: Path, settings: Any
+) -> dict[str, Any]:
     from dataclasses import asdict
 
     from producers.models import record_features
@@ -92,8 +97,9 @@ def run_bare(modality: str, rows: list[dict[str, Any]], model: Path, settings: A
     t0 = time.perf_counter()
     done = 0
     for start in range(0, len(items), batch):
-        done += len(handler.predict([handler.preprocess(i, params)
-                                     for i in items[start:start + batch]]))
+        done += len(
+            handler.predict([handler.preprocess(i, params) for i in items[start : start + batch]])
+        )
     seconds = time.perf_counter() - t0
     assert done == len(items)
     return {"seconds": seconds, "items_per_s": len(items) / seconds}
@@ -105,8 +111,9 @@ def write_input(data_dir: Path, modality: str, rows: list[dict[str, Any]]) -> Pa
     return path
 
 
-def run_sluice(inputs: dict[str, list[dict[str, Any]]], models: Path, settings: Any
-               ) -> dict[str, dict[str, Any]]:
+def run_sluice(
+    inputs: dict[str, list[dict[str, Any]]], models: Path, settings: Any
+) -> dict[str, dict[str, Any]]:
     from ops import stack
     from producers import Client
 
@@ -117,8 +124,9 @@ def run_sluice(inputs: dict[str, list[dict[str, Any]]], models: Path, settings: 
         for modality, rows in inputs.items():
             model = str(models / MODELS[modality])
             warm = write_input(settings.data_dir, f"warm-{modality}", rows[:8])
-            view = client.wait(client.submit_file(warm, TASKS[modality], model=model,
-                                                  key_column="id"), timeout=600)
+            view = client.wait(
+                client.submit_file(warm, TASKS[modality], model=model, key_column="id"), timeout=600
+            )
             log(f"sluice: warm-up {modality} {view.status}")
             path = write_input(settings.data_dir, modality, rows)
             t0 = time.perf_counter()
@@ -143,8 +151,7 @@ def compare_image_explainers(model: Path, n: int, steps: int) -> dict[str, dict[
 
     handler = ImageClassifyHandler()
     handler.setup(str(model), "cpu")
-    pixels = torch.stack([handler.prepare(img.convert("RGB")) for img, _ in
-                          digits_holdout()[:n]])
+    pixels = torch.stack([handler.prepare(img.convert("RGB")) for img, _ in digits_holdout()[:n]])
     with torch.no_grad():
         probs = handler.forward(pixels)
     targets = probs.argmax(-1).tolist()
@@ -155,9 +162,16 @@ def compare_image_explainers(model: Path, n: int, steps: int) -> dict[str, dict[
         t0 = time.perf_counter()
         expls = []
         for start in range(0, n, 8):
-            expls += explain_images(handler.forward, pixels[start:start + 8], handler.baseline,
-                                    targets[start:start + 8], names[start:start + 8], method,
-                                    steps, 8)
+            expls += explain_images(
+                handler.forward,
+                pixels[start : start + 8],
+                handler.baseline,
+                targets[start : start + 8],
+                names[start : start + 8],
+                method,
+                steps,
+                8,
+            )
         seconds = (time.perf_counter() - t0) / n
         drops, random_drops = [], []
         for i, e in enumerate(expls):
@@ -165,20 +179,28 @@ def compare_image_explainers(model: Path, n: int, steps: int) -> dict[str, dict[
             cell = e.detail["cell"]  # type: ignore[index]
             k = max(1, rows * cols // 10)
             scores = torch.tensor(e.attributions)
-            for chosen, sink in ((scores.topk(k).indices, drops),
-                                 (torch.randperm(rows * cols, generator=rng)[:k], random_drops)):
+            for chosen, sink in (
+                (scores.topk(k).indices, drops),
+                (torch.randperm(rows * cols, generator=rng)[:k], random_drops),
+            ):
                 masked = pixels[i].clone()
                 for c in chosen.tolist():
                     r, q = divmod(c, cols)
-                    masked[:, r * cell:(r + 1) * cell, q * cell:(q + 1) * cell] = \
-                        handler.baseline[0, :, r * cell:(r + 1) * cell, q * cell:(q + 1) * cell]
+                    masked[:, r * cell : (r + 1) * cell, q * cell : (q + 1) * cell] = (
+                        handler.baseline[0, :, r * cell : (r + 1) * cell, q * cell : (q + 1) * cell]
+                    )
                 with torch.no_grad():
                     p = handler.forward(masked[None])[0, targets[i]].item()
                 sink.append(probs[i, targets[i]].item() - p)
-        out[method] = {"seconds_per_image": seconds,
-                       "deletion_drop": sum(drops) / n, "random_drop": sum(random_drops) / n}
-        log(f"explainer {method}: {seconds * 1000:.1f} ms/image, deletion drop "
-            f"{out[method]['deletion_drop']:.3f} (random {out[method]['random_drop']:.3f})")
+        out[method] = {
+            "seconds_per_image": seconds,
+            "deletion_drop": sum(drops) / n,
+            "random_drop": sum(random_drops) / n,
+        }
+        log(
+            f"explainer {method}: {seconds * 1000:.1f} ms/image, deletion drop "
+            f"{out[method]['deletion_drop']:.3f} (random {out[method]['random_drop']:.3f})"
+        )
     return out
 
 
@@ -195,13 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     from schemas.settings import Settings
 
     temp = args.data_dir is None
-    data_dir = (Path(tempfile.mkdtemp(prefix="sluice-bench-")) if temp
-                else args.data_dir).resolve()
+    data_dir = (Path(tempfile.mkdtemp(prefix="sluice-bench-")) if temp else args.data_dir).resolve()
     settings = Settings(data_dir=data_dir)
     build_models(settings, list(MODELS.values()))
     models = models_dir(settings)
-    inputs = make_inputs(data_dir, {"images": args.images, "audio": args.clips,
-                                    "records": args.records})
+    inputs = make_inputs(
+        data_dir, {"images": args.images, "audio": args.clips, "records": args.records}
+    )
     settings.input_roots = str(samples_dir(settings))
 
     bare = {}
@@ -209,27 +231,41 @@ def main(argv: list[str] | None = None) -> int:
         bare[modality] = run_bare(modality, rows, models / MODELS[modality], settings)
         log(f"bare: {modality} {bare[modality]['items_per_s']:.1f} items/s")
     sluice = run_sluice(inputs, models, settings)
-    explainers = compare_image_explainers(models / MODELS["images"], args.explainers,
-                                          settings.explain_steps)
+    explainers = compare_image_explainers(
+        models / MODELS["images"], args.explainers, settings.explain_steps
+    )
 
-    print(f"\n{'modality':<10} {'items':>7} {'bare items/s':>13} {'sluice items/s':>15} "
-          f"{'ratio':>7}")
+    print(
+        f"\n{'modality':<10} {'items':>7} {'bare items/s':>13} {'sluice items/s':>15} {'ratio':>7}"
+    )
     for modality, rows in inputs.items():
         b, s = bare[modality]["items_per_s"], sluice[modality]["items_per_s"]
         print(f"{modality:<10} {len(rows):>7} {b:>13.1f} {s:>15.1f} {s / b:>7.3f}")
     print(f"\nimage explainers on {args.explainers} digits ({settings.explain_steps} IG steps):")
     for method, r in explainers.items():
-        print(f"  {method:<22} {r['seconds_per_image'] * 1000:7.1f} ms/image  deletion drop "
-              f"{r['deletion_drop']:.3f}  (random cells {r['random_drop']:.3f})")
-    print(json.dumps({
-        "throughput": {m: {"items": len(inputs[m]),
-                           "bare_items_per_s": round(bare[m]["items_per_s"], 2),
-                           "sluice_items_per_s": round(sluice[m]["items_per_s"], 2),
-                           "ratio": round(sluice[m]["items_per_s"] / bare[m]["items_per_s"],
-                                          4)} for m in inputs},
-        "image_explainers": {k: {kk: round(vv, 5) for kk, vv in v.items()}
-                             for k, v in explainers.items()},
-    }), flush=True)
+        print(
+            f"  {method:<22} {r['seconds_per_image'] * 1000:7.1f} ms/image  deletion drop "
+            f"{r['deletion_drop']:.3f}  (random cells {r['random_drop']:.3f})"
+        )
+    print(
+        json.dumps(
+            {
+                "throughput": {
+                    m: {
+                        "items": len(inputs[m]),
+                        "bare_items_per_s": round(bare[m]["items_per_s"], 2),
+                        "sluice_items_per_s": round(sluice[m]["items_per_s"], 2),
+                        "ratio": round(sluice[m]["items_per_s"] / bare[m]["items_per_s"], 4),
+                    }
+                    for m in inputs
+                },
+                "image_explainers": {
+                    k: {kk: round(vv, 5) for kk, vv in v.items()} for k, v in explainers.items()
+                },
+            }
+        ),
+        flush=True,
+    )
     if temp:
         shutil.rmtree(data_dir, ignore_errors=True)
     return 0

@@ -64,7 +64,8 @@ class Result:
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "workers": self.workers, "epochs": self.epochs,
+            "workers": self.workers,
+            "epochs": self.epochs,
             "epoch_seconds": round(self.epoch_seconds, 4),
             "first_epoch_seconds": round(self.first_epoch_seconds, 4),
             "wall_seconds": round(self.wall_seconds, 2),
@@ -95,11 +96,21 @@ def write_texts(folder: Path) -> Path:
     topics = {
         "billing": ["invoice", "refund", "card charge", "payment", "bill", "subscription fee"],
         "shipping": ["parcel", "delivery", "package", "courier", "shipment", "tracking number"],
-        "technical": ["app crash", "login error", "password reset", "bug", "update",
-                      "frozen screen"],
+        "technical": [
+            "app crash",
+            "login error",
+            "password reset",
+            "bug",
+            "update",
+            "frozen screen",
+        ],
     }
-    frames = ["I have a question about my {}.", "There is a problem with the {} again.",
-              "Can someone help me with the {} please?", "Why is the {} not working?"]
+    frames = [
+        "I have a question about my {}.",
+        "There is a problem with the {} again.",
+        "Can someone help me with the {} please?",
+        "Why is the {} not working?",
+    ]
     openers = ["", "Hello, ", "Hi team, ", "Urgent: "]
     path = folder / "tickets.csv"
     with path.open("w", newline="", encoding="utf-8") as fh:
@@ -147,8 +158,9 @@ class Bench:
         from storage.registry import Registry
         from storage.training_runs import TrainingRuns
 
-        self.settings = Settings(data_dir=data_dir, train_checkpoint_seconds=30,
-                                 input_roots=str(input_root))
+        self.settings = Settings(
+            data_dir=data_dir, train_checkpoint_seconds=30, input_roots=str(input_root)
+        )
         url = f"sqlite:///{data_dir / 'ledger.db'}"
         engine = make_engine(url)
         migrate(engine)
@@ -158,8 +170,9 @@ class Bench:
         token = data_dir / "ray-auth-token"
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
-        self.endpoints = Endpoints(broker_url=None, database_url=url, ray_address=None,
-                                   ray_auth_token_path=token)
+        self.endpoints = Endpoints(
+            broker_url=None, database_url=url, ray_address=None, ray_auth_token_path=token
+        )
 
     def start_ray(self) -> None:
         """The driver's own connect (no address: a private local instance), once for the
@@ -168,38 +181,60 @@ class Bench:
 
         pool.connect(None, self.endpoints.ray_auth_token_path)
 
-    def train(self, workload: str, task: str, data: Path, label: str, epochs: int,
-              workers: int, **options: Any) -> Result:
+    def train(
+        self,
+        workload: str,
+        task: str,
+        data: Path,
+        label: str,
+        epochs: int,
+        workers: int,
+        **options: Any,
+    ) -> Result:
         from producers.training import build_spec
         from workers.training.driver import run_training
 
         name = f"bench-{workload.lower().replace(' ', '-')}-w{workers}"
         started = time.perf_counter()
-        spec = build_spec(self.settings, self.resolve_base, task=task, name=name, data=str(data),
-                          label_column=label, epochs=epochs, workers=workers, **options)
+        spec = build_spec(
+            self.settings,
+            self.resolve_base,
+            task=task,
+            name=name,
+            data=str(data),
+            label_column=label,
+            epochs=epochs,
+            workers=workers,
+            **options,
+        )
         run_id = self.runs.create(spec.model_dump(), spec.name, spec.task)
         run = self.runs.claim(run_id, OWNER, LEASE_SECONDS)
         assert run is not None
-        view = run_training(run, self.settings, self.endpoints, self.runs, self.registry,
-                            OWNER)
+        view = run_training(run, self.settings, self.endpoints, self.runs, self.registry, OWNER)
         wall = time.perf_counter() - started
         self.runs.finish(run_id, OWNER, view.version)
         progress = self.runs.get(run_id).progress
         seconds = [float(h["seconds"]) for h in progress["history"]]
         if len(seconds) != epochs:
-            raise RuntimeError(f"{name}: {len(seconds)} epochs in the history, "
-                               f"expected {epochs}")
+            raise RuntimeError(f"{name}: {len(seconds)} epochs in the history, expected {epochs}")
         steady = seconds[1:] or seconds
         epsilon = (view.dp or {}).get("epsilon")
-        result = Result(workload=workload, workers=workers, epochs=epochs,
-                        epoch_seconds=statistics.median(steady),
-                        first_epoch_seconds=seconds[0], wall_seconds=wall,
-                        accuracy=view.metrics.get("heldout_accuracy"),
-                        epsilon=None if epsilon is None else float(epsilon),
-                        ddp=dict(progress.get("ddp") or {}))
-        log(f"{workload} w{workers}: {result.epoch_seconds * 1000:.1f} ms/epoch "
+        result = Result(
+            workload=workload,
+            workers=workers,
+            epochs=epochs,
+            epoch_seconds=statistics.median(steady),
+            first_epoch_seconds=seconds[0],
+            wall_seconds=wall,
+            accuracy=view.metrics.get("heldout_accuracy"),
+            epsilon=None if epsilon is None else float(epsilon),
+            ddp=dict(progress.get("ddp") or {}),
+        )
+        log(
+            f"{workload} w{workers}: {result.epoch_seconds * 1000:.1f} ms/epoch "
             f"(first {result.first_epoch_seconds * 1000:.0f} ms), wall {wall:.1f}s, "
-            f"accuracy {result.accuracy}, eps {result.epsilon}, ddp {result.ddp}")
+            f"accuracy {result.accuracy}, eps {result.epsilon}, ddp {result.ddp}"
+        )
         return result
 
 
@@ -214,10 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30, help="records epochs per run")
     parser.add_argument("--image-epochs", type=int, default=5, help="image epochs per run")
     parser.add_argument("--skip-images", action="store_true")
-    parser.add_argument("--text-epochs", type=int, default=2,
-                        help="epochs of MiniLM fine-tuning (encoder too) per run; 0 skips")
-    parser.add_argument("--no-warmup", action="store_true",
-                        help="no unreported 1-epoch run before the measured ones")
+    parser.add_argument(
+        "--text-epochs",
+        type=int,
+        default=2,
+        help="epochs of MiniLM fine-tuning (encoder too) per run; 0 skips",
+    )
+    parser.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="no unreported 1-epoch run before the measured ones",
+    )
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.image_epochs < 1:
@@ -232,8 +274,9 @@ def main(argv: list[str] | None = None) -> int:
 
     bench_started = time.perf_counter()
     temp = args.data_dir is None
-    data_dir = (Path(tempfile.mkdtemp(prefix="sluice-bench-train-")) if temp
-                else args.data_dir).resolve()
+    data_dir = (
+        Path(tempfile.mkdtemp(prefix="sluice-bench-train-")) if temp else args.data_dir
+    ).resolve()
     inputs = data_dir / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
     try:
@@ -247,25 +290,37 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[tuple[str, str, Path, str, int, int, dict[str, Any]]] = [
             ("records", "classify-records", records, "diagnosis", args.epochs, 1, {}),
             ("records", "classify-records", records, "diagnosis", args.epochs, 2, {}),
-            ("records DP", "classify-records", records, "diagnosis", args.epochs, 2,
-             DP_OPTIONS),
+            ("records DP", "classify-records", records, "diagnosis", args.epochs, 2, DP_OPTIONS),
         ]
         if images is not None:
-            runs += [("images", "classify-image", images, "label", args.image_epochs, w, {})
-                     for w in (1, 2)]
+            runs += [
+                ("images", "classify-image", images, "label", args.image_epochs, w, {})
+                for w in (1, 2)
+            ]
         if args.text_epochs:
             # compute-bound: the whole encoder (22 M parameters) is trained
             texts = write_texts(inputs)
-            runs += [("text", "classify-text", texts, "topic", args.text_epochs, w,
-                      {"train_encoder": True, "batch_size": 96}) for w in (1, 2)]
+            runs += [
+                (
+                    "text",
+                    "classify-text",
+                    texts,
+                    "topic",
+                    args.text_epochs,
+                    w,
+                    {"train_encoder": True, "batch_size": 96},
+                )
+                for w in (1, 2)
+            ]
         if not args.no_warmup:
             t0 = time.perf_counter()
             bench.train("warmup", "classify-records", records, "diagnosis", 1, 1)
             log(f"warm-up run in {time.perf_counter() - t0:.1f}s")
         results: dict[str, Result] = {}
         for workload, task, data, label, epochs, workers, options in runs:
-            results[f"{workload} w{workers}"] = bench.train(workload, task, data, label,
-                                                             epochs, workers, **options)
+            results[f"{workload} w{workers}"] = bench.train(
+                workload, task, data, label, epochs, workers, **options
+            )
     finally:
         import ray
 
@@ -274,14 +329,18 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(data_dir, ignore_errors=True)
     total = time.perf_counter() - bench_started
 
-    print(f"\n{'workload':<11} {'workers':>7} {'epochs':>6} {'ms/epoch':>9} "
-          f"{'1st epoch ms':>12} {'wall s':>7} {'accuracy':>8} {'ε':>6}")
+    print(
+        f"\n{'workload':<11} {'workers':>7} {'epochs':>6} {'ms/epoch':>9} "
+        f"{'1st epoch ms':>12} {'wall s':>7} {'accuracy':>8} {'ε':>6}"
+    )
     for r in results.values():
         acc = "-" if r.accuracy is None else f"{r.accuracy:.4f}"
         eps = "-" if r.epsilon is None else f"{r.epsilon:.2f}"
-        print(f"{r.workload:<11} {r.workers:>7} {r.epochs:>6} {r.epoch_seconds * 1000:>9.1f} "
-              f"{r.first_epoch_seconds * 1000:>12.0f} {r.wall_seconds:>7.1f} {acc:>8} "
-              f"{eps:>6}")
+        print(
+            f"{r.workload:<11} {r.workers:>7} {r.epochs:>6} {r.epoch_seconds * 1000:>9.1f} "
+            f"{r.first_epoch_seconds * 1000:>12.0f} {r.wall_seconds:>7.1f} {acc:>8} "
+            f"{eps:>6}"
+        )
     ratios = {
         "records_2w_over_1w": ratio(results, "records w2", "records w1"),
         "images_2w_over_1w": ratio(results, "images w2", "images w1"),
@@ -293,13 +352,18 @@ def main(argv: list[str] | None = None) -> int:
         if measured is not None:
             print(f"  {key:<26} {measured:6.3f}")
     print(f"\nbenchmark took {total:.1f}s")
-    print(json.dumps({
-        "runs": {k: r.as_json() for k, r in results.items()},
-        "ratios": {k: round(v, 4) for k, v in ratios.items() if v is not None},
-        "dp": {"target_epsilon": DP_OPTIONS["dp_epsilon"], "delta": DP_OPTIONS["dp_delta"]},
-        "cpus": os.cpu_count(),
-        "total_seconds": round(total, 1),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "runs": {k: r.as_json() for k, r in results.items()},
+                "ratios": {k: round(v, 4) for k, v in ratios.items() if v is not None},
+                "dp": {"target_epsilon": DP_OPTIONS["dp_epsilon"], "delta": DP_OPTIONS["dp_delta"]},
+                "cpus": os.cpu_count(),
+                "total_seconds": round(total, 1),
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

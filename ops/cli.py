@@ -34,10 +34,18 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--only", default="documents,images,audio,records", show_default=True,
-              help="which modalities to run")
-@click.option("--explain", default="low-confidence:0.7", show_default=True,
-              help="explanation policy for the documents (the others explain every item)")
+@click.option(
+    "--only",
+    default="documents,images,audio,records",
+    show_default=True,
+    help="which modalities to run",
+)
+@click.option(
+    "--explain",
+    default="low-confidence:0.7",
+    show_default=True,
+    help="explanation policy for the documents (the others explain every item)",
+)
 @_fail_cleanly
 def demo(only: str, explain: str) -> None:
     """Start the embedded stack, run documents, images, audio and records through it at once,
@@ -63,8 +71,11 @@ def stack_up(no_worker: bool) -> None:
     from ops import stack as st
 
     info = st.up(Settings(), worker=not no_worker)
-    click.echo(json.dumps({"broker_url": info.broker_url, "ray_address": info.ray_address,
-                           "pids": info.pids}))
+    click.echo(
+        json.dumps(
+            {"broker_url": info.broker_url, "ray_address": info.ray_address, "pids": info.pids}
+        )
+    )
 
 
 @stack.command("down")
@@ -77,38 +88,67 @@ def stack_down() -> None:
 @main.command()
 @click.option("--beat", is_flag=True, help="also run the periodic sweeper (one worker only)")
 @click.option("--concurrency", "-c", type=int, default=None)
-@click.option("--queues", "-Q", default=None,
-              help="only these queues, a,b (e.g. sluice.train for a training host); default all")
+@click.option(
+    "--queues",
+    "-Q",
+    default=None,
+    help="only these queues, a,b (e.g. sluice.train for a training host); default all",
+)
 @_fail_cleanly
 def worker(beat: bool, concurrency: int | None, queues: str | None) -> None:
     """Run a Celery worker against the configured services (the production shape)."""
     from ops.worker import run_worker
 
-    run_worker(Settings(), beat=beat, concurrency=concurrency,
-               queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None)
+    run_worker(
+        Settings(),
+        beat=beat,
+        concurrency=concurrency,
+        queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None,
+    )
 
 
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--task", required=True, type=click.Choice(sorted(TASKS)))
 @click.option("--model", default=None, help="model directory or hub id (default: MiniLM)")
-@click.option("--explain", default="none", help="none | all | sample:RATE | "
-              "low-confidence:THRESHOLD")
+@click.option(
+    "--explain", default="none", help="none | all | sample:RATE | low-confidence:THRESHOLD"
+)
 @click.option("--labels", default=None, help="zero-shot labels: a,b,c")
-@click.option("--label-descriptions", default=None, type=click.Path(path_type=Path),
-              help="JSON file {label: description} for zero-shot")
+@click.option(
+    "--label-descriptions",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="JSON file {label: description} for zero-shot",
+)
 @click.option("--text-column", default="text", show_default=True)
-@click.option("--media-column", default="path", show_default=True,
-              help="images/audio list file: the column of paths, file:// or data: URIs")
+@click.option(
+    "--media-column",
+    default="path",
+    show_default=True,
+    help="images/audio list file: the column of paths, file:// or data: URIs",
+)
 @click.option("--key-column", default=None, help="unique key per row (default: row number)")
-@click.option("--priority", default=5, type=click.IntRange(0, 9), show_default=True,
-              help="0..9, higher first")
+@click.option(
+    "--priority", default=5, type=click.IntRange(0, 9), show_default=True, help="0..9, higher first"
+)
 @click.option("--wait", is_flag=True, help="show progress until the job ends")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON line")
 @_fail_cleanly
-def submit(file: Path, task: str, model: str | None, explain: str, labels: str | None,
-           label_descriptions: Path | None, text_column: str, media_column: str,
-           key_column: str | None, priority: int, wait: bool, as_json: bool) -> None:
+def submit(
+    file: Path,
+    task: str,
+    model: str | None,
+    explain: str,
+    labels: str | None,
+    label_descriptions: Path | None,
+    text_column: str,
+    media_column: str,
+    key_column: str | None,
+    priority: int,
+    wait: bool,
+    as_json: bool,
+) -> None:
     """Submit FILE as one job: a JSONL, CSV or Parquet file of texts, records or media
     references, or a folder of images or audio files."""
     from ops.progress import wait_with_bar
@@ -117,10 +157,16 @@ def submit(file: Path, task: str, model: str | None, explain: str, labels: str |
     client = Client()
     descriptions = _label_descriptions(label_descriptions) if label_descriptions else None
     job_id = client.submit_file(
-        file, task, text_column=text_column, media_column=media_column, key_column=key_column,
+        file,
+        task,
+        text_column=text_column,
+        media_column=media_column,
+        key_column=key_column,
         model=model,
-        explain=explain, labels=labels.split(",") if labels else None,
-        label_descriptions=descriptions, priority=priority,
+        explain=explain,
+        labels=labels.split(",") if labels else None,
+        label_descriptions=descriptions,
+        priority=priority,
     )
     view = wait_with_bar(client, job_id) if wait else client.status(job_id)
     click.echo(json.dumps(view.as_dict()) if as_json else job_id)
@@ -134,8 +180,9 @@ def _label_descriptions(path: Path) -> dict[str, str]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SluiceError(f"{path}: cannot read the label descriptions: {exc}") from exc
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise SluiceError(f"{path}: label descriptions must be a JSON object "
-                          '{"label": "description", ...}')
+        raise SluiceError(
+            f'{path}: label descriptions must be a JSON object {{"label": "description", ...}}'
+        )
     return value
 
 
@@ -156,8 +203,9 @@ def status(job_id: str) -> None:
 
 @main.command()
 @click.argument("job_id")
-@click.option("--format", "fmt", default="jsonl",
-              type=click.Choice(["jsonl", "csv", "parquet", "html"]))
+@click.option(
+    "--format", "fmt", default="jsonl", type=click.Choice(["jsonl", "csv", "parquet", "html"])
+)
 @click.option("-o", "--output", default=None, type=click.Path(path_type=Path))
 @click.option("--limit", default=500, show_default=True, help="html: items shown")
 @_fail_cleanly
@@ -214,8 +262,10 @@ def jobs(limit: int) -> None:
 
     for view in Client().ledger.jobs(limit):
         d = view.as_dict()
-        click.echo(f"{d['job_id']}  {d['status']:<16} {d['task']:<15} "
-                   f"{d['processed']}/{d['total']}  {d['created_at']}")
+        click.echo(
+            f"{d['job_id']}  {d['status']:<16} {d['task']:<15} "
+            f"{d['processed']}/{d['total']}  {d['created_at']}"
+        )
 
 
 @main.group()
@@ -238,6 +288,7 @@ def models_build(names: tuple[str, ...], force: bool) -> None:
 
 # -- front doors (issue 5): the REST API, API keys, warehouse enrichment ------------------------
 
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -250,8 +301,9 @@ def api(host: str, port: int, workers: int) -> None:
     from producers.api import create_app
 
     if workers > 1:
-        uvicorn.run("producers.api.app:create_app", factory=True, host=host, port=port,
-                    workers=workers)
+        uvicorn.run(
+            "producers.api.app:create_app", factory=True, host=host, port=port, workers=workers
+        )
     else:
         uvicorn.run(create_app(Settings()), host=host, port=port)
 
@@ -275,8 +327,16 @@ def _keys() -> Any:
 def api_keys_create(tenant: str, name: str | None) -> None:
     """Print a new key and its callback signing secret, ONCE (only a hash is kept)."""
     new = _keys().create(tenant, name)
-    click.echo(json.dumps({"id": new.info.id, "tenant": new.info.tenant, "key": new.key,
-                           "callback_secret": new.secret}))
+    click.echo(
+        json.dumps(
+            {
+                "id": new.info.id,
+                "tenant": new.info.tenant,
+                "key": new.key,
+                "callback_secret": new.secret,
+            }
+        )
+    )
     click.echo("store the key and the secret now: they are not shown again", err=True)
 
 
@@ -285,8 +345,10 @@ def api_keys_create(tenant: str, name: str | None) -> None:
 @_fail_cleanly
 def api_keys_list(tenant: str | None) -> None:
     for k in _keys().list(tenant):
-        click.echo(f"{k.id}  {k.tenant:<20} {'revoked' if k.revoked else 'active':<8} "
-                   f"{k.created_at.isoformat()}  {k.name or ''}")
+        click.echo(
+            f"{k.id}  {k.tenant:<20} {'revoked' if k.revoked else 'active':<8} "
+            f"{k.created_at.isoformat()}  {k.name or ''}"
+        )
 
 
 @api_keys.command("revoke")
@@ -303,15 +365,21 @@ def api_keys_revoke(key_id: str) -> None:
 @click.option("--table", required=True, help="TABLE or SCHEMA.TABLE")
 @click.option("--key-column", required=True, help="unique key; the destination's primary key")
 @click.option("--text-column", default="text", show_default=True)
-@click.option("--media-column", default=None,
-              help="images/audio: the column of paths or URIs (records read the model's "
-                   "feature columns)")
+@click.option(
+    "--media-column",
+    default=None,
+    help="images/audio: the column of paths or URIs (records read the model's feature columns)",
+)
 @click.option("--task", required=True, type=click.Choice(sorted(TASKS)))
 @click.option("--dest-table", required=True, help="created if missing; rows upserted on key")
 @click.option("--dest-url", default=None, help="destination DB (default: the source)")
 @click.option("--since-column", default=None, help="only rows newer than the last run's")
-@click.option("--where", "where", multiple=True, help="COLUMN OP VALUE (= != < <= > >=), "
-              "repeatable, ANDed; the value is bound")
+@click.option(
+    "--where",
+    "where",
+    multiple=True,
+    help="COLUMN OP VALUE (= != < <= > >=), repeatable, ANDed; the value is bound",
+)
 @click.option("--full", is_flag=True, help="ignore the watermark: enrich every row")
 @click.option("--model", default=None)
 @click.option("--labels", default=None, help="zero-shot labels: a,b,c")
@@ -320,32 +388,60 @@ def api_keys_revoke(key_id: str) -> None:
 @click.option("--timeout", default=None, type=float, help="give up waiting after SECONDS")
 @click.option("--json", "as_json", is_flag=True)
 @_fail_cleanly
-def enrich(source_url: str, table: str, key_column: str, text_column: str,
-           media_column: str | None, task: str,
-           dest_table: str, dest_url: str | None, since_column: str | None,
-           where: tuple[str, ...], full: bool, model: str | None, labels: str | None,
-           explain: str, priority: int, timeout: float | None, as_json: bool) -> None:
+def enrich(
+    source_url: str,
+    table: str,
+    key_column: str,
+    text_column: str,
+    media_column: str | None,
+    task: str,
+    dest_table: str,
+    dest_url: str | None,
+    since_column: str | None,
+    where: tuple[str, ...],
+    full: bool,
+    model: str | None,
+    labels: str | None,
+    explain: str,
+    priority: int,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
     """Enrich rows of a SQL table and upsert the outputs into --dest-table."""
     from producers import Client
     from producers.enrich import Condition, EnrichSpec, SourceSpec
     from producers.enrich import enrich as run_enrich
 
-    source = SourceSpec(url=source_url, table=table, key_column=key_column,
-                        text_column=text_column, where=[Condition.parse(w) for w in where],
-                        since_column=since_column, media_column=media_column)
+    source = SourceSpec(
+        url=source_url,
+        table=table,
+        key_column=key_column,
+        text_column=text_column,
+        where=[Condition.parse(w) for w in where],
+        since_column=since_column,
+        media_column=media_column,
+    )
     options: dict[str, Any] = {"explain": explain, "priority": priority}
     if labels:
         options["labels"] = labels.split(",")
-    spec = EnrichSpec(source=source, dest_table=dest_table, task=task, dest_url=dest_url,
-                      model=model, options=options)
+    spec = EnrichSpec(
+        source=source,
+        dest_table=dest_table,
+        task=task,
+        dest_url=dest_url,
+        model=model,
+        options=options,
+    )
     source.validate()  # hostile names are refused before anything connects
     report = run_enrich(Client(), spec, full=full, timeout=timeout)
     d = report.as_dict()
     if as_json:
         click.echo(json.dumps(d))
     else:
-        click.echo(f"{d['rows_read']} rows read, {d['rows_written']} written to {dest_table} "
-                   f"(job {d['job_id']}, {d['status']}) in {d['seconds']}s")
+        click.echo(
+            f"{d['rows_read']} rows read, {d['rows_written']} written to {dest_table} "
+            f"(job {d['job_id']}, {d['status']}) in {d['seconds']}s"
+        )
     if report.status not in ("succeeded", "nothing-to-do"):
         sys.exit(1)
 

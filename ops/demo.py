@@ -23,8 +23,12 @@ TOPICS = {
     "praise": "thanks and praise for good service",
 }
 MODALITIES = ("documents", "images", "audio", "records")
-TASKS = {"documents": "zero-shot-text", "images": "classify-image", "audio": "classify-audio",
-         "records": "classify-records"}
+TASKS = {
+    "documents": "zero-shot-text",
+    "images": "classify-image",
+    "audio": "classify-audio",
+    "records": "classify-records",
+}
 
 
 def run_demo(settings: Settings, only: tuple[str, ...], explain: str) -> int:
@@ -60,29 +64,47 @@ def run_demo(settings: Settings, only: tuple[str, ...], explain: str) -> int:
             stack.down(settings)
 
 
-def _submit(client: Any, settings: Settings, modality: str, explain: str,
-            refs: dict[str, str]) -> str:
+def _submit(
+    client: Any, settings: Settings, modality: str, explain: str, refs: dict[str, str]
+) -> str:
     task = TASKS[modality]
     if modality == "documents":
-        return str(client.submit_file(SAMPLES, task, key_column="id", explain=explain,
-                                      labels=list(TOPICS), label_descriptions=TOPICS))
+        return str(
+            client.submit_file(
+                SAMPLES,
+                task,
+                key_column="id",
+                explain=explain,
+                labels=list(TOPICS),
+                label_descriptions=TOPICS,
+            )
+        )
     samples = make_samples(settings)
     model = refs[modality]
     key = "id" if modality == "records" else None
-    return str(client.submit_file(samples[modality], task, model=model, key_column=key,
-                                  explain="all"))
+    return str(
+        client.submit_file(samples[modality], task, model=model, key_column=key, explain="all")
+    )
 
 
-def _summarise(client: Any, modality: str, job_id: str, view: dict[str, Any],
-               known: dict[str, dict[str, str]], report_dir: Path) -> None:
+def _summarise(
+    client: Any,
+    modality: str,
+    job_id: str,
+    view: dict[str, Any],
+    known: dict[str, dict[str, str]],
+    report_dir: Path,
+) -> None:
     from ops.report import write_html
 
     results = list(client.results(job_id))
     rate = view["processed"] / view["elapsed_s"] if view["elapsed_s"] else 0.0
     explained = [r for r in results if (r.get("explanation") or {}).get("status") == "ok"]
-    err.print(f"\n[bold]{modality}[/] ({view['task']}): {view['status']}, "
-              f"{view['ok']} ok / {view['invalid']} invalid / {view['error']} error of "
-              f"{view['total']}, {rate:.1f} items/s, {len(explained)} explained")
+    err.print(
+        f"\n[bold]{modality}[/] ({view['task']}): {view['status']}, "
+        f"{view['ok']} ok / {view['invalid']} invalid / {view['error']} error of "
+        f"{view['total']}, {rate:.1f} items/s, {len(explained)} explained"
+    )
     if modality == "documents":
         texts = {r["id"]: r["text"] for r in map(json.loads, SAMPLES.read_text().splitlines())}
         topics = {r["id"]: r["topic"] for r in map(json.loads, SAMPLES.read_text().splitlines())}
@@ -93,8 +115,10 @@ def _summarise(client: Any, modality: str, job_id: str, view: dict[str, Any],
     if explained:
         row = min(explained, key=lambda r: r["output"].get("score", 1.0))  # the least sure
         out = row["output"]
-        err.print(f"  e.g. {row['key']}: {out['label']} ({out['score']:.2f})"
-                  + (f"  \"{texts[row['key']][:60]}\"" if row["key"] in texts else ""))
+        err.print(
+            f"  e.g. {row['key']}: {out['label']} ({out['score']:.2f})"
+            + (f'  "{texts[row["key"]][:60]}"' if row["key"] in texts else "")
+        )
         err.print(f"    {describe_explanation(row['explanation'])}")
     report = report_dir / f"{modality}.html"
     write_html(client, job_id, report, limit=200)
@@ -111,4 +135,3 @@ def _agreement(results: list[dict[str, Any]], expected: dict[str, str], what: st
             seen += 1
             hits[out.get("label") == expected[r["key"]]] += 1
     err.print(f"  agreement with {what}: {hits[True]}/{seen}")
-

@@ -19,8 +19,12 @@ MODELS = {
 N_IMAGES = 60
 CLIPS_PER_SOUND = 6
 # Audio as users have it: several containers, rates and channel counts (resampled, down-mixed).
-AUDIO_FORMATS = [("wav", "PCM_16", 22_050, 2), ("flac", "PCM_16", 8_000, 1),
-                 ("ogg", "VORBIS", 44_100, 1), ("wav", "FLOAT", 16_000, 1)]
+AUDIO_FORMATS = [
+    ("wav", "PCM_16", 22_050, 2),
+    ("flac", "PCM_16", 8_000, 1),
+    ("ogg", "VORBIS", 44_100, 1),
+    ("wav", "FLOAT", 16_000, 1),
+]
 
 
 def models_dir(settings: Settings) -> Path:
@@ -31,9 +35,12 @@ def samples_dir(settings: Settings) -> Path:
     return (settings.data_dir / "samples").resolve()
 
 
-def build_models(settings: Settings, names: list[str] | None = None, force: bool = False,
-                 on_built: Callable[[str, dict[str, Any]], None] | None = None
-                 ) -> dict[str, dict[str, Any]]:
+def build_models(
+    settings: Settings,
+    names: list[str] | None = None,
+    force: bool = False,
+    on_built: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
     from workers.training.demo_models import build_all
 
     try:
@@ -47,22 +54,23 @@ def build_models(settings: Settings, names: list[str] | None = None, force: bool
 def make_samples(settings: Settings) -> dict[str, Path]:
     """Write the samples once; returns where each modality's input is."""
     root = samples_dir(settings)
-    out = {"images": root / "images", "audio": root / "audio",
-           "records": root / "records.csv"}
+    out = {"images": root / "images", "audio": root / "audio", "records": root / "records.csv"}
     done = root / "complete.json"
     if done.exists():
         return out
     root.mkdir(parents=True, exist_ok=True)
-    truth = {"images": _digit_images(out["images"]), "audio": _sound_clips(out["audio"]),
-             "records": _records(out["records"])}
+    truth = {
+        "images": _digit_images(out["images"]),
+        "audio": _sound_clips(out["audio"]),
+        "records": _records(out["records"]),
+    }
     (root / "truth.json").write_text(json.dumps(truth))
     done.write_text(json.dumps({k: str(v) for k, v in out.items()}))
     return out
 
 
 def truth(settings: Settings) -> dict[str, dict[str, str]]:
-    data: dict[str, dict[str, str]] = json.loads(
-        (samples_dir(settings) / "truth.json").read_text())
+    data: dict[str, dict[str, str]] = json.loads((samples_dir(settings) / "truth.json").read_text())
     return data
 
 

@@ -74,12 +74,19 @@ def _records(folder: Path) -> list[dict[str, Any]]:
     data = load_breast_cancer()
     train, _ = split_indices(data.target, 0)  # the demo's patients are the held-out part
     names = [str(n) for n in data.feature_names]
-    return [{"id": f"patient-{i:03d}", **dict(zip(names, map(float, data.data[i]), strict=True)),
-             "diagnosis": str(data.target_names[data.target[i]])} for i in train]
+    return [
+        {
+            "id": f"patient-{i:03d}",
+            **dict(zip(names, map(float, data.data[i]), strict=True)),
+            "diagnosis": str(data.target_names[data.target[i]]),
+        }
+        for i in train
+    ]
 
 
-def train_demo_models(client: Any, settings: Settings, root: Path,
-                      modalities: list[str]) -> dict[str, str]:
+def train_demo_models(
+    client: Any, settings: Settings, root: Path, modalities: list[str]
+) -> dict[str, str]:
     """The model reference each modality's job uses (NAME@production)."""
     from ops.train_cli import wait_for_run
     from producers.training import build_spec
@@ -88,18 +95,29 @@ def train_demo_models(client: Any, settings: Settings, root: Path,
     started = time.perf_counter()
     for modality in modalities:
         name, task, label, epochs = DEMO_TRAINING[modality]
-        options: dict[str, Any] = {"epochs": epochs, "workers": 1,
-                                   "key_column": "id" if modality == "records" else None}
+        options: dict[str, Any] = {
+            "epochs": epochs,
+            "workers": 1,
+            "key_column": "id" if modality == "records" else None,
+        }
         data = training_data(root, modality)
-        spec = build_spec(settings, client.resolve_model, task=task, name=name, data=str(data),
-                          label_column=label, **options)
+        spec = build_spec(
+            settings,
+            client.resolve_model,
+            task=task,
+            name=name,
+            data=str(data),
+            label_column=label,
+            **options,
+        )
         current = [v for v in client.registry.list(name) if v.stage == "production"]
         refs[modality] = f"{name}@production"
         if current and current[0].data_fingerprint == spec.data_fingerprint:
             err.print(f"  {current[0].ref} is in production (trained on this data): reused")
             continue
-        runs[modality] = client.submit_training(task=task, name=name, data=data,
-                                                label_column=label, **options)
+        runs[modality] = client.submit_training(
+            task=task, name=name, data=data, label_column=label, **options
+        )
         err.print(f"  training {name} ({task}) on Ray Train: run {runs[modality]}")
     for run_id in runs.values():
         run = wait_for_run(client, run_id)
@@ -109,12 +127,18 @@ def train_demo_models(client: Any, settings: Settings, root: Path,
             raise SluiceError(f"training {run.name} ended {run.status}: {run.error}")
         version = client.registry.promote(run.name, run.model_version)
         history = run.progress.get("history") or [{}]
-        err.print(f"  registered {version.ref} -> production: "
-                  + ", ".join(f"{k.removeprefix('heldout_')} {v:.3f}"
-                              for k, v in version.metrics.items() if k.startswith("heldout_"))
-                  + f" ({len(history)} epochs, {np.sum([h.get('seconds', 0) for h in history]):.1f}"
-                  "s of training)")
+        err.print(
+            f"  registered {version.ref} -> production: "
+            + ", ".join(
+                f"{k.removeprefix('heldout_')} {v:.3f}"
+                for k, v in version.metrics.items()
+                if k.startswith("heldout_")
+            )
+            + f" ({len(history)} epochs, {np.sum([h.get('seconds', 0) for h in history]):.1f}"
+            "s of training)"
+        )
     if runs:
-        err.print(f"  {len(runs)} models trained and registered in "
-                  f"{time.perf_counter() - started:.0f}s")
+        err.print(
+            f"  {len(runs)} models trained and registered in {time.perf_counter() - started:.0f}s"
+        )
     return refs

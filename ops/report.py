@@ -21,20 +21,20 @@ THUMB = 160
 def write_html(client: Client, job_id: str, out: Path, limit: int) -> int:
     view = client.status(job_id)
     modality = task_info(view.task).modality
-    items = ({i.key: i for i in client.ledger.iter_items(job_id)}
-             if modality == "image" else {})
+    items = {i.key: i for i in client.ledger.iter_items(job_id)} if modality == "image" else {}
     rows = list(islice(client.results(job_id), limit))
-    body = [f"<h1>Sluice job {html.escape(job_id)}</h1>",
-            f"<p>{html.escape(view.task)} with {html.escape(view.model)} "
-            f"(version {html.escape(view.model_version)}): {view.status}, "
-            f"{view.counts.ok} ok, {view.counts.invalid} invalid, {view.counts.error} error; "
-            f"showing {len(rows)} of {view.counts.total}.</p>",
-            "<table><tr><th>key</th><th>status</th><th>result</th><th>explanation</th></tr>"]
+    body = [
+        f"<h1>Sluice job {html.escape(job_id)}</h1>",
+        f"<p>{html.escape(view.task)} with {html.escape(view.model)} "
+        f"(version {html.escape(view.model_version)}): {view.status}, "
+        f"{view.counts.ok} ok, {view.counts.invalid} invalid, {view.counts.error} error; "
+        f"showing {len(rows)} of {view.counts.total}.</p>",
+        "<table><tr><th>key</th><th>status</th><th>result</th><th>explanation</th></tr>",
+    ]
     for row in rows:
         body.append(_row(row, modality, items.get(row["key"]), client))
     body.append("</table>")
-    out.write_text(PAGE.format(title=f"Sluice {job_id}", body="\n".join(body)),
-                   encoding="utf-8")
+    out.write_text(PAGE.format(title=f"Sluice {job_id}", body="\n".join(body)), encoding="utf-8")
     return len(rows)
 
 
@@ -75,17 +75,22 @@ def _colour(value: float, scale: float) -> str:
 
 def _chips(tokens: list[str], scores: list[float]) -> str:
     scale = max((abs(s) for s in scores), default=0.0)
-    return " ".join(f"<span class=chip style='background:{_colour(s, scale)}' "
-                    f"title='{s:+.4g}'>{html.escape(t)}</span>"
-                    for t, s in zip(tokens, scores, strict=False))
+    return " ".join(
+        f"<span class=chip style='background:{_colour(s, scale)}' "
+        f"title='{s:+.4g}'>{html.escape(t)}</span>"
+        for t, s in zip(tokens, scores, strict=False)
+    )
 
 
 def _records_cell(expl: dict[str, Any]) -> str:
     top = (expl.get("detail") or {}).get("top") or []
     scale = max((abs(f["attribution"]) for f in top), default=0.0)
-    lines = [f"<div class=bar style='background:{_colour(f['attribution'], scale)}'>"
-             f"{html.escape(f['feature'])} = {f['value']:.4g} "
-             f"(mean {f['baseline']:.4g}): {f['attribution']:+.4g}</div>" for f in top]
+    lines = [
+        f"<div class=bar style='background:{_colour(f['attribution'], scale)}'>"
+        f"{html.escape(f['feature'])} = {f['value']:.4g} "
+        f"(mean {f['baseline']:.4g}): {f['attribution']:+.4g}</div>"
+        for f in top
+    ]
     return "".join(lines)
 
 
@@ -101,8 +106,9 @@ def _image_cell(expl: dict[str, Any], item: Item | None, client: Client) -> str:
     image.thumbnail((THUMB, THUMB))
     if image.width < THUMB // 2:  # tiny inputs (8x8 digits) are enlarged to be seen
         factor = THUMB // max(image.width, image.height)
-        image = image.resize((image.width * factor, image.height * factor),
-                             Image.Resampling.NEAREST)
+        image = image.resize(
+            (image.width * factor, image.height * factor), Image.Resampling.NEAREST
+        )
     overlay = heatmap(expl["attributions"], rows, cols, image.size)
     blended = Image.alpha_composite(image.convert("LA").convert("RGBA"), overlay)
     return f"{_png(image)} {_png(blended)}"
@@ -114,8 +120,14 @@ def heatmap(scores: list[float], rows: int, cols: int, size: tuple[int, int]) ->
 
     scale = max((abs(s) for s in scores), default=0.0) or 1.0
     cells = Image.new("RGBA", (cols, rows))
-    cells.putdata([(220, 40, 40, int(200 * min(1, s / scale))) if s >= 0 else
-                   (40, 90, 220, int(200 * min(1, -s / scale))) for s in scores])
+    cells.putdata(
+        [
+            (220, 40, 40, int(200 * min(1, s / scale)))
+            if s >= 0
+            else (40, 90, 220, int(200 * min(1, -s / scale)))
+            for s in scores
+        ]
+    )
     return cells.resize(size, Image.Resampling.BILINEAR)
 
 
@@ -125,8 +137,9 @@ def _source_bytes(item: Item | None, client: Client) -> bytes:
     if item.data is not None:
         return decode_inline(item.data, client.settings.max_inline_bytes)
     assert item.path is not None
-    real = confined_path(item.path, client.settings.input_root_paths(),
-                         client.settings.max_media_bytes)
+    real = confined_path(
+        item.path, client.settings.input_root_paths(), client.settings.max_media_bytes
+    )
     return Path(real).read_bytes()
 
 

@@ -22,8 +22,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, what: str, proc: subprocess.Popen[bytes], timeout: float,
-               log: Path) -> None:
+def _wait_port(
+    port: int, what: str, proc: subprocess.Popen[bytes], timeout: float, log: Path
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -46,8 +47,14 @@ def _alive(pid: int) -> bool:
 
 def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def redis_binary() -> str:
@@ -93,9 +100,22 @@ def up(settings: Settings, worker: bool = True) -> StackInfo:
         broker = settings.broker_url
         if broker is None:
             port = _free_port()
-            proc = _spawn([redis_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                           "--save", "", "--appendonly", "no", "--dir", str(data)],
-                          logs / "redis.log")
+            proc = _spawn(
+                [
+                    redis_binary(),
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(data),
+                ],
+                logs / "redis.log",
+            )
             pids["redis"] = proc.pid
             _wait_port(port, "redis-server", proc, 15, logs / "redis.log")
             broker = f"redis://127.0.0.1:{port}/0"
@@ -105,19 +125,34 @@ def up(settings: Settings, worker: bool = True) -> StackInfo:
             port = _free_port()  # never Ray's default 6379: that is Redis's port
             token = _new_token(data / "ray-auth-token")
             ray_bin = str(Path(sys.executable).parent / "ray")
-            proc = _spawn([ray_bin, "start", "--head", f"--port={port}", "--block",
-                           "--include-dashboard=false", "--disable-usage-stats",
-                           f"--num-cpus={os.cpu_count() or 1}",
-                           "--object-store-memory=300000000"], logs / "ray.log",
-                          {**RAY_TRAIN_ENV, **os.environ, **ray_auth_env(token)})
+            proc = _spawn(
+                [
+                    ray_bin,
+                    "start",
+                    "--head",
+                    f"--port={port}",
+                    "--block",
+                    "--include-dashboard=false",
+                    "--disable-usage-stats",
+                    f"--num-cpus={os.cpu_count() or 1}",
+                    "--object-store-memory=300000000",
+                ],
+                logs / "ray.log",
+                {**RAY_TRAIN_ENV, **os.environ, **ray_auth_env(token)},
+            )
             pids["ray"] = proc.pid
             _wait_port(port, "ray head", proc, 60, logs / "ray.log")
             ray_address = f"127.0.0.1:{port}"
-        info = StackInfo(broker_url=broker, ray_address=ray_address, ray_auth_token_path=token,
-                         pids=pids)
+        info = StackInfo(
+            broker_url=broker, ray_address=ray_address, ray_auth_token_path=token, pids=pids
+        )
         if worker:
-            env = {**os.environ, "SLUICE_DATA_DIR": str(data), "SLUICE_BROKER_URL": broker,
-                   "SLUICE_RAY_ADDRESS": ray_address}
+            env = {
+                **os.environ,
+                "SLUICE_DATA_DIR": str(data),
+                "SLUICE_BROKER_URL": broker,
+                "SLUICE_RAY_ADDRESS": ray_address,
+            }
             if token:
                 env["SLUICE_RAY_AUTH_TOKEN_PATH"] = str(token)
             if settings.input_roots:  # the worker reads media only under these

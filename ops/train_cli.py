@@ -39,8 +39,11 @@ def _dp(view: Any) -> str:
 
 
 def _metric(view: Any) -> str:
-    shown = [f"{k.removeprefix('heldout_')}={v:.4f}" for k, v in sorted(view.metrics.items())
-             if k.startswith("heldout_") and isinstance(v, float)]
+    shown = [
+        f"{k.removeprefix('heldout_')}={v:.4f}"
+        for k, v in sorted(view.metrics.items())
+        if k.startswith("heldout_") and isinstance(v, float)
+    ]
     return " ".join(shown) or "-"
 
 
@@ -53,14 +56,24 @@ def wait_for_run(client: Any, run_id: str) -> Any:
 
     from ops.progress import err
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
         task = bar.add_task(run_id, total=None, detail="queued")
 
         def show(run: Any) -> None:
             p = run.progress
-            bar.update(task, total=p.get("epochs"), completed=p.get("epoch", 0),
-                       detail=progress_line(p) if p else run.status)
+            bar.update(
+                task,
+                total=p.get("epochs"),
+                completed=p.get("epoch", 0),
+                detail=progress_line(p) if p else run.status,
+            )
 
         return client.wait_training(run_id, on_progress=show)
 
@@ -68,41 +81,75 @@ def wait_for_run(client: Any, run_id: str) -> Any:
 def register(main: click.Group, models: click.Group, fail_cleanly: Any) -> None:
     @main.command()
     @click.option("--task", required=True, type=click.Choice(TRAINABLE_TASKS))
-    @click.option("--data", required=True,
-                  help="a JSONL/CSV/Parquet file, or a table name with --data-url")
-    @click.option("--data-url", default=None, help="SQLAlchemy URL of the database holding "
-                  "the --data table")
+    @click.option(
+        "--data", required=True, help="a JSONL/CSV/Parquet file, or a table name with --data-url"
+    )
+    @click.option(
+        "--data-url", default=None, help="SQLAlchemy URL of the database holding the --data table"
+    )
     @click.option("--label-column", required=True)
     @click.option("--name", required=True, help="the model name it registers under")
-    @click.option("--base", default=None, help="start from this model (directory, hub id or "
-                  "NAME@VERSION); text default: all-MiniLM-L6-v2")
+    @click.option(
+        "--base",
+        default=None,
+        help="start from this model (directory, hub id or "
+        "NAME@VERSION); text default: all-MiniLM-L6-v2",
+    )
     @click.option("--epochs", default=10, show_default=True, type=click.IntRange(1, 10_000))
-    @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
-                  help="Ray Train workers (DDP)")
-    @click.option("--gpus-per-worker", default=None, type=click.FloatRange(0),
-                  help="default: 1 when the Ray cluster has GPUs, else 0")
+    @click.option(
+        "--workers",
+        default=1,
+        show_default=True,
+        type=click.IntRange(1, 256),
+        help="Ray Train workers (DDP)",
+    )
+    @click.option(
+        "--gpus-per-worker",
+        default=None,
+        type=click.FloatRange(0),
+        help="default: 1 when the Ray cluster has GPUs, else 0",
+    )
     @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
     @click.option("--learning-rate", default=None, type=click.FloatRange(0, min_open=True))
     @click.option("--train-encoder", is_flag=True, help="text: fine-tune the encoder too")
-    @click.option("--dp-epsilon", default=None, type=float, help="train with DP-SGD (Opacus) "
-                  "to this ε")
+    @click.option(
+        "--dp-epsilon", default=None, type=float, help="train with DP-SGD (Opacus) to this ε"
+    )
     @click.option("--dp-delta", default=None, type=float)
-    @click.option("--dp-max-grad-norm", default=1.0, show_default=True,
-                  type=click.FloatRange(0, min_open=True), help="per-sample clipping bound")
+    @click.option(
+        "--dp-max-grad-norm",
+        default=1.0,
+        show_default=True,
+        type=click.FloatRange(0, min_open=True),
+        help="per-sample clipping bound",
+    )
     @click.option("--labels", default=None, help="the expected classes a,b,c (checked)")
     @click.option("--text-column", default="text", show_default=True)
     @click.option("--media-column", default="path", show_default=True)
     @click.option("--key-column", default=None, help="an id column, never a feature")
-    @click.option("--feature-columns", default=None, help="records: a,b,c (default: all "
-                  "but the label and key)")
+    @click.option(
+        "--feature-columns",
+        default=None,
+        help="records: a,b,c (default: all but the label and key)",
+    )
     @click.option("--seed", default=0, show_default=True, type=int)
     @click.option("--promote", is_flag=True, help="promote the new version to production")
     @click.option("--wait", is_flag=True, help="show progress until the run ends")
     @click.option("--json", "as_json", is_flag=True, help="end with one JSON line")
     @fail_cleanly
-    def train(task: str, data: str, data_url: str | None, label_column: str, name: str,
-              labels: str | None, feature_columns: str | None, promote: bool, wait: bool,
-              as_json: bool, **options: Any) -> None:
+    def train(
+        task: str,
+        data: str,
+        data_url: str | None,
+        label_column: str,
+        name: str,
+        labels: str | None,
+        feature_columns: str | None,
+        promote: bool,
+        wait: bool,
+        as_json: bool,
+        **options: Any,
+    ) -> None:
         """Train or fine-tune a model on Ray Train, through the queue `sluice.train`; the
         result is registered as NAME's next version."""
         from producers import Client
@@ -111,9 +158,15 @@ def register(main: click.Group, models: click.Group, fail_cleanly: Any) -> None:
             raise click.UsageError("--promote needs --wait")
         client = Client()
         run_id = client.submit_training(
-            task=task, name=name, data=data, data_url=data_url, label_column=label_column,
-            labels=_split(labels), feature_columns=_split(feature_columns),
-            **options)
+            task=task,
+            name=name,
+            data=data,
+            data_url=data_url,
+            label_column=label_column,
+            labels=_split(labels),
+            feature_columns=_split(feature_columns),
+            **options,
+        )
         if not wait:
             click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
             return
@@ -123,9 +176,13 @@ def register(main: click.Group, models: click.Group, fail_cleanly: Any) -> None:
         out = run_as_dict(client.training_run(run_id))
         if run.model_version is not None:
             out["model"] = version_as_dict(client.registry.get(name, run.model_version))
-        click.echo(json.dumps(out) if as_json else f"{run_id} {run.status}"
-                   + (f": {name}@{run.model_version}" if run.model_version else "")
-                   + (f" ({run.error})" if run.error else ""))
+        click.echo(
+            json.dumps(out)
+            if as_json
+            else f"{run_id} {run.status}"
+            + (f": {name}@{run.model_version}" if run.model_version else "")
+            + (f" ({run.error})" if run.error else "")
+        )
         if run.status != "succeeded":
             sys.exit(1)
 
@@ -137,8 +194,11 @@ def register(main: click.Group, models: click.Group, fail_cleanly: Any) -> None:
         from producers import Client
 
         for run in Client().runs.list(limit):
-            line = progress_line(run.progress) if run.status == "running" else (
-                f"{run.name}@{run.model_version}" if run.model_version else run.error or "")
+            line = (
+                progress_line(run.progress)
+                if run.status == "running"
+                else (f"{run.name}@{run.model_version}" if run.model_version else run.error or "")
+            )
             click.echo(f"{run.id}  {run.status:<10} {run.task:<16} {run.name:<24} {line}")
 
     @models.command("list")
@@ -154,8 +214,10 @@ def register(main: click.Group, models: click.Group, fail_cleanly: Any) -> None:
             if as_json:
                 click.echo(json.dumps(version_as_dict(v)))
             else:
-                click.echo(f"{v.ref:<32} {v.stage:<10} {v.task:<16} {_metric(v):<28} "
-                           f"DP {_dp(v):<18} {v.created_at:%Y-%m-%d %H:%M}")
+                click.echo(
+                    f"{v.ref:<32} {v.stage:<10} {v.task:<16} {_metric(v):<28} "
+                    f"DP {_dp(v):<18} {v.created_at:%Y-%m-%d %H:%M}"
+                )
         if not views and not as_json:
             click.echo("no registered models; train one with `sluice train`", err=True)
 
@@ -171,9 +233,12 @@ def register(main: click.Group, models: click.Group, fail_cleanly: Any) -> None:
         out = version_as_dict(view)
         if view.training_run_id:
             run = client.training_run(view.training_run_id)
-            out["training"] = {"run_id": run.id, "spec": run.spec,
-                               "history": run.progress.get("history"),
-                               "ddp": run.progress.get("ddp")}
+            out["training"] = {
+                "run_id": run.id,
+                "spec": run.spec,
+                "history": run.progress.get("history"),
+                "ddp": run.progress.get("ddp"),
+            }
         click.echo(json.dumps(out, indent=2))
 
     @models.command("promote")

@@ -8,8 +8,12 @@ from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 
 
-def run_worker(settings: Settings, beat: bool = False, concurrency: int | None = None,
-               queues: list[str] | None = None) -> None:
+def run_worker(
+    settings: Settings,
+    beat: bool = False,
+    concurrency: int | None = None,
+    queues: list[str] | None = None,
+) -> None:
     from schemas.errors import ConfigError
     from workers.celery_app import create_app, worker_queues
 
@@ -18,11 +22,16 @@ def run_worker(settings: Settings, beat: bool = False, concurrency: int | None =
     if unknown:
         raise ConfigError(f"unknown queues {unknown}; Sluice's queues are: {', '.join(known)}")
     app = create_app(settings, endpoints(settings))
-    argv = ["worker", "--loglevel=INFO", "--pool=prefork",
-            f"--queues={','.join(queues or known)}",
-            f"--concurrency={concurrency or settings.worker_concurrency}",
-            f"--hostname=sluice-{os.getpid()}@{socket.gethostname()}",
-            "--without-gossip", "--without-mingle"]
+    argv = [
+        "worker",
+        "--loglevel=INFO",
+        "--pool=prefork",
+        f"--queues={','.join(queues or known)}",
+        f"--concurrency={concurrency or settings.worker_concurrency}",
+        f"--hostname=sluice-{os.getpid()}@{socket.gethostname()}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if beat:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         argv += ["--beat", f"--schedule={settings.data_dir / 'beat-schedule'}"]
@@ -44,9 +53,12 @@ def sweep_now(settings: Settings) -> dict[str, Any]:
     from workers.training.task import resend_training
 
     broker = require_broker(client.endpoints)
-    report.resent += resend_training(settings, client.endpoints.database_url,
-                                     client.dispatcher.send_training,
-                                     lambda: BrokerProbe(broker).is_empty(TRAIN_QUEUE))
+    report.resent += resend_training(
+        settings,
+        client.endpoints.database_url,
+        client.dispatcher.send_training,
+        lambda: BrokerProbe(broker).is_empty(TRAIN_QUEUE),
+    )
     from workers.callbacks import deliver_due
 
     return {**report.as_dict(), "callbacks": deliver_due(client.ledger, settings)}

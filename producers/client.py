@@ -36,9 +36,16 @@ class Client:
 
     # -- submitting ---------------------------------------------------------------------------
 
-    def submit_file(self, path: str | Path, task: str, *, text_column: str = "text",
-                    key_column: str | None = None, media_column: str = "path",
-                    **options: Any) -> str:
+    def submit_file(
+        self,
+        path: str | Path,
+        task: str,
+        *,
+        text_column: str = "text",
+        key_column: str | None = None,
+        media_column: str = "path",
+        **options: Any,
+    ) -> str:
         """Submit a file: texts or records from JSONL/CSV/Parquet; images or audio from a
         folder, or from a list file whose `media_column` holds paths, file:// or data: URIs."""
         path = Path(path)
@@ -48,71 +55,111 @@ class Client:
             return self._submit(items, task, source=str(path), **options)
         columns, rows = read_rows(path)
         ref = self.resolve_model(options.pop("model", None), task)
-        items = self.items_from_rows(columns, rows, task, model=str(ref.path),
-                                     key_column=key_column, text_column=text_column,
-                                     media_column=media_column, base_dir=path.parent.resolve(),
-                                     source=str(path))
+        items = self.items_from_rows(
+            columns,
+            rows,
+            task,
+            model=str(ref.path),
+            key_column=key_column,
+            text_column=text_column,
+            media_column=media_column,
+            base_dir=path.parent.resolve(),
+            source=str(path),
+        )
         return self._submit(items, task, source=str(path), ref=ref, **options)
 
-    def submit_texts(self, texts: Iterable[str] | dict[str, str], task: str,
-                     **options: Any) -> str:
+    def submit_texts(self, texts: Iterable[str] | dict[str, str], task: str, **options: Any) -> str:
         """Submit texts from memory: a list (keys are 1, 2, ...) or a {key: text} mapping."""
         pairs = texts.items() if isinstance(texts, dict) else enumerate(texts, 1)
         rows = [{"key": str(k), "text": v} for k, v in pairs]
-        items = rows_to_items(["key", "text"], iter(rows), text_column="text", key_column="key",
-                              max_chars=self.settings.max_text_chars, source="texts")
+        items = rows_to_items(
+            ["key", "text"],
+            iter(rows),
+            text_column="text",
+            key_column="key",
+            max_chars=self.settings.max_text_chars,
+            source="texts",
+        )
         return self._submit(items, task, source=options.pop("source", "sdk"), **options)
 
-    def submit_media(self, refs: Iterable[str | Path] | dict[str, str], task: str,
-                     **options: Any) -> str:
+    def submit_media(
+        self, refs: Iterable[str | Path] | dict[str, str], task: str, **options: Any
+    ) -> str:
         """Submit images or audio by reference: paths, file:// URIs or data: URIs, as a list
         (keyed by the reference itself) or a {key: reference} mapping."""
         pairs = refs.items() if isinstance(refs, dict) else ((str(r), str(r)) for r in refs)
         items = [media_item(str(k), str(v), None, self.settings) for k, v in pairs]
         return self._submit(items, task, source=options.pop("source", "sdk"), **options)
 
-    def submit_records(self, records: dict[str, dict[str, Any]], task: str, *,
-                       model: str, **options: Any) -> str:
+    def submit_records(
+        self, records: dict[str, dict[str, Any]], task: str, *, model: str, **options: Any
+    ) -> str:
         """Submit records from memory as {key: {feature: value}}; checked against the model's
         feature schema, each bad record named with its column."""
         ref = self.resolve_model(model, task)
         features = models.record_features(ref.path)
         items = [record_item(str(k), row, features, ()) for k, row in records.items()]
-        return self._submit(items, task, source=options.pop("source", "sdk"), ref=ref,
-                            **options)
+        return self._submit(items, task, source=options.pop("source", "sdk"), ref=ref, **options)
 
     def resolve_model(self, model: str | None, task: str) -> models.ModelRef:
         if model is None:
             if task_info(task).modality != "text":
-                raise SluiceError(f"task {task!r} needs a model: pass --model DIR (the demo "
-                                  "models are made by `sluice models build`)")
+                raise SluiceError(
+                    f"task {task!r} needs a model: pass --model DIR (the demo "
+                    "models are made by `sluice models build`)"
+                )
             model = self.settings.default_model
         if MODEL_SELECTOR_RE.match(model) and not Path(model).exists():
-            return models.from_registry(self.registry.resolve(model), task,
-                                        self.settings.data_dir)
+            return models.from_registry(self.registry.resolve(model), task, self.settings.data_dir)
         return models.resolve(model, task, self.settings.data_dir)
 
-    def items_from_rows(self, columns: list[str], rows: Iterator[dict[str, Any]], task: str, *,
-                        model: str | None = None, key_column: str | None = None,
-                        text_column: str = "text", media_column: str = "path",
-                        base_dir: Path | None = None, source: str = "rows") -> list[Item]:
+    def items_from_rows(
+        self,
+        columns: list[str],
+        rows: Iterator[dict[str, Any]],
+        task: str,
+        *,
+        model: str | None = None,
+        key_column: str | None = None,
+        text_column: str = "text",
+        media_column: str = "path",
+        base_dir: Path | None = None,
+        source: str = "rows",
+    ) -> list[Item]:
         """Rows of any modality to items: texts, media references or records (checked against
         the model's feature schema)."""
         modality = task_info(task).modality
         if modality == "text":
-            return rows_to_items(columns, rows, text_column=text_column, key_column=key_column,
-                                 max_chars=self.settings.max_text_chars, source=source)
+            return rows_to_items(
+                columns,
+                rows,
+                text_column=text_column,
+                key_column=key_column,
+                max_chars=self.settings.max_text_chars,
+                source=source,
+            )
         if modality == "records":
             features = models.record_features(self.resolve_model(model, task).path)
             ignore = (key_column,) if key_column else ()
-            return build_items(columns, rows, key_column=key_column, source=source,
-                               build=lambda key, row: record_item(key, row, features, ignore))
+            return build_items(
+                columns,
+                rows,
+                key_column=key_column,
+                source=source,
+                build=lambda key, row: record_item(key, row, features, ignore),
+            )
         if media_column not in columns:
-            raise InputFileError(f"{source}: media column {media_column!r} not found; columns "
-                                 f"are: {', '.join(columns) or '(none)'}")
-        return build_items(columns, rows, key_column=key_column, source=source,
-                           build=lambda key, row: media_item(key, row.get(media_column),
-                                                             base_dir, self.settings))
+            raise InputFileError(
+                f"{source}: media column {media_column!r} not found; columns "
+                f"are: {', '.join(columns) or '(none)'}"
+            )
+        return build_items(
+            columns,
+            rows,
+            key_column=key_column,
+            source=source,
+            build=lambda key, row: media_item(key, row.get(media_column), base_dir, self.settings),
+        )
 
     def submit_items(self, items: list[Item], task: str, **options: Any) -> str:
         """Submit prepared items (the REST API and `sluice enrich` come in here). Besides the
@@ -120,11 +167,20 @@ class Client:
         idempotency_key (recorded on the job)."""
         return self._submit(items, task, **options)
 
-    def _submit(self, items: list[Item], task: str, *, model: str | None = None,
-                explain: str = "none", labels: list[str] | None = None,
-                label_descriptions: dict[str, str] | None = None, priority: int = 5,
-                source: str | None = None, ref: models.ModelRef | None = None,
-                **recorded: Any) -> str:
+    def _submit(
+        self,
+        items: list[Item],
+        task: str,
+        *,
+        model: str | None = None,
+        explain: str = "none",
+        labels: list[str] | None = None,
+        label_descriptions: dict[str, str] | None = None,
+        priority: int = 5,
+        source: str | None = None,
+        ref: models.ModelRef | None = None,
+        **recorded: Any,
+    ) -> str:
         info = task_info(task)
         ExplainPolicy.parse(explain)
         if explain != "none" and not info.explainable:
@@ -148,8 +204,16 @@ class Client:
             if tenant and ref.registry["tenant"] != tenant:  # not even its existence is told
                 raise ModelError(f"no registered model named {ref.registry['name']!r}")
             params["registry"] = ref.registry
-        spec = JobSpec(task=task, model=ref.name, model_version=ref.version, params=params,
-                       explain=explain, priority=priority, source=source, **recorded)
+        spec = JobSpec(
+            task=task,
+            model=ref.name,
+            model_version=ref.version,
+            params=params,
+            explain=explain,
+            priority=priority,
+            source=source,
+            **recorded,
+        )
         chunk_size = self.settings.chunk_size or info.chunk_size
         job_id, chunk_ids = self.ledger.create_job(spec, items, chunk_size)
         try:
@@ -163,33 +227,57 @@ class Client:
 
     # -- training -----------------------------------------------------------------------------
 
-    def submit_training(self, *, task: str, name: str, data: str | Path, label_column: str,
-                        tenant: str = "default", **options: Any) -> str:
+    def submit_training(
+        self,
+        *,
+        task: str,
+        name: str,
+        data: str | Path,
+        label_column: str,
+        tenant: str = "default",
+        **options: Any,
+    ) -> str:
         """Check a training request and queue it on `sluice.train`; returns the run id.
         Options: data_url (then `data` is a table), labels, base, epochs, workers,
         gpus_per_worker, batch_size, learning_rate, train_encoder, dp_epsilon, dp_delta,
         text_column, media_column, key_column, feature_columns, seed, holdout_fraction."""
-        spec = build_spec(self.settings, lambda ref, t: self.resolve_model(ref, t), task=task,
-                          name=name, data=str(data), label_column=label_column, **options)
+        spec = build_spec(
+            self.settings,
+            lambda ref, t: self.resolve_model(ref, t),
+            task=task,
+            name=name,
+            data=str(data),
+            label_column=label_column,
+            **options,
+        )
         require_broker(self.endpoints)  # after the checks: a bad request fails the same anyway
         known = self.registry.list(spec.name)
         if known and known[0].task != spec.task:
-            raise SluiceError(f"model name {spec.name!r} is taken by a {known[0].task} model; "
-                              "choose another --name")
+            raise SluiceError(
+                f"model name {spec.name!r} is taken by a {known[0].task} model; "
+                "choose another --name"
+            )
         run_id = self.runs.create(spec.model_dump(), spec.name, spec.task, tenant=tenant)
         try:
             self.dispatcher.send_training(run_id)
         except Exception as exc:  # kombu raises several types for an unreachable broker
-            raise SluiceError(f"training run {run_id} is recorded but could not be queued "
-                              f"({type(exc).__name__}: {exc}); the sweeper sends it once the "
-                              "broker answers (`sluice sweep`)") from exc
+            raise SluiceError(
+                f"training run {run_id} is recorded but could not be queued "
+                f"({type(exc).__name__}: {exc}); the sweeper sends it once the "
+                "broker answers (`sluice sweep`)"
+            ) from exc
         return run_id
 
     def training_run(self, run_id: str) -> RunView:
         return self.runs.get(run_id)
 
-    def wait_training(self, run_id: str, timeout: float | None = None, poll: float = 0.5,
-                      on_progress: Callable[[RunView], None] | None = None) -> RunView:
+    def wait_training(
+        self,
+        run_id: str,
+        timeout: float | None = None,
+        poll: float = 0.5,
+        on_progress: Callable[[RunView], None] | None = None,
+    ) -> RunView:
         """Block until the run has ended; call on_progress whenever its progress moves."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last: tuple[Any, ...] | None = None
@@ -210,22 +298,30 @@ class Client:
     def status(self, job_id: str) -> JobView:
         return self.ledger.job(job_id)
 
-    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.25,
-             on_progress: Callable[[JobView], None] | None = None) -> JobView:
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        poll: float = 0.25,
+        on_progress: Callable[[JobView], None] | None = None,
+    ) -> JobView:
         """Block until the job has finished; call on_progress with each new state."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last = None
         while True:
             view = self.ledger.job(job_id)
-            if on_progress and (last is None or view.counts != last.counts
-                                or view.status != last.status):
+            if on_progress and (
+                last is None or view.counts != last.counts or view.status != last.status
+            ):
                 on_progress(view)
             last = view
             if view.status.finished:
                 return view
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {view.status} after {timeout}s "
-                                   f"({view.counts.processed}/{view.counts.total} items)")
+                raise TimeoutError(
+                    f"job {job_id} still {view.status} after {timeout}s "
+                    f"({view.counts.processed}/{view.counts.total} items)"
+                )
             time.sleep(poll)
 
     def cancel(self, job_id: str) -> JobView:

@@ -34,8 +34,13 @@ class Dispatcher:
         n = 0
         with self.app.producer_or_acquire() as producer:
             for chunk_id in chunk_ids:
-                self.app.send_task(PROCESS_CHUNK, args=[chunk_id], queue=queue,
-                                   priority=redis_priority(priority), producer=producer)
+                self.app.send_task(
+                    PROCESS_CHUNK,
+                    args=[chunk_id],
+                    queue=queue,
+                    priority=redis_priority(priority),
+                    producer=producer,
+                )
                 n += 1
         return n
 

@@ -42,11 +42,25 @@ from storage.watermarks import Watermarks
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 WHERE = re.compile(r"^\s*(\S+?)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$", re.S)
 OPERATORS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
-    "=": lambda c, v: c == v, "!=": lambda c, v: c != v, "<": lambda c, v: c < v,
-    "<=": lambda c, v: c <= v, ">": lambda c, v: c > v, ">=": lambda c, v: c >= v,
+    "=": lambda c, v: c == v,
+    "!=": lambda c, v: c != v,
+    "<": lambda c, v: c < v,
+    "<=": lambda c, v: c <= v,
+    ">": lambda c, v: c > v,
+    ">=": lambda c, v: c >= v,
 }
-ENRICHED = ["label", "score", "embedding", "output", "explanation_summary", "status", "error",
-            "model_version", "job_id", "processed_at"]
+ENRICHED = [
+    "label",
+    "score",
+    "embedding",
+    "output",
+    "explanation_summary",
+    "status",
+    "error",
+    "model_version",
+    "job_id",
+    "processed_at",
+]
 
 
 def identifier(name: object, what: str) -> str:
@@ -54,7 +68,8 @@ def identifier(name: object, what: str) -> str:
     if not isinstance(name, str) or not IDENTIFIER.match(name):
         raise UnsafeIdentifierError(
             f"{what} {name!r} is not a plain SQL identifier (letters, digits and '_', not "
-            "starting with a digit, at most 63 characters); refused, nothing was executed")
+            "starting with a digit, at most 63 characters); refused, nothing was executed"
+        )
     return name
 
 
@@ -64,8 +79,9 @@ def table_name(name: object, what: str = "table") -> tuple[str | None, str]:
         identifier(name, what)
     parts = str(name).split(".")
     if len(parts) > 2:
-        raise UnsafeIdentifierError(f"{what} {name!r}: use TABLE or SCHEMA.TABLE; refused, "
-                                    "nothing was executed")
+        raise UnsafeIdentifierError(
+            f"{what} {name!r}: use TABLE or SCHEMA.TABLE; refused, nothing was executed"
+        )
     if len(parts) == 2:
         return identifier(parts[0], f"{what} schema"), identifier(parts[1], what)
     return None, identifier(parts[0], what)
@@ -126,8 +142,10 @@ def reflect(engine: Engine, name: str) -> Table:
 
 def _column(table: Table, name: str, what: str) -> Any:
     if name not in table.c:
-        raise SluiceError(f"{what} {name!r} not found in table {table.fullname!r}; columns "
-                          f"are: {', '.join(table.c.keys())}")
+        raise SluiceError(
+            f"{what} {name!r} not found in table {table.fullname!r}; columns "
+            f"are: {', '.join(table.c.keys())}"
+        )
     return table.c[name]
 
 
@@ -149,8 +167,9 @@ def coerce(column: Any, value: Any) -> Any:
         if kind is dt.date:
             return dt.date.fromisoformat(value)
     except ValueError as exc:
-        raise SluiceError(f"--where value {value!r} does not fit column {column.name!r} "
-                          f"({kind.__name__}): {exc}") from exc
+        raise SluiceError(
+            f"--where value {value!r} does not fit column {column.name!r} ({kind.__name__}): {exc}"
+        ) from exc
     return value
 
 
@@ -170,8 +189,12 @@ def source_query(table: Table, spec: SourceSpec, after: Any | None) -> Any:
     else:
         cols.append(_raw(_column(table, spec.text_column, "text column")).label("text"))
     order = [key]
-    query_filters = [OPERATORS[c.op](_column(table, c.column, "where column"),
-                                     coerce(table.c[c.column], c.value)) for c in spec.where]
+    query_filters = [
+        OPERATORS[c.op](
+            _column(table, c.column, "where column"), coerce(table.c[c.column], c.value)
+        )
+        for c in spec.where
+    ]
     if spec.since_column is not None:
         since = _column(table, spec.since_column, "since column")
         cols.append(_raw(since).label("since"))
@@ -181,8 +204,9 @@ def source_query(table: Table, spec: SourceSpec, after: Any | None) -> Any:
     return select(*cols).where(*query_filters).order_by(*order)
 
 
-def read_rows(engine: Engine, spec: SourceSpec,
-              after: Any | None = None) -> tuple[Table, Iterator[dict[str, Any]]]:
+def read_rows(
+    engine: Engine, spec: SourceSpec, after: Any | None = None
+) -> tuple[Table, Iterator[dict[str, Any]]]:
     """The source table and its selected rows as {"key", "text"[, "since"]} dicts, streamed."""
     spec.validate()
     table = reflect(engine, spec.table)
@@ -198,16 +222,28 @@ def read_rows(engine: Engine, spec: SourceSpec,
 
 # -- the write-back ---------------------------------------------------------------------------
 
+
 def dest_table(name: str, key_column: str, key_is_int: bool) -> Table:
     schema, table = table_name(name, "destination table")
     return Table(
-        table, MetaData(),
-        Column(identifier(key_column, "key column"), BigInteger() if key_is_int else String(512),
-               primary_key=True, autoincrement=False),
-        Column("label", Text), Column("score", Float), Column("embedding", JSONType),
-        Column("output", JSONType), Column("explanation_summary", Text),
-        Column("status", String(16)), Column("error", Text), Column("model_version", String(64)),
-        Column("job_id", String(32)), Column("processed_at", DateTime(timezone=True)),
+        table,
+        MetaData(),
+        Column(
+            identifier(key_column, "key column"),
+            BigInteger() if key_is_int else String(512),
+            primary_key=True,
+            autoincrement=False,
+        ),
+        Column("label", Text),
+        Column("score", Float),
+        Column("embedding", JSONType),
+        Column("output", JSONType),
+        Column("explanation_summary", Text),
+        Column("status", String(16)),
+        Column("error", Text),
+        Column("model_version", String(64)),
+        Column("job_id", String(32)),
+        Column("processed_at", DateTime(timezone=True)),
         schema=schema,
     )
 
@@ -218,8 +254,10 @@ def ensure_dest(engine: Engine, table: Table) -> None:
         have = {c["name"] for c in inspect(engine).get_columns(table.name, schema=table.schema)}
         missing = [c.name for c in table.columns if c.name not in have]
         if missing:
-            raise SluiceError(f"destination table {table.fullname!r} exists without the "
-                              f"columns {missing}; drop it or choose another --dest-table")
+            raise SluiceError(
+                f"destination table {table.fullname!r} exists without the "
+                f"columns {missing}; drop it or choose another --dest-table"
+            )
         return
     table.create(engine)
 
@@ -228,21 +266,30 @@ def summarise(explanation: dict[str, Any] | None, top: int = 5) -> str | None:
     """`word(+0.412) word(-0.120) ...`: the most attributed words, strongest first."""
     if not explanation or explanation.get("status") != "ok":
         return None
-    pairs = sorted(zip(explanation.get("tokens") or [], explanation.get("attributions") or [],
-                       strict=False), key=lambda p: -abs(p[1]))[:top]
+    pairs = sorted(
+        zip(explanation.get("tokens") or [], explanation.get("attributions") or [], strict=False),
+        key=lambda p: -abs(p[1]),
+    )[:top]
     return " ".join(f"{tok}({att:+.3f})" for tok, att in pairs) or None
 
 
-def enriched_row(result: dict[str, Any], key_column: str, key_is_int: bool,
-                 view: JobView, now: dt.datetime) -> dict[str, Any]:
+def enriched_row(
+    result: dict[str, Any], key_column: str, key_is_int: bool, view: JobView, now: dt.datetime
+) -> dict[str, Any]:
     output = dict(result.get("output") or {})
     embedding = output.pop("embedding", None)
     return {
         key_column: int(result["key"]) if key_is_int else result["key"],
-        "label": output.get("label"), "score": output.get("score"), "embedding": embedding,
-        "output": output or None, "explanation_summary": summarise(result.get("explanation")),
-        "status": result["status"], "error": result.get("error"),
-        "model_version": view.model_version, "job_id": view.id, "processed_at": now,
+        "label": output.get("label"),
+        "score": output.get("score"),
+        "embedding": embedding,
+        "output": output or None,
+        "explanation_summary": summarise(result.get("explanation")),
+        "status": result["status"],
+        "error": result.get("error"),
+        "model_version": view.model_version,
+        "job_id": view.id,
+        "processed_at": now,
     }
 
 
@@ -253,9 +300,12 @@ def upsert(engine: Engine, table: Table, key_column: str, rows: list[dict[str, A
         if conn.dialect.name in ("postgresql", "sqlite"):
             insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
             stmt = insert(table)
-            conn.execute(stmt.on_conflict_do_update(
-                index_elements=[key_column],
-                set_={c: stmt.excluded[c] for c in ENRICHED}), rows)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[key_column], set_={c: stmt.excluded[c] for c in ENRICHED}
+                ),
+                rows,
+            )
         else:  # any other database: replace the rows of these keys in one transaction
             key = table.c[key_column]
             conn.execute(table.delete().where(key.in_([r[key_column] for r in rows])))
@@ -267,6 +317,7 @@ def _redacted(engine: Engine) -> str:
 
 
 # -- the whole run ------------------------------------------------------------------------------
+
 
 @dataclass
 class EnrichSpec:
@@ -292,14 +343,25 @@ class EnrichReport:
         def show(v: Any) -> Any:
             return v.isoformat() if isinstance(v, dt.date) else v
 
-        return {"rows_read": self.rows_read, "rows_written": self.rows_written,
-                "job_id": self.job_id, "status": self.status,
-                "watermark_before": show(self.watermark_before),
-                "watermark_after": show(self.watermark_after), "seconds": round(self.seconds, 3)}
+        return {
+            "rows_read": self.rows_read,
+            "rows_written": self.rows_written,
+            "job_id": self.job_id,
+            "status": self.status,
+            "watermark_before": show(self.watermark_before),
+            "watermark_after": show(self.watermark_after),
+            "seconds": round(self.seconds, 3),
+        }
 
 
-def enrich(client: Any, spec: EnrichSpec, *, full: bool = False, timeout: float | None = None,
-           on_progress: Callable[[JobView], None] | None = None) -> EnrichReport:
+def enrich(
+    client: Any,
+    spec: EnrichSpec,
+    *,
+    full: bool = False,
+    timeout: float | None = None,
+    on_progress: Callable[[JobView], None] | None = None,
+) -> EnrichReport:
     """Read (new) rows, run them as one job, wait, upsert the results, move the watermark."""
     import time
 
@@ -318,8 +380,10 @@ def enrich(client: Any, spec: EnrichSpec, *, full: bool = False, timeout: float 
         if modality == "records":
             spec.source.feature_columns = [f["name"] for f in models.record_features(ref.path)]
         elif modality in ("image", "audio") and not spec.source.media_column:
-            raise SluiceError(f"task {spec.task!r} reads media: name the column of paths or "
-                              "URIs with --media-column")
+            raise SluiceError(
+                f"task {spec.task!r} reads media: name the column of paths or "
+                "URIs with --media-column"
+            )
         mark_key = (_redacted(source), spec.source.table, spec.task, ref.version)
         before = None if full or not spec.source.since_column else marks.get(*mark_key)
         table, rows = read_rows(source, spec.source, before)
@@ -331,35 +395,62 @@ def enrich(client: Any, spec: EnrichSpec, *, full: bool = False, timeout: float 
                     newest[:] = [max(newest[0], row["since"]) if newest else row["since"]]
                 yield {k: v for k, v in row.items() if k != "since"}
 
-        columns = ["key", *(spec.source.feature_columns or (
-            ["path"] if spec.source.media_column else ["text"]))]
+        columns = [
+            "key",
+            *(spec.source.feature_columns or (["path"] if spec.source.media_column else ["text"])),
+        ]
         items: list[Item] = client.items_from_rows(
-            columns, tracked(), spec.task, model=str(ref.path), key_column="key",
-            source=f"table {spec.source.table}")
+            columns,
+            tracked(),
+            spec.task,
+            model=str(ref.path),
+            key_column="key",
+            source=f"table {spec.source.table}",
+        )
         if not items:
-            return EnrichReport(0, 0, None, "nothing-to-do", before, before,
-                                time.perf_counter() - started)
+            return EnrichReport(
+                0, 0, None, "nothing-to-do", before, before, time.perf_counter() - started
+            )
         key_col = table.c[spec.source.key_column]
         key_is_int = _python_type(key_col) is int
         dest = dest_table(spec.dest_table, spec.source.key_column, key_is_int)
         ensure_dest(dest_engine, dest)
-        job_id = client.submit_items(items, spec.task, model=spec.model, **spec.options,
-                                     source=f"sql:{_redacted(source)}#{spec.source.table}")
+        job_id = client.submit_items(
+            items,
+            spec.task,
+            model=spec.model,
+            **spec.options,
+            source=f"sql:{_redacted(source)}#{spec.source.table}",
+        )
         view = client.wait(job_id, timeout=timeout, on_progress=on_progress)
         written = write_back(client, view, dest_engine, dest, spec.source.key_column, key_is_int)
         after = newest[0] if newest else before
         if spec.source.since_column and after is not None and view.status != "cancelled":
             marks.set(*mark_key, spec.source.since_column, after, job_id)
-        return EnrichReport(len(items), written, job_id, view.status.value, before, after,
-                            time.perf_counter() - started)
+        return EnrichReport(
+            len(items),
+            written,
+            job_id,
+            view.status.value,
+            before,
+            after,
+            time.perf_counter() - started,
+        )
     finally:
         source.dispose()
         if dest_engine is not source:
             dest_engine.dispose()
 
 
-def write_back(client: Any, view: JobView, engine: Engine, dest: Table, key_column: str,
-               key_is_int: bool, batch: int = 1000) -> int:
+def write_back(
+    client: Any,
+    view: JobView,
+    engine: Engine,
+    dest: Table,
+    key_column: str,
+    key_is_int: bool,
+    batch: int = 1000,
+) -> int:
     now = dt.datetime.now(dt.UTC)
     written = 0
     pending: list[dict[str, Any]] = []

@@ -15,12 +15,14 @@ from schemas.settings import Settings
 def folder_items(folder: Path, modality: str, settings: Settings) -> list[Item]:
     """Every file of the modality under `folder`, keyed by its path relative to the folder."""
     suffixes = SUFFIXES[modality]
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes
-                   and (p.is_file() or p.is_symlink()))
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in suffixes and (p.is_file() or p.is_symlink())
+    )
     if not files:
         raise InputFileError(f"{folder}: no {modality} files ({', '.join(suffixes)}) found")
-    return [media_item(p.relative_to(folder).as_posix(), str(p), None, settings)
-            for p in files]
+    return [media_item(p.relative_to(folder).as_posix(), str(p), None, settings) for p in files]
 
 
 def path_items(paths: Iterable[str | Path], settings: Settings) -> list[Item]:
@@ -31,8 +33,10 @@ def media_item(key: str, value: Any, base_dir: Path | None, settings: Settings) 
     """An item for a path, `file://` URI or `data:` URI; `invalid` says why one is refused."""
     if not isinstance(value, str):
         what = "missing" if value is None else f"a {type(value).__name__}"
-        return Item(key=key, invalid=f"media reference is {what}; expected a path, a file:// "
-                                     "URI or a data: URI")
+        return Item(
+            key=key,
+            invalid=f"media reference is {what}; expected a path, a file:// URI or a data: URI",
+        )
     try:
         kind, ref = parse_reference(value, base_dir)
         if kind == "data":
@@ -44,7 +48,8 @@ def media_item(key: str, value: Any, base_dir: Path | None, settings: Settings) 
         return Item(key=key, invalid=str(exc))
 
 
-def record_item(key: str, row: dict[str, Any], features: list[dict[str, Any]],
-                ignore: tuple[str, ...]) -> Item:
+def record_item(
+    key: str, row: dict[str, Any], features: list[dict[str, Any]], ignore: tuple[str, ...]
+) -> Item:
     values, problem = check_record(row, features, ignore)
     return Item(key=key, invalid=problem) if problem else Item(key=key, record=values)

@@ -35,16 +35,29 @@ def from_registry(view: Any, task: str, cache_dir: Path) -> ModelRef:
         raise ModelError(f"model {view.ref} was trained for {view.task}, not {task}")
     path = Path(view.uri)
     if not path.is_dir():
-        raise ModelError(f"model {view.ref}: its directory {path} is gone (the model store "
-                         "must be shared by every host)")
+        raise ModelError(
+            f"model {view.ref}: its directory {path} is gone (the model store "
+            "must be shared by every host)"
+        )
     _check_safe(path, view.ref)
     _check_task(path, view.ref, task)
     if weights_sha256(path, cache_dir) != view.sha256:
-        raise ModelError(f"model {view.ref}: the weights in {path} are not the ones registered "
-                         "(SHA-256 differs); register the model again")
-    return ModelRef(name=view.ref, path=path, version=weights_digest(path, cache_dir),
-                    registry={"name": view.name, "version": view.version, "stage": view.stage,
-                              "sha256": view.sha256, "tenant": view.tenant})
+        raise ModelError(
+            f"model {view.ref}: the weights in {path} are not the ones registered "
+            "(SHA-256 differs); register the model again"
+        )
+    return ModelRef(
+        name=view.ref,
+        path=path,
+        version=weights_digest(path, cache_dir),
+        registry={
+            "name": view.name,
+            "version": view.version,
+            "stage": view.stage,
+            "sha256": view.sha256,
+            "tenant": view.tenant,
+        },
+    )
 
 
 def resolve(ref: str, task: str, cache_dir: Path) -> ModelRef:
@@ -59,8 +72,9 @@ def _locate(ref: str) -> Path:
     if package:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
-            raise ModelError(f"model {ref!r} needs the package {package.replace('_', '-')}; "
-                             "install it with pip")
+            raise ModelError(
+                f"model {ref!r} needs the package {package.replace('_', '-')}; install it with pip"
+            )
         return Path(next(iter(spec.submodule_search_locations))) / "model"
     local = Path(ref).expanduser()
     if local.exists():
@@ -81,14 +95,18 @@ def _from_hub(repo_id: str) -> Path:
     except Exception:
         pass
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ModelError(f"model {repo_id!r} is not a local directory and is not in the Hugging "
-                         "Face cache (HF_HUB_OFFLINE=1); pass a local model directory")
+        raise ModelError(
+            f"model {repo_id!r} is not a local directory and is not in the Hugging "
+            "Face cache (HF_HUB_OFFLINE=1); pass a local model directory"
+        )
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, etag_timeout=10))
     except Exception as exc:
-        raise ModelError(f"model {repo_id!r} is not a local directory and could not be fetched "
-                         f"from the Hugging Face hub ({type(exc).__name__}); pass a local model "
-                         "directory") from exc
+        raise ModelError(
+            f"model {repo_id!r} is not a local directory and could not be fetched "
+            f"from the Hugging Face hub ({type(exc).__name__}); pass a local model "
+            "directory"
+        ) from exc
 
 
 def _check_safe(path: Path, ref: str) -> None:
@@ -100,13 +118,17 @@ def _check_safe(path: Path, ref: str) -> None:
     except json.JSONDecodeError as exc:
         raise ModelError(f"model {ref!r}: config.json is not valid JSON ({exc})") from exc
     if "auto_map" in cfg:
-        raise ModelError(f"model {ref!r} needs custom code (auto_map in config.json); Sluice "
-                         "loads models with trust_remote_code=False only")
+        raise ModelError(
+            f"model {ref!r} needs custom code (auto_map in config.json); Sluice "
+            "loads models with trust_remote_code=False only"
+        )
     if not list(path.glob("*.safetensors")):
         unsafe = sorted(p.name for pat in UNSAFE_WEIGHTS for p in path.glob(pat))
         hint = f" (found {', '.join(unsafe)}: pickle-based, refused)" if unsafe else ""
-        raise ModelError(f"model {ref!r}: no .safetensors weights in {path}{hint}; convert the "
-                         "model with save_pretrained(..., safe_serialization=True)")
+        raise ModelError(
+            f"model {ref!r}: no .safetensors weights in {path}{hint}; convert the "
+            "model with save_pretrained(..., safe_serialization=True)"
+        )
 
 
 def _check_task(path: Path, ref: str, task: str) -> None:
@@ -117,16 +139,22 @@ def _check_task(path: Path, ref: str, task: str) -> None:
         return
     wanted = ARCHITECTURES.get(task)
     if wanted and not any(a.endswith(wanted) for a in archs):
-        raise ModelError(f"model {ref!r} does not fit {task} (architectures: "
-                         f"{archs or 'none'}); it needs {NEEDS[task]}")
+        raise ModelError(
+            f"model {ref!r} does not fit {task} (architectures: "
+            f"{archs or 'none'}); it needs {NEEDS[task]}"
+        )
     if task in ("classify-image", "classify-audio", "transcribe"):
         # transformers 5 saves a whole processor as processor_config.json.
-        if not any((path / f).is_file() for f in ("preprocessor_config.json",
-                                                  "processor_config.json")):
-            raise ModelError(f"model {ref!r}: no preprocessor_config.json in {path}; save the "
-                             "image processor or feature extractor with save_pretrained")
-    elif not any((path / f).exists() for f in ("tokenizer.json", "vocab.txt",
-                                               "tokenizer_config.json")):
+        if not any(
+            (path / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")
+        ):
+            raise ModelError(
+                f"model {ref!r}: no preprocessor_config.json in {path}; save the "
+                "image processor or feature extractor with save_pretrained"
+            )
+    elif not any(
+        (path / f).exists() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+    ):
         raise ModelError(f"model {ref!r}: no tokenizer files in {path}")
 
 
@@ -142,14 +170,16 @@ NEEDS = {
     "classify-image": "an AutoModelForImageClassification directory with its image processor",
     "classify-audio": "an AutoModelForAudioClassification directory with its feature extractor",
     "transcribe": "a speech recognition directory (CTC such as wav2vec2, or sequence-to-"
-                  "sequence such as Whisper) with its processor",
+    "sequence such as Whisper) with its processor",
 }
 
 
 def _check_records(path: Path, ref: str, task: str, cfg: dict[str, object]) -> None:
     if cfg.get("sluice_model") != "records-mlp":
-        raise ModelError(f"model {ref!r} is not a Sluice records model (config.json has no "
-                         "\"sluice_model\": \"records-mlp\"); see the README's records format")
+        raise ModelError(
+            f"model {ref!r} is not a Sluice records model (config.json has no "
+            '"sluice_model": "records-mlp"); see the README\'s records format'
+        )
     if cfg.get("task") != task:
         raise ModelError(f"model {ref!r} was trained for {cfg.get('task')}, not {task}")
     record_features(path)
@@ -160,20 +190,26 @@ def record_features(path: Path) -> list[dict[str, Any]]:
     try:
         features = json.loads((path / "features.json").read_text())["features"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ModelError(f"{path}: no readable features.json ({type(exc).__name__}: {exc})"
-                         ) from exc
-    if not isinstance(features, list) or not features or not all(
-            isinstance(f, dict) and isinstance(f.get("name"), str) for f in features):
-        raise ModelError(f"{path}/features.json: 'features' must be a non-empty list of "
-                         "objects with a name")
+        raise ModelError(
+            f"{path}: no readable features.json ({type(exc).__name__}: {exc})"
+        ) from exc
+    if (
+        not isinstance(features, list)
+        or not features
+        or not all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in features)
+    ):
+        raise ModelError(
+            f"{path}/features.json: 'features' must be a non-empty list of objects with a name"
+        )
     return features
 
 
 def weights_digest(path: Path, cache_dir: Path) -> str:
     """SHA-256 of the weights, config and tokenizer files: whatever changes a prediction
     changes the version. Cached by (path, size, mtime) so a re-submit does not re-hash."""
-    files = sorted(p for pattern in ("*.safetensors", "*.json", "*.txt", "*.model")
-                   for p in path.glob(pattern))
+    files = sorted(
+        p for pattern in ("*.safetensors", "*.json", "*.txt", "*.model") for p in path.glob(pattern)
+    )
     return _digest(files, cache_dir)[:16]
 
 
@@ -184,8 +220,11 @@ def weights_sha256(path: Path, cache_dir: Path) -> str:
 
 def _digest(files: list[Path], cache_dir: Path) -> str:
     # inode and ctime too: a copy that keeps size and mtime (cp -p, rsync -a) is re-hashed
-    stamp = ";".join(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
-                     for f in files for st in [f.stat()])
+    stamp = ";".join(
+        f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
+        for f in files
+        for st in [f.stat()]
+    )
     cache = cache_dir / "model-digests.json"
     known: dict[str, str] = {}
     if cache.exists():

@@ -9,8 +9,14 @@ from schemas.errors import DuplicateKeysError, InputFileError
 from schemas.jobs import Item, text_problem
 from storage.datasets import _MALFORMED, SUFFIXES, detect_format, read_rows
 
-__all__ = ["SUFFIXES", "build_items", "check_key_column", "detect_format", "read_rows",
-           "rows_to_items"]
+__all__ = [
+    "SUFFIXES",
+    "build_items",
+    "check_key_column",
+    "detect_format",
+    "read_rows",
+    "rows_to_items",
+]
 
 MAX_KEY_CHARS = 512  # the width of results.item_key
 
@@ -43,8 +49,14 @@ def rows_to_items(
     return build_items(columns, rows, key_column=key_column, source=source, build=build)
 
 
-def build_items(columns: list[str], rows: Iterator[dict[str, Any]], *, key_column: str | None,
-                source: str, build: ItemBuilder) -> list[Item]:
+def build_items(
+    columns: list[str],
+    rows: Iterator[dict[str, Any]],
+    *,
+    key_column: str | None,
+    source: str,
+    build: ItemBuilder,
+) -> list[Item]:
     """Rows to items of any modality: keys are checked here, the content by `build`."""
     check_key_column(columns, key_column, source)
     items: list[Item] = []
@@ -77,10 +89,15 @@ def _item(n: int, row: dict[str, Any], key_col: str | None, build: ItemBuilder) 
         if raw_key is None or raw_key == "":
             return Item(key=f"row:{n}", invalid=f"missing key column {key_col!r} in row {n}")
         if not isinstance(raw_key, str | int):
-            return Item(key=f"row:{n}", invalid=f"key column {key_col!r} holds "
-                        f"{type(raw_key).__name__}, expected a string or an integer")
+            return Item(
+                key=f"row:{n}",
+                invalid=f"key column {key_col!r} holds "
+                f"{type(raw_key).__name__}, expected a string or an integer",
+            )
         key = str(raw_key)
         if len(key) > MAX_KEY_CHARS:
-            raise InputFileError(f"the key in row {n} is {len(key)} characters long; keys are "
-                                 f"limited to {MAX_KEY_CHARS}")
+            raise InputFileError(
+                f"the key in row {n} is {len(key)} characters long; keys are "
+                f"limited to {MAX_KEY_CHARS}"
+            )
     return build(key, row)

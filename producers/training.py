@@ -25,8 +25,9 @@ BASE_TASK = {"classify-text": "embed"}  # a text base is any encoder with a toke
 MIN_REGRESSION_ROWS = 20  # the held-out part needs a row of each target quartile
 
 
-def load_source(data: str, data_url: str | None) -> tuple[DataSource, list[str],
-                                                            list[dict[str, Any]]]:
+def load_source(
+    data: str, data_url: str | None
+) -> tuple[DataSource, list[str], list[dict[str, Any]]]:
     if data_url:
         source = DataSource(url=data_url, table=data)
         columns, rows = read_table(data_url, data)
@@ -39,8 +40,10 @@ def load_source(data: str, data_url: str | None) -> tuple[DataSource, list[str],
 
 def _need(columns: list[str], name: str, option: str, source: DataSource) -> None:
     if name not in columns:
-        raise TrainingError(f"{source.describe()}: column {name!r} not found ({option}); "
-                            f"columns are: {', '.join(columns) or '(none)'}")
+        raise TrainingError(
+            f"{source.describe()}: column {name!r} not found ({option}); "
+            f"columns are: {', '.join(columns) or '(none)'}"
+        )
 
 
 def _problems(found: list[str], what: str) -> None:
@@ -59,40 +62,56 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def check_labels(rows: list[dict[str, Any]], spec: dict[str, Any],
-                 declared: list[str] | None) -> list[str]:
+def check_labels(
+    rows: list[dict[str, Any]], spec: dict[str, Any], declared: list[str] | None
+) -> list[str]:
     column = spec["label_column"]
     missing = [f"row {n}" for n, r in enumerate(rows, 1) if r.get(column) in (None, "")]
     _problems(missing, f"rows with no label in {column!r}")
     counts = Counter(str(r[column]) for r in rows)
     if len(counts) < 2:
-        raise TrainingError(f"column {column!r} holds one class only ({next(iter(counts))!r}); "
-                            "a classifier needs at least two")
+        raise TrainingError(
+            f"column {column!r} holds one class only ({next(iter(counts))!r}); "
+            "a classifier needs at least two"
+        )
     if declared is not None:
         unseen = sorted(set(counts) - set(declared))
         _problems([repr(u) for u in unseen], "labels in the data that --labels does not list")
         absent = sorted(set(declared) - set(counts))
-        _problems([repr(a) for a in absent], "labels in --labels that no row has (the model "
-                  "could never learn them)")
+        _problems(
+            [repr(a) for a in absent],
+            "labels in --labels that no row has (the model could never learn them)",
+        )
     rare = sorted(label for label, n in counts.items() if n < 2)
-    _problems([f"{label!r} has 1 row" for label in rare],
-              "every label needs at least 2 rows, so that it is both trained on and held out")
+    _problems(
+        [f"{label!r} has 1 row" for label in rare],
+        "every label needs at least 2 rows, so that it is both trained on and held out",
+    )
     heldout = math.ceil(len(rows) * spec["holdout_fraction"])
     if heldout < len(counts) or len(rows) - heldout < len(counts):
-        raise TrainingError(f"{len(rows)} rows are too few for {len(counts)} labels with a "
-                            f"{spec['holdout_fraction']:.0%} held-out part; add rows")
+        raise TrainingError(
+            f"{len(rows)} rows are too few for {len(counts)} labels with a "
+            f"{spec['holdout_fraction']:.0%} held-out part; add rows"
+        )
     return sorted(counts)
 
 
-def check_inputs(rows: list[dict[str, Any]], columns: list[str], spec: dict[str, Any],
-                 source: DataSource, settings: Settings) -> list[str]:
+def check_inputs(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    spec: dict[str, Any],
+    source: DataSource,
+    settings: Settings,
+) -> list[str]:
     """Checks the input columns; returns the feature columns (records) or []."""
     task = spec["task"]
     if task == "classify-text":
         _need(columns, spec["text_column"], "--text-column", source)
-        empty = [f"row {n}" for n, r in enumerate(rows, 1)
-                 if not isinstance(r.get(spec["text_column"]), str)
-                 or not r[spec["text_column"]].strip()]
+        empty = [
+            f"row {n}"
+            for n, r in enumerate(rows, 1)
+            if not isinstance(r.get(spec["text_column"]), str) or not r[spec["text_column"]].strip()
+        ]
         _problems(empty, f"rows with no text in {spec['text_column']!r}")
         return []
     if task in ("classify-image", "classify-audio"):
@@ -113,52 +132,86 @@ def check_inputs(rows: list[dict[str, Any]], columns: list[str], spec: dict[str,
     features = spec.get("feature_columns") or [c for c in columns if c not in excluded]
     leaked = [c for c in features if c in excluded]
     if leaked:
-        raise TrainingError(f"--feature-columns names {', '.join(map(repr, leaked))}, the "
-                            "label or key column: a model must not learn from them")
+        raise TrainingError(
+            f"--feature-columns names {', '.join(map(repr, leaked))}, the "
+            "label or key column: a model must not learn from them"
+        )
     for name in features:
         _need(columns, name, "--feature-columns", source)
     if not features:
         raise TrainingError(f"{source.describe()}: no feature columns besides the label")
-    bad = [f"row {n} column {c!r} = {r.get(c)!r}" for n, r in enumerate(rows, 1)
-           for c in features if _number(r.get(c)) is None]
+    bad = [
+        f"row {n} column {c!r} = {r.get(c)!r}"
+        for n, r in enumerate(rows, 1)
+        for c in features
+        if _number(r.get(c)) is None
+    ]
     _problems(bad, "records features must be finite numbers")
     return list(features)
 
 
 def check_regression_target(rows: list[dict[str, Any]], column: str) -> None:
-    bad = [f"row {n} = {r.get(column)!r}" for n, r in enumerate(rows, 1)
-           if _number(r.get(column)) is None]
+    bad = [
+        f"row {n} = {r.get(column)!r}"
+        for n, r in enumerate(rows, 1)
+        if _number(r.get(column)) is None
+    ]
     _problems(bad, f"target column {column!r} must hold finite numbers")
     if len(rows) < MIN_REGRESSION_ROWS:
-        raise TrainingError(f"{len(rows)} rows are too few to train and evaluate a regressor; "
-                            f"give at least {MIN_REGRESSION_ROWS}")
+        raise TrainingError(
+            f"{len(rows)} rows are too few to train and evaluate a regressor; "
+            f"give at least {MIN_REGRESSION_ROWS}"
+        )
 
 
-def build_spec(settings: Settings, resolve_base: Any, *, task: str, name: str, data: str,
-               label_column: str, data_url: str | None = None, labels: list[str] | None = None,
-               base: str | None = None, dp_epsilon: float | None = None,
-               dp_delta: float | None = None, dp_max_grad_norm: float = 1.0,
-               **options: Any) -> TrainSpec:
+def build_spec(
+    settings: Settings,
+    resolve_base: Any,
+    *,
+    task: str,
+    name: str,
+    data: str,
+    label_column: str,
+    data_url: str | None = None,
+    labels: list[str] | None = None,
+    base: str | None = None,
+    dp_epsilon: float | None = None,
+    dp_delta: float | None = None,
+    dp_max_grad_norm: float = 1.0,
+    **options: Any,
+) -> TrainSpec:
     """Read the data once, check everything, and return the spec the worker will train."""
     if (dp_epsilon is None) != (dp_delta is None):
         raise TrainingError("differential privacy needs both --dp-epsilon and --dp-delta")
-    fields: dict[str, Any] = {"task": task, "name": name, "label_column": label_column,
-                              **{k: v for k, v in options.items() if v is not None}}
+    fields: dict[str, Any] = {
+        "task": task,
+        "name": name,
+        "label_column": label_column,
+        **{k: v for k, v in options.items() if v is not None},
+    }
     try:  # the request's own shape first: a bad name or number fails before any reading
         spec = TrainSpec(data=DataSource(file=data), **fields)
-        dp = DPSpec(epsilon=dp_epsilon, delta=dp_delta, max_grad_norm=dp_max_grad_norm) if (
-            dp_epsilon is not None and dp_delta is not None) else None
+        dp = (
+            DPSpec(epsilon=dp_epsilon, delta=dp_delta, max_grad_norm=dp_max_grad_norm)
+            if (dp_epsilon is not None and dp_delta is not None)
+            else None
+        )
     except ValidationError as exc:
         raise TrainingError(_validation_message(exc)) from exc
     if dp and task not in DP_TASKS:
-        raise TrainingError(f"--dp-epsilon is supported for {', '.join(DP_TASKS)}; {task}'s "
-                            "model family has layers Opacus cannot train privately")
+        raise TrainingError(
+            f"--dp-epsilon is supported for {', '.join(DP_TASKS)}; {task}'s "
+            "model family has layers Opacus cannot train privately"
+        )
     if dp and spec.train_encoder:
-        raise TrainingError("--dp-epsilon trains the classification head only; drop "
-                            "--train-encoder")
+        raise TrainingError(
+            "--dp-epsilon trains the classification head only; drop --train-encoder"
+        )
     source, columns, rows = load_source(data, data_url)
-    _problems([r[_MALFORMED] for r in rows if _MALFORMED in r],
-              f"{source.describe()}: lines that are not JSON objects; fix or remove them")
+    _problems(
+        [r[_MALFORMED] for r in rows if _MALFORMED in r],
+        f"{source.describe()}: lines that are not JSON objects; fix or remove them",
+    )
     if not rows:
         raise TrainingError(f"{source.describe()}: no rows to train on")
     _need(columns, label_column, "--label-column", source)
@@ -174,9 +227,16 @@ def build_spec(settings: Settings, resolve_base: Any, *, task: str, name: str, d
         class_names: list[str] = []
     else:
         class_names = check_labels(rows, spec.model_dump(), labels)
-    spec = spec.model_copy(update={"data": source, "feature_columns": features,
-                                   "labels": class_names, "dp": dp, "n_rows": len(rows),
-                                   "media_base_dir": fields.get("media_base_dir")})
+    spec = spec.model_copy(
+        update={
+            "data": source,
+            "feature_columns": features,
+            "labels": class_names,
+            "dp": dp,
+            "n_rows": len(rows),
+            "media_base_dir": fields.get("media_base_dir"),
+        }
+    )
     if base or task == "classify-text":
         base_ref = base or settings.default_model
         # a registered version is a model of the task itself; a text directory any encoder
@@ -198,12 +258,15 @@ def _check_records_base(path: Path, ref: str, spec: TrainSpec) -> None:
 
     names = [f["name"] for f in record_features(path)]
     if names != spec.feature_columns:
-        raise TrainingError(f"--base {ref} reads the features {names}; this data gives "
-                            f"{spec.feature_columns}; pass --feature-columns in its order")
+        raise TrainingError(
+            f"--base {ref} reads the features {names}; this data gives "
+            f"{spec.feature_columns}; pass --feature-columns in its order"
+        )
     labels = json.loads((path / "config.json").read_text()).get("labels")
     if spec.is_classifier and labels != spec.labels:
-        raise TrainingError(f"--base {ref} predicts the labels {labels}; this data has "
-                            f"{spec.labels}")
+        raise TrainingError(
+            f"--base {ref} predicts the labels {labels}; this data has {spec.labels}"
+        )
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -28,13 +28,17 @@ def parse_reference(value: str, base_dir: Path | None) -> tuple[str, str]:
     if value.startswith("file:"):
         parsed = urlparse(value)
         if parsed.netloc not in ("", "localhost"):
-            raise MediaRefError(f"{value!r} names another host ({parsed.netloc}); only local "
-                                "files under the input roots are read")
+            raise MediaRefError(
+                f"{value!r} names another host ({parsed.netloc}); only local "
+                "files under the input roots are read"
+            )
         raw = unquote(parsed.path)
     elif "://" in value:
         scheme = value.split("://", 1)[0]
-        raise MediaRefError(f"{scheme}:// references are not fetched; give a path under the "
-                            "input roots, a file:// URI or an inline data: URI")
+        raise MediaRefError(
+            f"{scheme}:// references are not fetched; give a path under the "
+            "input roots, a file:// URI or an inline data: URI"
+        )
     else:
         raw = value
     if ".." in PurePosixPath(raw.replace("\\", "/")).parts:
@@ -48,16 +52,19 @@ def parse_reference(value: str, base_dir: Path | None) -> tuple[str, str]:
 def _data_uri_payload(value: str) -> str:
     header, sep, payload = value.partition(",")
     if not sep or not header.endswith(";base64"):
-        raise MediaRefError("inline media must be a data: URI with base64 content "
-                            "(data:image/png;base64,...)")
+        raise MediaRefError(
+            "inline media must be a data: URI with base64 content (data:image/png;base64,...)"
+        )
     return payload.strip()
 
 
 def decode_inline(payload: str, cap: int) -> bytes:
     """The bytes of inline base64, refusing oversize payloads before decoding them."""
     if len(payload) * 3 // 4 > cap:
-        raise MediaRefError(f"inline media is about {len(payload) * 3 // 4} bytes, over the cap "
-                            f"of {cap} (SLUICE_MAX_INLINE_BYTES); pass a file path instead")
+        raise MediaRefError(
+            f"inline media is about {len(payload) * 3 // 4} bytes, over the cap "
+            f"of {cap} (SLUICE_MAX_INLINE_BYTES); pass a file path instead"
+        )
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -68,21 +75,26 @@ def confined_path(path: str, roots: list[Path], max_bytes: int) -> Path:
     """The real path of a regular file under one of `roots`, following symlinks first so
     that a link pointing out of a root is refused. Raises MediaRefError."""
     if not roots:
-        raise MediaRefError(f"{path}: no input roots are configured; set SLUICE_INPUT_ROOTS to "
-                            "the directories Sluice may read (for the producer and the workers)")
+        raise MediaRefError(
+            f"{path}: no input roots are configured; set SLUICE_INPUT_ROOTS to "
+            "the directories Sluice may read (for the producer and the workers)"
+        )
     real = Path(os.path.realpath(path))
     if not any(real == root or real.is_relative_to(root) for root in roots):
         shown = os.pathsep.join(str(r) for r in roots)
-        raise MediaRefError(f"{path} is outside the input roots ({shown})"
-                            + ("" if real == Path(path) else f": it resolves to {real}"))
+        raise MediaRefError(
+            f"{path} is outside the input roots ({shown})"
+            + ("" if real == Path(path) else f": it resolves to {real}")
+        )
     if not real.is_file():
         raise MediaRefError(f"{path}: no such file")
     size = real.stat().st_size
     if size == 0:
         raise MediaRefError(f"{path}: empty file (0 bytes)")
     if size > max_bytes:
-        raise MediaRefError(f"{path} is {size} bytes, over the cap of {max_bytes} "
-                            "(SLUICE_MAX_MEDIA_BYTES)")
+        raise MediaRefError(
+            f"{path} is {size} bytes, over the cap of {max_bytes} (SLUICE_MAX_MEDIA_BYTES)"
+        )
     return real
 
 

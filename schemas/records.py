@@ -7,14 +7,16 @@ from typing import Any
 MAX_LISTED = 8
 
 
-def check_record(row: dict[str, Any], features: list[dict[str, Any]],
-                 ignore: tuple[str, ...] = ()) -> tuple[dict[str, float] | None, str | None]:
+def check_record(
+    row: dict[str, Any], features: list[dict[str, Any]], ignore: tuple[str, ...] = ()
+) -> tuple[dict[str, float] | None, str | None]:
     """(values by feature name, None) or (None, why the row cannot be used)."""
     names = [f["name"] for f in features]
     extra = [c for c in row if c not in names and c not in ignore]
     if extra:
-        return None, (f"unexpected column(s) {_names(extra)}; the model's features are "
-                      f"{_names(names)}")
+        return None, (
+            f"unexpected column(s) {_names(extra)}; the model's features are {_names(names)}"
+        )
     values: dict[str, float] = {}
     for feature in features:
         value, problem = _value(row.get(feature["name"]), feature)
@@ -51,8 +53,9 @@ def _value(raw: Any, feature: dict[str, Any]) -> tuple[float | None, str | None]
         return None, f"column {name!r} must be an integer, got {raw!r}"
     lo, hi = feature.get("min"), feature.get("max")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        return None, (f"column {name!r} = {value:g} is outside the allowed range "
-                      f"[{_num(lo)}, {_num(hi)}]")
+        return None, (
+            f"column {name!r} = {value:g} is outside the allowed range [{_num(lo)}, {_num(hi)}]"
+        )
     return value, None
 
 

@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(3600, ge=1)
     lease_seconds: float = Field(30.0, gt=0, description="chunk lease, renewed while it runs")
     requeue_after: float = Field(
-        120.0, gt=0, description="re-send a queued chunk after this, if its queue is empty")
+        120.0, gt=0, description="re-send a queued chunk after this, if its queue is empty"
+    )
     sweep_interval: float = Field(15.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     retry_backoff: float = Field(2.0, ge=0)
@@ -78,7 +79,8 @@ class Settings(BaseSettings):
     train_time_limit: int = Field(6 * 3600, ge=1, description="hard limit for one training run")
     train_max_attempts: int = Field(3, ge=1, description="worker deaths before a run fails")
     train_checkpoint_seconds: float = Field(
-        30.0, ge=0, description="at most one checkpoint per this many seconds (and the last)")
+        30.0, ge=0, description="at most one checkpoint per this many seconds (and the last)"
+    )
     train_max_failures: int = Field(1, ge=0, description="Ray Train restarts within one attempt")
 
     def training_dir(self) -> Path:
@@ -94,8 +96,11 @@ class Settings(BaseSettings):
     def media_limits(self) -> MediaLimits:
         return MediaLimits(
             roots=tuple(str(p) for p in self.input_root_paths()),
-            max_bytes=self.max_media_bytes, max_inline_bytes=self.max_inline_bytes,
-            max_image_pixels=self.max_image_pixels, max_audio_seconds=self.max_audio_seconds)
+            max_bytes=self.max_media_bytes,
+            max_inline_bytes=self.max_inline_bytes,
+            max_image_pixels=self.max_image_pixels,
+            max_audio_seconds=self.max_audio_seconds,
+        )
 
     @property
     def sqlite_path(self) -> Path:

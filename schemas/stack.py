@@ -29,8 +29,10 @@ class StackInfo(BaseModel):
         return cls.model_validate(json.loads(path.read_text()))
 
 
-NO_BROKER = ("no broker: start the embedded stack with `sluice stack up` "
-             "or point SLUICE_BROKER_URL at a Redis server")
+NO_BROKER = (
+    "no broker: start the embedded stack with `sluice stack up` "
+    "or point SLUICE_BROKER_URL at a Redis server"
+)
 
 
 class Endpoints(BaseModel):
@@ -47,7 +49,9 @@ def endpoints(settings: Settings) -> Endpoints:
     ray = settings.ray_address or (stack.ray_address if stack else None)
     token = settings.ray_auth_token_path or (stack.ray_auth_token_path if stack else None)
     return Endpoints(
-        broker_url=broker, database_url=settings.resolved_database_url(), ray_address=ray,
+        broker_url=broker,
+        database_url=settings.resolved_database_url(),
+        ray_address=ray,
         ray_auth_token_path=token,
     )
 

@@ -7,8 +7,13 @@ from pydantic import BaseModel, Field, field_validator
 
 from schemas.errors import SluiceError
 
-TRAINABLE_TASKS = ("classify-text", "classify-image", "classify-audio", "classify-records",
-                   "regress-records")
+TRAINABLE_TASKS = (
+    "classify-text",
+    "classify-image",
+    "classify-audio",
+    "classify-records",
+    "regress-records",
+)
 # DP-SGD needs per-sample gradients (Opacus): the records MLP and a text head qualify; the
 # image and audio families hold BatchNorm / weight-normalised convolutions it cannot handle.
 DP_TASKS = ("classify-records", "regress-records", "classify-text")
@@ -79,16 +84,19 @@ class TrainSpec(BaseModel):
     @classmethod
     def _name(cls, value: str) -> str:
         if not NAME_RE.match(value):
-            raise ValueError("model names are lower-case letters, digits, '.', '_' and '-', "
-                             "starting with a letter or digit (at most 63 characters)")
+            raise ValueError(
+                "model names are lower-case letters, digits, '.', '_' and '-', "
+                "starting with a letter or digit (at most 63 characters)"
+            )
         return value
 
     @field_validator("task")
     @classmethod
     def _task(cls, value: str) -> str:
         if value not in TRAINABLE_TASKS:
-            raise ValueError(f"task {value!r} cannot be trained; trainable tasks: "
-                             f"{', '.join(TRAINABLE_TASKS)}")
+            raise ValueError(
+                f"task {value!r} cannot be trained; trainable tasks: {', '.join(TRAINABLE_TASKS)}"
+            )
         return value
 
     @property
@@ -97,14 +105,18 @@ class TrainSpec(BaseModel):
 
     def used_columns(self) -> list[str]:
         """The columns training reads, in a fixed order: what the data fingerprint covers."""
-        inputs = {"text": [self.text_column], "image": [self.media_column],
-                  "audio": [self.media_column]}.get(self.modality, self.feature_columns)
+        inputs = {
+            "text": [self.text_column],
+            "image": [self.media_column],
+            "audio": [self.media_column],
+        }.get(self.modality, self.feature_columns)
         return [*inputs, self.label_column]
 
     @property
     def modality(self) -> str:
-        return {"classify-text": "text", "classify-image": "image",
-                "classify-audio": "audio"}.get(self.task, "records")
+        return {"classify-text": "text", "classify-image": "image", "classify-audio": "audio"}.get(
+            self.task, "records"
+        )
 
 
 def progress_line(progress: dict[str, Any]) -> str:

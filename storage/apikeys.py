@@ -24,8 +24,10 @@ def hash_key(key: str) -> str:
 
 def check_tenant(tenant: str) -> str:
     if not TENANT.match(tenant):
-        raise SluiceError(f"bad tenant name {tenant!r}: use 1-64 letters, digits, '_', '.' "
-                          "or '-', starting with a letter or digit")
+        raise SluiceError(
+            f"bad tenant name {tenant!r}: use 1-64 letters, digits, '_', '.' "
+            "or '-', starting with a letter or digit"
+        )
     return tenant
 
 
@@ -61,8 +63,14 @@ class ApiKeys:
         key_id = uuid.uuid4().hex[:16]
         key = f"sk_{key_id}_{secrets.token_urlsafe(32)}"
         secret = f"whsec_{secrets.token_hex(32)}"
-        row = t.ApiKey(id=key_id, tenant=check_tenant(tenant), key_hash=hash_key(key),
-                       secret=secret, name=name, created_at=datetime.now(UTC))
+        row = t.ApiKey(
+            id=key_id,
+            tenant=check_tenant(tenant),
+            key_hash=hash_key(key),
+            secret=secret,
+            name=name,
+            created_at=datetime.now(UTC),
+        )
         with self._session.begin() as s:
             s.add(row)
         return NewKey(_info(row), key, secret)
@@ -88,7 +96,9 @@ class ApiKeys:
 
     def revoke(self, key_id: str) -> bool:
         with self._session.begin() as s:
-            res = s.execute(update(t.ApiKey).where(t.ApiKey.id == key_id,
-                                                   t.ApiKey.revoked_at.is_(None))
-                            .values(revoked_at=datetime.now(UTC)))
+            res = s.execute(
+                update(t.ApiKey)
+                .where(t.ApiKey.id == key_id, t.ApiKey.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+            )
             return bool(res.rowcount)  # type: ignore[attr-defined]

@@ -56,9 +56,11 @@ class Callbacks:
         query = (
             select(t.Job.id)
             .outerjoin(d, d.job_id == t.Job.id)
-            .where(t.Job.callback_url.is_not(None), t.Job.status.in_(FINISHED),
-                   or_(d.job_id.is_(None), and_(d.state == "pending",
-                                                d.next_attempt_at <= _now())))
+            .where(
+                t.Job.callback_url.is_not(None),
+                t.Job.status.in_(FINISHED),
+                or_(d.job_id.is_(None), and_(d.state == "pending", d.next_attempt_at <= _now())),
+            )
             .limit(limit)
         )
         if job_ids is not None:
@@ -75,23 +77,39 @@ class Callbacks:
             if job is None or job.callback_url is None or job.status not in FINISHED:
                 return None
             insert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr]
-            s.execute(insert(t.CallbackDelivery).values(
-                job_id=job_id, url=job.callback_url, state="pending", attempts=0,
-                next_attempt_at=now, created_at=now).on_conflict_do_nothing())
+            s.execute(
+                insert(t.CallbackDelivery)
+                .values(
+                    job_id=job_id,
+                    url=job.callback_url,
+                    state="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing()
+            )
             d = t.CallbackDelivery
             attempts = s.execute(
                 update(d)
                 .where(d.job_id == job_id, d.state == "pending", d.next_attempt_at <= now)
-                .values(attempts=d.attempts + 1,
-                        next_attempt_at=now + timedelta(seconds=hold_seconds))
+                .values(
+                    attempts=d.attempts + 1, next_attempt_at=now + timedelta(seconds=hold_seconds)
+                )
                 .returning(d.attempts)
             ).scalar()
             if attempts is None:
                 return None
             return PendingDelivery(job_id, job.callback_url, attempts, job.api_key_id)
 
-    def record(self, delivery: PendingDelivery, status_code: int | None, error: str | None,
-               max_attempts: int, backoff: float) -> str:
+    def record(
+        self,
+        delivery: PendingDelivery,
+        status_code: int | None,
+        error: str | None,
+        max_attempts: int,
+        backoff: float,
+    ) -> str:
         """Note how an attempt went; returns the new state (delivered | pending | failed)."""
         now = _now()
         ok = error is None and status_code is not None and 200 <= status_code < 300
@@ -103,12 +121,17 @@ class Callbacks:
             state = "pending"
         delay = min(backoff * 2 ** (delivery.attempt - 1), 3600.0)
         with self._session.begin() as s:
-            s.execute(update(t.CallbackDelivery)
-                      .where(t.CallbackDelivery.job_id == delivery.job_id)
-                      .values(state=state, last_status_code=status_code,
-                              last_error=(error or (None if ok else f"HTTP {status_code}")),
-                              delivered_at=now if ok else None,
-                              next_attempt_at=now + timedelta(seconds=delay)))
+            s.execute(
+                update(t.CallbackDelivery)
+                .where(t.CallbackDelivery.job_id == delivery.job_id)
+                .values(
+                    state=state,
+                    last_status_code=status_code,
+                    last_error=(error or (None if ok else f"HTTP {status_code}")),
+                    delivered_at=now if ok else None,
+                    next_attempt_at=now + timedelta(seconds=delay),
+                )
+            )
         return state
 
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -116,6 +139,11 @@ class Callbacks:
             row = s.get(t.CallbackDelivery, job_id)
             if row is None:
                 return None
-            return {"url": row.url, "state": row.state, "attempts": row.attempts,
-                    "last_status_code": row.last_status_code, "last_error": row.last_error,
-                    "delivered_at": row.delivered_at.isoformat() if row.delivered_at else None}
+            return {
+                "url": row.url,
+                "state": row.state,
+                "attempts": row.attempts,
+                "last_status_code": row.last_status_code,
+                "last_error": row.last_error,
+                "delivered_at": row.delivered_at.isoformat() if row.delivered_at else None,
+            }

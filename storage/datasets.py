@@ -96,7 +96,6 @@ def _parquet_rows(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
     return list(pf.schema_arrow.names), rows()
 
 
-
 def read_table(url: str, table: str) -> tuple[list[str], Iterator[dict[str, Any]]]:
     """A SQL table's columns and rows, through any SQLAlchemy URL. Names are checked against
     the reflected table, and the statement is built by SQLAlchemy (quoted identifiers)."""
@@ -104,8 +103,7 @@ def read_table(url: str, table: str) -> tuple[list[str], Iterator[dict[str, Any]
     try:
         engine = make_engine(url)
     except Exception as exc:  # an unparseable URL, an uninstalled dialect
-        raise InputFileError(f"cannot open the database URL ({type(exc).__name__}: {exc})"
-                             ) from exc
+        raise InputFileError(f"cannot open the database URL ({type(exc).__name__}: {exc})") from exc
     try:
         reflected = Table(name, MetaData(), schema=schema or None, autoload_with=engine)
     except NoSuchTableError:
@@ -113,8 +111,7 @@ def read_table(url: str, table: str) -> tuple[list[str], Iterator[dict[str, Any]
         raise InputFileError(f"no table {table!r} in the database") from None
     except Exception as exc:
         engine.dispose()
-        raise InputFileError(f"cannot read table {table!r}: {type(exc).__name__}: {exc}"
-                             ) from exc
+        raise InputFileError(f"cannot read table {table!r}: {type(exc).__name__}: {exc}") from exc
     columns = [c.name for c in reflected.columns]
     # A stable order (the primary key, else every column): a table read twice gives its rows
     # in the same order, so the training data's fingerprint matches when nothing changed.

@@ -26,7 +26,8 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         "output": json.dumps(row["output"], ensure_ascii=False) if row["output"] else None,
         "error": row["error"],
         "explanation": json.dumps(row["explanation"], ensure_ascii=False)
-        if row.get("explanation") else None,
+        if row.get("explanation")
+        else None,
         "model": row.get("model"),
         "model_version": row.get("model_version"),
     }

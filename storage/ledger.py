@@ -75,8 +75,12 @@ class JobView:
             "ok": self.counts.ok,
             "invalid": self.counts.invalid,
             "error": self.counts.error,
-            "counts": {"total": self.counts.total, "ok": self.counts.ok,
-                       "invalid": self.counts.invalid, "error": self.counts.error},
+            "counts": {
+                "total": self.counts.total,
+                "ok": self.counts.ok,
+                "invalid": self.counts.invalid,
+                "error": self.counts.error,
+            },
             "chunks_total": self.chunks_total,
             "chunks_done": self.chunks_done,
             "created_at": self.created_at.isoformat(),
@@ -109,13 +113,24 @@ class Stalled:
 def _view(job: t.Job) -> JobView:
     counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid, error=job.error)
     return JobView(
-        id=job.id, task=job.task, model=job.model, model_version=job.model_version,
-        params=dict(job.params or {}), explain_policy=job.explain_policy,
-        priority=job.priority, source=job.source, status=JobStatus(job.status), counts=counts,
-        chunks_total=job.chunks_total, chunks_done=job.chunks_done,
-        created_at=_aware(job.created_at) or _now(), started_at=_aware(job.started_at),
-        finished_at=_aware(job.finished_at), tenant=job.tenant or "default",
-        parent_job_id=job.parent_job_id, callback_url=job.callback_url,
+        id=job.id,
+        task=job.task,
+        model=job.model,
+        model_version=job.model_version,
+        params=dict(job.params or {}),
+        explain_policy=job.explain_policy,
+        priority=job.priority,
+        source=job.source,
+        status=JobStatus(job.status),
+        counts=counts,
+        chunks_total=job.chunks_total,
+        chunks_done=job.chunks_done,
+        created_at=_aware(job.created_at) or _now(),
+        started_at=_aware(job.started_at),
+        finished_at=_aware(job.finished_at),
+        tenant=job.tenant or "default",
+        parent_job_id=job.parent_job_id,
+        callback_url=job.callback_url,
     )
 
 
@@ -128,8 +143,9 @@ class Ledger:
 
     # -- producers --------------------------------------------------------------------------
 
-    def create_job(self, spec: JobSpec, items: list[Item],
-                   chunk_size: int) -> tuple[str, list[str]]:
+    def create_job(
+        self, spec: JobSpec, items: list[Item], chunk_size: int
+    ) -> tuple[str, list[str]]:
         """Write the job and all its chunks in one transaction, before anything is enqueued."""
         job_id = uuid.uuid4().hex
         now = _now()
@@ -138,14 +154,27 @@ class Ledger:
         with self._session.begin() as s:
             s.add(
                 t.Job(
-                    id=job_id, task=spec.task, model=spec.model,
-                    model_version=spec.model_version, params=spec.params,
-                    explain_policy=spec.explain, priority=spec.priority, source=spec.source,
+                    id=job_id,
+                    task=spec.task,
+                    model=spec.model,
+                    model_version=spec.model_version,
+                    params=spec.params,
+                    explain_policy=spec.explain,
+                    priority=spec.priority,
+                    source=spec.source,
                     status=JobStatus.QUEUED if chunks else JobStatus.SUCCEEDED,
-                    total=len(items), ok=0, invalid=0, error=0, chunks_total=len(chunks),
-                    chunks_done=0, created_at=now, finished_at=None if chunks else now,
-                    tenant=spec.tenant, api_key_id=spec.api_key_id,
-                    callback_url=spec.callback_url, parent_job_id=spec.parent_job_id,
+                    total=len(items),
+                    ok=0,
+                    invalid=0,
+                    error=0,
+                    chunks_total=len(chunks),
+                    chunks_done=0,
+                    created_at=now,
+                    finished_at=None if chunks else now,
+                    tenant=spec.tenant,
+                    api_key_id=spec.api_key_id,
+                    callback_url=spec.callback_url,
+                    parent_job_id=spec.parent_job_id,
                     idempotency_key=spec.idempotency_key,
                 )
             )
@@ -155,8 +184,13 @@ class Ledger:
                     insert(t.Chunk),
                     [
                         {
-                            "id": cid, "job_id": job_id, "seq": n, "state": ChunkState.QUEUED,
-                            "first_item": n * chunk_size, "size": len(chunk), "attempts": 0,
+                            "id": cid,
+                            "job_id": job_id,
+                            "seq": n,
+                            "state": ChunkState.QUEUED,
+                            "first_item": n * chunk_size,
+                            "size": len(chunk),
+                            "attempts": 0,
                             "enqueued_at": now,
                             "items": [it.model_dump(exclude_none=True) for it in chunk],
                         }
@@ -197,8 +231,11 @@ class Ledger:
         with self._session.begin() as s:
             res = s.execute(
                 update(t.Chunk)
-                .where(t.Chunk.id == chunk_id, t.Chunk.lease_owner == owner,
-                       t.Chunk.state == ChunkState.RUNNING)
+                .where(
+                    t.Chunk.id == chunk_id,
+                    t.Chunk.lease_owner == owner,
+                    t.Chunk.state == ChunkState.RUNNING,
+                )
                 .values(lease_expires_at=_now() + timedelta(seconds=lease_seconds))
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]
@@ -208,10 +245,18 @@ class Ledger:
         with self._session.begin() as s:
             s.execute(
                 update(t.Chunk)
-                .where(t.Chunk.id == chunk_id, t.Chunk.lease_owner == owner,
-                       t.Chunk.state == ChunkState.RUNNING)
-                .values(state=ChunkState.QUEUED, lease_owner=None, lease_expires_at=None,
-                        enqueued_at=_now(), last_error=error[:4000])
+                .where(
+                    t.Chunk.id == chunk_id,
+                    t.Chunk.lease_owner == owner,
+                    t.Chunk.state == ChunkState.RUNNING,
+                )
+                .values(
+                    state=ChunkState.QUEUED,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    enqueued_at=_now(),
+                    last_error=error[:4000],
+                )
             )
 
     def complete(self, chunk_id: str, owner: str, outcomes: list[Outcome]) -> bool:
@@ -220,8 +265,9 @@ class Ledger:
 
         Returns False (and writes nothing) when this worker no longer holds the lease.
         """
-        return self._finish(chunk_id, t.Chunk.lease_owner == owner, ChunkState.DONE,
-                            outcomes=outcomes)
+        return self._finish(
+            chunk_id, t.Chunk.lease_owner == owner, ChunkState.DONE, outcomes=outcomes
+        )
 
     def dead_letter(self, chunk_id: str, owner: str | None, error: str) -> bool:
         """Give up on a chunk: its items end `error` with the reason (`invalid` ones stay so).
@@ -229,19 +275,31 @@ class Ledger:
         Without an owner (the sweeper), only a chunk nobody holds a live lease on is taken.
         """
         message = f"dead-lettered after repeated failures: {error}"[:4000]
-        guard = t.Chunk.lease_owner == owner if owner is not None else or_(
-            t.Chunk.state == ChunkState.QUEUED, t.Chunk.lease_expires_at < _now())
+        guard = (
+            t.Chunk.lease_owner == owner
+            if owner is not None
+            else or_(t.Chunk.state == ChunkState.QUEUED, t.Chunk.lease_expires_at < _now())
+        )
 
         def outcomes(items: list[Item]) -> list[Outcome]:
-            return [Outcome(key=i.key, status=ItemStatus.INVALID, error=i.invalid)
-                    if i.invalid else Outcome(key=i.key, status=ItemStatus.ERROR, error=message)
-                    for i in items]
+            return [
+                Outcome(key=i.key, status=ItemStatus.INVALID, error=i.invalid)
+                if i.invalid
+                else Outcome(key=i.key, status=ItemStatus.ERROR, error=message)
+                for i in items
+            ]
 
         return self._finish(chunk_id, guard, ChunkState.DEAD, outcomes_for=outcomes)
 
-    def _finish(self, chunk_id: str, guard: Any, state: ChunkState, *,
-                outcomes: list[Outcome] | None = None,
-                outcomes_for: Callable[[list[Item]], list[Outcome]] | None = None) -> bool:
+    def _finish(
+        self,
+        chunk_id: str,
+        guard: Any,
+        state: ChunkState,
+        *,
+        outcomes: list[Outcome] | None = None,
+        outcomes_for: Callable[[list[Item]], list[Outcome]] | None = None,
+    ) -> bool:
         """Settle a chunk with `outcomes` (in item order, from a worker) or with outcomes
         made from its stored items (dead-lettering). Only the latter reads the items back."""
         now = _now()
@@ -251,8 +309,11 @@ class Ledger:
                 return False
             res = s.execute(
                 update(t.Chunk)
-                .where(t.Chunk.id == chunk_id,
-                       t.Chunk.state.in_([ChunkState.RUNNING, ChunkState.QUEUED]), guard)
+                .where(
+                    t.Chunk.id == chunk_id,
+                    t.Chunk.state.in_([ChunkState.RUNNING, ChunkState.QUEUED]),
+                    guard,
+                )
                 .values(state=state, lease_owner=None, lease_expires_at=None, finished_at=now)
                 .returning(t.Chunk.first_item)
             ).first()
@@ -271,28 +332,41 @@ class Ledger:
             job.error += n[ItemStatus.ERROR]
             job.chunks_done += 1
             if job.chunks_done >= job.chunks_total:
-                counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid,
-                                   error=job.error)
+                counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid, error=job.error)
                 job.status = job_status_for(counts)
                 job.finished_at = now
             return True
 
-    def _insert_outcomes(self, s: Session, job_id: str, chunk_id: str,
-                         outcomes: list[Outcome], order: dict[str, int],
-                         now: datetime) -> None:
+    def _insert_outcomes(
+        self,
+        s: Session,
+        job_id: str,
+        chunk_id: str,
+        outcomes: list[Outcome],
+        order: dict[str, int],
+        now: datetime,
+    ) -> None:
         if not outcomes:
             return
         upsert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr]
         rows = [
-            {"job_id": job_id, "item_key": o.key, "chunk_id": chunk_id,
-             "seq": order.get(o.key, 0), "status": o.status.value,
-             "output": o.output, "error": o.error, "created_at": now}
+            {
+                "job_id": job_id,
+                "item_key": o.key,
+                "chunk_id": chunk_id,
+                "seq": order.get(o.key, 0),
+                "status": o.status.value,
+                "output": o.output,
+                "error": o.error,
+                "created_at": now,
+            }
             for o in outcomes
         ]
         s.execute(upsert(t.Result).on_conflict_do_nothing(), rows)
         explained = [
             {"job_id": job_id, "item_key": o.key, **o.explanation.model_dump()}
-            for o in outcomes if o.explanation is not None
+            for o in outcomes
+            if o.explanation is not None
         ]
         if explained:
             s.execute(upsert(t.Explanation).on_conflict_do_nothing(), explained)
@@ -305,18 +379,33 @@ class Ledger:
         now = _now()
         with self._reader() as s:
             rows = s.execute(
-                select(t.Chunk.id, t.Chunk.state, t.Chunk.enqueued_at, t.Chunk.attempts,
-                       t.Job.task, t.Job.priority)
+                select(
+                    t.Chunk.id,
+                    t.Chunk.state,
+                    t.Chunk.enqueued_at,
+                    t.Chunk.attempts,
+                    t.Job.task,
+                    t.Job.priority,
+                )
                 .join(t.Job, t.Job.id == t.Chunk.job_id)
-                .where(t.Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
-                       or_(and_(t.Chunk.state == ChunkState.RUNNING,
-                                t.Chunk.lease_expires_at < now),
-                           t.Chunk.state == ChunkState.QUEUED))
+                .where(
+                    t.Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+                    or_(
+                        and_(t.Chunk.state == ChunkState.RUNNING, t.Chunk.lease_expires_at < now),
+                        t.Chunk.state == ChunkState.QUEUED,
+                    ),
+                )
             ).all()
         stale = now - timedelta(seconds=requeue_after)
         return [
-            Stalled(cid, task, prio, attempts, expired=state == ChunkState.RUNNING,
-                    stale=state == ChunkState.QUEUED and (_aware(enq) or now) < stale)
+            Stalled(
+                cid,
+                task,
+                prio,
+                attempts,
+                expired=state == ChunkState.RUNNING,
+                stale=state == ChunkState.QUEUED and (_aware(enq) or now) < stale,
+            )
             for cid, state, enq, attempts, task, prio in rows
         ]
 
@@ -327,16 +416,29 @@ class Ledger:
             return []
         now = _now()
         with self._session.begin() as s:
-            rows = s.execute(
-                update(t.Chunk)
-                .where(t.Chunk.id.in_(chunk_ids),
-                       or_(t.Chunk.state == ChunkState.QUEUED,
-                           and_(t.Chunk.state == ChunkState.RUNNING,
-                                t.Chunk.lease_expires_at < now)))
-                .values(state=ChunkState.QUEUED, lease_owner=None, lease_expires_at=None,
-                        enqueued_at=now)
-                .returning(t.Chunk.id)
-            ).scalars().all()
+            rows = (
+                s.execute(
+                    update(t.Chunk)
+                    .where(
+                        t.Chunk.id.in_(chunk_ids),
+                        or_(
+                            t.Chunk.state == ChunkState.QUEUED,
+                            and_(
+                                t.Chunk.state == ChunkState.RUNNING, t.Chunk.lease_expires_at < now
+                            ),
+                        ),
+                    )
+                    .values(
+                        state=ChunkState.QUEUED,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        enqueued_at=now,
+                    )
+                    .returning(t.Chunk.id)
+                )
+                .scalars()
+                .all()
+            )
         return list(rows)
 
     # -- reading and control ------------------------------------------------------------------
@@ -363,8 +465,10 @@ class Ledger:
             if not JobStatus(job.status).finished:
                 s.execute(
                     update(t.Chunk)
-                    .where(t.Chunk.job_id == job_id,
-                           t.Chunk.state.in_([ChunkState.QUEUED, ChunkState.RUNNING]))
+                    .where(
+                        t.Chunk.job_id == job_id,
+                        t.Chunk.state.in_([ChunkState.QUEUED, ChunkState.RUNNING]),
+                    )
                     .values(state=ChunkState.CANCELLED, lease_owner=None, lease_expires_at=None)
                 )
                 job.status = JobStatus.CANCELLED
@@ -377,8 +481,12 @@ class Ledger:
 
     def iter_items(self, job_id: str) -> Iterator[Item]:
         """A job's input items (their references, not media bytes), chunk by chunk."""
-        query = (select(t.Chunk.items).where(t.Chunk.job_id == job_id).order_by(t.Chunk.seq)
-                 .execution_options(yield_per=1))
+        query = (
+            select(t.Chunk.items)
+            .where(t.Chunk.job_id == job_id)
+            .order_by(t.Chunk.seq)
+            .execution_options(yield_per=1)
+        )
         with self._reader() as s:
             for items in s.scalars(query):
                 for raw in items:
@@ -392,8 +500,13 @@ class Ledger:
             made_by = {"model": job.model, "model_version": job.model_version} if job else {}
         query = (
             select(t.Result, t.Explanation)
-            .outerjoin(t.Explanation, and_(t.Explanation.job_id == t.Result.job_id,
-                                           t.Explanation.item_key == t.Result.item_key))
+            .outerjoin(
+                t.Explanation,
+                and_(
+                    t.Explanation.job_id == t.Result.job_id,
+                    t.Explanation.item_key == t.Result.item_key,
+                ),
+            )
             .where(t.Result.job_id == job_id)
             .order_by(t.Result.seq)
             .execution_options(yield_per=batch)
@@ -405,14 +518,21 @@ class Ledger:
 
 def result_row(result: t.Result, expl: t.Explanation | None) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "key": result.item_key, "status": result.status, "output": result.output,
+        "key": result.item_key,
+        "status": result.status,
+        "output": result.output,
         "error": result.error,
     }
     if expl is not None:
         row["explanation"] = {
-            "method": expl.method, "target": expl.target, "tokens": expl.tokens,
-            "attributions": expl.attributions, "convergence_delta": expl.convergence_delta,
-            "status": expl.status, "error": expl.error, "detail": expl.detail,
+            "method": expl.method,
+            "target": expl.target,
+            "tokens": expl.tokens,
+            "attributions": expl.attributions,
+            "convergence_delta": expl.convergence_delta,
+            "status": expl.status,
+            "error": expl.error,
+            "detail": expl.detail,
         }
     return row
 

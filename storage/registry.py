@@ -58,11 +58,19 @@ class ModelVersionView:
 
 def _view(row: t.ModelVersion) -> ModelVersionView:
     return ModelVersionView(
-        name=row.name, version=row.version, task=row.task, tenant=row.tenant or "default",
-        uri=row.uri, sha256=row.sha256, metrics=dict(row.metrics or {}),
-        training_run_id=row.training_run_id, data_fingerprint=row.data_fingerprint,
-        dp=dict(row.dp) if row.dp is not None else None, stage=row.stage,
-        created_at=_aware(row.created_at), updated_at=_aware(row.updated_at),
+        name=row.name,
+        version=row.version,
+        task=row.task,
+        tenant=row.tenant or "default",
+        uri=row.uri,
+        sha256=row.sha256,
+        metrics=dict(row.metrics or {}),
+        training_run_id=row.training_run_id,
+        data_fingerprint=row.data_fingerprint,
+        dp=dict(row.dp) if row.dp is not None else None,
+        stage=row.stage,
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
     )
 
 
@@ -72,44 +80,85 @@ class Registry:
         self._session = sessionmaker(engine, expire_on_commit=False)
         self._reader = sessionmaker(engine.execution_options(readonly=True))
 
-    def register(self, name: str, task: str, uri: str, sha256: str, metrics: dict[str, Any],
-                 training_run_id: str | None = None, data_fingerprint: str | None = None,
-                 dp: dict[str, Any] | None = None, tenant: str = "default",
-                 stage: str = "staging") -> ModelVersionView:
+    def register(
+        self,
+        name: str,
+        task: str,
+        uri: str,
+        sha256: str,
+        metrics: dict[str, Any],
+        training_run_id: str | None = None,
+        data_fingerprint: str | None = None,
+        dp: dict[str, Any] | None = None,
+        tenant: str = "default",
+        stage: str = "staging",
+    ) -> ModelVersionView:
         """Add the next version of `name` (1 for a new name)."""
         if not NAME_RE.match(name):
-            raise RegistryError(f"bad model name {name!r}: use lower-case letters, digits, "
-                                "'.', '_' and '-', starting with a letter or digit")
+            raise RegistryError(
+                f"bad model name {name!r}: use lower-case letters, digits, "
+                "'.', '_' and '-', starting with a letter or digit"
+            )
         if stage not in STAGES:
             raise RegistryError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
         for attempt in range(_REGISTER_TRIES):
             try:
-                return self._register(name, task, uri, sha256, metrics, training_run_id,
-                                      data_fingerprint, dp, tenant, stage)
+                return self._register(
+                    name,
+                    task,
+                    uri,
+                    sha256,
+                    metrics,
+                    training_run_id,
+                    data_fingerprint,
+                    dp,
+                    tenant,
+                    stage,
+                )
             except IntegrityError:
                 # Another writer took the number first (a database without the lock above).
                 if attempt == _REGISTER_TRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
-    def _register(self, name: str, task: str, uri: str, sha256: str,
-                  metrics: dict[str, Any], training_run_id: str | None,
-                  data_fingerprint: str | None, dp: dict[str, Any] | None, tenant: str,
-                  stage: str) -> ModelVersionView:
+    def _register(
+        self,
+        name: str,
+        task: str,
+        uri: str,
+        sha256: str,
+        metrics: dict[str, Any],
+        training_run_id: str | None,
+        data_fingerprint: str | None,
+        dp: dict[str, Any] | None,
+        tenant: str,
+        stage: str,
+    ) -> ModelVersionView:
         now = _now()
         with self._session.begin() as s:
             rows = _rows(s, name, lock=True)
             if rows and rows[0].task != task:
                 raise RegistryError(
                     f"model {name!r} is a {rows[0].task} model; it cannot take a {task} "
-                    "version. Choose another name for this model.")
+                    "version. Choose another name for this model."
+                )
             if stage == "production":
                 _demote(rows, now)
             row = t.ModelVersion(
-                name=name, version=max((r.version for r in rows), default=0) + 1, task=task,
-                tenant=tenant, uri=uri, sha256=sha256, metrics=metrics,
-                training_run_id=training_run_id, data_fingerprint=data_fingerprint, dp=dp,
-                stage=stage, created_at=now, updated_at=now)
+                name=name,
+                version=max((r.version for r in rows), default=0) + 1,
+                task=task,
+                tenant=tenant,
+                uri=uri,
+                sha256=sha256,
+                metrics=metrics,
+                training_run_id=training_run_id,
+                data_fingerprint=data_fingerprint,
+                dp=dp,
+                stage=stage,
+                created_at=now,
+                updated_at=now,
+            )
             s.add(row)
             s.flush()
             return _view(row)
@@ -128,8 +177,10 @@ class Registry:
         """A "NAME@SELECTOR" reference, e.g. `spam@3` or `spam@production`."""
         match = MODEL_SELECTOR_RE.match(ref)
         if not match:
-            raise RegistryError(f"bad model reference {ref!r}: use NAME@VERSION, "
-                                "NAME@production, NAME@staging or NAME@latest")
+            raise RegistryError(
+                f"bad model reference {ref!r}: use NAME@VERSION, "
+                "NAME@production, NAME@staging or NAME@latest"
+            )
         return self.get(match.group(1), match.group(2))
 
     def promote(self, name: str, version: int) -> ModelVersionView:
@@ -161,8 +212,7 @@ class Registry:
             return _names(s)
 
     # Last: inside the class body, `list` names this method from here on.
-    def list(self, name: str | None = None,
-             tenant: str | None = None) -> list[ModelVersionView]:
+    def list(self, name: str | None = None, tenant: str | None = None) -> list[ModelVersionView]:
         query = select(t.ModelVersion).order_by(t.ModelVersion.name, t.ModelVersion.version)
         if name is not None:
             query = query.where(t.ModelVersion.name == name)
@@ -178,10 +228,13 @@ def _rows(s: Session, name: str, lock: bool = False) -> list[t.ModelVersion]:
     advisory lock, unlike FOR UPDATE, also covers a name with no rows yet, and the SELECT
     after it sees what the previous holder committed."""
     if lock and s.get_bind().dialect.name == "postgresql":
-        s.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"),
-                  {"space": _LOCK_SPACE, "name": name})
-    query = (select(t.ModelVersion).where(t.ModelVersion.name == name)
-             .order_by(t.ModelVersion.version))
+        s.execute(
+            text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"),
+            {"space": _LOCK_SPACE, "name": name},
+        )
+    query = (
+        select(t.ModelVersion).where(t.ModelVersion.name == name).order_by(t.ModelVersion.version)
+    )
     if lock:
         query = query.execution_options(populate_existing=True)
     return list(s.scalars(query))
@@ -206,23 +259,33 @@ def _select(name: str, rows: list[t.ModelVersion], selector: str | int) -> t.Mod
         for r in rows:
             if r.version == selector:
                 return r
-        raise RegistryError(f"model {name!r} has no version {selector}; its versions: "
-                            f"{_listing(rows)}")
+        raise RegistryError(
+            f"model {name!r} has no version {selector}; its versions: {_listing(rows)}"
+        )
     if selector not in SELECTORS:
-        raise RegistryError(f"bad version {selector!r} for model {name!r}: use a version "
-                            f"number or one of {', '.join(SELECTORS)}")
-    wanted = {"production": ("production",), "staging": ("staging",),
-              "latest": ("production", "staging")}[selector]
+        raise RegistryError(
+            f"bad version {selector!r} for model {name!r}: use a version "
+            f"number or one of {', '.join(SELECTORS)}"
+        )
+    wanted = {
+        "production": ("production",),
+        "staging": ("staging",),
+        "latest": ("production", "staging"),
+    }[selector]
     found = [r for r in rows if r.stage in wanted]
     if found:
         return found[-1]
     if selector == "production":
-        raise RegistryError(f"model {name!r} has no production version; promote one: "
-                            f"sluice models promote {name} VERSION")
+        raise RegistryError(
+            f"model {name!r} has no production version; promote one: "
+            f"sluice models promote {name} VERSION"
+        )
     what = "no staging version" if selector == "staging" else "only archived versions"
-    raise RegistryError(f"model {name!r} has {what} (versions: {_listing(rows)}); name one "
-                        f"by number, e.g. {name}@{rows[-1].version}, or promote one: "
-                        f"sluice models promote {name} VERSION")
+    raise RegistryError(
+        f"model {name!r} has {what} (versions: {_listing(rows)}); name one "
+        f"by number, e.g. {name}@{rows[-1].version}, or promote one: "
+        f"sluice models promote {name} VERSION"
+    )
 
 
 def _listing(rows: list[t.ModelVersion]) -> str:
@@ -232,8 +295,8 @@ def _listing(rows: list[t.ModelVersion]) -> str:
 def _unknown_name(s: Session, name: str) -> RegistryError:
     known = _names(s)
     if not known:
-        return RegistryError(f"no model named {name!r}: the registry is empty; "
-                             "train one with `sluice train`")
+        return RegistryError(
+            f"no model named {name!r}: the registry is empty; train one with `sluice train`"
+        )
     more = f" (and {len(known) - 10} more)" if len(known) > 10 else ""
-    return RegistryError(f"no model named {name!r}; known models: "
-                         f"{', '.join(known[:10])}{more}")
+    return RegistryError(f"no model named {name!r}; known models: {', '.join(known[:10])}{more}")

@@ -45,7 +45,8 @@ class Job(Base):
     # Front doors (migration 0002): the owning tenant, the API key that submitted it, where
     # to report its end, the job it retries, and the client's Idempotency-Key.
     tenant: Mapped[str] = mapped_column(
-        String(64), default="default", server_default=text("'default'"), index=True)
+        String(64), default="default", server_default=text("'default'"), index=True
+    )
     api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     parent_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -78,9 +79,7 @@ class Chunk(Base):
 class Result(Base):
     __tablename__ = "results"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     item_key: Mapped[str] = mapped_column(String(512), primary_key=True)
     chunk_id: Mapped[str] = mapped_column(String(48))
     seq: Mapped[int] = mapped_column(Integer)  # input order, for exports
@@ -93,9 +92,7 @@ class Result(Base):
 class Explanation(Base):
     __tablename__ = "explanations"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     item_key: Mapped[str] = mapped_column(String(512), primary_key=True)
     method: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -126,9 +123,7 @@ class CallbackDelivery(Base):
 
     __tablename__ = "callback_deliveries"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     url: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -154,7 +149,6 @@ class EnrichWatermark(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-
 class TrainingRun(Base):
     """One `sluice train` request. Leased like a chunk: the ledger says what is still to do."""
 
@@ -164,14 +158,16 @@ class TrainingRun(Base):
     name: Mapped[str] = mapped_column(String(64), index=True)  # the model it will register
     task: Mapped[str] = mapped_column(String(64))
     tenant: Mapped[str] = mapped_column(
-        String(64), default="default", server_default=text("'default'"))
+        String(64), default="default", server_default=text("'default'")
+    )
     status: Mapped[str] = mapped_column(String(16), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)  # the TrainSpec, dumped
     progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), nullable=True)
+        DateTime(timezone=True), nullable=True
+    )
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     model_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -189,7 +185,8 @@ class ModelVersion(Base):
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     task: Mapped[str] = mapped_column(String(64))
     tenant: Mapped[str] = mapped_column(
-        String(64), default="default", server_default=text("'default'"))
+        String(64), default="default", server_default=text("'default'")
+    )
     uri: Mapped[str] = mapped_column(Text)  # the artifact directory
     sha256: Mapped[str] = mapped_column(String(64))  # of the weights files
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType)

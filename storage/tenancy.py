@@ -25,31 +25,45 @@ class TenantReads:
 
     def jobs(self, tenant: str, limit: int = 20) -> list[JobView]:
         with self._reader() as s:
-            rows = s.scalars(select(t.Job).where(t.Job.tenant == tenant)
-                             .order_by(t.Job.created_at.desc()).limit(limit))
+            rows = s.scalars(
+                select(t.Job)
+                .where(t.Job.tenant == tenant)
+                .order_by(t.Job.created_at.desc())
+                .limit(limit)
+            )
             return [_view(j) for j in rows]
 
     def models(self, tenant: str) -> list[dict[str, Any]]:
         """The models this tenant's jobs used (a tenant never sees another's)."""
-        query = (select(t.Job.task, t.Job.model, t.Job.model_version, func.count())
-                 .where(t.Job.tenant == tenant)
-                 .group_by(t.Job.task, t.Job.model, t.Job.model_version)
-                 .order_by(t.Job.task, t.Job.model))
+        query = (
+            select(t.Job.task, t.Job.model, t.Job.model_version, func.count())
+            .where(t.Job.tenant == tenant)
+            .group_by(t.Job.task, t.Job.model, t.Job.model_version)
+            .order_by(t.Job.task, t.Job.model)
+        )
         with self._reader() as s:
-            return [{"task": task, "model": model, "model_version": version, "jobs": n}
-                    for task, model, version, n in s.execute(query)]
+            return [
+                {"task": task, "model": model, "model_version": version, "jobs": n}
+                for task, model, version, n in s.execute(query)
+            ]
 
     def by_idempotency_key(self, tenant: str, key: str) -> str | None:
         with self._reader() as s:
-            return s.scalar(select(t.Job.id).where(t.Job.tenant == tenant,
-                                                   t.Job.idempotency_key == key))
+            return s.scalar(
+                select(t.Job.id).where(t.Job.tenant == tenant, t.Job.idempotency_key == key)
+            )
 
     def results_page(self, job_id: str, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """Up to `limit` result rows with seq > after, in input order (keyset pagination)."""
         query = (
             select(t.Result, t.Explanation)
-            .outerjoin(t.Explanation, and_(t.Explanation.job_id == t.Result.job_id,
-                                           t.Explanation.item_key == t.Result.item_key))
+            .outerjoin(
+                t.Explanation,
+                and_(
+                    t.Explanation.job_id == t.Result.job_id,
+                    t.Explanation.item_key == t.Result.item_key,
+                ),
+            )
             .where(t.Result.job_id == job_id, t.Result.seq > after)
             .order_by(t.Result.seq)
             .limit(limit)
@@ -60,14 +74,24 @@ class TenantReads:
     def failed_items(self, job_id: str) -> list[Item]:
         """The inputs of the items that ended `error`, in input order, for a retry job."""
         with self._reader() as s:
-            failed = set(s.scalars(select(t.Result.item_key).where(
-                t.Result.job_id == job_id, t.Result.status == ItemStatus.ERROR.value)))
+            failed = set(
+                s.scalars(
+                    select(t.Result.item_key).where(
+                        t.Result.job_id == job_id, t.Result.status == ItemStatus.ERROR.value
+                    )
+                )
+            )
             if not failed:
                 return []
-            chunks = s.scalars(select(t.Chunk).where(t.Chunk.job_id == job_id)
-                               .order_by(t.Chunk.seq))
-            return [Item.model_validate(raw) for c in chunks for raw in c.items
-                    if raw.get("key") in failed and not raw.get("invalid")]
+            chunks = s.scalars(
+                select(t.Chunk).where(t.Chunk.job_id == job_id).order_by(t.Chunk.seq)
+            )
+            return [
+                Item.model_validate(raw)
+                for c in chunks
+                for raw in c.items
+                if raw.get("key") in failed and not raw.get("invalid")
+            ]
 
 
 def tenant_reads(ledger: Ledger) -> TenantReads:

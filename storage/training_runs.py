@@ -18,7 +18,12 @@ from storage import tables as t
 from storage.ledger import _aware, _now
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
-    "queued", "running", "succeeded", "failed", "cancelled")
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
 LIVE = (QUEUED, RUNNING)
 
 
@@ -53,11 +58,20 @@ class RunView:
 
 def _view(run: t.TrainingRun) -> RunView:
     return RunView(
-        id=run.id, name=run.name, task=run.task, tenant=run.tenant or "default",
-        status=run.status, spec=dict(run.spec or {}), progress=dict(run.progress or {}),
-        attempts=run.attempts, error=run.error, model_version=run.model_version,
-        created_at=_aware(run.created_at) or _now(), started_at=_aware(run.started_at),
-        finished_at=_aware(run.finished_at), lease_owner=run.lease_owner,
+        id=run.id,
+        name=run.name,
+        task=run.task,
+        tenant=run.tenant or "default",
+        status=run.status,
+        spec=dict(run.spec or {}),
+        progress=dict(run.progress or {}),
+        attempts=run.attempts,
+        error=run.error,
+        model_version=run.model_version,
+        created_at=_aware(run.created_at) or _now(),
+        started_at=_aware(run.started_at),
+        finished_at=_aware(run.finished_at),
+        lease_owner=run.lease_owner,
         lease_expires_at=_aware(run.lease_expires_at),
     )
 
@@ -69,14 +83,24 @@ class TrainingRuns:
         # Reads skip SQLite's write lock (see storage.engine), so `sluice status` never waits.
         self._reader = sessionmaker(engine.execution_options(readonly=True))
 
-    def create(self, spec: dict[str, Any], name: str, task: str,
-               tenant: str = "default") -> str:
+    def create(self, spec: dict[str, Any], name: str, task: str, tenant: str = "default") -> str:
         run_id = RUN_PREFIX + uuid.uuid4().hex[:24]
         now = _now()
         with self._session.begin() as s:
-            s.add(t.TrainingRun(id=run_id, name=name, task=task, tenant=tenant, status=QUEUED,
-                                spec=spec, progress={}, attempts=0, enqueued_at=now,
-                                created_at=now))
+            s.add(
+                t.TrainingRun(
+                    id=run_id,
+                    name=name,
+                    task=task,
+                    tenant=tenant,
+                    status=QUEUED,
+                    spec=spec,
+                    progress={},
+                    attempts=0,
+                    enqueued_at=now,
+                    created_at=now,
+                )
+            )
         return run_id
 
     def get(self, run_id: str) -> RunView:
@@ -106,54 +130,86 @@ class TrainingRuns:
         with self._session.begin() as s:
             res = s.execute(
                 update(t.TrainingRun)
-                .where(t.TrainingRun.id == run_id, t.TrainingRun.status.in_(LIVE),
-                       or_(t.TrainingRun.status == QUEUED,
-                           t.TrainingRun.lease_owner.is_(None),
-                           t.TrainingRun.lease_owner == owner,
-                           t.TrainingRun.lease_expires_at.is_(None),
-                           t.TrainingRun.lease_expires_at < now))
-                .values(status=RUNNING, lease_owner=owner,
-                        lease_expires_at=now + timedelta(seconds=lease_seconds),
-                        attempts=t.TrainingRun.attempts + 1)
+                .where(
+                    t.TrainingRun.id == run_id,
+                    t.TrainingRun.status.in_(LIVE),
+                    or_(
+                        t.TrainingRun.status == QUEUED,
+                        t.TrainingRun.lease_owner.is_(None),
+                        t.TrainingRun.lease_owner == owner,
+                        t.TrainingRun.lease_expires_at.is_(None),
+                        t.TrainingRun.lease_expires_at < now,
+                    ),
+                )
+                .values(
+                    status=RUNNING,
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    attempts=t.TrainingRun.attempts + 1,
+                )
             )
             if not res.rowcount:  # type: ignore[attr-defined]
                 return None
-            s.execute(update(t.TrainingRun)
-                      .where(t.TrainingRun.id == run_id, t.TrainingRun.started_at.is_(None))
-                      .values(started_at=now))
+            s.execute(
+                update(t.TrainingRun)
+                .where(t.TrainingRun.id == run_id, t.TrainingRun.started_at.is_(None))
+                .values(started_at=now)
+            )
             run = s.get(t.TrainingRun, run_id, populate_existing=True)
             assert run is not None
             return _view(run)
 
     def renew(self, run_id: str, owner: str, lease_seconds: float) -> bool:
-        return self._update(run_id, _held_by(owner),
-                            lease_expires_at=_now() + timedelta(seconds=lease_seconds))
+        return self._update(
+            run_id, _held_by(owner), lease_expires_at=_now() + timedelta(seconds=lease_seconds)
+        )
 
     def update_progress(self, run_id: str, progress: dict[str, Any]) -> None:
         """Replace the progress (written by the rank-0 process, which holds no lease)."""
         self._update(run_id, t.TrainingRun.status == RUNNING, progress=progress)
 
     def finish(self, run_id: str, owner: str, model_version: int) -> bool:
-        return self._update(run_id, _held_by(owner), status=SUCCEEDED,
-                            model_version=model_version, finished_at=_now(),
-                            lease_owner=None, lease_expires_at=None)
+        return self._update(
+            run_id,
+            _held_by(owner),
+            status=SUCCEEDED,
+            model_version=model_version,
+            finished_at=_now(),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
 
     def fail(self, run_id: str, owner: str | None, error: str) -> bool:
         """End a run as failed. Without an owner (cancel paths, the sweeper giving up on a
         run out of attempts) any live run is failed; a finished one is never changed."""
         guard = t.TrainingRun.status.in_(LIVE) if owner is None else _held_by(owner)
-        return self._update(run_id, guard, status=FAILED, error=error[:4000],
-                            finished_at=_now(), lease_owner=None, lease_expires_at=None)
+        return self._update(
+            run_id,
+            guard,
+            status=FAILED,
+            error=error[:4000],
+            finished_at=_now(),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
 
     def release(self, run_id: str, owner: str, error: str) -> bool:
         """Give a run back to the queue after a failed attempt; the error is kept."""
-        return self._update(run_id, _held_by(owner), status=QUEUED, error=error[:4000],
-                            enqueued_at=_now(), lease_owner=None, lease_expires_at=None)
+        return self._update(
+            run_id,
+            _held_by(owner),
+            status=QUEUED,
+            error=error[:4000],
+            enqueued_at=_now(),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
 
     def _update(self, run_id: str, guard: Any, **values: Any) -> bool:
         with self._session.begin() as s:
-            res = s.execute(update(t.TrainingRun)
-                            .where(t.TrainingRun.id == run_id, guard).values(**values))
+            res = s.execute(
+                update(t.TrainingRun).where(t.TrainingRun.id == run_id, guard).values(**values)
+            )
             return bool(res.rowcount)  # type: ignore[attr-defined]
 
     # -- control and the sweeper --------------------------------------------------------------
@@ -161,10 +217,13 @@ class TrainingRuns:
     def cancel(self, run_id: str) -> RunView:
         """Stop a queued or running run; a finished one is left as it is."""
         with self._session.begin() as s:
-            s.execute(update(t.TrainingRun)
-                      .where(t.TrainingRun.id == run_id, t.TrainingRun.status.in_(LIVE))
-                      .values(status=CANCELLED, finished_at=_now(), lease_owner=None,
-                              lease_expires_at=None))
+            s.execute(
+                update(t.TrainingRun)
+                .where(t.TrainingRun.id == run_id, t.TrainingRun.status.in_(LIVE))
+                .values(
+                    status=CANCELLED, finished_at=_now(), lease_owner=None, lease_expires_at=None
+                )
+            )
             run = s.get(t.TrainingRun, run_id, populate_existing=True)
             if run is None:
                 raise RunNotFoundError(run_id)
@@ -175,11 +234,15 @@ class TrainingRuns:
         whose worker died (running with an expired lease)."""
         now = _now()
         with self._reader() as s:
-            return list(s.scalars(
-                select(t.TrainingRun.id)
-                .where(or_(_stale_queued(now - timedelta(seconds=requeue_after)),
-                           _expired(now)))
-                .order_by(t.TrainingRun.created_at)))
+            return list(
+                s.scalars(
+                    select(t.TrainingRun.id)
+                    .where(
+                        or_(_stale_queued(now - timedelta(seconds=requeue_after)), _expired(now))
+                    )
+                    .order_by(t.TrainingRun.created_at)
+                )
+            )
 
     def mark_enqueued(self, run_ids: list[str]) -> list[str]:
         """Record that these runs were sent again; a run with an expired lease goes back to
@@ -188,19 +251,26 @@ class TrainingRuns:
             return []
         now = _now()
         with self._session.begin() as s:
-            return list(s.scalars(
-                update(t.TrainingRun)
-                .where(t.TrainingRun.id.in_(run_ids),
-                       or_(t.TrainingRun.status == QUEUED, _expired(now)))
-                .values(status=QUEUED, enqueued_at=now, lease_owner=None,
-                        lease_expires_at=None)
-                .returning(t.TrainingRun.id)))
+            return list(
+                s.scalars(
+                    update(t.TrainingRun)
+                    .where(
+                        t.TrainingRun.id.in_(run_ids),
+                        or_(t.TrainingRun.status == QUEUED, _expired(now)),
+                    )
+                    .values(status=QUEUED, enqueued_at=now, lease_owner=None, lease_expires_at=None)
+                    .returning(t.TrainingRun.id)
+                )
+            )
 
     # Last: inside the class body, `list` names this method from here on.
     def list(self, limit: int = 20, tenant: str | None = None) -> list[RunView]:
         """The newest runs first."""
-        query = (select(t.TrainingRun)
-                 .order_by(t.TrainingRun.created_at.desc(), t.TrainingRun.id).limit(limit))
+        query = (
+            select(t.TrainingRun)
+            .order_by(t.TrainingRun.created_at.desc(), t.TrainingRun.id)
+            .limit(limit)
+        )
         if tenant is not None:
             query = query.where(t.TrainingRun.tenant == tenant)
         with self._reader() as s:
@@ -212,11 +282,14 @@ def _held_by(owner: str) -> Any:
 
 
 def _expired(now: datetime) -> Any:
-    return and_(t.TrainingRun.status == RUNNING,
-                or_(t.TrainingRun.lease_expires_at.is_(None),
-                    t.TrainingRun.lease_expires_at < now))
+    return and_(
+        t.TrainingRun.status == RUNNING,
+        or_(t.TrainingRun.lease_expires_at.is_(None), t.TrainingRun.lease_expires_at < now),
+    )
 
 
 def _stale_queued(before: datetime) -> Any:
-    return and_(t.TrainingRun.status == QUEUED,
-                or_(t.TrainingRun.enqueued_at.is_(None), t.TrainingRun.enqueued_at < before))
+    return and_(
+        t.TrainingRun.status == QUEUED,
+        or_(t.TrainingRun.enqueued_at.is_(None), t.TrainingRun.enqueued_at < before),
+    )

@@ -14,8 +14,14 @@ from storage import tables as t
 
 def encode(value: Any) -> dict[str, Any]:
     """A watermark as JSON that keeps its type (a timestamp must come back a timestamp)."""
-    for kind, cls in (("bool", bool), ("int", int), ("float", float), ("decimal", Decimal),
-                      ("datetime", dt.datetime), ("date", dt.date)):
+    for kind, cls in (
+        ("bool", bool),
+        ("int", int),
+        ("float", float),
+        ("decimal", Decimal),
+        ("datetime", dt.datetime),
+        ("date", dt.date),
+    ):
         if isinstance(value, cls):
             text = value.isoformat() if isinstance(value, dt.date) else str(value)
             return {"type": kind, "value": text}
@@ -25,8 +31,13 @@ def encode(value: Any) -> dict[str, Any]:
 def decode(raw: dict[str, Any]) -> Any:
     kind, text = raw["type"], raw["value"]
     converters: dict[str, Any] = {
-        "bool": lambda v: v == "True", "int": int, "float": float, "decimal": Decimal,
-        "datetime": dt.datetime.fromisoformat, "date": dt.date.fromisoformat, "str": str,
+        "bool": lambda v: v == "True",
+        "int": int,
+        "float": float,
+        "decimal": Decimal,
+        "datetime": dt.datetime.fromisoformat,
+        "date": dt.date.fromisoformat,
+        "str": str,
     }
     return converters[kind](text)
 
@@ -37,21 +48,45 @@ class Watermarks:
 
     def get(self, source: str, table: str, task: str, model_version: str) -> Any | None:
         with self._session() as s:
-            raw = s.scalar(select(t.EnrichWatermark.value).where(
-                t.EnrichWatermark.source == source, t.EnrichWatermark.table_name == table,
-                t.EnrichWatermark.task == task,
-                t.EnrichWatermark.model_version == model_version))
+            raw = s.scalar(
+                select(t.EnrichWatermark.value).where(
+                    t.EnrichWatermark.source == source,
+                    t.EnrichWatermark.table_name == table,
+                    t.EnrichWatermark.task == task,
+                    t.EnrichWatermark.model_version == model_version,
+                )
+            )
             return decode(raw) if raw else None
 
-    def set(self, source: str, table: str, task: str, model_version: str, since_column: str,
-            value: Any, job_id: str | None) -> None:
-        row = {"source": source, "table_name": table, "task": task,
-               "model_version": model_version, "since_column": since_column,
-               "value": encode(value), "job_id": job_id, "updated_at": dt.datetime.now(dt.UTC)}
+    def set(
+        self,
+        source: str,
+        table: str,
+        task: str,
+        model_version: str,
+        since_column: str,
+        value: Any,
+        job_id: str | None,
+    ) -> None:
+        row = {
+            "source": source,
+            "table_name": table,
+            "task": task,
+            "model_version": model_version,
+            "since_column": since_column,
+            "value": encode(value),
+            "job_id": job_id,
+            "updated_at": dt.datetime.now(dt.UTC),
+        }
         with self._session.begin() as s:
             insert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr]
             stmt = insert(t.EnrichWatermark).values(row)
-            s.execute(stmt.on_conflict_do_update(
-                index_elements=["source", "table_name", "task", "model_version"],
-                set_={k: stmt.excluded[k] for k in ("since_column", "value", "job_id",
-                                                     "updated_at")}))
+            s.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["source", "table_name", "task", "model_version"],
+                    set_={
+                        k: stmt.excluded[k]
+                        for k in ("since_column", "value", "job_id", "updated_at")
+                    },
+                )
+            )

@@ -19,8 +19,15 @@ from storage.ledger import Ledger
 
 PG_URL = os.environ.get("SLUICE_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("SLUICE_TEST_REDIS_URL")
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
-    not PG_URL, reason="set SLUICE_TEST_DATABASE_URL to run on PostgreSQL"))]
+BACKENDS = [
+    "sqlite",
+    pytest.param(
+        "postgresql",
+        marks=pytest.mark.skipif(
+            not PG_URL, reason="set SLUICE_TEST_DATABASE_URL to run on PostgreSQL"
+        ),
+    ),
+]
 SAMPLES = Path(__file__).parent.parent / "ops" / "samples" / "messages.jsonl"
 
 
@@ -42,8 +49,9 @@ def pg_database() -> Iterator[str | None]:
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path,
-                 pg_database: str | None) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_database: str | None
+) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
         return
@@ -51,8 +59,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path,
     yield pg_database
     engine = make_engine(pg_database)  # leave the shared test database empty for the next test
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, api_keys, enrich_watermarks, training_runs, "
-                          "model_versions CASCADE"))
+        conn.execute(
+            text(
+                "TRUNCATE jobs, api_keys, enrich_watermarks, training_runs, model_versions CASCADE"
+            )
+        )
     engine.dispose()
 
 
@@ -93,16 +104,26 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(base)
     labels = ["billing", "praise"]
     rows = [json.loads(line) for line in SAMPLES.read_text(encoding="utf-8").splitlines()]
-    data = [(r["text"], labels.index(r["topic"])) for r in rows
-            if r["topic"] in labels and r["lang"] == "en"]
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, num_labels=2,
-                        id2label=dict(enumerate(labels)), label2id={k: i for i, k in
-                                                                   enumerate(labels)})
+    data = [
+        (r["text"], labels.index(r["topic"]))
+        for r in rows
+        if r["topic"] in labels and r["lang"] == "en"
+    ]
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=2,
+        id2label=dict(enumerate(labels)),
+        label2id={k: i for i, k in enumerate(labels)},
+    )
     torch.manual_seed(0)
     model = BertForSequenceClassification(config)
-    batch = tokenizer([t for t, _ in data], padding=True, truncation=True, max_length=64,
-                      return_tensors="pt")
+    batch = tokenizer(
+        [t for t, _ in data], padding=True, truncation=True, max_length=64, return_tensors="pt"
+    )
     target = torch.tensor([y for _, y in data])
     optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()

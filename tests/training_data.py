@@ -18,8 +18,12 @@ TOPICS = {
     "shipping": ["parcel", "delivery", "package", "courier", "shipment", "tracking number"],
     "technical": ["app crash", "login error", "password reset", "bug", "update", "frozen screen"],
 }
-FRAMES = ["I have a question about my {}.", "There is a problem with the {} again.",
-          "Can someone help me with the {} please?", "Why is the {} not working as expected?"]
+FRAMES = [
+    "I have a question about my {}.",
+    "There is a problem with the {} again.",
+    "Can someone help me with the {} please?",
+    "Why is the {} not working as expected?",
+]
 
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -34,16 +38,25 @@ def breast_cancer_csv(path: Path) -> tuple[Path, list[dict[str, Any]]]:
     """All 569 rows with an `id` and the `diagnosis` label; returns the held-out rows of the
     split training makes (seed 0, 20 %), for checking the registered model by inference."""
     data = load_breast_cancer()
-    rows = [{"id": i, **{str(n): float(v) for n, v in zip(data.feature_names, x, strict=True)},
-             "diagnosis": str(data.target_names[y])}
-            for i, (x, y) in enumerate(zip(data.data, data.target, strict=True))]
+    rows = [
+        {
+            "id": i,
+            **{str(n): float(v) for n, v in zip(data.feature_names, x, strict=True)},
+            "diagnosis": str(data.target_names[y]),
+        }
+        for i, (x, y) in enumerate(zip(data.data, data.target, strict=True))
+    ]
     _, held = holdout_split(np.array([r["diagnosis"] for r in rows]), 0.2, 0)
     return _write(path, rows), [rows[i] for i in held]
 
 
 def texts_csv(path: Path) -> Path:
-    rows = [{"text": frame.format(thing), "topic": topic}
-            for topic, things in TOPICS.items() for thing in things for frame in FRAMES]
+    rows = [
+        {"text": frame.format(thing), "topic": topic}
+        for topic, things in TOPICS.items()
+        for thing in things
+        for frame in FRAMES
+    ]
     return _write(path, rows)
 
 

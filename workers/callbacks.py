@@ -44,8 +44,12 @@ def payload(ledger: Ledger, delivery: PendingDelivery) -> dict[str, Any]:
     return body
 
 
-def deliver_due(ledger: Ledger, settings: Settings, job_ids: list[str] | None = None,
-                http: httpx.Client | None = None) -> dict[str, int]:
+def deliver_due(
+    ledger: Ledger,
+    settings: Settings,
+    job_ids: list[str] | None = None,
+    http: httpx.Client | None = None,
+) -> dict[str, int]:
     """Try every due callback (or those of `job_ids`) once. Returns counts by new state."""
     callbacks = Callbacks(ledger.engine)
     keys = ApiKeys(ledger.engine)
@@ -67,14 +71,24 @@ def deliver_due(ledger: Ledger, settings: Settings, job_ids: list[str] | None = 
     return counts
 
 
-def _attempt(ledger: Ledger, callbacks: Callbacks, keys: ApiKeys, settings: Settings,
-             delivery: PendingDelivery, client: httpx.Client) -> str:
+def _attempt(
+    ledger: Ledger,
+    callbacks: Callbacks,
+    keys: ApiKeys,
+    settings: Settings,
+    delivery: PendingDelivery,
+    client: httpx.Client,
+) -> str:
     status_code: int | None = None
     error: str | None = None
     try:
         body = json.dumps(payload(ledger, delivery), separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", "User-Agent": "sluice-callbacks/1",
-                   "X-Sluice-Job": delivery.job_id, "X-Sluice-Attempt": str(delivery.attempt)}
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "sluice-callbacks/1",
+            "X-Sluice-Job": delivery.job_id,
+            "X-Sluice-Attempt": str(delivery.attempt),
+        }
         secret = keys.secret(delivery.api_key_id) if delivery.api_key_id else None
         if secret:
             headers[SIGNATURE_HEADER] = sign(secret, body)
@@ -82,9 +96,15 @@ def _attempt(ledger: Ledger, callbacks: Callbacks, keys: ApiKeys, settings: Sett
         status_code = client.post(delivery.url, content=body, headers=headers).status_code
     except Exception as exc:  # any failure to deliver is retried later
         error = f"{type(exc).__name__}: {exc}"[:2000]
-    state = callbacks.record(delivery, status_code, error, settings.callback_max_attempts,
-                             settings.callback_backoff)
+    state = callbacks.record(
+        delivery, status_code, error, settings.callback_max_attempts, settings.callback_backoff
+    )
     if state != "delivered":
-        log.warning("callback for job %s, attempt %d: %s (%s)", delivery.job_id,
-                    delivery.attempt, error or f"HTTP {status_code}", state)
+        log.warning(
+            "callback for job %s, attempt %d: %s (%s)",
+            delivery.job_id,
+            delivery.attempt,
+            error or f"HTTP {status_code}",
+            state,
+        )
     return state

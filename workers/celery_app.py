@@ -43,9 +43,11 @@ def create_app(settings: Settings, endpoints: Endpoints) -> Celery:
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,  # Ray needs real file descriptors
         beat_schedule={
-            "sluice-sweep": {"task": SWEEP, "schedule": settings.sweep_interval,
-                             "options": {"queue": CONTROL_QUEUE, "expires":
-                                         settings.sweep_interval}},
+            "sluice-sweep": {
+                "task": SWEEP,
+                "schedule": settings.sweep_interval,
+                "options": {"queue": CONTROL_QUEUE, "expires": settings.sweep_interval},
+            },
         },
     )
     from workers.tasks import register

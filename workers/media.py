@@ -51,11 +51,14 @@ def load_image(item: Item, limits: MediaLimits) -> Any:
         raise InvalidInput(f"image refused as a decompression bomb: {exc}") from exc
     width, height = image.size
     if width * height > limits.max_image_pixels:
-        raise InvalidInput(f"image is {width}x{height} = {width * height} pixels, over the cap "
-                           f"of {limits.max_image_pixels} (SLUICE_MAX_IMAGE_PIXELS)")
+        raise InvalidInput(
+            f"image is {width}x{height} = {width * height} pixels, over the cap "
+            f"of {limits.max_image_pixels} (SLUICE_MAX_IMAGE_PIXELS)"
+        )
     if image.format not in IMAGE_FORMATS:
-        raise InvalidInput(f"image format {image.format} is not accepted "
-                           f"({', '.join(sorted(IMAGE_FORMATS))})")
+        raise InvalidInput(
+            f"image format {image.format} is not accepted ({', '.join(sorted(IMAGE_FORMATS))})"
+        )
     try:
         image.load()
         return image.convert("RGB")
@@ -75,8 +78,10 @@ def load_audio(item: Item, limits: MediaLimits, sample_rate: int) -> np.ndarray:
                 raise InvalidInput("audio file holds no samples")
             seconds = fh.frames / fh.samplerate
             if seconds > limits.max_audio_seconds:
-                raise InvalidInput(f"audio is {seconds:.1f} s long, over the cap of "
-                                   f"{limits.max_audio_seconds:g} s (SLUICE_MAX_AUDIO_SECONDS)")
+                raise InvalidInput(
+                    f"audio is {seconds:.1f} s long, over the cap of "
+                    f"{limits.max_audio_seconds:g} s (SLUICE_MAX_AUDIO_SECONDS)"
+                )
             samples = fh.read(dtype="float32", always_2d=True)
             source_rate = fh.samplerate
     except InvalidInput:

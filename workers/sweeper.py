@@ -36,8 +36,11 @@ class BrokerProbe:
 
     def __init__(self, broker_url: str) -> None:
         url = broker_url.replace("redis+socket://", "unix://")
-        self.client = redis.Redis.from_url(url) if url.startswith(
-            ("redis://", "rediss://", "unix://")) else None
+        self.client = (
+            redis.Redis.from_url(url)
+            if url.startswith(("redis://", "rediss://", "unix://"))
+            else None
+        )
 
     def was_reset(self) -> bool:
         """True when our marker key is gone: the broker lost its queues (or is new)."""
@@ -81,8 +84,11 @@ def sweep_once(ledger: Ledger, settings: Settings, broker_url: str, send: Send) 
     dead = 0
     for chunk_id in exhausted:
         try:
-            dead += ledger.dead_letter(chunk_id, None, f"{settings.max_attempts} attempts "
-                                       "used up (the worker holding it died each time)")
+            dead += ledger.dead_letter(
+                chunk_id,
+                None,
+                f"{settings.max_attempts} attempts used up (the worker holding it died each time)",
+            )
         except Exception:  # one bad chunk must not stop the sweep of the others
             log.exception("sweep: could not dead-letter chunk %s", chunk_id)
     probe.mark()  # only once everything lost is sent again

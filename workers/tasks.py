@@ -45,13 +45,15 @@ class WorkerState:
 
         pool.connect(self.endpoints.ray_address, self.endpoints.ray_auth_token_path)
         replica = pool.replica_for(chunk_id, self.settings.replicas)
-        actor = pool.get_actor(job.task, job.model, job.params["model_path"], job.model_version,
-                               replica, self.settings)
+        actor = pool.get_actor(
+            job.task, job.model, job.params["model_path"], job.model_version, replica, self.settings
+        )
         # The worker's own limits travel with each chunk: the actor checks every media
         # reference against them again, whatever the producer accepted.
         params = {**job.params, "media_limits": asdict(self.settings.media_limits())}
-        ref = actor.process.remote(job.id, [i.model_dump(exclude_none=True) for i in items],
-                                   params, job.explain_policy)
+        ref = actor.process.remote(
+            job.id, [i.model_dump(exclude_none=True) for i in items], params, job.explain_policy
+        )
         raw = ray.get(ref, timeout=self.settings.chunk_time_limit)
         return [Outcome.model_validate(r) for r in raw]
 
@@ -82,8 +84,9 @@ class LeaseKeeper:
         self.thread.join()
 
 
-def compute_outcomes(state: WorkerState, job: JobView, chunk_id: str,
-                     items: list[Item]) -> list[Outcome]:
+def compute_outcomes(
+    state: WorkerState, job: JobView, chunk_id: str, items: list[Item]
+) -> list[Outcome]:
     """Invalid items are settled here; the rest go to the model actor. Order is kept."""
     cap = state.settings.max_text_chars
     is_text = task_info(job.task).modality == "text"
@@ -110,33 +113,44 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
         return claim.outcome
     assert claim.job is not None and claim.items is not None
     if claim.attempts > settings.max_attempts:  # it killed its worker every time before
-        ledger.dead_letter(chunk_id, owner, f"{settings.max_attempts} attempts used up "
-                           "(the worker holding it died each time)")
+        ledger.dead_letter(
+            chunk_id,
+            owner,
+            f"{settings.max_attempts} attempts used up (the worker holding it died each time)",
+        )
         return "dead"
     started = time.perf_counter()
     try:
-        with LeaseKeeper(lambda: ledger.renew(chunk_id, owner, settings.lease_seconds),
-                         settings.lease_seconds, f"chunk {chunk_id}"):
+        with LeaseKeeper(
+            lambda: ledger.renew(chunk_id, owner, settings.lease_seconds),
+            settings.lease_seconds,
+            f"chunk {chunk_id}",
+        ):
             outcomes = compute_outcomes(state, claim.job, chunk_id, claim.items)
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         if claim.attempts >= settings.max_attempts:
-            log.error("chunk %s: dead-lettered after %d attempts: %s", chunk_id,
-                      claim.attempts, reason)
+            log.error(
+                "chunk %s: dead-lettered after %d attempts: %s", chunk_id, claim.attempts, reason
+            )
             ledger.dead_letter(chunk_id, owner, reason)
             return "dead"
-        log.warning("chunk %s: attempt %d failed, retrying: %s", chunk_id, claim.attempts,
-                    reason)
+        log.warning("chunk %s: attempt %d failed, retrying: %s", chunk_id, claim.attempts, reason)
         ledger.release(chunk_id, owner, reason)
-        raise task.retry(exc=exc, countdown=settings.retry_backoff ** claim.attempts,
-                         max_retries=None) from exc
+        raise task.retry(
+            exc=exc, countdown=settings.retry_backoff**claim.attempts, max_retries=None
+        ) from exc
     computed = time.perf_counter()
     if not ledger.complete(chunk_id, owner, outcomes):
-        log.warning("chunk %s: lease lost before completion; another worker finishes it",
-                    chunk_id)
+        log.warning("chunk %s: lease lost before completion; another worker finishes it", chunk_id)
         return "lease-lost"
-    log.info("chunk %s: %d items, model %.3fs, ledger %.3fs", chunk_id, len(outcomes),
-             computed - started, time.perf_counter() - computed)
+    log.info(
+        "chunk %s: %d items, model %.3fs, ledger %.3fs",
+        chunk_id,
+        len(outcomes),
+        computed - started,
+        time.perf_counter() - computed,
+    )
     if claim.job.callback_url:
         _send_callback(state, claim.job.id)
     return "done"
@@ -166,17 +180,20 @@ def register(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
     @app.task(name=SWEEP)
     def sweep_task() -> dict[str, Any]:
         def send(chunk_id: str, queue: str, priority: int) -> None:
-            app.send_task(PROCESS_CHUNK, args=[chunk_id], queue=queue,
-                          priority=redis_priority(priority))
+            app.send_task(
+                PROCESS_CHUNK, args=[chunk_id], queue=queue, priority=redis_priority(priority)
+            )
 
         report = sweep_once(state.ledger, settings, require_broker(endpoints), send)
         from workers.training.task import resend_training
 
         broker = require_broker(endpoints)
         report.resent += resend_training(
-            settings, endpoints.database_url,
+            settings,
+            endpoints.database_url,
             lambda run_id: app.send_task(TRAIN_TASK, args=[run_id], queue=TRAIN_QUEUE),
-            lambda: BrokerProbe(broker).is_empty(TRAIN_QUEUE))
+            lambda: BrokerProbe(broker).is_empty(TRAIN_QUEUE),
+        )
         if report.resent or report.dead_lettered:
             log.warning("sweep: %s", report.as_dict())
         from workers.callbacks import deliver_due

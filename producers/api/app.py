@@ -1,6 +1,6 @@
 """The REST API: FastAPI over the same Client the CLI and SDK use. `sluice api` serves it.
 
-    create_app(Settings()) -> FastAPI      # OpenAPI at /openapi.json, docs at /docs
+create_app(Settings()) -> FastAPI      # OpenAPI at /openapi.json, docs at /docs
 """
 
 from dataclasses import dataclass
@@ -41,8 +41,9 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     settings = client.settings
     engine = client.ledger.engine
     app = FastAPI(title="Sluice", version="1", description=DESCRIPTION)
-    app.state.sluice = Services(settings, client, ApiKeys(engine), TenantReads(engine),
-                                Callbacks(engine))
+    app.state.sluice = Services(
+        settings, client, ApiKeys(engine), TenantReads(engine), Callbacks(engine)
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.include_router(jobs.router)
     app.include_router(events.router)

@@ -12,19 +12,25 @@ bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API ke
 header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="or X-API-Key")
 
 
-def principal(request: Request,
-              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-              api_key: Annotated[str | None, Depends(header_key)]) -> ApiKeyInfo:
+def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    api_key: Annotated[str | None, Depends(header_key)],
+) -> ApiKeyInfo:
     """The caller's key (and so its tenant); 401 without a valid one."""
     key = credentials.credentials if credentials else api_key
     if not key:
-        raise HTTPException(401, "missing API key: send 'Authorization: Bearer <key>' "
-                                 "(create one with `sluice api-keys create --tenant T`)",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "missing API key: send 'Authorization: Bearer <key>' "
+            "(create one with `sluice api-keys create --tenant T`)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     info = request.app.state.sluice.keys.authenticate(key)
     if info is None:
-        raise HTTPException(401, "unknown or revoked API key",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+        )
     return info
 
 
@@ -60,17 +66,24 @@ class BodyLimit:
 
 
 def _message(limit: int) -> str:
-    return (f"request body over the cap of {limit} bytes (SLUICE_API_MAX_BODY_BYTES); "
-            "split the job or use a SQL source")
+    return (
+        f"request body over the cap of {limit} bytes (SLUICE_API_MAX_BODY_BYTES); "
+        "split the job or use a SQL source"
+    )
 
 
 async def _too_large(send: Send, limit: int) -> None:
     import json
 
     body = json.dumps({"detail": _message(limit)}).encode()
-    start: dict[str, Any] = {"type": "http.response.start", "status": 413,
-                             "headers": [(b"content-type", b"application/json"),
-                                         (b"content-length", str(len(body)).encode()),
-                                         (b"connection", b"close")]}
+    start: dict[str, Any] = {
+        "type": "http.response.start",
+        "status": 413,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ],
+    }
     await send(start)
     await send({"type": "http.response.body", "body": body})

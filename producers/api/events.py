@@ -39,26 +39,42 @@ def parse_wait(text: str | None, cap: float) -> float:
     return value
 
 
-@router.post("/events", response_model=EventOut, status_code=200,
-             responses={202: {"model": EventOut, "description": "not finished within ?wait"}})
-async def post_event(body: EventRequest, request: Request,
-                     key: Annotated[ApiKeyInfo, Depends(principal)],
-                     wait: Annotated[str | None, Query(description="e.g. 5s, 500ms")] = None,
-                     idempotency_key: IdempotencyKey = None) -> JSONResponse:
+@router.post(
+    "/events",
+    response_model=EventOut,
+    status_code=200,
+    responses={202: {"model": EventOut, "description": "not finished within ?wait"}},
+)
+async def post_event(
+    body: EventRequest,
+    request: Request,
+    key: Annotated[ApiKeyInfo, Depends(principal)],
+    wait: Annotated[str | None, Query(description="e.g. 5s, 500ms")] = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
     """Process one item. 200 with its result when it ends within `wait`; 202 otherwise."""
     svc = services(request)
     timeout = parse_wait(wait, svc.settings.api_max_wait)
-    job_id = (await run_in_threadpool(svc.reads.by_idempotency_key, key.tenant,
-                                      idempotency_key) if idempotency_key else None)
+    job_id = (
+        await run_in_threadpool(svc.reads.by_idempotency_key, key.tenant, idempotency_key)
+        if idempotency_key
+        else None
+    )
     if job_id is None:
-        row = {**item_content(body.model_dump(), task_info(body.task).modality, 1),
-               "key": body.key}
-        items = await run_in_threadpool(svc.client.items_from_rows, list(row), iter([row]),
-                                        body.task, model=body.model, key_column="key",
-                                        source="event")
+        row = {**item_content(body.model_dump(), task_info(body.task).modality, 1), "key": body.key}
+        items = await run_in_threadpool(
+            svc.client.items_from_rows,
+            list(row),
+            iter([row]),
+            body.task,
+            model=body.model,
+            key_column="key",
+            source="event",
+        )
         try:
-            job_id = await run_in_threadpool(submit, svc, key, body, items, EVENT_SOURCE,
-                                             idempotency_key)
+            job_id = await run_in_threadpool(
+                submit, svc, key, body, items, EVENT_SOURCE, idempotency_key
+            )
         except IntegrityError:  # the same Idempotency-Key, sent concurrently: that event
             job_id = svc.reads.by_idempotency_key(key.tenant, idempotency_key or "")
             if job_id is None:
@@ -68,11 +84,16 @@ async def post_event(body: EventRequest, request: Request,
     while not view.status.finished and time.monotonic() < deadline:
         await asyncio.sleep(POLL)
         view = await run_in_threadpool(svc.reads.job, key.tenant, job_id)
-    out: dict[str, Any] = {"job_id": job_id, "status": view.status.value, "result": None,
-                           "status_url": f"/v1/jobs/{job_id}",
-                           "results_url": f"/v1/jobs/{job_id}/results"}
+    out: dict[str, Any] = {
+        "job_id": job_id,
+        "status": view.status.value,
+        "result": None,
+        "status_url": f"/v1/jobs/{job_id}",
+        "results_url": f"/v1/jobs/{job_id}/results",
+    }
     if view.status.finished:
         out["result"] = await run_in_threadpool(
-            lambda: next(iter(svc.client.ledger.iter_results(job_id)), None))
+            lambda: next(iter(svc.client.ledger.iter_results(job_id)), None)
+        )
         return JSONResponse(out, status_code=200)
     return JSONResponse(out, status_code=202, headers={"Location": out["status_url"]})

@@ -33,17 +33,35 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 Principal = Annotated[ApiKeyInfo, Depends(principal)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
 Format = Literal["json", "jsonl", "csv", "parquet"]
-MEDIA = {"application/x-ndjson": "jsonl", "application/jsonl": "jsonl", "text/csv": "csv",
-         "application/vnd.apache.parquet": "parquet", "application/x-parquet": "parquet"}
-UPLOAD_FIELDS = ("task", "model", "explain", "labels", "label_descriptions", "priority",
-                 "callback_url", "text_column", "key_column", "media_column")
+MEDIA = {
+    "application/x-ndjson": "jsonl",
+    "application/jsonl": "jsonl",
+    "text/csv": "csv",
+    "application/vnd.apache.parquet": "parquet",
+    "application/x-parquet": "parquet",
+}
+UPLOAD_FIELDS = (
+    "task",
+    "model",
+    "explain",
+    "labels",
+    "label_descriptions",
+    "priority",
+    "callback_url",
+    "text_column",
+    "key_column",
+    "media_column",
+)
 
 
 def job_out(svc: Services, view: JobView) -> dict[str, Any]:
     d = view.as_dict()
     keep = {k: d[k] for k in JobOut.model_fields if k in d}
-    return {**keep, "parent_job_id": view.parent_job_id,
-            "callback": svc.callbacks.get(view.id) if view.callback_url else None}
+    return {
+        **keep,
+        "parent_job_id": view.parent_job_id,
+        "callback": svc.callbacks.get(view.id) if view.callback_url else None,
+    }
 
 
 def check_callback_url(url: str | None) -> None:
@@ -56,10 +74,16 @@ def check_callback_url(url: str | None) -> None:
 
 # -- submit -------------------------------------------------------------------------------------
 
-@router.post("/jobs", status_code=201, response_model=JobOut,
-             responses={200: {"description": "an Idempotency-Key seen before: that job"}})
-async def create_job(request: Request, key: Principal,
-                     idempotency_key: IdempotencyKey = None) -> JSONResponse:
+
+@router.post(
+    "/jobs",
+    status_code=201,
+    response_model=JobOut,
+    responses={200: {"description": "an Idempotency-Key seen before: that job"}},
+)
+async def create_job(
+    request: Request, key: Principal, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
     """A job from inline items (JSON), a file upload (multipart: `file` plus the options as
     form fields) or a SQL `source`. The body schema is JobRequest (JSON) or the multipart
     form; see the request body below."""
@@ -81,35 +105,58 @@ async def create_job(request: Request, key: Principal,
     else:
         raise HTTPException(415, "send application/json or multipart/form-data")
     if len(items) > svc.settings.api_max_items:
-        raise HTTPException(413, f"{len(items)} items, over the cap of "
-                                 f"{svc.settings.api_max_items} (SLUICE_API_MAX_ITEMS)")
+        raise HTTPException(
+            413,
+            f"{len(items)} items, over the cap of "
+            f"{svc.settings.api_max_items} (SLUICE_API_MAX_ITEMS)",
+        )
     try:
-        job_id = await run_in_threadpool(submit, svc, key, options, items, source,
-                                         idempotency_key)
+        job_id = await run_in_threadpool(submit, svc, key, options, items, source, idempotency_key)
     except IntegrityError:  # the same Idempotency-Key, submitted concurrently
         seen = svc.reads.by_idempotency_key(key.tenant, idempotency_key or "")
         if not seen:
             raise
         return await _replay(svc, key, seen)
     view = await run_in_threadpool(svc.reads.job, key.tenant, job_id)
-    return JSONResponse(job_out(svc, view), status_code=201,
-                        headers={"Location": f"/v1/jobs/{job_id}"})
+    return JSONResponse(
+        job_out(svc, view), status_code=201, headers={"Location": f"/v1/jobs/{job_id}"}
+    )
 
 
 async def _replay(svc: Services, key: ApiKeyInfo, job_id: str) -> JSONResponse:
     view = await run_in_threadpool(svc.reads.job, key.tenant, job_id)
-    return JSONResponse(job_out(svc, view), status_code=200,
-                        headers={"Location": f"/v1/jobs/{job_id}", "Idempotent-Replayed": "true"})
+    return JSONResponse(
+        job_out(svc, view),
+        status_code=200,
+        headers={"Location": f"/v1/jobs/{job_id}", "Idempotent-Replayed": "true"},
+    )
 
 
-def submit(svc: Services, key: ApiKeyInfo, options: JobOptions, items: list[Item], source: str,
-           idempotency_key: str | None, **extra: Any) -> str:
+def submit(
+    svc: Services,
+    key: ApiKeyInfo,
+    options: JobOptions,
+    items: list[Item],
+    source: str,
+    idempotency_key: str | None,
+    **extra: Any,
+) -> str:
     check_callback_url(options.callback_url)
     return svc.client.submit_items(
-        items, options.task, model=options.model, explain=options.explain,
-        labels=options.labels, label_descriptions=options.label_descriptions,
-        priority=options.priority, source=source, tenant=key.tenant, api_key_id=key.id,
-        callback_url=options.callback_url, idempotency_key=idempotency_key, **extra)
+        items,
+        options.task,
+        model=options.model,
+        explain=options.explain,
+        labels=options.labels,
+        label_descriptions=options.label_descriptions,
+        priority=options.priority,
+        source=source,
+        tenant=key.tenant,
+        api_key_id=key.id,
+        callback_url=options.callback_url,
+        idempotency_key=idempotency_key,
+        **extra,
+    )
 
 
 def _from_json(body: JobRequest, svc: Services) -> tuple[list[Item], str]:
@@ -122,11 +169,14 @@ def _from_json(body: JobRequest, svc: Services) -> tuple[list[Item], str]:
     if any(keyed) and not all(keyed):
         raise SluiceError("give every item a `key`, or none (they are then numbered 1, 2, ...)")
     modality = task_info(body.task).modality
-    rows = [{**item_content(r, modality, n), "key": str(r["key"]) if all(keyed) else str(n)}
-            for n, r in enumerate(raw, 1)]
+    rows = [
+        {**item_content(r, modality, n), "key": str(r["key"]) if all(keyed) else str(n)}
+        for n, r in enumerate(raw, 1)
+    ]
     columns = sorted({c for r in rows for c in r}) or ["key", "text"]
-    items = svc.client.items_from_rows(columns, iter(rows), body.task, model=body.model,
-                                       key_column="key", source="items")
+    items = svc.client.items_from_rows(
+        columns, iter(rows), body.task, model=body.model, key_column="key", source="items"
+    )
     return items, "api"
 
 
@@ -151,15 +201,25 @@ def _from_sql(body: JobRequest, svc: Services) -> tuple[list[Item], str]:
     if url is None:
         known = ", ".join(sorted(svc.settings.api_sql_sources)) or "none configured"
         raise SluiceError(f"unknown SQL source {src.name!r} (SLUICE_API_SQL_SOURCES: {known})")
-    spec = SourceSpec(url=url, table=src.table, key_column=src.key_column,
-                      text_column=src.text_column,
-                      where=[Condition(c, "=", v) for c, v in src.where.items()])
+    spec = SourceSpec(
+        url=url,
+        table=src.table,
+        key_column=src.key_column,
+        text_column=src.text_column,
+        where=[Condition(c, "=", v) for c, v in src.where.items()],
+    )
     spec.validate()  # before connecting
     engine = make_engine(url)
     try:
         _, rows = read_rows(engine, spec)
-        items = rows_to_items(["key", "text"], rows, text_column="text", key_column="key",
-                              max_chars=svc.settings.max_text_chars, source=src.table)
+        items = rows_to_items(
+            ["key", "text"],
+            rows,
+            text_column="text",
+            key_column="key",
+            max_chars=svc.settings.max_text_chars,
+            source=src.table,
+        )
     finally:
         engine.dispose()
     return items, f"sql:{src.name}#{src.table}"
@@ -174,8 +234,9 @@ async def _from_upload(request: Request, svc: Services) -> tuple[JobOptions, lis
     suffix = Path(name).suffix
     detect_format(Path(name))
     fields = {k: v for k, v in form.items() if k in UPLOAD_FIELDS and isinstance(v, str)}
-    raw: dict[str, Any] = {k: fields[k] for k in ("task", "model", "explain", "callback_url")
-                           if k in fields}
+    raw: dict[str, Any] = {
+        k: fields[k] for k in ("task", "model", "explain", "callback_url") if k in fields
+    }
     if "labels" in fields:
         raw["labels"] = [x for x in fields["labels"].split(",") if x.strip()]
     if "priority" in fields:
@@ -198,10 +259,15 @@ async def _from_upload(request: Request, svc: Services) -> tuple[JobOptions, lis
         def parse() -> list[Item]:
             columns, rows = read_rows(Path(tmp))
             return svc.client.items_from_rows(
-                columns, rows, options.task, model=options.model,
+                columns,
+                rows,
+                options.task,
+                model=options.model,
                 key_column=fields.get("key_column"),
                 text_column=fields.get("text_column", "text"),
-                media_column=fields.get("media_column", "path"), source=name)
+                media_column=fields.get("media_column", "path"),
+                source=name,
+            )
 
         items = await run_in_threadpool(parse)
     finally:
@@ -211,9 +277,11 @@ async def _from_upload(request: Request, svc: Services) -> tuple[JobOptions, lis
 
 # -- follow -------------------------------------------------------------------------------------
 
+
 @router.get("/jobs", response_model=JobList)
-def list_jobs(request: Request, key: Principal,
-              limit: Annotated[int, Query(ge=1, le=500)] = 20) -> dict[str, Any]:
+def list_jobs(
+    request: Request, key: Principal, limit: Annotated[int, Query(ge=1, le=500)] = 20
+) -> dict[str, Any]:
     svc = services(request)
     return {"jobs": [job_out(svc, v) for v in svc.reads.jobs(key.tenant, limit)]}
 
@@ -225,34 +293,61 @@ def get_job(job_id: str, request: Request, key: Principal) -> dict[str, Any]:
     return job_out(svc, svc.reads.job(key.tenant, job_id))
 
 
-@router.get("/jobs/{job_id}/results", response_model=ResultsPage, responses={200: {"content": {
-    "application/x-ndjson": {}, "text/csv": {}, "application/vnd.apache.parquet": {}}}})
-def get_results(job_id: str, request: Request, key: Principal, format: Format | None = None,
-                cursor: int = -1, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
+@router.get(
+    "/jobs/{job_id}/results",
+    response_model=ResultsPage,
+    responses={
+        200: {
+            "content": {
+                "application/x-ndjson": {},
+                "text/csv": {},
+                "application/vnd.apache.parquet": {},
+            }
+        }
+    },
+)
+def get_results(
+    job_id: str,
+    request: Request,
+    key: Principal,
+    format: Format | None = None,
+    cursor: int = -1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
     """A page of results in input order (JSON, `?cursor=` from `next_cursor`), or all of them
     streamed: `Accept: application/x-ndjson` (or `text/csv`, or Parquet), or `?format=`."""
     svc = services(request)
     svc.reads.job(key.tenant, job_id)
-    fmt: str = format or next((f for media, f in MEDIA.items()
-                          if media in request.headers.get("accept", "")), "json")
+    fmt: str = format or next(
+        (f for media, f in MEDIA.items() if media in request.headers.get("accept", "")), "json"
+    )
     rows = svc.client.ledger.iter_results(job_id)
     if fmt == "jsonl":
         return StreamingResponse(export.iter_jsonl(rows), media_type="application/x-ndjson")
     if fmt == "csv":
-        return StreamingResponse(export.iter_csv(rows), media_type="text/csv", headers={
-            "Content-Disposition": f'attachment; filename="{job_id}.csv"'})
+        return StreamingResponse(
+            export.iter_csv(rows),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'},
+        )
     if fmt == "parquet":
         fd, path = tempfile.mkstemp(suffix=".parquet")
         os.close(fd)
         export.write_parquet(rows, path)  # batches to disk, never all rows in memory
-        return FileResponse(path, media_type="application/vnd.apache.parquet",
-                            filename=f"{job_id}.parquet", background=BackgroundTask(os.unlink,
-                                                                                   path))
+        return FileResponse(
+            path,
+            media_type="application/vnd.apache.parquet",
+            filename=f"{job_id}.parquet",
+            background=BackgroundTask(os.unlink, path),
+        )
     page = svc.reads.results_page(job_id, cursor, limit + 1)
     more = len(page) > limit
     page = page[:limit]
-    return {"job_id": job_id, "items": [row for _, row in page],
-            "next_cursor": page[-1][0] if more else None}
+    return {
+        "job_id": job_id,
+        "items": [row for _, row in page],
+        "next_cursor": page[-1][0] if more else None,
+    }
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
@@ -263,8 +358,9 @@ def cancel_job(job_id: str, request: Request, key: Principal) -> dict[str, Any]:
 
 
 @router.post("/jobs/{job_id}/retry", status_code=201, response_model=JobOut)
-def retry_job(job_id: str, request: Request, key: Principal,
-              idempotency_key: IdempotencyKey = None) -> JSONResponse:
+def retry_job(
+    job_id: str, request: Request, key: Principal, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
     """Re-run only the items that ended `error`, as a new job (its `parent_job_id` is this
     one), with the same task, model version, parameters and callback."""
     svc = services(request)
@@ -276,22 +372,35 @@ def retry_job(job_id: str, request: Request, key: Principal,
     items = svc.reads.failed_items(job_id)
     if not items:
         raise HTTPException(409, f"job {job_id} has no item that ended `error`")
-    spec = JobSpec(task=parent.task, model=parent.model, model_version=parent.model_version,
-                   params=parent.params, explain=parent.explain_policy,
-                   priority=parent.priority, source=f"retry:{job_id}", tenant=key.tenant,
-                   api_key_id=key.id, callback_url=parent.callback_url, parent_job_id=job_id,
-                   idempotency_key=idempotency_key)
+    spec = JobSpec(
+        task=parent.task,
+        model=parent.model,
+        model_version=parent.model_version,
+        params=parent.params,
+        explain=parent.explain_policy,
+        priority=parent.priority,
+        source=f"retry:{job_id}",
+        tenant=key.tenant,
+        api_key_id=key.id,
+        callback_url=parent.callback_url,
+        parent_job_id=job_id,
+        idempotency_key=idempotency_key,
+    )
     chunk_size = svc.settings.chunk_size or task_info(parent.task).chunk_size
     new_id, chunk_ids = svc.client.ledger.create_job(spec, items, chunk_size)
     try:
-        svc.client.dispatcher.send_chunks(chunk_ids, task_info(parent.task).queue,
-                                          parent.priority)
+        svc.client.dispatcher.send_chunks(chunk_ids, task_info(parent.task).queue, parent.priority)
     except Exception as exc:  # kombu raises several types for an unreachable broker
-        raise SluiceError(f"retry job {new_id} is recorded but could not be queued "
-                          f"({type(exc).__name__}); the sweeper sends it once the broker "
-                          "answers") from exc
-    return JSONResponse(job_out(svc, svc.reads.job(key.tenant, new_id)), status_code=201,
-                        headers={"Location": f"/v1/jobs/{new_id}"})
+        raise SluiceError(
+            f"retry job {new_id} is recorded but could not be queued "
+            f"({type(exc).__name__}); the sweeper sends it once the broker "
+            "answers"
+        ) from exc
+    return JSONResponse(
+        job_out(svc, svc.reads.job(key.tenant, new_id)),
+        status_code=201,
+        headers={"Location": f"/v1/jobs/{new_id}"},
+    )
 
 
 @router.get("/models", response_model=list[ModelOut], tags=["models"])
@@ -306,17 +415,25 @@ UPLOAD_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["file", "task"],
     "properties": {
-        "file": {"type": "string", "format": "binary",
-                 "description": "a .jsonl, .csv or .parquet file"},
-        "task": {"type": "string"}, "model": {"type": "string"},
-        "explain": {"type": "string"}, "labels": {"type": "string",
-                                                  "description": "comma-separated"},
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "a .jsonl, .csv or .parquet file",
+        },
+        "task": {"type": "string"},
+        "model": {"type": "string"},
+        "explain": {"type": "string"},
+        "labels": {"type": "string", "description": "comma-separated"},
         "label_descriptions": {"type": "string", "description": "JSON {label: description}"},
         "priority": {"type": "integer", "minimum": 0, "maximum": 9},
-        "callback_url": {"type": "string"}, "text_column": {"type": "string"},
+        "callback_url": {"type": "string"},
+        "text_column": {"type": "string"},
         "key_column": {"type": "string"},
-        "media_column": {"type": "string", "description": "images/audio: the column of "
-                         "paths under the server's input roots, file:// or data: URIs"},
+        "media_column": {
+            "type": "string",
+            "description": "images/audio: the column of "
+            "paths under the server's input roots, file:// or data: URIs",
+        },
     },
 }
 
@@ -327,15 +444,20 @@ def document_request_body(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version,
-                             description=app.description, routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         body = JobRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(body.pop("$defs", {}))
         components["JobRequest"] = body
-        schema["paths"]["/v1/jobs"]["post"]["requestBody"] = {"required": True, "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
-            "multipart/form-data": {"schema": UPLOAD_SCHEMA}}}
+        schema["paths"]["/v1/jobs"]["post"]["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
+                "multipart/form-data": {"schema": UPLOAD_SCHEMA},
+            },
+        }
         app.openapi_schema = schema
         return schema
 
@@ -346,7 +468,12 @@ def document_request_body(app: FastAPI) -> None:
 def list_registered(request: Request, key: Principal) -> list[dict[str, Any]]:
     """This tenant's registered model versions (`sluice train`): stage, held-out metrics,
     SHA-256, data fingerprint and DP budget. Jobs name them `NAME@VERSION`, `NAME@production`."""
-    return [{**{k: v for k, v in vars(view).items() if k not in ("uri", "tenant")},
-             "ref": view.ref, "created_at": view.created_at.isoformat(),
-             "updated_at": view.updated_at.isoformat()}
-            for view in services(request).client.registry.list(tenant=key.tenant)]
+    return [
+        {
+            **{k: v for k, v in vars(view).items() if k not in ("uri", "tenant")},
+            "ref": view.ref,
+            "created_at": view.created_at.isoformat(),
+            "updated_at": view.updated_at.isoformat(),
+        }
+        for view in services(request).client.registry.list(tenant=key.tenant)
+    ]

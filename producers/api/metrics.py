@@ -51,45 +51,67 @@ class LedgerCollector:
     def collect(self) -> Iterator[Metric]:
         engine = self.svc.client.ledger.engine.execution_options(readonly=True)
         with engine.connect() as conn:
-            items = CounterMetricFamily("sluice_items", "items processed, by task and status",
-                                        labels=["task", "status"])
+            items = CounterMetricFamily(
+                "sluice_items", "items processed, by task and status", labels=["task", "status"]
+            )
             for task, ok, invalid, error in conn.execute(
-                    select(t.Job.task, func.sum(t.Job.ok), func.sum(t.Job.invalid),
-                           func.sum(t.Job.error)).group_by(t.Job.task)):
+                select(
+                    t.Job.task, func.sum(t.Job.ok), func.sum(t.Job.invalid), func.sum(t.Job.error)
+                ).group_by(t.Job.task)
+            ):
                 for status, n in (("ok", ok), ("invalid", invalid), ("error", error)):
                     items.add_metric([task, status], float(n or 0))
             yield items
             jobs = GaugeMetricFamily("sluice_jobs", "jobs by status", labels=["status"])
-            for status, n in conn.execute(select(t.Job.status, func.count())
-                                          .group_by(t.Job.status)):
+            for status, n in conn.execute(
+                select(t.Job.status, func.count()).group_by(t.Job.status)
+            ):
                 jobs.add_metric([status], float(n))
             yield jobs
-            callbacks = GaugeMetricFamily("sluice_callbacks", "callback deliveries by state",
-                                          labels=["state"])
-            for state, n in conn.execute(select(t.CallbackDelivery.state, func.count())
-                                         .group_by(t.CallbackDelivery.state)):
+            callbacks = GaugeMetricFamily(
+                "sluice_callbacks", "callback deliveries by state", labels=["state"]
+            )
+            for state, n in conn.execute(
+                select(t.CallbackDelivery.state, func.count()).group_by(t.CallbackDelivery.state)
+            ):
                 callbacks.add_metric([state], float(n))
             yield callbacks
             recent = conn.execute(
-                select(t.Chunk.size, t.Chunk.enqueued_at, t.Chunk.claimed_at,
-                       t.Chunk.finished_at)
+                select(t.Chunk.size, t.Chunk.enqueued_at, t.Chunk.claimed_at, t.Chunk.finished_at)
                 .where(t.Chunk.finished_at.is_not(None), t.Chunk.claimed_at.is_not(None))
-                .order_by(t.Chunk.finished_at.desc()).limit(RECENT_CHUNKS)).all()
+                .order_by(t.Chunk.finished_at.desc())
+                .limit(RECENT_CHUNKS)
+            ).all()
         sizes = [float(r.size) for r in recent]
         infer, queued = [], []
         for r in recent:
-            claimed, finished, enq = (_aware(r.claimed_at), _aware(r.finished_at),
-                                      _aware(r.enqueued_at))
+            claimed, finished, enq = (
+                _aware(r.claimed_at),
+                _aware(r.finished_at),
+                _aware(r.enqueued_at),
+            )
             if claimed and finished:
                 infer.append(max(0.0, (finished - claimed).total_seconds()))
             if claimed and enq:
                 queued.append(max(0.0, (claimed - enq).total_seconds()))
-        yield histogram("sluice_batch_size", "items per chunk sent to a model actor "
-                        f"(last {RECENT_CHUNKS} chunks)", sizes, [float(b) for b in BATCH_BUCKETS])
-        yield histogram("sluice_inference_seconds", "chunk claimed to finished (model, "
-                        "explanations, ledger write)", infer, SECONDS_BUCKETS)
-        yield histogram("sluice_queue_wait_seconds", "chunk enqueued to claimed by a worker",
-                        queued, SECONDS_BUCKETS)
+        yield histogram(
+            "sluice_batch_size",
+            f"items per chunk sent to a model actor (last {RECENT_CHUNKS} chunks)",
+            sizes,
+            [float(b) for b in BATCH_BUCKETS],
+        )
+        yield histogram(
+            "sluice_inference_seconds",
+            "chunk claimed to finished (model, explanations, ledger write)",
+            infer,
+            SECONDS_BUCKETS,
+        )
+        yield histogram(
+            "sluice_queue_wait_seconds",
+            "chunk enqueued to claimed by a worker",
+            queued,
+            SECONDS_BUCKETS,
+        )
 
 
 class QueueCollector:
@@ -101,15 +123,17 @@ class QueueCollector:
         import redis
 
         up = GaugeMetricFamily("sluice_broker_up", "1 when Redis answered this scrape")
-        depth = GaugeMetricFamily("sluice_queue_depth", "messages waiting, all priorities",
-                                  labels=["queue"])
+        depth = GaugeMetricFamily(
+            "sluice_queue_depth", "messages waiting, all priorities", labels=["queue"]
+        )
         url = self.svc.client.endpoints.broker_url
         try:
             if url is None:
                 raise ConnectionError("no broker configured")
             if self._redis is None:
-                self._redis = redis.Redis.from_url(url.replace("redis+socket://", "unix://"),
-                                                   socket_timeout=2)
+                self._redis = redis.Redis.from_url(
+                    url.replace("redis+socket://", "unix://"), socket_timeout=2
+                )
             for queue in sorted({i.queue for i in TASKS.values()} | {CONTROL_QUEUE}):
                 names = [queue] + [f"{queue}:{p}" for p in range(1, 10)]
                 with self._redis.pipeline(transaction=False) as pipe:
@@ -123,8 +147,7 @@ class QueueCollector:
         yield up
 
 
-@router.get("/metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {}}}})
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 def metrics(request: Request) -> Response:
     """Prometheus metrics (not tenant-scoped: totals only, no job ids or texts)."""
     svc = services(request)

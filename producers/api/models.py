@@ -13,8 +13,11 @@ class JobItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     key: str | int | None = Field(None, description="unique per job; default: 1, 2, ...")
     text: Any = Field(None, description="the text to process (text tasks)")
-    media: Any = Field(None, description="images/audio: a path under the server's input "
-                                         "roots, a file:// URI or a data: URI")
+    media: Any = Field(
+        None,
+        description="images/audio: a path under the server's input "
+        "roots, a file:// URI or a data: URI",
+    )
     record: dict[str, Any] | None = Field(None, description="records: {feature: value}")
 
 
@@ -26,8 +29,9 @@ class SqlSource(BaseModel):
     table: str
     key_column: str
     text_column: str = "text"
-    where: dict[str, Scalar] = Field(default_factory=dict,
-                                     description="column = value filters, ANDed; bound values")
+    where: dict[str, Scalar] = Field(
+        default_factory=dict, description="column = value filters, ANDed; bound values"
+    )
 
 
 class JobOptions(BaseModel):

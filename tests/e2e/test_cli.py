@@ -14,11 +14,18 @@ pytestmark = pytest.mark.e2e
 SLUICE = str(Path(sys.executable).parent / "sluice")
 
 
-def sluice(*args: str, cwd: Path, env: dict[str, str] | None = None,
-           timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def sluice(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-    return subprocess.run([SLUICE, *args], cwd=cwd, env={**clean, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [SLUICE, *args],
+        cwd=cwd,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_unreadable_input_is_a_clear_error_and_a_failing_exit(tmp_path: Path):
@@ -28,20 +35,25 @@ def test_unreadable_input_is_a_clear_error_and_a_failing_exit(tmp_path: Path):
     assert run.returncode == 2 and "error: bad.jsonl" in run.stderr
     run = sluice("submit", "missing.csv", "--task", "embed", cwd=tmp_path, env=env)
     assert run.returncode == 2 and "missing.csv: no such file" in run.stderr
-    run = sluice("submit", str(SAMPLES), "--task", "embed", "--explain", "all", cwd=tmp_path,
-                 env=env)
+    run = sluice(
+        "submit", str(SAMPLES), "--task", "embed", "--explain", "all", cwd=tmp_path, env=env
+    )
     assert run.returncode == 2 and "makes no explanation" in run.stderr
     run = sluice("submit", str(SAMPLES), "--task", "embed", cwd=tmp_path)  # nothing running
     assert run.returncode == 2 and "no broker: start the embedded stack" in run.stderr
 
 
 def test_worker_fails_fast_on_an_unsafe_visibility_timeout(tmp_path: Path):
-    env = {"SLUICE_BROKER_URL": "redis://127.0.0.1:1/0", "SLUICE_VISIBILITY_TIMEOUT": "30",
-           "SLUICE_CHUNK_TIME_LIMIT": "60"}
+    env = {
+        "SLUICE_BROKER_URL": "redis://127.0.0.1:1/0",
+        "SLUICE_VISIBILITY_TIMEOUT": "30",
+        "SLUICE_CHUNK_TIME_LIMIT": "60",
+    }
     run = sluice("worker", cwd=tmp_path, env=env, timeout=60)
     assert run.returncode == 2
-    assert "SLUICE_VISIBILITY_TIMEOUT (30s) must be longer than SLUICE_CHUNK_TIME_LIMIT" \
-        in run.stderr
+    assert (
+        "SLUICE_VISIBILITY_TIMEOUT (30s) must be longer than SLUICE_CHUNK_TIME_LIMIT" in run.stderr
+    )
 
 
 def test_embedded_stack_submit_status_results_cancel(tmp_path: Path, demo_models: Path):
@@ -55,13 +67,29 @@ def test_embedded_stack_submit_status_results_cancel(tmp_path: Path, demo_models
         data = tmp_path / "msgs.jsonl"
         lines = SAMPLES.read_text(encoding="utf-8").splitlines()[:40]
         data.write_text("\n".join(lines + ['{"id": "blank", "text": ""}']) + "\n")
-        run = sluice("submit", "msgs.jsonl", "--task", "zero-shot-text", "--labels",
-                     "billing,shipping,technical,account,praise", "--key-column", "id",
-                     "--explain", "sample:0.1", "--wait", "--json", cwd=tmp_path)
+        run = sluice(
+            "submit",
+            "msgs.jsonl",
+            "--task",
+            "zero-shot-text",
+            "--labels",
+            "billing,shipping,technical,account,praise",
+            "--key-column",
+            "id",
+            "--explain",
+            "sample:0.1",
+            "--wait",
+            "--json",
+            cwd=tmp_path,
+        )
         summary = json.loads(run.stdout.strip().splitlines()[-1])
         assert run.returncode == 1  # one item was invalid, so not a complete success
-        assert (summary["status"], summary["total"], summary["ok"], summary["invalid"]) == \
-            ("partially_failed", 41, 40, 1)
+        assert (summary["status"], summary["total"], summary["ok"], summary["invalid"]) == (
+            "partially_failed",
+            41,
+            40,
+            1,
+        )
         job = summary["job_id"]
 
         status = json.loads(sluice("status", job, cwd=tmp_path).stdout)
@@ -69,10 +97,13 @@ def test_embedded_stack_submit_status_results_cancel(tmp_path: Path, demo_models
         out = sluice("results", job, "--format", "jsonl", cwd=tmp_path).stdout.splitlines()
         rows = [json.loads(line) for line in out]
         assert len(rows) == 41 and rows[-1]["status"] == "invalid"
-        assert all(r["output"]["label"] in {"billing", "shipping", "technical", "account",
-                                            "praise"} for r in rows[:-1])
-        assert sluice("results", job, "--format", "csv", "-o", "r.csv",
-                      cwd=tmp_path).returncode == 0
+        assert all(
+            r["output"]["label"] in {"billing", "shipping", "technical", "account", "praise"}
+            for r in rows[:-1]
+        )
+        assert (
+            sluice("results", job, "--format", "csv", "-o", "r.csv", cwd=tmp_path).returncode == 0
+        )
         assert (tmp_path / "r.csv").read_text(encoding="utf-8").count("\n") >= 42
         cancel = json.loads(sluice("cancel", job, cwd=tmp_path).stdout)
         assert cancel["status"] == "partially_failed"  # a finished job stays as it ended
@@ -85,12 +116,32 @@ def test_embedded_stack_submit_status_results_cancel(tmp_path: Path, demo_models
             image.save(photos / f"{n}.png")
         (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
         model = str(demo_models / "digits-classifier")
-        run = sluice("submit", "photos", "--task", "classify-image", "--model", model,
-                     "--explain", "all", "--wait", "--json", cwd=tmp_path, env=roots)
+        run = sluice(
+            "submit",
+            "photos",
+            "--task",
+            "classify-image",
+            "--model",
+            model,
+            "--explain",
+            "all",
+            "--wait",
+            "--json",
+            cwd=tmp_path,
+            env=roots,
+        )
         summary = json.loads(run.stdout.strip().splitlines()[-1])
         assert (summary["ok"], summary["invalid"]) == (5, 1), run.stderr
-        report = sluice("results", summary["job_id"], "--format", "html", "-o", "r.html",
-                        cwd=tmp_path, env=roots)
+        report = sluice(
+            "results",
+            summary["job_id"],
+            "--format",
+            "html",
+            "-o",
+            "r.html",
+            cwd=tmp_path,
+            env=roots,
+        )
         assert report.returncode == 0 and "wrote 6 rows" in report.stderr
         assert (tmp_path / "r.html").read_text().count("<img") == 10  # image + heatmap, x5
     finally:
@@ -99,5 +150,7 @@ def test_embedded_stack_submit_status_results_cancel(tmp_path: Path, demo_models
     after = json.loads(sluice("status", job, cwd=tmp_path).stdout)  # the ledger outlives it
     assert after["status"] == "partially_failed"
     for pid in pids.values():
-        assert not Path(f"/proc/{pid}").exists() or \
-            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+        )

@@ -16,17 +16,45 @@ def test_train_register_promote_and_infer_by_name_from_the_cli(tmp_path: Path):
     _, heldout = breast_cancer_csv(tmp_path / "patients.csv")
     new = tmp_path / "new-patients.csv"
     header = [k for k in heldout[0] if k != "diagnosis"]
-    new.write_text("\n".join([",".join(header)] + [
-        ",".join(str(r[k]) for k in header) for r in heldout[:20]]) + "\n")
+    new.write_text(
+        "\n".join([",".join(header)] + [",".join(str(r[k]) for k in header) for r in heldout[:20]])
+        + "\n"
+    )
     up = sluice("stack", "up", cwd=tmp_path, timeout=180)
     assert up.returncode == 0, up.stderr
     try:
-        bad = sluice("train", "--task", "classify-records", "--data", "patients.csv",
-                     "--label-column", "nope", "--name", "bc", cwd=tmp_path)
+        bad = sluice(
+            "train",
+            "--task",
+            "classify-records",
+            "--data",
+            "patients.csv",
+            "--label-column",
+            "nope",
+            "--name",
+            "bc",
+            cwd=tmp_path,
+        )
         assert bad.returncode == 2 and "column 'nope' not found" in bad.stderr
-        run = sluice("train", "--task", "classify-records", "--data", "patients.csv",
-                     "--label-column", "diagnosis", "--key-column", "id", "--name", "bc",
-                     "--epochs", "20", "--wait", "--promote", "--json", cwd=tmp_path)
+        run = sluice(
+            "train",
+            "--task",
+            "classify-records",
+            "--data",
+            "patients.csv",
+            "--label-column",
+            "diagnosis",
+            "--key-column",
+            "id",
+            "--name",
+            "bc",
+            "--epochs",
+            "20",
+            "--wait",
+            "--promote",
+            "--json",
+            cwd=tmp_path,
+        )
         assert run.returncode == 0, run.stderr
         out = json.loads(run.stdout.splitlines()[-1])
         assert out["status"] == "succeeded" and out["model"]["ref"] == "bc@1"
@@ -37,25 +65,53 @@ def test_train_register_promote_and_infer_by_name_from_the_cli(tmp_path: Path):
         assert listed.stdout.startswith("bc@1") and "production" in listed.stdout
         shown = json.loads(sluice("models", "show", "bc@production", cwd=tmp_path).stdout)
         assert len(shown["training"]["history"]) == 20 and len(shown["sha256"]) == 64
-        job = sluice("submit", "new-patients.csv", "--task", "classify-records", "--key-column",
-                     "id", "--model", "bc@production", "--wait", "--json", cwd=tmp_path)
+        job = sluice(
+            "submit",
+            "new-patients.csv",
+            "--task",
+            "classify-records",
+            "--key-column",
+            "id",
+            "--model",
+            "bc@production",
+            "--wait",
+            "--json",
+            cwd=tmp_path,
+        )
         assert job.returncode == 0, job.stderr
         view = json.loads(job.stdout.splitlines()[-1])
         assert view["model"] == "bc@1" and view["ok"] == 20
-        rows = [json.loads(line) for line in sluice("results", view["job_id"],
-                                                    cwd=tmp_path).stdout.splitlines()]
+        rows = [
+            json.loads(line)
+            for line in sluice("results", view["job_id"], cwd=tmp_path).stdout.splitlines()
+        ]
         assert {r["model"] for r in rows} == {"bc@1"}
         archived = sluice("models", "archive", "bc", "1", cwd=tmp_path)
         assert json.loads(archived.stdout)["stage"] == "archived"
-        gone = sluice("submit", "new-patients.csv", "--task", "classify-records",
-                      "--key-column", "id", "--model", "bc@production", cwd=tmp_path)
+        gone = sluice(
+            "submit",
+            "new-patients.csv",
+            "--task",
+            "classify-records",
+            "--key-column",
+            "id",
+            "--model",
+            "bc@production",
+            cwd=tmp_path,
+        )
         assert gone.returncode == 2 and "no production version" in gone.stderr
     finally:
         sluice("stack", "down", cwd=tmp_path, timeout=120)
 
 
 def test_a_worker_can_serve_only_the_training_queue_and_names_unknown_queues(tmp_path: Path):
-    run = sluice("worker", "--queues", "sluice.train,sluice.trian", cwd=tmp_path,
-                 env={"SLUICE_BROKER_URL": "redis://127.0.0.1:1/0"}, timeout=60)
+    run = sluice(
+        "worker",
+        "--queues",
+        "sluice.train,sluice.trian",
+        cwd=tmp_path,
+        env={"SLUICE_BROKER_URL": "redis://127.0.0.1:1/0"},
+        timeout=60,
+    )
     assert run.returncode == 2
     assert "unknown queues ['sluice.trian']" in run.stderr and "sluice.train" in run.stderr

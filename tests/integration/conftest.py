@@ -29,8 +29,11 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     settings = Settings(data_dir=data, broker_url=REDIS_URL)
     info = stack.up(settings, worker=False)
     base = re.sub(r"/\d+$", "", info.broker_url.rstrip("/"))  # each test picks a database
-    yield {"broker": base, "ray": info.ray_address,
-           "ray_token": str(info.ray_auth_token_path or "")}
+    yield {
+        "broker": base,
+        "ray": info.ray_address,
+        "ray_token": str(info.ray_auth_token_path or ""),
+    }
     stack.down(settings)
 
 
@@ -93,8 +96,13 @@ def start_worker(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., 
 
     def start(**extra: str) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"worker-{len(procs)}.log").open("ab")
-        proc = subprocess.Popen([SLUICE, "worker", "--beat"], env={**os.environ, **env, **extra},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [SLUICE, "worker", "--beat"],
+            env={**os.environ, **env, **extra},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         procs.append(proc)
         return proc
 

@@ -71,8 +71,9 @@ def api_url(client: Client) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(client=client), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(client=client), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, 30, "uvicorn to start")
@@ -81,26 +82,43 @@ def api_url(client: Client) -> Iterator[str]:
     thread.join(timeout=30)
 
 
-def test_submit_callback_results_over_http(client: Client, start_worker, receiver: Receiver,
-                                           api_url: str):
+def test_submit_callback_results_over_http(
+    client: Client, start_worker, receiver: Receiver, api_url: str
+):
     keys = ApiKeys(client.ledger.engine)
     acme, globex = keys.create("acme"), keys.create("globex")
-    http = httpx.Client(base_url=api_url, timeout=60,
-                        headers={"Authorization": f"Bearer {acme.key}"})
+    http = httpx.Client(
+        base_url=api_url, timeout=60, headers={"Authorization": f"Bearer {acme.key}"}
+    )
     start_worker()
-    items = [{"key": f"t{i}", "text": text} for i, text in enumerate([
-        "My parcel has not arrived and tracking has not moved for a week.",
-        "I was charged twice on my card for the same invoice.",
-        "Where is my order?", "Please refund the duplicate payment.", "   "])]
-    body = {"task": "zero-shot-text", "labels": ["shipping", "billing"], "explain": "all",
-            "items": items, "callback_url": receiver.url}
+    items = [
+        {"key": f"t{i}", "text": text}
+        for i, text in enumerate(
+            [
+                "My parcel has not arrived and tracking has not moved for a week.",
+                "I was charged twice on my card for the same invoice.",
+                "Where is my order?",
+                "Please refund the duplicate payment.",
+                "   ",
+            ]
+        )
+    ]
+    body = {
+        "task": "zero-shot-text",
+        "labels": ["shipping", "billing"],
+        "explain": "all",
+        "items": items,
+        "callback_url": receiver.url,
+    }
     started = time.perf_counter()
     r = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": "batch-1"})
     submit_s = time.perf_counter() - started
     assert r.status_code == 201, r.text
     job_id = r.json()["job_id"]
-    assert http.post("/v1/jobs", json=body,
-                     headers={"Idempotency-Key": "batch-1"}).json()["job_id"] == job_id
+    assert (
+        http.post("/v1/jobs", json=body, headers={"Idempotency-Key": "batch-1"}).json()["job_id"]
+        == job_id
+    )
 
     headers, raw = receiver.wait_for(job_id, timeout=300)
     assert verify(acme.secret, raw, headers[SIGNATURE_HEADER])
@@ -112,10 +130,14 @@ def test_submit_callback_results_over_http(client: Client, start_worker, receive
     job = http.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "partially_failed" and job["model_version"]
     assert job["finished_at"] and job["callback"]["url"] == receiver.url
-    wait_until(lambda: http.get(f"/v1/jobs/{job_id}").json()["callback"]["state"]
-               == "delivered", 30, "the delivery to be recorded")  # it is noted after the POST
-    with http.stream("GET", f"/v1/jobs/{job_id}/results",
-                     headers={"Accept": "application/x-ndjson"}) as stream:
+    wait_until(
+        lambda: http.get(f"/v1/jobs/{job_id}").json()["callback"]["state"] == "delivered",
+        30,
+        "the delivery to be recorded",
+    )  # it is noted after the POST
+    with http.stream(
+        "GET", f"/v1/jobs/{job_id}/results", headers={"Accept": "application/x-ndjson"}
+    ) as stream:
         rows = [json.loads(line) for line in stream.iter_lines() if line]
     assert [row["key"] for row in rows] == [f"t{i}" for i in range(5)]
     by_key = {row["key"]: row for row in rows}
@@ -133,9 +155,16 @@ def test_submit_callback_results_over_http(client: Client, start_worker, receive
     latencies = []
     for n in range(3):
         started = time.perf_counter()
-        r = http.post("/v1/events", params={"wait": "60s"},
-                      json={"task": "zero-shot-text", "labels": ["shipping", "billing"],
-                            "key": f"e{n}", "text": "I was charged twice for one order."})
+        r = http.post(
+            "/v1/events",
+            params={"wait": "60s"},
+            json={
+                "task": "zero-shot-text",
+                "labels": ["shipping", "billing"],
+                "key": f"e{n}",
+                "text": "I was charged twice for one order.",
+            },
+        )
         latencies.append(time.perf_counter() - started)
         assert r.status_code == 200, r.text
         assert r.json()["result"]["output"]["label"] == "billing"
@@ -146,24 +175,27 @@ def test_submit_callback_results_over_http(client: Client, start_worker, receive
     submits = []
     for n in range(5):  # warm: the model's digest is cached, the connections are open
         started = time.perf_counter()
-        r = http.post("/v1/jobs", json={"task": "embed", "items": [f"text {n}.{i}"
-                                                                  for i in range(10)]})
+        r = http.post(
+            "/v1/jobs", json={"task": "embed", "items": [f"text {n}.{i}" for i in range(10)]}
+        )
         submits.append(time.perf_counter() - started)
         assert r.status_code == 201
     each = ", ".join(f"{x * 1000:.0f}" for x in latencies)
-    print(f"\nAPI submit: first {submit_s * 1000:.0f} ms, then median "
-          f"{statistics.median(submits) * 1000:.0f} ms (10 items); event round trip with "
-          f"?wait: median {statistics.median(latencies) * 1000:.0f} ms ({each})")
+    print(
+        f"\nAPI submit: first {submit_s * 1000:.0f} ms, then median "
+        f"{statistics.median(submits) * 1000:.0f} ms (10 items); event round trip with "
+        f"?wait: median {statistics.median(latencies) * 1000:.0f} ms ({each})"
+    )
 
 
-def test_an_event_with_a_callback_gets_202_then_a_signed_result(client: Client, start_worker,
-                                                                receiver: Receiver,
-                                                                api_url: str):
+def test_an_event_with_a_callback_gets_202_then_a_signed_result(
+    client: Client, start_worker, receiver: Receiver, api_url: str
+):
     key = ApiKeys(client.ledger.engine).create("acme")
-    http = httpx.Client(base_url=api_url, timeout=60,
-                        headers={"X-API-Key": key.key})
-    r = http.post("/v1/events", json={"task": "embed", "text": "hello there",
-                                      "callback_url": receiver.url})
+    http = httpx.Client(base_url=api_url, timeout=60, headers={"X-API-Key": key.key})
+    r = http.post(
+        "/v1/events", json={"task": "embed", "text": "hello there", "callback_url": receiver.url}
+    )
     assert r.status_code == 202  # no wait asked, and no worker yet
     job_id = r.json()["job_id"]
     start_worker()

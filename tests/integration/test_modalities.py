@@ -19,8 +19,9 @@ def by_key(client: Client, job_id: str) -> dict[str, dict]:
     return {r["key"]: r for r in client.results(job_id)}
 
 
-def test_images_end_to_end(client: Client, start_worker, demo_models: Path, tmp_path: Path,
-                           settings):
+def test_images_end_to_end(
+    client: Client, start_worker, demo_models: Path, tmp_path: Path, settings
+):
     from workers.training.demo_models import digits_holdout
 
     root = (tmp_path / "media").resolve()
@@ -46,8 +47,13 @@ def test_images_end_to_end(client: Client, start_worker, demo_models: Path, tmp_
     listing = root / "list.jsonl"
     listing.write_text("".join(json.dumps(r) + "\n" for r in rows))
     client.settings.input_roots = str(root)
-    job_id = client.submit_file(listing, "classify-image", model=str(demo_models /
-                                "digits-classifier"), key_column="id", explain="all")
+    job_id = client.submit_file(
+        listing,
+        "classify-image",
+        model=str(demo_models / "digits-classifier"),
+        key_column="id",
+        explain="all",
+    )
     # Claim check: the queued message names the chunk; the inline image is in the ledger.
     broker = redis.Redis.from_url(settings.broker_url)
     queued = [m for k in broker.keys("sluice.image*") for m in broker.lrange(k, 0, -1)]
@@ -76,8 +82,9 @@ def test_images_end_to_end(client: Client, start_worker, demo_models: Path, tmp_
     assert page.count("data:image/png;base64") == 2 * 10  # picture and heatmap per item
 
 
-def test_audio_classification_and_transcription(client: Client, start_worker,
-                                                demo_models: Path, tmp_path: Path):
+def test_audio_classification_and_transcription(
+    client: Client, start_worker, demo_models: Path, tmp_path: Path
+):
     import soundfile as sf
 
     from workers.training.synth_audio import SOUND_LABELS, synthesize
@@ -90,8 +97,9 @@ def test_audio_classification_and_transcription(client: Client, start_worker,
     for n, label in enumerate(SOUND_LABELS * 2):
         ext, rate, channels = formats[n % len(formats)]
         clip = synthesize(label, 1.2, rate, rng)
-        sf.write(root / f"c{n}.{ext}", np.stack([clip] * channels, 1) if channels > 1 else
-                 clip, rate)
+        sf.write(
+            root / f"c{n}.{ext}", np.stack([clip] * channels, 1) if channels > 1 else clip, rate
+        )
         truth[f"c{n}.{ext}"] = label
     (root / "zero.wav").write_bytes(b"")
     (root / "random.wav").write_bytes(np.random.default_rng(3).bytes(8000))
@@ -120,8 +128,9 @@ def test_audio_classification_and_transcription(client: Client, start_worker,
     assert all(isinstance(t, str) for t in texts) and any(texts)
 
 
-def test_records_classification_and_regression(client: Client, start_worker,
-                                               demo_models: Path, tmp_path: Path):
+def test_records_classification_and_regression(
+    client: Client, start_worker, demo_models: Path, tmp_path: Path
+):
     from sklearn.datasets import load_breast_cancer, load_diabetes
 
     from workers.training.demo_models import split_indices
@@ -129,8 +138,9 @@ def test_records_classification_and_regression(client: Client, start_worker,
     data = load_breast_cancer()
     _, held = split_indices(data.target, 0)
     names = [str(n) for n in data.feature_names]
-    rows = [{"id": f"p{i}", **dict(zip(names, map(float, data.data[i]), strict=True))}
-            for i in held]
+    rows = [
+        {"id": f"p{i}", **dict(zip(names, map(float, data.data[i]), strict=True))} for i in held
+    ]
     good = dict(rows[0])
     bad = [
         {**good, "id": "nan", "mean radius": float("nan")},
@@ -142,20 +152,23 @@ def test_records_classification_and_regression(client: Client, start_worker,
     path = tmp_path / "records.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows + bad))
     model = str(demo_models / "breast-cancer-classifier")
-    job_id = client.submit_file(path, "classify-records", model=model, key_column="id",
-                                explain="all")
+    job_id = client.submit_file(
+        path, "classify-records", model=model, key_column="id", explain="all"
+    )
     x, y = load_diabetes(return_X_y=True, scaled=False)
     dnames = load_diabetes().feature_names
     reg_rows = {f"d{i}": dict(zip(dnames, map(float, x[i]), strict=True)) for i in range(20)}
-    reg_job = client.submit_records(reg_rows, "regress-records", model=str(
-        demo_models / "diabetes-regressor"), explain="all")
+    reg_job = client.submit_records(
+        reg_rows, "regress-records", model=str(demo_models / "diabetes-regressor"), explain="all"
+    )
     start_worker()
     view = client.wait(job_id, timeout=240)
     assert (view.counts.ok, view.counts.invalid) == (len(rows), 5)
     res = by_key(client, job_id)
     labels = [str(data.target_names[data.target[i]]) for i in held]
-    accuracy = np.mean([res[f"p{i}"]["output"]["label"] == lab
-                        for i, lab in zip(held, labels, strict=True)])
+    accuracy = np.mean(
+        [res[f"p{i}"]["output"]["label"] == lab for i, lab in zip(held, labels, strict=True)]
+    )
     assert accuracy >= 0.95
     assert "column 'mean radius' is NaN" in res["nan"]["error"]
     assert "column 'mean texture' must be a number" in res["text"]["error"]

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.integration
 
 def sample_rows(n: int) -> list[dict[str, str]]:
     base = [json.loads(line) for line in SAMPLES.read_text(encoding="utf-8").splitlines()]
-    return [{"id": f"doc-{i}", "text": f"{base[i % len(base)]['text']} (ref {i})"}
-            for i in range(n)]
+    return [
+        {"id": f"doc-{i}", "text": f"{base[i % len(base)]['text']} (ref {i})"} for i in range(n)
+    ]
 
 
 def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
@@ -33,8 +34,7 @@ def test_embed_job_matches_reference_and_exports(client: Client, start_worker, t
 
     rows = sample_rows(300)
     client.settings.chunk_size = 128
-    job_id = client.submit_file(write_jsonl(tmp_path / "in.jsonl", rows), "embed",
-                                key_column="id")
+    job_id = client.submit_file(write_jsonl(tmp_path / "in.jsonl", rows), "embed", key_column="id")
     start_worker()
     view = client.wait(job_id, timeout=300)
     assert view.status == "succeeded"
@@ -45,7 +45,8 @@ def test_embed_job_matches_reference_and_exports(client: Client, start_worker, t
     ours = np.array([r["output"]["embedding"] for r in results])
     path = client.ledger.job(job_id).params["model_path"]
     reference = SentenceTransformer(path, device="cpu").encode(
-        [r["text"] for r in rows], normalize_embeddings=True, batch_size=7)
+        [r["text"] for r in rows], normalize_embeddings=True, batch_size=7
+    )
     cosine = (ours * reference).sum(1) / np.linalg.norm(ours, axis=1)
     assert cosine.min() >= 0.9999
 
@@ -55,11 +56,13 @@ def test_embed_job_matches_reference_and_exports(client: Client, start_worker, t
     assert table.num_rows == 300 and table.column("status").to_pylist() == ["ok"] * 300
 
 
-def test_ledger_first_then_one_message_per_chunk(client: Client, settings: Settings,
-                                                 tmp_path: Path):
+def test_ledger_first_then_one_message_per_chunk(
+    client: Client, settings: Settings, tmp_path: Path
+):
     client.settings.chunk_size = 50
-    job_id = client.submit_file(write_jsonl(tmp_path / "in.jsonl", sample_rows(120)), "embed",
-                                key_column="id")
+    job_id = client.submit_file(
+        write_jsonl(tmp_path / "in.jsonl", sample_rows(120)), "embed", key_column="id"
+    )
     chunk_ids = client.ledger.chunk_ids(job_id)
     assert len(chunk_ids) == 3 and client.status(job_id).status == "queued"
     broker = redis.Redis.from_url(settings.broker_url or "")
@@ -74,11 +77,14 @@ def test_ledger_first_then_one_message_per_chunk(client: Client, settings: Setti
 
 
 def test_zero_shot_labels_and_explanations(client: Client, start_worker):
-    texts = {"a": "My parcel has not arrived and tracking has not moved for a week.",
-             "b": "I was charged twice on my card for the same invoice.",
-             "c": "我的包裹还没有到。"}
-    job_id = client.submit_texts(texts, "zero-shot-text", labels=["shipping", "billing"],
-                                 explain="all")
+    texts = {
+        "a": "My parcel has not arrived and tracking has not moved for a week.",
+        "b": "I was charged twice on my card for the same invoice.",
+        "c": "我的包裹还没有到。",
+    }
+    job_id = client.submit_texts(
+        texts, "zero-shot-text", labels=["shipping", "billing"], explain="all"
+    )
     start_worker()
     assert client.wait(job_id, timeout=300).status == "succeeded"
     rows = {r["key"]: r for r in client.results(job_id)}
@@ -98,8 +104,9 @@ def test_zero_shot_labels_and_explanations(client: Client, start_worker):
 
 def test_classify_text_with_a_trained_model(client: Client, start_worker, tiny_classifier):
     texts = {"p": "thank you so much, wonderful help", "n": "my invoice charge is wrong"}
-    job_id = client.submit_texts(texts, "classify-text", model=str(tiny_classifier),
-                                 explain="low-confidence:1.0")
+    job_id = client.submit_texts(
+        texts, "classify-text", model=str(tiny_classifier), explain="low-confidence:1.0"
+    )
     start_worker()
     assert client.wait(job_id, timeout=300).status == "succeeded"
     rows = {r["key"]: r for r in client.results(job_id)}
@@ -110,8 +117,9 @@ def test_classify_text_with_a_trained_model(client: Client, start_worker, tiny_c
         assert row["explanation"]["tokens"] and row["explanation"]["status"] == "ok"
 
 
-def test_bad_items_get_clear_errors_and_the_rest_succeeds(client: Client, start_worker,
-                                                          tmp_path: Path):
+def test_bad_items_get_clear_errors_and_the_rest_succeeds(
+    client: Client, start_worker, tmp_path: Path
+):
     lines = [
         json.dumps({"id": "good", "text": "Where is my order?"}),
         json.dumps({"id": "empty", "text": "   "}),
@@ -137,8 +145,10 @@ def test_bad_items_get_clear_errors_and_the_rest_succeeds(client: Client, start_
 
 
 def test_submit_rejects_bad_files_and_models(client: Client, tmp_path: Path):
-    dupes = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "x"}, {"id": "a", "text": "y"},
-                                               {"id": "b", "text": "z"}])
+    dupes = write_jsonl(
+        tmp_path / "d.jsonl",
+        [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}, {"id": "b", "text": "z"}],
+    )
     with pytest.raises(DuplicateKeysError, match="'a'"):
         client.submit_file(dupes, "embed", key_column="id")
     (tmp_path / "pickle").mkdir()
@@ -151,11 +161,11 @@ def test_submit_rejects_bad_files_and_models(client: Client, tmp_path: Path):
     assert client.ledger.jobs() == []  # nothing was half-submitted
 
 
-def test_cancel_stops_a_job_and_keeps_what_is_done(client: Client, start_worker,
-                                                   tmp_path: Path):
+def test_cancel_stops_a_job_and_keeps_what_is_done(client: Client, start_worker, tmp_path: Path):
     client.settings.chunk_size = 50
-    job_id = client.submit_file(write_jsonl(tmp_path / "in.jsonl", sample_rows(1000)),
-                                "embed", key_column="id")
+    job_id = client.submit_file(
+        write_jsonl(tmp_path / "in.jsonl", sample_rows(1000)), "embed", key_column="id"
+    )
     start_worker()
     wait_until(lambda: client.status(job_id).counts.processed > 0, 120, "a first chunk")
     assert client.cancel(job_id).status == "cancelled"

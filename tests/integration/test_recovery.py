@@ -25,17 +25,20 @@ def assert_every_item_once(client: Client, job_id: str, total: int) -> None:
     keys = [r["key"] for r in client.results(job_id)]
     assert len(keys) == len(set(keys)) == total
     with client.ledger.engine.connect() as conn:
-        rows = conn.scalar(select(func.count()).select_from(t.Result)
-                           .where(t.Result.job_id == job_id))
+        rows = conn.scalar(
+            select(func.count()).select_from(t.Result).where(t.Result.job_id == job_id)
+        )
         states = set(conn.scalars(select(t.Chunk.state).where(t.Chunk.job_id == job_id)))
     assert rows == total and states == {"done"}
 
 
-def test_sigkilled_worker_mid_job_loses_and_duplicates_nothing(client: Client, start_worker,
-                                                                tmp_path: Path):
+def test_sigkilled_worker_mid_job_loses_and_duplicates_nothing(
+    client: Client, start_worker, tmp_path: Path
+):
     client.settings.chunk_size = 100
-    job_id = client.submit_file(write_jsonl(tmp_path / "in.jsonl", sample_rows(1200)), "embed",
-                                key_column="id")
+    job_id = client.submit_file(
+        write_jsonl(tmp_path / "in.jsonl", sample_rows(1200)), "embed", key_column="id"
+    )
     first = start_worker()
     wait_until(lambda: client.status(job_id).counts.processed >= 100, 180, "a first chunk")
     kill_group(first, signal.SIGKILL)  # no chance to ack, release or clean up
@@ -46,11 +49,13 @@ def test_sigkilled_worker_mid_job_loses_and_duplicates_nothing(client: Client, s
     assert_every_item_once(client, job_id, 1200)
 
 
-def test_broker_wiped_mid_job_still_completes(client: Client, settings: Settings,
-                                              start_worker, tmp_path: Path):
+def test_broker_wiped_mid_job_still_completes(
+    client: Client, settings: Settings, start_worker, tmp_path: Path
+):
     client.settings.chunk_size = 100
-    job_id = client.submit_file(write_jsonl(tmp_path / "in.jsonl", sample_rows(1000)), "embed",
-                                key_column="id")
+    job_id = client.submit_file(
+        write_jsonl(tmp_path / "in.jsonl", sample_rows(1000)), "embed", key_column="id"
+    )
     start_worker()
     wait_until(lambda: client.status(job_id).counts.processed >= 100, 180, "a first chunk")
     redis.Redis.from_url(settings.broker_url or "").flushdb()  # every queued message is gone
@@ -60,7 +65,8 @@ def test_broker_wiped_mid_job_still_completes(client: Client, settings: Settings
 
 
 def test_a_chunk_that_always_fails_is_dead_lettered_and_the_job_ends(
-        client: Client, start_worker, tiny_classifier: Path, tmp_path: Path):
+    client: Client, start_worker, tiny_classifier: Path, tmp_path: Path
+):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_classifier, broken)
     job_id = client.submit_texts(["hello", "thanks"], "classify-text", model=str(broken))
@@ -68,8 +74,11 @@ def test_a_chunk_that_always_fails_is_dead_lettered_and_the_job_ends(
     (broken / "model.safetensors").write_bytes(b"not safetensors")
     job = client.ledger.job(job_id)
     with client.ledger.engine.begin() as conn:  # a version no actor has loaded yet
-        conn.execute(t.Job.__table__.update().where(t.Job.id == job_id)
-                     .values(model_version=f"broken-{job_id[:8]}"))
+        conn.execute(
+            t.Job.__table__.update()
+            .where(t.Job.id == job_id)
+            .values(model_version=f"broken-{job_id[:8]}")
+        )
     assert job.params["model_path"] == str(broken.resolve())
     start_worker(SLUICE_MAX_ATTEMPTS="2")
     view = client.wait(job_id, timeout=240)
@@ -78,8 +87,9 @@ def test_a_chunk_that_always_fails_is_dead_lettered_and_the_job_ends(
     assert all(e.startswith("dead-lettered after repeated failures") for e in errors)
 
 
-def test_sweeper_resends_lost_messages_but_not_a_waiting_backlog(client: Client,
-                                                                 settings: Settings):
+def test_sweeper_resends_lost_messages_but_not_a_waiting_backlog(
+    client: Client, settings: Settings
+):
     from workers.sweeper import BrokerProbe, sweep_once
 
     client.settings.chunk_size = 10

@@ -31,13 +31,17 @@ def test_concurrent_requests_are_merged_into_one_batch(ray_connected: None, tmp_
     actor = pool.get_actor("embed", model.name, str(model.path), version, 0, settings)
     assert ray.get(actor.stats.remote())["items"] == 0  # loaded, idle
     same = pool.get_actor("embed", model.name, str(model.path), version, 0, settings)
-    assert pool.actor_name("embed", model.name, version, 0) == \
-        f"sluice:embed:all-MiniLM-L6-v2:{version}:0"
+    assert (
+        pool.actor_name("embed", model.name, version, 0)
+        == f"sluice:embed:all-MiniLM-L6-v2:{version}:0"
+    )
     assert ray.get(same.stats.remote())["pid"] == ray.get(actor.stats.remote())["pid"]
 
     # Two callers, as two Celery workers would be, each with a small request.
-    refs = [actor.process.remote("job-a", _items("a", 3), {}, "none"),
-            actor.process.remote("job-b", _items("b", 4), {}, "none")]
+    refs = [
+        actor.process.remote("job-a", _items("a", 3), {}, "none"),
+        actor.process.remote("job-b", _items("b", 4), {}, "none"),
+    ]
     a, b = ray.get(refs)
     assert [o["key"] for o in a] == ["a0", "a1", "a2"] and len(b) == 4
     assert ray.get(actor.stats.remote())["batch_sizes"] == {7: 1}
@@ -60,8 +64,9 @@ def test_actor_runs_on_cpu_without_gpus(ray_connected: None, tmp_path: Path):
     if ray.cluster_resources().get("GPU", 0):
         pytest.skip("this cluster has GPUs")
     model = resolve("all-MiniLM-L6-v2", "embed", tmp_path)
-    actor = pool.get_actor("embed", model.name, str(model.path), f"test-{uuid.uuid4().hex[:8]}", 0,
-                           Settings())
+    actor = pool.get_actor(
+        "embed", model.name, str(model.path), f"test-{uuid.uuid4().hex[:8]}", 0, Settings()
+    )
     assert ray.get(actor.stats.remote())["device"] == "cpu"
     ray.kill(actor, no_restart=True)
 

@@ -18,8 +18,9 @@ SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 def _infer_accuracy(client: Client, ref: str, heldout: list[dict[str, Any]]) -> float:
-    records = {str(r["id"]): {k: v for k, v in r.items() if k not in ("id", "diagnosis")}
-               for r in heldout}
+    records = {
+        str(r["id"]): {k: v for k, v in r.items() if k not in ("id", "diagnosis")} for r in heldout
+    }
     job_id = client.submit_records(records, "classify-records", model=ref)
     view = client.wait(job_id, timeout=300)
     assert view.status == "succeeded", view
@@ -30,12 +31,19 @@ def _infer_accuracy(client: Client, ref: str, heldout: list[dict[str, Any]]) -> 
 
 
 def test_two_workers_train_with_real_ddp_and_the_registered_model_serves(
-        client: Client, start_worker: Any, tmp_path: Path) -> None:
+    client: Client, start_worker: Any, tmp_path: Path
+) -> None:
     data, heldout = breast_cancer_csv(tmp_path / "bc.csv")
     start_worker()
-    run_id = client.submit_training(task="classify-records", name="breast-cancer", data=data,
-                                    label_column="diagnosis", key_column="id", workers=2,
-                                    epochs=150)
+    run_id = client.submit_training(
+        task="classify-records",
+        name="breast-cancer",
+        data=data,
+        label_column="diagnosis",
+        key_column="id",
+        workers=2,
+        epochs=150,
+    )
     run = client.wait_training(run_id, timeout=600)
     assert run.status == "succeeded", run.error
     ddp = run.progress["ddp"]
@@ -56,13 +64,22 @@ def test_two_workers_train_with_real_ddp_and_the_registered_model_serves(
 
 @SQLITE_ONLY
 def test_dp_sgd_reaches_090_within_its_budget_and_records_it(
-        client: Client, start_worker: Any, tmp_path: Path) -> None:
+    client: Client, start_worker: Any, tmp_path: Path
+) -> None:
     data, heldout = breast_cancer_csv(tmp_path / "bc.csv")
     start_worker()
-    run_id = client.submit_training(task="classify-records", name="bc-private", data=data,
-                                    label_column="diagnosis", key_column="id", workers=2,
-                                    epochs=30, dp_epsilon=8.0, dp_delta=1e-5,
-                                    dp_max_grad_norm=1.5)
+    run_id = client.submit_training(
+        task="classify-records",
+        name="bc-private",
+        data=data,
+        label_column="diagnosis",
+        key_column="id",
+        workers=2,
+        epochs=30,
+        dp_epsilon=8.0,
+        dp_delta=1e-5,
+        dp_max_grad_norm=1.5,
+    )
     run = client.wait_training(run_id, timeout=600)
     assert run.status == "succeeded", run.error
     version = client.registry.get("bc-private", "latest")
@@ -77,14 +94,26 @@ def test_dp_sgd_reaches_090_within_its_budget_and_records_it(
 
 
 def test_a_killed_training_run_resumes_from_its_last_checkpoint(
-        client: Client, start_worker: Any, env: dict[str, str], tmp_path: Path) -> None:
+    client: Client, start_worker: Any, env: dict[str, str], tmp_path: Path
+) -> None:
     data, _ = breast_cancer_csv(tmp_path / "bc.csv")
     first = start_worker(SLUICE_TRAIN_CHECKPOINT_SECONDS="0")
-    run_id = client.submit_training(task="classify-records", name="bc-resumed", data=data,
-                                    label_column="diagnosis", key_column="id", epochs=40)
-    killed_at = wait_until(lambda: client.training_run(run_id).progress.get("epoch", 0) >= 6
-                           and client.training_run(run_id).progress["epoch"],
-                           timeout=300, what="six epochs")
+    run_id = client.submit_training(
+        task="classify-records",
+        name="bc-resumed",
+        data=data,
+        label_column="diagnosis",
+        key_column="id",
+        epochs=40,
+    )
+    killed_at = wait_until(
+        lambda: (
+            client.training_run(run_id).progress.get("epoch", 0) >= 6
+            and client.training_run(run_id).progress["epoch"]
+        ),
+        timeout=300,
+        what="six epochs",
+    )
     kill_group(first, signal.SIGKILL)  # the Celery worker and its Ray Train driver
     at_kill = client.training_run(run_id)
     assert at_kill.status == "running" and at_kill.progress["epoch"] >= killed_at
@@ -106,23 +135,42 @@ def test_a_killed_training_run_resumes_from_its_last_checkpoint(
 
 @SQLITE_ONLY
 def test_text_image_and_audio_models_train_through_the_queue_and_serve(
-        client: Client, start_worker: Any, tmp_path: Path) -> None:
+    client: Client, start_worker: Any, tmp_path: Path
+) -> None:
     media = tmp_path / "media"
     client.settings.input_roots = str(media)
     start_worker(SLUICE_INPUT_ROOTS=str(media))
     runs = {
         "classify-text": client.submit_training(
-            task="classify-text", name="tickets", data=texts_csv(tmp_path / "texts.csv"),
-            label_column="topic", epochs=8, batch_size=16),
+            task="classify-text",
+            name="tickets",
+            data=texts_csv(tmp_path / "texts.csv"),
+            label_column="topic",
+            epochs=8,
+            batch_size=16,
+        ),
         "classify-image": client.submit_training(
-            task="classify-image", name="digits", data=digits_csv(media / "digits"),
-            label_column="label", epochs=6, batch_size=16),
+            task="classify-image",
+            name="digits",
+            data=digits_csv(media / "digits"),
+            label_column="label",
+            epochs=6,
+            batch_size=16,
+        ),
         "classify-audio": client.submit_training(
-            task="classify-audio", name="sounds", data=sounds_csv(media / "sounds"),
-            label_column="label", epochs=16, batch_size=8),
+            task="classify-audio",
+            name="sounds",
+            data=sounds_csv(media / "sounds"),
+            label_column="label",
+            epochs=16,
+            batch_size=8,
+        ),
     }
-    inputs = {"classify-text": None, "classify-image": media / "digits" / "d0.png",
-              "classify-audio": media / "sounds" / "s0.wav"}
+    inputs = {
+        "classify-text": None,
+        "classify-image": media / "digits" / "d0.png",
+        "classify-audio": media / "sounds" / "s0.wav",
+    }
     chance = {"classify-text": 1 / 3, "classify-image": 1 / 4, "classify-audio": 1 / 4}
     for task, run_id in runs.items():
         run = client.wait_training(run_id, timeout=900)
@@ -141,19 +189,35 @@ def test_text_image_and_audio_models_train_through_the_queue_and_serve(
 
 @SQLITE_ONLY
 def test_a_cancelled_run_stops_after_its_epoch_and_registers_nothing(
-        client: Client, start_worker: Any, tmp_path: Path) -> None:
+    client: Client, start_worker: Any, tmp_path: Path
+) -> None:
     data, _ = breast_cancer_csv(tmp_path / "bc.csv")
     start_worker()
-    run_id = client.submit_training(task="classify-records", name="bc-cancelled", data=data,
-                                    label_column="diagnosis", key_column="id", epochs=5000)
-    wait_until(lambda: client.training_run(run_id).progress.get("epoch", 0) >= 2,
-               timeout=300, what="two epochs")
+    run_id = client.submit_training(
+        task="classify-records",
+        name="bc-cancelled",
+        data=data,
+        label_column="diagnosis",
+        key_column="id",
+        epochs=5000,
+    )
+    wait_until(
+        lambda: client.training_run(run_id).progress.get("epoch", 0) >= 2,
+        timeout=300,
+        what="two epochs",
+    )
     assert client.runs.cancel(run_id).status == "cancelled"
     # the worker stops at the next epoch boundary and frees its Ray CPU: a run that needs
     # both of the cluster's CPUs can then train
-    after = client.submit_training(task="classify-records", name="bc-after", data=data,
-                                   label_column="diagnosis", key_column="id", epochs=3,
-                                   workers=2)
+    after = client.submit_training(
+        task="classify-records",
+        name="bc-after",
+        data=data,
+        label_column="diagnosis",
+        key_column="id",
+        epochs=3,
+        workers=2,
+    )
     assert client.wait_training(after, timeout=300).status == "succeeded"
     run = client.training_run(run_id)
     assert run.status == "cancelled" and run.progress["epoch"] < 5000

@@ -38,8 +38,9 @@ class Api:
         return {"Authorization": f"Bearer {getattr(self, who).key}"}
 
     def submit(self, items: list[Any], who: str = "a", **extra: Any) -> dict[str, Any]:
-        r = self.http.post("/v1/jobs", json={"task": "embed", "items": items, **extra},
-                           headers=self.auth(who))
+        r = self.http.post(
+            "/v1/jobs", json={"task": "embed", "items": items, **extra}, headers=self.auth(who)
+        )
         assert r.status_code == 201, r.text
         return r.json()  # type: ignore[no-any-return]
 
@@ -48,29 +49,51 @@ class Api:
         for chunk in ledger.chunk_ids(job_id):
             claim = ledger.claim(chunk, "w", 30)
             assert claim.items is not None
-            ledger.complete(chunk, "w", [
-                Outcome(key=i.key, status=ItemStatus.ERROR, error="boom") if i.key in errors
-                else Outcome(key=i.key, status=ItemStatus.INVALID, error=i.invalid)
-                if i.invalid else Outcome(key=i.key, status=ItemStatus.OK,
-                                          output={"embedding": [0.5, 0.5], "dim": 2})
-                for i in claim.items])
+            ledger.complete(
+                chunk,
+                "w",
+                [
+                    Outcome(key=i.key, status=ItemStatus.ERROR, error="boom")
+                    if i.key in errors
+                    else Outcome(key=i.key, status=ItemStatus.INVALID, error=i.invalid)
+                    if i.invalid
+                    else Outcome(
+                        key=i.key, status=ItemStatus.OK, output={"embedding": [0.5, 0.5], "dim": 2}
+                    )
+                    for i in claim.items
+                ],
+            )
 
 
-def make_api(tmp_path: Path, database_url: str, model_cache: Path,
-             monkeypatch: pytest.MonkeyPatch, **settings: Any) -> Iterator[Api]:
-    s = Settings(data_dir=model_cache, database_url=database_url,
-                 broker_url="redis://127.0.0.1:1/0", chunk_size=2, **settings)
+def make_api(
+    tmp_path: Path,
+    database_url: str,
+    model_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    **settings: Any,
+) -> Iterator[Api]:
+    s = Settings(
+        data_dir=model_cache,
+        database_url=database_url,
+        broker_url="redis://127.0.0.1:1/0",
+        chunk_size=2,
+        **settings,
+    )
     client = Client(s)
     sent: list[str] = []
-    monkeypatch.setattr(client.dispatcher, "send_chunks",
-                        lambda ids, queue, priority=5: sent.extend(ids) or len(sent))
+    monkeypatch.setattr(
+        client.dispatcher,
+        "send_chunks",
+        lambda ids, queue, priority=5: sent.extend(ids) or len(sent),
+    )
     with TestClient(create_app(client=client)) as http:
         yield Api(http, client, sent)
 
 
 @pytest.fixture
-def api(tmp_path: Path, database_url: str, model_cache: Path,
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+def api(
+    tmp_path: Path, database_url: str, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Api]:
     yield from make_api(tmp_path, database_url, model_cache, monkeypatch)
 
 
@@ -98,8 +121,7 @@ def test_a_tenant_sees_only_its_own_jobs_results_and_models(api: Api):
     assert job["status"] == "queued" and job["counts"]["total"] == 3
     assert len(api.sent) == 2  # chunk size 2: two messages, chunk ids only
     api.finish(job_id, errors=("3",))
-    for method, path in [("get", ""), ("get", "/results"), ("post", "/cancel"),
-                         ("post", "/retry")]:
+    for method, path in [("get", ""), ("get", "/results"), ("post", "/cancel"), ("post", "/retry")]:
         r = api.http.request(method.upper(), f"/v1/jobs/{job_id}{path}", headers=api.auth("b"))
         assert r.status_code == 404, (path, r.text)
         assert r.json() == {"detail": f"no job with id {job_id!r}"}
@@ -113,29 +135,43 @@ def test_a_tenant_sees_only_its_own_jobs_results_and_models(api: Api):
 
 def test_the_registry_lists_a_tenants_versions_with_their_dp_budget(api: Api):
     dp = {"epsilon": 7.99, "delta": 1e-5, "noise_multiplier": 0.9, "max_grad_norm": 1.0}
-    api.client.registry.register("bc", "classify-records", uri="/m/bc/1", sha256="ab" * 32,
-                                 metrics={"heldout_accuracy": 0.95}, dp=dp, tenant="acme")
+    api.client.registry.register(
+        "bc",
+        "classify-records",
+        uri="/m/bc/1",
+        sha256="ab" * 32,
+        metrics={"heldout_accuracy": 0.95},
+        dp=dp,
+        tenant="acme",
+    )
     assert api.http.get("/v1/registry", headers=api.auth("b")).json() == []
     (version,) = api.http.get("/v1/registry", headers=api.auth("a")).json()
     assert version["ref"] == "bc@1" and version["stage"] == "staging"
     assert version["dp"]["epsilon"] == 7.99 and "uri" not in version
 
 
-def test_a_tenant_cannot_run_jobs_on_another_tenants_registered_model(api: Api,
-                                                                      tmp_path: Path):
+def test_a_tenant_cannot_run_jobs_on_another_tenants_registered_model(api: Api, tmp_path: Path):
     from workers.training.records_mlp import RecordsMLP, save_records_model
 
-    features = [{"name": "x", "type": "number", "min": 0.0, "max": 10.0, "mean": 5.0,
-                 "std": 1.0}]
+    features = [{"name": "x", "type": "number", "min": 0.0, "max": 10.0, "mean": 5.0, "std": 1.0}]
     model_dir = tmp_path / "bc-1"
-    save_records_model(model_dir, RecordsMLP(1, [4], 2), {
-        "task": "classify-records", "hidden_sizes": [4], "labels": ["no", "yes"]}, features)
+    save_records_model(
+        model_dir,
+        RecordsMLP(1, [4], 2),
+        {"task": "classify-records", "hidden_sizes": [4], "labels": ["no", "yes"]},
+        features,
+    )
     ref = api.client.resolve_model(str(model_dir), "classify-records")
     from producers.models import weights_sha256
 
-    api.client.registry.register("bc", "classify-records", uri=str(model_dir),
-                                 sha256=weights_sha256(ref.path, tmp_path), metrics={},
-                                 tenant="acme")
+    api.client.registry.register(
+        "bc",
+        "classify-records",
+        uri=str(model_dir),
+        sha256=weights_sha256(ref.path, tmp_path),
+        metrics={},
+        tenant="acme",
+    )
     body = {"task": "classify-records", "model": "bc@1", "items": [{"record": {"x": 1.0}}]}
     mine = api.http.post("/v1/jobs", json=body, headers=api.auth("a"))
     assert mine.status_code == 201, mine.text
@@ -153,8 +189,9 @@ def test_an_idempotency_key_returns_the_same_job(api: Api):
     assert first.status_code == 201 and again.status_code == 200
     assert first.json()["job_id"] == again.json()["job_id"]
     assert again.headers["Idempotent-Replayed"] == "true" and len(api.sent) == 1
-    other = api.http.post("/v1/jobs", json=body, headers={**api.auth("b"),
-                                                          "Idempotency-Key": "order-42"})
+    other = api.http.post(
+        "/v1/jobs", json=body, headers={**api.auth("b"), "Idempotency-Key": "order-42"}
+    )
     assert other.status_code == 201 and other.json()["job_id"] != first.json()["job_id"]
 
 
@@ -170,16 +207,21 @@ def test_bad_submissions_say_what_is_wrong(api: Api):
     r = post({"task": "embed", "items": ["x"], "callback_url": "file:///etc/passwd"})
     assert r.status_code == 400 and "http(s) URL" in r.json()["detail"]
     assert post({"task": "embed", "items": ["x"], "priority": 12}).status_code == 422
-    r = api.http.post("/v1/jobs", content=b"x", headers={**api.auth(),
-                                                         "Content-Type": "text/plain"})
+    r = api.http.post(
+        "/v1/jobs", content=b"x", headers={**api.auth(), "Content-Type": "text/plain"}
+    )
     assert r.status_code == 415
     assert api.sent == []
 
 
 def test_multipart_upload_and_sql_source(api: Api, tmp_path: Path):
     csv = "id,body\nr1,first row\nr2,second row\n"
-    r = api.http.post("/v1/jobs", headers=api.auth(), files={"file": ("in.csv", csv)},
-                      data={"task": "embed", "key_column": "id", "text_column": "body"})
+    r = api.http.post(
+        "/v1/jobs",
+        headers=api.auth(),
+        files={"file": ("in.csv", csv)},
+        data={"task": "embed", "key_column": "id", "text_column": "body"},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["counts"]["total"] == 2
 
@@ -187,21 +229,26 @@ def test_multipart_upload_and_sql_source(api: Api, tmp_path: Path):
     engine = create_engine(f"sqlite:///{warehouse}")
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE tickets (id INTEGER PRIMARY KEY, body TEXT, lang TEXT)"))
-        conn.execute(text("INSERT INTO tickets VALUES (1, 'hi', 'en'), (2, 'hallo', 'de'), "
-                          "(3, 'hey', 'en')"))
+        conn.execute(
+            text("INSERT INTO tickets VALUES (1, 'hi', 'en'), (2, 'hallo', 'de'), (3, 'hey', 'en')")
+        )
     api.client.settings.api_sql_sources = {"wh": f"sqlite:///{warehouse}"}
-    source = {"name": "wh", "table": "tickets", "key_column": "id", "text_column": "body",
-              "where": {"lang": "en"}}
-    r = api.http.post("/v1/jobs", json={"task": "embed", "source": source},
-                      headers=api.auth())
+    source = {
+        "name": "wh",
+        "table": "tickets",
+        "key_column": "id",
+        "text_column": "body",
+        "where": {"lang": "en"},
+    }
+    r = api.http.post("/v1/jobs", json={"task": "embed", "source": source}, headers=api.auth())
     assert r.status_code == 201, r.text
     assert r.json()["counts"]["total"] == 2
     hostile = {**source, "table": "tickets; DROP TABLE tickets"}
-    r = api.http.post("/v1/jobs", json={"task": "embed", "source": hostile},
-                      headers=api.auth())
+    r = api.http.post("/v1/jobs", json={"task": "embed", "source": hostile}, headers=api.auth())
     assert r.status_code == 400 and "not a plain SQL identifier" in r.json()["detail"]
-    r = api.http.post("/v1/jobs", json={"task": "embed", "source": {**source, "name": "x"}},
-                      headers=api.auth())
+    r = api.http.post(
+        "/v1/jobs", json={"task": "embed", "source": {**source, "name": "x"}}, headers=api.auth()
+    )
     assert r.status_code == 400 and "unknown SQL source 'x'" in r.json()["detail"]
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM tickets")).scalar() == 3
@@ -212,13 +259,15 @@ def test_results_page_and_stream_in_every_format(api: Api):
     api.finish(job_id)
     keys, cursor = [], -1
     while cursor is not None:
-        page = api.http.get(f"/v1/jobs/{job_id}/results", params={"limit": 2, "cursor": cursor},
-                            headers=api.auth()).json()
+        page = api.http.get(
+            f"/v1/jobs/{job_id}/results", params={"limit": 2, "cursor": cursor}, headers=api.auth()
+        ).json()
         keys += [row["key"] for row in page["items"]]
         cursor = page["next_cursor"]
     assert keys == [f"k{i}" for i in range(5)]
-    r = api.http.get(f"/v1/jobs/{job_id}/results",
-                     headers={**api.auth(), "Accept": "application/x-ndjson"})
+    r = api.http.get(
+        f"/v1/jobs/{job_id}/results", headers={**api.auth(), "Accept": "application/x-ndjson"}
+    )
     assert r.headers["content-type"].startswith("application/x-ndjson")
     rows = [json.loads(line) for line in r.text.splitlines()]
     assert [row["key"] for row in rows] == keys and rows[0]["output"]["dim"] == 2
@@ -231,8 +280,9 @@ def test_results_page_and_stream_in_every_format(api: Api):
 
 
 def test_retry_reruns_only_the_items_that_ended_error(api: Api):
-    job_id = api.submit([{"key": k, "text": f"t {k}"} for k in "abcd"] +
-                        [{"key": "e", "text": "  "}])["job_id"]
+    job_id = api.submit(
+        [{"key": k, "text": f"t {k}"} for k in "abcd"] + [{"key": "e", "text": "  "}]
+    )["job_id"]
     r = api.http.post(f"/v1/jobs/{job_id}/retry", headers=api.auth())
     assert r.status_code == 409 and "still queued" in r.json()["detail"]
     api.finish(job_id, errors=("b", "d"))
@@ -240,8 +290,11 @@ def test_retry_reruns_only_the_items_that_ended_error(api: Api):
     assert r.status_code == 201, r.text
     retry = r.json()
     assert retry["parent_job_id"] == job_id and retry["counts"]["total"] == 2
-    items = [i.key for c in api.client.ledger.chunk_ids(retry["job_id"])
-             for i in api.client.ledger.claim(c, "w", 30).items or []]
+    items = [
+        i.key
+        for c in api.client.ledger.chunk_ids(retry["job_id"])
+        for i in api.client.ledger.claim(c, "w", 30).items or []
+    ]
     assert items == ["b", "d"]  # not the ok ones, not the invalid one
 
 
@@ -251,33 +304,39 @@ def test_cancel(api: Api):
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
 
 
-def test_request_size_cap(tmp_path: Path, database_url: str, model_cache: Path,
-                          monkeypatch: pytest.MonkeyPatch):
+def test_request_size_cap(
+    tmp_path: Path, database_url: str, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+):
     big = {"task": "embed", "items": ["x" * 100] * 30}
-    for api in make_api(tmp_path, database_url, model_cache, monkeypatch,
-                        api_max_body_bytes=2000, api_max_items=3):
+    for api in make_api(
+        tmp_path, database_url, model_cache, monkeypatch, api_max_body_bytes=2000, api_max_items=3
+    ):
         r = api.http.post("/v1/jobs", json=big, headers=api.auth())
         assert r.status_code == 413 and "SLUICE_API_MAX_BODY_BYTES" in r.json()["detail"]
 
         def chunked() -> Iterator[bytes]:  # no Content-Length: counted while it streams in
             yield json.dumps(big).encode()
 
-        r = api.http.post("/v1/jobs", content=chunked(),
-                          headers={**api.auth(), "Content-Type": "application/json"})
+        r = api.http.post(
+            "/v1/jobs",
+            content=chunked(),
+            headers={**api.auth(), "Content-Type": "application/json"},
+        )
         assert r.status_code == 413
-        r = api.http.post("/v1/jobs", json={"task": "embed", "items": ["a"] * 4},
-                          headers=api.auth())
+        r = api.http.post(
+            "/v1/jobs", json={"task": "embed", "items": ["a"] * 4}, headers=api.auth()
+        )
         assert r.status_code == 413 and "SLUICE_API_MAX_ITEMS" in r.json()["detail"]
         assert api.sent == []
 
 
 def test_an_event_not_done_within_wait_gets_202(api: Api):
-    r = api.http.post("/v1/events?wait=50ms", json={"task": "embed", "text": "hello"},
-                      headers=api.auth())
+    r = api.http.post(
+        "/v1/events?wait=50ms", json={"task": "embed", "text": "hello"}, headers=api.auth()
+    )
     assert r.status_code == 202 and r.json()["status"] == "queued"
     assert r.headers["Location"] == f"/v1/jobs/{r.json()['job_id']}"
-    r = api.http.post("/v1/events?wait=5m", json={"task": "embed", "text": "x"},
-                      headers=api.auth())
+    r = api.http.post("/v1/events?wait=5m", json={"task": "embed", "text": "x"}, headers=api.auth())
     assert r.status_code == 400 and "SLUICE_API_MAX_WAIT" in r.json()["detail"]
 
 
@@ -288,8 +347,12 @@ def test_the_openapi_document_validates(api: Api):
     validate(doc)
     body = doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "multipart/form-data"}
-    assert {"/v1/jobs/{job_id}/results", "/v1/events", "/v1/jobs/{job_id}/retry",
-            "/metrics"} <= set(doc["paths"])
+    assert {
+        "/v1/jobs/{job_id}/results",
+        "/v1/events",
+        "/v1/jobs/{job_id}/retry",
+        "/metrics",
+    } <= set(doc["paths"])
 
 
 def test_metrics_come_from_the_ledger(api: Api):
@@ -299,7 +362,7 @@ def test_metrics_come_from_the_ledger(api: Api):
     assert 'sluice_items_total{status="ok",task="embed"} 2.0' in text_
     assert 'sluice_items_total{status="error",task="embed"} 1.0' in text_
     assert 'sluice_jobs{status="partially_failed"} 1.0' in text_
-    assert 'sluice_batch_size_count 2.0' in text_
+    assert "sluice_batch_size_count 2.0" in text_
     assert "sluice_inference_seconds_bucket" in text_ and "sluice_queue_wait_seconds_sum" in text_
     assert "sluice_broker_up 0.0" in text_  # nothing listens on port 1
 
@@ -310,31 +373,56 @@ def test_inline_records_and_media_items(api: Api, demo_models: Path, tmp_path: P
     from schemas.records import check_record
 
     model = str(demo_models / "breast-cancer-classifier")
-    features = json.loads((demo_models / "breast-cancer-classifier" / "features.json")
-                          .read_text())["features"]
+    features = json.loads((demo_models / "breast-cancer-classifier" / "features.json").read_text())[
+        "features"
+    ]
     good = {f["name"]: f["mean"] for f in features}
     assert check_record(good, features)[1] is None
-    r = api.http.post("/v1/jobs", headers=api.auth(), json={
-        "task": "classify-records", "model": model, "items": [
-            {"key": "ok", "record": good},
-            {"key": "nan", "record": {**good, "mean radius": "nan"}},
-        ]})
+    r = api.http.post(
+        "/v1/jobs",
+        headers=api.auth(),
+        json={
+            "task": "classify-records",
+            "model": model,
+            "items": [
+                {"key": "ok", "record": good},
+                {"key": "nan", "record": {**good, "mean radius": "nan"}},
+            ],
+        },
+    )
     assert r.status_code == 201, r.text
-    items = {i.key: i for c in api.client.ledger.chunk_ids(r.json()["job_id"])
-             for i in api.client.ledger.claim(c, "w", 30).items or []}
+    items = {
+        i.key: i
+        for c in api.client.ledger.chunk_ids(r.json()["job_id"])
+        for i in api.client.ledger.claim(c, "w", 30).items or []
+    }
     assert items["ok"].record == good
     assert items["nan"].invalid == "column 'mean radius' is NaN"
 
     api.client.settings.input_roots = str(tmp_path)
-    r = api.http.post("/v1/jobs", headers=api.auth(), json={
-        "task": "classify-image", "model": str(demo_models / "digits-classifier"),
-        "items": [{"key": "outside", "media": "/etc/hostname"},
-                  {"key": "inline", "media": "data:image/png;base64,iVBORw0KGgo="}]})
+    r = api.http.post(
+        "/v1/jobs",
+        headers=api.auth(),
+        json={
+            "task": "classify-image",
+            "model": str(demo_models / "digits-classifier"),
+            "items": [
+                {"key": "outside", "media": "/etc/hostname"},
+                {"key": "inline", "media": "data:image/png;base64,iVBORw0KGgo="},
+            ],
+        },
+    )
     assert r.status_code == 201, r.text
-    items = {i.key: i for c in api.client.ledger.chunk_ids(r.json()["job_id"])
-             for i in api.client.ledger.claim(c, "w", 30).items or []}
+    items = {
+        i.key: i
+        for c in api.client.ledger.chunk_ids(r.json()["job_id"])
+        for i in api.client.ledger.claim(c, "w", 30).items or []
+    }
     assert "outside the input roots" in (items["outside"].invalid or "")
     assert items["inline"].data == "iVBORw0KGgo="
-    r = api.http.post("/v1/jobs", headers=api.auth(), json={
-        "task": "classify-records", "model": model, "items": [{"key": "x", "text": "hi"}]})
+    r = api.http.post(
+        "/v1/jobs",
+        headers=api.auth(),
+        json={"task": "classify-records", "model": model, "items": [{"key": "x", "text": "hi"}]},
+    )
     assert r.status_code in (400, 422) and "records tasks need `record`" in r.text

@@ -14,8 +14,9 @@ def test_requests_arriving_together_share_one_call_and_keep_their_order():
         return [x * 2 for x in batch]
 
     async def scenario():
-        batcher = DynamicBatcher(double, max_size=16, max_wait_s=0.2,
-                                 executor=ThreadPoolExecutor(1))
+        batcher = DynamicBatcher(
+            double, max_size=16, max_wait_s=0.2, executor=ThreadPoolExecutor(1)
+        )
         return await asyncio.gather(batcher.submit([1, 2, 3]), batcher.submit([10, 20]))
 
     a, b = asyncio.run(scenario())
@@ -31,8 +32,7 @@ def test_batches_never_exceed_the_maximum():
         return batch
 
     async def scenario():
-        batcher = DynamicBatcher(echo, max_size=4, max_wait_s=0.01,
-                                 executor=ThreadPoolExecutor(1))
+        batcher = DynamicBatcher(echo, max_size=4, max_wait_s=0.01, executor=ThreadPoolExecutor(1))
         return await batcher.submit(list(range(10)))
 
     assert asyncio.run(scenario()) == list(range(10))
@@ -46,8 +46,7 @@ def test_a_poison_item_fails_alone():
         return batch
 
     async def scenario():
-        batcher = DynamicBatcher(picky, max_size=8, max_wait_s=0.0,
-                                 executor=ThreadPoolExecutor(1))
+        batcher = DynamicBatcher(picky, max_size=8, max_wait_s=0.0, executor=ThreadPoolExecutor(1))
         return await batcher.submit([1, 13, 2])
 
     one, bad, two = asyncio.run(scenario())

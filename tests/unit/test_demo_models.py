@@ -52,8 +52,7 @@ def test_build_all_is_cached(root: Path) -> None:
     assert time.perf_counter() - started < 2.0
     assert built_now == []
     assert set(metrics) == set(BUILDERS)
-    assert stamps == {name: (root / name / "metrics.json").stat().st_mtime_ns
-                      for name in BUILDERS}
+    assert stamps == {name: (root / name / "metrics.json").stat().st_mtime_ns for name in BUILDERS}
 
 
 def test_build_all_rejects_unknown_names(tmp_path: Path) -> None:
@@ -134,8 +133,9 @@ def test_image_classifier_heldout_accuracy_from_saved_dir(root: Path) -> None:
     with torch.no_grad():
         predicted = model(**inputs).logits.argmax(-1).tolist()
     labels = [model.config.id2label[p] for p in predicted]
-    accuracy = np.mean([label == str(truth) for label, (_, truth) in zip(labels, held,
-                                                                         strict=True)])
+    accuracy = np.mean(
+        [label == str(truth) for label, (_, truth) in zip(labels, held, strict=True)]
+    )
     assert accuracy >= 0.9
 
 
@@ -168,15 +168,20 @@ def test_audio_batched_with_padding_matches_one_by_one(root: Path) -> None:
     model = AutoModelForAudioClassification.from_pretrained(root / "sounds-classifier").eval()
     rng = np.random.default_rng(7)
     # different lengths so the batch really is padded
-    clips = [synthesize(label, seconds, SAMPLE_RATE, rng)
-             for label, seconds in zip(SOUND_LABELS, (1.0, 0.6, 0.8, 0.45), strict=True)]
+    clips = [
+        synthesize(label, seconds, SAMPLE_RATE, rng)
+        for label, seconds in zip(SOUND_LABELS, (1.0, 0.6, 0.8, 0.45), strict=True)
+    ]
     batch = extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
     assert int(batch["attention_mask"].sum(-1).min()) < batch["attention_mask"].shape[-1]
     with torch.no_grad():
         batched = model(**batch).logits
-        single = torch.cat([
-            model(**extractor([clip], sampling_rate=SAMPLE_RATE, return_tensors="pt")).logits
-            for clip in clips])
+        single = torch.cat(
+            [
+                model(**extractor([clip], sampling_rate=SAMPLE_RATE, return_tensors="pt")).logits
+                for clip in clips
+            ]
+        )
     assert batched.argmax(-1).tolist() == single.argmax(-1).tolist()
     assert torch.allclose(batched, single, atol=1e-3)
 
@@ -196,8 +201,12 @@ def test_tiny_ctc_loads_and_decodes_strings(root: Path) -> None:
     assert "randomly initialised" in config["sluice_note"]
     processor = AutoProcessor.from_pretrained(root / "tiny-ctc")
     model = AutoModelForCTC.from_pretrained(root / "tiny-ctc").eval()
-    inputs = processor([_speech(1.0, 0), _speech(0.5, 1)], sampling_rate=SAMPLE_RATE,
-                       return_tensors="pt", padding=True)
+    inputs = processor(
+        [_speech(1.0, 0), _speech(0.5, 1)],
+        sampling_rate=SAMPLE_RATE,
+        return_tensors="pt",
+        padding=True,
+    )
     with torch.no_grad():
         logits = model(**inputs).logits
     assert logits.shape[-1] == len(processor.tokenizer)
@@ -212,8 +221,9 @@ def test_tiny_whisper_loads_generates_and_decodes_strings(root: Path) -> None:
     assert "randomly initialised" in config["sluice_note"]
     processor = AutoProcessor.from_pretrained(root / "tiny-whisper")
     model = AutoModelForSpeechSeq2Seq.from_pretrained(root / "tiny-whisper").eval()
-    inputs = processor([_speech(1.0, 0), _speech(2.0, 1)], sampling_rate=SAMPLE_RATE,
-                       return_tensors="pt")
+    inputs = processor(
+        [_speech(1.0, 0), _speech(2.0, 1)], sampling_rate=SAMPLE_RATE, return_tensors="pt"
+    )
     ids = model.generate(inputs["input_features"], max_new_tokens=20)
     texts = processor.batch_decode(ids, skip_special_tokens=True)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)

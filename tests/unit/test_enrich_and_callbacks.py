@@ -30,34 +30,58 @@ from storage.ledger import Ledger
 from storage.watermarks import Watermarks, decode, encode
 from workers.callbacks import deliver_due
 
-HOSTILE = ["users; DROP TABLE users", 'a"b', "1abc", "x.y.z", "t--", "name with space",
-           "tbl)", "", "a" * 64, "é"]
+HOSTILE = [
+    "users; DROP TABLE users",
+    'a"b',
+    "1abc",
+    "x.y.z",
+    "t--",
+    "name with space",
+    "tbl)",
+    "",
+    "a" * 64,
+    "é",
+]
 
 
 @pytest.fixture
 def warehouse(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'wh.db'}"
     with create_engine(url).begin() as conn:
-        conn.execute(text("CREATE TABLE msgs (id INTEGER PRIMARY KEY, body TEXT, "
-                          "kind TEXT, updated_at TIMESTAMP)"))
-        conn.execute(text("INSERT INTO msgs VALUES (1, 'a', 'x', '2026-01-01 00:00:00'), "
-                          "(2, 'b', 'y', '2026-01-02 00:00:00'), "
-                          "(3, 'c', 'x', '2026-01-03 00:00:00')"))
+        conn.execute(
+            text(
+                "CREATE TABLE msgs (id INTEGER PRIMARY KEY, body TEXT, "
+                "kind TEXT, updated_at TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO msgs VALUES (1, 'a', 'x', '2026-01-01 00:00:00'), "
+                "(2, 'b', 'y', '2026-01-02 00:00:00'), "
+                "(3, 'c', 'x', '2026-01-03 00:00:00')"
+            )
+        )
     return url
 
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_names_are_refused_before_anything_runs(name: str, tmp_path: Path):
     never = tmp_path / "never" / "created.db"
-    for spec in (SourceSpec(f"sqlite:///{never}", name, "id"),
-                 SourceSpec(f"sqlite:///{never}", "t", name),
-                 SourceSpec(f"sqlite:///{never}", "t", "id", text_column=name),
-                 SourceSpec(f"sqlite:///{never}", "t", "id", since_column=name)):
+    for spec in (
+        SourceSpec(f"sqlite:///{never}", name, "id"),
+        SourceSpec(f"sqlite:///{never}", "t", name),
+        SourceSpec(f"sqlite:///{never}", "t", "id", text_column=name),
+        SourceSpec(f"sqlite:///{never}", "t", "id", since_column=name),
+    ):
         with pytest.raises(UnsafeIdentifierError, match="nothing was executed"):
             enrich(None, EnrichSpec(source=spec, dest_table="out", task="embed"))
     with pytest.raises(UnsafeIdentifierError):
-        enrich(None, EnrichSpec(source=SourceSpec(f"sqlite:///{never}", "t", "id"),
-                                dest_table=name, task="embed"))
+        enrich(
+            None,
+            EnrichSpec(
+                source=SourceSpec(f"sqlite:///{never}", "t", "id"), dest_table=name, task="embed"
+            ),
+        )
     assert not never.parent.exists()  # no engine was even made
 
 
@@ -87,8 +111,14 @@ def test_since_column_reads_only_newer_rows(warehouse: str):
 
 
 def test_watermarks_keep_their_type(ledger: Ledger):
-    for value in (dt.datetime(2026, 1, 3, 4, 5, 6, tzinfo=dt.UTC), dt.date(2026, 1, 3), 42,
-                  2.5, Decimal("1.25"), "v9"):
+    for value in (
+        dt.datetime(2026, 1, 3, 4, 5, 6, tzinfo=dt.UTC),
+        dt.date(2026, 1, 3),
+        42,
+        2.5,
+        Decimal("1.25"),
+        "v9",
+    ):
         assert decode(json.loads(json.dumps(encode(value)))) == value
     marks = Watermarks(ledger.engine)
     key = ("sqlite:///wh.db", "msgs", "embed", "v1")
@@ -103,14 +133,25 @@ def test_write_back_upserts_on_the_key(warehouse: str):
     table = dest_table("enriched", "id", key_is_int=True)
     ensure_dest(engine, table)
     ensure_dest(engine, table)  # exists: left alone
-    row = {"id": 1, "label": "a", "score": 0.5, "embedding": None, "output": {"x": 1},
-           "explanation_summary": None, "status": "ok", "error": None, "model_version": "v1",
-           "job_id": "j1", "processed_at": dt.datetime.now(dt.UTC)}
+    row = {
+        "id": 1,
+        "label": "a",
+        "score": 0.5,
+        "embedding": None,
+        "output": {"x": 1},
+        "explanation_summary": None,
+        "status": "ok",
+        "error": None,
+        "model_version": "v1",
+        "job_id": "j1",
+        "processed_at": dt.datetime.now(dt.UTC),
+    }
     upsert(engine, table, "id", [row, {**row, "id": 2}])
     upsert(engine, table, "id", [{**row, "label": "b", "job_id": "j2"}])
     with engine.connect() as conn:
-        got = conn.execute(select(table.c.id, table.c.label, table.c.job_id)
-                           .order_by(table.c.id)).all()
+        got = conn.execute(
+            select(table.c.id, table.c.label, table.c.job_id).order_by(table.c.id)
+        ).all()
     assert [tuple(r) for r in got] == [(1, "b", "j2"), (2, "a", "j1")]
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE other (id INTEGER PRIMARY KEY)"))
@@ -119,8 +160,11 @@ def test_write_back_upserts_on_the_key(warehouse: str):
 
 
 def test_explanation_summary_lists_the_strongest_words():
-    expl = {"status": "ok", "tokens": ["my", "card", "was", "charged"],
-            "attributions": [0.01, 0.5, -0.02, -0.7]}
+    expl = {
+        "status": "ok",
+        "tokens": ["my", "card", "was", "charged"],
+        "attributions": [0.01, 0.5, -0.02, -0.7],
+    }
     assert summarise(expl, top=2) == "charged(-0.700) card(+0.500)"
     assert summarise({"status": "failed"}) is None
 
@@ -135,8 +179,15 @@ def test_signatures():
 
 def test_callbacks_are_signed_retried_with_backoff_and_recorded(ledger: Ledger):
     key = ApiKeys(ledger.engine).create("acme")
-    spec = JobSpec(task="embed", model="m", model_version="v1", params={}, tenant="acme",
-                   api_key_id=key.info.id, callback_url="http://receiver.test/hook")
+    spec = JobSpec(
+        task="embed",
+        model="m",
+        model_version="v1",
+        params={},
+        tenant="acme",
+        api_key_id=key.info.id,
+        callback_url="http://receiver.test/hook",
+    )
     job_id, (chunk,) = ledger.create_job(spec, [Item(key="k", text="t")], 10)
     settings = Settings(callback_backoff=0, callback_max_attempts=3)
     answers = iter([500, 200])
@@ -164,8 +215,13 @@ def test_callbacks_are_signed_retried_with_backoff_and_recorded(ledger: Ledger):
 
 
 def test_callbacks_give_up_after_max_attempts(ledger: Ledger):
-    spec = JobSpec(task="embed", model="m", model_version="v1", params={},
-                   callback_url="http://127.0.0.1:1/unreachable")
+    spec = JobSpec(
+        task="embed",
+        model="m",
+        model_version="v1",
+        params={},
+        callback_url="http://127.0.0.1:1/unreachable",
+    )
     job_id, (chunk,) = ledger.create_job(spec, [Item(key="k", text="t")], 10)
     ledger.claim(chunk, "w", 30)
     ledger.complete(chunk, "w", [Outcome(key="k", status=ItemStatus.OK, output={})])

@@ -10,9 +10,13 @@ from schemas.errors import InvalidInput
 from schemas.jobs import Item
 from workers.handlers import handler_for
 
-TEXTS = ["Where is my parcel?", "我的发票金额不对，请核实。",
-         "The app crashes every time I open the settings page after the latest update, "
-         "and reinstalling did not help at all. " * 3, "ok"]
+TEXTS = [
+    "Where is my parcel?",
+    "我的发票金额不对，请核实。",
+    "The app crashes every time I open the settings page after the latest update, "
+    "and reinstalling did not help at all. " * 3,
+    "ok",
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +27,7 @@ def minilm(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_embeddings_match_the_reference_whatever_the_batch(minilm: str):
     from sentence_transformers import SentenceTransformer
 
-    reference = SentenceTransformer(minilm, device="cpu").encode(TEXTS,
-                                                                normalize_embeddings=True)
+    reference = SentenceTransformer(minilm, device="cpu").encode(TEXTS, normalize_embeddings=True)
     handler = handler_for("embed")
     handler.setup(minilm, "cpu")
     feats = [handler.preprocess(Item(key=str(i), text=t), {}) for i, t in enumerate(TEXTS)]
@@ -56,8 +59,10 @@ def test_transcribe_batches_both_model_families(demo_models: Path, tmp_path: Pat
 
     handler = handler_for("transcribe")
     handler.setup(str(demo_models / model), "cpu")
-    clips = [write_audio(tmp_path / f"{n}.wav", seconds, rate)
-             for n, (seconds, rate) in enumerate([(0.5, 16_000), (1.3, 8_000), (0.9, 44_100)])]
+    clips = [
+        write_audio(tmp_path / f"{n}.wav", seconds, rate)
+        for n, (seconds, rate) in enumerate([(0.5, 16_000), (1.3, 8_000), (0.9, 44_100)])
+    ]
     params = {"media_limits": asdict(MediaLimits(roots=(str(tmp_path),)))}
     feats = [handler.preprocess(Item(key=str(c), path=str(c)), params) for c in clips]
     outputs = handler.predict(feats)

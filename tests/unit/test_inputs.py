@@ -35,7 +35,8 @@ def test_without_a_key_column_rows_are_numbered(tmp_path: Path):
 def test_bad_rows_become_invalid_items_with_reasons(tmp_path: Path):
     (tmp_path / "x.jsonl").write_text(
         '{"id": "e", "text": ""}\n{"id": "l", "text": "' + "y" * 101 + '"}\n'
-        '{"id": "t", "text": ["a"]}\n{"text": "keyless"}\n[1, 2]\n{"id": "n"}\n')
+        '{"id": "t", "text": ["a"]}\n{"text": "keyless"}\n[1, 2]\n{"id": "n"}\n'
+    )
     got = {i.key: i.invalid for i in items_of(tmp_path / "x.jsonl")}
     assert got == {
         "e": "empty text",
@@ -47,13 +48,16 @@ def test_bad_rows_become_invalid_items_with_reasons(tmp_path: Path):
     }
 
 
-@pytest.mark.parametrize("content, suffix, message", [
-    (None, ".jsonl", "no such file"),
-    ("a,b\n", ".txt", "unknown file type '.txt'"),
-    ("\x00\x01garbage\nmore garbage\n", ".jsonl", "not JSONL"),
-    ("PAR1 not really", ".parquet", "not a readable Parquet file"),
-    ("", ".csv", "empty CSV file"),
-])
+@pytest.mark.parametrize(
+    "content, suffix, message",
+    [
+        (None, ".jsonl", "no such file"),
+        ("a,b\n", ".txt", "unknown file type '.txt'"),
+        ("\x00\x01garbage\nmore garbage\n", ".jsonl", "not JSONL"),
+        ("PAR1 not really", ".parquet", "not a readable Parquet file"),
+        ("", ".csv", "empty CSV file"),
+    ],
+)
 def test_unreadable_files_are_refused_clearly(tmp_path: Path, content, suffix, message):
     path = tmp_path / f"input{suffix}"
     if content is not None:
@@ -89,8 +93,11 @@ def test_explain_policies():
 
 def test_a_bad_byte_deep_in_a_csv_is_a_clear_error(tmp_path: Path):
     path = tmp_path / "x.csv"
-    path.write_bytes(b"id,text\n" + b"".join(b"%d,fine text\n" % i for i in range(5000))
-                     + b"5000,broken \xff\xfe byte\n")
+    path.write_bytes(
+        b"id,text\n"
+        + b"".join(b"%d,fine text\n" % i for i in range(5000))
+        + b"5000,broken \xff\xfe byte\n"
+    )
     with pytest.raises(InputFileError, match="unreadable near row 49"):
         items_of(path)
 

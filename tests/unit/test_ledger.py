@@ -14,14 +14,21 @@ def spec() -> JobSpec:
 
 
 def items(n: int, bad: int = 0) -> list[Item]:
-    return [Item(key=f"k{i}", text=f"text {i}") for i in range(n)] + \
-        [Item(key=f"bad{i}", invalid="empty text") for i in range(bad)]
+    return [Item(key=f"k{i}", text=f"text {i}") for i in range(n)] + [
+        Item(key=f"bad{i}", invalid="empty text") for i in range(bad)
+    ]
 
 
 def ok(items_: list[Item]) -> list[Outcome]:
-    return [Outcome(key=i.key, status=ItemStatus.INVALID if i.invalid else ItemStatus.OK,
-                    output={"x": 1} if not i.invalid else None, error=i.invalid)
-            for i in items_]
+    return [
+        Outcome(
+            key=i.key,
+            status=ItemStatus.INVALID if i.invalid else ItemStatus.OK,
+            output={"x": 1} if not i.invalid else None,
+            error=i.invalid,
+        )
+        for i in items_
+    ]
 
 
 def test_job_and_chunks_are_written_together(ledger: Ledger):
@@ -52,9 +59,14 @@ def test_status_is_partially_failed_when_any_item_is_not_ok(ledger: Ledger):
     view = ledger.job(job_id)
     assert (view.status, view.counts.ok, view.counts.invalid) == ("partially_failed", 2, 1)
     rows = {r["key"]: r for r in ledger.iter_results(job_id)}
-    assert rows["bad0"] == {"key": "bad0", "status": "invalid", "output": None,
-                            "error": "empty text", "model": ledger.job(job_id).model,
-                            "model_version": ledger.job(job_id).model_version}
+    assert rows["bad0"] == {
+        "key": "bad0",
+        "status": "invalid",
+        "output": None,
+        "error": "empty text",
+        "model": ledger.job(job_id).model,
+        "model_version": ledger.job(job_id).model_version,
+    }
 
 
 def test_expired_lease_is_resent_and_old_owner_cannot_complete(ledger: Ledger):

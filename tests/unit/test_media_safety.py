@@ -46,12 +46,10 @@ def test_references_outside_the_input_roots_are_refused(root: Path, tmp_path: Pa
         parse_reference("https://example.com/cat.png", None)
     with pytest.raises(MediaRefError, match="no input roots are configured"):
         confined_path(str(root / "ok.png"), [], 10**6)
-    assert parse_reference(f"file://{root}/ok%20name.png", None) == ("path",
-                                                                      f"{root}/ok name.png")
+    assert parse_reference(f"file://{root}/ok%20name.png", None) == ("path", f"{root}/ok name.png")
 
 
-def test_submit_marks_each_bad_reference_invalid_and_keeps_the_rest(root: Path,
-                                                                    tmp_path: Path):
+def test_submit_marks_each_bad_reference_invalid_and_keeps_the_rest(root: Path, tmp_path: Path):
     settings = Settings(input_roots=str(root), max_inline_bytes=1000, max_media_bytes=5000)
     (root / "a.png").write_bytes(png_bytes())
     (root / "empty.wav").write_bytes(b"")
@@ -92,10 +90,12 @@ def test_hostile_images_become_invalid_items(root: Path):
         (root / name).write_bytes(data)
     image = load_image(Item(key="g", path=str(root / "good.png")), lim)
     assert image.size == (32, 32) and image.mode == "RGB"
-    expected = {"truncated.png": "corrupt or truncated image",
-                "random.png": "not a readable image",
-                "bomb.png": "decompression bomb",
-                "large.png": "7000x7000 = 49000000 pixels, over the cap of 40000000"}
+    expected = {
+        "truncated.png": "corrupt or truncated image",
+        "random.png": "not a readable image",
+        "bomb.png": "decompression bomb",
+        "large.png": "7000x7000 = 49000000 pixels, over the cap of 40000000",
+    }
     for name, message in expected.items():
         with pytest.raises(InvalidInput, match=message):
             load_image(Item(key=name, path=str(root / name)), lim)

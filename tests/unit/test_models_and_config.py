@@ -31,8 +31,10 @@ def test_unsafe_or_unsuitable_models_are_refused(tmp_path: Path):
 
 
 def test_celery_is_configured_for_at_least_once_json_delivery():
-    app = create_app(Settings(), Endpoints(broker_url="redis://127.0.0.1:1/0",
-                                           database_url="sqlite://", ray_address=None))
+    app = create_app(
+        Settings(),
+        Endpoints(broker_url="redis://127.0.0.1:1/0", database_url="sqlite://", ray_address=None),
+    )
     conf = app.conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
@@ -44,5 +46,9 @@ def test_celery_is_configured_for_at_least_once_json_delivery():
 def test_worker_refuses_a_visibility_timeout_shorter_than_a_chunk():
     settings = Settings(visibility_timeout=60, chunk_time_limit=600)
     with pytest.raises(ConfigError, match="must be longer than SLUICE_CHUNK_TIME_LIMIT"):
-        create_app(settings, Endpoints(broker_url="redis://127.0.0.1:1/0",
-                                       database_url="sqlite://", ray_address=None))
+        create_app(
+            settings,
+            Endpoints(
+                broker_url="redis://127.0.0.1:1/0", database_url="sqlite://", ray_address=None
+            ),
+        )

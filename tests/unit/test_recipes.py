@@ -28,8 +28,12 @@ TOPICS = {
     "shipping": ["parcel", "delivery", "package", "courier", "shipment", "tracking number"],
     "technical": ["app crash", "login error", "password reset", "bug", "update", "frozen screen"],
 }
-FRAMES = ["I have a question about my {}.", "There is a problem with the {} again.",
-          "Can someone help me with the {} please?", "Why is the {} not working as expected?"]
+FRAMES = [
+    "I have a question about my {}.",
+    "There is a problem with the {} again.",
+    "Can someone help me with the {} please?",
+    "Why is the {} not working as expected?",
+]
 DIGIT_NAMES = ["zero", "one", "two", "three"]
 
 
@@ -49,12 +53,25 @@ def minilm() -> str:
 
 
 def make_spec(task: str, labels: list[str], **extra: Any) -> TrainSpec:
-    return TrainSpec(name="m", task=task, data=DataSource(file="rows.jsonl"),
-                     label_column="label", labels=labels, seed=0, **extra)
+    return TrainSpec(
+        name="m",
+        task=task,
+        data=DataSource(file="rows.jsonl"),
+        label_column="label",
+        labels=labels,
+        seed=0,
+        **extra,
+    )
 
 
-def train(recipe: Recipe, spec: TrainSpec, rows: list[dict[str, Any]], limits: MediaLimits,
-          epochs: int, batch_size: int = 16) -> tuple[Any, Prepared, dict[str, float]]:
+def train(
+    recipe: Recipe,
+    spec: TrainSpec,
+    rows: list[dict[str, Any]],
+    limits: MediaLimits,
+    epochs: int,
+    batch_size: int = 16,
+) -> tuple[Any, Prepared, dict[str, float]]:
     """What the Ray Train loop does on one rank, reduced to a plain loop."""
     prepared = recipe.prepare(spec, rows, limits)
     model = recipe.build(spec, prepared.meta)
@@ -74,9 +91,16 @@ def train(recipe: Recipe, spec: TrainSpec, rows: list[dict[str, Any]], limits: M
     return model, prepared, metrics
 
 
-def save_and_serve(recipe: Recipe, model: Any, prepared: Prepared, spec: TrainSpec,
-                   metrics: dict[str, float], items: list[Item], tmp_path: Path,
-                   params: dict[str, Any]) -> list[dict[str, Any]]:
+def save_and_serve(
+    recipe: Recipe,
+    model: Any,
+    prepared: Prepared,
+    spec: TrainSpec,
+    metrics: dict[str, float],
+    items: list[Item],
+    tmp_path: Path,
+    params: dict[str, Any],
+) -> list[dict[str, Any]]:
     """Save, check the producer accepts the directory, and predict with the real handler."""
     out = tmp_path / "saved"
     out.mkdir()
@@ -92,8 +116,13 @@ def save_and_serve(recipe: Recipe, model: Any, prepared: Prepared, spec: TrainSp
     return outputs
 
 
-def check_served(outputs: list[dict[str, Any]], rows: list[dict[str, Any]], spec: TrainSpec,
-                 model: Any, prepared: Prepared) -> None:
+def check_served(
+    outputs: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    spec: TrainSpec,
+    model: Any,
+    prepared: Prepared,
+) -> None:
     """The handler's probabilities for the held-out rows are the trained model's on the
     prepared arrays: training prepares its inputs as inference does."""
     ids = np.array([spec.labels.index(r["label"]) for r in rows])
@@ -102,25 +131,37 @@ def check_served(outputs: list[dict[str, Any]], rows: list[dict[str, Any]], spec
     model.eval()
     with torch.no_grad():
         expected = torch.softmax(model(**inputs).logits, -1).numpy()
-    served = np.array([[outputs[i]["probabilities"][label] for label in spec.labels]
-                       for i in held])
+    served = np.array([[outputs[i]["probabilities"][label] for label in spec.labels] for i in held])
     np.testing.assert_allclose(served, expected, atol=1e-4)
 
 
 def test_text_recipe_trains_a_head_the_text_handler_serves(tmp_path: Path):
-    rows = [{"text": frame.format(word), "label": label}
-            for label, words in TOPICS.items() for word in words for frame in FRAMES]
+    rows = [
+        {"text": frame.format(word), "label": label}
+        for label, words in TOPICS.items()
+        for word in words
+        for frame in FRAMES
+    ]
     spec = make_spec("classify-text", sorted(TOPICS), base=minilm())
     recipe = recipe_for("classify-text")
     model, prepared, metrics = train(recipe, spec, rows, MediaLimits(), epochs=8)
     # the encoder is frozen: only the new linear head learns, at the head's learning rate
     assert [n for n, p in model.named_parameters() if p.requires_grad] == [
-        "classifier.weight", "classifier.bias"]
+        "classifier.weight",
+        "classifier.bias",
+    ]
     assert recipe.default_learning_rate == 5e-3
     assert metrics["heldout_accuracy"] >= 0.8, metrics  # chance is 1/3
-    outputs = save_and_serve(recipe, model, prepared, spec, metrics,
-                             [Item(key=str(i), text=r["text"]) for i, r in enumerate(rows)],
-                             tmp_path, {})
+    outputs = save_and_serve(
+        recipe,
+        model,
+        prepared,
+        spec,
+        metrics,
+        [Item(key=str(i), text=r["text"]) for i, r in enumerate(rows)],
+        tmp_path,
+        {},
+    )
     check_served(outputs, rows, spec, model, prepared)
 
 
@@ -128,8 +169,11 @@ def test_text_recipe_refuses_rows_it_cannot_train_on():
     spec = make_spec("classify-text", sorted(TOPICS), base=minilm())
     recipe = recipe_for("classify-text")
     with pytest.raises(ValueError, match="row 1: empty text"):
-        recipe.prepare(spec, [{"text": "a bill", "label": "billing"},
-                              {"text": " ", "label": "billing"}], MediaLimits())
+        recipe.prepare(
+            spec,
+            [{"text": "a bill", "label": "billing"}, {"text": " ", "label": "billing"}],
+            MediaLimits(),
+        )
     with pytest.raises(ValueError, match="row 0: label column 'label' holds 'refunds'"):
         recipe.prepare(spec, [{"text": "a bill", "label": "refunds"}], MediaLimits())
 
@@ -141,27 +185,46 @@ def test_text_recipe_trains_under_differential_privacy(train_encoder: bool):
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
-    rows = [{"text": frame.format(word), "label": label}
-            for label, words in TOPICS.items() for word in words for frame in FRAMES[:2]]
-    spec = make_spec("classify-text", sorted(TOPICS), base=minilm(),
-                     train_encoder=train_encoder, dp={"epsilon": 8.0, "delta": 1e-5})
+    rows = [
+        {"text": frame.format(word), "label": label}
+        for label, words in TOPICS.items()
+        for word in words
+        for frame in FRAMES[:2]
+    ]
+    spec = make_spec(
+        "classify-text",
+        sorted(TOPICS),
+        base=minilm(),
+        train_encoder=train_encoder,
+        dp={"epsilon": 8.0, "delta": 1e-5},
+    )
     recipe = recipe_for("classify-text")
     prepared = recipe.prepare(spec, rows, MediaLimits())
     model = recipe.build(spec, prepared.meta)
     keys = list(prepared.train)
-    loader = DataLoader(TensorDataset(*(torch.from_numpy(prepared.train[k]) for k in keys)),
-                        batch_size=8)
-    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=recipe.default_learning_rate)
+    loader = DataLoader(
+        TensorDataset(*(torch.from_numpy(prepared.train[k]) for k in keys)), batch_size=8
+    )
+    optimiser = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=recipe.default_learning_rate
+    )
     private, optimiser, loader = PrivacyEngine().make_private(
-        module=model, optimizer=optimiser, data_loader=loader, noise_multiplier=1.0,
-        max_grad_norm=1.0)
+        module=model,
+        optimizer=optimiser,
+        data_loader=loader,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+    )
     for batch in loader:
         optimiser.zero_grad()
         recipe.loss(private, dict(zip(keys, batch, strict=True))).backward()
         optimiser.step()
-    assert recipe.evaluate(private, {k: torch.from_numpy(v) for k, v in
-                                     prepared.heldout.items()}, prepared.meta)["n_heldout"] > 0
+    assert (
+        recipe.evaluate(
+            private, {k: torch.from_numpy(v) for k, v in prepared.heldout.items()}, prepared.meta
+        )["n_heldout"]
+        > 0
+    )
 
 
 @pytest.mark.parametrize("task", ["classify-text", "classify-image", "classify-audio"])
@@ -174,13 +237,11 @@ def test_build_gives_every_rank_the_same_weights(task: str):
 
 
 @pytest.mark.parametrize("base", [False, True], ids=["scratch", "from-base"])
-def test_image_recipe_trains_a_classifier_the_image_handler_serves(tmp_path: Path,
-                                                                   base: bool):
+def test_image_recipe_trains_a_classifier_the_image_handler_serves(tmp_path: Path, base: bool):
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    chosen = [i for d in range(len(DIGIT_NAMES))
-              for i in np.flatnonzero(digits.target == d)[:40]]
+    chosen = [i for d in range(len(DIGIT_NAMES)) for i in np.flatnonzero(digits.target == d)[:40]]
     (tmp_path / "images").mkdir()
     rows = []
     for i in chosen:
@@ -192,8 +253,7 @@ def test_image_recipe_trains_a_classifier_the_image_handler_serves(tmp_path: Pat
         scratch = recipe_for("classify-image")
         base_spec = make_spec("classify-image", [str(d) for d in range(10)])
         base_dir = tmp_path / "base"
-        scratch.save(scratch.build(base_spec, {}), base_dir, base_spec,
-                     {"processor_dir": None}, {})
+        scratch.save(scratch.build(base_spec, {}), base_dir, base_spec, {"processor_dir": None}, {})
         # a random body: fine-tuned at the scratch rate, not the pretrained-model default
         extra.update(base=str(base_dir), train_encoder=True, learning_rate=3e-3)
     spec = make_spec("classify-image", sorted(DIGIT_NAMES), **extra)
@@ -202,8 +262,9 @@ def test_image_recipe_trains_a_classifier_the_image_handler_serves(tmp_path: Pat
     assert recipe.default_learning_rate == (5e-5 if base else 3e-3)
     assert metrics["heldout_accuracy"] >= 0.8, metrics  # chance is 1/4
     items = [Item(key=str(n), path=str(tmp_path / r["path"])) for n, r in enumerate(rows)]
-    outputs = save_and_serve(recipe, model, prepared, spec, metrics, items, tmp_path,
-                             {"media_limits": asdict(limits)})
+    outputs = save_and_serve(
+        recipe, model, prepared, spec, metrics, items, tmp_path, {"media_limits": asdict(limits)}
+    )
     check_served(outputs, rows, spec, model, prepared)
 
 
@@ -212,8 +273,9 @@ def test_audio_recipe_trains_a_classifier_the_audio_handler_serves(tmp_path: Pat
     rows = []
     for n, (clip, label) in enumerate(zip(clips, labels, strict=True)):
         # a third of the clips shorter: training pads them, with an attention mask
-        sf.write(tmp_path / f"{n}.wav", clip[:SAMPLE_RATE // 4] if n % 3 == 0 else clip,
-                 SAMPLE_RATE)
+        sf.write(
+            tmp_path / f"{n}.wav", clip[: SAMPLE_RATE // 4] if n % 3 == 0 else clip, SAMPLE_RATE
+        )
         rows.append({"path": str(tmp_path / f"{n}.wav"), "label": SOUND_LABELS[label]})
     limits = MediaLimits(roots=(str(tmp_path),))
     spec = make_spec("classify-audio", sorted(SOUND_LABELS))
@@ -222,8 +284,9 @@ def test_audio_recipe_trains_a_classifier_the_audio_handler_serves(tmp_path: Pat
     assert recipe.default_learning_rate == 2e-3
     assert metrics["heldout_accuracy"] >= 0.75, metrics  # chance is 1/4
     items = [Item(key=str(n), path=r["path"]) for n, r in enumerate(rows)]
-    outputs = save_and_serve(recipe, model, prepared, spec, metrics, items, tmp_path,
-                             {"media_limits": asdict(limits)})
+    outputs = save_and_serve(
+        recipe, model, prepared, spec, metrics, items, tmp_path, {"media_limits": asdict(limits)}
+    )
     check_served(outputs, rows, spec, model, prepared)
 
 
@@ -232,8 +295,11 @@ def test_media_recipes_name_every_unreadable_row(tmp_path: Path):
     spec = make_spec("classify-image", ["one", "two"], media_base_dir=str(tmp_path))
     recipe, limits = recipe_for("classify-image"), MediaLimits(roots=(str(tmp_path),))
     rows = [{"path": "bad.png", "label": "one"}, {"path": "missing.png", "label": "two"}]
-    with pytest.raises(ValueError, match=r"^2 rows of column 'path' cannot be read: "
-                                         r"row 0: not a readable image.*; row 1: .*no such file"):
+    with pytest.raises(
+        ValueError,
+        match=r"^2 rows of column 'path' cannot be read: "
+        r"row 0: not a readable image.*; row 1: .*no such file",
+    ):
         recipe.prepare(spec, rows, limits)
     rows = [{"path": "http://example.com/x.png", "label": "one"}]
     with pytest.raises(ValueError, match=r"row 0: http:// references are not fetched"):

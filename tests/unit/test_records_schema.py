@@ -13,11 +13,13 @@ FEATURES = [
 
 def test_good_rows_are_converted_whatever_the_file_format():
     assert check_record({"age": 30, "income": 1000.5, "member": True}, FEATURES) == (
-        {"age": 30.0, "income": 1000.5, "member": 1.0}, None)
+        {"age": 30.0, "income": 1000.5, "member": 1.0},
+        None,
+    )
     # CSV gives strings.
-    assert check_record({"age": "30", "income": "1e3", "member": "false", "id": "k"}, FEATURES,
-                        ignore=("id",)) == ({"age": 30.0, "income": 1000.0, "member": 0.0},
-                                             None)
+    assert check_record(
+        {"age": "30", "income": "1e3", "member": "false", "id": "k"}, FEATURES, ignore=("id",)
+    ) == ({"age": 30.0, "income": 1000.0, "member": 0.0}, None)
 
 
 def test_each_bad_row_names_its_column():

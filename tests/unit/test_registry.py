@@ -26,10 +26,10 @@ def registry(engine: Engine) -> Registry:
     return Registry(engine)
 
 
-def add(registry: Registry, name: str = "spam", task: str = "classify-text",
-        **kwargs: Any) -> int:
-    return registry.register(name, task, f"/models/{name}", "ab" * 32, {"f1": 0.9},
-                             **kwargs).version
+def add(registry: Registry, name: str = "spam", task: str = "classify-text", **kwargs: Any) -> int:
+    return registry.register(
+        name, task, f"/models/{name}", "ab" * 32, {"f1": 0.9}, **kwargs
+    ).version
 
 
 def test_versions_count_up_per_name(registry: Registry):
@@ -37,7 +37,11 @@ def test_versions_count_up_per_name(registry: Registry):
     assert add(registry, "fraud", "classify-records") == 1
     view = registry.get("spam", 2)
     assert (view.ref, view.stage, view.metrics, view.tenant) == (
-        "spam@2", "staging", {"f1": 0.9}, "default")
+        "spam@2",
+        "staging",
+        {"f1": 0.9},
+        "default",
+    )
     assert view.created_at.tzinfo is not None
     assert registry.names() == ["fraud", "spam"]
     assert [v.ref for v in registry.list()] == ["fraud@1", "spam@1", "spam@2", "spam@3"]
@@ -46,11 +50,24 @@ def test_versions_count_up_per_name(registry: Registry):
 
 def test_lineage_and_privacy_are_kept(registry: Registry):
     dp = {"epsilon": 3.0, "delta": 1e-5, "noise_multiplier": 1.1, "max_grad_norm": 1.0}
-    registry.register("spam", "classify-text", "/m", "00" * 32, {}, training_run_id="tr_1",
-                      data_fingerprint="f" * 64, dp=dp, tenant="acme")
+    registry.register(
+        "spam",
+        "classify-text",
+        "/m",
+        "00" * 32,
+        {},
+        training_run_id="tr_1",
+        data_fingerprint="f" * 64,
+        dp=dp,
+        tenant="acme",
+    )
     view = registry.resolve("spam@1")
     assert (view.training_run_id, view.data_fingerprint, view.dp, view.tenant) == (
-        "tr_1", "f" * 64, dp, "acme")
+        "tr_1",
+        "f" * 64,
+        dp,
+        "acme",
+    )
     assert registry.list(tenant="acme") == [view] and registry.list(tenant="other") == []
 
 
@@ -103,11 +120,17 @@ def test_errors_say_what_to_do(registry: Registry):
     add(registry, "fraud", "classify-records")
     with pytest.raises(RegistryError, match="no model named 'spma'; known models: fraud, spam"):
         registry.get("spma", 1)
-    with pytest.raises(RegistryError, match=r"has no version 7; its versions: 1 \(staging\), "
-                                            r"2 \(staging\)"):
+    with pytest.raises(
+        RegistryError,
+        match=r"has no version 7; its versions: 1 \(staging\), "
+        r"2 \(staging\)",
+    ):
         registry.get("spam", 7)
-    with pytest.raises(RegistryError, match="model 'spam' has no production version; promote "
-                                            "one: sluice models promote spam VERSION"):
+    with pytest.raises(
+        RegistryError,
+        match="model 'spam' has no production version; promote "
+        "one: sluice models promote spam VERSION",
+    ):
         registry.resolve("spam@production")
     with pytest.raises(RegistryError, match="bad model reference 'spam:2'.*NAME@VERSION"):
         registry.resolve("spam:2")

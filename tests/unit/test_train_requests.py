@@ -52,15 +52,30 @@ def text_base(cache: Path) -> Callable[[str, str], Any]:
     return lambda ref, task: models.resolve(ref, task, cache)
 
 
-def spec_of(tmp_path: Path, data: Path | str, *, task: str = "classify-records",
-            label_column: str = "y", resolve_base: Any = no_base,
-            settings: Settings | None = None, **options: Any) -> TrainSpec:
-    return build_spec(settings or Settings(data_dir=tmp_path), resolve_base, task=task,
-                      name="model", data=str(data), label_column=label_column, **options)
+def spec_of(
+    tmp_path: Path,
+    data: Path | str,
+    *,
+    task: str = "classify-records",
+    label_column: str = "y",
+    resolve_base: Any = no_base,
+    settings: Settings | None = None,
+    **options: Any,
+) -> TrainSpec:
+    return build_spec(
+        settings or Settings(data_dir=tmp_path),
+        resolve_base,
+        task=task,
+        name="model",
+        data=str(data),
+        label_column=label_column,
+        **options,
+    )
 
 
-def refused(tmp_path: Path, data: Path | str, error: type[Exception] = TrainingError,
-            **options: Any) -> str:
+def refused(
+    tmp_path: Path, data: Path | str, error: type[Exception] = TrainingError, **options: Any
+) -> str:
     """The message a user reads for a request that must fail at submit."""
     with pytest.raises(error) as caught:
         spec_of(tmp_path, data, **options)
@@ -85,13 +100,18 @@ SMALL = "id,a,b,y\n1,0.1,2,x\n2,0.2,3,z\n3,0.3,4,x\n4,0.4,5,z\n5,0.5,6,x\n6,0.6,
 # -- columns ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("options", "named"), [
-    ({"label_column": "diagnosis"}, "column 'diagnosis' not found (--label-column)"),
-    ({"key_column": "patient"}, "column 'patient' not found (--key-column)"),
-    ({"feature_columns": ["a", "height"]}, "column 'height' not found (--feature-columns)"),
-    ({"task": "classify-text", "text_column": "body"},
-     "column 'body' not found (--text-column)"),
-])
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"label_column": "diagnosis"}, "column 'diagnosis' not found (--label-column)"),
+        ({"key_column": "patient"}, "column 'patient' not found (--key-column)"),
+        ({"feature_columns": ["a", "height"]}, "column 'height' not found (--feature-columns)"),
+        (
+            {"task": "classify-text", "text_column": "body"},
+            "column 'body' not found (--text-column)",
+        ),
+    ],
+)
 def test_an_unknown_column_is_named_with_the_real_columns(tmp_path: Path, options, named):
     data = csv_file(tmp_path, SMALL)
     message = refused(tmp_path, data, resolve_base=text_base(tmp_path / "cache"), **options)
@@ -101,20 +121,26 @@ def test_an_unknown_column_is_named_with_the_real_columns(tmp_path: Path, option
 
 
 def test_an_unknown_column_of_a_jsonl_file_lists_its_columns_in_file_order(tmp_path: Path):
-    data = jsonl_file(tmp_path, [{"zeta": 1, "alpha": 2, "label": "a"},
-                                 {"zeta": 3, "alpha": 4, "label": "b", "extra": 5}])
+    data = jsonl_file(
+        tmp_path,
+        [{"zeta": 1, "alpha": 2, "label": "a"}, {"zeta": 3, "alpha": 4, "label": "b", "extra": 5}],
+    )
     assert refused(tmp_path, data, label_column="y").endswith(
-        "columns are: zeta, alpha, label, extra")
+        "columns are: zeta, alpha, label, extra"
+    )
 
 
 # -- empty and malformed data -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "content"), [
-    ("header.csv", "a,b,y\n"),
-    ("empty.jsonl", ""),
-    ("blank.jsonl", "\n\n"),
-])
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("header.csv", "a,b,y\n"),
+        ("empty.jsonl", ""),
+        ("blank.jsonl", "\n\n"),
+    ],
+)
 def test_data_without_rows_is_refused(tmp_path: Path, name: str, content: str):
     data = csv_file(tmp_path, content, name)
     assert refused(tmp_path, data) == f"{data.resolve()}: no rows to train on"
@@ -124,9 +150,11 @@ def test_a_missing_or_unreadable_file_is_refused_clearly(tmp_path: Path):
     assert "no such file" in refused(tmp_path, tmp_path / "nope.csv", InputFileError)
     (tmp_path / "data.txt").write_text("a,b\n")
     assert "unknown file type '.txt'; use .jsonl, .csv or .parquet" in refused(
-        tmp_path, tmp_path / "data.txt", InputFileError)
+        tmp_path, tmp_path / "data.txt", InputFileError
+    )
     assert "empty CSV file (no header row)" in refused(
-        tmp_path, csv_file(tmp_path, ""), InputFileError)
+        tmp_path, csv_file(tmp_path, ""), InputFileError
+    )
 
 
 def test_jsonl_lines_that_are_not_objects_are_named_by_line(tmp_path: Path):
@@ -145,8 +173,9 @@ def test_jsonl_lines_that_are_not_objects_are_named_by_line(tmp_path: Path):
 
 def test_one_class_only_is_refused(tmp_path: Path):
     data = csv_file(tmp_path, "a,y\n1,spam\n2,spam\n3,spam\n")
-    assert refused(tmp_path, data) == ("column 'y' holds one class only ('spam'); a classifier "
-                                       "needs at least two")
+    assert refused(tmp_path, data) == (
+        "column 'y' holds one class only ('spam'); a classifier needs at least two"
+    )
 
 
 def test_a_label_with_a_single_row_is_named(tmp_path: Path):
@@ -169,8 +198,9 @@ def test_declared_labels_must_match_the_data(tmp_path: Path):
 def test_rows_with_no_label_are_named(tmp_path: Path):
     data = csv_file(tmp_path, SMALL + "7,0.7,8,\n8,0.8,9,x\n")
     assert refused(tmp_path, data) == "rows with no label in 'y': row 7"
-    data = jsonl_file(tmp_path, [{"a": 1, "y": "x"}, {"a": 2}, {"a": 3, "y": None},
-                                 {"a": 4, "y": "z"}])
+    data = jsonl_file(
+        tmp_path, [{"a": 1, "y": "x"}, {"a": 2}, {"a": 3, "y": None}, {"a": 4, "y": "z"}]
+    )
     assert refused(tmp_path, data) == "rows with no label in 'y': row 2; row 3"
 
 
@@ -183,10 +213,16 @@ def test_too_few_rows_for_the_held_out_part(tmp_path: Path):
 # -- records features and regression targets --------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "shown"), [
-    ("high", "'high'"), ("nan", "'nan'"), ("inf", "'inf'"), ("-Infinity", "'-Infinity'"),
-    ("", "''"),
-])
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("high", "'high'"),
+        ("nan", "'nan'"),
+        ("inf", "'inf'"),
+        ("-Infinity", "'-Infinity'"),
+        ("", "''"),
+    ],
+)
 def test_a_records_feature_that_is_not_a_finite_number_is_named(tmp_path: Path, value, shown):
     data = csv_file(tmp_path, SMALL.replace("3,0.3,4,x", f"3,0.3,{value},x"))
     message = refused(tmp_path, data, key_column="id")
@@ -195,12 +231,17 @@ def test_a_records_feature_that_is_not_a_finite_number_is_named(tmp_path: Path, 
 
 def test_jsonl_nan_infinity_and_null_features_are_named(tmp_path: Path):
     data = tmp_path / "data.jsonl"
-    data.write_text('{"a": 1, "y": "x"}\n{"a": NaN, "y": "z"}\n{"a": Infinity, "y": "x"}\n'
-                    '{"a": null, "y": "z"}\n{"a": true, "y": "x"}\n', encoding="utf-8")
+    data.write_text(
+        '{"a": 1, "y": "x"}\n{"a": NaN, "y": "z"}\n{"a": Infinity, "y": "x"}\n'
+        '{"a": null, "y": "z"}\n{"a": true, "y": "x"}\n',
+        encoding="utf-8",
+    )
     message = refused(tmp_path, data)
-    assert message == ("records features must be finite numbers: row 2 column 'a' = nan; "
-                       "row 3 column 'a' = inf; row 4 column 'a' = None; "
-                       "row 5 column 'a' = True")
+    assert message == (
+        "records features must be finite numbers: row 2 column 'a' = nan; "
+        "row 3 column 'a' = inf; row 4 column 'a' = None; "
+        "row 5 column 'a' = True"
+    )
 
 
 def test_parquet_nan_inf_and_null_features_are_named(tmp_path: Path, cancer: pd.DataFrame):
@@ -212,11 +253,12 @@ def test_parquet_nan_inf_and_null_features_are_named(tmp_path: Path, cancer: pd.
     rows[9]["mean radius"] = float("-inf")
     rows[11]["worst area"] = None
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "data.parquet")
-    message = refused(tmp_path, tmp_path / "data.parquet", label_column="target",
-                      key_column="id")
-    assert message == ("records features must be finite numbers: row 5 column 'mean area' = "
-                       "nan; row 10 column 'mean radius' = -inf; "
-                       "row 12 column 'worst area' = None")
+    message = refused(tmp_path, tmp_path / "data.parquet", label_column="target", key_column="id")
+    assert message == (
+        "records features must be finite numbers: row 5 column 'mean area' = "
+        "nan; row 10 column 'mean radius' = -inf; "
+        "row 12 column 'worst area' = None"
+    )
 
 
 def test_many_bad_values_are_counted_not_all_listed(tmp_path: Path):
@@ -227,8 +269,7 @@ def test_many_bad_values_are_counted_not_all_listed(tmp_path: Path):
 
 def test_a_records_file_with_only_a_label_has_no_features(tmp_path: Path):
     data = csv_file(tmp_path, "id,y\n1,x\n2,z\n")
-    assert refused(tmp_path, data, key_column="id").endswith(
-        "no feature columns besides the label")
+    assert refused(tmp_path, data, key_column="id").endswith("no feature columns besides the label")
 
 
 def test_a_regression_target_must_be_numeric(tmp_path: Path):
@@ -241,10 +282,12 @@ def test_a_regression_target_must_be_numeric(tmp_path: Path):
 def test_a_regressor_needs_enough_rows_and_no_labels(tmp_path: Path):
     data = csv_file(tmp_path, "a,y\n" + "".join(f"{n},{n * 1.5}\n" for n in range(5)))
     assert refused(tmp_path, data, task="regress-records") == (
-        "5 rows are too few to train and evaluate a regressor; give at least 20")
+        "5 rows are too few to train and evaluate a regressor; give at least 20"
+    )
     data = csv_file(tmp_path, "a,y\n" + "".join(f"{n},{n * 1.5}\n" for n in range(20)))
-    assert "--labels is for classifiers" in refused(tmp_path, data, task="regress-records",
-                                                     labels=["a", "b"])
+    assert "--labels is for classifiers" in refused(
+        tmp_path, data, task="regress-records", labels=["a", "b"]
+    )
     spec = spec_of(tmp_path, data, task="regress-records")
     assert (spec.labels, spec.feature_columns, spec.n_rows) == ([], ["a"], 20)
 
@@ -252,41 +295,64 @@ def test_a_regressor_needs_enough_rows_and_no_labels(tmp_path: Path):
 # -- the request's own shape (checked before any data is read) --------------------------------
 
 
-@pytest.mark.parametrize(("options", "expected"), [
-    ({"name": "Spam Filter"}, "name: model names are lower-case letters, digits"),
-    ({"name": "spam filter"}, "name: model names are lower-case letters, digits"),
-    ({"name": "x" * 64}, "at most 63 characters"),
-    ({"task": "transcribe"},
-     f"task: task 'transcribe' cannot be trained; trainable tasks: {', '.join(TRAINABLE_TASKS)}"),
-    ({"epochs": 0}, "epochs: Input should be greater than or equal to 1"),
-    ({"workers": 0}, "workers: Input should be greater than or equal to 1"),
-    ({"batch_size": 0}, "batch_size: Input should be greater than or equal to 1"),
-    ({"holdout_fraction": 0.95}, "holdout_fraction: Input should be less than 0.9"),
-    ({"dp_epsilon": 1.0}, "differential privacy needs both --dp-epsilon and --dp-delta"),
-    ({"dp_delta": 1e-5}, "differential privacy needs both --dp-epsilon and --dp-delta"),
-    ({"dp_epsilon": 0.0, "dp_delta": 1e-5}, "epsilon: Input should be greater than 0"),
-    ({"dp_epsilon": 1.0, "dp_delta": 1.0}, "delta: Input should be less than 1"),
-    ({"task": "classify-image", "dp_epsilon": 1.0, "dp_delta": 1e-5},
-     f"--dp-epsilon is supported for {', '.join(DP_TASKS)}; classify-image's model family"),
-    ({"task": "classify-audio", "dp_epsilon": 1.0, "dp_delta": 1e-5},
-     f"--dp-epsilon is supported for {', '.join(DP_TASKS)}"),
-    ({"task": "classify-text", "dp_epsilon": 1.0, "dp_delta": 1e-5, "train_encoder": True},
-     "--dp-epsilon trains the classification head only; drop --train-encoder"),
-])
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"name": "Spam Filter"}, "name: model names are lower-case letters, digits"),
+        ({"name": "spam filter"}, "name: model names are lower-case letters, digits"),
+        ({"name": "x" * 64}, "at most 63 characters"),
+        (
+            {"task": "transcribe"},
+            "task: task 'transcribe' cannot be trained; trainable tasks: "
+            f"{', '.join(TRAINABLE_TASKS)}",
+        ),
+        ({"epochs": 0}, "epochs: Input should be greater than or equal to 1"),
+        ({"workers": 0}, "workers: Input should be greater than or equal to 1"),
+        ({"batch_size": 0}, "batch_size: Input should be greater than or equal to 1"),
+        ({"holdout_fraction": 0.95}, "holdout_fraction: Input should be less than 0.9"),
+        ({"dp_epsilon": 1.0}, "differential privacy needs both --dp-epsilon and --dp-delta"),
+        ({"dp_delta": 1e-5}, "differential privacy needs both --dp-epsilon and --dp-delta"),
+        ({"dp_epsilon": 0.0, "dp_delta": 1e-5}, "epsilon: Input should be greater than 0"),
+        ({"dp_epsilon": 1.0, "dp_delta": 1.0}, "delta: Input should be less than 1"),
+        (
+            {"task": "classify-image", "dp_epsilon": 1.0, "dp_delta": 1e-5},
+            f"--dp-epsilon is supported for {', '.join(DP_TASKS)}; classify-image's model family",
+        ),
+        (
+            {"task": "classify-audio", "dp_epsilon": 1.0, "dp_delta": 1e-5},
+            f"--dp-epsilon is supported for {', '.join(DP_TASKS)}",
+        ),
+        (
+            {"task": "classify-text", "dp_epsilon": 1.0, "dp_delta": 1e-5, "train_encoder": True},
+            "--dp-epsilon trains the classification head only; drop --train-encoder",
+        ),
+    ],
+)
 def test_a_bad_request_fails_before_the_data_is_read(tmp_path: Path, options, expected):
     name = options.pop("name", "model")
     task = options.pop("task", "classify-records")
     with pytest.raises(TrainingError) as caught:  # the data does not even exist
-        build_spec(Settings(data_dir=tmp_path), no_base, task=task, name=name,
-                   data=str(tmp_path / "missing.csv"), label_column="y", **options)
+        build_spec(
+            Settings(data_dir=tmp_path),
+            no_base,
+            task=task,
+            name=name,
+            data=str(tmp_path / "missing.csv"),
+            label_column="y",
+            **options,
+        )
     assert expected in str(caught.value)
 
 
 def test_dp_is_accepted_for_records(tmp_path: Path):
-    spec = spec_of(tmp_path, csv_file(tmp_path, SMALL), key_column="id", dp_epsilon=3.0,
-                   dp_delta=1e-5)
+    spec = spec_of(
+        tmp_path, csv_file(tmp_path, SMALL), key_column="id", dp_epsilon=3.0, dp_delta=1e-5
+    )
     assert spec.dp is not None and (spec.dp.epsilon, spec.dp.delta, spec.dp.max_grad_norm) == (
-        3.0, 1e-5, 1.0)
+        3.0,
+        1e-5,
+        1.0,
+    )
 
 
 # -- images and audio -------------------------------------------------------------------------
@@ -303,9 +369,13 @@ def media_setup(tmp_path: Path) -> tuple[Path, Settings]:
 def test_images_outside_the_input_roots_missing_or_inline_are_refused(tmp_path: Path):
     root, settings = media_setup(tmp_path)
     (tmp_path / "secret.png").write_bytes(png_bytes())
-    data = csv_file(root, "path,y\nimg/0.png,cat\nimg/1.png,dog\n"
-                          f"{tmp_path / 'secret.png'},cat\nimg/gone.png,dog\n"
-                          "data:image/png;base64,iVBORw0KGgo=,cat\n", "list.csv")
+    data = csv_file(
+        root,
+        "path,y\nimg/0.png,cat\nimg/1.png,dog\n"
+        f"{tmp_path / 'secret.png'},cat\nimg/gone.png,dog\n"
+        "data:image/png;base64,iVBORw0KGgo=,cat\n",
+        "list.csv",
+    )
     message = refused(tmp_path, data, task="classify-image", settings=settings)
     assert message.startswith("media that cannot be read: ")
     assert f"row 3: {tmp_path / 'secret.png'} is outside the input roots ({root})" in message
@@ -319,16 +389,19 @@ def test_media_need_input_roots_and_a_media_column(tmp_path: Path):
     data = csv_file(root, "path,y\nimg/0.png,cat\nimg/1.png,dog\n", "list.csv")
     message = refused(tmp_path, data, task="classify-image")  # no SLUICE_INPUT_ROOTS
     assert "no input roots are configured; set SLUICE_INPUT_ROOTS" in message
-    message = refused(tmp_path, data, task="classify-audio", settings=settings,
-                      media_column="file")
+    message = refused(tmp_path, data, task="classify-audio", settings=settings, media_column="file")
     assert "column 'file' not found (--media-column); columns are: path, y" in message
 
 
 def test_a_good_image_request(tmp_path: Path):
     root, settings = media_setup(tmp_path)
-    data = csv_file(root, "path,y\nimg/0.png,dog\nimg/1.png,cat\nimg/2.png,dog\n"
-                          f"{root / 'img' / '3.png'},cat\nimg/0.png,dog\nimg/1.png,cat\n"
-                          "img/2.png,dog\nimg/3.png,cat\n", "list.csv")
+    data = csv_file(
+        root,
+        "path,y\nimg/0.png,dog\nimg/1.png,cat\nimg/2.png,dog\n"
+        f"{root / 'img' / '3.png'},cat\nimg/0.png,dog\nimg/1.png,cat\n"
+        "img/2.png,dog\nimg/3.png,cat\n",
+        "list.csv",
+    )
     spec = spec_of(tmp_path, data, task="classify-image", settings=settings)
     assert spec.labels == ["cat", "dog"] and spec.n_rows == 8
     assert spec.media_base_dir == str(root) and spec.feature_columns == []
@@ -347,22 +420,29 @@ def write_all_formats(tmp_path: Path, frame: pd.DataFrame) -> dict[str, dict[str
     with sqlite3.connect(tmp_path / "bc.db") as conn:
         frame.to_sql("patients", conn, index=False)
     conn.close()
-    return {"csv": {"data": str(tmp_path / "bc.csv")},
-            "jsonl": {"data": str(tmp_path / "bc.jsonl")},
-            "parquet": {"data": str(tmp_path / "bc.parquet")},
-            "sqlite": {"data": "patients", "data_url": f"sqlite:///{tmp_path / 'bc.db'}"}}
+    return {
+        "csv": {"data": str(tmp_path / "bc.csv")},
+        "jsonl": {"data": str(tmp_path / "bc.jsonl")},
+        "parquet": {"data": str(tmp_path / "bc.parquet")},
+        "sqlite": {"data": "patients", "data_url": f"sqlite:///{tmp_path / 'bc.db'}"},
+    }
 
 
 def test_a_good_records_request_becomes_the_spec(tmp_path: Path, cancer: pd.DataFrame):
     cancer.to_csv(tmp_path / "bc.csv", index=False)
-    spec = spec_of(tmp_path, tmp_path / "bc.csv", label_column="target", key_column="id",
-                   epochs=3, workers=2)
+    spec = spec_of(
+        tmp_path, tmp_path / "bc.csv", label_column="target", key_column="id", epochs=3, workers=2
+    )
     assert spec.feature_columns == list(load_breast_cancer().feature_names)
     assert spec.labels == ["0", "1"] and spec.n_rows == len(cancer) == 569
     assert HEX64.match(spec.data_fingerprint)
     assert spec.data.file == str((tmp_path / "bc.csv").resolve()) and spec.data.url is None
     assert (spec.task, spec.name, spec.label_column, spec.key_column) == (
-        "classify-records", "model", "target", "id")
+        "classify-records",
+        "model",
+        "target",
+        "id",
+    )
     assert (spec.epochs, spec.workers, spec.base, spec.dp) == (3, 2, None, None)
     assert spec.used_columns() == [*spec.feature_columns, "target"]
     assert TrainSpec.model_validate(spec.model_dump()) == spec  # what the ledger stores
@@ -373,11 +453,12 @@ def test_chosen_feature_columns_keep_their_order(tmp_path: Path):
     assert spec.feature_columns == ["b", "a"]
 
 
-def test_the_same_data_in_any_format_has_the_same_fingerprint(tmp_path: Path,
-                                                               cancer: pd.DataFrame):
+def test_the_same_data_in_any_format_has_the_same_fingerprint(tmp_path: Path, cancer: pd.DataFrame):
     sources = write_all_formats(tmp_path, cancer.head(120))
-    specs = {fmt: spec_of(tmp_path, label_column="target", key_column="id", **source)
-             for fmt, source in sources.items()}
+    specs = {
+        fmt: spec_of(tmp_path, label_column="target", key_column="id", **source)
+        for fmt, source in sources.items()
+    }
     fingerprints = {fmt: s.data_fingerprint for fmt, s in specs.items()}
     assert len(set(fingerprints.values())) == 1, fingerprints
     assert HEX64.match(fingerprints["csv"])
@@ -400,20 +481,38 @@ def test_the_fingerprint_follows_the_trained_values_only(tmp_path: Path, cancer:
     relabelled = frame.copy()
     relabelled.loc[3, "target"] = 1 - relabelled.loc[3, "target"]
     relabelled.to_csv(tmp_path / "c.csv", index=False)
-    assert spec_of(tmp_path, tmp_path / "c.csv", label_column="target",
-                   key_column="id").data_fingerprint != before.data_fingerprint
+    assert (
+        spec_of(
+            tmp_path, tmp_path / "c.csv", label_column="target", key_column="id"
+        ).data_fingerprint
+        != before.data_fingerprint
+    )
     rekeyed = frame.assign(id=[f"k{n}" for n in range(len(frame))])  # not trained on
     rekeyed.to_csv(tmp_path / "d.csv", index=False)
-    assert spec_of(tmp_path, tmp_path / "d.csv", label_column="target",
-                   key_column="id").data_fingerprint == before.data_fingerprint
+    assert (
+        spec_of(
+            tmp_path, tmp_path / "d.csv", label_column="target", key_column="id"
+        ).data_fingerprint
+        == before.data_fingerprint
+    )
 
 
 def test_a_good_text_request_resolves_its_base_model(tmp_path: Path):
-    rows = [{"text": f"{word} message {n}", "topic": word}
-            for n in range(4) for word in ("billing", "praise", "bug")]
+    rows = [
+        {"text": f"{word} message {n}", "topic": word}
+        for n in range(4)
+        for word in ("billing", "praise", "bug")
+    ]
     data = jsonl_file(tmp_path, rows)
-    spec = spec_of(tmp_path, data, task="classify-text", label_column="topic",
-                   resolve_base=text_base(tmp_path / "cache"), dp_epsilon=8.0, dp_delta=1e-5)
+    spec = spec_of(
+        tmp_path,
+        data,
+        task="classify-text",
+        label_column="topic",
+        resolve_base=text_base(tmp_path / "cache"),
+        dp_epsilon=8.0,
+        dp_delta=1e-5,
+    )
     assert spec.labels == ["billing", "bug", "praise"] and spec.n_rows == 12
     assert spec.base_ref == "all-MiniLM-L6-v2" and Path(spec.base or "").is_dir()
     assert spec.used_columns() == ["text", "topic"] and HEX64.match(spec.data_fingerprint)
@@ -421,11 +520,13 @@ def test_a_good_text_request_resolves_its_base_model(tmp_path: Path):
 
 
 def test_text_rows_without_text_are_named(tmp_path: Path):
-    data = jsonl_file(tmp_path, [{"text": "fine", "y": "a"}, {"text": "  ", "y": "b"},
-                                 {"y": "a"}, {"text": 5, "y": "b"}])
-    assert refused(tmp_path, data, task="classify-text",
-                   resolve_base=text_base(tmp_path / "cache")) == (
-        "rows with no text in 'text': row 2; row 3; row 4")
+    data = jsonl_file(
+        tmp_path,
+        [{"text": "fine", "y": "a"}, {"text": "  ", "y": "b"}, {"y": "a"}, {"text": 5, "y": "b"}],
+    )
+    assert refused(
+        tmp_path, data, task="classify-text", resolve_base=text_base(tmp_path / "cache")
+    ) == ("rows with no text in 'text': row 2; row 3; row 4")
 
 
 # -- storage.datasets -------------------------------------------------------------------------
@@ -461,16 +562,18 @@ def test_the_client_records_nothing_for_a_bad_request(tmp_path: Path, cancer: pd
     client = Client(Settings(data_dir=tmp_path / "data"))
     bad = csv_file(tmp_path, "a,y\n1,x\n2,x\n")
     with pytest.raises(TrainingError, match="one class only"):
-        client.submit_training(task="classify-records", name="model", data=bad,
-                               label_column="y")
+        client.submit_training(task="classify-records", name="model", data=bad, label_column="y")
     with pytest.raises(TrainingError, match="name: model names are lower-case"):
-        client.submit_training(task="classify-records", name="My Model", data=bad,
-                               label_column="y")
+        client.submit_training(task="classify-records", name="My Model", data=bad, label_column="y")
     cancer.to_csv(tmp_path / "bc.csv", index=False)
     with pytest.raises(ConfigError, match="no broker"):  # valid: only the broker is missing
-        client.submit_training(task="classify-records", name="model",
-                               data=tmp_path / "bc.csv", label_column="target",
-                               key_column="id")
+        client.submit_training(
+            task="classify-records",
+            name="model",
+            data=tmp_path / "bc.csv",
+            label_column="target",
+            key_column="id",
+        )
     assert client.runs.list() == []
 
 
@@ -478,9 +581,21 @@ def test_the_cli_prints_the_error_and_exits_2(tmp_path: Path):
     from ops.cli import main
 
     data = csv_file(tmp_path, "a,y\n1,x\n2,x\n3,x\n")
-    result = CliRunner().invoke(main, [
-        "train", "--task", "classify-records", "--data", str(data), "--label-column", "y",
-        "--name", "model"], env={"SLUICE_DATA_DIR": str(tmp_path / "data")})
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--task",
+            "classify-records",
+            "--data",
+            str(data),
+            "--label-column",
+            "y",
+            "--name",
+            "model",
+        ],
+        env={"SLUICE_DATA_DIR": str(tmp_path / "data")},
+    )
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: column 'y' holds one class only ('x')")
     assert result.stdout == ""
@@ -489,7 +604,8 @@ def test_the_cli_prints_the_error_and_exits_2(tmp_path: Path):
 
 
 def test_a_records_base_must_read_the_same_features_and_predict_the_same_labels(
-        tmp_path: Path, cancer: pd.DataFrame):
+    tmp_path: Path, cancer: pd.DataFrame
+):
     import numpy as np
 
     from workers.training.records_mlp import RecordsMLP, feature_spec, save_records_model
@@ -501,20 +617,41 @@ def test_a_records_base_must_read_the_same_features_and_predict_the_same_labels(
     def base_with(features: list[str], labels: list[str]) -> Path:
         out = tmp_path / f"base-{len(features)}-{len(labels)}"
         specs = [feature_spec(n, np.asarray(cancer[n], dtype=float)) for n in features]
-        save_records_model(out, RecordsMLP(len(specs), [8], len(labels)),
-                           {"task": "classify-records", "hidden_sizes": [8], "labels": labels},
-                           specs)
+        save_records_model(
+            out,
+            RecordsMLP(len(specs), [8], len(labels)),
+            {"task": "classify-records", "hidden_sizes": [8], "labels": labels},
+            specs,
+        )
         return out
 
     resolve = text_base(tmp_path / "cache")
-    same = spec_of(tmp_path, data, label_column="target", key_column="id", resolve_base=resolve,
-                   base=str(base_with(names, ["0", "1"])))
+    same = spec_of(
+        tmp_path,
+        data,
+        label_column="target",
+        key_column="id",
+        resolve_base=resolve,
+        base=str(base_with(names, ["0", "1"])),
+    )
     assert same.base and same.base.endswith("base-30-2")
-    message = refused(tmp_path, data, label_column="target", key_column="id",
-                      resolve_base=resolve, base=str(base_with(names[:5], ["0", "1"])))
+    message = refused(
+        tmp_path,
+        data,
+        label_column="target",
+        key_column="id",
+        resolve_base=resolve,
+        base=str(base_with(names[:5], ["0", "1"])),
+    )
     assert "reads the features" in message and "--feature-columns" in message
-    message = refused(tmp_path, data, label_column="target", key_column="id",
-                      resolve_base=resolve, base=str(base_with(names, ["no", "yes"])))
+    message = refused(
+        tmp_path,
+        data,
+        label_column="target",
+        key_column="id",
+        resolve_base=resolve,
+        base=str(base_with(names, ["no", "yes"])),
+    )
     assert "predicts the labels ['no', 'yes']" in message
 
 
@@ -525,6 +662,7 @@ def test_the_smallest_regression_set_accepted_at_submit_can_be_split(tmp_path: P
 
     data = csv_file(tmp_path, "a,y\n" + "".join(f"{n},{n // 7}\n" for n in range(20)))
     spec = spec_of(tmp_path, data, task="regress-records")
-    prepared = recipe_for(spec.task).prepare(spec, list(rows_of(data)[1]),
-                                             Settings().media_limits())
+    prepared = recipe_for(spec.task).prepare(
+        spec, list(rows_of(data)[1]), Settings().media_limits()
+    )
     assert (prepared.n_train, prepared.n_heldout) == (16, 4)

@@ -29,14 +29,18 @@ def runs(engine: Engine) -> TrainingRuns:
 
 
 def new_run(runs: TrainingRuns, tenant: str = "default") -> str:
-    return runs.create({"name": "spam", "epochs": 3}, name="spam", task="classify-text",
-                       tenant=tenant)
+    return runs.create(
+        {"name": "spam", "epochs": 3}, name="spam", task="classify-text", tenant=tenant
+    )
 
 
 def expire_lease(engine: Engine, run_id: str) -> None:
     with engine.begin() as conn:
-        conn.execute(update(t.TrainingRun).where(t.TrainingRun.id == run_id)
-                     .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=5)))
+        conn.execute(
+            update(t.TrainingRun)
+            .where(t.TrainingRun.id == run_id)
+            .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=5))
+        )
 
 
 def test_a_new_run_is_queued_with_its_spec(runs: TrainingRuns):
@@ -44,7 +48,11 @@ def test_a_new_run_is_queued_with_its_spec(runs: TrainingRuns):
     assert run_id.startswith(RUN_PREFIX) and len(run_id) == len(RUN_PREFIX) + 24
     view = runs.get(run_id)
     assert (view.status, view.name, view.task, view.tenant) == (
-        "queued", "spam", "classify-text", "default")
+        "queued",
+        "spam",
+        "classify-text",
+        "default",
+    )
     assert view.spec == {"name": "spam", "epochs": 3} and view.progress == {}
     assert view.attempts == 0 and view.started_at is None
     assert view.created_at.tzinfo is not None
@@ -58,7 +66,8 @@ def test_an_unknown_run_is_named_in_the_error(runs: TrainingRuns):
 
 
 def test_a_live_lease_of_another_worker_is_respected_until_it_expires(
-        runs: TrainingRuns, engine: Engine):
+    runs: TrainingRuns, engine: Engine
+):
     run_id = new_run(runs)
     claimed = runs.claim(run_id, "w1", 60)
     assert claimed is not None and claimed.status == "running" and claimed.attempts == 1
@@ -123,11 +132,15 @@ def test_cancel_stops_live_runs_and_leaves_finished_ones(runs: TrainingRuns):
 
 
 def test_the_sweeper_resends_stale_queued_runs_and_runs_whose_worker_died(
-        runs: TrainingRuns, engine: Engine):
+    runs: TrainingRuns, engine: Engine
+):
     fresh, stale, alive, dead, done = (new_run(runs) for _ in range(5))
     with engine.begin() as conn:
-        conn.execute(update(t.TrainingRun).where(t.TrainingRun.id == stale)
-                     .values(enqueued_at=datetime.now(UTC) - timedelta(minutes=10)))
+        conn.execute(
+            update(t.TrainingRun)
+            .where(t.TrainingRun.id == stale)
+            .values(enqueued_at=datetime.now(UTC) - timedelta(minutes=10))
+        )
     for run_id in (alive, dead, done):
         runs.claim(run_id, "w1", 60)
     runs.finish(done, "w1", 1)
@@ -156,8 +169,9 @@ def test_migration_matches_the_models(engine: Engine):
     assert diff == []
 
 
-def test_an_attempt_knows_when_its_run_was_taken_over_or_cancelled(runs: TrainingRuns,
-                                                                  engine: Engine):
+def test_an_attempt_knows_when_its_run_was_taken_over_or_cancelled(
+    runs: TrainingRuns, engine: Engine
+):
     run_id = new_run(runs)
     assert runs.claim(run_id, "first", 30) is not None and runs.holds(run_id, "first")
     expire_lease(engine, run_id)
@@ -173,9 +187,11 @@ def test_a_run_registers_at_most_one_version(engine: Engine):
     from storage.registry import Registry
 
     registry = Registry(engine)
-    registry.register("bc", "classify-records", uri="/a", sha256="0" * 64, metrics={},
-                      training_run_id="tr_x")
+    registry.register(
+        "bc", "classify-records", uri="/a", sha256="0" * 64, metrics={}, training_run_id="tr_x"
+    )
     with pytest.raises(IntegrityError):  # a second, overlapping attempt of the same run
-        registry.register("bc", "classify-records", uri="/b", sha256="1" * 64, metrics={},
-                          training_run_id="tr_x")
+        registry.register(
+            "bc", "classify-records", uri="/b", sha256="1" * 64, metrics={}, training_run_id="tr_x"
+        )
     assert [v.uri for v in registry.list("bc")] == ["/a"]

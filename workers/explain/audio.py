@@ -38,30 +38,50 @@ def segment_mask(lengths: list[int], width: int, rate: int) -> torch.Tensor:
     return mask
 
 
-def explain_waveforms(forward: Callable[..., torch.Tensor], values: torch.Tensor,
-                      mask: torch.Tensor | None, lengths: list[int], rate: int,
-                      targets: list[int], names: list[str], steps: int,
-                      internal_batch_size: int) -> list[Explanation]:
+def explain_waveforms(
+    forward: Callable[..., torch.Tensor],
+    values: torch.Tensor,
+    mask: torch.Tensor | None,
+    lengths: list[int],
+    rate: int,
+    targets: list[int],
+    names: list[str],
+    steps: int,
+    internal_batch_size: int,
+) -> list[Explanation]:
     def explain(idx: list[int]) -> list[Explanation]:
         inputs = values[idx]
         extra = (mask[idx],) if mask is not None else None
         features = segment_mask([lengths[i] for i in idx], inputs.shape[1], rate)
-        attr = FeatureAblation(forward).attribute(
-            inputs, baselines=0.0, target=[targets[i] for i in idx],
-            additional_forward_args=extra, feature_mask=features.to(inputs.device),
-            perturbations_per_eval=max(1, internal_batch_size // len(idx)),
-        ).detach().float().cpu()
+        attr = (
+            FeatureAblation(forward)
+            .attribute(
+                inputs,
+                baselines=0.0,
+                target=[targets[i] for i in idx],
+                additional_forward_args=extra,
+                feature_mask=features.to(inputs.device),
+                perturbations_per_eval=max(1, internal_batch_size // len(idx)),
+            )
+            .detach()
+            .float()
+            .cpu()
+        )
         out = []
         for n, i in enumerate(idx):
             bounds = segments(lengths[i], rate)
             # Every sample of a segment carries the segment's score: read it at its start.
             scores = [short(float(attr[n, s])) for s, _ in bounds]
             seconds = [[round(s / rate, 3), round(e / rate, 3)] for s, e in bounds]
-            out.append(Explanation(
-                method=METHOD, target=names[i], attributions=scores,
-                tokens=[f"{s:.2f}-{e:.2f}s" for s, e in seconds],
-                detail={"segments": seconds, "sample_rate": rate, "baseline": "silence"},
-            ))
+            out.append(
+                Explanation(
+                    method=METHOD,
+                    target=names[i],
+                    attributions=scores,
+                    tokens=[f"{s:.2f}-{e:.2f}s" for s, e in seconds],
+                    detail={"segments": seconds, "sample_rate": rate, "baseline": "silence"},
+                )
+            )
         return out
 
     return each_or_batch(len(targets), METHOD, list(names), explain)

@@ -26,9 +26,16 @@ def to_grid(attributions: torch.Tensor, cell: int) -> torch.Tensor:
     return pooled[:, 0]
 
 
-def explain_images(forward: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor,
-                   baseline: torch.Tensor, targets: list[int], names: list[str], method: str,
-                   steps: int, internal_batch_size: int) -> list[Explanation]:
+def explain_images(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    pixels: torch.Tensor,
+    baseline: torch.Tensor,
+    targets: list[int],
+    names: list[str],
+    method: str,
+    steps: int,
+    internal_batch_size: int,
+) -> list[Explanation]:
     _, channels, height, width = pixels.shape
     cell = cell_size(height, width)
 
@@ -38,20 +45,26 @@ def explain_images(forward: Callable[[torch.Tensor], torch.Tensor], pixels: torc
         tgt = [targets[i] for i in idx]
         delta: torch.Tensor | None = None
         if method == OCCLUSION:
-            attr = occlusion(forward, inputs, base, tgt, (channels, cell, cell),
-                             per_eval=internal_batch_size)
+            attr = occlusion(
+                forward, inputs, base, tgt, (channels, cell, cell), per_eval=internal_batch_size
+            )
         else:
-            attr, delta = integrated_gradients(forward, inputs, base, tgt, steps,
-                                               internal_batch_size)
+            attr, delta = integrated_gradients(
+                forward, inputs, base, tgt, steps, internal_batch_size
+            )
         grids = to_grid(attr.float().cpu(), cell)
         rows, cols = grids.shape[1:]
         return [
             Explanation(
-                method=method, target=names[i],
+                method=method,
+                target=names[i],
                 attributions=[short(v) for v in grids[n].flatten().tolist()],
                 convergence_delta=None if delta is None else round(float(delta[n]), 6),
-                detail={"grid": [int(rows), int(cols)], "cell": cell,
-                        "input_size": [int(height), int(width)]},
+                detail={
+                    "grid": [int(rows), int(cols)],
+                    "cell": cell,
+                    "input_size": [int(height), int(width)],
+                },
             )
             for n, i in enumerate(idx)
         ]

@@ -12,32 +12,53 @@ from schemas.jobs import Explanation
 Attributor = Callable[[list[int]], tuple[torch.Tensor, torch.Tensor | None]]
 
 
-def integrated_gradients(forward: Callable[..., torch.Tensor], inputs: torch.Tensor,
-                         baselines: torch.Tensor, targets: Sequence[int] | None, steps: int,
-                         internal_batch_size: int, extra: tuple[Any, ...] = ()
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+def integrated_gradients(
+    forward: Callable[..., torch.Tensor],
+    inputs: torch.Tensor,
+    baselines: torch.Tensor,
+    targets: Sequence[int] | None,
+    steps: int,
+    internal_batch_size: int,
+    extra: tuple[Any, ...] = (),
+) -> tuple[torch.Tensor, torch.Tensor]:
     ig = IntegratedGradients(forward)
     attributions, delta = ig.attribute(
-        inputs, baselines=baselines, target=list(targets) if targets is not None else None,
-        additional_forward_args=extra or None, n_steps=steps,
+        inputs,
+        baselines=baselines,
+        target=list(targets) if targets is not None else None,
+        additional_forward_args=extra or None,
+        n_steps=steps,
         internal_batch_size=max(internal_batch_size, inputs.shape[0]),
         return_convergence_delta=True,
     )
     return attributions.detach(), delta.detach()
 
 
-def occlusion(forward: Callable[..., torch.Tensor], inputs: torch.Tensor,
-              baselines: torch.Tensor, targets: Sequence[int], window: tuple[int, ...],
-              per_eval: int) -> torch.Tensor:
+def occlusion(
+    forward: Callable[..., torch.Tensor],
+    inputs: torch.Tensor,
+    baselines: torch.Tensor,
+    targets: Sequence[int],
+    window: tuple[int, ...],
+    per_eval: int,
+) -> torch.Tensor:
     attributions = Occlusion(forward).attribute(
-        inputs, sliding_window_shapes=window, strides=window, baselines=baselines,
-        target=list(targets), perturbations_per_eval=per_eval,
+        inputs,
+        sliding_window_shapes=window,
+        strides=window,
+        baselines=baselines,
+        target=list(targets),
+        perturbations_per_eval=per_eval,
     )
     return attributions.detach()
 
 
-def each_or_batch(count: int, method: str, names: list[str | None],
-                  explain: Callable[[list[int]], list[Explanation]]) -> list[Explanation]:
+def each_or_batch(
+    count: int,
+    method: str,
+    names: list[str | None],
+    explain: Callable[[list[int]], list[Explanation]],
+) -> list[Explanation]:
     """Explain all `count` items at once; if that fails, one by one, recording failures."""
     try:
         return explain(list(range(count)))
@@ -49,8 +70,14 @@ def each_or_batch(count: int, method: str, names: list[str | None],
         try:
             out += explain([i])
         except Exception as exc:
-            out.append(Explanation(method=method, target=names[i], status="failed",
-                                   error=f"{type(exc).__name__}: {exc}"[:500]))
+            out.append(
+                Explanation(
+                    method=method,
+                    target=names[i],
+                    status="failed",
+                    error=f"{type(exc).__name__}: {exc}"[:500],
+                )
+            )
     return out
 
 

@@ -14,13 +14,20 @@ if TYPE_CHECKING:
 METHOD = "layer_integrated_gradients"
 
 
-def explain_tokens(handler: "TextHandler", forward: Callable[..., torch.Tensor],
-                   batch: list["TextFeatures"], targets: list[int], steps: int,
-                   internal_batch_size: int, target_names: list[str]) -> list[Explanation]:
+def explain_tokens(
+    handler: "TextHandler",
+    forward: Callable[..., torch.Tensor],
+    batch: list["TextFeatures"],
+    targets: list[int],
+    steps: int,
+    internal_batch_size: int,
+    target_names: list[str],
+) -> list[Explanation]:
     """Explain a batch at once; if that fails, item by item, so one failure stays one failure."""
     try:
-        return _attribute(handler, forward, batch, targets, steps, internal_batch_size,
-                          target_names)
+        return _attribute(
+            handler, forward, batch, targets, steps, internal_batch_size, target_names
+        )
     except Exception:
         if len(batch) == 1:
             raise
@@ -29,28 +36,50 @@ def explain_tokens(handler: "TextHandler", forward: Callable[..., torch.Tensor],
         try:
             out += _attribute(handler, forward, [f], [t], steps, internal_batch_size, [name])
         except Exception as exc:
-            out.append(Explanation(method=METHOD, target=name, status="failed",
-                                   error=f"{type(exc).__name__}: {exc}"[:500]))
+            out.append(
+                Explanation(
+                    method=METHOD,
+                    target=name,
+                    status="failed",
+                    error=f"{type(exc).__name__}: {exc}"[:500],
+                )
+            )
     return out
 
 
-def _attribute(handler: "TextHandler", forward: Callable[..., torch.Tensor],
-               batch: list["TextFeatures"], targets: list[int], steps: int,
-               internal_batch_size: int, target_names: list[str]) -> list[Explanation]:
+def _attribute(
+    handler: "TextHandler",
+    forward: Callable[..., torch.Tensor],
+    batch: list["TextFeatures"],
+    targets: list[int],
+    steps: int,
+    internal_batch_size: int,
+    target_names: list[str],
+) -> list[Explanation]:
     ids, mask = handler.pad(batch)
     baseline = _baseline(handler.tokenizer, ids)
     lig = LayerIntegratedGradients(forward, handler.embedding_layer())
     attributions, delta = lig.attribute(
-        inputs=ids, baselines=baseline, additional_forward_args=(mask,), target=targets,
-        n_steps=steps, internal_batch_size=max(internal_batch_size, len(batch)),
+        inputs=ids,
+        baselines=baseline,
+        additional_forward_args=(mask,),
+        target=targets,
+        n_steps=steps,
+        internal_batch_size=max(internal_batch_size, len(batch)),
         return_convergence_delta=True,
     )
     per_token = attributions.sum(dim=-1).detach().float().cpu()
     return [
-        Explanation(method=METHOD, target=name, tokens=words, attributions=scores,
-                    convergence_delta=round(float(d), 6))
-        for f, row, d, name in zip(batch, per_token, delta.detach().cpu(), target_names,
-                                   strict=True)
+        Explanation(
+            method=METHOD,
+            target=name,
+            tokens=words,
+            attributions=scores,
+            convergence_delta=round(float(d), 6),
+        )
+        for f, row, d, name in zip(
+            batch, per_token, delta.detach().cpu(), target_names, strict=True
+        )
         for words, scores in [_merge_word_pieces(handler.tokenizer, f, row.tolist())]
     ]
 
@@ -58,15 +87,20 @@ def _attribute(handler: "TextHandler", forward: Callable[..., torch.Tensor],
 def _baseline(tokenizer: Any, ids: torch.Tensor) -> torch.Tensor:
     """The reference input: special tokens kept, every other token replaced by padding."""
     special = torch.tensor(
-        [tokenizer.get_special_tokens_mask(row, already_has_special_tokens=True)
-         for row in ids.tolist()], dtype=torch.bool, device=ids.device,
+        [
+            tokenizer.get_special_tokens_mask(row, already_has_special_tokens=True)
+            for row in ids.tolist()
+        ],
+        dtype=torch.bool,
+        device=ids.device,
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return torch.where(special, ids, torch.full_like(ids, pad_id))
 
 
-def _merge_word_pieces(tokenizer: Any, f: "TextFeatures",
-                       scores: list[float]) -> tuple[list[str], list[float]]:
+def _merge_word_pieces(
+    tokenizer: Any, f: "TextFeatures", scores: list[float]
+) -> tuple[list[str], list[float]]:
     """Sum sub-word attributions into the words of the original text (fast tokenizers)."""
     words: list[str] = []
     merged: list[float] = []

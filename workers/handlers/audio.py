@@ -50,10 +50,10 @@ class AudioHandler(Handler):
         return AudioFeatures(load_audio(item, limits_from(params), self.rate))
 
     def model_inputs(self, batch: list[AudioFeatures], **kwargs: Any) -> dict[str, torch.Tensor]:
-        encoded = self.extractor([f.samples for f in batch], sampling_rate=self.rate,
-                                 return_tensors="pt", **kwargs)
-        return {k: v.to(self.device) for k, v in encoded.items()
-                if isinstance(v, torch.Tensor)}
+        encoded = self.extractor(
+            [f.samples for f in batch], sampling_rate=self.rate, return_tensors="pt", **kwargs
+        )
+        return {k: v.to(self.device) for k, v in encoded.items() if isinstance(v, torch.Tensor)}
 
 
 class AudioClassifyHandler(AudioHandler):
@@ -83,22 +83,39 @@ class AudioClassifyHandler(AudioHandler):
     def predict(self, batch: list[AudioFeatures]) -> list[dict[str, Any]]:
         with torch.inference_mode():
             probs = self.forward(*self.encode(batch)).float().cpu().tolist()
-        return [{**top_labels(row, self.labels), "seconds": round(f.length / self.rate, 3)}
-                for row, f in zip(probs, batch, strict=True)]
+        return [
+            {**top_labels(row, self.labels), "seconds": round(f.length / self.rate, 3)}
+            for row, f in zip(probs, batch, strict=True)
+        ]
 
     def confidence(self, output: dict[str, Any]) -> float | None:
         return float(output["score"])
 
-    def explain(self, batch: list[AudioFeatures], outputs: list[dict[str, Any]],
-                steps: int, internal_batch_size: int) -> list[Explanation]:
+    def explain(
+        self,
+        batch: list[AudioFeatures],
+        outputs: list[dict[str, Any]],
+        steps: int,
+        internal_batch_size: int,
+    ) -> list[Explanation]:
         values, mask = self.encode(batch)
         if values.dim() != 2:
-            raise RuntimeError("time-segment explanations need a model that reads the raw "
-                               "waveform (input_values), not spectrogram features")
+            raise RuntimeError(
+                "time-segment explanations need a model that reads the raw "
+                "waveform (input_values), not spectrogram features"
+            )
         targets = [self.labels.index(o["label"]) for o in outputs]
-        return explain_waveforms(self.forward, values, mask, [f.length for f in batch],
-                                 self.rate, targets, [o["label"] for o in outputs], steps,
-                                 internal_batch_size)
+        return explain_waveforms(
+            self.forward,
+            values,
+            mask,
+            [f.length for f in batch],
+            self.rate,
+            targets,
+            [o["label"] for o in outputs],
+            steps,
+            internal_batch_size,
+        )
 
 
 class TranscribeHandler(AudioHandler):
@@ -106,8 +123,9 @@ class TranscribeHandler(AudioHandler):
 
     def setup(self, model_path: str, device: str) -> None:
         self.setup_device(device)
-        archs = json.loads((Path(model_path) / "config.json").read_text()).get(
-            "architectures") or []
+        archs = (
+            json.loads((Path(model_path) / "config.json").read_text()).get("architectures") or []
+        )
         self.ctc = any(a.endswith("ForCTC") for a in archs)
         self.processor = AutoProcessor.from_pretrained(model_path)
         self.extractor = getattr(self.processor, "feature_extractor", self.processor)
@@ -123,13 +141,15 @@ class TranscribeHandler(AudioHandler):
                 logits = self.model(**self.model_inputs(batch, padding=True)).logits
                 texts = self.processor.batch_decode(logits.argmax(dim=-1))
             else:  # Whisper-style: fixed-size log-mel features, then generation
-                ids = self.model.generate(**self.model_inputs(batch),  # type: ignore[operator]
-                                          max_new_tokens=self.max_new_tokens)
+                ids = self.model.generate(
+                    **self.model_inputs(batch),  # type: ignore[operator]
+                    max_new_tokens=self.max_new_tokens,
+                )
                 texts = self.processor.batch_decode(ids, skip_special_tokens=True)
-        return [{"text": text.strip(), "seconds": round(f.length / self.rate, 3)}
-                for text, f in zip(texts, batch, strict=True)]
+        return [
+            {"text": text.strip(), "seconds": round(f.length / self.rate, 3)}
+            for text, f in zip(texts, batch, strict=True)
+        ]
 
 
-HANDLERS: dict[str, type[Handler]] = {
-    h.task: h for h in (AudioClassifyHandler, TranscribeHandler)
-}
+HANDLERS: dict[str, type[Handler]] = {h.task: h for h in (AudioClassifyHandler, TranscribeHandler)}

@@ -27,6 +27,7 @@ class Handler(ABC):
         """How sure the prediction is (for the low-confidence explain policy)."""
         return None
 
-    def explain(self, batch: list[Any], outputs: list[dict[str, Any]],
-                steps: int, internal_batch_size: int) -> list[Explanation]:
+    def explain(
+        self, batch: list[Any], outputs: list[dict[str, Any]], steps: int, internal_batch_size: int
+    ) -> list[Explanation]:
         raise NotImplementedError(f"task {self.task} makes no explanations")

@@ -26,7 +26,8 @@ def top_labels(probs: list[float], labels: list[str]) -> dict[str, Any]:
     """The best label, its score, and the probabilities of the few most likely ones."""
     order = sorted(range(len(probs)), key=lambda i: -probs[i])
     return {
-        "label": labels[order[0]], "score": round(probs[order[0]], 6),
+        "label": labels[order[0]],
+        "score": round(probs[order[0]], 6),
         "probabilities": {labels[i]: round(probs[i], 6) for i in order[:MAX_LISTED_LABELS]},
     }
 
@@ -65,19 +66,33 @@ class ImageClassifyHandler(Handler):
         pixels = torch.stack([f.pixels for f in batch]).to(self.device)
         with torch.inference_mode():
             probs = self.forward(pixels).float().cpu().tolist()
-        return [{**top_labels(row, self.labels), "image_size": [f.width, f.height]}
-                for row, f in zip(probs, batch, strict=True)]
+        return [
+            {**top_labels(row, self.labels), "image_size": [f.width, f.height]}
+            for row, f in zip(probs, batch, strict=True)
+        ]
 
     def confidence(self, output: dict[str, Any]) -> float | None:
         return float(output["score"])
 
-    def explain(self, batch: list[ImageFeatures], outputs: list[dict[str, Any]],
-                steps: int, internal_batch_size: int) -> list[Explanation]:
+    def explain(
+        self,
+        batch: list[ImageFeatures],
+        outputs: list[dict[str, Any]],
+        steps: int,
+        internal_batch_size: int,
+    ) -> list[Explanation]:
         pixels = torch.stack([f.pixels for f in batch]).to(self.device)
         targets = [self.labels.index(o["label"]) for o in outputs]
-        return explain_images(self.forward, pixels, self.baseline.to(self.device), targets,
-                              [o["label"] for o in outputs], self.explain_method, steps,
-                              internal_batch_size)
+        return explain_images(
+            self.forward,
+            pixels,
+            self.baseline.to(self.device),
+            targets,
+            [o["label"] for o in outputs],
+            self.explain_method,
+            steps,
+            internal_batch_size,
+        )
 
 
 HANDLERS: dict[str, type[Handler]] = {ImageClassifyHandler.task: ImageClassifyHandler}

@@ -41,14 +41,27 @@ class RecordsHandler(Handler):
     def stack(self, batch: list[RecordFeatures]) -> torch.Tensor:
         """The batch, normalised at once (per item it cost more than the model)."""
         rows = np.array([f.row for f in batch], dtype=np.float64)
-        return torch.as_tensor(normalise(rows, self.features), dtype=torch.float32,
-                               device=self.device)
+        return torch.as_tensor(
+            normalise(rows, self.features), dtype=torch.float32, device=self.device
+        )
 
-    def explain(self, batch: list[RecordFeatures], outputs: list[dict[str, Any]],
-                steps: int, internal_batch_size: int) -> list[Explanation]:
-        return explain_records(self.forward, self.stack(batch), [f.values for f in batch],
-                               self.features, self.targets(outputs), self.names_of(outputs),
-                               steps, internal_batch_size)
+    def explain(
+        self,
+        batch: list[RecordFeatures],
+        outputs: list[dict[str, Any]],
+        steps: int,
+        internal_batch_size: int,
+    ) -> list[Explanation]:
+        return explain_records(
+            self.forward,
+            self.stack(batch),
+            [f.values for f in batch],
+            self.features,
+            self.targets(outputs),
+            self.names_of(outputs),
+            steps,
+            internal_batch_size,
+        )
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -87,7 +100,8 @@ class RegressRecordsHandler(RecordsHandler):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """The prediction in the target's own units (the net predicts it standardised)."""
         return self.model(inputs) * float(self.config["target_std"]) + float(
-            self.config["target_mean"])
+            self.config["target_mean"]
+        )
 
     def predict(self, batch: list[RecordFeatures]) -> list[dict[str, Any]]:
         with torch.inference_mode():

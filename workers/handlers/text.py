@@ -47,11 +47,16 @@ class TextHandler(Handler):
         problem = text_problem(item.text, "text", self.max_chars)
         if problem:
             raise InvalidInput(problem)
-        enc = self.tokenizer(item.text, truncation=True, max_length=self.max_length,
-                             return_offsets_mapping=self.tokenizer.is_fast)
+        enc = self.tokenizer(
+            item.text,
+            truncation=True,
+            max_length=self.max_length,
+            return_offsets_mapping=self.tokenizer.is_fast,
+        )
         fast = self.tokenizer.is_fast
         return TextFeatures(
-            text=item.text, input_ids=enc["input_ids"],
+            text=item.text,
+            input_ids=enc["input_ids"],
             word_ids=enc.word_ids() if fast else None,
             offsets=[tuple(o) for o in enc["offset_mapping"]] if fast else None,
         )
@@ -63,8 +68,9 @@ class TextHandler(Handler):
         return layer
 
     def pad(self, batch: list[TextFeatures]) -> tuple[torch.Tensor, torch.Tensor]:
-        padded = self.tokenizer.pad({"input_ids": [f.input_ids for f in batch]},
-                                    return_tensors="pt")
+        padded = self.tokenizer.pad(
+            {"input_ids": [f.input_ids for f in batch]}, return_tensors="pt"
+        )
         return padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device)
 
     def sentence_embeddings(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -103,9 +109,15 @@ class ZeroShotHandler(TextHandler):
 
     def label_vectors(self, prompts: tuple[str, ...]) -> torch.Tensor:
         if prompts not in self._label_vectors:
-            feats = [TextFeatures(p, self.tokenizer(p, truncation=True,
-                                                    max_length=self.max_length)["input_ids"],
-                                  None, None) for p in prompts]
+            feats = [
+                TextFeatures(
+                    p,
+                    self.tokenizer(p, truncation=True, max_length=self.max_length)["input_ids"],
+                    None,
+                    None,
+                )
+                for p in prompts
+            ]
             # A clone leaves inference mode, so explanations can backpropagate through it.
             self._label_vectors[prompts] = self.encode(feats).clone()
         return self._label_vectors[prompts]
@@ -119,29 +131,45 @@ class ZeroShotHandler(TextHandler):
         for f, emb in zip(batch, embeddings, strict=True):
             probs = self.probabilities(emb.unsqueeze(0), f.prompts)[0].tolist()
             best = max(range(len(probs)), key=probs.__getitem__)
-            outputs.append({
-                "label": f.labels[best], "score": round(probs[best], 6),
-                "scores": {lab: round(p, 6) for lab, p in zip(f.labels, probs, strict=True)},
-            })
+            outputs.append(
+                {
+                    "label": f.labels[best],
+                    "score": round(probs[best], 6),
+                    "scores": {lab: round(p, 6) for lab, p in zip(f.labels, probs, strict=True)},
+                }
+            )
         return outputs
 
     def confidence(self, output: dict[str, Any]) -> float | None:
         return float(output["score"])
 
-    def explain(self, batch: list[TextFeatures], outputs: list[dict[str, Any]],
-                steps: int, internal_batch_size: int) -> list[Explanation]:
+    def explain(
+        self,
+        batch: list[TextFeatures],
+        outputs: list[dict[str, Any]],
+        steps: int,
+        internal_batch_size: int,
+    ) -> list[Explanation]:
         results: list[Explanation | None] = [None] * len(batch)
         for prompts in {f.prompts for f in batch}:  # one attribution pass per label set
             idx = [i for i, f in enumerate(batch) if f.prompts == prompts]
             group = [batch[i] for i in idx]
 
-            def forward(ids: torch.Tensor, mask: torch.Tensor,
-                        _prompts: tuple[str, ...] = prompts) -> torch.Tensor:
+            def forward(
+                ids: torch.Tensor, mask: torch.Tensor, _prompts: tuple[str, ...] = prompts
+            ) -> torch.Tensor:
                 return self.probabilities(self.sentence_embeddings(ids, mask), _prompts)
 
             targets = [group[0].labels.index(outputs[i]["label"]) for i in idx]
-            expl = explain_tokens(self, forward, group, targets, steps, internal_batch_size,
-                                  [outputs[i]["label"] for i in idx])
+            expl = explain_tokens(
+                self,
+                forward,
+                group,
+                targets,
+                steps,
+                internal_batch_size,
+                [outputs[i]["label"] for i in idx],
+            )
             for i, e in zip(idx, expl, strict=True):
                 results[i] = e
         return [e for e in results if e is not None]
@@ -167,21 +195,37 @@ class ClassifyHandler(TextHandler):
         outputs = []
         for row in probs:
             best = max(range(len(row)), key=row.__getitem__)
-            outputs.append({
-                "label": self.labels[best], "score": round(row[best], 6),
-                "probabilities": {lab: round(p, 6) for lab, p in zip(self.labels, row,
-                                                                     strict=True)},
-            })
+            outputs.append(
+                {
+                    "label": self.labels[best],
+                    "score": round(row[best], 6),
+                    "probabilities": {
+                        lab: round(p, 6) for lab, p in zip(self.labels, row, strict=True)
+                    },
+                }
+            )
         return outputs
 
     def confidence(self, output: dict[str, Any]) -> float | None:
         return float(output["score"])
 
-    def explain(self, batch: list[TextFeatures], outputs: list[dict[str, Any]],
-                steps: int, internal_batch_size: int) -> list[Explanation]:
+    def explain(
+        self,
+        batch: list[TextFeatures],
+        outputs: list[dict[str, Any]],
+        steps: int,
+        internal_batch_size: int,
+    ) -> list[Explanation]:
         targets = [self.labels.index(o["label"]) for o in outputs]
-        return explain_tokens(self, self.forward, batch, targets, steps, internal_batch_size,
-                              [o["label"] for o in outputs])
+        return explain_tokens(
+            self,
+            self.forward,
+            batch,
+            targets,
+            steps,
+            internal_batch_size,
+            [o["label"] for o in outputs],
+        )
 
 
 def _max_length(path: Path, tokenizer: Any, model: torch.nn.Module) -> int:

@@ -34,8 +34,12 @@ class ModelActor:
         self.load_seconds = time.perf_counter() - started
         self.options = options
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")
-        self.batcher = DynamicBatcher(self.handler.predict, options["max_batch_size"],
-                                      options["max_batch_wait_ms"] / 1000, self.executor)
+        self.batcher = DynamicBatcher(
+            self.handler.predict,
+            options["max_batch_size"],
+            options["max_batch_wait_ms"] / 1000,
+            self.executor,
+        )
         self.items_done = 0
         self.last_used = time.monotonic()
         self.in_flight = 0
@@ -44,8 +48,9 @@ class ModelActor:
     def _watch_idleness(self) -> None:
         idle_after = float(self.options.get("idle_seconds") or 0)
         if idle_after > 0 and self._reaper is None:
-            self._reaper = asyncio.get_running_loop().create_task(self._retire_when_idle(
-                idle_after))
+            self._reaper = asyncio.get_running_loop().create_task(
+                self._retire_when_idle(idle_after)
+            )
 
     async def _retire_when_idle(self, idle_after: float) -> None:
         """Leave the cluster after `idle_after` seconds without work, freeing the GPU (or
@@ -58,8 +63,9 @@ class ModelActor:
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
                 return
 
-    async def process(self, job_id: str, items: list[dict[str, Any]], params: dict[str, Any],
-                      policy: str) -> list[dict[str, Any]]:
+    async def process(
+        self, job_id: str, items: list[dict[str, Any]], params: dict[str, Any], policy: str
+    ) -> list[dict[str, Any]]:
         """Outcomes for a chunk's items, as JSON-able dicts, in order.
 
         Raises when every prediction failed: that smells of the model or the device (out of
@@ -73,30 +79,38 @@ class ModelActor:
             self.in_flight -= 1
             self.last_used = time.monotonic()
 
-    async def _process(self, job_id: str, items: list[dict[str, Any]], params: dict[str, Any],
-                       policy: str) -> list[dict[str, Any]]:
+    async def _process(
+        self, job_id: str, items: list[dict[str, Any]], params: dict[str, Any], policy: str
+    ) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         # The model thread also tokenises: a fast tokenizer must not be used from two threads.
         outcomes, features, positions = await loop.run_in_executor(
-            self.executor, self._preprocess, items, params)
+            self.executor, self._preprocess, items, params
+        )
         predictions = await self.batcher.submit(features)
         failures = [p for p in predictions if isinstance(p, BaseException)]
         if failures and len(failures) == len(predictions):
-            raise RuntimeError(f"all {len(failures)} predictions failed: "
-                               f"{type(failures[0]).__name__}: {failures[0]}")
+            raise RuntimeError(
+                f"all {len(failures)} predictions failed: "
+                f"{type(failures[0]).__name__}: {failures[0]}"
+            )
         for n, pred in zip(positions, predictions, strict=True):
             key = items[n]["key"]
             if isinstance(pred, BaseException):
-                outcomes[n] = Outcome(key=key, status=ItemStatus.ERROR,
-                                      error=f"prediction failed: {type(pred).__name__}: {pred}")
+                outcomes[n] = Outcome(
+                    key=key,
+                    status=ItemStatus.ERROR,
+                    error=f"prediction failed: {type(pred).__name__}: {pred}",
+                )
             else:
                 outcomes[n] = Outcome(key=key, status=ItemStatus.OK, output=pred)
         await self._explain(job_id, ExplainPolicy.parse(policy), features, positions, outcomes)
         self.items_done += len(items)
         return [o.model_dump(mode="json") for o in outcomes if o is not None]
 
-    def _preprocess(self, items: list[dict[str, Any]], params: dict[str, Any]
-                    ) -> tuple[list[Outcome | None], list[Any], list[int]]:
+    def _preprocess(
+        self, items: list[dict[str, Any]], params: dict[str, Any]
+    ) -> tuple[list[Outcome | None], list[Any], list[int]]:
         outcomes: list[Outcome | None] = [None] * len(items)
         features, positions = [], []
         for n, raw in enumerate(items):
@@ -107,8 +121,11 @@ class ModelActor:
             except InvalidInput as exc:
                 outcomes[n] = Outcome(key=item.key, status=ItemStatus.INVALID, error=str(exc))
             except Exception as exc:  # a handler bug on one item stays on that item
-                outcomes[n] = Outcome(key=item.key, status=ItemStatus.ERROR,
-                                      error=f"preprocessing failed: {type(exc).__name__}: {exc}")
+                outcomes[n] = Outcome(
+                    key=item.key,
+                    status=ItemStatus.ERROR,
+                    error=f"preprocessing failed: {type(exc).__name__}: {exc}",
+                )
         return outcomes, features, positions
 
     def _wants(self, policy: ExplainPolicy, job_id: str, o: Outcome) -> bool:
@@ -119,8 +136,14 @@ class ModelActor:
         except Exception:  # no confidence for this output: explain it only under `all`
             return policy.kind == "all"
 
-    async def _explain(self, job_id: str, policy: ExplainPolicy, features: list[Any],
-                       positions: list[int], outcomes: list[Outcome | None]) -> None:
+    async def _explain(
+        self,
+        job_id: str,
+        policy: ExplainPolicy,
+        features: list[Any],
+        positions: list[int],
+        outcomes: list[Outcome | None],
+    ) -> None:
         if policy.kind == "none":
             return
         chosen = []
@@ -140,19 +163,24 @@ class ModelActor:
         feats = [f for f, _ in part]
         outputs = [o.output or {} for _, o in part]
         try:
-            explanations = self.handler.explain(feats, outputs, self.options["explain_steps"],
-                                                self.options["explain_batch_size"])
+            explanations = self.handler.explain(
+                feats, outputs, self.options["explain_steps"], self.options["explain_batch_size"]
+            )
             if len(explanations) != len(part):
                 raise RuntimeError(f"{len(explanations)} explanations for {len(part)} items")
             return explanations
         except Exception as exc:  # the predictions stand; the failure is recorded
             err = f"{type(exc).__name__}: {exc}"[:500]
-            return [Explanation(method=self.handler.explain_method, status="failed", error=err)
-                    for _ in part]
+            return [
+                Explanation(method=self.handler.explain_method, status="failed", error=err)
+                for _ in part
+            ]
 
     def stats(self) -> dict[str, Any]:
         return {
-            "device": self.device, "load_seconds": round(self.load_seconds, 3),
-            "items": self.items_done, "pid": os.getpid(),
+            "device": self.device,
+            "load_seconds": round(self.load_seconds, 3),
+            "items": self.items_done,
+            "pid": os.getpid(),
             "batch_sizes": dict(self.batcher.batch_sizes),
         }

@@ -11,8 +11,13 @@ class DynamicBatcher:
     """Collects items until `max_size` are waiting or `max_wait_s` has passed since the first,
     then runs `run_batch` on them in `executor` (one model call at a time)."""
 
-    def __init__(self, run_batch: Callable[[list[Any]], list[Any]], max_size: int,
-                 max_wait_s: float, executor: Executor) -> None:
+    def __init__(
+        self,
+        run_batch: Callable[[list[Any]], list[Any]],
+        max_size: int,
+        max_wait_s: float,
+        executor: Executor,
+    ) -> None:
         self.run_batch = run_batch
         self.max_size = max_size
         self.max_wait_s = max_wait_s

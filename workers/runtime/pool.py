@@ -32,9 +32,13 @@ def connect(address: str | None, auth_token_path: Path | None = None) -> None:
         if not ray.is_initialized():
             # no address: a private local instance, never whichever cluster this machine
             # started last (what Ray's address=None would join)
-            ray.init(address=address or "local", namespace=NAMESPACE, log_to_driver=False,
-                     logging_level=logging.WARNING, include_dashboard=False if address is None
-                     else None)
+            ray.init(
+                address=address or "local",
+                namespace=NAMESPACE,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                include_dashboard=False if address is None else None,
+            )
 
 
 def actor_name(task: str, model: str, version: str, replica: int) -> str:
@@ -59,8 +63,9 @@ def actor_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def get_actor(task: str, model: str, model_path: str, version: str, replica: int,
-              settings: Settings) -> Any:
+def get_actor(
+    task: str, model: str, model_path: str, version: str, replica: int, settings: Settings
+) -> Any:
     """The live actor, created on first use. Detached, so models stay warm across workers;
     restarted by Ray if its process dies."""
     name = actor_name(task, model, version, replica)
@@ -70,7 +75,12 @@ def get_actor(task: str, model: str, model_path: str, version: str, replica: int
         pass
     has_gpu = ray.cluster_resources().get("GPU", 0) > 0
     return RemoteModelActor.options(  # type: ignore[attr-defined]
-        name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-        max_restarts=-1, max_task_retries=1, num_cpus=settings.actor_num_cpus,
+        name=name,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=1,
+        num_cpus=settings.actor_num_cpus,
         num_gpus=settings.gpu_fraction if has_gpu else 0,
     ).remote(task, model_path, actor_options(settings))

@@ -47,8 +47,13 @@ class Audit:
             dist.all_gather_object(gathered, (mine, indices))
         ranks = [g[0] for g in gathered]
         shards = [set(g[1]) for g in gathered]
-        overlap = sum(len(a & b) for i, a in enumerate(shards) for b in shards[i + 1:])
+        overlap = sum(len(a & b) for i, a in enumerate(shards) for b in shards[i + 1 :])
         covered = len(set().union(*shards))
-        return {"workers": self.world, "ranks": ranks, "shard_overlap_rows": overlap,
-                "rows_covered": covered, "rows_total": self.n_rows,
-                "weights_in_sync": len({r["weights"] for r in ranks}) == 1}
+        return {
+            "workers": self.world,
+            "ranks": ranks,
+            "shard_overlap_rows": overlap,
+            "rows_covered": covered,
+            "rows_total": self.n_rows,
+            "weights_in_sync": len({r["weights"] for r in ranks}) == 1,
+        }

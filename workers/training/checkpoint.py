@@ -27,8 +27,9 @@ def _cpu(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().to("cpu").contiguous()
 
 
-def save(directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer,
-         state: dict[str, Any]) -> None:
+def save(
+    directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
     weights = {k: _cpu(v) for k, v in unwrap(model).state_dict().items()}
     save_file(weights, str(directory / MODEL_FILE))
     opt = optimiser.state_dict()
@@ -47,14 +48,14 @@ def save(directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer,
     (directory / STATE_FILE).write_text(json.dumps(state))
 
 
-def load(directory: Path, model: nn.Module,
-         optimiser: torch.optim.Optimizer) -> dict[str, Any]:
+def load(directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore weights and optimiser state in place; returns the JSON state."""
     unwrap(model).load_state_dict(load_file(str(directory / MODEL_FILE)))
     state: dict[str, Any] = json.loads((directory / STATE_FILE).read_text())
     saved = state.pop("optimizer")
-    tensors = load_file(str(directory / OPTIMISER_FILE)) if (
-        directory / OPTIMISER_FILE).exists() else {}
+    tensors = (
+        load_file(str(directory / OPTIMISER_FILE)) if (directory / OPTIMISER_FILE).exists() else {}
+    )
     slots: dict[int, dict[str, Any]] = {}
     for key, value in [*tensors.items(), *saved["scalars"].items()]:
         index, slot = key.split(".", 1)

@@ -54,6 +54,7 @@ def _isolated(build: F) -> F:
     so the metrics) independent of the machine's core count. Forking the RNG keeps the
     builder's seeding from changing the random stream of the process that called it.
     """
+
     @functools.wraps(build)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         previous = torch.get_num_threads()
@@ -72,19 +73,24 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def split_indices(labels: np.ndarray, seed: int,
-                  stratify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+    labels: np.ndarray, seed: int, stratify: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Train and held-out indices; the held-out part is never trained on."""
     indices = np.arange(len(labels))
-    train, held = train_test_split(indices, test_size=HOLDOUT_FRACTION, random_state=seed,
-                                   stratify=labels if stratify else None)
+    train, held = train_test_split(
+        indices,
+        test_size=HOLDOUT_FRACTION,
+        random_state=seed,
+        stratify=labels if stratify else None,
+    )
     return np.sort(train), np.sort(held)
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
     order = torch.randperm(n, generator=gen)
     for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
 def _accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -93,8 +99,11 @@ def _accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
 
 def _labels_config(labels: Iterable[str]) -> dict[str, Any]:
     names = list(labels)
-    return {"num_labels": len(names), "id2label": dict(enumerate(names)),
-            "label2id": {name: i for i, name in enumerate(names)}}
+    return {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {name: i for i, name in enumerate(names)},
+    }
 
 
 def _patch_config_json(out: Path, **extra: Any) -> None:
@@ -109,8 +118,16 @@ def _patch_config_json(out: Path, **extra: Any) -> None:
 # ---------------------------------------------------------------- records models
 
 
-def _train_mlp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module,
-               epochs: int, seed: int, lr: float = 1e-3, batch_size: int = 32) -> None:
+def _train_mlp(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: nn.Module,
+    epochs: int,
+    seed: int,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+) -> None:
     gen = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-3)
     model.train()
@@ -136,19 +153,31 @@ def build_records_classifier(out: Path, *, seed: int = 0) -> Metrics:
     model = RecordsMLP(len(features), hidden, 2, dropout)
     x_train = torch.from_numpy(normalise(x_all[train], features))
     # label smoothing keeps the margin wide: it lifts held-out accuracy over several splits
-    _train_mlp(model, x_train, torch.from_numpy(y_all[train]),
-               nn.CrossEntropyLoss(label_smoothing=0.1), epochs=60, seed=seed)
+    _train_mlp(
+        model,
+        x_train,
+        torch.from_numpy(y_all[train]),
+        nn.CrossEntropyLoss(label_smoothing=0.1),
+        epochs=60,
+        seed=seed,
+    )
     with torch.no_grad():
         logits = model(torch.from_numpy(normalise(x_all[held], features)))
     probs = torch.softmax(logits, -1).numpy()
     metrics = {
         "heldout_accuracy": _accuracy(probs.argmax(-1), y_all[held]),
         "heldout_roc_auc": float(roc_auc_score(y_all[held], probs[:, 1])),
-        "n_train": int(len(train)), "n_heldout": int(len(held)),
+        "n_train": int(len(train)),
+        "n_heldout": int(len(held)),
     }
-    config = {"task": "classify-records", "hidden_sizes": hidden, "dropout": dropout,
-              "labels": [str(n) for n in data.target_names], "metrics": metrics,
-              "trained_on": "sklearn breast_cancer"}
+    config = {
+        "task": "classify-records",
+        "hidden_sizes": hidden,
+        "dropout": dropout,
+        "labels": [str(n) for n in data.target_names],
+        "metrics": metrics,
+        "trained_on": "sklearn breast_cancer",
+    }
     save_records_model(out, model, config, features)
     return {**metrics, "seconds": time.perf_counter() - started}
 
@@ -174,8 +203,10 @@ def build_records_regressor(out: Path, *, seed: int = 0) -> Metrics:
     bins = np.digitize(y_all, np.quantile(y_all, [0.25, 0.5, 0.75]))
     train, held = split_indices(bins, seed)
     names = [str(n) for n in data.feature_names]
-    features = [feature_spec(n, x_all[train, i], _diabetes_type(n, x_all[train, i]))
-                for i, n in enumerate(names)]
+    features = [
+        feature_spec(n, x_all[train, i], _diabetes_type(n, x_all[train, i]))
+        for i, n in enumerate(names)
+    ]
     target_mean, target_std = float(y_all[train].mean()), float(y_all[train].std())
     hidden, dropout = [64, 32], 0.1
     model = RecordsMLP(len(features), hidden, 1, dropout)
@@ -188,11 +219,19 @@ def build_records_regressor(out: Path, *, seed: int = 0) -> Metrics:
     metrics = {
         "heldout_r2": float(r2_score(y_all[held], predicted)),
         "heldout_mae": float(mean_absolute_error(y_all[held], predicted)),
-        "n_train": int(len(train)), "n_heldout": int(len(held)),
+        "n_train": int(len(train)),
+        "n_heldout": int(len(held)),
     }
-    config = {"task": "regress-records", "hidden_sizes": hidden, "dropout": dropout,
-              "target": "disease_progression", "target_mean": target_mean,
-              "target_std": target_std, "metrics": metrics, "trained_on": "sklearn diabetes"}
+    config = {
+        "task": "regress-records",
+        "hidden_sizes": hidden,
+        "dropout": dropout,
+        "target": "disease_progression",
+        "target_mean": target_mean,
+        "target_std": target_std,
+        "metrics": metrics,
+        "trained_on": "sklearn diabetes",
+    }
     save_records_model(out, model, config, features)
     return {**metrics, "seconds": time.perf_counter() - started}
 
@@ -226,9 +265,14 @@ def make_image_processor() -> Any:
     processor_class = getattr(transformers, "ViTImageProcessorPil", None)
     if processor_class is None:
         processor_class = transformers.ViTImageProcessor
-    return processor_class(do_resize=True, size={"height": DIGIT_SIZE, "width": DIGIT_SIZE},
-                           do_rescale=True, do_normalize=True,
-                           image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    return processor_class(
+        do_resize=True,
+        size={"height": DIGIT_SIZE, "width": DIGIT_SIZE},
+        do_rescale=True,
+        do_normalize=True,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
 
 
 def _pixel_values(processor: Any, images: list[Image.Image]) -> torch.Tensor:
@@ -239,9 +283,15 @@ def _pixel_values(processor: Any, images: list[Image.Image]) -> torch.Tensor:
 def _tiny_resnet() -> Any:
     from transformers import ResNetConfig, ResNetForImageClassification
 
-    config = ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[32, 64],
-                          depths=[1, 1], layer_type="basic", hidden_act="relu",
-                          **_labels_config(str(d) for d in range(10)))
+    config = ResNetConfig(
+        num_channels=3,
+        embedding_size=16,
+        hidden_sizes=[32, 64],
+        depths=[1, 1],
+        layer_type="basic",
+        hidden_act="relu",
+        **_labels_config(str(d) for d in range(10)),
+    )
     return ResNetForImageClassification(config)
 
 
@@ -269,8 +319,11 @@ def build_image_classifier(out: Path, *, seed: int = 0) -> Metrics:
     model.eval()
     with torch.no_grad():
         predicted = model(pixel_values=pixels[torch.from_numpy(held)]).logits.argmax(-1)
-    metrics = {"heldout_accuracy": _accuracy(predicted.numpy(), digits.target[held]),
-               "n_train": int(len(train)), "n_heldout": int(len(held))}
+    metrics = {
+        "heldout_accuracy": _accuracy(predicted.numpy(), digits.target[held]),
+        "n_train": int(len(train)),
+        "n_heldout": int(len(held)),
+    }
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     _patch_config_json(out, sluice_metrics=metrics, trained_on="sklearn digits (8x8 -> 32x32)")
@@ -283,22 +336,38 @@ def build_image_classifier(out: Path, *, seed: int = 0) -> Metrics:
 def _tiny_wav2vec2_kwargs() -> dict[str, Any]:
     """A small conv stack (total stride 80: 200 frames per second) and a 2-layer encoder."""
     return {
-        "conv_dim": (32, 32, 32), "conv_kernel": (10, 8, 8), "conv_stride": (5, 4, 4),
-        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "intermediate_size": 64, "num_conv_pos_embeddings": 16,
-        "num_conv_pos_embedding_groups": 4, "feat_extract_norm": "layer",
-        "do_stable_layer_norm": False, "mask_time_prob": 0.0, "mask_feature_prob": 0.0,
-        "hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0,
-        "feat_proj_dropout": 0.0, "final_dropout": 0.0, "layerdrop": 0.0,
+        "conv_dim": (32, 32, 32),
+        "conv_kernel": (10, 8, 8),
+        "conv_stride": (5, 4, 4),
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 4,
+        "feat_extract_norm": "layer",
+        "do_stable_layer_norm": False,
+        "mask_time_prob": 0.0,
+        "mask_feature_prob": 0.0,
+        "hidden_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+        "feat_proj_dropout": 0.0,
+        "final_dropout": 0.0,
+        "layerdrop": 0.0,
     }
 
 
 def make_wav2vec2_feature_extractor() -> Any:
     from transformers import Wav2Vec2FeatureExtractor
 
-    return Wav2Vec2FeatureExtractor(sampling_rate=SAMPLE_RATE, feature_size=1,
-                                    padding_value=0.0, do_normalize=True,
-                                    return_attention_mask=True)
+    return Wav2Vec2FeatureExtractor(
+        sampling_rate=SAMPLE_RATE,
+        feature_size=1,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=True,
+    )
 
 
 @_isolated
@@ -314,8 +383,12 @@ def build_audio_classifier(out: Path, *, seed: int = 0) -> Metrics:
     extractor = make_wav2vec2_feature_extractor()
     encoded = extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
     values, mask = encoded["input_values"], encoded["attention_mask"]
-    config = Wav2Vec2Config(**_tiny_wav2vec2_kwargs(), use_weighted_layer_sum=False,
-                            classifier_proj_size=32, **_labels_config(SOUND_LABELS))
+    config = Wav2Vec2Config(
+        **_tiny_wav2vec2_kwargs(),
+        use_weighted_layer_sum=False,
+        classifier_proj_size=32,
+        **_labels_config(SOUND_LABELS),
+    )
     model = Wav2Vec2ForSequenceClassification(config)
     optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
@@ -325,15 +398,19 @@ def build_audio_classifier(out: Path, *, seed: int = 0) -> Metrics:
         for batch in _batches(len(train_idx), 16, gen):
             rows = train_idx[batch]
             optimiser.zero_grad()
-            model(input_values=values[rows], attention_mask=mask[rows],
-                  labels=targets[rows]).loss.backward()
+            model(
+                input_values=values[rows], attention_mask=mask[rows], labels=targets[rows]
+            ).loss.backward()
             optimiser.step()
     model.eval()
     held_idx = torch.from_numpy(held)
     with torch.no_grad():
         logits = model(input_values=values[held_idx], attention_mask=mask[held_idx]).logits
-    metrics = {"heldout_accuracy": _accuracy(logits.argmax(-1).numpy(), labels[held]),
-               "n_train": int(len(train)), "n_heldout": int(len(held))}
+    metrics = {
+        "heldout_accuracy": _accuracy(logits.argmax(-1).numpy(), labels[held]),
+        "n_train": int(len(train)),
+        "n_heldout": int(len(held)),
+    }
     model.save_pretrained(out, safe_serialization=True)
     extractor.save_pretrained(out)
     _patch_config_json(out, sluice_metrics=metrics, trained_on="synthetic sounds (synth_audio)")
@@ -355,13 +432,23 @@ def _build_ctc(out: Path, seed: int) -> Metrics:
         vocab_file = Path(scratch) / "vocab.json"
         vocab_file.write_text(json.dumps(vocab))
         # no <s>/</s>: CTC never emits them, and extra tokens would outgrow the output layer
-        tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), bos_token=None, eos_token=None,
-                                         unk_token="<unk>", pad_token="<pad>",
-                                         word_delimiter_token="|")
-    processor = Wav2Vec2Processor(feature_extractor=make_wav2vec2_feature_extractor(),
-                                  tokenizer=tokenizer)
-    config = Wav2Vec2Config(**_tiny_wav2vec2_kwargs(), vocab_size=len(tokenizer),
-                            pad_token_id=vocab["<pad>"], ctc_loss_reduction="mean")
+        tokenizer = Wav2Vec2CTCTokenizer(
+            str(vocab_file),
+            bos_token=None,
+            eos_token=None,
+            unk_token="<unk>",
+            pad_token="<pad>",
+            word_delimiter_token="|",
+        )
+    processor = Wav2Vec2Processor(
+        feature_extractor=make_wav2vec2_feature_extractor(), tokenizer=tokenizer
+    )
+    config = Wav2Vec2Config(
+        **_tiny_wav2vec2_kwargs(),
+        vocab_size=len(tokenizer),
+        pad_token_id=vocab["<pad>"],
+        ctc_loss_reduction="mean",
+    )
     model = Wav2Vec2ForCTC(config).eval()
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
@@ -370,15 +457,26 @@ def _build_ctc(out: Path, seed: int) -> Metrics:
 
 
 # Whisper's special tokens in the order generate() relies on (ids follow the byte vocab)
-WHISPER_SPECIALS = ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>",
-                    "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>",
-                    "<|notimestamps|>")
+WHISPER_SPECIALS = (
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nocaptions|>",
+    "<|notimestamps|>",
+)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable character table that byte-level BPE vocabularies use."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
-                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("\u00a1"), ord("\u00ac") + 1),
+        *range(ord("\u00ae"), ord("\u00ff") + 1),
+    ]
     table = {b: chr(b) for b in printable}
     extra = 0
     for b in range(256):
@@ -395,9 +493,14 @@ def _whisper_tokenizer() -> Any:
     vocab = {char: i for i, char in enumerate(_bytes_to_unicode().values())}
     for token in WHISPER_SPECIALS:
         vocab[token] = len(vocab)
-    tokenizer = WhisperTokenizer(vocab=vocab, merges=[], unk_token="<|endoftext|>",
-                                 bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                 pad_token="<|endoftext|>")
+    tokenizer = WhisperTokenizer(
+        vocab=vocab,
+        merges=[],
+        unk_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": list(WHISPER_SPECIALS[1:])})
     return tokenizer
 
@@ -415,22 +518,40 @@ def _build_whisper(out: Path, seed: int) -> Metrics:
     _seed_all(seed)
     tokenizer = _whisper_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in WHISPER_SPECIALS}
-    processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80),
-                                 tokenizer=tokenizer)
+    processor = WhisperProcessor(
+        feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer
+    )
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     config = WhisperConfig(
-        vocab_size=len(tokenizer), num_mel_bins=80, d_model=32, encoder_layers=1,
-        decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=1500,
-        max_target_positions=64, pad_token_id=eot, bos_token_id=eot, eos_token_id=eot,
-        decoder_start_token_id=sot, suppress_tokens=None, begin_suppress_tokens=None,
+        vocab_size=len(tokenizer),
+        num_mel_bins=80,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_source_positions=1500,
+        max_target_positions=64,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        decoder_start_token_id=sot,
+        suppress_tokens=None,
+        begin_suppress_tokens=None,
     )
     # no suppress lists: Whisper's defaults name ids of the real 51k vocabulary
     model = WhisperForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
-        decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
-        max_length=64, no_timestamps_token_id=ids["<|notimestamps|>"],
-        is_multilingual=False, forced_decoder_ids=None,
+        decoder_start_token_id=sot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        max_length=64,
+        no_timestamps_token_id=ids["<|notimestamps|>"],
+        is_multilingual=False,
+        forced_decoder_ids=None,
     )
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
@@ -496,8 +617,12 @@ def _build_one(root: Path, name: str) -> Metrics:
     return metrics
 
 
-def build_all(root: Path, names: Iterable[str] | None = None, force: bool = False,
-              on_built: Callable[[str, Metrics], None] | None = None) -> dict[str, Metrics]:
+def build_all(
+    root: Path,
+    names: Iterable[str] | None = None,
+    force: bool = False,
+    on_built: Callable[[str, Metrics], None] | None = None,
+) -> dict[str, Metrics]:
     """Build the named models (default: all) into `root/<name>/`, skipping complete ones.
 
     Returns every requested model's metrics (read back from metrics.json when cached);

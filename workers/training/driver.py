@@ -32,8 +32,10 @@ def load_rows(spec: TrainSpec) -> list[dict[str, Any]]:
     columns = spec.used_columns()
     kept = [{c: row.get(c) for c in columns} for row in rows]
     if fingerprint(kept, columns) != spec.data_fingerprint:
-        raise TrainingError(f"the training data at {spec.data.describe()} changed after the "
-                            "run was submitted; submit the training again")
+        raise TrainingError(
+            f"the training data at {spec.data.describe()} changed after the "
+            "run was submitted; submit the training again"
+        )
     return kept
 
 
@@ -44,28 +46,41 @@ def scaling(spec: TrainSpec, settings: Settings) -> Any:
 
     resources = ray.cluster_resources()
     gpus = resources.get("GPU", 0)
-    per_worker = spec.gpus_per_worker if spec.gpus_per_worker is not None else (
-        1.0 if gpus else 0.0)
+    per_worker = (
+        spec.gpus_per_worker if spec.gpus_per_worker is not None else (1.0 if gpus else 0.0)
+    )
     if per_worker and not gpus:
-        raise TrainingError(f"--gpus-per-worker {per_worker:g} asked for, but the Ray cluster "
-                            "has no GPUs; drop the option to train on CPUs")
+        raise TrainingError(
+            f"--gpus-per-worker {per_worker:g} asked for, but the Ray cluster "
+            "has no GPUs; drop the option to train on CPUs"
+        )
     cpus = settings.train_cpus_per_worker
     if spec.workers * cpus > resources.get("CPU", 0) or spec.workers * per_worker > gpus:
         raise TrainingError(
             f"{spec.workers} workers need {spec.workers * cpus:g} CPUs and "
             f"{spec.workers * per_worker:g} GPUs; the Ray cluster has "
             f"{resources.get('CPU', 0):g} CPUs and {gpus:g} GPUs. Use fewer --workers or "
-            "lower SLUICE_TRAIN_CPUS_PER_WORKER")
-    return ScalingConfig(num_workers=spec.workers, use_gpu=per_worker > 0,
-                         resources_per_worker={"CPU": cpus, "GPU": per_worker})
+            "lower SLUICE_TRAIN_CPUS_PER_WORKER"
+        )
+    return ScalingConfig(
+        num_workers=spec.workers,
+        use_gpu=per_worker > 0,
+        resources_per_worker={"CPU": cpus, "GPU": per_worker},
+    )
 
 
 class LeaseLost(Exception):
     """Another worker took the run over (this one's lease ran out): leave it to that one."""
 
 
-def run_training(run: RunView, settings: Settings, endpoints: Endpoints,
-                 runs: TrainingRuns, registry: Registry, owner: str) -> ModelVersionView:
+def run_training(
+    run: RunView,
+    settings: Settings,
+    endpoints: Endpoints,
+    runs: TrainingRuns,
+    registry: Registry,
+    owner: str,
+) -> ModelVersionView:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
@@ -87,18 +102,24 @@ def run_training(run: RunView, settings: Settings, endpoints: Endpoints,
     shutil.rmtree(output, ignore_errors=True)
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"spec": spec.model_dump(), "data": ray.put(prepared),
-                           "run_id": run.id, "owner": owner,
-                           "database_url": endpoints.database_url,
-                           "output_dir": str(output),
-                           "checkpoint_seconds": settings.train_checkpoint_seconds},
+        train_loop_config={
+            "spec": spec.model_dump(),
+            "data": ray.put(prepared),
+            "run_id": run.id,
+            "owner": owner,
+            "database_url": endpoints.database_url,
+            "output_dir": str(output),
+            "checkpoint_seconds": settings.train_checkpoint_seconds,
+        },
         scaling_config=scaling(spec, settings),
         # The same name and storage path on a retry: Ray Train resumes from the newest
         # checkpoint there, so a run whose worker died does not start again from zero.
-        run_config=RunConfig(name=run.id, storage_path=str(storage),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             failure_config=FailureConfig(
-                                 max_failures=settings.train_max_failures)),
+        run_config=RunConfig(
+            name=run.id,
+            storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=settings.train_max_failures),
+        ),
     )
     trainer.fit()
     if runs.is_cancelled(run.id):
@@ -111,8 +132,9 @@ def run_training(run: RunView, settings: Settings, endpoints: Endpoints,
     return version
 
 
-def register(output: Path, run: RunView, spec: TrainSpec, settings: Settings,
-             registry: Registry) -> ModelVersionView:
+def register(
+    output: Path, run: RunView, spec: TrainSpec, settings: Settings, registry: Registry
+) -> ModelVersionView:
     """Move the model into the store (one directory per run) and record it as the name's
     next version."""
     final = json.loads((output / FINAL_METRICS).read_text())
@@ -124,9 +146,16 @@ def register(output: Path, run: RunView, spec: TrainSpec, settings: Settings,
     shutil.move(str(output), target)
     try:
         view = registry.register(
-            spec.name, spec.task, uri=str(target), sha256=weights_sha256(target),
-            metrics=final["metrics"], training_run_id=run.id,
-            data_fingerprint=spec.data_fingerprint, dp=final.get("dp"), tenant=run.tenant)
+            spec.name,
+            spec.task,
+            uri=str(target),
+            sha256=weights_sha256(target),
+            metrics=final["metrics"],
+            training_run_id=run.id,
+            data_fingerprint=spec.data_fingerprint,
+            dp=final.get("dp"),
+            tenant=run.tenant,
+        )
     except IntegrityError:  # another attempt of this run registered first (unique run id)
         shutil.rmtree(target, ignore_errors=True)
         done = [v for v in registry.list(spec.name) if v.training_run_id == run.id]

@@ -76,7 +76,8 @@ def train_loop(config: dict[str, Any]) -> None:
     model = recipe.build(spec, prepared.meta).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser: torch.optim.Optimizer = torch.optim.AdamW(
-        trainable, lr=spec.learning_rate or recipe.default_learning_rate, weight_decay=1e-3)
+        trainable, lr=spec.learning_rate or recipe.default_learning_rate, weight_decay=1e-3
+    )
     state: dict[str, Any] = {"epoch": 0, "history": []}
     resumed = ray.train.get_checkpoint()
     if resumed:
@@ -88,22 +89,26 @@ def train_loop(config: dict[str, Any]) -> None:
     if spec.dp:
         from workers.training.privacy import make_private
 
-        model, optimiser, loader, privacy = make_private(model, optimiser, rows, spec, world,
-                                                         state.get("dp_history"))
+        model, optimiser, loader, privacy = make_private(
+            model, optimiser, rows, spec, world, state.get("dp_history")
+        )
     else:
         model = ray.train.torch.prepare_model(model)
         sampler: DistributedSampler[Any] = DistributedSampler(
-            rows, num_replicas=world, rank=rank, shuffle=True, seed=spec.seed,
-            drop_last=world > 1)
+            rows, num_replicas=world, rank=rank, shuffle=True, seed=spec.seed, drop_last=world > 1
+        )
         # --batch-size is the global batch: each of the ranks takes its share
         loader = DataLoader(rows, batch_size=max(1, spec.batch_size // world), sampler=sampler)
     reporter = Reporter(config, rank)
     audit = Audit(rank, world, len(rows))
     start_epoch = int(state["epoch"])
-    progress: dict[str, Any] = {"epochs": spec.epochs, "workers": world,
-                                "metric": recipe.primary_metric,
-                                "resumed_from_epoch": start_epoch or None,
-                                "history": state["history"][-PROGRESS_HISTORY:]}
+    progress: dict[str, Any] = {
+        "epochs": spec.epochs,
+        "workers": world,
+        "metric": recipe.primary_metric,
+        "resumed_from_epoch": start_epoch or None,
+        "history": state["history"][-PROGRESS_HISTORY:],
+    }
     model.train()
     last_saved = time.monotonic()
     for epoch in range(start_epoch, spec.epochs):
@@ -127,28 +132,39 @@ def train_loop(config: dict[str, Any]) -> None:
                 seen.append(index)
         ddp = audit.epoch(seen, checkpoint.unwrap(model))
         # only rank 0's metrics are kept: the other ranks skip the held-out pass
-        metrics = recipe.evaluate(checkpoint.unwrap(model), heldout, prepared.meta) if (
-            rank == 0) else {}
+        metrics = (
+            recipe.evaluate(checkpoint.unwrap(model), heldout, prepared.meta) if (rank == 0) else {}
+        )
         # under DP the training loss is not published: it is computed from private rows
         # without noise, outside ε (held-out metrics are not training data)
         mean_loss = float(np.mean(losses)) if losses and privacy is None else None
-        entry = {"epoch": epoch + 1, "loss": mean_loss,
-                 "seconds": round(time.perf_counter() - started, 4), **metrics}
+        entry = {
+            "epoch": epoch + 1,
+            "loss": mean_loss,
+            "seconds": round(time.perf_counter() - started, 4),
+            **metrics,
+        }
         if privacy is not None:
             entry["epsilon"] = privacy.epsilon()
         state = {"epoch": epoch + 1, "history": [*state["history"], entry]}
         if privacy is not None:
             state["dp_history"] = privacy.history()
-        progress.update(epoch=epoch + 1, loss=entry["loss"],
-                        metric_value=metrics.get(recipe.primary_metric),
-                        epsilon=entry.get("epsilon"), ddp=ddp,
-                        # the ledger keeps the newest epochs (a write per epoch must stay
-                        # small); the checkpoint keeps them all
-                        history=state["history"][-PROGRESS_HISTORY:])
+        progress.update(
+            epoch=epoch + 1,
+            loss=entry["loss"],
+            metric_value=metrics.get(recipe.primary_metric),
+            epsilon=entry.get("epsilon"),
+            ddp=ddp,
+            # the ledger keeps the newest epochs (a write per epoch must stay
+            # small); the checkpoint keeps them all
+            history=state["history"][-PROGRESS_HISTORY:],
+        )
         # Checkpoints (and so reports: Ray Train's report waits on its controller) at most
         # once per checkpoint_seconds, and at the last epoch; progress goes to the ledger.
-        due = (time.monotonic() - last_saved >= config["checkpoint_seconds"]
-               or epoch + 1 == spec.epochs)
+        due = (
+            time.monotonic() - last_saved >= config["checkpoint_seconds"]
+            or epoch + 1 == spec.epochs
+        )
         keep_going, due = agree([reporter.write(progress), due], world, device)
         if not keep_going:  # cancelled or taken over: no checkpoint (the new owner writes its
             return  # own); the driver sees why in the ledger
@@ -159,20 +175,31 @@ def train_loop(config: dict[str, Any]) -> None:
         _finish(recipe, model, spec, prepared, heldout, Path(config["output_dir"]), privacy)
 
 
-def _report(entry: dict[str, Any], model: nn.Module, optimiser: torch.optim.Optimizer,
-            state: dict[str, Any], save: bool) -> None:
+def _report(
+    entry: dict[str, Any],
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    state: dict[str, Any],
+    save: bool,
+) -> None:
     """Every rank reports; only rank 0 hands Ray Train a checkpoint to persist."""
     with tempfile.TemporaryDirectory() as directory:
         persisted = None
         if save:
             checkpoint.save(Path(directory), model, optimiser, state)
             persisted = ray.train.Checkpoint.from_directory(directory)
-        ray.train.report({k: v for k, v in entry.items() if v is not None},
-                         checkpoint=persisted)
+        ray.train.report({k: v for k, v in entry.items() if v is not None}, checkpoint=persisted)
 
 
-def _finish(recipe: Any, model: nn.Module, spec: TrainSpec, prepared: Prepared,
-            heldout: dict[str, torch.Tensor], out: Path, privacy: Any) -> None:
+def _finish(
+    recipe: Any,
+    model: nn.Module,
+    spec: TrainSpec,
+    prepared: Prepared,
+    heldout: dict[str, torch.Tensor],
+    out: Path,
+    privacy: Any,
+) -> None:
     """The model directory inference loads, with its held-out metrics (and DP budget)."""
     import json
 

@@ -24,15 +24,24 @@ class Privacy:
         return [list(step) for step in self.engine.accountant.history]
 
     def budget(self) -> dict[str, Any]:
-        return {"epsilon": self.epsilon(), "delta": self.dp.delta,
-                "target_epsilon": self.dp.epsilon,
-                "noise_multiplier": float(self.optimiser.noise_multiplier),
-                "max_grad_norm": self.dp.max_grad_norm, "accountant": "rdp"}
+        return {
+            "epsilon": self.epsilon(),
+            "delta": self.dp.delta,
+            "target_epsilon": self.dp.epsilon,
+            "noise_multiplier": float(self.optimiser.noise_multiplier),
+            "max_grad_norm": self.dp.max_grad_norm,
+            "accountant": "rdp",
+        }
 
 
-def make_private(model: nn.Module, optimiser: torch.optim.Optimizer, rows: Dataset[Any],
-                 spec: TrainSpec, world: int, history: list[list[float]] | None
-                 ) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader[Any], Privacy]:
+def make_private(
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    rows: Dataset[Any],
+    spec: TrainSpec,
+    world: int,
+    history: list[list[float]] | None,
+) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader[Any], Privacy]:
     """Wrap for DP. The noise is set for the target ε after all epochs; on a resume the
     accountant's history is restored, so ε counts every step ever taken."""
     assert spec.dp is not None
@@ -43,10 +52,19 @@ def make_private(model: nn.Module, optimiser: torch.optim.Optimizer, rows: Datas
     loader = DataLoader(rows, batch_size=spec.batch_size)
     engine = PrivacyEngine(accountant="rdp")
     private_model, private_optimiser, private_loader = engine.make_private_with_epsilon(
-        module=model, optimizer=optimiser, data_loader=loader,
-        target_epsilon=spec.dp.epsilon, target_delta=spec.dp.delta, epochs=spec.epochs,
-        max_grad_norm=spec.dp.max_grad_norm)
+        module=model,
+        optimizer=optimiser,
+        data_loader=loader,
+        target_epsilon=spec.dp.epsilon,
+        target_delta=spec.dp.delta,
+        epochs=spec.epochs,
+        max_grad_norm=spec.dp.max_grad_norm,
+    )
     if history:
         engine.accountant.history = [tuple(step) for step in history]
-    return private_model, private_optimiser, private_loader, Privacy(engine, private_optimiser,
-                                                                     spec)
+    return (
+        private_model,
+        private_optimiser,
+        private_loader,
+        Privacy(engine, private_optimiser, spec),
+    )

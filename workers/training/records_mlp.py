@@ -27,8 +27,9 @@ STD_FLOOR = 1e-6
 class RecordsMLP(nn.Module):
     """input -> [Linear, ReLU, Dropout]* -> Linear(n_outputs), on normalised inputs."""
 
-    def __init__(self, n_features: int, hidden_sizes: list[int], n_outputs: int,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self, n_features: int, hidden_sizes: list[int], n_outputs: int, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = n_features
@@ -48,8 +49,12 @@ def n_outputs(config: dict[str, Any]) -> int:
 
 
 def model_from_config(config: dict[str, Any], n_features: int) -> RecordsMLP:
-    return RecordsMLP(n_features, list(config["hidden_sizes"]), n_outputs(config),
-                      float(config.get("dropout", 0.0)))
+    return RecordsMLP(
+        n_features,
+        list(config["hidden_sizes"]),
+        n_outputs(config),
+        float(config.get("dropout", 0.0)),
+    )
 
 
 def feature_spec(name: str, column: np.ndarray, kind: str = "number") -> dict[str, Any]:
@@ -88,12 +93,14 @@ def _check_config(config: dict[str, Any]) -> None:
     if config["task"] == "classify-records" and not config.get("labels"):
         raise ValueError("a records classifier needs labels")
     if config["task"] == "regress-records" and not {"target", "target_mean", "target_std"} <= set(
-            config):
+        config
+    ):
         raise ValueError("a records regressor needs target, target_mean and target_std")
 
 
-def save_records_model(out_dir: Path | str, model: RecordsMLP, config: dict[str, Any],
-                       features: list[dict[str, Any]]) -> None:
+def save_records_model(
+    out_dir: Path | str, model: RecordsMLP, config: dict[str, Any], features: list[dict[str, Any]]
+) -> None:
     """Write config.json, features.json and model.safetensors into `out_dir`."""
     config = {"sluice_model": FORMAT_NAME, "format_version": FORMAT_VERSION, **config}
     _check_config(config)
@@ -105,8 +112,7 @@ def save_records_model(out_dir: Path | str, model: RecordsMLP, config: dict[str,
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
 
 
-def load_records_model(
-        path: Path | str) -> tuple[RecordsMLP, dict[str, Any], list[dict[str, Any]]]:
+def load_records_model(path: Path | str) -> tuple[RecordsMLP, dict[str, Any], list[dict[str, Any]]]:
     """The model in eval mode, its config and its feature list."""
     root = Path(path)
     config = json.loads((root / "config.json").read_text())

@@ -53,8 +53,9 @@ _GENERATORS = {
 }
 
 
-def synthesize(label: str, seconds: float, sample_rate: int,
-               rng: np.random.Generator) -> np.ndarray:
+def synthesize(
+    label: str, seconds: float, sample_rate: int, rng: np.random.Generator
+) -> np.ndarray:
     """One float32 mono clip in [-1, 1] of the given sound class, randomised by `rng`."""
     if label not in _GENERATORS:
         raise ValueError(f"unknown sound label {label!r}; expected one of {SOUND_LABELS}")
@@ -67,13 +68,14 @@ def synthesize(label: str, seconds: float, sample_rate: int,
     body = _GENERATORS[label](t, rng)
     body = body / max(float(np.max(np.abs(body))), 1e-9) * rng.uniform(0.2, 0.9)
     clip = np.zeros(n, dtype=np.float64)
-    clip[lead:lead + body_len] = body[: n - lead]
+    clip[lead : lead + body_len] = body[: n - lead]
     clip += rng.normal(0.0, rng.uniform(0.002, 0.02), n)  # a little background noise
     return np.clip(clip, -1.0, 1.0).astype(np.float32)
 
 
-def synthesize_dataset(n_per_label: int, seconds: float, sample_rate: int,
-                       seed: int) -> tuple[list[np.ndarray], list[int]]:
+def synthesize_dataset(
+    n_per_label: int, seconds: float, sample_rate: int, seed: int
+) -> tuple[list[np.ndarray], list[int]]:
     """`n_per_label` clips of each class, interleaved; labels index into SOUND_LABELS."""
     rng = np.random.default_rng(seed)
     clips: list[np.ndarray] = []

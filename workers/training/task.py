@@ -44,20 +44,35 @@ def train_model(task: Task, settings: Settings, endpoints: Endpoints, run_id: st
         runs.finish(run_id, owner, done[0].version)
         return f"registered {done[0].ref}"
     if run.attempts > settings.train_max_attempts:
-        _end(runs, settings, run_id, owner, f"{settings.train_max_attempts} attempts used up "
-             f"(the worker running it died each time); last error: {run.error or 'none'}")
+        _end(
+            runs,
+            settings,
+            run_id,
+            owner,
+            f"{settings.train_max_attempts} attempts used up "
+            f"(the worker running it died each time); last error: {run.error or 'none'}",
+        )
         return "failed"
     log.info("run %s: attempt %d, training %s", run_id, run.attempts, run.name)
     try:
-        with LeaseKeeper(lambda: runs.renew(run_id, owner, settings.lease_seconds),
-                         settings.lease_seconds, f"run {run_id}"):
+        with LeaseKeeper(
+            lambda: runs.renew(run_id, owner, settings.lease_seconds),
+            settings.lease_seconds,
+            f"run {run_id}",
+        ):
             version = run_training(run, settings, endpoints, runs, registry, owner)
     except LeaseLost:
         log.warning("run %s: its lease was taken over; the new owner goes on", run_id)
         return "lease-lost"
     except SoftTimeLimitExceeded:
-        _end(runs, settings, run_id, owner, f"ran past SLUICE_TRAIN_TIME_LIMIT "
-             f"({settings.train_time_limit}s); raise it or train fewer epochs")
+        _end(
+            runs,
+            settings,
+            run_id,
+            owner,
+            f"ran past SLUICE_TRAIN_TIME_LIMIT "
+            f"({settings.train_time_limit}s); raise it or train fewer epochs",
+        )
         return "failed"
     except SluiceError as exc:  # the request or its data is wrong: a retry cannot help
         if runs.is_cancelled(run_id):
@@ -72,19 +87,26 @@ def train_model(task: Task, settings: Settings, endpoints: Endpoints, run_id: st
             log.error("run %s failed after %d attempts: %s", run_id, run.attempts, reason)
             _end(runs, settings, run_id, owner, reason)
             return "failed"
-        log.warning("run %s: attempt %d failed, retrying from its last checkpoint: %s",
-                    run_id, run.attempts, reason)
+        log.warning(
+            "run %s: attempt %d failed, retrying from its last checkpoint: %s",
+            run_id,
+            run.attempts,
+            reason,
+        )
         runs.release(run_id, owner, reason)
-        raise task.retry(exc=exc, countdown=settings.retry_backoff ** run.attempts,
-                         max_retries=None) from exc
+        raise task.retry(
+            exc=exc, countdown=settings.retry_backoff**run.attempts, max_retries=None
+        ) from exc
     if not runs.finish(run_id, owner, version.version):
-        log.warning("run %s: registered %s, but the run was cancelled meanwhile", run_id,
-                    version.ref)
+        log.warning(
+            "run %s: registered %s, but the run was cancelled meanwhile", run_id, version.ref
+        )
     return f"registered {version.ref}"
 
 
-def _end(runs: TrainingRuns, settings: Settings, run_id: str, owner: str | None,
-         error: str | None) -> None:
+def _end(
+    runs: TrainingRuns, settings: Settings, run_id: str, owner: str | None, error: str | None
+) -> None:
     """A run that will not go on: failed (with its reason) and its checkpoints removed."""
     if error is not None:
         runs.fail(run_id, owner, error)
@@ -98,8 +120,12 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
 
 
-def resend_training(settings: Settings, database_url: str, send: Callable[[str], object],
-                    queue_is_empty: Callable[[], bool]) -> int:
+def resend_training(
+    settings: Settings,
+    database_url: str,
+    send: Callable[[str], object],
+    queue_is_empty: Callable[[], bool],
+) -> int:
     """Re-send runs whose worker died (expired lease), and queued runs whose message may be
     lost, the latter only when the training queue is empty (a backlog is not a loss)."""
     runs, _ = _stores(database_url)
@@ -115,7 +141,11 @@ def resend_training(settings: Settings, database_url: str, send: Callable[[str],
 
 
 def register_training(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
-    @app.task(name=TRAIN_TASK, bind=True, time_limit=settings.train_time_limit,
-              soft_time_limit=max(1, settings.train_time_limit - 30))
+    @app.task(
+        name=TRAIN_TASK,
+        bind=True,
+        time_limit=settings.train_time_limit,
+        soft_time_limit=max(1, settings.train_time_limit - 30),
+    )
     def train_model_task(self: Task, run_id: str) -> str:
         return train_model(self, settings, endpoints, run_id)

@@ -62,7 +62,9 @@ def upgrade() -> None:
     op.create_table(
         "results",
         sa.Column(
-            "job_id", sa.String(32), sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+            "job_id",
+            sa.String(32),
+            sa.ForeignKey("jobs.id", ondelete="CASCADE"),
             primary_key=True,
         ),
         sa.Column("item_key", sa.String(512), primary_key=True),
@@ -76,7 +78,9 @@ def upgrade() -> None:
     op.create_table(
         "explanations",
         sa.Column(
-            "job_id", sa.String(32), sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+            "job_id",
+            sa.String(32),
+            sa.ForeignKey("jobs.id", ondelete="CASCADE"),
             primary_key=True,
         ),
         sa.Column("item_key", sa.String(512), primary_key=True),

@@ -19,15 +19,18 @@ TS = sa.DateTime(timezone=True)
 
 def upgrade() -> None:
     # Plain ADD COLUMN (no table rebuild on SQLite: rebuilding `jobs` would cascade-delete).
-    op.add_column("jobs", sa.Column("tenant", sa.String(64), nullable=False,
-                                    server_default=sa.text("'default'")))
+    op.add_column(
+        "jobs",
+        sa.Column("tenant", sa.String(64), nullable=False, server_default=sa.text("'default'")),
+    )
     op.add_column("jobs", sa.Column("api_key_id", sa.String(32), nullable=True))
     op.add_column("jobs", sa.Column("callback_url", sa.Text(), nullable=True))
     op.add_column("jobs", sa.Column("parent_job_id", sa.String(32), nullable=True))
     op.add_column("jobs", sa.Column("idempotency_key", sa.String(128), nullable=True))
     op.create_index("ix_jobs_tenant", "jobs", ["tenant"])
-    op.create_index("uq_jobs_tenant_idempotency", "jobs", ["tenant", "idempotency_key"],
-                    unique=True)
+    op.create_index(
+        "uq_jobs_tenant_idempotency", "jobs", ["tenant", "idempotency_key"], unique=True
+    )
     op.add_column("chunks", sa.Column("claimed_at", TS, nullable=True))
     op.add_column("chunks", sa.Column("finished_at", TS, nullable=True))
     op.create_table(
@@ -44,7 +47,9 @@ def upgrade() -> None:
     op.create_table(
         "callback_deliveries",
         sa.Column(
-            "job_id", sa.String(32), sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+            "job_id",
+            sa.String(32),
+            sa.ForeignKey("jobs.id", ondelete="CASCADE"),
             primary_key=True,
         ),
         sa.Column("url", sa.Text(), nullable=False),
@@ -56,8 +61,9 @@ def upgrade() -> None:
         sa.Column("created_at", TS, nullable=False),
         sa.Column("delivered_at", TS, nullable=True),
     )
-    op.create_index("ix_callback_deliveries_next_attempt_at", "callback_deliveries",
-                    ["next_attempt_at"])
+    op.create_index(
+        "ix_callback_deliveries_next_attempt_at", "callback_deliveries", ["next_attempt_at"]
+    )
     op.create_table(
         "enrich_watermarks",
         sa.Column("source", sa.String(512), primary_key=True),

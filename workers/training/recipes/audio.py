@@ -36,25 +36,31 @@ class AudioRecipe(HFClassifierRecipe):
     task = "classify-audio"
     scratch_learning_rate = 2e-3  # what the demo sounds classifier trains with
 
-    def prepare(self, spec: TrainSpec, rows: list[dict[str, Any]],
-                limits: MediaLimits) -> Prepared:
+    def prepare(self, spec: TrainSpec, rows: list[dict[str, Any]], limits: MediaLimits) -> Prepared:
         self.configure(spec)
         labels = label_ids(rows, spec.label_column, spec.labels)
         meta = {"labels": list(spec.labels), "extractor_dir": spec.base}
         extractor = _extractor(meta)
         rate = int(extractor.sampling_rate)
-        chunks = decoded_chunks(media_items(spec, rows),
-                                lambda item: load_audio(item, limits, rate), spec.media_column)
+        chunks = decoded_chunks(
+            media_items(spec, rows), lambda item: load_audio(item, limits, rate), spec.media_column
+        )
         clips = [clip for chunk in chunks for clip in chunk]
         # the handler's call: padded (with the attention mask where the extractor gives one)
         # to the longest clip of the whole set, so every array has the row first
         encoded = extractor(clips, sampling_rate=rate, padding=True, return_tensors="np")
-        arrays = {key: np.asarray(value) for key, value in encoded.items()
-                  if isinstance(value, np.ndarray) and len(value) == len(clips)}
+        arrays = {
+            key: np.asarray(value)
+            for key, value in encoded.items()
+            if isinstance(value, np.ndarray) and len(value) == len(clips)
+        }
         arrays["labels"] = labels
         train, held = holdout_split(labels, spec.holdout_fraction, spec.seed)
-        return Prepared(train={k: v[train] for k, v in arrays.items()},
-                        heldout={k: v[held] for k, v in arrays.items()}, meta=meta)
+        return Prepared(
+            train={k: v[train] for k, v in arrays.items()},
+            heldout={k: v[held] for k, v in arrays.items()},
+            meta=meta,
+        )
 
     def build(self, spec: TrainSpec, meta: dict[str, Any]) -> nn.Module:
         from transformers import (
@@ -67,14 +73,25 @@ class AudioRecipe(HFClassifierRecipe):
         torch.manual_seed(spec.seed)
         if spec.base:
             model = AutoModelForAudioClassification.from_pretrained(
-                spec.base, ignore_mismatched_sizes=True, **label_config(spec.labels), **LOAD)
+                spec.base, ignore_mismatched_sizes=True, **label_config(spec.labels), **LOAD
+            )
         else:  # the demo architecture, with this spec's labels
-            config = Wav2Vec2Config(**_tiny_wav2vec2_kwargs(), use_weighted_layer_sum=False,
-                                    classifier_proj_size=32, **label_config(spec.labels))
+            config = Wav2Vec2Config(
+                **_tiny_wav2vec2_kwargs(),
+                use_weighted_layer_sum=False,
+                classifier_proj_size=32,
+                **label_config(spec.labels),
+            )
             model = Wav2Vec2ForSequenceClassification(config)
         return self.finish_build(model, spec)
 
-    def save(self, model: nn.Module, out: Path, spec: TrainSpec, meta: dict[str, Any],
-             metrics: dict[str, float]) -> None:
+    def save(
+        self,
+        model: nn.Module,
+        out: Path,
+        spec: TrainSpec,
+        meta: dict[str, Any],
+        metrics: dict[str, float],
+    ) -> None:
         save_model(model, out, spec, metrics)
         _extractor(meta).save_pretrained(out)

@@ -45,15 +45,23 @@ class Recipe(Protocol):
     primary_metric: str
     default_learning_rate: float
 
-    def prepare(self, spec: TrainSpec, rows: list[dict[str, Any]],
-                limits: MediaLimits) -> Prepared: ...
+    def prepare(
+        self, spec: TrainSpec, rows: list[dict[str, Any]], limits: MediaLimits
+    ) -> Prepared: ...
 
     def build(self, spec: TrainSpec, meta: dict[str, Any]) -> nn.Module: ...
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
-    def evaluate(self, model: nn.Module, heldout: dict[str, torch.Tensor],
-                 meta: dict[str, Any]) -> dict[str, float]: ...
+    def evaluate(
+        self, model: nn.Module, heldout: dict[str, torch.Tensor], meta: dict[str, Any]
+    ) -> dict[str, float]: ...
 
-    def save(self, model: nn.Module, out: Path, spec: TrainSpec, meta: dict[str, Any],
-             metrics: dict[str, float]) -> None: ...
+    def save(
+        self,
+        model: nn.Module,
+        out: Path,
+        spec: TrainSpec,
+        meta: dict[str, Any],
+        metrics: dict[str, float],
+    ) -> None: ...

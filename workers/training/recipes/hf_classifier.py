@@ -30,24 +30,30 @@ def label_ids(rows: list[dict[str, Any]], column: str, labels: list[str]) -> np.
         value = row.get(column)
         label = None if value is None else str(value)
         if label not in index:
-            raise ValueError(f"row {n}: label column {column!r} holds {value!r}, which is not "
-                             f"one of the labels {labels}")
+            raise ValueError(
+                f"row {n}: label column {column!r} holds {value!r}, which is not "
+                f"one of the labels {labels}"
+            )
         ids[n] = index[label]
     return ids
 
 
 def label_config(labels: list[str]) -> dict[str, Any]:
     # no num_labels: it follows id2label, and passing both warns against a base's id2label
-    return {"id2label": dict(enumerate(labels)),
-            "label2id": {label: i for i, label in enumerate(labels)}}
+    return {
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
 
 
 def freeze_body(model: nn.Module) -> None:
     """Leave only the head (everything outside the pretrained base model) trainable."""
     body = getattr(model, "base_model", None)
     if not isinstance(body, nn.Module) or body is model:
-        raise ValueError(f"{type(model).__name__} has no separate base model to freeze; "
-                         "train it with train_encoder")
+        raise ValueError(
+            f"{type(model).__name__} has no separate base model to freeze; "
+            "train it with train_encoder"
+        )
     for param in body.parameters():
         param.requires_grad_(False)
 
@@ -91,30 +97,40 @@ class HFClassifierRecipe:
         return loss
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, heldout: dict[str, torch.Tensor],
-                 meta: dict[str, Any]) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, heldout: dict[str, torch.Tensor], meta: dict[str, Any]
+    ) -> dict[str, float]:
         was_training = model.training
         model.eval()
         try:
             truth = heldout["labels"]
             inputs = {k: v for k, v in heldout.items() if k != "labels"}
-            predicted = [model(**{k: v[start:start + EVAL_BATCH] for k, v in inputs.items()})
-                         .logits.argmax(-1).cpu()
-                         for start in range(0, len(truth), EVAL_BATCH)]
+            predicted = [
+                model(**{k: v[start : start + EVAL_BATCH] for k, v in inputs.items()})
+                .logits.argmax(-1)
+                .cpu()
+                for start in range(0, len(truth), EVAL_BATCH)
+            ]
         finally:
             model.train(was_training)
         y_pred, y_true = torch.cat(predicted).numpy(), truth.cpu().numpy()
-        return {"heldout_accuracy": float(np.mean(y_pred == y_true)),
-                "heldout_macro_f1": float(f1_score(y_true, y_pred, average="macro",
-                                                   zero_division=0)),
-                "n_heldout": float(len(y_true))}
+        return {
+            "heldout_accuracy": float(np.mean(y_pred == y_true)),
+            "heldout_macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+            "n_heldout": float(len(y_true)),
+        }
 
 
 def save_model(model: nn.Module, out: Path, spec: TrainSpec, metrics: dict[str, float]) -> None:
     """Weights as safetensors, no `auto_map`, metrics and provenance in config.json; the
     caller saves the tokenizer or processor beside them."""
     unwrap(model).save_pretrained(out, safe_serialization=True)
-    _patch_config_json(out, sluice_metrics=metrics,
-                       sluice_trained_on={"base": spec.base_ref or spec.base,
-                                          "data_fingerprint": spec.data_fingerprint,
-                                          "train_encoder": spec.train_encoder})
+    _patch_config_json(
+        out,
+        sluice_metrics=metrics,
+        sluice_trained_on={
+            "base": spec.base_ref or spec.base,
+            "data_fingerprint": spec.data_fingerprint,
+            "train_encoder": spec.train_encoder,
+        },
+    )

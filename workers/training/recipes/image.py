@@ -36,23 +36,29 @@ class ImageRecipe(HFClassifierRecipe):
     task = "classify-image"
     scratch_learning_rate = 3e-3  # what the demo digits ResNet trains with
 
-    def prepare(self, spec: TrainSpec, rows: list[dict[str, Any]],
-                limits: MediaLimits) -> Prepared:
+    def prepare(self, spec: TrainSpec, rows: list[dict[str, Any]], limits: MediaLimits) -> Prepared:
         self.configure(spec)
         labels = label_ids(rows, spec.label_column, spec.labels)
         meta = {"labels": list(spec.labels), "processor_dir": spec.base}
         processor = _processor(meta)
 
-        chunks = decoded_chunks(media_items(spec, rows), lambda item: load_image(item, limits),
-                                spec.media_column)
+        chunks = decoded_chunks(
+            media_items(spec, rows), lambda item: load_image(item, limits), spec.media_column
+        )
         # processed a chunk at a time: only the pixel arrays are kept, not the images
-        pixels = [processor(images=images, return_tensors="np")["pixel_values"]
-                  for images in chunks]
-        arrays = {"pixel_values": np.concatenate(pixels).astype(np.float32, copy=False),
-                  "labels": labels}
+        pixels = [
+            processor(images=images, return_tensors="np")["pixel_values"] for images in chunks
+        ]
+        arrays = {
+            "pixel_values": np.concatenate(pixels).astype(np.float32, copy=False),
+            "labels": labels,
+        }
         train, held = holdout_split(labels, spec.holdout_fraction, spec.seed)
-        return Prepared(train={k: v[train] for k, v in arrays.items()},
-                        heldout={k: v[held] for k, v in arrays.items()}, meta=meta)
+        return Prepared(
+            train={k: v[train] for k, v in arrays.items()},
+            heldout={k: v[held] for k, v in arrays.items()},
+            meta=meta,
+        )
 
     def build(self, spec: TrainSpec, meta: dict[str, Any]) -> nn.Module:
         from transformers import AutoModelForImageClassification, ResNetForImageClassification
@@ -61,14 +67,21 @@ class ImageRecipe(HFClassifierRecipe):
         torch.manual_seed(spec.seed)
         if spec.base:
             model = AutoModelForImageClassification.from_pretrained(
-                spec.base, ignore_mismatched_sizes=True, **label_config(spec.labels), **LOAD)
+                spec.base, ignore_mismatched_sizes=True, **label_config(spec.labels), **LOAD
+            )
         else:  # the demo architecture, with this spec's labels
             config = _tiny_resnet().config
             config.update(label_config(spec.labels))
             model = ResNetForImageClassification(config)
         return self.finish_build(model, spec)
 
-    def save(self, model: nn.Module, out: Path, spec: TrainSpec, meta: dict[str, Any],
-             metrics: dict[str, float]) -> None:
+    def save(
+        self,
+        model: nn.Module,
+        out: Path,
+        spec: TrainSpec,
+        meta: dict[str, Any],
+        metrics: dict[str, float],
+    ) -> None:
         save_model(model, out, spec, metrics)
         _processor(meta).save_pretrained(out)

@@ -28,22 +28,22 @@ def media_items(spec: TrainSpec, rows: list[dict[str, Any]]) -> list[Item]:
         except MediaRefError as exc:
             problems.append(f"row {n}: {exc}")
             continue
-        items.append(Item(key=str(n), path=ref) if kind == "path"
-                     else Item(key=str(n), data=ref))
+        items.append(Item(key=str(n), path=ref) if kind == "path" else Item(key=str(n), data=ref))
     raise_problems(problems, spec.media_column)
     if not items:
         raise ValueError("no training rows")
     return items
 
 
-def decoded_chunks(items: list[Item], load: Callable[[Item], Any],
-                   column: str) -> Iterator[list[Any]]:
+def decoded_chunks(
+    items: list[Item], load: Callable[[Item], Any], column: str
+) -> Iterator[list[Any]]:
     """`load(item)` for every item, yielded a chunk at a time. After the first unreadable row
     nothing more is yielded, but the rest are still decoded so the error names them all."""
     problems: list[str] = []
     for start in range(0, len(items), CHUNK):
         decoded = []
-        for item in items[start:start + CHUNK]:
+        for item in items[start : start + CHUNK]:
             try:
                 decoded.append(load(item))
             except InvalidInput as exc:
@@ -57,5 +57,7 @@ def raise_problems(problems: list[str], column: str) -> None:
     if problems:
         shown = "; ".join(problems[:MAX_REPORTED])
         more = f" (and {len(problems) - MAX_REPORTED} more)" if len(problems) > MAX_REPORTED else ""
-        raise ValueError(f"{len(problems)} rows of column {column!r} cannot be read: "
-                         f"{shown}{more}; fix or remove them and train again")
+        raise ValueError(
+            f"{len(problems)} rows of column {column!r} cannot be read: "
+            f"{shown}{more}; fix or remove them and train again"
+        )

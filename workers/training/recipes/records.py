@@ -43,11 +43,9 @@ class RecordsRecipe:
 
     def __init__(self, task: str) -> None:
         self.task = task
-        self.primary_metric = ("heldout_accuracy" if task == "classify-records"
-                               else "heldout_r2")
+        self.primary_metric = "heldout_accuracy" if task == "classify-records" else "heldout_r2"
 
-    def prepare(self, spec: TrainSpec, rows: list[dict[str, Any]],
-                limits: MediaLimits) -> Prepared:
+    def prepare(self, spec: TrainSpec, rows: list[dict[str, Any]], limits: MediaLimits) -> Prepared:
         x = np.stack([_column(rows, name) for name in spec.feature_columns], axis=1)
         if spec.is_classifier:
             index = {label: i for i, label in enumerate(spec.labels)}
@@ -63,18 +61,23 @@ class RecordsRecipe:
                 train, held = holdout_split(np.zeros(len(y)), spec.holdout_fraction, spec.seed)
         # allowed ranges from every labelled row (a plausibility check, not a statistic the
         # model learns from); normalisation from the training part only
-        features = [{**feature_spec(name, x[:, i], _kind(x[:, i])),
-                     "mean": float(x[train, i].mean()),
-                     "std": max(float(x[train, i].std()), STD_FLOOR)}
-                    for i, name in enumerate(spec.feature_columns)]
+        features = [
+            {
+                **feature_spec(name, x[:, i], _kind(x[:, i])),
+                "mean": float(x[train, i].mean()),
+                "std": max(float(x[train, i].std()), STD_FLOOR),
+            }
+            for i, name in enumerate(spec.feature_columns)
+        ]
         meta: dict[str, Any] = {"features": features, "labels": spec.labels}
         if not spec.is_classifier:
             meta["target_mean"] = float(y[train].mean())
             meta["target_std"] = max(float(y[train].std()), 1e-6)
             y = ((y - meta["target_mean"]) / meta["target_std"]).astype(np.float32)
         xn = normalise(x, features)
-        return Prepared(train={"x": xn[train], "y": y[train]},
-                        heldout={"x": xn[held], "y": y[held]}, meta=meta)
+        return Prepared(
+            train={"x": xn[train], "y": y[train]}, heldout={"x": xn[held], "y": y[held]}, meta=meta
+        )
 
     def build(self, spec: TrainSpec, meta: dict[str, Any]) -> nn.Module:
         torch.manual_seed(spec.seed)
@@ -93,32 +96,51 @@ class RecordsRecipe:
         return nn.functional.mse_loss(out[:, 0], batch["y"])
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, heldout: dict[str, torch.Tensor],
-                 meta: dict[str, Any]) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, heldout: dict[str, torch.Tensor], meta: dict[str, Any]
+    ) -> dict[str, float]:
         was_training = model.training
         model.eval()
         out = model(heldout["x"])
         model.train(was_training)
         y = heldout["y"]
         if self.task == "classify-records":
-            return {"heldout_accuracy": float((out.argmax(-1) == y).float().mean()),
-                    "n_heldout": float(len(y))}
+            return {
+                "heldout_accuracy": float((out.argmax(-1) == y).float().mean()),
+                "n_heldout": float(len(y)),
+            }
         predicted, truth = out[:, 0].double(), y.double()
         residual = float(((truth - predicted) ** 2).sum())
         total = float(((truth - truth.mean()) ** 2).sum()) or 1.0
         mae = float((truth - predicted).abs().mean()) * meta["target_std"]
-        return {"heldout_r2": 1.0 - residual / total, "heldout_mae": mae,
-                "n_heldout": float(len(y))}
+        return {
+            "heldout_r2": 1.0 - residual / total,
+            "heldout_mae": mae,
+            "n_heldout": float(len(y)),
+        }
 
-    def save(self, model: nn.Module, out: Path, spec: TrainSpec, meta: dict[str, Any],
-             metrics: dict[str, float]) -> None:
-        config: dict[str, Any] = {"task": self.task, "hidden_sizes": HIDDEN_SIZES,
-                                  "dropout": DROPOUT, "metrics": metrics,
-                                  "trained_on": spec.data.describe()}
+    def save(
+        self,
+        model: nn.Module,
+        out: Path,
+        spec: TrainSpec,
+        meta: dict[str, Any],
+        metrics: dict[str, float],
+    ) -> None:
+        config: dict[str, Any] = {
+            "task": self.task,
+            "hidden_sizes": HIDDEN_SIZES,
+            "dropout": DROPOUT,
+            "metrics": metrics,
+            "trained_on": spec.data.describe(),
+        }
         if spec.is_classifier:
             config["labels"] = spec.labels
         else:
-            config.update(target=spec.label_column, target_mean=meta["target_mean"],
-                          target_std=meta["target_std"])
+            config.update(
+                target=spec.label_column,
+                target_mean=meta["target_mean"],
+                target_std=meta["target_std"],
+            )
         assert isinstance(model, RecordsMLP)
         save_records_model(out, model, config, meta["features"])

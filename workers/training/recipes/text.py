@@ -27,8 +27,10 @@ MAX_CHARS = 10_000_000  # the submit-time cap is the user-facing one
 
 def _base(spec: TrainSpec) -> str:
     if not spec.base:
-        raise ValueError("classify-text trains a head on a pretrained encoder: give a base "
-                         "model (for example all-MiniLM-L6-v2)")
+        raise ValueError(
+            "classify-text trains a head on a pretrained encoder: give a base "
+            "model (for example all-MiniLM-L6-v2)"
+        )
     return spec.base
 
 
@@ -45,8 +47,7 @@ def _texts(rows: list[dict[str, Any]], column: str) -> list[str]:
 class TextRecipe(HFClassifierRecipe):
     task = "classify-text"
 
-    def prepare(self, spec: TrainSpec, rows: list[dict[str, Any]],
-                limits: MediaLimits) -> Prepared:
+    def prepare(self, spec: TrainSpec, rows: list[dict[str, Any]], limits: MediaLimits) -> Prepared:
         from transformers import AutoTokenizer
 
         self.configure(spec)
@@ -54,15 +55,25 @@ class TextRecipe(HFClassifierRecipe):
         labels = label_ids(rows, spec.label_column, spec.labels)
         tokenizer = AutoTokenizer.from_pretrained(base, **LOAD)
         # padded to the longest text of the whole set: every array has the row first
-        encoded = tokenizer(_texts(rows, spec.text_column), truncation=True,
-                            max_length=MAX_LENGTH, padding="longest", return_tensors="np")
-        arrays = {key: np.asarray(encoded[key], dtype=np.int64)
-                  for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
+        encoded = tokenizer(
+            _texts(rows, spec.text_column),
+            truncation=True,
+            max_length=MAX_LENGTH,
+            padding="longest",
+            return_tensors="np",
+        )
+        arrays = {
+            key: np.asarray(encoded[key], dtype=np.int64)
+            for key in ("input_ids", "attention_mask", "token_type_ids")
+            if key in encoded
+        }
         arrays["labels"] = labels
         train, held = holdout_split(labels, spec.holdout_fraction, spec.seed)
-        return Prepared(train={k: v[train] for k, v in arrays.items()},
-                        heldout={k: v[held] for k, v in arrays.items()},
-                        meta={"labels": list(spec.labels), "tokenizer_dir": base})
+        return Prepared(
+            train={k: v[train] for k, v in arrays.items()},
+            heldout={k: v[held] for k, v in arrays.items()},
+            meta={"labels": list(spec.labels), "tokenizer_dir": base},
+        )
 
     def build(self, spec: TrainSpec, meta: dict[str, Any]) -> nn.Module:
         from transformers import AutoModelForSequenceClassification
@@ -70,7 +81,8 @@ class TextRecipe(HFClassifierRecipe):
         # the new head is initialised from the global RNG: the same on every rank
         torch.manual_seed(spec.seed)
         model = AutoModelForSequenceClassification.from_pretrained(
-            _base(spec), ignore_mismatched_sizes=True, **label_config(spec.labels), **LOAD)
+            _base(spec), ignore_mismatched_sizes=True, **label_config(spec.labels), **LOAD
+        )
         if spec.dp and spec.train_encoder:
             # Opacus's per-sample gradients fail on BERT-style position embeddings (looked up
             # with batch 1), and noised embedding tables learn little: they stay frozen
@@ -79,8 +91,14 @@ class TextRecipe(HFClassifierRecipe):
                 embeddings.requires_grad_(False)
         return self.finish_build(model, spec)
 
-    def save(self, model: nn.Module, out: Path, spec: TrainSpec, meta: dict[str, Any],
-             metrics: dict[str, float]) -> None:
+    def save(
+        self,
+        model: nn.Module,
+        out: Path,
+        spec: TrainSpec,
+        meta: dict[str, Any],
+        metrics: dict[str, float],
+    ) -> None:
         from transformers import AutoTokenizer
 
         save_model(model, out, spec, metrics)
