@@ -43,9 +43,9 @@ TASK = "embed"
 
 
 def chunk_size(settings: Any) -> int:
-    from schemas.tasks import task_info
+    from schemas.catalog import load_catalog
 
-    return int(settings.chunk_size or task_info(TASK).chunk_size)
+    return int(settings.chunk_size or load_catalog().get(TASK).chunk_size)
 
 
 def log(msg: str) -> None:
@@ -69,12 +69,14 @@ def make_docs(n: int) -> list[str]:
 def run_bare(docs: list[str], batch_sizes: list[int], cache_dir: Path) -> dict[str, Any]:
     import torch
 
-    from producers import models
     from schemas.jobs import Item
     from workers.handlers.text import EmbedHandler
 
     torch.set_num_threads(os.cpu_count() or 1)
-    ref = models.resolve(MODEL, TASK, cache_dir)
+    from producers import model_refs
+    from schemas.catalog import load_catalog
+
+    ref = model_refs.resolve(MODEL, load_catalog().get(TASK), cache_dir)
     handler = EmbedHandler()
     started = time.perf_counter()
     handler.setup(str(ref.path), "cpu")

@@ -84,7 +84,7 @@ def run_bare(
 ) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from producers.models import record_features
+    from producers.model_refs import record_features
     from workers.handlers import handler_for
 
     handler = handler_for(TASKS[modality])

@@ -147,7 +147,7 @@ class Bench:
     """One ledger, one registry and one local Ray instance for every run."""
 
     def resolve_base(self, ref: str, task: str) -> Any:
-        from producers.models import resolve
+        from producers.model_refs import resolve
 
         return resolve(ref, task, self.settings.data_dir)
 
@@ -177,9 +177,9 @@ class Bench:
     def start_ray(self) -> None:
         """The driver's own connect (no address: a private local instance), once for the
         process, made first so that no measured run pays for starting Ray."""
-        from workers.runtime import pool
+        from workers.runtime import actor_directory as actors
 
-        pool.connect(None, self.endpoints.ray_auth_token_path)
+        actors.connect(None, self.endpoints.ray_auth_token_path)
 
     def train(
         self,

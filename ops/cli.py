@@ -10,9 +10,10 @@ from typing import Any
 
 import click
 
+from ops.task_options import param_values, with_param_options
+from schemas.catalog import Catalog, load_catalog, unknown_task_message
 from schemas.errors import SluiceError
 from schemas.settings import Settings
-from schemas.tasks import TASKS
 from schemas.training import RUN_PREFIX
 
 
@@ -26,6 +27,33 @@ def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(2)
 
     return wrapper
+
+
+def _catalog() -> Catalog:
+    """The tasks this command knows (built-in, entry points, SLUICE_TASK_MODULES): its
+    options are derived from them, so they are read as the command line is built."""
+    try:
+        return load_catalog(Settings().task_modules)
+    except SluiceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+CATALOG = _catalog()
+
+
+class TaskName(click.ParamType):
+    """A task of the catalog; an unknown one gets the catalog's own message."""
+
+    name = "task"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        if value not in CATALOG:
+            self.fail(unknown_task_message(str(value), CATALOG.names()), param, ctx)
+        return str(value)
+
+    def get_metavar(self, param: Any, ctx: Any = None) -> str:
+        return "[" + "|".join(CATALOG.names()) + "]"
 
 
 @click.group()
@@ -109,18 +137,12 @@ def worker(beat: bool, concurrency: int | None, queues: str | None) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--task", required=True, type=click.Choice(sorted(TASKS)))
+@click.option("--task", required=True, type=TaskName())
 @click.option("--model", default=None, help="model directory or hub id (default: MiniLM)")
 @click.option(
     "--explain", default="none", help="none | all | sample:RATE | low-confidence:THRESHOLD"
 )
-@click.option("--labels", default=None, help="zero-shot labels: a,b,c")
-@click.option(
-    "--label-descriptions",
-    default=None,
-    type=click.Path(path_type=Path),
-    help="JSON file {label: description} for zero-shot",
-)
+@with_param_options(CATALOG)
 @click.option("--text-column", default="text", show_default=True)
 @click.option(
     "--media-column",
@@ -140,22 +162,21 @@ def submit(
     task: str,
     model: str | None,
     explain: str,
-    labels: str | None,
-    label_descriptions: Path | None,
     text_column: str,
     media_column: str,
     key_column: str | None,
     priority: int,
     wait: bool,
     as_json: bool,
+    **task_params: Any,
 ) -> None:
     """Submit FILE as one job: a JSONL, CSV or Parquet file of texts, records or media
-    references, or a folder of images or audio files."""
+    references, or a folder of images or audio files. The options in [brackets] are task
+    parameters, taken by the tasks listed."""
     from ops.progress import wait_with_bar
     from producers import Client
 
     client = Client()
-    descriptions = _label_descriptions(label_descriptions) if label_descriptions else None
     job_id = client.submit_file(
         file,
         task,
@@ -164,26 +185,13 @@ def submit(
         key_column=key_column,
         model=model,
         explain=explain,
-        labels=labels.split(",") if labels else None,
-        label_descriptions=descriptions,
         priority=priority,
+        **param_values(CATALOG, task_params),
     )
     view = wait_with_bar(client, job_id) if wait else client.status(job_id)
     click.echo(json.dumps(view.as_dict()) if as_json else job_id)
     if wait and view.status != "succeeded":
         sys.exit(1)
-
-
-def _label_descriptions(path: Path) -> dict[str, str]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SluiceError(f"{path}: cannot read the label descriptions: {exc}") from exc
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise SluiceError(
-            f'{path}: label descriptions must be a JSON object {{"label": "description", ...}}'
-        )
-    return value
 
 
 @main.command()
@@ -370,7 +378,7 @@ def api_keys_revoke(key_id: str) -> None:
     default=None,
     help="images/audio: the column of paths or URIs (records read the model's feature columns)",
 )
-@click.option("--task", required=True, type=click.Choice(sorted(TASKS)))
+@click.option("--task", required=True, type=TaskName())
 @click.option("--dest-table", required=True, help="created if missing; rows upserted on key")
 @click.option("--dest-url", default=None, help="destination DB (default: the source)")
 @click.option("--since-column", default=None, help="only rows newer than the last run's")
@@ -382,7 +390,7 @@ def api_keys_revoke(key_id: str) -> None:
 )
 @click.option("--full", is_flag=True, help="ignore the watermark: enrich every row")
 @click.option("--model", default=None)
-@click.option("--labels", default=None, help="zero-shot labels: a,b,c")
+@with_param_options(CATALOG)
 @click.option("--explain", default="none")
 @click.option("--priority", default=5, type=click.IntRange(0, 9))
 @click.option("--timeout", default=None, type=float, help="give up waiting after SECONDS")
@@ -401,11 +409,11 @@ def enrich(
     where: tuple[str, ...],
     full: bool,
     model: str | None,
-    labels: str | None,
     explain: str,
     priority: int,
     timeout: float | None,
     as_json: bool,
+    **task_params: Any,
 ) -> None:
     """Enrich rows of a SQL table and upsert the outputs into --dest-table."""
     from producers import Client
@@ -421,9 +429,11 @@ def enrich(
         since_column=since_column,
         media_column=media_column,
     )
-    options: dict[str, Any] = {"explain": explain, "priority": priority}
-    if labels:
-        options["labels"] = labels.split(",")
+    options: dict[str, Any] = {
+        "explain": explain,
+        "priority": priority,
+        **param_values(CATALOG, task_params),
+    }
     spec = EnrichSpec(
         source=source,
         dest_table=dest_table,
@@ -453,4 +463,4 @@ if __name__ == "__main__":
 
 from ops.train_cli import register as _register_training  # noqa: E402
 
-_register_training(main, models, _fail_cleanly)
+_register_training(main, models, _fail_cleanly, CATALOG.trainable())

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from schemas.training import TRAINABLE_TASKS, progress_line
+from schemas.training import progress_line
 
 
 def run_as_dict(run: Any) -> dict[str, Any]:
@@ -78,9 +78,13 @@ def wait_for_run(client: Any, run_id: str) -> Any:
         return client.wait_training(run_id, on_progress=show)
 
 
-def register(main: click.Group, models: click.Group, fail_cleanly: Any) -> None:
+def register(
+    main: click.Group, models: click.Group, fail_cleanly: Any, trainable: list[str]
+) -> None:
+    """Add the training commands; `trainable`: the catalog's tasks with a recipe."""
+
     @main.command()
-    @click.option("--task", required=True, type=click.Choice(TRAINABLE_TASKS))
+    @click.option("--task", required=True, type=click.Choice(trainable))
     @click.option(
         "--data", required=True, help="a JSONL/CSV/Parquet file, or a table name with --data-url"
     )

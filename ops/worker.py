@@ -5,7 +5,7 @@ import socket
 from typing import Any
 
 from schemas.settings import Settings
-from schemas.stack import endpoints, require_broker
+from schemas.stack import endpoints
 
 
 def run_worker(
@@ -14,10 +14,11 @@ def run_worker(
     concurrency: int | None = None,
     queues: list[str] | None = None,
 ) -> None:
+    from schemas.catalog import load_catalog
     from schemas.errors import ConfigError
     from workers.celery_app import create_app, worker_queues
 
-    known = worker_queues()
+    known = worker_queues(load_catalog(settings.task_modules))
     unknown = sorted(set(queues or []) - set(known))
     if unknown:
         raise ConfigError(f"unknown queues {unknown}; Sluice's queues are: {', '.join(known)}")
@@ -40,25 +41,18 @@ def run_worker(
 
 def sweep_now(settings: Settings) -> dict[str, Any]:
     from producers import Client
-    from workers.sweeper import sweep_once
+    from workers.sweeper import sweep_all
 
     client = Client(settings)
 
     def send(chunk_id: str, queue: str, priority: int) -> None:
         client.dispatcher.send_chunks([chunk_id], queue, priority)
 
-    report = sweep_once(client.ledger, settings, require_broker(client.endpoints), send)
-    from schemas.training import TRAIN_QUEUE
-    from workers.sweeper import BrokerProbe
-    from workers.training.task import resend_training
-
-    broker = require_broker(client.endpoints)
-    report.resent += resend_training(
+    return sweep_all(
+        client.ledger,
         settings,
-        client.endpoints.database_url,
+        client.endpoints,
+        client.catalog,
+        send,
         client.dispatcher.send_training,
-        lambda: BrokerProbe(broker).is_empty(TRAIN_QUEUE),
     )
-    from workers.callbacks import deliver_due
-
-    return {**report.as_dict(), "callbacks": deliver_due(client.ledger, settings)}

@@ -5,16 +5,19 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from producers import models
+from producers import model_refs
+from producers.adapters import ReadOptions, adapter_for
+from producers.adapters.media_items import media_item
+from producers.adapters.record_items import record_item
 from producers.dispatch import Dispatcher
-from producers.media import folder_items, media_item, record_item
-from producers.readers import build_items, read_rows, rows_to_items
+from producers.readers import read_rows, rows_to_items
 from producers.training import build_spec
-from schemas.errors import InputFileError, ModelError, SluiceError
+from schemas.catalog import Catalog, load_catalog
+from schemas.errors import ModelError, SluiceError
 from schemas.jobs import ExplainPolicy, Item, JobSpec
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
-from schemas.tasks import task_info
+from schemas.task_spec import ModelKind
 from schemas.training import MODEL_SELECTOR_RE
 from storage import export
 from storage.engine import make_engine, migrate
@@ -26,6 +29,7 @@ from storage.training_runs import RunView, TrainingRuns
 class Client:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
+        self.catalog: Catalog = load_catalog(self.settings.task_modules)
         self.endpoints = endpoints(self.settings)
         engine = make_engine(self.endpoints.database_url)
         migrate(engine)
@@ -47,11 +51,13 @@ class Client:
         **options: Any,
     ) -> str:
         """Submit a file: texts or records from JSONL/CSV/Parquet; images or audio from a
-        folder, or from a list file whose `media_column` holds paths, file:// or data: URIs."""
+        folder, or from a list file whose `media_column` holds paths, file:// or data: URIs.
+        Options: model, explain, priority, and the task's own parameters (its catalog spec's
+        parameters model, e.g. labels=[...] for zero-shot-text)."""
         path = Path(path)
-        info = task_info(task)
-        if info.modality in ("image", "audio") and path.is_dir():
-            items = folder_items(path, info.modality, self.settings)
+        spec = self.catalog.get(task)
+        if path.is_dir():
+            items = adapter_for(spec.modality).items_from_folder(path, self.settings)
             return self._submit(items, task, source=str(path), **options)
         columns, rows = read_rows(path)
         ref = self.resolve_model(options.pop("model", None), task)
@@ -97,21 +103,28 @@ class Client:
         """Submit records from memory as {key: {feature: value}}; checked against the model's
         feature schema, each bad record named with its column."""
         ref = self.resolve_model(model, task)
-        features = models.record_features(ref.path)
+        features = model_refs.record_features(ref.path)
         items = [record_item(str(k), row, features, ()) for k, row in records.items()]
         return self._submit(items, task, source=options.pop("source", "sdk"), ref=ref, **options)
 
-    def resolve_model(self, model: str | None, task: str) -> models.ModelRef:
+    def resolve_model(self, model: str | None, task: str) -> model_refs.ModelRef:
+        """The model a job of `task` runs with, checked against the catalog's requirements."""
+        spec = self.catalog.get(task)
+        if spec.model.kind is ModelKind.NONE:
+            if model is not None:
+                raise ModelError(f"task {task!r} uses no model; drop --model")
+            return model_refs.NO_MODEL
         if model is None:
-            if task_info(task).modality != "text":
+            if not spec.model.uses_default_model:
                 raise SluiceError(
-                    f"task {task!r} needs a model: pass --model DIR (the demo "
-                    "models are made by `sluice models build`)"
+                    f"task {task!r} needs a model: pass --model with {spec.model.description}"
                 )
             model = self.settings.default_model
         if MODEL_SELECTOR_RE.match(model) and not Path(model).exists():
-            return models.from_registry(self.registry.resolve(model), task, self.settings.data_dir)
-        return models.resolve(model, task, self.settings.data_dir)
+            return model_refs.from_registry(
+                self.registry.resolve(model), spec, self.settings.data_dir
+            )
+        return model_refs.resolve(model, spec, self.settings.data_dir)
 
     def items_from_rows(
         self,
@@ -126,40 +139,20 @@ class Client:
         base_dir: Path | None = None,
         source: str = "rows",
     ) -> list[Item]:
-        """Rows of any modality to items: texts, media references or records (checked against
-        the model's feature schema)."""
-        modality = task_info(task).modality
-        if modality == "text":
-            return rows_to_items(
-                columns,
-                rows,
-                text_column=text_column,
-                key_column=key_column,
-                max_chars=self.settings.max_text_chars,
-                source=source,
-            )
-        if modality == "records":
-            features = models.record_features(self.resolve_model(model, task).path)
-            ignore = (key_column,) if key_column else ()
-            return build_items(
-                columns,
-                rows,
-                key_column=key_column,
-                source=source,
-                build=lambda key, row: record_item(key, row, features, ignore),
-            )
-        if media_column not in columns:
-            raise InputFileError(
-                f"{source}: media column {media_column!r} not found; columns "
-                f"are: {', '.join(columns) or '(none)'}"
-            )
-        return build_items(
-            columns,
-            rows,
+        """Rows of any modality to items, by the task's modality adapter: texts, media
+        references or records (checked against the model's feature schema)."""
+        adapter = adapter_for(self.catalog.get(task).modality)
+        model_path = self.resolve_model(model, task).path if adapter.reads_model_schema else None
+        opts = ReadOptions(
+            self.settings,
             key_column=key_column,
+            text_column=text_column,
+            media_column=media_column,
+            base_dir=base_dir,
             source=source,
-            build=lambda key, row: media_item(key, row.get(media_column), base_dir, self.settings),
+            model_path=model_path,
         )
+        return adapter.items_from_rows(columns, rows, opts)
 
     def submit_items(self, items: list[Item], task: str, **options: Any) -> str:
         """Submit prepared items (the REST API and `sluice enrich` come in here). Besides the
@@ -174,37 +167,34 @@ class Client:
         *,
         model: str | None = None,
         explain: str = "none",
-        labels: list[str] | None = None,
-        label_descriptions: dict[str, str] | None = None,
         priority: int = 5,
         source: str | None = None,
-        ref: models.ModelRef | None = None,
-        **recorded: Any,
+        ref: model_refs.ModelRef | None = None,
+        tenant: str | None = None,
+        api_key_id: str | None = None,
+        callback_url: str | None = None,
+        parent_job_id: str | None = None,
+        idempotency_key: str | None = None,
+        **task_params: Any,
     ) -> str:
-        info = task_info(task)
+        spec = self.catalog.get(task)
         ExplainPolicy.parse(explain)
-        if explain != "none" and not info.explainable:
+        if explain != "none" and not spec.explainable:
             raise SluiceError(f"task {task!r} makes no explanation; use --explain none")
         if not 0 <= priority <= 9:
             raise SluiceError(f"priority must be between 0 and 9, got {priority}")
-        params: dict[str, Any] = {}
-        if info.needs_labels:
-            params["labels"] = _check_labels(labels, label_descriptions)
-            if label_descriptions:
-                params["label_descriptions"] = label_descriptions
-        elif labels:
-            raise SluiceError(f"task {task!r} takes no labels")
+        params = spec.check_params(task_params)
         if not items:
             raise SluiceError(f"{source}: no items to process")
         require_broker(self.endpoints)  # a job nothing can ever send is not worth recording
         ref = ref or self.resolve_model(model, task)
-        params["model_path"] = str(ref.path)
+        if ref.loads:
+            params["model_path"] = str(ref.path)
         if ref.registry:
-            tenant = recorded.get("tenant")
             if tenant and ref.registry["tenant"] != tenant:  # not even its existence is told
                 raise ModelError(f"no registered model named {ref.registry['name']!r}")
             params["registry"] = ref.registry
-        spec = JobSpec(
+        job = JobSpec(
             task=task,
             model=ref.name,
             model_version=ref.version,
@@ -212,12 +202,16 @@ class Client:
             explain=explain,
             priority=priority,
             source=source,
-            **recorded,
+            tenant=tenant or "default",
+            api_key_id=api_key_id,
+            callback_url=callback_url,
+            parent_job_id=parent_job_id,
+            idempotency_key=idempotency_key,
         )
-        chunk_size = self.settings.chunk_size or info.chunk_size
-        job_id, chunk_ids = self.ledger.create_job(spec, items, chunk_size)
+        chunk_size = self.settings.chunk_size or spec.chunk_size
+        job_id, chunk_ids = self.ledger.create_job(job, items, chunk_size)
         try:
-            self.dispatcher.send_chunks(chunk_ids, info.queue, priority)
+            self.dispatcher.send_chunks(chunk_ids, spec.queue, priority)
         except Exception as exc:  # kombu raises several types for an unreachable broker
             raise SluiceError(
                 f"job {job_id} is recorded but could not be queued ({type(exc).__name__}: "
@@ -346,15 +340,3 @@ class Client:
         if fmt == "csv":
             return export.write_csv(rows, out)
         raise SluiceError(f"unknown format {fmt!r}; use one of {', '.join(export.FORMATS)}")
-
-
-def _check_labels(labels: list[str] | None, descriptions: dict[str, str] | None) -> list[str]:
-    labels = [label.strip() for label in labels or [] if label.strip()]
-    if len(labels) < 2:
-        raise SluiceError("zero-shot-text needs at least two labels: --labels a,b,c")
-    if len(set(labels)) != len(labels):
-        raise SluiceError(f"duplicate labels in {labels}")
-    unknown = set(descriptions or {}) - set(labels)
-    if unknown:
-        raise SluiceError(f"descriptions given for unknown labels: {sorted(unknown)}")
-    return labels

@@ -6,10 +6,9 @@ from functools import cached_property
 from celery import Celery
 
 from schemas.errors import ConfigError
+from schemas.queues import PROCESS_CHUNK, TRAIN_QUEUE, TRAIN_TASK
 from schemas.settings import Settings
 from schemas.stack import NO_BROKER, broker_transport_options, redis_priority
-from schemas.tasks import PROCESS_CHUNK
-from schemas.training import TRAIN_QUEUE, TRAIN_TASK
 
 
 class Dispatcher:

@@ -32,6 +32,7 @@ from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.types import NullType
 
+from producers.adapters import adapter_for
 from schemas.errors import SluiceError, UnsafeIdentifierError
 from schemas.jobs import Item
 from storage.engine import make_engine
@@ -113,10 +114,14 @@ class SourceSpec:
     text_column: str = "text"
     where: list[Condition] = field(default_factory=list)
     since_column: str | None = None
-    # Images/audio: the column of paths or URIs. Records: the model's feature columns, set
-    # from its features.json (checked against the reflected table, and always quoted).
-    media_column: str | None = None
-    feature_columns: list[str] = field(default_factory=list)
+    media_column: str | None = None  # images/audio: the column of paths or URIs
+    # What is read besides the key, as (table column, row column, what it is called): set by
+    # the task's modality adapter (records: the model's feature columns; checked against the
+    # reflected table and always quoted). Unset: the text column.
+    selected: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def selection(self) -> list[tuple[str, str, str]]:
+        return self.selected or [(self.text_column, "text", "text column")]
 
     def validate(self) -> None:
         table_name(self.table)
@@ -182,12 +187,9 @@ def _raw(column: Any) -> Any:
 def source_query(table: Table, spec: SourceSpec, after: Any | None) -> Any:
     key = _column(table, spec.key_column, "key column")
     cols = [_raw(key).label("key")]
-    if spec.feature_columns:
-        cols += [_raw(_column(table, f, "feature column")).label(f) for f in spec.feature_columns]
-    elif spec.media_column:
-        cols.append(_raw(_column(table, spec.media_column, "media column")).label("path"))
-    else:
-        cols.append(_raw(_column(table, spec.text_column, "text column")).label("text"))
+    cols += [
+        _raw(_column(table, column, what)).label(name) for column, name, what in spec.selection()
+    ]
     order = [key]
     query_filters = [
         OPERATORS[c.op](
@@ -365,9 +367,6 @@ def enrich(
     """Read (new) rows, run them as one job, wait, upsert the results, move the watermark."""
     import time
 
-    from producers import models
-    from schemas.tasks import task_info
-
     started = time.perf_counter()
     spec.source.validate()
     table_name(spec.dest_table, "destination table")  # all names checked before connecting
@@ -376,14 +375,10 @@ def enrich(
     try:
         ref = client.resolve_model(spec.model, spec.task)
         marks = Watermarks(client.ledger.engine)
-        modality = task_info(spec.task).modality
-        if modality == "records":
-            spec.source.feature_columns = [f["name"] for f in models.record_features(ref.path)]
-        elif modality in ("image", "audio") and not spec.source.media_column:
-            raise SluiceError(
-                f"task {spec.task!r} reads media: name the column of paths or "
-                "URIs with --media-column"
-            )
+        adapter = adapter_for(client.catalog.get(spec.task).modality)
+        spec.source.selected = adapter.table_columns(
+            spec.source.text_column, spec.source.media_column, ref.path if ref.loads else None
+        )
         mark_key = (_redacted(source), spec.source.table, spec.task, ref.version)
         before = None if full or not spec.source.since_column else marks.get(*mark_key)
         table, rows = read_rows(source, spec.source, before)
@@ -395,10 +390,7 @@ def enrich(
                     newest[:] = [max(newest[0], row["since"]) if newest else row["since"]]
                 yield {k: v for k, v in row.items() if k != "since"}
 
-        columns = [
-            "key",
-            *(spec.source.feature_columns or (["path"] if spec.source.media_column else ["text"])),
-        ]
+        columns = ["key", *(name for _, name, _ in spec.source.selection())]
         items: list[Item] = client.items_from_rows(
             columns,
             tracked(),

@@ -7,7 +7,7 @@ from typing import Any
 
 from schemas.errors import DuplicateKeysError, InputFileError
 from schemas.jobs import Item, text_problem
-from storage.datasets import _MALFORMED, SUFFIXES, detect_format, read_rows
+from storage.row_sources import MALFORMED, SUFFIXES, detect_format, read_rows
 
 __all__ = [
     "SUFFIXES",
@@ -80,8 +80,8 @@ def check_key_column(columns: list[str], key_column: str | None, source: str) ->
 
 
 def _item(n: int, row: dict[str, Any], key_col: str | None, build: ItemBuilder) -> Item:
-    if _MALFORMED in row:
-        return Item(key=f"line:{row['_line']}", invalid=row[_MALFORMED])
+    if MALFORMED in row:
+        return Item(key=f"line:{row['_line']}", invalid=row[MALFORMED])
     if key_col is None:
         key = str(n)
     else:

@@ -6,7 +6,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.media import MediaLimits
+from schemas.media_refs import MediaLimits
 
 
 class Settings(BaseSettings):
@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_audio_seconds: float = Field(600.0, gt=0)
     default_model: str = "all-MiniLM-L6-v2"
+    # Tasks from outside the package: modules with a SLUICE_TASKS list of TaskSpec,
+    # comma-separated (read alike by the CLI, the API and every worker).
+    task_modules: str = ""
 
     # Delivery. visibility_timeout must outlast the longest chunk (checked at worker start).
     chunk_time_limit: int = Field(600, ge=1, description="hard limit for one chunk, seconds")
@@ -58,7 +61,8 @@ class Settings(BaseSettings):
     actor_idle_seconds: float = Field(900.0, ge=0)
 
     # Explanations.
-    explain_steps: int = Field(24, ge=2)
+    # Integration steps; unset: the task's explainer default in the catalog (24).
+    explain_steps: int | None = Field(None, ge=2)
     explain_batch_size: int = Field(8, ge=1)
 
     # Front doors (issue 5): the REST API, callbacks and warehouse sources.

@@ -7,19 +7,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from schemas.errors import SluiceError
 
-TRAINABLE_TASKS = (
-    "classify-text",
-    "classify-image",
-    "classify-audio",
-    "classify-records",
-    "regress-records",
-)
-# DP-SGD needs per-sample gradients (Opacus): the records MLP and a text head qualify; the
-# image and audio families hold BatchNorm / weight-normalised convolutions it cannot handle.
-DP_TASKS = ("classify-records", "regress-records", "classify-text")
 STAGES = ("staging", "production", "archived")
-TRAIN_QUEUE = "sluice.train"
-TRAIN_TASK = "sluice.train_model"
 RUN_PREFIX = "tr_"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 # NAME@VERSION, NAME@production, NAME@staging, NAME@latest
@@ -58,12 +46,16 @@ class TrainSpec(BaseModel):
 
     name: str
     task: str
+    # From the task's catalog spec, resolved at submit: Ray Train's workers need no catalog.
+    recipe: str = ""  # "module:Class"
+    classifier: bool = True  # a label column (else a numeric target)
+    input_columns: list[str] = Field(default_factory=list)  # what the model reads, in order
     data: DataSource
     label_column: str
     text_column: str = "text"
     media_column: str = "path"
     key_column: str | None = None
-    feature_columns: list[str] = Field(default_factory=list)  # records, in model order
+    feature_columns: list[str] = Field(default_factory=list)  # records: --feature-columns
     labels: list[str] = Field(default_factory=list)  # classification, sorted
     base: str | None = None  # a resolved model directory
     base_ref: str | None = None  # what the user named
@@ -90,33 +82,13 @@ class TrainSpec(BaseModel):
             )
         return value
 
-    @field_validator("task")
-    @classmethod
-    def _task(cls, value: str) -> str:
-        if value not in TRAINABLE_TASKS:
-            raise ValueError(
-                f"task {value!r} cannot be trained; trainable tasks: {', '.join(TRAINABLE_TASKS)}"
-            )
-        return value
-
     @property
     def is_classifier(self) -> bool:
-        return self.task.startswith("classify-")
+        return self.classifier
 
     def used_columns(self) -> list[str]:
         """The columns training reads, in a fixed order: what the data fingerprint covers."""
-        inputs = {
-            "text": [self.text_column],
-            "image": [self.media_column],
-            "audio": [self.media_column],
-        }.get(self.modality, self.feature_columns)
-        return [*inputs, self.label_column]
-
-    @property
-    def modality(self) -> str:
-        return {"classify-text": "text", "classify-image": "image", "classify-audio": "audio"}.get(
-            self.task, "records"
-        )
+        return [*self.input_columns, self.label_column]
 
 
 def progress_line(progress: dict[str, Any]) -> str:

@@ -97,7 +97,7 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from producers.models import resolve
+    from producers.model_refs import resolve
 
     out = tmp_path_factory.mktemp("tiny-classifier")
     base = resolve("all-MiniLM-L6-v2", "embed", out / "cache").path

@@ -2,15 +2,20 @@
 
 from celery import Celery
 
+from schemas.catalog import Catalog
 from schemas.errors import ConfigError
+from schemas.queues import CONTROL_QUEUE, SWEEP, TRAIN_QUEUE
 from schemas.settings import Settings
 from schemas.stack import Endpoints, broker_transport_options, require_broker
-from schemas.tasks import CONTROL_QUEUE, SWEEP, TASKS
-from schemas.training import TRAIN_QUEUE
+from workers.chunk_task import register_chunk_task
+from workers.sweeper import register_sweep
+from workers.training.run_task import register_training
 
 
-def worker_queues() -> list[str]:
-    return sorted({t.queue for t in TASKS.values()} | {CONTROL_QUEUE, TRAIN_QUEUE})
+def worker_queues(catalog: Catalog) -> list[str]:
+    """Every queue a worker may consume: one per modality the catalog's tasks use, the
+    control queue (sweeps) and training."""
+    return sorted({*catalog.queues(), CONTROL_QUEUE, TRAIN_QUEUE})
 
 
 def check_delivery(settings: Settings) -> None:
@@ -50,7 +55,7 @@ def create_app(settings: Settings, endpoints: Endpoints) -> Celery:
             },
         },
     )
-    from workers.tasks import register
-
-    register(app, settings, endpoints)
+    register_chunk_task(app, settings, endpoints)
+    register_training(app, settings, endpoints)
+    register_sweep(app, settings, endpoints)
     return app

@@ -11,10 +11,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import redis
+from celery import Celery
 
+from schemas.catalog import Catalog, load_catalog
+from schemas.errors import UnknownTaskError
+from schemas.queues import CONTROL_QUEUE, PROCESS_CHUNK, SWEEP, TRAIN_QUEUE, TRAIN_TASK
 from schemas.settings import Settings
-from schemas.tasks import task_info
+from schemas.stack import Endpoints, redis_priority, require_broker
+from storage.engine import make_engine, migrate
 from storage.ledger import Ledger
+from workers.callback_delivery import deliver_due
+from workers.training.run_task import resend_training
 
 log = logging.getLogger("sluice.sweeper")
 EPOCH_KEY = "sluice:broker-epoch"
@@ -58,13 +65,24 @@ class BrokerProbe:
         return sum(self.client.llen(n) for n in names) == 0
 
 
-def sweep_once(ledger: Ledger, settings: Settings, broker_url: str, send: Send) -> SweepReport:
+def sweep_once(
+    ledger: Ledger, settings: Settings, broker_url: str, send: Send, catalog: Catalog
+) -> SweepReport:
     probe = BrokerProbe(broker_url)
     reset = probe.was_reset()
     resend, exhausted = [], []
     empty: dict[str, bool] = {}
     for chunk in ledger.stalled(settings.requeue_after):
-        queue = task_info(chunk.task).queue
+        try:
+            queue = catalog.get(chunk.task).queue
+        except UnknownTaskError:  # a task registered elsewhere: a worker that knows it sweeps
+            log.warning(
+                "sweep: chunk %s is of task %s, which this worker does not know "
+                "(SLUICE_TASK_MODULES?)",
+                chunk.chunk_id,
+                chunk.task,
+            )
+            continue
         if chunk.expired and chunk.attempts >= settings.max_attempts:
             exhausted.append(chunk.chunk_id)
         elif chunk.expired or reset:
@@ -93,3 +111,51 @@ def sweep_once(ledger: Ledger, settings: Settings, broker_url: str, send: Send) 
             log.exception("sweep: could not dead-letter chunk %s", chunk_id)
     probe.mark()  # only once everything lost is sent again
     return SweepReport(resent=sent, dead_lettered=dead, broker_reset=reset)
+
+
+def sweep_all(
+    ledger: Ledger,
+    settings: Settings,
+    endpoints: Endpoints,
+    catalog: Catalog,
+    send_chunk: Send,
+    send_run: Callable[[str], object],
+) -> dict[str, object]:
+    """One sweep of everything: chunks, training runs, and callbacks that are due."""
+    broker = require_broker(endpoints)
+    report = sweep_once(ledger, settings, broker, send_chunk, catalog)
+    report.resent += resend_training(
+        settings,
+        endpoints.database_url,
+        send_run,
+        lambda: BrokerProbe(broker).is_empty(TRAIN_QUEUE),
+    )
+    if report.resent or report.dead_lettered:
+        log.warning("sweep: %s", report.as_dict())
+    return {**report.as_dict(), "callbacks": deliver_due(ledger, settings)}
+
+
+def register_sweep(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
+    """The periodic sweep, run by the worker started with --beat."""
+    catalog = load_catalog(settings.task_modules)
+    made: list[Ledger] = []  # made in the task: a database pool must not cross Celery's fork
+
+    def send_chunk(chunk_id: str, queue: str, priority: int) -> None:
+        app.send_task(
+            PROCESS_CHUNK, args=[chunk_id], queue=queue, priority=redis_priority(priority)
+        )
+
+    @app.task(name=SWEEP, queue=CONTROL_QUEUE)
+    def sweep_task() -> dict[str, object]:
+        if not made:
+            engine = make_engine(endpoints.database_url)
+            migrate(engine)
+            made.append(Ledger(engine))
+        return sweep_all(
+            made[0],
+            settings,
+            endpoints,
+            catalog,
+            send_chunk,
+            lambda run_id: app.send_task(TRAIN_TASK, args=[run_id], queue=TRAIN_QUEUE),
+        )

@@ -3,17 +3,20 @@
 create_app(Settings()) -> FastAPI      # OpenAPI at /openapi.json, docs at /docs
 """
 
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from producers.api import events, jobs, metrics
+from producers.api.auth import BodyLimit
+from producers.api.bodies import request_bodies
+from producers.api.services import Services
 from producers.client import Client
 from schemas.errors import ConfigError, JobNotFoundError, SluiceError
 from schemas.settings import Settings
 from storage.apikeys import ApiKeys
-from storage.callbacks import Callbacks
+from storage.callback_ledger import Callbacks
 from storage.tenancy import TenantReads
 
 DESCRIPTION = """Submit batch jobs (inline items, a file upload or a SQL table) and single
@@ -24,25 +27,18 @@ belongs to one tenant, which sees only its own jobs, results and models. Callbac
 `X-Sluice-Signature: sha256=<hex HMAC-SHA256 of the raw body under the key's secret>`."""
 
 
-@dataclass
-class Services:
-    settings: Settings
-    client: Client
-    keys: ApiKeys
-    reads: TenantReads
-    callbacks: Callbacks
-
-
 def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
-    from producers.api import events, jobs, metrics
-    from producers.api.auth import BodyLimit
-
     client = client or Client(settings)
     settings = client.settings
     engine = client.ledger.engine
     app = FastAPI(title="Sluice", version="1", description=DESCRIPTION)
     app.state.sluice = Services(
-        settings, client, ApiKeys(engine), TenantReads(engine), Callbacks(engine)
+        settings,
+        client,
+        ApiKeys(engine),
+        TenantReads(engine),
+        Callbacks(engine),
+        request_bodies(client.catalog),
     )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.include_router(jobs.router)
@@ -54,7 +50,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    jobs.document_request_body(app)
+    jobs.document_request_bodies(app, app.state.sluice.bodies)
     return app
 
 
@@ -68,7 +64,3 @@ def _errors(app: FastAPI) -> None:
     app.add_exception_handler(JobNotFoundError, handler(404))
     app.add_exception_handler(ConfigError, handler(503))
     app.add_exception_handler(SluiceError, handler(400))
-
-
-def services(request: Request) -> Services:
-    return request.app.state.sluice  # type: ignore[no-any-return]

@@ -9,15 +9,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from producers.api.app import services
+from producers.adapters import adapter_for
 from producers.api.auth import principal
-from producers.api.jobs import IdempotencyKey, item_content, submit
-from producers.api.models import EventOut, EventRequest
+from producers.api.bodies import EventOut
+from producers.api.jobs import IdempotencyKey, submit
+from producers.api.services import services
 from schemas.errors import SluiceError
-from schemas.tasks import task_info
 from storage.apikeys import ApiKeyInfo
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -46,14 +48,18 @@ def parse_wait(text: str | None, cap: float) -> float:
     responses={202: {"model": EventOut, "description": "not finished within ?wait"}},
 )
 async def post_event(
-    body: EventRequest,
     request: Request,
     key: Annotated[ApiKeyInfo, Depends(principal)],
     wait: Annotated[str | None, Query(description="e.g. 5s, 500ms")] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    """Process one item. 200 with its result when it ends within `wait`; 202 otherwise."""
+    """Process one item. 200 with its result when it ends within `wait`; 202 otherwise.
+    The body is an EventRequest (below)."""
     svc = services(request)
+    try:
+        body = svc.bodies.event.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
     timeout = parse_wait(wait, svc.settings.api_max_wait)
     job_id = (
         await run_in_threadpool(svc.reads.by_idempotency_key, key.tenant, idempotency_key)
@@ -61,7 +67,8 @@ async def post_event(
         else None
     )
     if job_id is None:
-        row = {**item_content(body.model_dump(), task_info(body.task).modality, 1), "key": body.key}
+        adapter = adapter_for(svc.client.catalog.get(body.task).modality)
+        row = {**adapter.body_fields(body.model_dump(), 1), "key": body.key}
         items = await run_in_threadpool(
             svc.client.items_from_rows,
             list(row),

@@ -18,13 +18,23 @@ from sqlalchemy.exc import IntegrityError
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
-from producers.api.app import Services, services
+from producers.adapters import adapter_for
 from producers.api.auth import principal
-from producers.api.models import JobList, JobOptions, JobOut, JobRequest, ModelOut, ResultsPage
+from producers.api.bodies import (
+    JobList,
+    JobOptions,
+    JobOut,
+    JobRequest,
+    ModelOut,
+    RequestBodies,
+    ResultsPage,
+)
+from producers.api.services import Services, services
 from producers.readers import detect_format, read_rows, rows_to_items
+from schemas.catalog import Catalog
 from schemas.errors import SluiceError
 from schemas.jobs import Item, JobSpec
-from schemas.tasks import task_info
+from schemas.task_spec import field_kind, parse_param_text
 from storage import export
 from storage.apikeys import ApiKeyInfo
 from storage.ledger import JobView
@@ -40,18 +50,9 @@ MEDIA = {
     "application/vnd.apache.parquet": "parquet",
     "application/x-parquet": "parquet",
 }
-UPLOAD_FIELDS = (
-    "task",
-    "model",
-    "explain",
-    "labels",
-    "label_descriptions",
-    "priority",
-    "callback_url",
-    "text_column",
-    "key_column",
-    "media_column",
-)
+# The multipart form's own fields; each task parameter of the catalog is a field too.
+OPTION_FIELDS = ("task", "model", "explain", "priority", "callback_url")
+UPLOAD_FIELDS = (*OPTION_FIELDS, "text_column", "key_column", "media_column")
 
 
 def job_out(svc: Services, view: JobView) -> dict[str, Any]:
@@ -97,7 +98,7 @@ async def create_job(
         options, items, source = await _from_upload(request, svc)
     elif ctype.startswith("application/json"):
         try:
-            body = JobRequest.model_validate_json(await request.body())
+            body = svc.bodies.job.model_validate_json(await request.body())
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
         options = body
@@ -147,14 +148,13 @@ def submit(
         options.task,
         model=options.model,
         explain=options.explain,
-        labels=options.labels,
-        label_descriptions=options.label_descriptions,
         priority=options.priority,
         source=source,
         tenant=key.tenant,
         api_key_id=key.id,
         callback_url=options.callback_url,
         idempotency_key=idempotency_key,
+        **options.task_params(svc.client.catalog),
         **extra,
     )
 
@@ -168,9 +168,9 @@ def _from_json(body: JobRequest, svc: Services) -> tuple[list[Item], str]:
     keyed = [r.get("key") is not None for r in raw]
     if any(keyed) and not all(keyed):
         raise SluiceError("give every item a `key`, or none (they are then numbered 1, 2, ...)")
-    modality = task_info(body.task).modality
+    adapter = adapter_for(svc.client.catalog.get(body.task).modality)
     rows = [
-        {**item_content(r, modality, n), "key": str(r["key"]) if all(keyed) else str(n)}
+        {**adapter.body_fields(r, n), "key": str(r["key"]) if all(keyed) else str(n)}
         for n, r in enumerate(raw, 1)
     ]
     columns = sorted({c for r in rows for c in r}) or ["key", "text"]
@@ -178,17 +178,6 @@ def _from_json(body: JobRequest, svc: Services) -> tuple[list[Item], str]:
         columns, iter(rows), body.task, model=body.model, key_column="key", source="items"
     )
     return items, "api"
-
-
-def item_content(item: dict[str, Any], modality: str, n: int) -> dict[str, Any]:
-    """The fields of an inline item that its task reads, as the columns of a row."""
-    if modality == "records":
-        if not isinstance(item.get("record"), dict):
-            raise SluiceError(f"item {n}: records tasks need `record`: {{feature: value}}")
-        return dict(item["record"])
-    if modality in ("image", "audio"):
-        return {"path": item.get("media")}
-    return {"text": item.get("text")}
 
 
 def _from_sql(body: JobRequest, svc: Services) -> tuple[list[Item], str]:
@@ -226,28 +215,22 @@ def _from_sql(body: JobRequest, svc: Services) -> tuple[list[Item], str]:
 
 
 async def _from_upload(request: Request, svc: Services) -> tuple[JobOptions, list[Item], str]:
-    form = await request.form(max_files=1, max_fields=len(UPLOAD_FIELDS))
+    params = svc.client.catalog.parameters()
+    allowed = (*UPLOAD_FIELDS, *params)
+    form = await request.form(max_files=1, max_fields=len(allowed))
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise SluiceError("multipart upload needs a `file` part (JSONL, CSV or Parquet)")
     name = Path(upload.filename or "upload.jsonl").name
     suffix = Path(name).suffix
     detect_format(Path(name))
-    fields = {k: v for k, v in form.items() if k in UPLOAD_FIELDS and isinstance(v, str)}
-    raw: dict[str, Any] = {
-        k: fields[k] for k in ("task", "model", "explain", "callback_url") if k in fields
-    }
-    if "labels" in fields:
-        raw["labels"] = [x for x in fields["labels"].split(",") if x.strip()]
-    if "priority" in fields:
-        raw["priority"] = fields["priority"]
-    if "label_descriptions" in fields:
-        try:
-            raw["label_descriptions"] = json.loads(fields["label_descriptions"])
-        except json.JSONDecodeError as exc:
-            raise SluiceError(f"label_descriptions is not JSON: {exc}") from exc
+    fields = {k: v for k, v in form.items() if k in allowed and isinstance(v, str)}
+    raw: dict[str, Any] = {k: fields[k] for k in OPTION_FIELDS if k in fields}
+    raw.update(
+        {k: parse_param_text(k, params[k][0].annotation, fields[k]) for k in params if k in fields}
+    )
     try:
-        options = JobOptions.model_validate(raw)
+        options = svc.bodies.options.model_validate(raw)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
     fd, tmp = tempfile.mkstemp(suffix=suffix)
@@ -386,10 +369,11 @@ def retry_job(
         parent_job_id=job_id,
         idempotency_key=idempotency_key,
     )
-    chunk_size = svc.settings.chunk_size or task_info(parent.task).chunk_size
+    task = svc.client.catalog.get(parent.task)
+    chunk_size = svc.settings.chunk_size or task.chunk_size
     new_id, chunk_ids = svc.client.ledger.create_job(spec, items, chunk_size)
     try:
-        svc.client.dispatcher.send_chunks(chunk_ids, task_info(parent.task).queue, parent.priority)
+        svc.client.dispatcher.send_chunks(chunk_ids, task.queue, parent.priority)
     except Exception as exc:  # kombu raises several types for an unreachable broker
         raise SluiceError(
             f"retry job {new_id} is recorded but could not be queued "
@@ -411,6 +395,21 @@ def list_models(request: Request, key: Principal) -> list[dict[str, Any]]:
 
 # -- the published request body -----------------------------------------------------------------
 
+
+def upload_schema(catalog: Catalog) -> dict[str, Any]:
+    """The multipart form: the file, the job's options, and every task parameter as text
+    (lists comma-separated, objects as JSON)."""
+    schema = json.loads(json.dumps(UPLOAD_SCHEMA))
+    for name, (field, tasks) in catalog.parameters().items():
+        kind = field_kind(field.annotation)
+        how = {list: "; comma-separated", dict: "; JSON"}.get(kind, "")
+        schema["properties"][name] = {
+            "type": {int: "integer", float: "number", bool: "boolean"}.get(kind, "string"),
+            "description": f"{field.description or name} (tasks: {', '.join(tasks)}){how}",
+        }
+    return schema
+
+
 UPLOAD_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["file", "task"],
@@ -423,8 +422,6 @@ UPLOAD_SCHEMA: dict[str, Any] = {
         "task": {"type": "string"},
         "model": {"type": "string"},
         "explain": {"type": "string"},
-        "labels": {"type": "string", "description": "comma-separated"},
-        "label_descriptions": {"type": "string", "description": "JSON {label: description}"},
         "priority": {"type": "integer", "minimum": 0, "maximum": 9},
         "callback_url": {"type": "string"},
         "text_column": {"type": "string"},
@@ -438,8 +435,10 @@ UPLOAD_SCHEMA: dict[str, Any] = {
 }
 
 
-def document_request_body(app: FastAPI) -> None:
-    """POST /v1/jobs reads its body itself (JSON or multipart); publish both shapes."""
+def document_request_bodies(app: FastAPI, bodies: RequestBodies) -> None:
+    """POST /v1/jobs and /v1/events read their bodies themselves (their models carry the
+    catalog's task parameters); publish their shapes."""
+    catalog = app.state.sluice.client.catalog
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -447,15 +446,22 @@ def document_request_body(app: FastAPI) -> None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
-        body = JobRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(body.pop("$defs", {}))
-        components["JobRequest"] = body
+        for name, model in (("JobRequest", bodies.job), ("EventRequest", bodies.event)):
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[name] = body
         schema["paths"]["/v1/jobs"]["post"]["requestBody"] = {
             "required": True,
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
-                "multipart/form-data": {"schema": UPLOAD_SCHEMA},
+                "multipart/form-data": {"schema": upload_schema(catalog)},
+            },
+        }
+        schema["paths"]["/v1/events"]["post"]["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/EventRequest"}}
             },
         }
         app.openapi_schema = schema

@@ -24,8 +24,8 @@ from prometheus_client.core import (
 )
 from sqlalchemy import func, select
 
-from producers.api.app import Services, services
-from schemas.tasks import CONTROL_QUEUE, TASKS
+from producers.api.services import Services, services
+from schemas.queues import CONTROL_QUEUE
 from storage import tables as t
 
 router = APIRouter(tags=["ops"])
@@ -134,7 +134,7 @@ class QueueCollector:
                 self._redis = redis.Redis.from_url(
                     url.replace("redis+socket://", "unix://"), socket_timeout=2
                 )
-            for queue in sorted({i.queue for i in TASKS.values()} | {CONTROL_QUEUE}):
+            for queue in sorted({*self.svc.client.catalog.queues(), CONTROL_QUEUE}):
                 names = [queue] + [f"{queue}:{p}" for p in range(1, 10)]
                 with self._redis.pipeline(transaction=False) as pipe:
                     for name in names:

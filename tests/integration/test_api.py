@@ -18,7 +18,7 @@ import uvicorn
 from producers import Client
 from producers.api import create_app
 from storage.apikeys import ApiKeys
-from storage.callbacks import SIGNATURE_HEADER, verify
+from storage.callback_ledger import SIGNATURE_HEADER, verify
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration

@@ -8,16 +8,18 @@ from pathlib import Path
 import pytest
 import ray
 
-from producers.models import resolve
+from producers.model_refs import resolve
+from schemas.catalog import load_catalog
 from schemas.settings import Settings
-from workers.runtime import pool
+from workers.runtime import actor_directory as actors
 
 pytestmark = pytest.mark.integration
+EMBED = load_catalog().get("embed")
 
 
 @pytest.fixture
 def ray_connected(services: dict[str, str]) -> None:
-    pool.connect(services["ray"], Path(services["ray_token"]))
+    actors.connect(services["ray"], Path(services["ray_token"]))
 
 
 def _items(prefix: str, n: int) -> list[dict[str, str]]:
@@ -25,14 +27,14 @@ def _items(prefix: str, n: int) -> list[dict[str, str]]:
 
 
 def test_concurrent_requests_are_merged_into_one_batch(ray_connected: None, tmp_path: Path):
-    model = resolve("all-MiniLM-L6-v2", "embed", tmp_path)
+    model = resolve("all-MiniLM-L6-v2", EMBED, tmp_path)
     version = f"test-{uuid.uuid4().hex[:8]}"  # a fresh actor with a long batching window
     settings = Settings(max_batch_size=64, max_batch_wait_ms=500)
-    actor = pool.get_actor("embed", model.name, str(model.path), version, 0, settings)
+    actor = actors.get_actor(EMBED, model.name, str(model.path), version, 0, settings)
     assert ray.get(actor.stats.remote())["items"] == 0  # loaded, idle
-    same = pool.get_actor("embed", model.name, str(model.path), version, 0, settings)
+    same = actors.get_actor(EMBED, model.name, str(model.path), version, 0, settings)
     assert (
-        pool.actor_name("embed", model.name, version, 0)
+        actors.actor_name("embed", model.name, version, 0)
         == f"sluice:embed:all-MiniLM-L6-v2:{version}:0"
     )
     assert ray.get(same.stats.remote())["pid"] == ray.get(actor.stats.remote())["pid"]
@@ -49,9 +51,9 @@ def test_concurrent_requests_are_merged_into_one_batch(ray_connected: None, tmp_
 
 
 def test_actor_is_restarted_after_its_process_dies(ray_connected: None, tmp_path: Path):
-    model = resolve("all-MiniLM-L6-v2", "embed", tmp_path)
+    model = resolve("all-MiniLM-L6-v2", EMBED, tmp_path)
     version = f"test-{uuid.uuid4().hex[:8]}"
-    actor = pool.get_actor("embed", model.name, str(model.path), version, 0, Settings())
+    actor = actors.get_actor(EMBED, model.name, str(model.path), version, 0, Settings())
     pid = ray.get(actor.stats.remote())["pid"]
     os.kill(pid, signal.SIGKILL)
     out = ray.get(actor.process.remote("job", _items("x", 2), {}, "none"), timeout=120)
@@ -63,9 +65,9 @@ def test_actor_is_restarted_after_its_process_dies(ray_connected: None, tmp_path
 def test_actor_runs_on_cpu_without_gpus(ray_connected: None, tmp_path: Path):
     if ray.cluster_resources().get("GPU", 0):
         pytest.skip("this cluster has GPUs")
-    model = resolve("all-MiniLM-L6-v2", "embed", tmp_path)
-    actor = pool.get_actor(
-        "embed", model.name, str(model.path), f"test-{uuid.uuid4().hex[:8]}", 0, Settings()
+    model = resolve("all-MiniLM-L6-v2", EMBED, tmp_path)
+    actor = actors.get_actor(
+        EMBED, model.name, str(model.path), f"test-{uuid.uuid4().hex[:8]}", 0, Settings()
     )
     assert ray.get(actor.stats.remote())["device"] == "cpu"
     ray.kill(actor, no_restart=True)
@@ -74,21 +76,21 @@ def test_actor_runs_on_cpu_without_gpus(ray_connected: None, tmp_path: Path):
 def test_an_idle_actor_leaves_and_is_recreated_on_demand(ray_connected: None, tmp_path: Path):
     from tests.integration.conftest import wait_until
 
-    model = resolve("all-MiniLM-L6-v2", "embed", tmp_path)
+    model = resolve("all-MiniLM-L6-v2", EMBED, tmp_path)
     version = f"test-{uuid.uuid4().hex[:8]}"
     settings = Settings(actor_idle_seconds=1)
-    actor = pool.get_actor("embed", model.name, str(model.path), version, 0, settings)
+    actor = actors.get_actor(EMBED, model.name, str(model.path), version, 0, settings)
     assert len(ray.get(actor.process.remote("job", _items("x", 2), {}, "none"))) == 2
-    name = pool.actor_name("embed", model.name, version, 0)
+    name = actors.actor_name("embed", model.name, version, 0)
 
     def gone() -> bool:
         try:
-            ray.get_actor(name, namespace=pool.NAMESPACE)
+            ray.get_actor(name, namespace=actors.NAMESPACE)
         except ValueError:
             return True
         return False
 
     wait_until(gone, 60, "the idle actor to leave")  # its GPU share / memory is free again
-    again = pool.get_actor("embed", model.name, str(model.path), version, 0, Settings())
+    again = actors.get_actor(EMBED, model.name, str(model.path), version, 0, Settings())
     assert len(ray.get(again.process.remote("job", _items("y", 1), {}, "none"))) == 1
     ray.kill(again, no_restart=True)

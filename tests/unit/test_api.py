@@ -162,7 +162,7 @@ def test_a_tenant_cannot_run_jobs_on_another_tenants_registered_model(api: Api, 
         features,
     )
     ref = api.client.resolve_model(str(model_dir), "classify-records")
-    from producers.models import weights_sha256
+    from producers.model_refs import weights_sha256
 
     api.client.registry.register(
         "bc",

@@ -25,10 +25,10 @@ from schemas.errors import SluiceError, UnsafeIdentifierError
 from schemas.jobs import Item, ItemStatus, JobSpec, Outcome
 from schemas.settings import Settings
 from storage.apikeys import ApiKeys
-from storage.callbacks import SIGNATURE_HEADER, Callbacks, sign, verify
+from storage.callback_ledger import SIGNATURE_HEADER, Callbacks, sign, verify
 from storage.ledger import Ledger
 from storage.watermarks import Watermarks, decode, encode
-from workers.callbacks import deliver_due
+from workers.callback_delivery import deliver_due
 
 HOSTILE = [
     "users; DROP TABLE users",

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from producers.models import resolve
+from producers.model_refs import resolve
 from schemas.errors import InvalidInput
 from schemas.jobs import Item
 from workers.handlers import handler_for
@@ -54,7 +54,7 @@ def test_transcribe_batches_both_model_families(demo_models: Path, tmp_path: Pat
     rates. The models are random: the test is about the plumbing, not the words."""
     from dataclasses import asdict
 
-    from schemas.media import MediaLimits
+    from schemas.media_refs import MediaLimits
     from tests.media_files import write_audio
 
     handler = handler_for("transcribe")

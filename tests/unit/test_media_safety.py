@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from producers.media import folder_items, media_item
+
 from schemas.errors import InvalidInput
 from schemas.jobs import Item
-from schemas.media import MediaLimits, MediaRefError, confined_path, parse_reference
+from schemas.media_refs import MediaLimits, MediaRefError, confined_path, parse_reference
 from schemas.settings import Settings
 from tests.media_files import bomb_png, png_bytes, write_audio
-from workers.media import load_audio, load_image
+from workers.media_decoding import load_audio, load_image
 
 
 @pytest.fixture

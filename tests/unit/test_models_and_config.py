@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.models import resolve
+from producers.model_refs import resolve
 from schemas.errors import ConfigError, ModelError
 from schemas.settings import Settings
 from schemas.stack import Endpoints

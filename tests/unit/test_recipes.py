@@ -13,9 +13,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from producers.models import resolve
+from producers.model_refs import resolve
 from schemas.jobs import Item
-from schemas.media import MediaLimits
+from schemas.media_refs import MediaLimits
 from schemas.training import DataSource, TrainSpec
 from workers.handlers import handler_for
 from workers.training.demo_models import SAMPLE_RATE, digit_image

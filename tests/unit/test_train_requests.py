@@ -16,13 +16,14 @@ import pytest
 from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 
-from producers import models
+from producers import model_refs
 from producers.client import Client
 from producers.training import build_spec
 from schemas.errors import ConfigError, InputFileError, SluiceError
+from schemas.catalog import load_catalog
 from schemas.settings import Settings
 from schemas.training import DP_TASKS, TRAINABLE_TASKS, TrainingError, TrainSpec
-from storage.datasets import read_rows, read_table
+from storage.row_sources import read_rows, read_table
 from tests.media_files import png_bytes
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -49,7 +50,7 @@ def no_base(ref: str, task: str) -> Any:
 
 
 def text_base(cache: Path) -> Callable[[str, str], Any]:
-    return lambda ref, task: models.resolve(ref, task, cache)
+    return lambda ref, task: model_refs.resolve(ref, load_catalog().get(task), cache)
 
 
 def spec_of(
@@ -303,8 +304,7 @@ def test_a_regressor_needs_enough_rows_and_no_labels(tmp_path: Path):
         ({"name": "x" * 64}, "at most 63 characters"),
         (
             {"task": "transcribe"},
-            "task: task 'transcribe' cannot be trained; trainable tasks: "
-            f"{', '.join(TRAINABLE_TASKS)}",
+            f"task: task 'transcribe' cannot be trained; trainable tasks: {', '.join(TRAINABLE_TASKS)}",
         ),
         ({"epochs": 0}, "epochs: Input should be greater than or equal to 1"),
         ({"workers": 0}, "workers: Input should be greater than or equal to 1"),
@@ -529,7 +529,7 @@ def test_text_rows_without_text_are_named(tmp_path: Path):
     ) == ("rows with no text in 'text': row 2; row 3; row 4")
 
 
-# -- storage.datasets -------------------------------------------------------------------------
+# -- storage.row_sources -------------------------------------------------------------------------
 
 
 def test_read_table_names_an_unknown_table(tmp_path: Path, cancer: pd.DataFrame):
@@ -657,7 +657,7 @@ def test_a_records_base_must_read_the_same_features_and_predict_the_same_labels(
 
 def test_the_smallest_regression_set_accepted_at_submit_can_be_split(tmp_path: Path):
     """What submit accepts, the worker can prepare: even 20 rows with tied targets."""
-    from storage.datasets import read_rows as rows_of
+    from storage.row_sources import read_rows as rows_of
     from workers.training.recipes import recipe_for
 
     data = csv_file(tmp_path, "a,y\n" + "".join(f"{n},{n // 7}\n" for n in range(20)))

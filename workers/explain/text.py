@@ -1,23 +1,41 @@
 """Token attributions: LayerIntegratedGradients on the input embedding layer, merged to words."""
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from captum.attr import LayerIntegratedGradients
 
 from schemas.jobs import Explanation
 
-if TYPE_CHECKING:
-    from workers.handlers.text import TextFeatures, TextHandler
-
 METHOD = "layer_integrated_gradients"
 
 
+class Tokenised(Protocol):
+    """What the explainer reads of one tokenised text (a handler's features)."""
+
+    text: str
+    input_ids: list[int]
+    word_ids: list[int | None] | None
+    offsets: list[tuple[int, int]] | None
+
+
+@dataclass
+class TokenModel:
+    """The parts of a text model the explainer needs, handed over by the handler (so this
+    module knows no handler): `pad` turns features into (input ids, attention mask) tensors
+    on the model's device; `layer` is the input embedding layer attributions are taken at."""
+
+    tokenizer: Any
+    pad: Callable[[list[Any]], tuple[torch.Tensor, torch.Tensor]]
+    layer: torch.nn.Module
+
+
 def explain_tokens(
-    handler: "TextHandler",
+    model: TokenModel,
     forward: Callable[..., torch.Tensor],
-    batch: list["TextFeatures"],
+    batch: Sequence[Tokenised],
     targets: list[int],
     steps: int,
     internal_batch_size: int,
@@ -25,16 +43,14 @@ def explain_tokens(
 ) -> list[Explanation]:
     """Explain a batch at once; if that fails, item by item, so one failure stays one failure."""
     try:
-        return _attribute(
-            handler, forward, batch, targets, steps, internal_batch_size, target_names
-        )
+        return _attribute(model, forward, batch, targets, steps, internal_batch_size, target_names)
     except Exception:
         if len(batch) == 1:
             raise
     out = []
     for f, t, name in zip(batch, targets, target_names, strict=True):
         try:
-            out += _attribute(handler, forward, [f], [t], steps, internal_batch_size, [name])
+            out += _attribute(model, forward, [f], [t], steps, internal_batch_size, [name])
         except Exception as exc:
             out.append(
                 Explanation(
@@ -48,17 +64,17 @@ def explain_tokens(
 
 
 def _attribute(
-    handler: "TextHandler",
+    model: TokenModel,
     forward: Callable[..., torch.Tensor],
-    batch: list["TextFeatures"],
+    batch: Sequence[Tokenised],
     targets: list[int],
     steps: int,
     internal_batch_size: int,
     target_names: list[str],
 ) -> list[Explanation]:
-    ids, mask = handler.pad(batch)
-    baseline = _baseline(handler.tokenizer, ids)
-    lig = LayerIntegratedGradients(forward, handler.embedding_layer())
+    ids, mask = model.pad(list(batch))
+    baseline = _baseline(model.tokenizer, ids)
+    lig = LayerIntegratedGradients(forward, model.layer)
     attributions, delta = lig.attribute(
         inputs=ids,
         baselines=baseline,
@@ -80,7 +96,7 @@ def _attribute(
         for f, row, d, name in zip(
             batch, per_token, delta.detach().cpu(), target_names, strict=True
         )
-        for words, scores in [_merge_word_pieces(handler.tokenizer, f, row.tolist())]
+        for words, scores in [_merge_word_pieces(model.tokenizer, f, row.tolist())]
     ]
 
 
@@ -99,7 +115,7 @@ def _baseline(tokenizer: Any, ids: torch.Tensor) -> torch.Tensor:
 
 
 def _merge_word_pieces(
-    tokenizer: Any, f: "TextFeatures", scores: list[float]
+    tokenizer: Any, f: Tokenised, scores: list[float]
 ) -> tuple[list[str], list[float]]:
     """Sum sub-word attributions into the words of the original text (fast tokenizers)."""
     words: list[str] = []

@@ -1,30 +1,31 @@
-"""Task name -> handler class. Adding a task is adding a class to its modality's module."""
+"""Handlers by the catalog's dotted path: a task's spec names its class, nothing here lists
+tasks. torch and the model libraries load only when a model actor imports a handler."""
 
-import importlib
-
-from schemas.tasks import task_info
+from schemas.errors import ConfigError
+from schemas.task_spec import TaskSpec, import_object
 from workers.handlers.base import Handler
 
-# torch and the model libraries are imported only when a model actor needs them.
-MODULES = {
-    "text": "workers.handlers.text",
-    "image": "workers.handlers.image",
-    "audio": "workers.handlers.audio",
-    "records": "workers.handlers.records",
-}
 
-
-def handler_class(task: str) -> type[Handler]:
-    module = importlib.import_module(MODULES[task_info(task).modality])
-    handlers: dict[str, type[Handler]] = module.HANDLERS
+def handler_class(path: str) -> type[Handler]:
+    """The Handler subclass a 'module:Class' path names; ConfigError naming the path if not."""
     try:
-        return handlers[task]
-    except KeyError:
-        raise ValueError(f"no handler for task {task!r}") from None
+        cls = import_object(path)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"handler {path} does not import: {type(exc).__name__}: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Handler)):
+        raise ConfigError(f"handler {path} is not a workers.handlers.base.Handler subclass")
+    return cls
 
 
-def handler_for(task: str) -> Handler:
-    return handler_class(task)()
+def make_handler(path: str, explain_method: str = "none") -> Handler:
+    handler = handler_class(path)()
+    handler.explain_method = explain_method
+    return handler
 
 
-__all__ = ["Handler", "handler_class", "handler_for"]
+def handler_for(spec: TaskSpec) -> Handler:
+    """A fresh handler for a task, told its explainer's method (recorded on explanations)."""
+    return make_handler(spec.handler, spec.explainer.method if spec.explainer else "none")
+
+
+__all__ = ["Handler", "handler_class", "handler_for", "make_handler"]

@@ -17,10 +17,10 @@ from transformers import (
 )
 
 from schemas.jobs import Explanation, Item
-from workers.explain.audio import METHOD, explain_waveforms
+from workers.explain.audio import explain_waveforms
 from workers.handlers.base import Handler
-from workers.handlers.image import top_labels
-from workers.media import limits_from, load_audio
+from workers.handlers.outputs import top_labels
+from workers.media_decoding import limits_from, load_audio
 
 LOAD = {"use_safetensors": True, "trust_remote_code": False}
 MAX_NEW_TOKENS = 128
@@ -36,7 +36,6 @@ class AudioFeatures:
 
 
 class AudioHandler(Handler):
-    modality = "audio"
     extractor: Any
 
     def setup_device(self, device: str) -> None:
@@ -57,9 +56,6 @@ class AudioHandler(Handler):
 
 
 class AudioClassifyHandler(AudioHandler):
-    task = "classify-audio"
-    explain_method = METHOD
-
     def setup(self, model_path: str, device: str) -> None:
         self.setup_device(device)
         self.extractor = AutoFeatureExtractor.from_pretrained(model_path)
@@ -119,8 +115,6 @@ class AudioClassifyHandler(AudioHandler):
 
 
 class TranscribeHandler(AudioHandler):
-    task = "transcribe"
-
     def setup(self, model_path: str, device: str) -> None:
         self.setup_device(device)
         archs = (
@@ -150,6 +144,3 @@ class TranscribeHandler(AudioHandler):
             {"text": text.strip(), "seconds": round(f.length / self.rate, 3)}
             for text, f in zip(texts, batch, strict=True)
         ]
-
-
-HANDLERS: dict[str, type[Handler]] = {h.task: h for h in (AudioClassifyHandler, TranscribeHandler)}

@@ -1,15 +1,15 @@
 """The handler contract: one small class per task. Handlers know nothing of Celery or Ray."""
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any
 
 from schemas.jobs import Explanation, Item
 
 
 class Handler(ABC):
-    task: ClassVar[str]
-    modality: ClassVar[str]
-    explain_method: ClassVar[str] = "none"
+    # The catalog's explainer method for the task, set when the handler is made
+    # (workers.handlers.make_handler); recorded on every explanation, failed ones too.
+    explain_method: str = "none"
 
     @abstractmethod
     def setup(self, model_path: str, device: str) -> None:
@@ -30,4 +30,4 @@ class Handler(ABC):
     def explain(
         self, batch: list[Any], outputs: list[dict[str, Any]], steps: int, internal_batch_size: int
     ) -> list[Explanation]:
-        raise NotImplementedError(f"task {self.task} makes no explanations")
+        raise NotImplementedError(f"{type(self).__name__} makes no explanations")

@@ -7,12 +7,12 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from schemas.jobs import Explanation, Item
-from workers.explain.image import INTEGRATED_GRADIENTS, explain_images
+from workers.explain.image import explain_images
 from workers.handlers.base import Handler
-from workers.media import limits_from, load_image
+from workers.handlers.outputs import top_labels
+from workers.media_decoding import limits_from, load_image
 
 LOAD = {"use_safetensors": True, "trust_remote_code": False}
-MAX_LISTED_LABELS = 5
 
 
 @dataclass
@@ -22,22 +22,7 @@ class ImageFeatures:
     height: int
 
 
-def top_labels(probs: list[float], labels: list[str]) -> dict[str, Any]:
-    """The best label, its score, and the probabilities of the few most likely ones."""
-    order = sorted(range(len(probs)), key=lambda i: -probs[i])
-    return {
-        "label": labels[order[0]],
-        "score": round(probs[order[0]], 6),
-        "probabilities": {labels[i]: round(probs[i], 6) for i in order[:MAX_LISTED_LABELS]},
-    }
-
-
 class ImageClassifyHandler(Handler):
-    task = "classify-image"
-    modality = "image"
-    # Measured against occlusion in bench/modalities.py; see the README's explanations section.
-    explain_method = INTEGRATED_GRADIENTS
-
     def setup(self, model_path: str, device: str) -> None:
         from PIL import Image
 
@@ -93,6 +78,3 @@ class ImageClassifyHandler(Handler):
             steps,
             internal_batch_size,
         )
-
-
-HANDLERS: dict[str, type[Handler]] = {ImageClassifyHandler.task: ImageClassifyHandler}

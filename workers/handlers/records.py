@@ -10,9 +10,9 @@ import torch
 from schemas.errors import InvalidInput
 from schemas.jobs import Explanation, Item
 from schemas.records import check_record
-from workers.explain.records import METHOD, explain_records
+from workers.explain.records import explain_records
 from workers.handlers.base import Handler
-from workers.handlers.image import top_labels
+from workers.handlers.outputs import top_labels
 from workers.training.records_mlp import load_records_model, normalise
 
 
@@ -23,9 +23,6 @@ class RecordFeatures:
 
 
 class RecordsHandler(Handler):
-    modality = "records"
-    explain_method = METHOD
-
     def setup(self, model_path: str, device: str) -> None:
         self.device = torch.device(device)
         model, self.config, self.features = load_records_model(model_path)
@@ -74,8 +71,6 @@ class RecordsHandler(Handler):
 
 
 class ClassifyRecordsHandler(RecordsHandler):
-    task = "classify-records"
-
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(inputs), dim=-1)
 
@@ -95,8 +90,6 @@ class ClassifyRecordsHandler(RecordsHandler):
 
 
 class RegressRecordsHandler(RecordsHandler):
-    task = "regress-records"
-
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """The prediction in the target's own units (the net predicts it standardised)."""
         return self.model(inputs) * float(self.config["target_std"]) + float(
@@ -113,8 +106,3 @@ class RegressRecordsHandler(RecordsHandler):
 
     def names_of(self, outputs: list[dict[str, Any]]) -> list[str | None]:
         return [self.config.get("target")] * len(outputs)
-
-
-HANDLERS: dict[str, type[Handler]] = {
-    h.task: h for h in (ClassifyRecordsHandler, RegressRecordsHandler)
-}

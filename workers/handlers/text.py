@@ -11,8 +11,9 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 
 from schemas.errors import InvalidInput
 from schemas.jobs import Explanation, Item, text_problem
-from workers.explain.text import METHOD, explain_tokens
+from workers.explain.text import TokenModel, explain_tokens
 from workers.handlers.base import Handler
+from workers.handlers.outputs import top_labels
 
 # Cosine similarities lie in [-1, 1]; a softmax over them needs a temperature to be decisive.
 ZERO_SHOT_SCALE = 20.0
@@ -30,8 +31,6 @@ class TextFeatures:
 
 
 class TextHandler(Handler):
-    modality = "text"
-    explain_method = METHOD
     max_chars = 1_000_000  # the producer's cap is the user-facing one
 
     def setup(self, model_path: str, device: str) -> None:
@@ -61,6 +60,10 @@ class TextHandler(Handler):
             offsets=[tuple(o) for o in enc["offset_mapping"]] if fast else None,
         )
 
+    def token_model(self) -> TokenModel:
+        """What the token explainer needs of this model."""
+        return TokenModel(self.tokenizer, self.pad, self.embedding_layer())
+
     def embedding_layer(self) -> torch.nn.Module:
         """Where token attributions are taken: the input word embeddings."""
         layer = self.model.get_input_embeddings()  # type: ignore[operator]
@@ -86,16 +89,12 @@ class TextHandler(Handler):
 
 
 class EmbedHandler(TextHandler):
-    task = "embed"
-
     def predict(self, batch: list[TextFeatures]) -> list[dict[str, Any]]:
         vectors = self.encode(batch).float().cpu().numpy().round(7)
         return [{"embedding": v.tolist(), "dim": int(v.shape[0])} for v in vectors]
 
 
 class ZeroShotHandler(TextHandler):
-    task = "zero-shot-text"
-
     def setup(self, model_path: str, device: str) -> None:
         super().setup(model_path, device)
         self._label_vectors: dict[tuple[str, ...], torch.Tensor] = {}
@@ -130,14 +129,7 @@ class ZeroShotHandler(TextHandler):
         outputs = []
         for f, emb in zip(batch, embeddings, strict=True):
             probs = self.probabilities(emb.unsqueeze(0), f.prompts)[0].tolist()
-            best = max(range(len(probs)), key=probs.__getitem__)
-            outputs.append(
-                {
-                    "label": f.labels[best],
-                    "score": round(probs[best], 6),
-                    "scores": {lab: round(p, 6) for lab, p in zip(f.labels, probs, strict=True)},
-                }
-            )
+            outputs.append(top_labels(probs, list(f.labels)))
         return outputs
 
     def confidence(self, output: dict[str, Any]) -> float | None:
@@ -162,7 +154,7 @@ class ZeroShotHandler(TextHandler):
 
             targets = [group[0].labels.index(outputs[i]["label"]) for i in idx]
             expl = explain_tokens(
-                self,
+                self.token_model(),
                 forward,
                 group,
                 targets,
@@ -176,8 +168,6 @@ class ZeroShotHandler(TextHandler):
 
 
 class ClassifyHandler(TextHandler):
-    task = "classify-text"
-
     def load_model(self, path: str) -> torch.nn.Module:
         return AutoModelForSequenceClassification.from_pretrained(path, **LOAD)
 
@@ -192,19 +182,7 @@ class ClassifyHandler(TextHandler):
     def predict(self, batch: list[TextFeatures]) -> list[dict[str, Any]]:
         with torch.inference_mode():
             probs = self.forward(*self.pad(batch)).float().cpu().tolist()
-        outputs = []
-        for row in probs:
-            best = max(range(len(row)), key=row.__getitem__)
-            outputs.append(
-                {
-                    "label": self.labels[best],
-                    "score": round(row[best], 6),
-                    "probabilities": {
-                        lab: round(p, 6) for lab, p in zip(self.labels, row, strict=True)
-                    },
-                }
-            )
-        return outputs
+        return [top_labels(row, self.labels) for row in probs]
 
     def confidence(self, output: dict[str, Any]) -> float | None:
         return float(output["score"])
@@ -218,7 +196,7 @@ class ClassifyHandler(TextHandler):
     ) -> list[Explanation]:
         targets = [self.labels.index(o["label"]) for o in outputs]
         return explain_tokens(
-            self,
+            self.token_model(),
             self.forward,
             batch,
             targets,
@@ -239,8 +217,3 @@ def _max_length(path: Path, tokenizer: Any, model: torch.nn.Module) -> int:
     if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:
         limits.append(tokenizer.model_max_length)
     return min(limits)
-
-
-HANDLERS: dict[str, type[Handler]] = {
-    h.task: h for h in (EmbedHandler, ZeroShotHandler, ClassifyHandler)
-}

@@ -1,5 +1,6 @@
 """The model actor: one per (task, model version, replica). Owns the device, batching and
-explanations; the handler inside it knows nothing of Ray."""
+explanations; the handler inside it knows nothing of Ray. It is given the handler's dotted
+path from the catalog, so a task registered from outside needs no catalog in Ray's workers."""
 
 import asyncio
 import os
@@ -9,7 +10,7 @@ from typing import Any
 
 from schemas.errors import InvalidInput
 from schemas.jobs import ExplainPolicy, Explanation, Item, ItemStatus, Outcome
-from workers.handlers import handler_for
+from workers.handlers import make_handler
 from workers.runtime.batching import DynamicBatcher
 
 
@@ -20,7 +21,9 @@ def pick_device(gpu_ids: list[Any]) -> str:
 
 
 class ModelActor:
-    def __init__(self, task: str, model_path: str, options: dict[str, Any]) -> None:
+    def __init__(
+        self, handler_path: str, explain_method: str, model_path: str, options: dict[str, Any]
+    ) -> None:
         import ray
         import torch
 
@@ -28,7 +31,7 @@ class ModelActor:
         # Ray pins OMP threads to the actor's num_cpus; the model should use what it is given.
         torch.set_num_threads(int(options.get("torch_threads") or os.cpu_count() or 1))
         self.device = pick_device(ray.get_gpu_ids())
-        self.handler = handler_for(task)
+        self.handler = make_handler(handler_path, explain_method)
         started = time.perf_counter()
         self.handler.setup(model_path, self.device)
         self.load_seconds = time.perf_counter() - started

@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from schemas.settings import Settings
 from schemas.stack import Endpoints
 from schemas.training import TrainingError, TrainSpec
-from storage.datasets import fingerprint, read_rows, read_table
 from storage.registry import ModelVersionView, Registry
+from storage.row_sources import fingerprint, read_rows, read_table
 from storage.training_runs import RunView, TrainingRuns
 from workers.training.loop import FINAL_METRICS, train_loop
 from workers.training.recipes import recipe_for
@@ -85,7 +85,7 @@ def run_training(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    from workers.runtime import pool
+    from workers.runtime import actor_directory as actors
 
     spec = TrainSpec.model_validate(run.spec)
     done = [v for v in registry.list(spec.name) if v.training_run_id == run.id]
@@ -93,10 +93,10 @@ def run_training(
         return done[0]
     rows = load_rows(spec)
     try:
-        prepared = recipe_for(spec.task).prepare(spec, rows, settings.media_limits())
+        prepared = recipe_for(spec).prepare(spec, rows, settings.media_limits())
     except (ValueError, KeyError) as exc:
         raise TrainingError(f"cannot prepare the training data: {exc}") from exc
-    pool.connect(endpoints.ray_address, endpoints.ray_auth_token_path)
+    actors.connect(endpoints.ray_address, endpoints.ray_auth_token_path)
     storage = settings.training_dir()
     output = storage / run.id / "model"
     shutil.rmtree(output, ignore_errors=True)

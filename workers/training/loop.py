@@ -67,7 +67,7 @@ class Reporter:
 
 def train_loop(config: dict[str, Any]) -> None:
     spec = TrainSpec.model_validate(config["spec"])
-    recipe = recipe_for(spec.task)
+    recipe = recipe_for(spec)
     prepared: Prepared = ray.get(config["data"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()

@@ -1,27 +1,23 @@
-"""One recipe per trainable task: data to tensors, the model, its loss, evaluation, saving."""
+"""Recipes by the catalog's dotted path (carried on the spec): nothing here lists tasks. Each
+recipe module pulls in its model family, so it is imported only when a run needs it."""
 
+from schemas.errors import ConfigError
+from schemas.task_spec import import_object
+from schemas.training import TrainSpec
 from workers.training.recipes.base import Prepared, Recipe
 
 
-def recipe_for(task: str) -> Recipe:
-    """The recipe that trains `task` (imported lazily: each pulls in its model family)."""
-    if task in ("classify-records", "regress-records"):
-        from workers.training.recipes.records import RecordsRecipe
-
-        return RecordsRecipe(task)
-    if task == "classify-text":
-        from workers.training.recipes.text import TextRecipe
-
-        return TextRecipe()
-    if task == "classify-image":
-        from workers.training.recipes.image import ImageRecipe
-
-        return ImageRecipe()
-    if task == "classify-audio":
-        from workers.training.recipes.audio import AudioRecipe
-
-        return AudioRecipe()
-    raise KeyError(f"no training recipe for task {task!r}")
+def recipe_for(spec: TrainSpec) -> Recipe:
+    """The recipe that trains `spec.task`, made for that task."""
+    try:
+        cls = import_object(spec.recipe)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"training recipe {spec.recipe} of task {spec.task} does not "
+            f"import: {type(exc).__name__}: {exc}"
+        ) from exc
+    recipe: Recipe = cls(spec)
+    return recipe
 
 
 __all__ = ["Prepared", "Recipe", "recipe_for"]

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from schemas.media import MediaLimits
+from schemas.media_refs import MediaLimits
 from schemas.training import TrainSpec
-from workers.media import load_audio
+from workers.media_decoding import load_audio
 from workers.training.demo_models import _tiny_wav2vec2_kwargs, make_wav2vec2_feature_extractor
 from workers.training.recipes.base import Prepared
 from workers.training.recipes.hf_classifier import (
@@ -33,7 +33,6 @@ def _extractor(meta: dict[str, Any]) -> Any:
 
 
 class AudioRecipe(HFClassifierRecipe):
-    task = "classify-audio"
     scratch_learning_rate = 2e-3  # what the demo sounds classifier trains with
 
     def prepare(self, spec: TrainSpec, rows: list[dict[str, Any]], limits: MediaLimits) -> Prepared:

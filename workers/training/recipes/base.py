@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from schemas.media import MediaLimits
+from schemas.media_refs import MediaLimits
 from schemas.training import TrainSpec
 
 

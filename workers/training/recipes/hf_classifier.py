@@ -78,6 +78,9 @@ class HFClassifierRecipe:
     default_learning_rate = HEAD_LR
     scratch_learning_rate = 2e-3  # used when the task can start without a base model
 
+    def __init__(self, spec: TrainSpec) -> None:
+        self.task = spec.task
+
     def configure(self, spec: TrainSpec) -> None:
         if not spec.base:
             self.default_learning_rate = self.scratch_learning_rate

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from schemas.media import MediaLimits
+from schemas.media_refs import MediaLimits
 from schemas.training import TrainSpec
-from workers.media import load_image
+from workers.media_decoding import load_image
 from workers.training.demo_models import _tiny_resnet, make_image_processor
 from workers.training.recipes.base import Prepared
 from workers.training.recipes.hf_classifier import (
@@ -33,7 +33,6 @@ def _processor(meta: dict[str, Any]) -> Any:
 
 
 class ImageRecipe(HFClassifierRecipe):
-    task = "classify-image"
     scratch_learning_rate = 3e-3  # what the demo digits ResNet trains with
 
     def prepare(self, spec: TrainSpec, rows: list[dict[str, Any]], limits: MediaLimits) -> Prepared:

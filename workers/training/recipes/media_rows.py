@@ -7,7 +7,7 @@ from typing import Any
 
 from schemas.errors import InvalidInput
 from schemas.jobs import Item
-from schemas.media import MediaRefError, parse_reference
+from schemas.media_refs import MediaRefError, parse_reference
 from schemas.training import TrainSpec
 
 CHUNK = 256  # media decoded and encoded at a time: bounds the memory of decoded files

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from schemas.media import MediaLimits
+from schemas.media_refs import MediaLimits
 from schemas.training import TrainSpec
 from workers.training.recipes.base import Prepared
 from workers.training.recipes.split import holdout_split
@@ -41,12 +41,13 @@ def _kind(column: np.ndarray) -> str:
 class RecordsRecipe:
     default_learning_rate = 1e-3
 
-    def __init__(self, task: str) -> None:
-        self.task = task
-        self.primary_metric = "heldout_accuracy" if task == "classify-records" else "heldout_r2"
+    def __init__(self, spec: TrainSpec) -> None:
+        self.task = spec.task
+        self.classifier = spec.is_classifier
+        self.primary_metric = "heldout_accuracy" if self.classifier else "heldout_r2"
 
     def prepare(self, spec: TrainSpec, rows: list[dict[str, Any]], limits: MediaLimits) -> Prepared:
-        x = np.stack([_column(rows, name) for name in spec.feature_columns], axis=1)
+        x = np.stack([_column(rows, name) for name in spec.input_columns], axis=1)
         if spec.is_classifier:
             index = {label: i for i, label in enumerate(spec.labels)}
             y = np.array([index[str(r[spec.label_column])] for r in rows], dtype=np.int64)
@@ -67,7 +68,7 @@ class RecordsRecipe:
                 "mean": float(x[train, i].mean()),
                 "std": max(float(x[train, i].std()), STD_FLOOR),
             }
-            for i, name in enumerate(spec.feature_columns)
+            for i, name in enumerate(spec.input_columns)
         ]
         meta: dict[str, Any] = {"features": features, "labels": spec.labels}
         if not spec.is_classifier:
@@ -90,7 +91,7 @@ class RecordsRecipe:
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(batch["x"])
-        if self.task == "classify-records":
+        if self.classifier:
             # label smoothing keeps the margin wide: it lifts held-out accuracy over splits
             return nn.functional.cross_entropy(out, batch["y"], label_smoothing=0.1)
         return nn.functional.mse_loss(out[:, 0], batch["y"])
@@ -104,7 +105,7 @@ class RecordsRecipe:
         out = model(heldout["x"])
         model.train(was_training)
         y = heldout["y"]
-        if self.task == "classify-records":
+        if self.classifier:
             return {
                 "heldout_accuracy": float((out.argmax(-1) == y).float().mean()),
                 "n_heldout": float(len(y)),

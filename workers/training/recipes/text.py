@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from schemas.jobs import text_problem
-from schemas.media import MediaLimits
+from schemas.media_refs import MediaLimits
 from schemas.training import TrainSpec
 from workers.training.recipes.base import Prepared
 from workers.training.recipes.hf_classifier import (
@@ -45,8 +45,6 @@ def _texts(rows: list[dict[str, Any]], column: str) -> list[str]:
 
 
 class TextRecipe(HFClassifierRecipe):
-    task = "classify-text"
-
     def prepare(self, spec: TrainSpec, rows: list[dict[str, Any]], limits: MediaLimits) -> Prepared:
         from transformers import AutoTokenizer
 

@@ -16,7 +16,7 @@ from schemas.errors import InputFileError
 from storage.engine import make_engine
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-_MALFORMED = "__sluice_malformed__"
+MALFORMED = "__sluice_malformed__"
 
 
 def detect_format(path: Path) -> str:
@@ -36,10 +36,10 @@ def read_rows(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
     try:
         if fmt == "jsonl":
             rows = list(_jsonl_rows(path))
-            if rows and all(_MALFORMED in r for r in rows):
+            if rows and all(MALFORMED in r for r in rows):
                 raise InputFileError(f"{path}: not JSONL (no line is a JSON object)")
             # file order (first seen), as CSV and Parquet give it; malformed lines add none
-            columns = list(dict.fromkeys(k for r in rows if _MALFORMED not in r for k in r))
+            columns = list(dict.fromkeys(k for r in rows if MALFORMED not in r for k in r))
             return columns, iter(rows)
         if fmt == "csv":
             return _csv_rows(path)
@@ -58,10 +58,10 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield {_MALFORMED: f"line {lineno} is not valid JSON: {exc.msg}", "_line": lineno}
+                yield {MALFORMED: f"line {lineno} is not valid JSON: {exc.msg}", "_line": lineno}
                 continue
             if not isinstance(row, dict):
-                yield {_MALFORMED: f"line {lineno} is not a JSON object", "_line": lineno}
+                yield {MALFORMED: f"line {lineno} is not a JSON object", "_line": lineno}
                 continue
             yield row
 

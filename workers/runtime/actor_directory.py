@@ -11,6 +11,7 @@ from typing import Any
 import ray
 
 from schemas.settings import Settings
+from schemas.task_spec import TaskSpec
 from workers.runtime.actor import ModelActor
 
 NAMESPACE = "sluice"
@@ -52,11 +53,12 @@ def replica_for(chunk_id: str, replicas: int) -> int:
     return zlib.crc32(chunk_id.encode()) % replicas
 
 
-def actor_options(settings: Settings) -> dict[str, Any]:
+def actor_options(settings: Settings, spec: TaskSpec) -> dict[str, Any]:
+    default_steps = spec.explainer.steps if spec.explainer else 0
     return {
         "max_batch_size": settings.max_batch_size,
         "max_batch_wait_ms": settings.max_batch_wait_ms,
-        "explain_steps": settings.explain_steps,
+        "explain_steps": settings.explain_steps or default_steps,
         "explain_batch_size": settings.explain_batch_size,
         "torch_threads": settings.torch_threads,
         "idle_seconds": settings.actor_idle_seconds,
@@ -64,11 +66,11 @@ def actor_options(settings: Settings) -> dict[str, Any]:
 
 
 def get_actor(
-    task: str, model: str, model_path: str, version: str, replica: int, settings: Settings
+    spec: TaskSpec, model: str, model_path: str, version: str, replica: int, settings: Settings
 ) -> Any:
     """The live actor, created on first use. Detached, so models stay warm across workers;
     restarted by Ray if its process dies."""
-    name = actor_name(task, model, version, replica)
+    name = actor_name(spec.name, model, version, replica)
     try:
         return ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
@@ -83,4 +85,9 @@ def get_actor(
         max_task_retries=1,
         num_cpus=settings.actor_num_cpus,
         num_gpus=settings.gpu_fraction if has_gpu else 0,
-    ).remote(task, model_path, actor_options(settings))
+    ).remote(
+        spec.handler,
+        spec.explainer.method if spec.explainer else "none",
+        model_path,
+        actor_options(settings, spec),
+    )

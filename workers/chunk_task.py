@@ -1,25 +1,24 @@
-"""The Celery tasks: a thin adapter that owns the ledger, leases and retries."""
+"""The Celery task that processes one chunk: a thin adapter that owns the ledger, the chunk's
+lease and its retries, and hands the items to the model actor the catalog names."""
 
 import logging
 import os
 import socket
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from functools import cached_property
-from typing import Any
 
 from celery import Celery, Task
 
-from schemas.jobs import Item, ItemStatus, Outcome, text_problem
+from schemas.catalog import Catalog, load_catalog
+from schemas.jobs import Item, ItemStatus, Outcome
+from schemas.queues import PROCESS_CHUNK
 from schemas.settings import Settings
-from schemas.stack import Endpoints, redis_priority, require_broker
-from schemas.tasks import PROCESS_CHUNK, SWEEP, task_info
-from schemas.training import TRAIN_QUEUE, TRAIN_TASK
+from schemas.stack import Endpoints
 from storage.engine import make_engine, migrate
 from storage.ledger import JobView, Ledger
-from workers.sweeper import BrokerProbe, sweep_once
+from workers.callback_delivery import deliver_due
+from workers.leases import LeaseKeeper
 
 log = logging.getLogger("sluice.worker")
 
@@ -31,6 +30,7 @@ class WorkerState:
     def __init__(self, settings: Settings, endpoints: Endpoints) -> None:
         self.settings = settings
         self.endpoints = endpoints
+        self.catalog: Catalog = load_catalog(settings.task_modules)
 
     @cached_property
     def ledger(self) -> Ledger:
@@ -41,12 +41,17 @@ class WorkerState:
     def run_on_actor(self, job: JobView, chunk_id: str, items: list[Item]) -> list[Outcome]:
         import ray
 
-        from workers.runtime import pool
+        from workers.runtime import actor_directory as actors
 
-        pool.connect(self.endpoints.ray_address, self.endpoints.ray_auth_token_path)
-        replica = pool.replica_for(chunk_id, self.settings.replicas)
-        actor = pool.get_actor(
-            job.task, job.model, job.params["model_path"], job.model_version, replica, self.settings
+        actors.connect(self.endpoints.ray_address, self.endpoints.ray_auth_token_path)
+        replica = actors.replica_for(chunk_id, self.settings.replicas)
+        actor = actors.get_actor(
+            self.catalog.get(job.task),
+            job.model,
+            job.params.get("model_path", ""),
+            job.model_version,
+            replica,
+            self.settings,
         )
         # The worker's own limits travel with each chunk: the actor checks every media
         # reference against them again, whatever the producer accepted.
@@ -58,42 +63,16 @@ class WorkerState:
         return [Outcome.model_validate(r) for r in raw]
 
 
-class LeaseKeeper:
-    """Renews a lease (a chunk's, a training run's) while it runs, so only a dead worker's
-    lease expires. `renew` returns False once there is nothing left to keep."""
-
-    def __init__(self, renew: Callable[[], bool], seconds: float, what: str) -> None:
-        self.renew, self.seconds, self.what = renew, seconds, what
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.seconds / 3):
-            try:
-                if not self.renew():
-                    return  # finished elsewhere or cancelled: nothing left to keep
-            except Exception:  # a database hiccup: try again at the next tick
-                log.warning("%s: lease renewal failed", self.what, exc_info=True)
-
-    def __enter__(self) -> "LeaseKeeper":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-
-
 def compute_outcomes(
     state: WorkerState, job: JobView, chunk_id: str, items: list[Item]
 ) -> list[Outcome]:
     """Invalid items are settled here; the rest go to the model actor. Order is kept."""
     cap = state.settings.max_text_chars
-    is_text = task_info(job.task).modality == "text"
+    modality = state.catalog.get(job.task).modality
     known: dict[str, Outcome] = {}
     ready = []
     for item in items:
-        problem = item.invalid or (text_problem(item.text, "text", cap) if is_text else None)
+        problem = modality.item_problem(item, cap)
         if problem:
             known[item.key] = Outcome(key=item.key, status=ItemStatus.INVALID, error=problem)
         else:
@@ -158,45 +137,15 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
 
 def _send_callback(state: WorkerState, job_id: str) -> None:
     """The worker that finishes a job tells its caller at once; the sweeper retries."""
-    from workers.callbacks import deliver_due
-
     try:
         deliver_due(state.ledger, state.settings, [job_id])
     except Exception:  # never fail a finished chunk over its callback
         log.warning("job %s: callback not sent; the sweeper retries", job_id, exc_info=True)
 
 
-def register(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
+def register_chunk_task(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
     state = WorkerState(settings, endpoints)
 
     @app.task(name=PROCESS_CHUNK, bind=True)
     def process_chunk_task(self: Task, chunk_id: str) -> str:
         return process_chunk(self, state, chunk_id)
-
-    from workers.training.task import register_training
-
-    register_training(app, settings, endpoints)
-
-    @app.task(name=SWEEP)
-    def sweep_task() -> dict[str, Any]:
-        def send(chunk_id: str, queue: str, priority: int) -> None:
-            app.send_task(
-                PROCESS_CHUNK, args=[chunk_id], queue=queue, priority=redis_priority(priority)
-            )
-
-        report = sweep_once(state.ledger, settings, require_broker(endpoints), send)
-        from workers.training.task import resend_training
-
-        broker = require_broker(endpoints)
-        report.resent += resend_training(
-            settings,
-            endpoints.database_url,
-            lambda run_id: app.send_task(TRAIN_TASK, args=[run_id], queue=TRAIN_QUEUE),
-            lambda: BrokerProbe(broker).is_empty(TRAIN_QUEUE),
-        )
-        if report.resent or report.dead_lettered:
-            log.warning("sweep: %s", report.as_dict())
-        from workers.callbacks import deliver_due
-
-        callbacks = deliver_due(state.ledger, settings)  # due ones, with backoff
-        return {**report.as_dict(), "callbacks": callbacks}

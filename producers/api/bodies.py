@@ -1,8 +1,12 @@
-"""Request and response shapes of the REST API (they are what /openapi.json publishes)."""
+"""Request and response shapes of the REST API (they are what /openapi.json publishes). The
+request bodies gain one field per task parameter of the catalog (`request_bodies`)."""
 
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from schemas.catalog import Catalog
 
 Scalar = str | int | float | bool | None
 
@@ -35,14 +39,22 @@ class SqlSource(BaseModel):
 
 
 class JobOptions(BaseModel):
+    """What every job takes; each task's own parameters are added by `request_bodies`."""
+
     model_config = ConfigDict(extra="forbid")
     task: str = Field(..., examples=["zero-shot-text"])
     model: str | None = Field(None, description="model directory or hub id; default MiniLM")
     explain: str = Field("none", description="none | all | sample:RATE | low-confidence:T")
-    labels: list[str] | None = None
-    label_descriptions: dict[str, str] | None = None
     priority: int = Field(5, ge=0, le=9)
     callback_url: str | None = Field(None, description="POSTed a signed payload at the end")
+
+    def task_params(self, catalog: Catalog) -> dict[str, Any]:
+        """The task parameters this body gives (checked by the task's model at submit)."""
+        return {
+            name: getattr(self, name)
+            for name in catalog.parameters()
+            if getattr(self, name, None) is not None
+        }
 
 
 class JobRequest(JobOptions):
@@ -110,3 +122,24 @@ class ModelOut(BaseModel):
     model: str
     model_version: str
     jobs: int
+
+
+@dataclass(frozen=True)
+class RequestBodies:
+    """The request models of one app, with the catalog's task parameters as fields."""
+
+    options: type[JobOptions]
+    job: type[JobRequest]
+    event: type[EventRequest]
+
+
+def request_bodies(catalog: Catalog) -> RequestBodies:
+    fields: dict[str, Any] = {}
+    for name, (field, tasks) in catalog.parameters().items():
+        description = f"{field.description or name} (tasks: {', '.join(tasks)})"
+        fields[name] = (field.annotation | None, Field(None, description=description))
+    return RequestBodies(
+        options=create_model("JobOptions", __base__=JobOptions, **fields),
+        job=create_model("JobRequest", __base__=JobRequest, **fields),
+        event=create_model("EventRequest", __base__=EventRequest, **fields),
+    )

@@ -12,12 +12,13 @@ from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from schemas.errors import SluiceError
+from schemas.queues import TRAIN_TASK
 from schemas.settings import Settings
 from schemas.stack import Endpoints
-from schemas.training import TRAIN_TASK
 from storage.engine import make_engine, migrate
 from storage.registry import Registry
 from storage.training_runs import TrainingRuns
+from workers.leases import LeaseKeeper
 
 log = logging.getLogger("sluice.train")
 
@@ -30,7 +31,6 @@ def _stores(database_url: str) -> tuple[TrainingRuns, Registry]:
 
 
 def train_model(task: Task, settings: Settings, endpoints: Endpoints, run_id: str) -> str:
-    from workers.tasks import LeaseKeeper
     from workers.training.driver import LeaseLost, run_training
 
     runs, registry = _stores(endpoints.database_url)

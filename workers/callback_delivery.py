@@ -15,7 +15,7 @@ import httpx
 
 from schemas.settings import Settings
 from storage.apikeys import ApiKeys
-from storage.callbacks import SIGNATURE_HEADER, Callbacks, PendingDelivery, sign
+from storage.callback_ledger import SIGNATURE_HEADER, Callbacks, PendingDelivery, sign
 from storage.ledger import Ledger
 
 log = logging.getLogger("sluice.callbacks")

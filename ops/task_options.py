@@ -1,0 +1,81 @@
+"""The catalog's task parameters as command-line options: every field of every task's
+parameters model becomes `--field-name` on `sluice submit` and `sluice enrich`, with the
+tasks that take it in its help. Values are checked by the task's parameters model at submit,
+so an option given to a task that does not take it is refused with the task's parameters."""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from schemas.catalog import Catalog
+from schemas.errors import SluiceError
+from schemas.task_spec import field_kind, parse_param_text
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def param_options(catalog: Catalog) -> list[Decorator]:
+    options: list[Decorator] = []
+    for name, (field, tasks) in sorted(catalog.parameters().items()):
+        kind = field_kind(field.annotation)
+        help_text = f"{field.description or name} [{', '.join(tasks)}]"
+        if kind is bool:
+            options.append(
+                click.option(option_name(name), name, is_flag=True, default=None, help=help_text)
+            )
+        elif kind in (int, float):
+            options.append(
+                click.option(option_name(name), name, type=kind, default=None, help=help_text)
+            )
+        elif kind is list:
+            options.append(
+                click.option(option_name(name), name, default=None, help=f"{help_text}: a,b,c")
+            )
+        elif kind is dict:
+            options.append(
+                click.option(
+                    option_name(name),
+                    name,
+                    default=None,
+                    help=f"{help_text}: a JSON file (or inline JSON)",
+                )
+            )
+        else:
+            options.append(click.option(option_name(name), name, default=None, help=help_text))
+    return options
+
+
+def with_param_options(catalog: Catalog) -> Decorator:
+    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(param_options(catalog)):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+def param_values(catalog: Catalog, given: dict[str, Any]) -> dict[str, Any]:
+    """The task parameters among the command's keyword arguments, parsed from their text."""
+    known = catalog.parameters()
+    values = {}
+    for name, raw in given.items():
+        if name not in known or raw is None:
+            continue
+        annotation = known[name][0].annotation
+        if field_kind(annotation) is dict and not raw.lstrip().startswith("{"):
+            try:  # a JSON file
+                raw = Path(raw).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SluiceError(
+                    f"{option_name(name)} {raw}: cannot read the file: {exc}"
+                ) from exc
+        values[name] = (
+            parse_param_text(option_name(name), annotation, raw) if isinstance(raw, str) else raw
+        )
+    return values

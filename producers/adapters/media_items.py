@@ -1,0 +1,175 @@
+"""Images and audio: references (paths under the input roots, file:// or data: URIs) from a
+folder, a column of a file or table, or an API body. Nothing is decoded here (that is the
+worker's job); every reference is checked against the input roots now and again there."""
+
+import html
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from producers.adapters.base import ModalityAdapter, ReadOptions, need_column
+from producers.adapters.html_cells import chips, png
+from producers.readers import build_items
+from producers.training_checks import need, problems
+from schemas.errors import InputFileError
+from schemas.jobs import Item
+from schemas.media_refs import (
+    SUFFIXES,
+    MediaRefError,
+    confined_path,
+    decode_inline,
+    parse_reference,
+)
+from schemas.modalities import Modality
+from schemas.settings import Settings
+from schemas.training import DataSource, TrainSpec
+
+THUMB = 160
+
+
+def media_item(key: str, value: Any, base_dir: Path | None, settings: Settings) -> Item:
+    """An item for a path, `file://` URI or `data:` URI; `invalid` says why one is refused."""
+    if not isinstance(value, str):
+        what = "missing" if value is None else f"a {type(value).__name__}"
+        return Item(
+            key=key,
+            invalid=f"media reference is {what}; expected a path, a file:// URI or a data: URI",
+        )
+    try:
+        kind, ref = parse_reference(value, base_dir)
+        if kind == "data":
+            decode_inline(ref, settings.max_inline_bytes)  # refuse now, not in the worker
+            return Item(key=key, data=ref)
+        real = confined_path(ref, settings.input_root_paths(), settings.max_media_bytes)
+        return Item(key=key, path=str(real))
+    except MediaRefError as exc:
+        return Item(key=key, invalid=str(exc))
+
+
+class MediaItems(ModalityAdapter):
+    def __init__(self, modality: Modality) -> None:
+        self.modality = modality
+
+    def items_from_rows(
+        self, columns: list[str], rows: Iterator[dict[str, Any]], opts: ReadOptions
+    ) -> list[Item]:
+        need_column(columns, opts.media_column, "media column", opts.source)
+        return build_items(
+            columns,
+            rows,
+            key_column=opts.key_column,
+            source=opts.source,
+            build=lambda key, row: media_item(
+                key, row.get(opts.media_column), opts.base_dir, opts.settings
+            ),
+        )
+
+    def items_from_folder(self, folder: Path, settings: Settings) -> list[Item]:
+        """Every file of the modality under `folder`, keyed by its path relative to it."""
+        suffixes = SUFFIXES[self.modality.value]
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.suffix.lower() in suffixes and (p.is_file() or p.is_symlink())
+        )
+        if not files:
+            raise InputFileError(
+                f"{folder}: no {self.modality} files ({', '.join(suffixes)}) found"
+            )
+        return [media_item(p.relative_to(folder).as_posix(), str(p), None, settings) for p in files]
+
+    def body_fields(self, body: dict[str, Any], n: int) -> dict[str, Any]:
+        return {"path": body.get("media")}
+
+    def table_columns(
+        self, text_column: str, media_column: str | None, model_path: Path | None
+    ) -> list[tuple[str, str, str]]:
+        if not media_column:
+            raise InputFileError(
+                f"{self.modality} tasks read media: name the column of paths "
+                "or URIs with --media-column"
+            )
+        return [(media_column, "path", "media column")]
+
+    def training_inputs(
+        self,
+        rows: list[dict[str, Any]],
+        columns: list[str],
+        spec: TrainSpec,
+        source: DataSource,
+        settings: Settings,
+    ) -> list[str]:
+        need(columns, spec.media_column, "--media-column", source)
+        base = Path(spec.media_base_dir) if spec.media_base_dir else None
+        bad = []
+        for n, row in enumerate(rows, 1):
+            value = row.get(spec.media_column)
+            if isinstance(value, str) and value.startswith("data:"):
+                bad.append(f"row {n}: inline data: URIs cannot be trained on; use files")
+                continue
+            item = media_item(str(n), value, base, settings)
+            if item.invalid:
+                bad.append(f"row {n}: {item.invalid}")
+        problems(bad, "media that cannot be read")
+        return [spec.media_column]
+
+    @property
+    def report_needs_items(self) -> bool:
+        return self.modality is Modality.IMAGE
+
+    def explanation_html(
+        self, explanation: dict[str, Any], item: Item | None, settings: Settings
+    ) -> str:
+        if self.modality is not Modality.IMAGE:  # audio: attribution per time segment
+            return chips(explanation.get("tokens") or [], explanation.get("attributions") or [])
+        return image_cell(explanation, item, settings)
+
+
+def image_cell(explanation: dict[str, Any], item: Item | None, settings: Settings) -> str:
+    """The picture, and its saliency grid as a heatmap over it."""
+    from PIL import Image
+
+    rows, cols = (explanation.get("detail") or {}).get("grid", [0, 0])
+    try:
+        image = Image.open(io.BytesIO(source_bytes(item, settings))).convert("RGB")
+    except (OSError, ValueError, MediaRefError) as exc:
+        return f"<i>image unavailable ({html.escape(str(exc))})</i>"
+    image.thumbnail((THUMB, THUMB))
+    if image.width < THUMB // 2:  # tiny inputs (8x8 digits) are enlarged to be seen
+        factor = THUMB // max(image.width, image.height)
+        image = image.resize(
+            (image.width * factor, image.height * factor), Image.Resampling.NEAREST
+        )
+    overlay = heatmap(explanation["attributions"], rows, cols, image.size)
+    blended = Image.alpha_composite(image.convert("LA").convert("RGBA"), overlay)
+    return f"{png(image)} {png(blended)}"
+
+
+def heatmap(scores: list[float], rows: int, cols: int, size: tuple[int, int]) -> Any:
+    """An RGBA layer: red where a cell pushed towards the label, blue where it pushed away."""
+    from PIL import Image
+
+    scale = max((abs(s) for s in scores), default=0.0) or 1.0
+    cells = Image.new("RGBA", (cols, rows))
+    cells.putdata(
+        [
+            (220, 40, 40, int(200 * min(1, s / scale)))
+            if s >= 0
+            else (40, 90, 220, int(200 * min(1, -s / scale)))
+            for s in scores
+        ]
+    )
+    return cells.resize(size, Image.Resampling.BILINEAR)
+
+
+def source_bytes(item: Item | None, settings: Settings) -> bytes:
+    """The item's media, read again under the input roots (never a path it was not given)."""
+    if item is None:
+        raise ValueError("no such item")
+    if item.data is not None:
+        return decode_inline(item.data, settings.max_inline_bytes)
+    if item.path is None:
+        raise ValueError("the item has no media reference")
+    real = confined_path(item.path, settings.input_root_paths(), settings.max_media_bytes)
+    return Path(real).read_bytes()

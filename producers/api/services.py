@@ -1,0 +1,26 @@
+"""What every route of the API shares: the services made once by create_app."""
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from producers.api.bodies import RequestBodies
+from producers.client import Client
+from schemas.settings import Settings
+from storage.apikeys import ApiKeys
+from storage.callback_ledger import Callbacks
+from storage.tenancy import TenantReads
+
+
+@dataclass
+class Services:
+    settings: Settings
+    client: Client
+    keys: ApiKeys
+    reads: TenantReads
+    callbacks: Callbacks
+    bodies: RequestBodies
+
+
+def services(request: Request) -> Services:
+    return request.app.state.sluice  # type: ignore[no-any-return]

@@ -1,0 +1,181 @@
+"""Sluice's own tasks, one spec each. Adding a task is a spec here (or in another package; see
+schemas/catalog.py) and a handler class under workers/handlers/."""
+
+from pydantic import Field, field_validator, model_validator
+
+from schemas.modalities import Modality
+from schemas.task_spec import (
+    ExplainerSpec,
+    ModelFiles,
+    ModelKind,
+    ModelNeeds,
+    OutputShape,
+    Target,
+    TaskParams,
+    TaskSpec,
+    TrainingSupport,
+)
+
+HANDLERS = "workers.handlers"
+RECIPES = "workers.training.recipes"
+TOKEN_ATTRIBUTIONS = ExplainerSpec(
+    "layer_integrated_gradients",
+    note="LayerIntegratedGradients on the input word embeddings, merged to words",
+)
+RECORD_ATTRIBUTIONS = ExplainerSpec(
+    "integrated_gradients", note="per-feature Integrated Gradients from the training mean"
+)
+NO_DP_MEDIA = (
+    "its model family holds BatchNorm or weight-normalised convolutions, which "
+    "Opacus cannot give per-sample gradients"
+)
+
+
+class ZeroShotParams(TaskParams):
+    labels: list[str] = Field(..., description="the candidate labels, at least two")
+    label_descriptions: dict[str, str] | None = Field(
+        None, description="a longer description per label, compared instead of the label"
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        labels = [label.strip() for label in value if label.strip()]
+        if len(labels) < 2:
+            raise ValueError("give at least two labels (--labels a,b,c)")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"duplicate labels in {labels}")
+        return labels
+
+    @model_validator(mode="after")
+    def _descriptions(self) -> "ZeroShotParams":
+        unknown = set(self.label_descriptions or {}) - set(self.labels)
+        if unknown:
+            raise ValueError(f"descriptions given for unknown labels: {sorted(unknown)}")
+        return self
+
+
+def _records_model(task: str) -> ModelNeeds:
+    return ModelNeeds(
+        kind=ModelKind.RECORDS_MLP,
+        files=ModelFiles.NONE,
+        description=f"a Sluice records model trained for {task} (`sluice train --task {task}`)",
+    )
+
+
+BUILTIN_TASKS = (
+    TaskSpec(
+        "embed",
+        Modality.TEXT,
+        f"{HANDLERS}.text:EmbedHandler",
+        "sentence embeddings (mean pooling, L2-normalised)",
+        OutputShape.EMBEDDING,
+        model=ModelNeeds(
+            description="a text encoder directory with its tokenizer", uses_default_model=True
+        ),
+    ),
+    TaskSpec(
+        "zero-shot-text",
+        Modality.TEXT,
+        f"{HANDLERS}.text:ZeroShotHandler",
+        "the closest of the given labels, by embedding similarity",
+        OutputShape.CLASSIFICATION,
+        params=ZeroShotParams,
+        explainer=TOKEN_ATTRIBUTIONS,
+        model=ModelNeeds(
+            description="a text encoder directory with its tokenizer", uses_default_model=True
+        ),
+    ),
+    TaskSpec(
+        "classify-text",
+        Modality.TEXT,
+        f"{HANDLERS}.text:ClassifyHandler",
+        "a trained text classifier's label",
+        OutputShape.CLASSIFICATION,
+        explainer=TOKEN_ATTRIBUTIONS,
+        model=ModelNeeds(
+            architectures=("ForSequenceClassification",),
+            description="an AutoModelForSequenceClassification directory",
+        ),
+        training=TrainingSupport(
+            f"{RECIPES}.text:TextRecipe",
+            dp=True,
+            base_task="embed",
+            base_defaults_to_default_model=True,
+        ),
+    ),
+    TaskSpec(
+        "classify-image",
+        Modality.IMAGE,
+        f"{HANDLERS}.image:ImageClassifyHandler",
+        "an image classifier's label",
+        OutputShape.CLASSIFICATION,
+        explainer=ExplainerSpec(
+            "integrated_gradients",
+            note="a saliency grid; measured against occlusion in bench/modalities.py",
+        ),
+        model=ModelNeeds(
+            architectures=("ForImageClassification",),
+            files=ModelFiles.PROCESSOR,
+            description="an AutoModelForImageClassification directory with its image processor",
+        ),
+        training=TrainingSupport(f"{RECIPES}.image:ImageRecipe", dp_refusal=NO_DP_MEDIA),
+        chunk_size=32,
+    ),
+    TaskSpec(
+        "classify-audio",
+        Modality.AUDIO,
+        f"{HANDLERS}.audio:AudioClassifyHandler",
+        "an audio classifier's label",
+        OutputShape.CLASSIFICATION,
+        explainer=ExplainerSpec(
+            "segment_ablation",
+            note="attribution per time segment; "
+            "why and what was measured: workers/explain/audio.py",
+        ),
+        model=ModelNeeds(
+            architectures=("ForAudioClassification", "ForSequenceClassification"),
+            files=ModelFiles.PROCESSOR,
+            description="an AutoModelForAudioClassification directory with its feature extractor",
+        ),
+        training=TrainingSupport(f"{RECIPES}.audio:AudioRecipe", dp_refusal=NO_DP_MEDIA),
+        chunk_size=16,
+    ),
+    TaskSpec(
+        "transcribe",
+        Modality.AUDIO,
+        f"{HANDLERS}.audio:TranscribeHandler",
+        "speech to text (CTC such as wav2vec2, or sequence-to-sequence such as Whisper)",
+        OutputShape.TRANSCRIPT,
+        model=ModelNeeds(
+            architectures=("ForCTC", "ForConditionalGeneration", "ForSpeechSeq2Seq"),
+            files=ModelFiles.PROCESSOR,
+            description="a speech recognition directory (CTC such as wav2vec2, "
+            "or sequence-to-sequence such as Whisper) with its "
+            "processor",
+        ),
+        chunk_size=16,
+    ),
+    TaskSpec(
+        "classify-records",
+        Modality.RECORDS,
+        f"{HANDLERS}.records:ClassifyRecordsHandler",
+        "a records classifier's label",
+        OutputShape.CLASSIFICATION,
+        explainer=RECORD_ATTRIBUTIONS,
+        model=_records_model("classify-records"),
+        training=TrainingSupport(f"{RECIPES}.records:RecordsRecipe", dp=True),
+        chunk_size=512,
+    ),
+    TaskSpec(
+        "regress-records",
+        Modality.RECORDS,
+        f"{HANDLERS}.records:RegressRecordsHandler",
+        "a records regressor's value",
+        OutputShape.REGRESSION,
+        explainer=RECORD_ATTRIBUTIONS,
+        model=_records_model("regress-records"),
+        training=TrainingSupport(f"{RECIPES}.records:RecordsRecipe", target=Target.VALUE, dp=True),
+        chunk_size=512,
+    ),
+)

@@ -1,0 +1,177 @@
+"""What a task is: the shape of one catalog entry (`TaskSpec`) and its parts. The catalog
+(schemas/catalog.py) holds the specs; schemas/builtin_tasks.py declares Sluice's own."""
+
+import importlib
+import json
+import types
+import typing
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from schemas.errors import ConfigError, SluiceError
+from schemas.modalities import Modality
+
+# How many labels a classifier's `scores` lists (the most likely first).
+TOP_K = 5
+
+
+class OutputShape(StrEnum):
+    """What one `ok` row's `output` holds; exports and write-backs read these keys."""
+
+    CLASSIFICATION = "classification"  # label, score, scores: the TOP_K best {label: prob}
+    EMBEDDING = "embedding"  # embedding (L2-normalised floats), dim
+    REGRESSION = "regression"  # value (in the target's units), target (its name)
+    TRANSCRIPT = "transcript"  # text, seconds
+    FIELDS = "fields"  # a task's own JSON object (tasks from outside the package)
+
+
+class ModelKind(StrEnum):
+    """What a model directory must hold for a task."""
+
+    TRANSFORMERS = "transformers"  # config.json + safetensors (+ tokenizer or processor)
+    RECORDS_MLP = "records-mlp"  # a Sluice records model (config, safetensors, features.json)
+    NONE = "none"  # the task needs no model
+
+
+class ModelFiles(StrEnum):
+    TOKENIZER = "tokenizer"  # tokenizer.json, vocab.txt or tokenizer_config.json
+    PROCESSOR = "processor"  # preprocessor_config.json or processor_config.json
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class ModelNeeds:
+    kind: ModelKind = ModelKind.TRANSFORMERS
+    # Class-name suffixes of config.json's `architectures`, one of which must match (the
+    # transformers Auto class the handler loads with); empty accepts any.
+    architectures: tuple[str, ...] = ()
+    files: ModelFiles = ModelFiles.TOKENIZER
+    description: str = "a Hugging Face model directory"
+    # With no --model, use SLUICE_DEFAULT_MODEL (MiniLM); otherwise a model is required.
+    uses_default_model: bool = False
+
+
+@dataclass(frozen=True)
+class ExplainerSpec:
+    method: str  # recorded on every explanation
+    steps: int = 24  # integration steps unless SLUICE_EXPLAIN_STEPS says otherwise
+    note: str = ""  # why this method (and what was measured)
+
+
+class Target(StrEnum):
+    LABEL = "label"  # a classifier: a label column, stratified splits
+    VALUE = "value"  # a regressor: a numeric target column
+
+
+@dataclass(frozen=True)
+class TrainingSupport:
+    recipe: str  # "module:Class" under workers/
+    target: Target = Target.LABEL
+    dp: bool = False
+    dp_refusal: str = ""  # why DP-SGD cannot train this task, shown when asked for
+    # The task a --base must fit when it is not a registered version of this task (a text
+    # head trains on any encoder: "embed"); None: this task itself.
+    base_task: str | None = None
+    # With no --base, start from SLUICE_DEFAULT_MODEL (a head on MiniLM).
+    base_defaults_to_default_model: bool = False
+
+
+class TaskParams(BaseModel):
+    """A task's own parameters. Subclass it; each field becomes `--name` in `sluice submit`
+    and `sluice enrich`, a keyword argument of the SDK and a field of the REST bodies.
+    Field types: str, int, float, bool, list[str] (comma-separated on the command line),
+    dict[str, str] (a JSON file on the command line); give each a description."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(TaskParams):
+    pass
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    modality: Modality
+    handler: str  # "module:Class", a workers.handlers.base.Handler
+    description: str
+    output: OutputShape
+    params: type[TaskParams] = NoParams
+    model: ModelNeeds = ModelNeeds()
+    explainer: ExplainerSpec | None = None
+    training: TrainingSupport | None = None
+    chunk_size: int = 256  # items per chunk (one Celery message) unless SLUICE_CHUNK_SIZE
+
+    @property
+    def queue(self) -> str:
+        return self.modality.queue
+
+    @property
+    def explainable(self) -> bool:
+        return self.explainer is not None
+
+    @property
+    def trainable(self) -> bool:
+        return self.training is not None
+
+    def check_params(self, given: dict[str, Any]) -> dict[str, Any]:
+        """The task's parameters, validated and as stored on the job (unset ones left out);
+        a clear SluiceError for a parameter the task does not take or a bad value."""
+        given = {k: v for k, v in given.items() if v is not None}
+        try:
+            params = self.params.model_validate(given)
+        except ValidationError as exc:
+            raise SluiceError(f"task {self.name!r}: {params_message(exc, self.params)}") from None
+        return params.model_dump(mode="json", exclude_none=True)
+
+
+def params_message(exc: ValidationError, model: type[TaskParams]) -> str:
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "parameters"
+        if error["type"] == "extra_forbidden":
+            takes = ", ".join(model.model_fields) or "none"
+            parts.append(f"takes no parameter {field!r} (its parameters: {takes})")
+        elif error["type"] == "missing":
+            parts.append(f"needs {field!r} ({model.model_fields[field].description or ''})")
+        else:
+            parts.append(f"{field}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def split_path(path: str) -> tuple[str, str]:
+    module, sep, name = path.partition(":")
+    if not sep or not module or not name:
+        raise ConfigError(f"{path!r} is not a 'module:Class' path")
+    return module, name
+
+
+def import_object(path: str) -> Any:
+    """The object a 'module:Name' path names (workers use it for handlers and recipes)."""
+    module, name = split_path(path)
+    return getattr(importlib.import_module(module), name)
+
+
+def field_kind(annotation: Any) -> Any:
+    """A parameter's type without Optional: str, int, float, bool, list or dict."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and args:
+        annotation = args[0]
+    return typing.get_origin(annotation) or annotation
+
+
+def parse_param_text(name: str, annotation: Any, raw: str) -> Any:
+    """A parameter given as text (a form field, a command-line option): a list is
+    comma-separated, a dict is JSON; other types are left to the parameters model."""
+    kind = field_kind(annotation)
+    if kind is list:
+        return [part for part in raw.split(",") if part.strip()]
+    if kind is dict:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SluiceError(f"{name} is not JSON: {exc}") from exc
+    return raw

@@ -1,0 +1,34 @@
+"""Keeping a lease while work runs: a chunk's (workers/chunk_task.py) or a training run's
+(workers/training/run_task.py). Only a dead worker's lease expires."""
+
+import logging
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger("sluice.worker")
+
+
+class LeaseKeeper:
+    """Renews a lease (a chunk's, a training run's) while it runs, so only a dead worker's
+    lease expires. `renew` returns False once there is nothing left to keep."""
+
+    def __init__(self, renew: Callable[[], bool], seconds: float, what: str) -> None:
+        self.renew, self.seconds, self.what = renew, seconds, what
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.seconds / 3):
+            try:
+                if not self.renew():
+                    return  # finished elsewhere or cancelled: nothing left to keep
+            except Exception:  # a database hiccup: try again at the next tick
+                log.warning("%s: lease renewal failed", self.what, exc_info=True)
+
+    def __enter__(self) -> "LeaseKeeper":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
