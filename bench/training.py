@@ -148,8 +148,9 @@ class Bench:
 
     def resolve_base(self, ref: str, task: str) -> Any:
         from producers.model_refs import resolve
+        from schemas.catalog import load_catalog
 
-        return resolve(ref, task, self.settings.data_dir)
+        return resolve(ref, load_catalog().get(task), self.settings.data_dir)
 
     def __init__(self, data_dir: Path, input_root: Path) -> None:
         from schemas.settings import Settings

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from schemas.catalog import load_catalog
 from storage.engine import make_engine, migrate, normalise_url
 from storage.ledger import Ledger
 
@@ -100,7 +101,7 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from producers.model_refs import resolve
 
     out = tmp_path_factory.mktemp("tiny-classifier")
-    base = resolve("all-MiniLM-L6-v2", "embed", out / "cache").path
+    base = resolve("all-MiniLM-L6-v2", load_catalog().get("embed"), out / "cache").path
     tokenizer = AutoTokenizer.from_pretrained(base)
     labels = ["billing", "praise"]
     rows = [json.loads(line) for line in SAMPLES.read_text(encoding="utf-8").splitlines()]

@@ -56,7 +56,7 @@ def test_two_workers_train_with_real_ddp_and_the_registered_model_serves(
     version = client.registry.get("breast-cancer", run.model_version)
     assert version.ref == "breast-cancer@1" and version.stage == "staging"
     assert version.metrics["heldout_accuracy"] >= 0.95
-    assert "id" not in [f for f in run.spec["feature_columns"]]
+    assert "id" not in [f for f in run.spec["input_columns"]]
     client.registry.promote("breast-cancer", 1)
     # the held-out rows, served by NAME@production, agree with the recorded metric
     assert _infer_accuracy(client, "breast-cancer@production", heldout) >= 0.95

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from producers.model_refs import resolve
+from schemas.catalog import load_catalog
 from schemas.errors import InvalidInput
 from schemas.jobs import Item
 from workers.handlers import handler_for
@@ -21,14 +22,15 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(resolve("all-MiniLM-L6-v2", "embed", tmp_path_factory.mktemp("c")).path)
+    embed = load_catalog().get("embed")
+    return str(resolve("all-MiniLM-L6-v2", embed, tmp_path_factory.mktemp("c")).path)
 
 
 def test_embeddings_match_the_reference_whatever_the_batch(minilm: str):
     from sentence_transformers import SentenceTransformer
 
     reference = SentenceTransformer(minilm, device="cpu").encode(TEXTS, normalize_embeddings=True)
-    handler = handler_for("embed")
+    handler = handler_for(load_catalog().get("embed"))
     handler.setup(minilm, "cpu")
     feats = [handler.preprocess(Item(key=str(i), text=t), {}) for i, t in enumerate(TEXTS)]
     together = handler.predict(feats)  # short texts padded to the long one
@@ -42,7 +44,7 @@ def test_embeddings_match_the_reference_whatever_the_batch(minilm: str):
 
 
 def test_preprocess_rejects_what_cannot_be_embedded(minilm: str):
-    handler = handler_for("embed")
+    handler = handler_for(load_catalog().get("embed"))
     handler.setup(minilm, "cpu")
     with pytest.raises(InvalidInput, match="empty text"):
         handler.preprocess(Item(key="k", text=" "), {})
@@ -57,7 +59,7 @@ def test_transcribe_batches_both_model_families(demo_models: Path, tmp_path: Pat
     from schemas.media_refs import MediaLimits
     from tests.media_files import write_audio
 
-    handler = handler_for("transcribe")
+    handler = handler_for(load_catalog().get("transcribe"))
     handler.setup(str(demo_models / model), "cpu")
     clips = [
         write_audio(tmp_path / f"{n}.wav", seconds, rate)

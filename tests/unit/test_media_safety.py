@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from producers.media import folder_items, media_item
 
+from producers.adapters.media_items import MediaItems, media_item
 from schemas.errors import InvalidInput
 from schemas.jobs import Item
 from schemas.media_refs import MediaLimits, MediaRefError, confined_path, parse_reference
+from schemas.modalities import Modality
 from schemas.settings import Settings
 from tests.media_files import bomb_png, png_bytes, write_audio
 from workers.media_decoding import load_audio, load_image
@@ -73,7 +74,7 @@ def test_submit_marks_each_bad_reference_invalid_and_keeps_the_rest(root: Path, 
             assert item.invalid is None and (item.path or item.data), key
         else:
             assert item.invalid is not None and problem in item.invalid, (key, item.invalid)
-    items = folder_items(root, "image", settings)
+    items = MediaItems(Modality.IMAGE).items_from_folder(root, settings)
     assert [i.key for i in items] == ["a.png", "big.png"]
 
 

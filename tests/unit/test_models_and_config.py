@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from producers.model_refs import resolve
+from schemas.catalog import load_catalog
 from schemas.errors import ConfigError, ModelError
 from schemas.settings import Settings
 from schemas.stack import Endpoints
@@ -13,9 +14,9 @@ from workers.celery_app import create_app
 
 
 def test_packaged_default_model_resolves_offline(tmp_path: Path):
-    ref = resolve("all-MiniLM-L6-v2", "embed", tmp_path)
+    ref = resolve("all-MiniLM-L6-v2", load_catalog().get("embed"), tmp_path)
     assert (ref.path / "model.safetensors").is_file() and len(ref.version) == 16
-    assert resolve("all-MiniLM-L6-v2", "embed", tmp_path).version == ref.version
+    assert resolve("all-MiniLM-L6-v2", load_catalog().get("embed"), tmp_path).version == ref.version
 
 
 def test_unsafe_or_unsuitable_models_are_refused(tmp_path: Path):
@@ -23,11 +24,12 @@ def test_unsafe_or_unsuitable_models_are_refused(tmp_path: Path):
     custom.mkdir()
     (custom / "config.json").write_text(json.dumps({"auto_map": {"AutoModel": "x.Y"}}))
     with pytest.raises(ModelError, match="trust_remote_code=False"):
-        resolve(str(custom), "embed", tmp_path)
+        resolve(str(custom), load_catalog().get("embed"), tmp_path)
     with pytest.raises(ModelError, match="does not fit classify-text"):
-        resolve("all-MiniLM-L6-v2", "classify-text", tmp_path)
+        resolve("all-MiniLM-L6-v2", load_catalog().get("classify-text"), tmp_path)
     with pytest.raises(ModelError, match="not in the Hugging Face cache"):
-        resolve("someone/no-such-model-here", "embed", tmp_path)  # HF_HUB_OFFLINE=1 in tests
+        # HF_HUB_OFFLINE=1 in tests
+        resolve("someone/no-such-model-here", load_catalog().get("embed"), tmp_path)
 
 
 def test_celery_is_configured_for_at_least_once_json_delivery():

@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 
 from producers.model_refs import resolve
+from schemas.catalog import load_catalog
 from schemas.jobs import Item
 from schemas.media_refs import MediaLimits
 from schemas.training import DataSource, TrainSpec
@@ -53,15 +54,23 @@ def minilm() -> str:
 
 
 def make_spec(task: str, labels: list[str], **extra: Any) -> TrainSpec:
+    training = load_catalog().get(task).training
+    assert training is not None
     return TrainSpec(
         name="m",
         task=task,
+        recipe=training.recipe,
         data=DataSource(file="rows.jsonl"),
         label_column="label",
         labels=labels,
         seed=0,
         **extra,
     )
+
+
+def recipe_of(task: str) -> Recipe:
+    """The catalog's recipe for a classifier task."""
+    return recipe_for(make_spec(task, ["a", "b"]))
 
 
 def train(
@@ -107,8 +116,8 @@ def save_and_serve(
     recipe.save(model, out, spec, prepared.meta, metrics)
     config = json.loads((out / "config.json").read_text())
     assert config["sluice_metrics"] == metrics and "auto_map" not in config
-    assert resolve(str(out), spec.task, tmp_path / "cache").path == out.resolve()
-    handler = handler_for(spec.task)
+    assert resolve(str(out), load_catalog().get(spec.task), tmp_path / "cache").path == out.resolve()
+    handler = handler_for(load_catalog().get(spec.task))
     handler.setup(str(out), "cpu")
     assert handler.labels == spec.labels  # type: ignore[attr-defined]
     outputs = handler.predict([handler.preprocess(item, params) for item in items])
@@ -131,7 +140,7 @@ def check_served(
     model.eval()
     with torch.no_grad():
         expected = torch.softmax(model(**inputs).logits, -1).numpy()
-    served = np.array([[outputs[i]["probabilities"][label] for label in spec.labels] for i in held])
+    served = np.array([[outputs[i]["scores"][label] for label in spec.labels] for i in held])
     np.testing.assert_allclose(served, expected, atol=1e-4)
 
 
@@ -143,7 +152,7 @@ def test_text_recipe_trains_a_head_the_text_handler_serves(tmp_path: Path):
         for frame in FRAMES
     ]
     spec = make_spec("classify-text", sorted(TOPICS), base=minilm())
-    recipe = recipe_for("classify-text")
+    recipe = recipe_of("classify-text")
     model, prepared, metrics = train(recipe, spec, rows, MediaLimits(), epochs=8)
     # the encoder is frozen: only the new linear head learns, at the head's learning rate
     assert [n for n, p in model.named_parameters() if p.requires_grad] == [
@@ -167,7 +176,7 @@ def test_text_recipe_trains_a_head_the_text_handler_serves(tmp_path: Path):
 
 def test_text_recipe_refuses_rows_it_cannot_train_on():
     spec = make_spec("classify-text", sorted(TOPICS), base=minilm())
-    recipe = recipe_for("classify-text")
+    recipe = recipe_of("classify-text")
     with pytest.raises(ValueError, match="row 1: empty text"):
         recipe.prepare(
             spec,
@@ -198,7 +207,7 @@ def test_text_recipe_trains_under_differential_privacy(train_encoder: bool):
         train_encoder=train_encoder,
         dp={"epsilon": 8.0, "delta": 1e-5},
     )
-    recipe = recipe_for("classify-text")
+    recipe = recipe_of("classify-text")
     prepared = recipe.prepare(spec, rows, MediaLimits())
     model = recipe.build(spec, prepared.meta)
     keys = list(prepared.train)
@@ -230,9 +239,9 @@ def test_text_recipe_trains_under_differential_privacy(train_encoder: bool):
 @pytest.mark.parametrize("task", ["classify-text", "classify-image", "classify-audio"])
 def test_build_gives_every_rank_the_same_weights(task: str):
     spec = make_spec(task, ["a", "b", "c"], base=minilm() if task == "classify-text" else None)
-    first = recipe_for(task).build(spec, {}).state_dict()
+    first = recipe_of(task).build(spec, {}).state_dict()
     torch.rand(100)  # a rank whose RNG moved on before building
-    second = recipe_for(task).build(spec, {}).state_dict()
+    second = recipe_of(task).build(spec, {}).state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
@@ -250,14 +259,14 @@ def test_image_recipe_trains_a_classifier_the_image_handler_serves(tmp_path: Pat
     limits = MediaLimits(roots=(str(tmp_path),))
     extra: dict[str, Any] = {"media_base_dir": str(tmp_path)}
     if base:  # a 10-class model: its head is replaced by one for these 4 labels
-        scratch = recipe_for("classify-image")
+        scratch = recipe_of("classify-image")
         base_spec = make_spec("classify-image", [str(d) for d in range(10)])
         base_dir = tmp_path / "base"
         scratch.save(scratch.build(base_spec, {}), base_dir, base_spec, {"processor_dir": None}, {})
         # a random body: fine-tuned at the scratch rate, not the pretrained-model default
         extra.update(base=str(base_dir), train_encoder=True, learning_rate=3e-3)
     spec = make_spec("classify-image", sorted(DIGIT_NAMES), **extra)
-    recipe = recipe_for("classify-image")
+    recipe = recipe_of("classify-image")
     model, prepared, metrics = train(recipe, spec, rows, limits, epochs=8)
     assert recipe.default_learning_rate == (5e-5 if base else 3e-3)
     assert metrics["heldout_accuracy"] >= 0.8, metrics  # chance is 1/4
@@ -279,7 +288,7 @@ def test_audio_recipe_trains_a_classifier_the_audio_handler_serves(tmp_path: Pat
         rows.append({"path": str(tmp_path / f"{n}.wav"), "label": SOUND_LABELS[label]})
     limits = MediaLimits(roots=(str(tmp_path),))
     spec = make_spec("classify-audio", sorted(SOUND_LABELS))
-    recipe = recipe_for("classify-audio")
+    recipe = recipe_of("classify-audio")
     model, prepared, metrics = train(recipe, spec, rows, limits, epochs=10, batch_size=8)
     assert recipe.default_learning_rate == 2e-3
     assert metrics["heldout_accuracy"] >= 0.75, metrics  # chance is 1/4
@@ -293,7 +302,7 @@ def test_audio_recipe_trains_a_classifier_the_audio_handler_serves(tmp_path: Pat
 def test_media_recipes_name_every_unreadable_row(tmp_path: Path):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     spec = make_spec("classify-image", ["one", "two"], media_base_dir=str(tmp_path))
-    recipe, limits = recipe_for("classify-image"), MediaLimits(roots=(str(tmp_path),))
+    recipe, limits = recipe_of("classify-image"), MediaLimits(roots=(str(tmp_path),))
     rows = [{"path": "bad.png", "label": "one"}, {"path": "missing.png", "label": "two"}]
     with pytest.raises(
         ValueError,
