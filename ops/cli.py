@@ -463,4 +463,4 @@ if __name__ == "__main__":
 
 from ops.train_cli import register as _register_training  # noqa: E402
 
-_register_training(main, models, _fail_cleanly, CATALOG.trainable())
+_register_training(main, models, _fail_cleanly, TaskName())

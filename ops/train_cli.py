@@ -79,12 +79,13 @@ def wait_for_run(client: Any, run_id: str) -> Any:
 
 
 def register(
-    main: click.Group, models: click.Group, fail_cleanly: Any, trainable: list[str]
+    main: click.Group, models: click.Group, fail_cleanly: Any, task_type: click.ParamType
 ) -> None:
-    """Add the training commands; `trainable`: the catalog's tasks with a recipe."""
+    """Add the training commands; `task_type` checks a task name against the catalog (a task
+    without a training recipe is refused at submit, with the trainable ones listed)."""
 
     @main.command()
-    @click.option("--task", required=True, type=click.Choice(trainable))
+    @click.option("--task", required=True, type=task_type)
     @click.option(
         "--data", required=True, help="a JSONL/CSV/Parquet file, or a table name with --data-url"
     )

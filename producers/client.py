@@ -12,7 +12,7 @@ from producers.adapters.record_items import record_item
 from producers.dispatch import Dispatcher
 from producers.readers import read_rows, rows_to_items
 from producers.training import build_spec
-from schemas.catalog import Catalog, load_catalog
+from schemas.catalog import Catalog, check_code_path, load_catalog
 from schemas.errors import ModelError, SluiceError
 from schemas.jobs import ExplainPolicy, Item, JobSpec
 from schemas.settings import Settings
@@ -178,6 +178,7 @@ class Client:
         **task_params: Any,
     ) -> str:
         spec = self.catalog.get(task)
+        check_code_path(spec.handler, f"task {task}: handler")
         ExplainPolicy.parse(explain)
         if explain != "none" and not spec.explainable:
             raise SluiceError(f"task {task!r} makes no explanation; use --explain none")

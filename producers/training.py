@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from producers.adapters import adapter_for
 from producers.training_checks import need, number, problems
-from schemas.catalog import load_catalog
+from schemas.catalog import check_code_path, load_catalog
 from schemas.settings import Settings
 from schemas.task_spec import Target, TaskSpec
 from schemas.training import (
@@ -118,6 +118,7 @@ def build_spec(
     task_spec = trainable_spec(catalog.get(task), catalog.trainable())
     training = task_spec.training
     assert training is not None
+    check_code_path(training.recipe, f"task {task}: training recipe")
     fields: dict[str, Any] = {
         "task": task,
         "name": name,

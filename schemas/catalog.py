@@ -11,22 +11,92 @@ Tasks from outside the package register alike in every process (CLI, API, worker
 - a module named in `SLUICE_TASK_MODULES=pkg.mod[,pkg.other]` with a list `SLUICE_TASKS`.
 """
 
+import ast
 import importlib
 import importlib.metadata
+import importlib.util
+import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from schemas.builtin_tasks import BUILTIN_TASKS
 from schemas.errors import ConfigError, UnknownTaskError
-from schemas.task_spec import TaskSpec
+from schemas.modalities import Modality
+from schemas.task_spec import (
+    ExplainerSpec,
+    ModelFiles,
+    ModelKind,
+    ModelNeeds,
+    OutputShape,
+    Target,
+    TaskParams,
+    TaskSpec,
+    TrainingSupport,
+    split_path,
+)
+
+# What a task's author imports: `from schemas.catalog import TaskSpec, Modality, ...`.
+__all__ = [
+    "Catalog",
+    "ExplainerSpec",
+    "Modality",
+    "ModelFiles",
+    "ModelKind",
+    "ModelNeeds",
+    "OutputShape",
+    "Target",
+    "TaskParams",
+    "TaskSpec",
+    "TrainingSupport",
+    "load_catalog",
+    "unknown_task_message",
+]
 
 ENTRY_POINT_GROUP = "sluice.tasks"
 MODULE_ATTRIBUTE = "SLUICE_TASKS"
+# Sluice's own top-level packages: their handlers are checked by the test suite, and a
+# producer never looks inside workers/.
+OWN_PACKAGES = ("schemas", "storage", "producers", "workers", "ops")
+
+
+TASK_NAME = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
+# Options every job already has: a task parameter may not take their names.
+RESERVED_PARAMS = frozenset(
+    {
+        "task",
+        "model",
+        "explain",
+        "priority",
+        "source",
+        "ref",
+        "tenant",
+        "api_key_id",
+        "callback_url",
+        "parent_job_id",
+        "idempotency_key",
+        "items",
+        "key",
+        "text",
+        "media",
+        "record",
+        "key_column",
+        "text_column",
+        "media_column",
+        "model_path",
+        "registry",
+        "media_limits",
+        "file",
+        "wait",
+        "json",
+    }
+)
 
 
 class Catalog:
-    """The tasks this process knows: the built-in ones and those registered from outside."""
+    """The tasks this process knows: the built-in ones and those registered from outside.
+    Each is checked against the others as it registers; `problems()` says what is wrong."""
 
     def __init__(self, specs: list[tuple[TaskSpec, str]]) -> None:
         self._specs: dict[str, TaskSpec] = {}
@@ -43,6 +113,42 @@ class Catalog:
                 )
             self._specs[spec.name] = spec
             self.origins[spec.name] = origin
+            found = self.problems()
+            if found:
+                raise ConfigError(f"{origin}: {'; '.join(found)}")
+
+    def problems(self) -> list[str]:
+        """What makes the catalog inconsistent: bad names or paths, a parameter that takes
+        a job option's name, or one name with two types."""
+        found = []
+        types: dict[str, tuple[Any, str]] = {}
+        for spec in self._specs.values():
+            if not TASK_NAME.match(spec.name):
+                found.append(
+                    f"task name {spec.name!r}: use lower-case letters, digits and "
+                    "'-', starting with a letter"
+                )
+            paths = [spec.handler, *([spec.training.recipe] if spec.training else [])]
+            found += [
+                f"task {spec.name}: {p!r} is not a 'module:Class' path"
+                for p in paths
+                if not _is_code_path(p)
+            ]
+            if spec.chunk_size < 1:
+                found.append(f"task {spec.name}: chunk_size must be at least 1")
+            for name, field in spec.params.model_fields.items():
+                if name in RESERVED_PARAMS:
+                    found.append(
+                        f"task {spec.name}: parameter {name!r} is a job option's "
+                        "name; choose another"
+                    )
+                seen = types.setdefault(name, (field.annotation, spec.name))
+                if seen[0] != field.annotation:
+                    found.append(
+                        f"parameter {name!r} is {field.annotation} in task "
+                        f"{spec.name} but {seen[0]} in task {seen[1]}"
+                    )
+        return found
 
     def get(self, name: str) -> TaskSpec:
         try:
@@ -79,6 +185,53 @@ class Catalog:
 
 def unknown_task_message(name: str, known: list[str]) -> str:
     return f"unknown task {name!r}; known tasks: {', '.join(known)}"
+
+
+def _is_code_path(path: str) -> bool:
+    module, sep, name = path.partition(":")
+    return bool(
+        sep
+        and module
+        and name.isidentifier()
+        and all(part.isidentifier() for part in module.split("."))
+    )
+
+
+def check_code_path(path: str, what: str) -> None:
+    """A handler or recipe from outside Sluice that cannot be found fails here, at submit,
+    naming the path (ConfigError). The module's parents are imported to find it; the module
+    itself is only read (it may import torch), and must define the name."""
+    module, name = split_path(path)
+    if module.split(".")[0] in OWN_PACKAGES:
+        return
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"{what} {path} does not import: {type(exc).__name__}: {exc}") from exc
+    if found is None:
+        raise ConfigError(f"{what} {path} does not import: no module named {module!r}")
+    if found.origin and found.origin.endswith(".py"):
+        try:
+            tree = ast.parse(Path(found.origin).read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"{what} {path} does not import: {type(exc).__name__}: {exc}"
+            ) from exc
+        if name not in _top_level_names(tree):
+            raise ConfigError(f"{what} {path} does not import: {module} defines no {name!r}")
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
 
 
 def _from_entry_points() -> list[tuple[TaskSpec, str]]:

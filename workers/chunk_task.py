@@ -43,7 +43,11 @@ class WorkerState:
 
         from workers.runtime import actor_directory as actors
 
-        actors.connect(self.endpoints.ray_address, self.endpoints.ray_auth_token_path)
+        actors.connect(
+            self.endpoints.ray_address,
+            self.endpoints.ray_auth_token_path,
+            actors.outside_code(self.catalog),
+        )
         replica = actors.replica_for(chunk_id, self.settings.replicas)
         actor = actors.get_actor(
             self.catalog.get(job.task),

@@ -102,7 +102,9 @@ def test_enrich_twice_touches_only_new_rows(env: dict[str, str], warehouse: str,
     assert second.returncode == 0, second.stderr
     report2 = json.loads(second.stdout.splitlines()[-1])
     assert (report2["rows_read"], report2["rows_written"]) == (3, 3)
-    assert sluice(env, *args).stdout.splitlines()[-1].count('"nothing-to-do"') == 1
+    third = sluice(env, *args)
+    assert third.returncode == 0, third.stderr
+    assert third.stdout.splitlines()[-1].count('"nothing-to-do"') == 1
 
     with engine.connect() as conn:
         rows = {r.id: r for r in conn.execute(text("SELECT * FROM tickets_enriched"))}

@@ -116,8 +116,9 @@ def save_and_serve(
     recipe.save(model, out, spec, prepared.meta, metrics)
     config = json.loads((out / "config.json").read_text())
     assert config["sluice_metrics"] == metrics and "auto_map" not in config
-    assert resolve(str(out), load_catalog().get(spec.task), tmp_path / "cache").path == out.resolve()
-    handler = handler_for(load_catalog().get(spec.task))
+    task = load_catalog().get(spec.task)
+    assert resolve(str(out), task, tmp_path / "cache").path == out.resolve()
+    handler = handler_for(task)
     handler.setup(str(out), "cpu")
     assert handler.labels == spec.labels  # type: ignore[attr-defined]
     outputs = handler.predict([handler.preprocess(item, params) for item in items])

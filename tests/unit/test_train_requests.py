@@ -664,7 +664,5 @@ def test_the_smallest_regression_set_accepted_at_submit_can_be_split(tmp_path: P
 
     data = csv_file(tmp_path, "a,y\n" + "".join(f"{n},{n // 7}\n" for n in range(20)))
     spec = spec_of(tmp_path, data, task="regress-records")
-    prepared = recipe_for(spec).prepare(
-        spec, list(rows_of(data)[1]), Settings().media_limits()
-    )
+    prepared = recipe_for(spec).prepare(spec, list(rows_of(data)[1]), Settings().media_limits())
     assert (prepared.n_train, prepared.n_heldout) == (16, 4)

@@ -1,5 +1,6 @@
 """Finding or creating the named Ray actor for (task, model version, replica)."""
 
+import importlib
 import logging
 import os
 import re
@@ -10,8 +11,9 @@ from typing import Any
 
 import ray
 
+from schemas.catalog import OWN_PACKAGES, Catalog
 from schemas.settings import Settings
-from schemas.task_spec import TaskSpec
+from schemas.task_spec import TaskSpec, split_path
 from workers.runtime.actor import ModelActor
 
 NAMESPACE = "sluice"
@@ -19,8 +21,13 @@ _connect_lock = threading.Lock()
 RemoteModelActor = ray.remote(ModelActor)
 
 
-def connect(address: str | None, auth_token_path: Path | None = None) -> None:
-    """Join the Ray cluster once per process (a Celery child, a test, the benchmark)."""
+def connect(
+    address: str | None, auth_token_path: Path | None = None, code: list[str] | None = None
+) -> None:
+    """Join the Ray cluster once per process (a Celery child, a test, the benchmark).
+    `code`: directories of packages from outside Sluice (tasks registered from elsewhere)
+    that Ray ships to its workers with this job (`py_modules`), so that their handlers and
+    recipes import there without sharing this process's PYTHONPATH, or its host."""
     with _connect_lock:
         if auth_token_path is not None:
             os.environ["RAY_AUTH_MODE"] = "token"
@@ -39,6 +46,7 @@ def connect(address: str | None, auth_token_path: Path | None = None) -> None:
                 log_to_driver=False,
                 logging_level=logging.WARNING,
                 include_dashboard=False if address is None else None,
+                runtime_env={"py_modules": code} if code else None,
             )
 
 
@@ -63,6 +71,21 @@ def actor_options(settings: Settings, spec: TaskSpec) -> dict[str, Any]:
         "torch_threads": settings.torch_threads,
         "idle_seconds": settings.actor_idle_seconds,
     }
+
+
+def outside_code(catalog: Catalog) -> list[str]:
+    """The directories (or files) of the top-level packages outside Sluice that the
+    catalog's handlers and recipes live in: what `connect` ships to Ray's workers."""
+    found: dict[str, str] = {}
+    for spec in catalog:
+        for path in [spec.handler, *([spec.training.recipe] if spec.training else [])]:
+            top = split_path(path)[0].split(".")[0]
+            if top in OWN_PACKAGES or top in found:
+                continue
+            module = importlib.import_module(top)
+            paths = getattr(module, "__path__", None)
+            found[top] = str(next(iter(paths)) if paths else module.__file__)
+    return sorted(found.values())
 
 
 def get_actor(

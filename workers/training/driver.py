@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from schemas.catalog import load_catalog
 from schemas.settings import Settings
 from schemas.stack import Endpoints
 from schemas.training import TrainingError, TrainSpec
@@ -96,7 +97,11 @@ def run_training(
         prepared = recipe_for(spec).prepare(spec, rows, settings.media_limits())
     except (ValueError, KeyError) as exc:
         raise TrainingError(f"cannot prepare the training data: {exc}") from exc
-    actors.connect(endpoints.ray_address, endpoints.ray_auth_token_path)
+    actors.connect(
+        endpoints.ray_address,
+        endpoints.ray_auth_token_path,
+        actors.outside_code(load_catalog(settings.task_modules)),
+    )
     storage = settings.training_dir()
     output = storage / run.id / "model"
     shutil.rmtree(output, ignore_errors=True)
