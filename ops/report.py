@@ -11,6 +11,7 @@ from typing import Any
 from producers.adapters import ModalityAdapter, adapter_for
 from producers.client import Client
 from schemas.jobs import Item
+from schemas.states import ExplanationStatus, ItemStatus
 
 
 def write_html(client: Client, job_id: str, out: Path, limit: int) -> int:
@@ -40,7 +41,7 @@ def _row(row: dict[str, Any], adapter: ModalityAdapter, item: Item | None, clien
     expl = row.get("explanation")
     if not expl:
         cells.append("")
-    elif expl.get("status") != "ok":
+    elif expl.get("status") != ExplanationStatus.OK:
         cells.append(f"<i>explanation failed: {html.escape(str(expl.get('error')))}</i>")
     else:
         cells.append(adapter.explanation_html(expl, item, client.settings))
@@ -49,7 +50,7 @@ def _row(row: dict[str, Any], adapter: ModalityAdapter, item: Item | None, clien
 
 def _result(row: dict[str, Any]) -> str:
     out = row.get("output") or {}
-    if row["status"] != "ok":
+    if row["status"] != ItemStatus.OK:
         return f"<span class=err>{html.escape(str(row.get('error')))}</span>"
     if "label" in out:
         return f"<b>{html.escape(str(out['label']))}</b> {out.get('score', 0):.3f}"

@@ -17,6 +17,7 @@ from schemas.errors import ModelError, SluiceError
 from schemas.jobs import ExplainPolicy, Item, JobSpec
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
+from schemas.states import RunStatus
 from schemas.task_spec import ModelKind
 from schemas.training import MODEL_SELECTOR_RE
 from storage import export
@@ -282,7 +283,7 @@ class Client:
             if on_progress and now != last:
                 on_progress(run)
             last = now
-            if run.status in ("succeeded", "failed", "cancelled"):
+            if RunStatus(run.status).finished:
                 return run
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"training run {run_id} still {run.status} after {timeout}s")

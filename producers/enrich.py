@@ -35,6 +35,7 @@ from sqlalchemy.types import NullType
 from producers.adapters import adapter_for
 from schemas.errors import SluiceError, UnsafeIdentifierError
 from schemas.jobs import Item
+from schemas.states import ExplanationStatus, JobStatus
 from storage.engine import make_engine
 from storage.ledger import JobView
 from storage.tables import JSONType
@@ -266,7 +267,7 @@ def ensure_dest(engine: Engine, table: Table) -> None:
 
 def summarise(explanation: dict[str, Any] | None, top: int = 5) -> str | None:
     """`word(+0.412) word(-0.120) ...`: the most attributed words, strongest first."""
-    if not explanation or explanation.get("status") != "ok":
+    if not explanation or explanation.get("status") != ExplanationStatus.OK:
         return None
     pairs = sorted(
         zip(explanation.get("tokens") or [], explanation.get("attributions") or [], strict=False),
@@ -417,7 +418,7 @@ def enrich(
         view = client.wait(job_id, timeout=timeout, on_progress=on_progress)
         written = write_back(client, view, dest_engine, dest, spec.source.key_column, key_is_int)
         after = newest[0] if newest else before
-        if spec.source.since_column and after is not None and view.status != "cancelled":
+        if spec.source.since_column and after is not None and view.status != JobStatus.CANCELLED:
             marks.set(*mark_key, spec.source.since_column, after, job_id)
         return EnrichReport(
             len(items),

@@ -1,43 +1,12 @@
 """Job, item and result shapes, statuses and explanation policies."""
 
 import hashlib
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from schemas.errors import SluiceError
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    PARTIALLY_FAILED = "partially_failed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
-
-
-class ChunkState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    DEAD = "dead"  # dead-lettered: every item recorded as error
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (ChunkState.DONE, ChunkState.DEAD, ChunkState.CANCELLED)
-
-
-class ItemStatus(StrEnum):
-    OK = "ok"
-    INVALID = "invalid"
-    ERROR = "error"
+from schemas.states import ExplanationStatus, ItemStatus, JobStatus
 
 
 class Item(BaseModel):
@@ -60,7 +29,7 @@ class Explanation(BaseModel):
     tokens: list[str] = Field(default_factory=list)
     attributions: list[float] = Field(default_factory=list)
     convergence_delta: float | None = None
-    status: str = "ok"  # ok | failed
+    status: ExplanationStatus = ExplanationStatus.OK
     error: str | None = None
     # Modality-specific shape of the attributions: an image grid's rows and columns, audio
     # segment boundaries in seconds, a record's values, baseline and top features.

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import sessionmaker
 
-from schemas.jobs import JobStatus
+from schemas.states import CallbackState, JobStatus
 from storage import tables as t
 
 SIGNATURE_HEADER = "X-Sluice-Signature"
@@ -59,7 +59,10 @@ class Callbacks:
             .where(
                 t.Job.callback_url.is_not(None),
                 t.Job.status.in_(FINISHED),
-                or_(d.job_id.is_(None), and_(d.state == "pending", d.next_attempt_at <= _now())),
+                or_(
+                    d.job_id.is_(None),
+                    and_(d.state == CallbackState.PENDING, d.next_attempt_at <= _now()),
+                ),
             )
             .limit(limit)
         )
@@ -82,7 +85,7 @@ class Callbacks:
                 .values(
                     job_id=job_id,
                     url=job.callback_url,
-                    state="pending",
+                    state=CallbackState.PENDING,
                     attempts=0,
                     next_attempt_at=now,
                     created_at=now,
@@ -92,7 +95,9 @@ class Callbacks:
             d = t.CallbackDelivery
             attempts = s.execute(
                 update(d)
-                .where(d.job_id == job_id, d.state == "pending", d.next_attempt_at <= now)
+                .where(
+                    d.job_id == job_id, d.state == CallbackState.PENDING, d.next_attempt_at <= now
+                )
                 .values(
                     attempts=d.attempts + 1, next_attempt_at=now + timedelta(seconds=hold_seconds)
                 )
@@ -114,11 +119,11 @@ class Callbacks:
         now = _now()
         ok = error is None and status_code is not None and 200 <= status_code < 300
         if ok:
-            state = "delivered"
+            state = CallbackState.DELIVERED
         elif delivery.attempt >= max_attempts:
-            state = "failed"
+            state = CallbackState.FAILED
         else:
-            state = "pending"
+            state = CallbackState.PENDING
         delay = min(backoff * 2 ** (delivery.attempt - 1), 3600.0)
         with self._session.begin() as s:
             s.execute(

@@ -14,16 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import JobNotFoundError
-from schemas.jobs import (
-    ChunkState,
-    Item,
-    ItemStatus,
-    JobCounts,
-    JobSpec,
-    JobStatus,
-    Outcome,
-    job_status_for,
-)
+from schemas.jobs import Item, JobCounts, JobSpec, Outcome, job_status_for
+from schemas.states import ChunkState, ItemStatus, JobStatus
 from storage import tables as t
 
 
@@ -520,7 +512,7 @@ def result_row(result: t.Result, expl: t.Explanation | None) -> dict[str, Any]:
     row: dict[str, Any] = {
         "key": result.item_key,
         "status": result.status,
-        "output": result.output,
+        "output": current_output(result.output),
         "error": result.error,
     }
     if expl is not None:
@@ -535,6 +527,15 @@ def result_row(result: t.Result, expl: t.Explanation | None) -> dict[str, Any]:
             "detail": expl.detail,
         }
     return row
+
+
+def current_output(output: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored output in today's shape: classifiers stored before the catalog kept their
+    top labels under `probabilities`; they read (and export) as `scores`, the one key every
+    classifier now uses (schemas.task_spec.OutputShape)."""
+    if output and "probabilities" in output and "scores" not in output and "label" in output:
+        return {("scores" if k == "probabilities" else k): v for k, v in output.items()}
+    return output
 
 
 def job_id_of(chunk_id: str) -> str:

@@ -7,7 +7,8 @@ from sqlalchemy import Engine, and_, func, select
 from sqlalchemy.orm import sessionmaker
 
 from schemas.errors import JobNotFoundError
-from schemas.jobs import Item, ItemStatus
+from schemas.jobs import Item
+from schemas.states import ItemStatus
 from storage import tables as t
 from storage.ledger import JobView, Ledger, _view, result_row
 

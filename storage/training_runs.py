@@ -13,16 +13,17 @@ from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.orm import sessionmaker
 
 from schemas.errors import SluiceError
+from schemas.states import RunStatus
 from schemas.training import RUN_PREFIX
 from storage import tables as t
 from storage.ledger import _aware, _now
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
+    RunStatus.QUEUED,
+    RunStatus.RUNNING,
+    RunStatus.SUCCEEDED,
+    RunStatus.FAILED,
+    RunStatus.CANCELLED,
 )
 LIVE = (QUEUED, RUNNING)
 

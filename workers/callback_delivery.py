@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from schemas.settings import Settings
+from schemas.states import CallbackState
 from storage.apikeys import ApiKeys
 from storage.callback_ledger import SIGNATURE_HEADER, Callbacks, PendingDelivery, sign
 from storage.ledger import Ledger
@@ -99,7 +100,7 @@ def _attempt(
     state = callbacks.record(
         delivery, status_code, error, settings.callback_max_attempts, settings.callback_backoff
     )
-    if state != "delivered":
+    if state != CallbackState.DELIVERED:
         log.warning(
             "callback for job %s, attempt %d: %s (%s)",
             delivery.job_id,

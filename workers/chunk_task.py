@@ -11,10 +11,11 @@ from functools import cached_property
 from celery import Celery, Task
 
 from schemas.catalog import Catalog, load_catalog
-from schemas.jobs import Item, ItemStatus, Outcome
+from schemas.jobs import Item, Outcome
 from schemas.queues import PROCESS_CHUNK
 from schemas.settings import Settings
 from schemas.stack import Endpoints
+from schemas.states import ItemStatus
 from storage.engine import make_engine, migrate
 from storage.ledger import JobView, Ledger
 from workers.callback_delivery import deliver_due

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 
 from producers.api.services import Services, services
 from schemas.queues import CONTROL_QUEUE
+from schemas.states import ItemStatus
 from storage import tables as t
 
 router = APIRouter(tags=["ops"])
@@ -59,8 +60,9 @@ class LedgerCollector:
                     t.Job.task, func.sum(t.Job.ok), func.sum(t.Job.invalid), func.sum(t.Job.error)
                 ).group_by(t.Job.task)
             ):
-                for status, n in (("ok", ok), ("invalid", invalid), ("error", error)):
-                    items.add_metric([task, status], float(n or 0))
+                counts = {ItemStatus.OK: ok, ItemStatus.INVALID: invalid, ItemStatus.ERROR: error}
+                for outcome in ItemStatus:
+                    items.add_metric([task, outcome.value], float(counts[outcome] or 0))
             yield items
             jobs = GaugeMetricFamily("sluice_jobs", "jobs by status", labels=["status"])
             for status, n in conn.execute(

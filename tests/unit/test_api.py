@@ -15,8 +15,9 @@ from sqlalchemy import create_engine, text
 
 from producers import Client
 from producers.api import create_app
-from schemas.jobs import ItemStatus, Outcome
+from schemas.jobs import Outcome
 from schemas.settings import Settings
+from schemas.states import ItemStatus
 from storage.apikeys import ApiKeys
 from storage.ledger import Ledger
 

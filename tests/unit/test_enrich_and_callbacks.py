@@ -22,8 +22,9 @@ from producers.enrich import (
     upsert,
 )
 from schemas.errors import SluiceError, UnsafeIdentifierError
-from schemas.jobs import Item, ItemStatus, JobSpec, Outcome
+from schemas.jobs import Item, JobSpec, Outcome
 from schemas.settings import Settings
+from schemas.states import ItemStatus
 from storage.apikeys import ApiKeys
 from storage.callback_ledger import SIGNATURE_HEADER, Callbacks, sign, verify
 from storage.ledger import Ledger

@@ -4,7 +4,8 @@ exactly-once effect, statuses that tell the truth."""
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from schemas.jobs import Item, ItemStatus, JobSpec, Outcome
+from schemas.jobs import Item, JobSpec, Outcome
+from schemas.states import ItemStatus
 from storage import tables as t
 from storage.ledger import Ledger
 
@@ -125,3 +126,33 @@ def test_migration_matches_the_models(ledger: Ledger):
     with ledger.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), t.Base.metadata)
     assert diff == []
+
+
+def test_results_stored_in_the_old_classifier_shape_read_and_export_in_the_new(ledger: Ledger):
+    import csv
+    import io
+
+    from storage.export import write_csv
+
+    job_id, (chunk,) = ledger.create_job(spec(), items(2), chunk_size=10)
+    claim = ledger.claim(chunk, "w", 30)
+    assert claim.items is not None
+    old = {"label": "spam", "score": 0.9, "probabilities": {"spam": 0.9, "ham": 0.1}}
+    new = {"label": "ham", "score": 0.8, "scores": {"ham": 0.8, "spam": 0.2}}
+    ledger.complete(
+        chunk,
+        "w",
+        [
+            Outcome(key=i.key, status=ItemStatus.OK, output=o)
+            for i, o in zip(claim.items, [old, new], strict=True)
+        ],
+    )
+    rows = list(ledger.iter_results(job_id))
+    assert [r["output"] for r in rows] == [
+        {"label": "spam", "score": 0.9, "scores": {"spam": 0.9, "ham": 0.1}},
+        new,
+    ]
+    out = io.StringIO()
+    assert write_csv(iter(rows), out) == 2
+    exported = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert all('"scores"' in r["output"] and "probabilities" not in r["output"] for r in exported)

@@ -8,6 +8,7 @@ import torch
 from captum.attr import IntegratedGradients, Occlusion
 
 from schemas.jobs import Explanation
+from schemas.states import ExplanationStatus
 
 Attributor = Callable[[list[int]], tuple[torch.Tensor, torch.Tensor | None]]
 
@@ -74,7 +75,7 @@ def each_or_batch(
                 Explanation(
                     method=method,
                     target=names[i],
-                    status="failed",
+                    status=ExplanationStatus.FAILED,
                     error=f"{type(exc).__name__}: {exc}"[:500],
                 )
             )

@@ -8,6 +8,7 @@ import torch
 from captum.attr import LayerIntegratedGradients
 
 from schemas.jobs import Explanation
+from schemas.states import ExplanationStatus
 
 METHOD = "layer_integrated_gradients"
 
@@ -56,7 +57,7 @@ def explain_tokens(
                 Explanation(
                     method=METHOD,
                     target=name,
-                    status="failed",
+                    status=ExplanationStatus.FAILED,
                     error=f"{type(exc).__name__}: {exc}"[:500],
                 )
             )

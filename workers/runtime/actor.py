@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from schemas.errors import InvalidInput
-from schemas.jobs import ExplainPolicy, Explanation, Item, ItemStatus, Outcome
+from schemas.jobs import ExplainPolicy, Explanation, Item, Outcome
+from schemas.states import ExplanationStatus, ItemStatus
 from workers.handlers import make_handler
 from workers.runtime.batching import DynamicBatcher
 
@@ -175,7 +176,9 @@ class ModelActor:
         except Exception as exc:  # the predictions stand; the failure is recorded
             err = f"{type(exc).__name__}: {exc}"[:500]
             return [
-                Explanation(method=self.handler.explain_method, status="failed", error=err)
+                Explanation(
+                    method=self.handler.explain_method, status=ExplanationStatus.FAILED, error=err
+                )
                 for _ in part
             ]
 

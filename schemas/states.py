@@ -1,0 +1,96 @@
+"""Every state and outcome Sluice reports, defined once with its meaning. Exports, the
+warehouse write-back, metrics, the report and every front door read them from here; a new
+one (a row flag such as `truncated` or `cached`, a job state such as `expired`) is added here,
+with its meaning, by the change that introduces it."""
+
+from enum import StrEnum
+
+
+class Described(StrEnum):
+    """A state whose meaning is part of its definition (`.meaning`), for docs and UIs."""
+
+    @property
+    def meaning(self) -> str:
+        return MEANINGS[self]
+
+
+class JobStatus(Described):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIALLY_FAILED = "partially_failed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class ChunkState(Described):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ChunkState.DONE, ChunkState.DEAD, ChunkState.CANCELLED)
+
+
+class ItemStatus(Described):
+    OK = "ok"
+    INVALID = "invalid"
+    ERROR = "error"
+
+
+class ExplanationStatus(Described):
+    OK = "ok"
+    FAILED = "failed"
+
+
+class RunStatus(Described):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class CallbackState(Described):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+MEANINGS: dict[Described, str] = {
+    JobStatus.QUEUED: "recorded and queued; no chunk has started",
+    JobStatus.RUNNING: "at least one chunk started; not every item has its outcome yet",
+    JobStatus.SUCCEEDED: "every item ended ok",
+    JobStatus.PARTIALLY_FAILED: "finished; some items ok, some invalid or error",
+    JobStatus.FAILED: "finished; no item ok",
+    JobStatus.CANCELLED: "stopped by a user; unfinished chunks dropped, finished results kept",
+    ChunkState.QUEUED: "waiting for a worker (re-sent by the sweeper if its message is lost)",
+    ChunkState.RUNNING: "held by a worker under a lease it renews",
+    ChunkState.DONE: "every item's outcome written, in one transaction",
+    ChunkState.DEAD: "dead-lettered after its attempts: every item recorded as error",
+    ChunkState.CANCELLED: "dropped when its job was cancelled",
+    ItemStatus.OK: "processed; the row holds the output (and an explanation if asked)",
+    ItemStatus.INVALID: "bad input, refused with a message saying what is wrong",
+    ItemStatus.ERROR: "failed after retries, or dead-lettered with its chunk",
+    ExplanationStatus.OK: "attributions computed; the convergence delta is stored with them",
+    ExplanationStatus.FAILED: "the explanation failed; the prediction stands",
+    RunStatus.QUEUED: "recorded and queued for a training worker",
+    RunStatus.RUNNING: "training on Ray Train under a lease; progress per epoch",
+    RunStatus.SUCCEEDED: "trained and registered as the model's next version",
+    RunStatus.FAILED: "stopped with its reason (bad data, attempts used up, time limit)",
+    RunStatus.CANCELLED: "stopped by a user after its current epoch; nothing registered",
+    CallbackState.PENDING: "to be delivered (retried with backoff)",
+    CallbackState.DELIVERED: "the receiver answered 2xx",
+    CallbackState.FAILED: "given up after the maximum attempts",
+}
