@@ -85,9 +85,10 @@ def run_bare(
     from dataclasses import asdict
 
     from producers.model_refs import record_features
+    from schemas.catalog import load_catalog
     from workers.handlers import handler_for
 
-    handler = handler_for(TASKS[modality])
+    handler = handler_for(load_catalog().get(TASKS[modality]))
     handler.setup(str(model), "cpu")
     features = record_features(model) if modality == "records" else []
     items = items_for(modality, rows, features)
@@ -231,9 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         bare[modality] = run_bare(modality, rows, models / MODELS[modality], settings)
         log(f"bare: {modality} {bare[modality]['items_per_s']:.1f} items/s")
     sluice = run_sluice(inputs, models, settings)
-    explainers = compare_image_explainers(
-        models / MODELS["images"], args.explainers, settings.explain_steps
-    )
+    from schemas.catalog import load_catalog
+
+    image_explainer = load_catalog().get("classify-image").explainer
+    steps = settings.explain_steps or (image_explainer.steps if image_explainer else 24)
+    explainers = compare_image_explainers(models / MODELS["images"], args.explainers, steps)
 
     print(
         f"\n{'modality':<10} {'items':>7} {'bare items/s':>13} {'sluice items/s':>15} {'ratio':>7}"
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     for modality, rows in inputs.items():
         b, s = bare[modality]["items_per_s"], sluice[modality]["items_per_s"]
         print(f"{modality:<10} {len(rows):>7} {b:>13.1f} {s:>15.1f} {s / b:>7.3f}")
-    print(f"\nimage explainers on {args.explainers} digits ({settings.explain_steps} IG steps):")
+    print(f"\nimage explainers on {args.explainers} digits ({steps} IG steps):")
     for method, r in explainers.items():
         print(
             f"  {method:<22} {r['seconds_per_image'] * 1000:7.1f} ms/image  deletion drop "

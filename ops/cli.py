@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from ops.task_options import param_values, with_param_options
 from schemas.catalog import Catalog, load_catalog, unknown_task_message
@@ -34,7 +35,7 @@ def _catalog() -> Catalog:
     options are derived from them, so they are read as the command line is built."""
     try:
         return load_catalog(Settings().task_modules)
-    except SluiceError as exc:
+    except (SluiceError, ValidationError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
 

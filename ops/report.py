@@ -11,12 +11,15 @@ from typing import Any
 from producers.adapters import ModalityAdapter, adapter_for
 from producers.client import Client
 from schemas.jobs import Item
+from schemas.modalities import Modality
 from schemas.states import ExplanationStatus, ItemStatus
 
 
 def write_html(client: Client, job_id: str, out: Path, limit: int) -> int:
     view = client.status(job_id)
-    adapter = adapter_for(client.catalog.get(view.task).modality)
+    # a task this process does not know (registered elsewhere) is shown as text
+    modality = client.catalog.get(view.task).modality if view.task in client.catalog else None
+    adapter = adapter_for(modality or Modality.TEXT)
     items = (
         {i.key: i for i in client.ledger.iter_items(job_id)} if adapter.report_needs_items else {}
     )

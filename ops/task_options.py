@@ -27,7 +27,12 @@ def param_options(catalog: Catalog) -> list[Decorator]:
         help_text = f"{field.description or name} [{', '.join(tasks)}]"
         if kind is bool:
             options.append(
-                click.option(option_name(name), name, is_flag=True, default=None, help=help_text)
+                click.option(
+                    f"{option_name(name)}/--no-{name.replace('_', '-')}",
+                    name,
+                    default=None,
+                    help=help_text,
+                )
             )
         elif kind in (int, float):
             options.append(

@@ -66,7 +66,7 @@ class Client:
             columns,
             rows,
             task,
-            model=str(ref.path),
+            model=str(ref.path) if ref.loads else None,
             key_column=key_column,
             text_column=text_column,
             media_column=media_column,

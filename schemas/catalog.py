@@ -12,6 +12,7 @@ Tasks from outside the package register alike in every process (CLI, API, worker
 """
 
 import ast
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -65,6 +66,16 @@ TASK_NAME = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
 # Options every job already has: a task parameter may not take their names.
 RESERVED_PARAMS = frozenset(
     {
+        # sluice enrich's and sluice submit's own options
+        "table",
+        "dest_table",
+        "dest_url",
+        "since_column",
+        "where",
+        "full",
+        "timeout",
+        "source_url",
+        "as_json",
         "task",
         "model",
         "explain",
@@ -106,6 +117,8 @@ class Catalog:
                 raise ConfigError(
                     f"{origin} registers {spec!r}, which is not a schemas.catalog.TaskSpec"
                 )
+            if spec.name in self._specs and self._specs[spec.name] == spec:
+                continue  # the same spec by two routes (an entry point and the setting)
             if spec.name in self._specs:
                 raise ConfigError(
                     f"task {spec.name!r} is registered twice: by "
@@ -198,30 +211,51 @@ def _is_code_path(path: str) -> bool:
 
 
 def check_code_path(path: str, what: str) -> None:
-    """A handler or recipe from outside Sluice that cannot be found fails here, at submit,
-    naming the path (ConfigError). The module's parents are imported to find it; the module
-    itself is only read (it may import torch), and must define the name."""
+    """A handler or recipe that cannot be found fails here, at submit, naming the path
+    (ConfigError). The module is only read, never run (it may import torch, and a producer
+    never loads workers/): it must exist and define the name."""
     module, name = split_path(path)
-    if module.split(".")[0] in OWN_PACKAGES:
-        return
+    problem = _code_path_problem(module, name)
+    if problem:
+        raise ConfigError(f"{what} {path} does not import: {problem}")
+
+
+@functools.lru_cache(maxsize=256)
+def _code_path_problem(module: str, name: str) -> str | None:
+    origin = _module_file(module)
+    if origin is None:
+        return f"no module named {module!r}"
+    if not origin.endswith(".py"):
+        return None  # compiled: nothing to read, the worker's import says more
+    try:
+        tree = ast.parse(Path(origin).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    names = _top_level_names(tree)
+    if name not in names and "*" not in names:
+        return f"{module} defines no {name!r}"
+    return None
+
+
+def _module_file(module: str) -> str | None:
+    """Where a module's source is. Sluice's own are found beside this package without
+    importing anything; for others, their parent packages are imported to find it."""
+    parts = module.split(".")
+    if parts[0] in OWN_PACKAGES:
+        base = Path(__file__).resolve().parent.parent.joinpath(*parts)
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return str(candidate)
+        return None
     try:
         found = importlib.util.find_spec(module)
-    except (ImportError, ValueError) as exc:
-        raise ConfigError(f"{what} {path} does not import: {type(exc).__name__}: {exc}") from exc
-    if found is None:
-        raise ConfigError(f"{what} {path} does not import: no module named {module!r}")
-    if found.origin and found.origin.endswith(".py"):
-        try:
-            tree = ast.parse(Path(found.origin).read_text(encoding="utf-8"))
-        except (OSError, SyntaxError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"{what} {path} does not import: {type(exc).__name__}: {exc}"
-            ) from exc
-        if name not in _top_level_names(tree):
-            raise ConfigError(f"{what} {path} does not import: {module} defines no {name!r}")
+    except (ImportError, ValueError):
+        return None
+    return found.origin if found is not None else None
 
 
 def _top_level_names(tree: ast.Module) -> set[str]:
+    """What a module defines at its top level ('*' for a star import: anything may come)."""
     names: set[str] = set()
     for node in tree.body:
         if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):

@@ -42,6 +42,19 @@ class ModelFiles(StrEnum):
     NONE = "none"
 
 
+def coerce(owner: object, field: str, kind: type[StrEnum]) -> None:
+    """A spec written with a plain string ("text") holds the enum member; anything else is
+    refused as the spec is made, naming the field and the values it takes."""
+    value = getattr(owner, field)
+    try:
+        object.__setattr__(owner, field, kind(value))
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise ConfigError(
+            f"{type(owner).__name__}.{field} {value!r} is not one of: {allowed}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class ModelNeeds:
     kind: ModelKind = ModelKind.TRANSFORMERS
@@ -52,6 +65,10 @@ class ModelNeeds:
     description: str = "a Hugging Face model directory"
     # With no --model, use SLUICE_DEFAULT_MODEL (MiniLM); otherwise a model is required.
     uses_default_model: bool = False
+
+    def __post_init__(self) -> None:
+        coerce(self, "kind", ModelKind)
+        coerce(self, "files", ModelFiles)
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,9 @@ class TrainingSupport:
     base_task: str | None = None
     # With no --base, start from SLUICE_DEFAULT_MODEL (a head on MiniLM).
     base_defaults_to_default_model: bool = False
+
+    def __post_init__(self) -> None:
+        coerce(self, "target", Target)
 
 
 class TaskParams(BaseModel):
@@ -104,6 +124,20 @@ class TaskSpec:
     explainer: ExplainerSpec | None = None
     training: TrainingSupport | None = None
     chunk_size: int = 256  # items per chunk (one Celery message) unless SLUICE_CHUNK_SIZE
+
+    def __post_init__(self) -> None:
+        coerce(self, "modality", Modality)
+        coerce(self, "output", OutputShape)
+        if not (isinstance(self.params, type) and issubclass(self.params, TaskParams)):
+            raise ConfigError(f"TaskSpec {self.name!r}: params must be a TaskParams subclass")
+        for field, kind in (
+            ("model", ModelNeeds),
+            ("explainer", ExplainerSpec),
+            ("training", TrainingSupport),
+        ):
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, kind):
+                raise ConfigError(f"TaskSpec {self.name!r}: {field} must be a {kind.__name__}")
 
     @property
     def queue(self) -> str:

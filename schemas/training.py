@@ -3,9 +3,12 @@
 import re
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from schemas.builtin_tasks import BUILTIN_TASKS
 from schemas.errors import SluiceError
+from schemas.modalities import Modality
+from schemas.task_spec import Target
 
 STAGES = ("staging", "production", "archived")
 RUN_PREFIX = "tr_"
@@ -81,6 +84,28 @@ class TrainSpec(BaseModel):
                 "starting with a letter or digit (at most 63 characters)"
             )
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recorded_before_the_catalog(cls, data: Any) -> Any:
+        """A run recorded before specs carried their recipe (an upgrade while it was queued
+        or running) resumes: its recipe, target and input columns come from what it named."""
+        if not isinstance(data, dict) or data.get("recipe"):
+            return data
+        spec = next((s for s in BUILTIN_TASKS if s.name == data.get("task")), None)
+        if spec is None or spec.training is None:
+            return data  # a new request: build_spec fills these in from the catalog
+        inputs = {
+            Modality.TEXT: [data.get("text_column") or "text"],
+            Modality.IMAGE: [data.get("media_column") or "path"],
+            Modality.AUDIO: [data.get("media_column") or "path"],
+        }.get(spec.modality, list(data.get("feature_columns") or []))
+        return {
+            "recipe": spec.training.recipe,
+            "classifier": spec.training.target is Target.LABEL,
+            "input_columns": data.get("input_columns") or inputs,
+            **data,
+        } | {"recipe": spec.training.recipe}
 
     @property
     def is_classifier(self) -> bool:

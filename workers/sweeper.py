@@ -73,19 +73,20 @@ def sweep_once(
     resend, exhausted = [], []
     empty: dict[str, bool] = {}
     for chunk in ledger.stalled(settings.requeue_after):
+        if chunk.expired and chunk.attempts >= settings.max_attempts:
+            exhausted.append(chunk.chunk_id)
+            continue
         try:
             queue = catalog.get(chunk.task).queue
-        except UnknownTaskError:  # a task registered elsewhere: a worker that knows it sweeps
+        except UnknownTaskError:  # its queue is unknown here; its attempts still run out
             log.warning(
-                "sweep: chunk %s is of task %s, which this worker does not know "
-                "(SLUICE_TASK_MODULES?)",
+                "sweep: chunk %s is of task %s, which this worker does not know: set the same "
+                "SLUICE_TASK_MODULES (or install the same task packages) on every host",
                 chunk.chunk_id,
                 chunk.task,
             )
             continue
-        if chunk.expired and chunk.attempts >= settings.max_attempts:
-            exhausted.append(chunk.chunk_id)
-        elif chunk.expired or reset:
+        if chunk.expired or reset:
             resend.append((chunk.chunk_id, queue, chunk.priority))
         elif chunk.stale:
             # A long backlog is not a lost message: only re-send when nothing is waiting.

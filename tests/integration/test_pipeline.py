@@ -112,7 +112,7 @@ def test_classify_text_with_a_trained_model(client: Client, start_worker, tiny_c
     rows = {r["key"]: r for r in client.results(job_id)}
     assert rows["p"]["output"]["label"] == "praise" and rows["n"]["output"]["label"] == "billing"
     for row in rows.values():
-        probs = row["output"]["probabilities"]
+        probs = row["output"]["scores"]  # two labels: both listed (top 5)
         assert abs(sum(probs.values()) - 1) < 1e-4
         assert row["explanation"]["tokens"] and row["explanation"]["status"] == "ok"
 

@@ -103,10 +103,10 @@ def test_sweeper_resends_lost_messages_but_not_a_waiting_backlog(
     broker = settings.broker_url or ""
     BrokerProbe(broker).mark()
     settings.requeue_after = 0.001  # every queued chunk is "old"...
-    report = sweep_once(client.ledger, settings, broker, send)
+    report = sweep_once(client.ledger, settings, broker, send, client.catalog)
     assert (report.resent, report.broker_reset) == (0, False)  # ...but its message still waits
     redis.Redis.from_url(broker).flushdb()  # now the messages are gone
-    report = sweep_once(client.ledger, settings, broker, send)
+    report = sweep_once(client.ledger, settings, broker, send, client.catalog)
     assert (report.resent, report.broker_reset) == (3, True)
     assert sorted(sent) == sorted(client.ledger.chunk_ids(job_id))
     assert BrokerProbe(broker).is_empty("sluice.text") is False

@@ -87,10 +87,25 @@ def test_a_task_from_another_package_runs_end_to_end(
 
 
 def test_a_plugin_is_refused_clearly_when_it_is_wrong(env: dict[str, str], tmp_path: Path):
+    # the same package by both routes is one task; another spec under its name is refused
     both = {**WAYS["entry-point"], "SLUICE_TASK_MODULES": "sluice_text_stats"}
-    twice = run("submit", "--help", env=env, extra=both, cwd=tmp_path)
+    same = run("submit", "--help", env=env, extra=both, cwd=tmp_path)
+    assert same.returncode == 0 and "--min-word-length" in same.stdout
+    (tmp_path / "clash_tasks.py").write_text(
+        "from dataclasses import replace\n"
+        "from sluice_text_stats import TEXT_STATS\n"
+        "SLUICE_TASKS = [replace(TEXT_STATS, description='another')]\n"
+    )
+    clash = {
+        "PYTHONPATH": os.pathsep.join([str(PLUGINS), str(DISTS), str(tmp_path)]),
+        "SLUICE_TASK_MODULES": "clash_tasks",
+    }
+    twice = run("submit", "--help", env=env, extra=clash, cwd=tmp_path)
     assert twice.returncode == 2
-    assert "task 'text-stats' is registered twice: by entry point text-stats" in twice.stderr
+    assert (
+        "task 'text-stats' is registered twice: by entry point text-stats = "
+        "sluice_text_stats:SLUICE_TASKS (sluice.tasks) and by module clash_tasks" in twice.stderr
+    )
     missing = run(
         "submit", "--help", env=env, extra={"SLUICE_TASK_MODULES": "nowhere"}, cwd=tmp_path
     )

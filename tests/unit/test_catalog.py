@@ -157,11 +157,14 @@ class WordParams(TaskParams):
 
 
 def spec(name: str, params: type[TaskParams] = WordParams, **extra: object) -> TaskSpec:
-    fields = {"handler": "pkg.mod:Handler", "description": "d", "output": OutputShape.FIELDS}
-    return TaskSpec(name, Modality.TEXT, params=params, **{**fields, **extra})  # type: ignore[arg-type]
+    fields = {"handler": "pkg.mod:Handler", "description": "d", "output": OutputShape.FIELDS,
+              "modality": Modality.TEXT}  # fmt: skip
+    return TaskSpec(name, params=params, **{**fields, **extra})  # type: ignore[arg-type]
 
 
 def test_a_task_that_does_not_fit_the_catalog_is_refused_when_it_registers():
+    assert Catalog([(spec("a-task"), "one"), (spec("a-task"), "two")]).names() == ["a-task"]
+
     class Clash(TaskParams):
         top: str = Field("x")
 
@@ -169,7 +172,7 @@ def test_a_task_that_does_not_fit_the_catalog_is_refused_when_it_registers():
         model: str = Field("x")
 
     cases = [
-        ([spec("a-task"), spec("a-task")], "task 'a-task' is registered twice"),
+        ([spec("a-task"), spec("a-task", description="e")], "task 'a-task' is registered twice"),
         ([spec("Bad Name")], "task name 'Bad Name': use lower-case letters"),
         ([spec("x-task", handler="no-colon")], "'no-colon' is not a 'module:Class' path"),
         ([spec("x-task", Reserved)], "parameter 'model' is a job option's name"),
@@ -197,3 +200,44 @@ def test_parameters_are_checked_by_the_task_with_its_own_messages():
             zero_shot.check_params(given)
     with pytest.raises(SluiceError, match=r"takes no parameter 'labels' \(its parameters: none\)"):
         CATALOG.get("embed").check_params({"labels": ["a", "b"]})
+
+
+def test_a_spec_with_a_wrong_value_is_refused_as_it_is_made():
+    assert spec("x-task", modality="records").modality is Modality.RECORDS  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"TaskSpec.modality 'txt' is not one of: text, image"):
+        spec("x-task", modality="txt")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="params must be a TaskParams subclass"):
+        spec("x-task", params=dict)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="parameter 'where' is a job option's name"):
+
+        class Where(TaskParams):
+            where: str = "x"
+
+        Catalog([(spec("x-task", Where), "test")])
+
+
+def test_a_training_run_recorded_before_the_catalog_resumes_with_its_recipe():
+    from schemas.training import TrainSpec
+
+    old = {"name": "m", "task": "regress-records", "data": {"file": "d.csv"},
+           "label_column": "y", "feature_columns": ["a", "b"]}  # fmt: skip
+    spec_ = TrainSpec.model_validate(old)
+    assert spec_.recipe == "workers.training.recipes.records:RecordsRecipe"
+    assert (spec_.is_classifier, spec_.used_columns()) == (False, ["a", "b", "y"])
+    text_run = TrainSpec.model_validate({**old, "task": "classify-text", "text_column": "body"})
+    assert text_run.is_classifier and text_run.used_columns() == ["body", "y"]
+
+
+def test_a_handler_path_is_checked_without_running_the_module():
+    from schemas.catalog import check_code_path
+
+    check_code_path("workers.handlers.text:EmbedHandler", "handler")  # torch is not imported
+    for path, problem in (
+        ("workers.handlers.text:EmbedHandlr", "workers.handlers.text defines no 'EmbedHandlr'"),
+        ("workers.handlers.nope:X", "no module named 'workers.handlers.nope'"),
+        ("no_such_package.mod:X", "no module named 'no_such_package.mod'"),
+    ):
+        with pytest.raises(
+            ConfigError, match=re.escape(f"handler {path} does not import: {problem}")
+        ):
+            check_code_path(path, "handler")
