@@ -33,6 +33,9 @@ class SqlSource(BaseModel):
     table: str
     key_column: str
     text_column: str = "text"
+    media_column: str | None = Field(
+        None, description="images/audio: the column of paths under the input roots or URIs"
+    )
     where: dict[str, Scalar] = Field(
         default_factory=dict, description="column = value filters, ANDed; bound values"
     )

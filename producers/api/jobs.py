@@ -30,7 +30,7 @@ from producers.api.bodies import (
     ResultsPage,
 )
 from producers.api.services import Services, services
-from producers.readers import detect_format, read_rows, rows_to_items
+from producers.readers import detect_format, read_rows
 from schemas.catalog import Catalog
 from schemas.errors import SluiceError
 from schemas.jobs import Item, JobSpec
@@ -195,19 +195,23 @@ def _from_sql(body: JobRequest, svc: Services) -> tuple[list[Item], str]:
         table=src.table,
         key_column=src.key_column,
         text_column=src.text_column,
+        media_column=src.media_column,
         where=[Condition(c, "=", v) for c, v in src.where.items()],
     )
     spec.validate()  # before connecting
+    # what the task's modality reads of a row: the text, the media column, or (records) the
+    # model's feature columns
+    ref = svc.client.resolve_model(body.model, body.task)
+    adapter = adapter_for(svc.client.catalog.get(body.task).modality)
+    spec.selected = adapter.table_columns(
+        src.text_column, src.media_column, ref.path if ref.loads else None
+    )
     engine = make_engine(url)
     try:
         _, rows = read_rows(engine, spec)
-        items = rows_to_items(
-            ["key", "text"],
-            rows,
-            text_column="text",
-            key_column="key",
-            max_chars=svc.settings.max_text_chars,
-            source=src.table,
+        columns = ["key", *(name for _, name, _ in spec.selection())]
+        items = svc.client.items_from_rows(
+            columns, rows, body.task, model=body.model, key_column="key", source=src.table
         )
     finally:
         engine.dispose()

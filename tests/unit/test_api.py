@@ -427,3 +427,42 @@ def test_inline_records_and_media_items(api: Api, demo_models: Path, tmp_path: P
         json={"task": "classify-records", "model": model, "items": [{"key": "x", "text": "hi"}]},
     )
     assert r.status_code in (400, 422) and "records tasks need `record`" in r.text
+
+
+def test_a_sql_source_reads_records_by_the_models_features(
+    api: Api, demo_models: Path, tmp_path: Path
+):
+    """A records job from a named SQL source selects the model's feature columns (quoted,
+    spaces and all) and checks each row against its schema, as `sluice enrich` does."""
+    model = demo_models / "breast-cancer-classifier"
+    features = json.loads((model / "features.json").read_text())["features"]
+    warehouse = tmp_path / "patients.db"
+    engine = create_engine(f"sqlite:///{warehouse}")
+    columns = ", ".join(f'"{f["name"]}" REAL' for f in features)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE patients (id INTEGER PRIMARY KEY, {columns})"))
+        for n, value in ((1, "mean"), (2, "max"), (3, None)):
+            row = {f["name"]: f[value] * (1 if value == "mean" else 3) if value else None
+                   for f in features}  # fmt: skip
+            names = ", ".join(f'"{k}"' for k in row)
+            marks = ", ".join(f":p{i}" for i in range(len(row)))
+            conn.execute(
+                text(f"INSERT INTO patients (id, {names}) VALUES ({n}, {marks})"),
+                {f"p{i}": v for i, v in enumerate(row.values())},
+            )
+    api.client.settings.api_sql_sources = {"wh": f"sqlite:///{warehouse}"}
+    source = {"name": "wh", "table": "patients", "key_column": "id"}
+    r = api.http.post(
+        "/v1/jobs",
+        json={"task": "classify-records", "model": str(model), "source": source},
+        headers=api.auth(),
+    )
+    assert r.status_code == 201, r.text
+    items = {
+        i.key: i
+        for c in api.client.ledger.chunk_ids(r.json()["job_id"])
+        for i in api.client.ledger.claim(c, "w", 30).items or []
+    }
+    assert items["1"].record == {f["name"]: f["mean"] for f in features}
+    assert "is outside the allowed range" in (items["2"].invalid or "")  # 3x the maximum
+    assert (items["3"].invalid or "").startswith("missing column")

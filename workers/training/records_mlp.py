@@ -19,7 +19,6 @@ from torch import nn
 
 FORMAT_NAME = "records-mlp"
 FORMAT_VERSION = 1
-TASKS = ("classify-records", "regress-records")
 FEATURE_TYPES = ("number", "integer", "boolean")
 STD_FLOOR = 1e-6
 
@@ -44,8 +43,14 @@ class RecordsMLP(nn.Module):
         return self.net(x)
 
 
+def is_classifier(config: dict[str, Any]) -> bool:
+    """A classifier names its labels; a regressor its target (whatever the task's name, so a
+    catalog task of another name may train and serve this format)."""
+    return "labels" in config
+
+
 def n_outputs(config: dict[str, Any]) -> int:
-    return len(config["labels"]) if config["task"] == "classify-records" else 1
+    return len(config["labels"]) if is_classifier(config) else 1
 
 
 def model_from_config(config: dict[str, Any], n_features: int) -> RecordsMLP:
@@ -88,13 +93,11 @@ def normalise(values: np.ndarray, features: list[dict[str, Any]]) -> np.ndarray:
 def _check_config(config: dict[str, Any]) -> None:
     if config.get("sluice_model") != FORMAT_NAME or config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"not a {FORMAT_NAME} v{FORMAT_VERSION} config")
-    if config.get("task") not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}")
-    if config["task"] == "classify-records" and not config.get("labels"):
+    if not isinstance(config.get("task"), str) or not config["task"]:
+        raise ValueError("a records model names the task it was trained for")
+    if is_classifier(config) and not config.get("labels"):
         raise ValueError("a records classifier needs labels")
-    if config["task"] == "regress-records" and not {"target", "target_mean", "target_std"} <= set(
-        config
-    ):
+    if not is_classifier(config) and not {"target", "target_mean", "target_std"} <= set(config):
         raise ValueError("a records regressor needs target, target_mean and target_std")
 
 
