@@ -110,7 +110,11 @@ def sweep_once(
             )
         except Exception:  # one bad chunk must not stop the sweep of the others
             log.exception("sweep: could not dead-letter chunk %s", chunk_id)
-    probe.mark()  # only once everything lost is sent again
+    if reset:
+        # Only the sweep that saw the wipe marks the broker again, once everything lost is
+        # sent: a sweep that began before a wipe must not hide it from the next one (it would
+        # re-create the marker, and the lost chunks would wait `requeue_after` instead).
+        probe.mark()
     return SweepReport(resent=sent, dead_lettered=dead, broker_reset=reset)
 
 

@@ -110,3 +110,33 @@ def test_sweeper_resends_lost_messages_but_not_a_waiting_backlog(
     assert (report.resent, report.broker_reset) == (3, True)
     assert sorted(sent) == sorted(client.ledger.chunk_ids(job_id))
     assert BrokerProbe(broker).is_empty("sluice.text") is False
+
+
+def test_a_wipe_during_a_sweep_is_seen_by_the_next_sweep(client: Client, settings: Settings):
+    """A sweep that began before the broker was wiped must not re-mark it as seen: the next
+    sweep re-sends at once rather than after SLUICE_REQUEUE_AFTER."""
+    from workers.sweeper import BrokerProbe, sweep_once
+
+    client.settings.chunk_size = 10
+    job_id = client.submit_texts([f"text {i}" for i in range(20)], "embed")  # no worker runs
+    broker = settings.broker_url or ""
+    server = redis.Redis.from_url(broker)
+    BrokerProbe(broker).mark()
+    server.delete(*[k for k in server.keys("sluice.text*")])  # two messages lost, unnoticed
+    settings.requeue_after = 0.001
+    wiped: list[str] = []
+
+    def send_while_wiped(chunk_id: str, queue: str, priority: int) -> None:
+        if not wiped:
+            server.flushdb()  # the broker restarts while this sweep is re-sending
+        wiped.append(chunk_id)
+
+    first = sweep_once(client.ledger, settings, broker, send_while_wiped, client.catalog)
+    assert (first.resent, first.broker_reset) == (2, False)
+    settings.requeue_after = 3600  # from now on only a seen wipe re-sends
+    resent: list[str] = []
+    second = sweep_once(
+        client.ledger, settings, broker, lambda c, q, p: resent.append(c), client.catalog
+    )
+    assert (second.resent, second.broker_reset) == (2, True)
+    assert sorted(resent) == sorted(client.ledger.chunk_ids(job_id))
