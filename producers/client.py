@@ -14,7 +14,7 @@ from producers.readers import read_rows, rows_to_items
 from producers.training import build_spec
 from schemas.catalog import Catalog, check_code_path, load_catalog
 from schemas.errors import ModelError, SluiceError
-from schemas.jobs import ExplainPolicy, Item, JobSpec
+from schemas.jobs import ExplainPolicy, Item, JobSpec, check_unique_keys
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 from schemas.states import RunStatus
@@ -188,6 +188,7 @@ class Client:
         params = spec.check_params(task_params)
         if not items:
             raise SluiceError(f"{source}: no items to process")
+        check_unique_keys(items)
         require_broker(self.endpoints)  # a job nothing can ever send is not worth recording
         ref = ref or self.resolve_model(model, task)
         if ref.loads:

@@ -1,12 +1,11 @@
 """Read JSONL, CSV and Parquet into items, with a clear outcome for every bad row."""
 
 import csv
-from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from schemas.errors import DuplicateKeysError, InputFileError
-from schemas.jobs import Item, text_problem
+from schemas.errors import InputFileError
+from schemas.jobs import Item, check_unique_keys, text_problem
 from storage.row_sources import MALFORMED, SUFFIXES, detect_format, read_rows
 
 __all__ = [
@@ -66,9 +65,7 @@ def build_items(
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
         # CSV and Parquet are read lazily: a bad byte deep in the file surfaces here.
         raise InputFileError(f"{source}: unreadable near row {len(items) + 1}: {exc}") from exc
-    dupes = [k for k, c in Counter(i.key for i in items).items() if c > 1]
-    if dupes:
-        raise DuplicateKeysError(dupes)
+    check_unique_keys(items)
     return items
 
 

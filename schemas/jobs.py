@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from schemas.errors import SluiceError
+from schemas.errors import DuplicateKeysError, SluiceError
 from schemas.states import ExplanationStatus, ItemStatus, JobStatus
 
 
@@ -128,3 +128,16 @@ def text_problem(text: Any, column: str, cap: int) -> str | None:
     if len(text) > cap:
         return f"text is {len(text)} characters, over the cap of {cap} (SLUICE_MAX_TEXT_CHARS)"
     return None
+
+
+def check_unique_keys(items: list["Item"]) -> None:
+    """Every item of a job needs its own key (results are keyed by it): DuplicateKeysError
+    naming the repeated ones. Checked at every front door and again by the ledger."""
+    seen: set[str] = set()
+    dupes: dict[str, None] = {}
+    for item in items:
+        if item.key in seen:
+            dupes[item.key] = None
+        seen.add(item.key)
+    if dupes:
+        raise DuplicateKeysError(list(dupes))

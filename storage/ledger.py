@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import JobNotFoundError
-from schemas.jobs import Item, JobCounts, JobSpec, Outcome, job_status_for
+from schemas.jobs import Item, JobCounts, JobSpec, Outcome, check_unique_keys, job_status_for
 from schemas.states import ChunkState, ItemStatus, JobStatus
 from storage import tables as t
 
@@ -138,7 +138,10 @@ class Ledger:
     def create_job(
         self, spec: JobSpec, items: list[Item], chunk_size: int
     ) -> tuple[str, list[str]]:
-        """Write the job and all its chunks in one transaction, before anything is enqueued."""
+        """Write the job and all its chunks in one transaction, before anything is enqueued.
+        Keys repeated within the job are refused (DuplicateKeysError): a job whose items
+        share a key would count them twice but keep one result."""
+        check_unique_keys(items)
         job_id = uuid.uuid4().hex
         now = _now()
         chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]

@@ -12,10 +12,15 @@ from typing import Any
 
 import pytest
 import redis
+from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
 
 from ops import stack
 from producers import Client
 from schemas.settings import Settings
+from schemas.states import JobStatus
+from storage import tables as t
+from storage.engine import make_engine
 from tests.conftest import REDIS_URL, kill_group
 
 _db_numbers = itertools.count(1)
@@ -75,6 +80,28 @@ def env(services: dict[str, str], database_url: str, tmp_path: Path) -> Iterator
     admin = redis.Redis.from_url(f"{services['broker']}/0")
     if admin.get(f"sluice-test:db:{number}") == token.encode():
         admin.delete(f"sluice-test:db:{number}")
+    assert_every_finished_job_has_its_rows(database_url)
+
+
+def assert_every_finished_job_has_its_rows(database_url: str) -> None:
+    """After every test: each job that ended (cancelled ones aside, which keep only what
+    finished) has exactly one result row per item, and its counts add up to its total."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            if not sa_inspect(conn).has_table("jobs"):
+                return
+            rows = conn.execute(
+                select(t.Job.id, t.Job.total, t.Job.ok, t.Job.invalid, t.Job.error,
+                       select(func.count()).where(t.Result.job_id == t.Job.id)
+                       .scalar_subquery())
+                .where(t.Job.status.in_([s for s in JobStatus if s.finished
+                                         and s is not JobStatus.CANCELLED]))
+            ).all()  # fmt: skip
+    finally:
+        engine.dispose()
+    wrong = [r for r in rows if not (r[1] == r[2] + r[3] + r[4] == r[5])]
+    assert not wrong, f"jobs whose result rows or counts differ from their totals: {wrong}"
 
 
 @pytest.fixture

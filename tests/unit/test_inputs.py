@@ -10,6 +10,7 @@ import pytest
 from producers.readers import read_rows, rows_to_items
 from schemas.errors import DuplicateKeysError, InputFileError, SluiceError
 from schemas.jobs import ExplainPolicy
+from tests.media_files import png_bytes
 
 
 def items_of(path: Path, key: str | None = "id", cap: int = 100):
@@ -75,6 +76,26 @@ def test_missing_columns_and_duplicate_keys_are_refused_at_submit(tmp_path: Path
     (tmp_path / "d.csv").write_text("id,text\n1,a\n2,b\n1,c\n3,d\n3,e\n")
     with pytest.raises(DuplicateKeysError, match="'1', '3'"):
         items_of(tmp_path / "d.csv")
+
+
+def test_duplicate_keys_are_refused_by_every_sdk_path_and_by_the_ledger(tmp_path: Path):
+    """A media list naming one file twice, or prepared items sharing a key, would count two
+    items but keep one result: refused before anything is recorded (no broker needed)."""
+    from producers import Client
+    from schemas.jobs import Item, JobSpec
+    from schemas.settings import Settings
+
+    image = tmp_path / "a.png"
+    image.write_bytes(png_bytes())
+    client = Client(Settings(data_dir=tmp_path / "d", input_roots=str(tmp_path)))
+    with pytest.raises(DuplicateKeysError, match=f"duplicate keys in the input: '{image}'"):
+        client.submit_media([image, image], "classify-image", model="unused")
+    twice = [Item(key="k", text="a"), Item(key="k", text="b"), Item(key="j", text="c")]
+    with pytest.raises(DuplicateKeysError, match="'k'; every item needs a unique key"):
+        client.submit_items(twice, "embed")
+    with pytest.raises(DuplicateKeysError, match="'k'"):
+        client.ledger.create_job(JobSpec(task="embed", model="m", model_version="v"), twice, 2)
+    assert client.ledger.jobs(10) == []  # nothing recorded
 
 
 def test_explain_policies():
