@@ -18,6 +18,7 @@ from schemas.jobs import ExplainPolicy, Item, JobSpec, check_unique_keys
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 from schemas.states import RunStatus
+from schemas.storable import storable_items
 from schemas.task_spec import ModelKind
 from schemas.training import MODEL_SELECTOR_RE
 from storage import export
@@ -188,6 +189,7 @@ class Client:
         params = spec.check_params(task_params)
         if not items:
             raise SluiceError(f"{source}: no items to process")
+        items = storable_items(items)  # a row no database can store never reaches one
         check_unique_keys(items)
         require_broker(self.endpoints)  # a job nothing can ever send is not worth recording
         ref = ref or self.resolve_model(model, task)

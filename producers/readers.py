@@ -6,6 +6,7 @@ from typing import Any
 
 from schemas.errors import InputFileError
 from schemas.jobs import Item, check_unique_keys, text_problem
+from schemas.storable import MAX_KEY_CHARS
 from storage.row_sources import MALFORMED, SUFFIXES, detect_format, read_rows
 
 __all__ = [
@@ -16,8 +17,6 @@ __all__ = [
     "read_rows",
     "rows_to_items",
 ]
-
-MAX_KEY_CHARS = 512  # the width of results.item_key
 
 
 ItemBuilder = Callable[[str, dict[str, Any]], Item]

@@ -1,10 +1,11 @@
 """Streaming exporters: results go out in batches, never all held in memory."""
 
 import csv
-import json
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import IO, Any
+
+from schemas.storable import strict_json
 
 FORMATS = ("jsonl", "csv", "parquet")
 CSV_COLUMNS = ["key", "status", "output", "error", "explanation", "model", "model_version"]
@@ -13,7 +14,7 @@ CSV_COLUMNS = ["key", "status", "output", "error", "explanation", "model", "mode
 def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     n = 0
     for row in rows:
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        out.write(strict_json(row) + "\n")
         n += 1
     return n
 
@@ -23,11 +24,9 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "key": row["key"],
         "status": row["status"],
-        "output": json.dumps(row["output"], ensure_ascii=False) if row["output"] else None,
+        "output": strict_json(row["output"]) if row["output"] else None,
         "error": row["error"],
-        "explanation": json.dumps(row["explanation"], ensure_ascii=False)
-        if row.get("explanation")
-        else None,
+        "explanation": strict_json(row["explanation"]) if row.get("explanation") else None,
         "model": row.get("model"),
         "model_version": row.get("model_version"),
     }
@@ -66,7 +65,7 @@ def write_parquet(rows: Iterable[dict[str, Any]], path: str, batch_size: int = 5
 def iter_jsonl(rows: Iterable[dict[str, Any]], batch: int = 500) -> Iterator[str]:
     """JSONL as text pieces of `batch` rows, for a streamed HTTP response."""
     for part in _batches(rows, batch):
-        yield "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in part)
+        yield "".join(strict_json(row) + "\n" for row in part)
 
 
 def iter_csv(rows: Iterable[dict[str, Any]], batch: int = 500) -> Iterator[str]:

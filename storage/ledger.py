@@ -11,11 +11,13 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import JobNotFoundError
 from schemas.jobs import Item, JobCounts, JobSpec, Outcome, check_unique_keys, job_status_for
 from schemas.states import ChunkState, ItemStatus, JobStatus
+from schemas.storable import clean_text, storable_items, storable_outcome
 from storage import tables as t
 
 
@@ -141,6 +143,7 @@ class Ledger:
         """Write the job and all its chunks in one transaction, before anything is enqueued.
         Keys repeated within the job are refused (DuplicateKeysError): a job whose items
         share a key would count them twice but keep one result."""
+        items = storable_items(items)
         check_unique_keys(items)
         job_id = uuid.uuid4().hex
         now = _now()
@@ -259,10 +262,25 @@ class Ledger:
         all in one transaction.
 
         Returns False (and writes nothing) when this worker no longer holds the lease.
+
+        Ending a chunk never depends on data that can fail: outcomes are made storable first
+        (storable_outcome), and if the database still refuses them, the chunk ends with every
+        item `error` and the reason, so its job ends.
         """
-        return self._finish(
-            chunk_id, t.Chunk.lease_owner == owner, ChunkState.DONE, outcomes=outcomes
-        )
+        guard = t.Chunk.lease_owner == owner
+        try:
+            return self._finish(chunk_id, guard, ChunkState.DONE, outcomes=outcomes)
+        except (OperationalError, InterfaceError):
+            raise  # the database is away, not the data wrong: the worker retries
+        except (StatementError, ValueError, TypeError) as exc:
+            reason = clean_text(f"the results could not be stored: {type(exc).__name__}: {exc}")
+            unstored = [
+                Outcome(key=o.key, status=o.status, error=clean_text(o.error or "invalid"))
+                if o.status == ItemStatus.INVALID
+                else Outcome(key=o.key, status=ItemStatus.ERROR, error=reason[:4000])
+                for o in outcomes
+            ]
+            return self._finish(chunk_id, guard, ChunkState.DONE, outcomes=unstored)
 
     def dead_letter(self, chunk_id: str, owner: str | None, error: str) -> bool:
         """Give up on a chunk: its items end `error` with the reason (`invalid` ones stay so).
@@ -319,6 +337,7 @@ class Ledger:
                 assert outcomes_for is not None
                 raw_items = s.scalar(select(t.Chunk.items).where(t.Chunk.id == chunk_id))
                 outcomes = outcomes_for([Item.model_validate(raw) for raw in raw_items or []])
+            outcomes = [storable_outcome(o) for o in outcomes]
             order = {o.key: first_item + n for n, o in enumerate(outcomes)}
             self._insert_outcomes(s, job.id, chunk_id, outcomes, order, now)
             n = {st: sum(o.status == st for o in outcomes) for st in ItemStatus}

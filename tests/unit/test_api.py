@@ -205,6 +205,11 @@ def test_bad_submissions_say_what_is_wrong(api: Api):
     assert r.status_code == 400 and "unknown task 'nope'" in r.json()["detail"]
     r = post({"task": "embed", "items": [{"key": "a", "text": "x"}, {"key": "a", "text": "y"}]})
     assert r.status_code == 400 and "duplicate keys" in r.json()["detail"]
+    r = post(
+        {"task": "embed", "items": [{"key": "ok", "text": "x"}, {"key": "a\x00", "text": "y"}]}
+    )
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("keys that cannot be stored: item 2: the key holds a NUL")
     r = post({"task": "embed", "items": ["x"], "callback_url": "file:///etc/passwd"})
     assert r.status_code == 400 and "http(s) URL" in r.json()["detail"]
     assert post({"task": "embed", "items": ["x"], "priority": 12}).status_code == 422
@@ -466,3 +471,16 @@ def test_a_sql_source_reads_records_by_the_models_features(
     assert items["1"].record == {f["name"]: f["mean"] for f in features}
     assert "is outside the allowed range" in (items["2"].invalid or "")  # 3x the maximum
     assert (items["3"].invalid or "").startswith("missing column")
+
+
+def test_a_text_no_database_can_store_ends_invalid_and_the_job_goes_on(api: Api):
+    def post(body: dict[str, Any]) -> Any:
+        return api.http.post("/v1/jobs", json=body, headers=api.auth())
+
+    r = post(
+        {"task": "embed", "items": [{"key": "n", "text": "a\x00b"}, {"key": "m", "text": "c"}]}
+    )
+    assert r.status_code == 201 and r.json()["counts"]["total"] == 2  # the NUL text ends invalid
+    stored = [i for c in api.client.ledger.chunk_ids(r.json()["job_id"])
+              for i in api.client.ledger.claim(c, "w", 30).items or []]  # fmt: skip
+    assert [i.invalid for i in stored][0].startswith("the text holds a NUL character")

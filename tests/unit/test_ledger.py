@@ -156,3 +156,79 @@ def test_results_stored_in_the_old_classifier_shape_read_and_export_in_the_new(l
     assert write_csv(iter(rows), out) == 2
     exported = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert all('"scores"' in r["output"] and "probabilities" not in r["output"] for r in exported)
+
+
+def test_rows_a_database_cannot_store_never_wedge_a_job(ledger: Ledger):
+    """NaN, infinity, NUL and lone surrogates (PostgreSQL's JSON refuses them) end as item
+    errors or failed explanations; whatever still cannot be written ends the chunk as errors."""
+    import pytest
+
+    from schemas.errors import InputFileError
+    from schemas.jobs import Explanation
+
+    with pytest.raises(InputFileError, match=r"item 2: the key holds a NUL character"):
+        ledger.create_job(spec(), [Item(key="a", text="x"), Item(key="b\x00", text="y")], 5)
+    with pytest.raises(InputFileError, match="item 1: the key is 513 characters long"):
+        ledger.create_job(spec(), [Item(key="k" * 513, text="x")], 5)
+    texts = [Item(key="nul", text="a\x00b"), Item(key="sur", text="a\ud800b")] + items(4)
+    job_id, (chunk,) = ledger.create_job(spec(), texts, chunk_size=10)
+    claim = ledger.claim(chunk, "w", 30)
+    assert claim.items is not None
+    stored = {i.key: i for i in claim.items}
+    assert (
+        stored["nul"].invalid
+        == "the text holds a NUL character (\\x00), which databases cannot store"
+    )
+    assert (
+        stored["sur"].invalid
+        == "the text holds characters that are not valid Unicode (lone surrogates)"
+    )
+    bad_expl = Explanation(method="m", tokens=["a"], attributions=[float("inf")])
+    outcomes = [
+        Outcome(key="nul", status=ItemStatus.INVALID, error=stored["nul"].invalid),
+        Outcome(key="sur", status=ItemStatus.INVALID, error=stored["sur"].invalid),
+        Outcome(key="k0", status=ItemStatus.OK, output={"score": float("nan")}),
+        Outcome(key="k1", status=ItemStatus.OK, output={"label": "a\x00"}, explanation=bad_expl),
+        Outcome(key="k2", status=ItemStatus.OK, output={"x": 1}, explanation=bad_expl),
+        Outcome(key="k3", status=ItemStatus.ERROR, error="boom \x00 \ud800"),
+    ]
+    assert ledger.complete(chunk, "w", outcomes)
+    view = ledger.job(job_id)
+    assert (view.status, view.counts.ok, view.counts.invalid, view.counts.error) == (
+        "partially_failed", 1, 2, 3)  # fmt: skip
+    rows = {r["key"]: r for r in ledger.iter_results(job_id)}
+    assert rows["k0"]["error"] == "the model's output holds nan, which JSON cannot represent"
+    assert rows["k1"]["error"].startswith("the model's output holds a NUL character")
+    assert rows["k2"]["output"] == {"x": 1}
+    assert rows["k2"]["explanation"]["status"] == "failed"
+    assert (
+        rows["k2"]["explanation"]["error"]
+        == "the explanation holds inf, which JSON cannot represent"
+    )
+    assert rows["k3"]["error"] == "boom \\x00 ?"
+
+
+def test_results_that_still_cannot_be_written_end_the_chunk_as_errors(ledger: Ledger):
+    job_id, (chunk,) = ledger.create_job(spec(), items(2), chunk_size=10)
+    ledger.claim(chunk, "w", 30)
+    unwritable = Outcome.model_construct(
+        key="k0", status=ItemStatus.OK, output={"x": object()}, error=None, explanation=None
+    )
+    fine = Outcome(key="k1", status=ItemStatus.OK, output={"x": 1})
+    assert ledger.complete(chunk, "w", [unwritable, fine])
+    view = ledger.job(job_id)
+    assert (view.status, view.counts.error) == ("failed", 2)  # the job ends
+    errors = [r["error"] for r in ledger.iter_results(job_id)]
+    assert all(e.startswith("the results could not be stored: ") for e in errors)
+
+
+def test_exports_are_strict_json_whatever_was_stored():
+    import io
+    import json
+
+    from storage.export import write_jsonl
+
+    out = io.StringIO()
+    write_jsonl(iter([{"key": "a", "output": {"score": float("nan"), "v": [float("inf")]}}]), out)
+    assert json.loads(out.getvalue()) == {"key": "a", "output": {"score": None, "v": [None]}}
+    assert "NaN" not in out.getvalue() and "Infinity" not in out.getvalue()
