@@ -186,7 +186,7 @@ class Client:
             raise SluiceError(f"task {task!r} makes no explanation; use --explain none")
         if not 0 <= priority <= 9:
             raise SluiceError(f"priority must be between 0 and 9, got {priority}")
-        params = spec.check_params(task_params)
+        params = spec.check_params(task_params, self.settings)
         if not items:
             raise SluiceError(f"{source}: no items to process")
         items = storable_items(items)  # a row no database can store never reaches one

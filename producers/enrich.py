@@ -208,12 +208,15 @@ def source_query(table: Table, spec: SourceSpec, after: Any | None) -> Any:
 
 
 def read_rows(
-    engine: Engine, spec: SourceSpec, after: Any | None = None
+    engine: Engine, spec: SourceSpec, after: Any | None = None, limit: int | None = None
 ) -> tuple[Table, Iterator[dict[str, Any]]]:
-    """The source table and its selected rows as {"key", "text"[, "since"]} dicts, streamed."""
+    """The source table and its selected rows as {"key", "text"[, "since"]} dicts, streamed;
+    at most `limit` of them (a caller that caps a job asks for one more than its cap)."""
     spec.validate()
     table = reflect(engine, spec.table)
     query = source_query(table, spec, after)
+    if limit is not None:
+        query = query.limit(limit)
 
     def rows() -> Iterator[dict[str, Any]]:
         with engine.connect().execution_options(stream_results=True, yield_per=2000) as conn:

@@ -4,7 +4,7 @@ import csv
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from schemas.errors import InputFileError
+from schemas.errors import InputFileError, TooManyItemsError
 from schemas.jobs import Item, check_unique_keys, text_problem
 from schemas.storable import MAX_KEY_CHARS
 from storage.row_sources import MALFORMED, SUFFIXES, detect_format, read_rows
@@ -97,3 +97,13 @@ def _item(n: int, row: dict[str, Any], key_col: str | None, build: ItemBuilder) 
                 f"limited to {MAX_KEY_CHARS}"
             )
     return build(key, row)
+
+
+def capped(
+    rows: Iterator[dict[str, Any]], cap: int, source: str, setting: str = "SLUICE_API_MAX_ITEMS"
+) -> Iterator[dict[str, Any]]:
+    """The rows, refused (TooManyItemsError) as soon as one more than `cap` is read."""
+    for n, row in enumerate(rows, 1):
+        if n > cap:
+            raise TooManyItemsError(source, cap, setting)
+        yield row

@@ -1,7 +1,7 @@
 """Sluice's own tasks, one spec each. Adding a task is a spec here (or in another package; see
 schemas/catalog.py) and a handler class under workers/handlers/."""
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from schemas.modalities import Modality
 from schemas.task_spec import (
@@ -17,6 +17,8 @@ from schemas.task_spec import (
 )
 
 HANDLERS = "workers.handlers"
+MAX_LABELS = 100  # zero-shot defaults where no settings are given (SLUICE_ZERO_SHOT_MAX_*)
+MAX_LABEL_CHARS = 200
 RECIPES = "workers.training.recipes"
 TOKEN_ATTRIBUTIONS = ExplainerSpec(
     "layer_integrated_gradients",
@@ -39,10 +41,19 @@ class ZeroShotParams(TaskParams):
 
     @field_validator("labels")
     @classmethod
-    def _labels(cls, value: list[str]) -> list[str]:
+    def _labels(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        settings = (info.context or {}).get("settings")
+        most = getattr(settings, "zero_shot_max_labels", MAX_LABELS)
+        longest = getattr(settings, "zero_shot_max_label_chars", MAX_LABEL_CHARS)
         labels = [label.strip() for label in value if label.strip()]
         if len(labels) < 2:
             raise ValueError("give at least two labels (--labels a,b,c)")
+        if len(labels) > most:
+            raise ValueError(f"{len(labels)} labels, over the cap of {most} "
+                             "(SLUICE_ZERO_SHOT_MAX_LABELS)")  # fmt: skip
+        if too_long := [label[:40] for label in labels if len(label) > longest]:
+            raise ValueError(f"labels over {longest} characters "
+                             f"(SLUICE_ZERO_SHOT_MAX_LABEL_CHARS): {too_long[:3]}")  # fmt: skip
         if len(set(labels)) != len(labels):
             raise ValueError(f"duplicate labels in {labels}")
         return labels

@@ -43,3 +43,13 @@ class InvalidInput(SluiceError):
 
 class UnsafeIdentifierError(SluiceError):
     """A table or column name that is not a plain SQL identifier; nothing was executed."""
+
+
+class TooManyItemsError(SluiceError):
+    """An input over the item cap, refused while it is read (never built whole first)."""
+
+    def __init__(self, source: str, cap: int, setting: str) -> None:
+        super().__init__(
+            f"{source}: more than {cap} items, over the cap of {cap} ({setting}); "
+            "split the input into several jobs"
+        )

@@ -108,6 +108,8 @@ class MediaLimits:
     max_inline_bytes: int = 512 * 2**10
     max_image_pixels: int = 40_000_000
     max_audio_seconds: float = 600.0
+    max_audio_channels: int = 8
+    max_audio_decoded_bytes: int = 256 * 2**20  # float32 samples, every channel
 
     def root_paths(self) -> list[Path]:
         return [Path(r) for r in self.roots]

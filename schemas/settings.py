@@ -31,7 +31,14 @@ class Settings(BaseSettings):
     max_inline_bytes: int = Field(512 * 2**10, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_audio_seconds: float = Field(600.0, gt=0)
+    # Audio is refused before decoding when its samples would take more than this (float32,
+    # all channels): a long high-rate many-channel file is a memory bomb.
+    max_audio_channels: int = Field(8, ge=1)
+    max_audio_decoded_bytes: int = Field(256 * 2**20, ge=1)
     default_model: str = "all-MiniLM-L6-v2"
+    # zero-shot-text: how many labels a job may give, and how long each may be
+    zero_shot_max_labels: int = Field(100, ge=2)
+    zero_shot_max_label_chars: int = Field(200, ge=1)
     # Tasks from outside the package: modules with a SLUICE_TASKS list of TaskSpec,
     # comma-separated (read alike by the CLI, the API and every worker).
     task_modules: str = ""
@@ -104,6 +111,8 @@ class Settings(BaseSettings):
             max_inline_bytes=self.max_inline_bytes,
             max_image_pixels=self.max_image_pixels,
             max_audio_seconds=self.max_audio_seconds,
+            max_audio_channels=self.max_audio_channels,
+            max_audio_decoded_bytes=self.max_audio_decoded_bytes,
         )
 
     @property

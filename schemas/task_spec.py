@@ -151,12 +151,13 @@ class TaskSpec:
     def trainable(self) -> bool:
         return self.training is not None
 
-    def check_params(self, given: dict[str, Any]) -> dict[str, Any]:
+    def check_params(self, given: dict[str, Any], settings: Any = None) -> dict[str, Any]:
         """The task's parameters, validated and as stored on the job (unset ones left out);
-        a clear SluiceError for a parameter the task does not take or a bad value."""
+        a clear SluiceError for a parameter the task does not take or a bad value. Validators
+        read the deployment's limits from `settings` (pydantic's validation context)."""
         given = {k: v for k, v in given.items() if v is not None}
         try:
-            params = self.params.model_validate(given)
+            params = self.params.model_validate(given, context={"settings": settings})
         except ValidationError as exc:
             raise SluiceError(f"task {self.name!r}: {params_message(exc, self.params)}") from None
         return params.model_dump(mode="json", exclude_none=True)

@@ -150,3 +150,15 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def declared_rows(path: Path) -> int | None:
+    """The row count a file declares without being read (Parquet's metadata), or None."""
+    if detect_format(path) != "parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception:  # unreadable: read_rows says why
+        return None

@@ -77,6 +77,17 @@ def load_audio(item: Item, limits: MediaLimits, sample_rate: int) -> np.ndarray:
             if fh.samplerate <= 0 or fh.frames <= 0:
                 raise InvalidInput("audio file holds no samples")
             seconds = fh.frames / fh.samplerate
+            if fh.channels > limits.max_audio_channels:
+                raise InvalidInput(
+                    f"audio has {fh.channels} channels, over the cap of "
+                    f"{limits.max_audio_channels} (SLUICE_MAX_AUDIO_CHANNELS)"
+                )
+            decoded = fh.frames * fh.channels * 4
+            if decoded > limits.max_audio_decoded_bytes:
+                raise InvalidInput(
+                    f"audio would decode to {decoded} bytes, over the cap of "
+                    f"{limits.max_audio_decoded_bytes} (SLUICE_MAX_AUDIO_DECODED_BYTES)"
+                )
             if seconds > limits.max_audio_seconds:
                 raise InvalidInput(
                     f"audio is {seconds:.1f} s long, over the cap of "

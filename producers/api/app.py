@@ -13,7 +13,7 @@ from producers.api.auth import BodyLimit
 from producers.api.bodies import request_bodies
 from producers.api.services import Services
 from producers.client import Client
-from schemas.errors import ConfigError, JobNotFoundError, SluiceError
+from schemas.errors import ConfigError, JobNotFoundError, SluiceError, TooManyItemsError
 from schemas.settings import Settings
 from storage.apikeys import ApiKeys
 from storage.callback_ledger import Callbacks
@@ -62,5 +62,6 @@ def _errors(app: FastAPI) -> None:
         return respond
 
     app.add_exception_handler(JobNotFoundError, handler(404))
+    app.add_exception_handler(TooManyItemsError, handler(413))
     app.add_exception_handler(ConfigError, handler(503))
     app.add_exception_handler(SluiceError, handler(400))

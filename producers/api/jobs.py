@@ -30,14 +30,15 @@ from producers.api.bodies import (
     ResultsPage,
 )
 from producers.api.services import Services, services
-from producers.readers import detect_format, read_rows
+from producers.readers import capped, detect_format, read_rows
 from schemas.catalog import Catalog
-from schemas.errors import SluiceError
+from schemas.errors import SluiceError, TooManyItemsError
 from schemas.jobs import Item, JobSpec
 from schemas.task_spec import field_kind, parse_param_text
 from storage import export
 from storage.apikeys import ApiKeyInfo
 from storage.ledger import JobView
+from storage.row_sources import declared_rows
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 Principal = Annotated[ApiKeyInfo, Depends(principal)]
@@ -102,15 +103,11 @@ async def create_job(
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
         options = body
+        if body.items is not None and len(body.items) > svc.settings.api_max_items:
+            raise TooManyItemsError("items", svc.settings.api_max_items, "SLUICE_API_MAX_ITEMS")
         items, source = await run_in_threadpool(_from_json, body, svc)
     else:
         raise HTTPException(415, "send application/json or multipart/form-data")
-    if len(items) > svc.settings.api_max_items:
-        raise HTTPException(
-            413,
-            f"{len(items)} items, over the cap of "
-            f"{svc.settings.api_max_items} (SLUICE_API_MAX_ITEMS)",
-        )
     try:
         job_id = await run_in_threadpool(submit, svc, key, options, items, source, idempotency_key)
     except IntegrityError:  # the same Idempotency-Key, submitted concurrently
@@ -208,10 +205,16 @@ def _from_sql(body: JobRequest, svc: Services) -> tuple[list[Item], str]:
     )
     engine = make_engine(url)
     try:
-        _, rows = read_rows(engine, spec)
+        cap = svc.settings.api_max_items
+        _, rows = read_rows(engine, spec, limit=cap + 1)  # never more than cap + 1 read
         columns = ["key", *(name for _, name, _ in spec.selection())]
         items = svc.client.items_from_rows(
-            columns, rows, body.task, model=body.model, key_column="key", source=src.table
+            columns,
+            capped(rows, cap, f"table {src.table}"),
+            body.task,
+            model=body.model,
+            key_column="key",
+            source=src.table,
         )
     finally:
         engine.dispose()
@@ -244,10 +247,14 @@ async def _from_upload(request: Request, svc: Services) -> tuple[JobOptions, lis
                 out.write(block)
 
         def parse() -> list[Item]:
+            cap = svc.settings.api_max_items
+            declared = declared_rows(Path(tmp))  # a Parquet file's count, from its metadata
+            if declared is not None and declared > cap:
+                raise TooManyItemsError(name, cap, "SLUICE_API_MAX_ITEMS")
             columns, rows = read_rows(Path(tmp))
             return svc.client.items_from_rows(
                 columns,
-                rows,
+                capped(rows, cap, name),
                 options.task,
                 model=options.model,
                 key_column=fields.get("key_column"),

@@ -484,3 +484,46 @@ def test_a_text_no_database_can_store_ends_invalid_and_the_job_goes_on(api: Api)
     stored = [i for c in api.client.ledger.chunk_ids(r.json()["job_id"])
               for i in api.client.ledger.claim(c, "w", 30).items or []]  # fmt: skip
     assert [i.invalid for i in stored][0].startswith("the text holds a NUL character")
+
+
+def test_an_input_over_the_item_cap_is_refused_before_it_is_built(
+    tmp_path: Path, database_url: str, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A small Parquet file can declare a million rows: refused from its metadata, in well
+    under 2 s; CSV and SQL sources are counted while streaming and stop at cap + 1."""
+    import time
+
+    import pyarrow as pa
+
+    parquet = tmp_path / "bomb.parquet"
+    pq.write_table(pa.table({"text": pa.repeat("x", 1_000_000)}), parquet)
+    assert parquet.stat().st_size < 100_000
+    warehouse = tmp_path / "wh.db"
+    engine = create_engine(f"sqlite:///{warehouse}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)"))
+        conn.execute(text("INSERT INTO t (body) VALUES " + ",".join(["('x')"] * 50)))
+    for api in make_api(tmp_path, database_url, model_cache, monkeypatch, api_max_items=10):
+        started = time.perf_counter()
+        r = api.http.post(
+            "/v1/jobs",
+            files={"file": ("bomb.parquet", parquet.read_bytes())},
+            data={"task": "embed"},
+            headers=api.auth(),
+        )
+        assert time.perf_counter() - started < 2
+        assert r.status_code == 413
+        assert r.json()["detail"] == (
+            "bomb.parquet: more than 10 items, over the cap of 10 (SLUICE_API_MAX_ITEMS); "
+            "split the input into several jobs"
+        )
+        csv = "text\n" + "x\n" * 11
+        r = api.http.post(
+            "/v1/jobs", files={"file": ("in.csv", csv)}, data={"task": "embed"}, headers=api.auth()
+        )
+        assert r.status_code == 413 and "in.csv: more than 10 items" in r.json()["detail"]
+        api.client.settings.api_sql_sources = {"wh": f"sqlite:///{warehouse}"}
+        source = {"name": "wh", "table": "t", "key_column": "id", "text_column": "body"}
+        r = api.http.post("/v1/jobs", json={"task": "embed", "source": source}, headers=api.auth())
+        assert r.status_code == 413 and "table t: more than 10 items" in r.json()["detail"]
+        assert api.sent == []

@@ -70,3 +70,44 @@ def test_transcribe_batches_both_model_families(demo_models: Path, tmp_path: Pat
     outputs = handler.predict(feats)
     assert [o["seconds"] for o in outputs] == [0.5, 1.3, 0.9]
     assert all(isinstance(o["text"], str) for o in outputs)
+
+
+def test_zero_shot_label_sets_are_bounded_and_encoded_in_batches(minilm: str):
+    """Many labels are encoded in batches with the same vectors as one by one; an actor keeps
+    the vectors of at most LABEL_SETS_KEPT label sets, the least recently used leaving."""
+    import torch
+
+    from workers.handlers.text import LABEL_BATCH, LABEL_SETS_KEPT, ZeroShotHandler
+
+    assert LABEL_SETS_KEPT == 256
+
+    handler = ZeroShotHandler()
+    handler.setup(minilm, "cpu")
+    many = tuple(f"topic number {n}" for n in range(LABEL_BATCH * 2 + 5))
+    batched = handler.label_vectors(many)
+    alone = torch.cat([handler.label_vectors((p,)) for p in many[:3]])
+    assert batched.shape == (len(many), 384)
+    assert torch.allclose(batched[:3], alone, atol=1e-5)
+    handler.label_sets_kept = 4  # the same bound, small enough to reach quickly
+    first = ("a", "b")
+    handler.label_vectors(first)
+    for n in range(6):
+        handler.label_vectors((f"x{n}", "y"))
+    assert len(handler._label_vectors) == 4
+    assert first not in handler._label_vectors  # the least recently used went first
+
+
+def test_zero_shot_labels_are_capped_by_the_settings():
+    from schemas.catalog import load_catalog
+    from schemas.errors import SluiceError
+    from schemas.settings import Settings
+
+    zero_shot = load_catalog().get("zero-shot-text")
+    with pytest.raises(SluiceError, match=r"101 labels, over the cap of 100"):
+        zero_shot.check_params({"labels": [f"l{n}" for n in range(101)]}, Settings())
+    with pytest.raises(SluiceError, match=r"labels over 200 characters"):
+        zero_shot.check_params({"labels": ["a", "b" * 201]}, Settings())
+    tight = Settings(zero_shot_max_labels=3, zero_shot_max_label_chars=5)
+    with pytest.raises(SluiceError, match=r"4 labels, over the cap of 3"):
+        zero_shot.check_params({"labels": ["a", "b", "c", "d"]}, tight)
+    assert zero_shot.check_params({"labels": ["a", "b", "c"]}, tight) == {"labels": ["a", "b", "c"]}

@@ -138,3 +138,16 @@ def test_the_worker_checks_the_roots_again(root: Path, tmp_path: Path):
     os.symlink(tmp_path / "elsewhere.png", root / "a.png")
     with pytest.raises(InvalidInput, match="resolves to"):
         load_image(item, limits(root))
+
+
+def test_audio_too_big_to_decode_is_refused_from_its_header(root: Path):
+    """Channels and decoded size are read from the header: a many-channel or very long file
+    is refused before a sample is decoded (the caps are settings)."""
+    wide = write_audio(root / "wide.wav", 0.5, 8_000, channels=9)
+    big = write_audio(root / "big.wav", 2.0, 8_000, channels=2)  # 2 s x 8 kHz x 2 x 4 bytes
+    with pytest.raises(InvalidInput, match=r"9 channels, over the cap of 8"):
+        load_audio(Item(key="w", path=str(wide)), limits(root), 16_000)
+    tight = limits(root, max_audio_decoded_bytes=100_000)
+    with pytest.raises(InvalidInput, match=r"decode to 128000 bytes, over the cap of 100000"):
+        load_audio(Item(key="b", path=str(big)), tight, 16_000)
+    assert len(load_audio(Item(key="b", path=str(big)), limits(root), 16_000)) == 32_000

@@ -1,6 +1,7 @@
 """Text tasks: embed, zero-shot-text, classify-text, on any Hugging Face encoder directory."""
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from workers.handlers.outputs import top_labels
 
 # Cosine similarities lie in [-1, 1]; a softmax over them needs a temperature to be decisive.
 ZERO_SHOT_SCALE = 20.0
+LABEL_BATCH = 32  # label prompts encoded at once
+LABEL_SETS_KEPT = 256  # label sets whose vectors an actor keeps
 LOAD = {"use_safetensors": True, "trust_remote_code": False}
 
 
@@ -97,7 +100,10 @@ class EmbedHandler(TextHandler):
 class ZeroShotHandler(TextHandler):
     def setup(self, model_path: str, device: str) -> None:
         super().setup(model_path, device)
-        self._label_vectors: dict[tuple[str, ...], torch.Tensor] = {}
+        # label sets seen lately, least recently used out: many jobs with their own label
+        # sets must not grow an actor's memory without bound
+        self._label_vectors: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
+        self.label_sets_kept = LABEL_SETS_KEPT
 
     def preprocess(self, item: Item, params: dict[str, Any]) -> TextFeatures:
         features = super().preprocess(item, params)
@@ -107,19 +113,26 @@ class ZeroShotHandler(TextHandler):
         return features
 
     def label_vectors(self, prompts: tuple[str, ...]) -> torch.Tensor:
-        if prompts not in self._label_vectors:
-            feats = [
-                TextFeatures(
-                    p,
-                    self.tokenizer(p, truncation=True, max_length=self.max_length)["input_ids"],
-                    None,
-                    None,
-                )
-                for p in prompts
-            ]
-            # A clone leaves inference mode, so explanations can backpropagate through it.
-            self._label_vectors[prompts] = self.encode(feats).clone()
-        return self._label_vectors[prompts]
+        if prompts in self._label_vectors:
+            self._label_vectors.move_to_end(prompts)
+            return self._label_vectors[prompts]
+        feats = [
+            TextFeatures(
+                p,
+                self.tokenizer(p, truncation=True, max_length=self.max_length)["input_ids"],
+                None,
+                None,
+            )
+            for p in prompts
+        ]
+        # In batches (a job may give many labels); a clone leaves inference mode, so
+        # explanations can backpropagate through the vectors.
+        vectors = torch.cat([self.encode(feats[i : i + LABEL_BATCH])
+                             for i in range(0, len(feats), LABEL_BATCH)]).clone()  # fmt: skip
+        self._label_vectors[prompts] = vectors
+        while len(self._label_vectors) > self.label_sets_kept:
+            self._label_vectors.popitem(last=False)
+        return vectors
 
     def probabilities(self, embeddings: torch.Tensor, prompts: tuple[str, ...]) -> torch.Tensor:
         return torch.softmax(embeddings @ self.label_vectors(prompts).T * ZERO_SHOT_SCALE, dim=-1)
