@@ -253,6 +253,22 @@ def cancel(job_id: str) -> None:
 
 
 @main.command()
+@click.option("--port", default=5555, show_default=True, type=int)
+@click.option("--address", default="127.0.0.1", show_default=True)
+@_fail_cleanly
+def flower(port: int, address: str) -> None:
+    """Serve Flower (Celery's monitor) for this Sluice's broker; needs `pip install flower`.
+    The same app for other Celery tools: `celery -A ops.celery_entry ...`."""
+    import importlib.util
+
+    if importlib.util.find_spec("flower") is None:
+        raise SluiceError("Flower is not installed: `pip install flower`, then run this again")
+    from ops.celery_entry import app
+
+    app.start(["flower", f"--port={port}", f"--address={address}"])
+
+
+@main.command()
 @_fail_cleanly
 def sweep() -> None:
     """Re-send lost chunks and settle finished jobs once (the worker with --beat does this

@@ -62,14 +62,24 @@ def require_broker(endpoints: Endpoints) -> str:
     return endpoints.broker_url
 
 
+# kombu's own separator for Redis priority lists and bindings (kombu.transport.redis
+# Channel.sep). Sluice keeps it, so stock Celery tools (Flower, `celery inspect`) read the
+# broker; a test checks it is still kombu's.
+KOMBU_SEP = "\x06\x16"
+
+
 def broker_transport_options(settings: Settings) -> dict[str, object]:
     """Shared by senders and workers: Redis priority queues must be declared the same way."""
     return {
         "visibility_timeout": settings.visibility_timeout,
         "priority_steps": list(range(10)),
-        "sep": ":",
         "queue_order_strategy": "priority",
     }
+
+
+def priority_lists(queue: str) -> list[str]:
+    """The Redis lists that hold a queue's messages, one per priority step (kombu's names)."""
+    return [queue] + [f"{queue}{KOMBU_SEP}{step}" for step in range(1, 10)]
 
 
 def redis_priority(priority: int) -> int:

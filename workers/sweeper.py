@@ -17,7 +17,7 @@ from schemas.catalog import Catalog, load_catalog
 from schemas.errors import UnknownTaskError
 from schemas.queues import CONTROL_QUEUE, PROCESS_CHUNK, SWEEP, TRAIN_QUEUE, TRAIN_TASK
 from schemas.settings import Settings
-from schemas.stack import Endpoints, redis_priority, require_broker
+from schemas.stack import Endpoints, priority_lists, redis_priority, require_broker
 from storage.engine import make_engine, migrate
 from storage.ledger import Ledger
 from workers.callback_delivery import deliver_due
@@ -61,8 +61,7 @@ class BrokerProbe:
         """No message waits in the queue, at any priority (kombu keeps one list per step)."""
         if self.client is None:
             return False
-        names = [queue] + [f"{queue}:{p}" for p in range(1, 10)]
-        return sum(self.client.llen(n) for n in names) == 0
+        return sum(self.client.llen(n) for n in priority_lists(queue)) == 0
 
 
 def sweep_once(

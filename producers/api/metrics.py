@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 
 from producers.api.services import Services, services
 from schemas.queues import CONTROL_QUEUE
+from schemas.stack import priority_lists
 from schemas.states import ItemStatus
 from storage import tables as t
 
@@ -137,9 +138,8 @@ class QueueCollector:
                     url.replace("redis+socket://", "unix://"), socket_timeout=2
                 )
             for queue in sorted({*self.svc.client.catalog.queues(), CONTROL_QUEUE}):
-                names = [queue] + [f"{queue}:{p}" for p in range(1, 10)]
                 with self._redis.pipeline(transaction=False) as pipe:
-                    for name in names:
+                    for name in priority_lists(queue):
                         pipe.llen(name)
                     depth.add_metric([queue], float(sum(pipe.execute())))
             up.add_metric([], 1.0)
