@@ -18,7 +18,7 @@ from schemas.jobs import ExplainPolicy, Item, JobSpec, check_unique_keys
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 from schemas.states import RunStatus
-from schemas.storable import storable_items
+from schemas.storable import escaped_text, json_problem, storable_items, text_problem
 from schemas.task_spec import ModelKind
 from schemas.training import MODEL_SELECTOR_RE
 from storage import export
@@ -187,6 +187,13 @@ class Client:
         if not 0 <= priority <= 9:
             raise SluiceError(f"priority must be between 0 and 9, got {priority}")
         params = spec.check_params(task_params, self.settings)
+        if problem := json_problem(params):
+            raise SluiceError(f"task {task!r}: a parameter {problem}")
+        for name, value in (("callback_url", callback_url), ("model", model),
+                            ("idempotency key", idempotency_key)):  # fmt: skip
+            if value and (problem := text_problem(value)):
+                raise SluiceError(f"{name} {problem}")
+        source = escaped_text(source) if source else source
         if not items:
             raise SluiceError(f"{source}: no items to process")
         items = storable_items(items)  # a row no database can store never reaches one

@@ -58,6 +58,20 @@ class ZeroShotParams(TaskParams):
             raise ValueError(f"duplicate labels in {labels}")
         return labels
 
+    @field_validator("label_descriptions")
+    @classmethod
+    def _description_lengths(
+        cls, value: dict[str, str] | None, info: ValidationInfo
+    ) -> dict[str, str] | None:
+        settings = (info.context or {}).get("settings")
+        longest = getattr(settings, "zero_shot_max_label_chars", MAX_LABEL_CHARS)
+        if too_long := [k[:40] for k, v in (value or {}).items() if len(v) > longest]:
+            raise ValueError(
+                f"descriptions over {longest} characters (SLUICE_ZERO_SHOT_MAX_LABEL_CHARS) "
+                f"for labels {too_long[:3]}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _descriptions(self) -> "ZeroShotParams":
         unknown = set(self.label_descriptions or {}) - set(self.labels)

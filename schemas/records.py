@@ -45,6 +45,8 @@ def _value(raw: Any, feature: dict[str, Any]) -> tuple[float | None, str | None]
         value = float(raw)
     except ValueError:
         return None, f"column {name!r} must be a number, got {raw!r}"
+    except OverflowError:  # an integer beyond any float
+        return None, f"column {name!r} is too large a number ({len(str(raw))} digits)"
     if math.isnan(value):
         return None, f"column {name!r} is NaN"
     if math.isinf(value):

@@ -13,6 +13,7 @@ from schemas.jobs import Explanation, Item, Outcome
 from schemas.states import ExplanationStatus, ItemStatus
 
 MAX_KEY_CHARS = 512  # the width of results.item_key
+MAX_METHOD_CHARS = 64  # the width of explanations.method
 MAX_SHOWN = 5
 
 
@@ -25,6 +26,17 @@ def text_problem(value: str) -> str | None:
     except UnicodeEncodeError:
         return "holds characters that are not valid Unicode (lone surrogates)"
     return None
+
+
+def shown_text(value: str, width: int = 60) -> str:
+    """A value for a message: quoted, NUL and undecodable bytes escaped, long ones cut."""
+    return repr(value[:width] + ("..." if len(value) > width else ""))
+
+
+def escaped_text(value: str) -> str:
+    """Text from outside (a file name, a source description) made storable and still telling:
+    NUL and undecodable bytes become backslash escapes."""
+    return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def clean_text(value: str) -> str:
@@ -42,10 +54,11 @@ def storable_items(items: list[Item]) -> list[Item]:
     """The items, each one a database can store: a bad key refuses the input (a key is how a
     row is named, so it cannot be recorded as `invalid`); bad content makes that item
     `invalid`, with the reason and without the content."""
-    bad_keys = [(n, problem) for n, item in enumerate(items, 1)
+    bad_keys = [(n, item.key, problem) for n, item in enumerate(items, 1)
                 if (problem := key_problem(item.key))]  # fmt: skip
     if bad_keys:
-        shown = "; ".join(f"item {n}: the key {problem}" for n, problem in bad_keys[:MAX_SHOWN])
+        shown = "; ".join(f"item {n}: the key {shown_text(key)} {problem}"
+                          for n, key, problem in bad_keys[:MAX_SHOWN])  # fmt: skip
         more = f" (and {len(bad_keys) - MAX_SHOWN} more)" if len(bad_keys) > MAX_SHOWN else ""
         raise InputFileError(f"keys that cannot be stored: {shown}{more}; fix or drop them")
     return [_storable_item(item) for item in items]
@@ -57,7 +70,7 @@ def _storable_item(item: Item) -> Item:
         return Item(key=item.key, invalid=clean_text(item.invalid)) if problem else item
     for field in ("text", "path", "data"):
         value = getattr(item, field)
-        if isinstance(value, str) and (problem := text_problem(value)):
+        if value is not None and (problem := json_problem(value)):
             return Item(key=item.key, invalid=f"the {field} {problem}")
     if item.record is not None and (problem := json_problem(item.record)):
         return Item(key=item.key, invalid=f"the record {problem}")
@@ -92,7 +105,12 @@ def storable_outcome(outcome: Outcome) -> Outcome:
     explanation = outcome.explanation
     if explanation is not None:
         raw = explanation.model_dump(mode="python")
-        if problem := json_problem(raw):
+        if len(explanation.method) > MAX_METHOD_CHARS:
+            explanation = Explanation(method=explanation.method[:MAX_METHOD_CHARS],
+                                      status=ExplanationStatus.FAILED,
+                                      error="the explanation's method name is over "
+                                            f"{MAX_METHOD_CHARS} characters")  # fmt: skip
+        elif problem := json_problem(raw):
             explanation = Explanation(method=explanation.method, target=None,
                                       status=ExplanationStatus.FAILED,
                                       error=f"the explanation {problem}")  # fmt: skip

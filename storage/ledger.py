@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import InterfaceError, OperationalError, StatementError
+from sqlalchemy.exc import DataError, DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import JobNotFoundError
@@ -270,10 +270,16 @@ class Ledger:
         guard = t.Chunk.lease_owner == owner
         try:
             return self._finish(chunk_id, guard, ChunkState.DONE, outcomes=outcomes)
-        except (OperationalError, InterfaceError):
-            raise  # the database is away, not the data wrong: the worker retries
         except (StatementError, ValueError, TypeError) as exc:
-            reason = clean_text(f"the results could not be stored: {type(exc).__name__}: {exc}")
+            # Only data the database refuses ends the chunk as errors; anything else (an
+            # outage, a failover's read-only moment) is raised, and the worker retries.
+            if isinstance(exc, DBAPIError) and not isinstance(exc, DataError):
+                raise
+            detail = exc.orig if isinstance(exc, StatementError) and exc.orig else exc
+            first_line = (str(detail).splitlines() or [""])[0][:300]
+            reason = clean_text(
+                f"the results could not be stored: {type(detail).__name__}: {first_line}"
+            )
             unstored = [
                 Outcome(key=o.key, status=o.status, error=clean_text(o.error or "invalid"))
                 if o.status == ItemStatus.INVALID

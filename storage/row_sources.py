@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,16 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
-def read_rows(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
-    """The file's columns and its rows. Raises InputFileError when the file cannot be read."""
+def read_rows(path: Path, limit: int | None = None) -> tuple[list[str], Iterator[dict[str, Any]]]:
+    """The file's columns and its rows. Raises InputFileError when the file cannot be read.
+    `limit`: read at most that many JSONL rows (a capped caller asks for cap + 1; CSV and
+    Parquet stream, so the caller's count stops them)."""
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
     fmt = detect_format(path)
     try:
         if fmt == "jsonl":
-            rows = list(_jsonl_rows(path))
+            rows = list(islice(_jsonl_rows(path), limit))
             if rows and all(MALFORMED in r for r in rows):
                 raise InputFileError(f"{path}: not JSONL (no line is a JSON object)")
             # file order (first seen), as CSV and Parquet give it; malformed lines add none

@@ -13,6 +13,7 @@ from schemas.errors import InvalidInput
 from schemas.jobs import Item
 from schemas.media_refs import MediaLimits, MediaRefError, confined_path, decode_inline
 
+MAX_SAMPLE_RATE = 384_000  # the highest rate audio hardware records at
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
 
 
@@ -77,6 +78,11 @@ def load_audio(item: Item, limits: MediaLimits, sample_rate: int) -> np.ndarray:
             if fh.samplerate <= 0 or fh.frames <= 0:
                 raise InvalidInput("audio file holds no samples")
             seconds = fh.frames / fh.samplerate
+            if fh.samplerate > MAX_SAMPLE_RATE:  # resampling from it would need a huge filter
+                raise InvalidInput(
+                    f"audio sampled at {fh.samplerate} Hz, over the {MAX_SAMPLE_RATE} Hz Sluice "
+                    "reads"
+                )
             if fh.channels > limits.max_audio_channels:
                 raise InvalidInput(
                     f"audio has {fh.channels} channels, over the cap of "

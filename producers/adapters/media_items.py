@@ -23,6 +23,7 @@ from schemas.media_refs import (
 )
 from schemas.modalities import Modality
 from schemas.settings import Settings
+from schemas.storable import escaped_text
 from schemas.training import DataSource, TrainSpec
 
 THUMB = 160
@@ -77,7 +78,11 @@ class MediaItems(ModalityAdapter):
             raise InputFileError(
                 f"{folder}: no {self.modality} files ({', '.join(suffixes)}) found"
             )
-        return [media_item(p.relative_to(folder).as_posix(), str(p), None, settings) for p in files]
+        # a name that is not valid Unicode keys its item escaped; the item ends invalid
+        return [
+            media_item(escaped_text(p.relative_to(folder).as_posix()), str(p), None, settings)
+            for p in files
+        ]
 
     def body_fields(self, body: dict[str, Any], n: int) -> dict[str, Any]:
         return {"path": body.get("media")}

@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         ApiKeys(engine),
         TenantReads(engine),
         Callbacks(engine),
-        request_bodies(client.catalog),
+        request_bodies(client.catalog, settings.api_max_items),
     )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.include_router(jobs.router)

@@ -136,13 +136,19 @@ class RequestBodies:
     event: type[EventRequest]
 
 
-def request_bodies(catalog: Catalog) -> RequestBodies:
+def request_bodies(catalog: Catalog, max_items: int) -> RequestBodies:
+    """`max_items`: the item cap, checked while the body is parsed (not once it is built)."""
     fields: dict[str, Any] = {}
     for name, (field, tasks) in catalog.parameters().items():
         description = f"{field.description or name} (tasks: {', '.join(tasks)})"
         fields[name] = (field.annotation | None, Field(None, description=description))
     return RequestBodies(
         options=create_model("JobOptions", __base__=JobOptions, **fields),
-        job=create_model("JobRequest", __base__=JobRequest, **fields),
+        job=create_model(
+            "JobRequest",
+            __base__=JobRequest,
+            items=(list[JobItem | str] | None, Field(None, max_length=max_items)),
+            **fields,
+        ),
         event=create_model("EventRequest", __base__=EventRequest, **fields),
     )

@@ -101,6 +101,9 @@ async def create_job(
         try:
             body = svc.bodies.job.model_validate_json(await request.body())
         except ValidationError as exc:
+            if any(e["type"] == "too_long" and e["loc"][:1] == ("items",) for e in exc.errors()):
+                cap = svc.settings.api_max_items
+                raise TooManyItemsError("items", cap, "SLUICE_API_MAX_ITEMS") from None
             raise RequestValidationError(exc.errors()) from None
         options = body
         if body.items is not None and len(body.items) > svc.settings.api_max_items:
@@ -251,7 +254,7 @@ async def _from_upload(request: Request, svc: Services) -> tuple[JobOptions, lis
             declared = declared_rows(Path(tmp))  # a Parquet file's count, from its metadata
             if declared is not None and declared > cap:
                 raise TooManyItemsError(name, cap, "SLUICE_API_MAX_ITEMS")
-            columns, rows = read_rows(Path(tmp))
+            columns, rows = read_rows(Path(tmp), limit=cap + 1)
             return svc.client.items_from_rows(
                 columns,
                 capped(rows, cap, name),

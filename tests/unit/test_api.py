@@ -209,7 +209,9 @@ def test_bad_submissions_say_what_is_wrong(api: Api):
         {"task": "embed", "items": [{"key": "ok", "text": "x"}, {"key": "a\x00", "text": "y"}]}
     )
     assert r.status_code == 400
-    assert r.json()["detail"].startswith("keys that cannot be stored: item 2: the key holds a NUL")
+    assert r.json()["detail"].startswith(
+        "keys that cannot be stored: item 2: the key 'a\\x00' holds a NUL"
+    )
     r = post({"task": "embed", "items": ["x"], "callback_url": "file:///etc/passwd"})
     assert r.status_code == 400 and "http(s) URL" in r.json()["detail"]
     assert post({"task": "embed", "items": ["x"], "priority": 12}).status_code == 422
@@ -517,6 +519,14 @@ def test_an_input_over_the_item_cap_is_refused_before_it_is_built(
             "bomb.parquet: more than 10 items, over the cap of 10 (SLUICE_API_MAX_ITEMS); "
             "split the input into several jobs"
         )
+        jsonl = "".join(f'{{"text": "t{n}"}}\n' for n in range(11))
+        r = api.http.post(
+            "/v1/jobs",
+            files={"file": ("in.jsonl", jsonl)},
+            data={"task": "embed"},
+            headers=api.auth(),
+        )
+        assert r.status_code == 413 and "in.jsonl: more than 10 items" in r.json()["detail"]
         csv = "text\n" + "x\n" * 11
         r = api.http.post(
             "/v1/jobs", files={"file": ("in.csv", csv)}, data={"task": "embed"}, headers=api.auth()

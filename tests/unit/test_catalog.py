@@ -198,6 +198,8 @@ def test_parameters_are_checked_by_the_task_with_its_own_messages():
     ):
         with pytest.raises(SluiceError, match=re.escape(message)):
             zero_shot.check_params(given)
+    with pytest.raises(SluiceError, match="descriptions over 200 characters"):
+        zero_shot.check_params({"labels": ["a", "b"], "label_descriptions": {"a": "x" * 201}})
     with pytest.raises(SluiceError, match=r"takes no parameter 'labels' \(its parameters: none\)"):
         CATALOG.get("embed").check_params({"labels": ["a", "b"]})
 

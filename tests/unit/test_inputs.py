@@ -127,3 +127,45 @@ def test_overlong_keys_are_refused_at_submit(tmp_path: Path):
     (tmp_path / "x.csv").write_text("id,text\n" + "k" * 513 + ",hello\n")
     with pytest.raises(InputFileError, match="key in row 1 is 513 characters long"):
         items_of(tmp_path / "x.csv")
+
+
+def test_job_fields_no_database_can_store_are_refused_at_submit(tmp_path: Path):
+    """A NUL in a task parameter or a callback URL is refused before anything is recorded;
+    a folder entry whose name is not valid Unicode becomes one invalid item, named escaped."""
+    import os
+
+    from producers import Client
+    from producers.adapters.media_items import MediaItems
+    from schemas.modalities import Modality
+    from schemas.settings import Settings
+
+    client = Client(Settings(data_dir=tmp_path / "d", input_roots=str(tmp_path)))
+    with pytest.raises(SluiceError, match="a parameter holds a NUL character"):
+        client.submit_texts(["hi"], "zero-shot-text", labels=["a\x00", "b"])
+    with pytest.raises(SluiceError, match="callback_url holds a NUL character"):
+        client.submit_texts(["hi"], "embed", callback_url="http://h/\x00")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "ok.png").write_bytes(png_bytes())
+    (folder / os.fsdecode(b"bad\xff.png")).write_bytes(png_bytes())
+    items = {
+        i.key: i for i in MediaItems(Modality.IMAGE).items_from_folder(folder, client.settings)
+    }
+    assert set(items) == {"ok.png", "bad\\udcff.png"}
+    assert items["ok.png"].invalid is None
+    from schemas.storable import storable_items
+
+    stored = {i.key: i for i in storable_items(list(items.values()))}
+    assert stored["bad\\udcff.png"].invalid == (
+        "the path holds characters that are not valid Unicode (lone surrogates)"
+    )
+    assert stored["ok.png"].path is not None
+
+
+def test_a_number_beyond_float_range_is_an_invalid_record():
+    from schemas.records import check_record
+
+    features = [{"name": "f", "type": "number", "min": 0, "max": 1, "mean": 0.5, "std": 0.1}]
+    assert (
+        check_record({"f": 10**400}, features)[1] == "column 'f' is too large a number (401 digits)"
+    )

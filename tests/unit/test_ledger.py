@@ -166,9 +166,9 @@ def test_rows_a_database_cannot_store_never_wedge_a_job(ledger: Ledger):
     from schemas.errors import InputFileError
     from schemas.jobs import Explanation
 
-    with pytest.raises(InputFileError, match=r"item 2: the key holds a NUL character"):
+    with pytest.raises(InputFileError, match=r"item 2: the key 'b\\x00' holds a NUL character"):
         ledger.create_job(spec(), [Item(key="a", text="x"), Item(key="b\x00", text="y")], 5)
-    with pytest.raises(InputFileError, match="item 1: the key is 513 characters long"):
+    with pytest.raises(InputFileError, match="item 1: the key 'kkkk.*' is 513 characters long"):
         ledger.create_job(spec(), [Item(key="k" * 513, text="x")], 5)
     texts = [Item(key="nul", text="a\x00b"), Item(key="sur", text="a\ud800b")] + items(4)
     job_id, (chunk,) = ledger.create_job(spec(), texts, chunk_size=10)
@@ -232,3 +232,17 @@ def test_exports_are_strict_json_whatever_was_stored():
     write_jsonl(iter([{"key": "a", "output": {"score": float("nan"), "v": [float("inf")]}}]), out)
     assert json.loads(out.getvalue()) == {"key": "a", "output": {"score": None, "v": [None]}}
     assert "NaN" not in out.getvalue() and "Infinity" not in out.getvalue()
+
+
+def test_an_explanation_the_columns_cannot_hold_fails_alone():
+    from schemas.jobs import Explanation
+    from schemas.storable import storable_outcome
+
+    long = Outcome(
+        key="k", status=ItemStatus.OK, output={"x": 1},
+        explanation=Explanation(method="m" * 80, tokens=["a"], attributions=[0.5]),
+    )  # fmt: skip
+    fixed = storable_outcome(long)
+    assert fixed.status == ItemStatus.OK and fixed.output == {"x": 1}
+    assert fixed.explanation is not None and fixed.explanation.status == "failed"
+    assert fixed.explanation.method == "m" * 64

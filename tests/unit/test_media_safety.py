@@ -151,3 +151,12 @@ def test_audio_too_big_to_decode_is_refused_from_its_header(root: Path):
     with pytest.raises(InvalidInput, match=r"decode to 128000 bytes, over the cap of 100000"):
         load_audio(Item(key="b", path=str(big)), tight, 16_000)
     assert len(load_audio(Item(key="b", path=str(big)), limits(root), 16_000)) == 32_000
+
+
+def test_audio_at_an_absurd_sample_rate_is_refused_before_resampling(root: Path):
+    import soundfile as sf
+
+    path = root / "fast.wav"
+    sf.write(path, np.zeros(2000, dtype=np.float32), 9_999_991)
+    with pytest.raises(InvalidInput, match="sampled at 9999991 Hz, over the 384000 Hz"):
+        load_audio(Item(key="f", path=str(path)), limits(root), 16_000)
