@@ -1,7 +1,7 @@
 """The task catalog: every AI task Sluice runs is declared here once, as a `TaskSpec`.
 
-A spec names its modality, its handler and training recipe by dotted path (producers never
-import workers/), its explainer, a typed parameters model (the CLI options, SDK keyword
+A spec names its modality, its handler and training recipe by dotted path (so producers
+never load workers/), its explainer, a typed parameters model (the CLI options, SDK keyword
 arguments, REST request schema and `sluice enrich` are derived from it), its model
 requirements, trainable and DP support, chunk size and output shape. Everything else asks the
 catalog; nothing else lists tasks.
