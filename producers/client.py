@@ -18,7 +18,7 @@ from schemas.jobs import ExplainPolicy, Item, JobSpec, check_unique_keys
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 from schemas.states import RunStatus
-from schemas.storable import escaped_text, json_problem, storable_items, text_problem
+from schemas.storable import escaped_text, json_problem, storable_items, unstorable_text
 from schemas.task_spec import ModelKind
 from schemas.training import MODEL_SELECTOR_RE
 from storage import export
@@ -67,7 +67,7 @@ class Client:
             columns,
             rows,
             task,
-            model=str(ref.path) if ref.loads else None,
+            ref=ref,
             key_column=key_column,
             text_column=text_column,
             media_column=media_column,
@@ -140,11 +140,15 @@ class Client:
         media_column: str = "path",
         base_dir: Path | None = None,
         source: str = "rows",
+        ref: model_refs.ModelRef | None = None,
     ) -> list[Item]:
         """Rows of any modality to items, by the task's modality adapter: texts, media
-        references or records (checked against the model's feature schema)."""
+        references or records (checked against the model's feature schema). `ref`: the
+        model already resolved (else `model` is resolved when the adapter needs it)."""
         adapter = adapter_for(self.catalog.get(task).modality)
-        model_path = self.resolve_model(model, task).path if adapter.reads_model_schema else None
+        model_path = None
+        if adapter.reads_model_schema:
+            model_path = (ref or self.resolve_model(model, task)).path
         opts = ReadOptions(
             self.settings,
             key_column=key_column,
@@ -191,7 +195,7 @@ class Client:
             raise SluiceError(f"task {task!r}: a parameter {problem}")
         for name, value in (("callback_url", callback_url), ("model", model),
                             ("idempotency key", idempotency_key)):  # fmt: skip
-            if value and (problem := text_problem(value)):
+            if value and (problem := unstorable_text(value)):
                 raise SluiceError(f"{name} {problem}")
         source = escaped_text(source) if source else source
         if not items:

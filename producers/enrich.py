@@ -399,7 +399,7 @@ def enrich(
             columns,
             tracked(),
             spec.task,
-            model=str(ref.path),
+            ref=ref,
             key_column="key",
             source=f"table {spec.source.table}",
         )

@@ -113,3 +113,13 @@ class MediaLimits:
 
     def root_paths(self) -> list[Path]:
         return [Path(r) for r in self.roots]
+
+
+def media_bytes(data: str | None, path: str | None, limits: MediaLimits) -> bytes:
+    """An item's media (inline base64 or a file), read under `limits` again: by the worker
+    before decoding and by the report before drawing. Raises MediaRefError."""
+    if data is not None:
+        return decode_inline(data, limits.max_inline_bytes)
+    if path is None:
+        raise MediaRefError("the item has no media reference (path or data)")
+    return confined_path(path, limits.root_paths(), limits.max_bytes).read_bytes()

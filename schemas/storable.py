@@ -17,7 +17,7 @@ MAX_METHOD_CHARS = 64  # the width of explanations.method
 MAX_SHOWN = 5
 
 
-def text_problem(value: str) -> str | None:
+def unstorable_text(value: str) -> str | None:
     """Why a database cannot store this text, or None."""
     if "\x00" in value:
         return "holds a NUL character (\\x00), which databases cannot store"
@@ -33,21 +33,21 @@ def shown_text(value: str, width: int = 60) -> str:
     return repr(value[:width] + ("..." if len(value) > width else ""))
 
 
-def escaped_text(value: str) -> str:
+def escaped_text(value: str, undecodable: str = "backslashreplace") -> str:
     """Text from outside (a file name, a source description) made storable and still telling:
-    NUL and undecodable bytes become backslash escapes."""
-    return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    NUL becomes `\\x00`, undecodable characters backslash escapes (or `?` with "replace")."""
+    return value.replace("\x00", "\\x00").encode("utf-8", undecodable).decode("utf-8")
 
 
 def clean_text(value: str) -> str:
-    """The text with what no database stores replaced (a message, never user data)."""
-    return value.replace("\x00", "\\x00").encode("utf-8", "replace").decode("utf-8")
+    """A message with what no database stores replaced (never user data)."""
+    return escaped_text(value, "replace")
 
 
 def key_problem(key: str) -> str | None:
     if len(key) > MAX_KEY_CHARS:
         return f"is {len(key)} characters long; keys are limited to {MAX_KEY_CHARS}"
-    return text_problem(key)
+    return unstorable_text(key)
 
 
 def storable_items(items: list[Item]) -> list[Item]:
@@ -66,7 +66,7 @@ def storable_items(items: list[Item]) -> list[Item]:
 
 def _storable_item(item: Item) -> Item:
     if item.invalid is not None:
-        problem = text_problem(item.invalid)
+        problem = unstorable_text(item.invalid)
         return Item(key=item.key, invalid=clean_text(item.invalid)) if problem else item
     for field in ("text", "path", "data"):
         value = getattr(item, field)
@@ -82,10 +82,10 @@ def json_problem(value: Any) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return f"holds {value}, which JSON cannot represent"
     if isinstance(value, str):
-        return text_problem(value)
+        return unstorable_text(value)
     if isinstance(value, dict):
         for k, v in value.items():
-            if problem := (text_problem(str(k)) or json_problem(v)):
+            if problem := (unstorable_text(str(k)) or json_problem(v)):
                 return problem
     if isinstance(value, list | tuple):
         for v in value:

@@ -101,11 +101,11 @@ class TrainSpec(BaseModel):
             Modality.AUDIO: [data.get("media_column") or "path"],
         }.get(spec.modality, list(data.get("feature_columns") or []))
         return {
-            "recipe": spec.training.recipe,
             "classifier": spec.training.target is Target.LABEL,
-            "input_columns": data.get("input_columns") or inputs,
+            "input_columns": inputs,
             **data,
-        } | {"recipe": spec.training.recipe}
+            "recipe": spec.training.recipe,
+        }
 
     @property
     def is_classifier(self) -> bool:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from schemas.errors import JobNotFoundError
 from schemas.jobs import Item, JobCounts, JobSpec, Outcome, check_unique_keys, job_status_for
 from schemas.states import ChunkState, ItemStatus, JobStatus
-from schemas.storable import clean_text, storable_items, storable_outcome
+from schemas.storable import storable_items, storable_outcome
 from storage import tables as t
 
 
@@ -277,15 +277,13 @@ class Ledger:
                 raise
             detail = exc.orig if isinstance(exc, StatementError) and exc.orig else exc
             first_line = (str(detail).splitlines() or [""])[0][:300]
-            reason = clean_text(
-                f"the results could not be stored: {type(detail).__name__}: {first_line}"
-            )
-            unstored = [
-                Outcome(key=o.key, status=o.status, error=clean_text(o.error or "invalid"))
-                if o.status == ItemStatus.INVALID
-                else Outcome(key=o.key, status=ItemStatus.ERROR, error=reason[:4000])
-                for o in outcomes
-            ]
+            reason = f"the results could not be stored: {type(detail).__name__}: {first_line}"
+            # _finish cleans the messages (storable_outcome)
+            unstored = failed_outcomes(
+                [(o.key, (o.error or "invalid") if o.status == ItemStatus.INVALID else None)
+                 for o in outcomes],
+                reason,
+            )  # fmt: skip
             return self._finish(chunk_id, guard, ChunkState.DONE, outcomes=unstored)
 
     def dead_letter(self, chunk_id: str, owner: str | None, error: str) -> bool:
@@ -293,7 +291,7 @@ class Ledger:
 
         Without an owner (the sweeper), only a chunk nobody holds a live lease on is taken.
         """
-        message = f"dead-lettered after repeated failures: {error}"[:4000]
+        message = f"dead-lettered after repeated failures: {error}"
         guard = (
             t.Chunk.lease_owner == owner
             if owner is not None
@@ -301,12 +299,7 @@ class Ledger:
         )
 
         def outcomes(items: list[Item]) -> list[Outcome]:
-            return [
-                Outcome(key=i.key, status=ItemStatus.INVALID, error=i.invalid)
-                if i.invalid
-                else Outcome(key=i.key, status=ItemStatus.ERROR, error=message)
-                for i in items
-            ]
+            return failed_outcomes([(i.key, i.invalid) for i in items], message)
 
         return self._finish(chunk_id, guard, ChunkState.DEAD, outcomes_for=outcomes)
 
@@ -534,6 +527,17 @@ class Ledger:
         with self._reader() as s:
             for result, expl in s.execute(query):
                 yield {**result_row(result, expl), **made_by}
+
+
+def failed_outcomes(items: list[tuple[str, str | None]], message: str) -> list[Outcome]:
+    """A chunk given up on: items already `invalid` (key, why) stay so; the rest end `error`
+    with `message` (at most 4000 characters)."""
+    return [
+        Outcome(key=key, status=ItemStatus.INVALID, error=invalid)
+        if invalid
+        else Outcome(key=key, status=ItemStatus.ERROR, error=message[:4000])
+        for key, invalid in items
+    ]
 
 
 def result_row(result: t.Result, expl: t.Explanation | None) -> dict[str, Any]:

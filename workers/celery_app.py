@@ -7,7 +7,7 @@ from schemas.errors import ConfigError
 from schemas.queues import CONTROL_QUEUE, SWEEP, TRAIN_QUEUE
 from schemas.settings import Settings
 from schemas.stack import Endpoints, broker_transport_options, require_broker
-from workers.chunk_task import register_chunk_task
+from workers.chunk_task import WorkerState, register_chunk_task
 from workers.sweeper import register_sweep
 from workers.training.run_task import register_training
 
@@ -55,7 +55,8 @@ def create_app(settings: Settings, endpoints: Endpoints) -> Celery:
             },
         },
     )
-    register_chunk_task(app, settings, endpoints)
+    state = WorkerState(settings, endpoints)  # one ledger and catalog per process
+    register_chunk_task(app, state)
     register_training(app, settings, endpoints)
-    register_sweep(app, settings, endpoints)
+    register_sweep(app, state)
     return app

@@ -34,6 +34,13 @@ class WorkerState:
         self.catalog: Catalog = load_catalog(settings.task_modules)
 
     @cached_property
+    def outside_code(self) -> list[str]:
+        """Packages of tasks from outside Sluice, shipped to Ray when this process joins."""
+        from workers.runtime import actor_directory
+
+        return actor_directory.outside_code(self.catalog)
+
+    @cached_property
     def ledger(self) -> Ledger:
         engine = make_engine(self.endpoints.database_url)
         migrate(engine)
@@ -47,7 +54,7 @@ class WorkerState:
         actors.connect(
             self.endpoints.ray_address,
             self.endpoints.ray_auth_token_path,
-            actors.outside_code(self.catalog),
+            self.outside_code,
         )
         replica = actors.replica_for(chunk_id, self.settings.replicas)
         actor = actors.get_actor(
@@ -148,9 +155,7 @@ def _send_callback(state: WorkerState, job_id: str) -> None:
         log.warning("job %s: callback not sent; the sweeper retries", job_id, exc_info=True)
 
 
-def register_chunk_task(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
-    state = WorkerState(settings, endpoints)
-
+def register_chunk_task(app: Celery, state: WorkerState) -> None:
     @app.task(name=PROCESS_CHUNK, bind=True)
     def process_chunk_task(self: Task, chunk_id: str) -> str:
         return process_chunk(self, state, chunk_id)

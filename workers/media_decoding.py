@@ -4,14 +4,13 @@ roots again, sizes are capped before decoding, and any failure is one item's `in
 import io
 import math
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from schemas.errors import InvalidInput
 from schemas.jobs import Item
-from schemas.media_refs import MediaLimits, MediaRefError, confined_path, decode_inline
+from schemas.media_refs import MediaLimits, MediaRefError, media_bytes
 
 MAX_SAMPLE_RATE = 384_000  # the highest rate audio hardware records at
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
@@ -25,12 +24,7 @@ def limits_from(params: dict[str, Any]) -> MediaLimits:
 
 def read_bytes(item: Item, limits: MediaLimits) -> bytes:
     try:
-        if item.data is not None:
-            return decode_inline(item.data, limits.max_inline_bytes)
-        if item.path is None:
-            raise InvalidInput("the item has no media reference (path or data)")
-        real = confined_path(item.path, limits.root_paths(), limits.max_bytes)
-        return Path(real).read_bytes()
+        return media_bytes(item.data, item.path, limits)
     except MediaRefError as exc:
         raise InvalidInput(str(exc)) from exc
 

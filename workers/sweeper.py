@@ -13,14 +13,14 @@ from dataclasses import asdict, dataclass
 import redis
 from celery import Celery
 
-from schemas.catalog import Catalog, load_catalog
+from schemas.catalog import Catalog
 from schemas.errors import UnknownTaskError
 from schemas.queues import CONTROL_QUEUE, PROCESS_CHUNK, SWEEP, TRAIN_QUEUE, TRAIN_TASK
 from schemas.settings import Settings
 from schemas.stack import Endpoints, priority_lists, redis_priority, require_broker
-from storage.engine import make_engine, migrate
 from storage.ledger import Ledger
 from workers.callback_delivery import deliver_due
+from workers.chunk_task import WorkerState
 from workers.training.run_task import resend_training
 
 log = logging.getLogger("sluice.sweeper")
@@ -139,10 +139,9 @@ def sweep_all(
     return {**report.as_dict(), "callbacks": deliver_due(ledger, settings)}
 
 
-def register_sweep(app: Celery, settings: Settings, endpoints: Endpoints) -> None:
-    """The periodic sweep, run by the worker started with --beat."""
-    catalog = load_catalog(settings.task_modules)
-    made: list[Ledger] = []  # made in the task: a database pool must not cross Celery's fork
+def register_sweep(app: Celery, state: WorkerState) -> None:
+    """The periodic sweep, run by the worker started with --beat; it shares the process's
+    ledger and catalog with the chunk task."""
 
     def send_chunk(chunk_id: str, queue: str, priority: int) -> None:
         app.send_task(
@@ -151,15 +150,11 @@ def register_sweep(app: Celery, settings: Settings, endpoints: Endpoints) -> Non
 
     @app.task(name=SWEEP, queue=CONTROL_QUEUE)
     def sweep_task() -> dict[str, object]:
-        if not made:
-            engine = make_engine(endpoints.database_url)
-            migrate(engine)
-            made.append(Ledger(engine))
         return sweep_all(
-            made[0],
-            settings,
-            endpoints,
-            catalog,
+            state.ledger,
+            state.settings,
+            state.endpoints,
+            state.catalog,
             send_chunk,
             lambda run_id: app.send_task(TRAIN_TASK, args=[run_id], queue=TRAIN_QUEUE),
         )

@@ -19,6 +19,7 @@ from schemas.media_refs import (
     MediaRefError,
     confined_path,
     decode_inline,
+    media_bytes,
     parse_reference,
 )
 from schemas.modalities import Modality
@@ -172,9 +173,4 @@ def source_bytes(item: Item | None, settings: Settings) -> bytes:
     """The item's media, read again under the input roots (never a path it was not given)."""
     if item is None:
         raise ValueError("no such item")
-    if item.data is not None:
-        return decode_inline(item.data, settings.max_inline_bytes)
-    if item.path is None:
-        raise ValueError("the item has no media reference")
-    real = confined_path(item.path, settings.input_root_paths(), settings.max_media_bytes)
-    return Path(real).read_bytes()
+    return media_bytes(item.data, item.path, settings.media_limits())

@@ -1,7 +1,7 @@
 """/v1/jobs: submit (JSON items, a file upload or a SQL source), follow, results, cancel,
 retry; /v1/models."""
 
-import json
+import copy
 import os
 import tempfile
 from pathlib import Path
@@ -106,8 +106,6 @@ async def create_job(
                 raise TooManyItemsError("items", cap, "SLUICE_API_MAX_ITEMS") from None
             raise RequestValidationError(exc.errors()) from None
         options = body
-        if body.items is not None and len(body.items) > svc.settings.api_max_items:
-            raise TooManyItemsError("items", svc.settings.api_max_items, "SLUICE_API_MAX_ITEMS")
         items, source = await run_in_threadpool(_from_json, body, svc)
     else:
         raise HTTPException(415, "send application/json or multipart/form-data")
@@ -215,7 +213,7 @@ def _from_sql(body: JobRequest, svc: Services) -> tuple[list[Item], str]:
             columns,
             capped(rows, cap, f"table {src.table}"),
             body.task,
-            model=body.model,
+            ref=ref,
             key_column="key",
             source=src.table,
         )
@@ -413,7 +411,7 @@ def list_models(request: Request, key: Principal) -> list[dict[str, Any]]:
 def upload_schema(catalog: Catalog) -> dict[str, Any]:
     """The multipart form: the file, the job's options, and every task parameter as text
     (lists comma-separated, objects as JSON)."""
-    schema = json.loads(json.dumps(UPLOAD_SCHEMA))
+    schema = copy.deepcopy(UPLOAD_SCHEMA)
     for name, (field, tasks) in catalog.parameters().items():
         kind = field_kind(field.annotation)
         how = {list: "; comma-separated", dict: "; JSON"}.get(kind, "")
