@@ -270,6 +270,21 @@ def flower(port: int, address: str) -> None:
 
 @main.command()
 @_fail_cleanly
+def migrate() -> None:
+    """Bring the ledger's schema to this version (stop workers of an older version first:
+    a worker refuses to start when the schema is not its own)."""
+    from storage.engine import make_engine, migrate, schema_revisions
+
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url())
+    before = schema_revisions(engine)[0]
+    migrate(engine)
+    after = schema_revisions(engine)[0]
+    click.echo(f"schema: {before or 'none'} -> {after}" if before != after else f"schema: {after}")
+
+
+@main.command()
+@_fail_cleanly
 def sweep() -> None:
     """Re-send lost chunks and settle finished jobs once (the worker with --beat does this
     periodically)."""
@@ -406,6 +421,13 @@ def api_keys_revoke(key_id: str) -> None:
     help="COLUMN OP VALUE (= != < <= > >=), repeatable, ANDed; the value is bound",
 )
 @click.option("--full", is_flag=True, help="ignore the watermark: enrich every row")
+@click.option(
+    "--max-retries",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0),
+    help="with --since-column: how many later runs read a row again after it ended `error`",
+)
 @click.option("--model", default=None)
 @with_param_options(CATALOG)
 @click.option("--explain", default="none")
@@ -425,6 +447,7 @@ def enrich(
     since_column: str | None,
     where: tuple[str, ...],
     full: bool,
+    max_retries: int,
     model: str | None,
     explain: str,
     priority: int,
@@ -432,7 +455,8 @@ def enrich(
     as_json: bool,
     **task_params: Any,
 ) -> None:
-    """Enrich rows of a SQL table and upsert the outputs into --dest-table."""
+    """Enrich rows of a SQL table and upsert the outputs into --dest-table. A run that was
+    killed (or timed out waiting) is resumed by the next run of the same command."""
     from producers import Client
     from producers.enrich import Condition, EnrichSpec, SourceSpec
     from producers.enrich import enrich as run_enrich
@@ -458,6 +482,7 @@ def enrich(
         dest_url=dest_url,
         model=model,
         options=options,
+        max_retries=max_retries,
     )
     source.validate()  # hostile names are refused before anything connects
     report = run_enrich(Client(), spec, full=full, timeout=timeout)
@@ -466,8 +491,15 @@ def enrich(
         click.echo(json.dumps(d))
     else:
         click.echo(
-            f"{d['rows_read']} rows read, {d['rows_written']} written to {dest_table} "
-            f"(job {d['job_id']}, {d['status']}) in {d['seconds']}s"
+            f"{'resumed: ' if d['resumed'] else ''}{d['rows_read']} rows read "
+            f"({d['rows_retried']} retried after an error), {d['rows_written']} written to "
+            f"{dest_table} (job {d['job_id']}, {d['status']}) in {d['seconds']}s"
+            + (
+                f"; {d['rows_given_up']} rows still `error` after {max_retries} retries, "
+                "not read again until they change"
+                if d["rows_given_up"]
+                else ""
+            )
         )
     if report.status not in ("succeeded", "nothing-to-do"):
         sys.exit(1)

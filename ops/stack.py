@@ -14,6 +14,7 @@ from pathlib import Path
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 from schemas.stack import StackInfo
+from storage.engine import make_engine, migrate
 
 
 def _free_port() -> int:
@@ -147,6 +148,12 @@ def up(settings: Settings, worker: bool = True) -> StackInfo:
             broker_url=broker, ray_address=ray_address, ray_auth_token_path=token, pids=pids
         )
         if worker:
+            # This one host runs everything: bring its ledger to this version's schema first.
+            engine = make_engine(settings.resolved_database_url())
+            try:
+                migrate(engine)
+            finally:
+                engine.dispose()
             env = {
                 **os.environ,
                 "SLUICE_DATA_DIR": str(data),

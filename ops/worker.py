@@ -22,7 +22,15 @@ def run_worker(
     unknown = sorted(set(queues or []) - set(known))
     if unknown:
         raise ConfigError(f"unknown queues {unknown}; Sluice's queues are: {', '.join(known)}")
-    app = create_app(settings, endpoints(settings))
+    from storage.engine import make_engine, require_current_schema
+
+    where = endpoints(settings)
+    engine = make_engine(where.database_url)
+    try:  # before consuming anything: a worker of another schema version must not start
+        require_current_schema(engine)
+    finally:
+        engine.dispose()
+    app = create_app(settings, where)
     argv = [
         "worker",
         "--loglevel=INFO",

@@ -9,6 +9,10 @@ class ConfigError(SluiceError):
     """The settings are inconsistent or a service cannot be reached."""
 
 
+class SchemaVersionError(ConfigError):
+    """The database's schema is not the one this code was written for."""
+
+
 class InputFileError(SluiceError):
     """A submitted file cannot be read or does not have the expected shape."""
 
@@ -43,6 +47,11 @@ class InvalidInput(SluiceError):
 
 class UnsafeIdentifierError(SluiceError):
     """A table or column name that is not a plain SQL identifier; nothing was executed."""
+
+
+class UnusableKeyError(SluiceError):
+    """A key column (or one row's key) whose values would not come back exactly as they
+    were read: `sluice enrich` could not write the row back to the row it came from."""
 
 
 class TooManyItemsError(SluiceError):

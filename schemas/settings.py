@@ -48,7 +48,10 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(3600, ge=1)
     lease_seconds: float = Field(30.0, gt=0, description="chunk lease, renewed while it runs")
     requeue_after: float = Field(
-        120.0, gt=0, description="re-send a queued chunk after this, if its queue is empty"
+        120.0,
+        gt=0,
+        description="re-send a queued chunk after this if its queue is empty, or after 5x this "
+        "if its queue has handed out messages sent after it",
     )
     sweep_interval: float = Field(15.0, gt=0)
     max_attempts: int = Field(3, ge=1)

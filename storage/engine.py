@@ -6,6 +6,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
+from schemas.errors import SchemaVersionError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -50,21 +52,67 @@ def _sqlite_tuning(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (a no-op when it is already there)."""
-    from alembic import command
+def _alembic_config() -> Any:
     from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
+    return config
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str, set[str]]:
+    """(the database's revision, or None for a database Sluice never wrote; this code's
+    newest revision; every revision this code knows)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config())
+    head = script.get_current_head()
+    assert head is not None
+    known = {rev.revision for rev in script.walk_revisions()}
     with engine.connect() as conn:
-        if inspect(conn).has_table("alembic_version"):
-            current = MigrationContext.configure(conn).get_current_revision()
-            if current == head:
-                return
+        if not inspect(conn).has_table("alembic_version"):
+            return None, head, known
+        return MigrationContext.configure(conn).get_current_revision(), head, known
+
+
+def require_current_schema(engine: Engine) -> None:
+    """For workers: the database's schema must be exactly this code's, or the worker would
+    consume messages it cannot process (older code) or write rows a newer schema refuses.
+    A database Sluice never wrote is created (the embedded default's first start)."""
+    current, head, known = schema_revisions(engine)
+    if current is None:
+        migrate(engine)
+        return
+    if current == head:
+        return
+    where = engine.url.render_as_string(hide_password=True)
+    if current not in known:
+        raise SchemaVersionError(
+            f"the database {where} has schema revision {current}, newer than this Sluice "
+            f"knows (its newest is {head}): install the Sluice version that migrated it on "
+            "this host"
+        )
+    raise SchemaVersionError(
+        f"the database {where} has schema revision {current}, older than this Sluice's "
+        f"{head}: stop the workers of the older version, run `sluice migrate` once, then "
+        "start this worker again"
+    )
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration (a no-op when it is already there)."""
+    from alembic import command
+
+    config = _alembic_config()
+    current, head, known = schema_revisions(engine)
+    if current == head:
+        return
+    if current is not None and current not in known:
+        raise SchemaVersionError(
+            f"the database has schema revision {current}, newer than this Sluice knows "
+            f"(its newest is {head}): upgrade Sluice on this host"
+        )
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Two processes starting at once must not both create the tables.

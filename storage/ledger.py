@@ -6,10 +6,10 @@ Each public method is one transaction. The ledger, not Redis, says what is still
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, insert, or_, select, update
+from sqlalchemy import Engine, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,17 +19,9 @@ from schemas.jobs import Item, JobCounts, JobSpec, Outcome, check_unique_keys, j
 from schemas.states import ChunkState, ItemStatus, JobStatus
 from schemas.storable import storable_items, storable_outcome
 from storage import tables as t
+from storage.clock import db_now, host_now, utc
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything here is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+REQUEUE_BATCH = 10_000  # chunk ids per statement: far below PostgreSQL's 65,535 parameters
 
 
 @dataclass(frozen=True)
@@ -56,7 +48,7 @@ class JobView:
     def as_dict(self) -> dict[str, Any]:
         elapsed = None
         if self.started_at:
-            elapsed = ((self.finished_at or _now()) - self.started_at).total_seconds()
+            elapsed = ((self.finished_at or host_now()) - self.started_at).total_seconds()
         return {
             "job_id": self.id,
             "status": self.status.value,
@@ -102,6 +94,8 @@ class Stalled:
     attempts: int
     expired: bool  # its worker's lease ran out
     stale: bool  # queued for longer than requeue_after
+    queued_for: float = 0.0  # seconds since it was last sent
+    sent_at: datetime | None = None
 
 
 def _view(job: t.Job) -> JobView:
@@ -119,9 +113,9 @@ def _view(job: t.Job) -> JobView:
         counts=counts,
         chunks_total=job.chunks_total,
         chunks_done=job.chunks_done,
-        created_at=_aware(job.created_at) or _now(),
-        started_at=_aware(job.started_at),
-        finished_at=_aware(job.finished_at),
+        created_at=utc(job.created_at) or host_now(),
+        started_at=utc(job.started_at),
+        finished_at=utc(job.finished_at),
         tenant=job.tenant or "default",
         parent_job_id=job.parent_job_id,
         callback_url=job.callback_url,
@@ -146,10 +140,10 @@ class Ledger:
         items = storable_items(items)
         check_unique_keys(items)
         job_id = uuid.uuid4().hex
-        now = _now()
         chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
         chunk_ids = [f"{job_id}-{n:05d}" for n in range(len(chunks))]
         with self._session.begin() as s:
+            now = db_now(s)
             s.add(
                 t.Job(
                     id=job_id,
@@ -201,9 +195,9 @@ class Ledger:
 
     def claim(self, chunk_id: str, owner: str, lease_seconds: float) -> Claim:
         """Take the lease on a chunk unless it is finished or another live worker holds it."""
-        now = _now()
         with self._session.begin() as s:
             job = _lock_job(s, job_id_of(chunk_id))
+            now = db_now(s)  # after the lock: waiting for it must not age the lease
             chunk = s.get(t.Chunk, chunk_id, with_for_update=True, populate_existing=True)
             if job is None or chunk is None:
                 return Claim("missing")
@@ -211,7 +205,7 @@ class Ledger:
                 return Claim("done", _view(job))
             if job.status == JobStatus.CANCELLED:
                 return Claim("cancelled", _view(job))
-            lease = _aware(chunk.lease_expires_at)
+            lease = utc(chunk.lease_expires_at)
             if chunk.state == ChunkState.RUNNING and lease is not None and lease > now:
                 return Claim("busy", _view(job))
             chunk.state = ChunkState.RUNNING
@@ -234,7 +228,7 @@ class Ledger:
                     t.Chunk.lease_owner == owner,
                     t.Chunk.state == ChunkState.RUNNING,
                 )
-                .values(lease_expires_at=_now() + timedelta(seconds=lease_seconds))
+                .values(lease_expires_at=db_now(s) + timedelta(seconds=lease_seconds))
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]
 
@@ -252,7 +246,7 @@ class Ledger:
                     state=ChunkState.QUEUED,
                     lease_owner=None,
                     lease_expires_at=None,
-                    enqueued_at=_now(),
+                    enqueued_at=db_now(s),
                     last_error=error[:4000],
                 )
             )
@@ -267,7 +261,10 @@ class Ledger:
         (storable_outcome), and if the database still refuses them, the chunk ends with every
         item `error` and the reason, so its job ends.
         """
-        guard = t.Chunk.lease_owner == owner
+
+        def guard(now: datetime) -> Any:
+            return t.Chunk.lease_owner == owner
+
         try:
             return self._finish(chunk_id, guard, ChunkState.DONE, outcomes=outcomes)
         except (StatementError, ValueError, TypeError) as exc:
@@ -292,11 +289,11 @@ class Ledger:
         Without an owner (the sweeper), only a chunk nobody holds a live lease on is taken.
         """
         message = f"dead-lettered after repeated failures: {error}"
-        guard = (
-            t.Chunk.lease_owner == owner
-            if owner is not None
-            else or_(t.Chunk.state == ChunkState.QUEUED, t.Chunk.lease_expires_at < _now())
-        )
+
+        def guard(now: datetime) -> Any:
+            if owner is not None:
+                return t.Chunk.lease_owner == owner
+            return or_(t.Chunk.state == ChunkState.QUEUED, t.Chunk.lease_expires_at < now)
 
         def outcomes(items: list[Item]) -> list[Outcome]:
             return failed_outcomes([(i.key, i.invalid) for i in items], message)
@@ -306,17 +303,18 @@ class Ledger:
     def _finish(
         self,
         chunk_id: str,
-        guard: Any,
+        guard: Callable[[datetime], Any],
         state: ChunkState,
         *,
         outcomes: list[Outcome] | None = None,
         outcomes_for: Callable[[list[Item]], list[Outcome]] | None = None,
     ) -> bool:
         """Settle a chunk with `outcomes` (in item order, from a worker) or with outcomes
-        made from its stored items (dead-lettering). Only the latter reads the items back."""
-        now = _now()
+        made from its stored items (dead-lettering). Only the latter reads the items back.
+        `guard(now)` says which chunk row may be settled, at the database's time."""
         with self._session.begin() as s:
             job = _lock_job(s, job_id_of(chunk_id))  # lock order everywhere: job, then chunk
+            now = db_now(s)
             if job is None or JobStatus(job.status).finished:
                 return False
             res = s.execute(
@@ -324,7 +322,7 @@ class Ledger:
                 .where(
                     t.Chunk.id == chunk_id,
                     t.Chunk.state.in_([ChunkState.RUNNING, ChunkState.QUEUED]),
-                    guard,
+                    guard(now),
                 )
                 .values(state=state, lease_owner=None, lease_expires_at=None, finished_at=now)
                 .returning(t.Chunk.first_item)
@@ -386,11 +384,13 @@ class Ledger:
 
     # -- the sweeper --------------------------------------------------------------------------
 
-    def stalled(self, requeue_after: float) -> list[Stalled]:
+    def stalled(self, requeue_after: float, every_queued: bool = False) -> list[Stalled]:
         """Chunks of live jobs that may need sending again: expired leases (a dead worker) and
-        queued chunks waiting longer than `requeue_after` (their message may be lost)."""
-        now = _now()
+        queued chunks waiting longer than `requeue_after` (their message may be lost), or
+        every queued chunk (`every_queued`: the broker lost its messages)."""
         with self._reader() as s:
+            now = db_now(s)
+            waited = requeue_after if not every_queued else -1.0
             rows = s.execute(
                 select(
                     t.Chunk.id,
@@ -405,11 +405,16 @@ class Ledger:
                     t.Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
                     or_(
                         and_(t.Chunk.state == ChunkState.RUNNING, t.Chunk.lease_expires_at < now),
-                        t.Chunk.state == ChunkState.QUEUED,
+                        and_(
+                            t.Chunk.state == ChunkState.QUEUED,
+                            or_(
+                                t.Chunk.enqueued_at.is_(None),
+                                t.Chunk.enqueued_at < now - timedelta(seconds=waited),
+                            ),
+                        ),
                     ),
                 )
             ).all()
-        stale = now - timedelta(seconds=requeue_after)
         return [
             Stalled(
                 cid,
@@ -417,23 +422,48 @@ class Ledger:
                 prio,
                 attempts,
                 expired=state == ChunkState.RUNNING,
-                stale=state == ChunkState.QUEUED and (_aware(enq) or now) < stale,
+                stale=state == ChunkState.QUEUED
+                and (enq is None or (now - (utc(enq) or now)).total_seconds() > requeue_after),
+                queued_for=(now - (utc(enq) or now)).total_seconds(),
+                sent_at=utc(enq) or now,
             )
             for cid, state, enq, attempts, task, prio in rows
         ]
 
+    def consumed_sends(self) -> list[tuple[str, int, datetime]]:
+        """(task, priority, when) for the latest send, per task and priority among live jobs,
+        whose message a worker has already taken (a chunk running or done since it was sent).
+
+        A queue hands out its messages in order at each priority: a chunk sent before one of
+        these, and still queued, was passed over; its message is lost even if the queue is
+        busy. A chunk sent after them may just be waiting its turn in a backlog."""
+        with self._reader() as s:
+            rows = s.execute(
+                select(t.Job.task, t.Job.priority, func.max(t.Chunk.enqueued_at))
+                .join(t.Job, t.Job.id == t.Chunk.job_id)
+                .where(
+                    t.Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+                    t.Chunk.state.in_([ChunkState.RUNNING, ChunkState.DONE]),
+                    t.Chunk.claimed_at.is_not(None),
+                )
+                .group_by(t.Job.task, t.Job.priority)
+            ).all()
+        return [(task, prio, utc(when) or when) for task, prio, when in rows if when is not None]
+
     def requeue(self, chunk_ids: list[str]) -> list[str]:
-        """Mark chunks as sent again; only those still queued or with an expired lease are
-        (a chunk a worker finished or re-claimed meanwhile is left alone)."""
-        if not chunk_ids:
-            return []
-        now = _now()
-        with self._session.begin() as s:
-            rows = (
-                s.execute(
+        """Mark chunks as sent again, recording when; only those still queued or with an
+        expired lease are (a chunk a worker finished or re-claimed meanwhile is left alone).
+        Written in batches: PostgreSQL takes at most 65,535 parameters in one statement, and a
+        wiped broker can leave many more chunks to send again."""
+        marked: list[str] = []
+        for start in range(0, len(chunk_ids), REQUEUE_BATCH):
+            batch = chunk_ids[start : start + REQUEUE_BATCH]
+            with self._session.begin() as s:
+                now = db_now(s)
+                marked += s.scalars(
                     update(t.Chunk)
                     .where(
-                        t.Chunk.id.in_(chunk_ids),
+                        t.Chunk.id.in_(batch),
                         or_(
                             t.Chunk.state == ChunkState.QUEUED,
                             and_(
@@ -448,11 +478,8 @@ class Ledger:
                         enqueued_at=now,
                     )
                     .returning(t.Chunk.id)
-                )
-                .scalars()
-                .all()
-            )
-        return list(rows)
+                ).all()
+        return marked
 
     # -- reading and control ------------------------------------------------------------------
 
@@ -470,9 +497,9 @@ class Ledger:
 
     def cancel(self, job_id: str) -> JobView:
         """Stop a job: chunks not yet finished are dropped; what is done stays done."""
-        now = _now()
         with self._session.begin() as s:
             job = _lock_job(s, job_id)
+            now = db_now(s)
             if job is None:
                 raise JobNotFoundError(job_id)
             if not JobStatus(job.status).finished:

@@ -16,7 +16,7 @@ from schemas.errors import SluiceError
 from schemas.states import RunStatus
 from schemas.training import RUN_PREFIX
 from storage import tables as t
-from storage.ledger import _aware, _now
+from storage.clock import db_now, host_now, utc
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     RunStatus.QUEUED,
@@ -69,11 +69,11 @@ def _view(run: t.TrainingRun) -> RunView:
         attempts=run.attempts,
         error=run.error,
         model_version=run.model_version,
-        created_at=_aware(run.created_at) or _now(),
-        started_at=_aware(run.started_at),
-        finished_at=_aware(run.finished_at),
+        created_at=utc(run.created_at) or host_now(),
+        started_at=utc(run.started_at),
+        finished_at=utc(run.finished_at),
         lease_owner=run.lease_owner,
-        lease_expires_at=_aware(run.lease_expires_at),
+        lease_expires_at=utc(run.lease_expires_at),
     )
 
 
@@ -86,8 +86,8 @@ class TrainingRuns:
 
     def create(self, spec: dict[str, Any], name: str, task: str, tenant: str = "default") -> str:
         run_id = RUN_PREFIX + uuid.uuid4().hex[:24]
-        now = _now()
         with self._session.begin() as s:
+            now = db_now(s)
             s.add(
                 t.TrainingRun(
                     id=run_id,
@@ -127,8 +127,8 @@ class TrainingRuns:
 
         One conditional UPDATE decides, so two workers can never both win (PostgreSQL row
         lock; SQLite's BEGIN IMMEDIATE)."""
-        now = _now()
         with self._session.begin() as s:
+            now = db_now(s)
             res = s.execute(
                 update(t.TrainingRun)
                 .where(
@@ -161,9 +161,7 @@ class TrainingRuns:
             return _view(run)
 
     def renew(self, run_id: str, owner: str, lease_seconds: float) -> bool:
-        return self._update(
-            run_id, _held_by(owner), lease_expires_at=_now() + timedelta(seconds=lease_seconds)
-        )
+        return self._update(run_id, _held_by(owner), lease_for=lease_seconds)
 
     def update_progress(self, run_id: str, progress: dict[str, Any]) -> None:
         """Replace the progress (written by the rank-0 process, which holds no lease)."""
@@ -175,7 +173,7 @@ class TrainingRuns:
             _held_by(owner),
             status=SUCCEEDED,
             model_version=model_version,
-            finished_at=_now(),
+            stamp=("finished_at",),
             lease_owner=None,
             lease_expires_at=None,
         )
@@ -189,7 +187,7 @@ class TrainingRuns:
             guard,
             status=FAILED,
             error=error[:4000],
-            finished_at=_now(),
+            stamp=("finished_at",),
             lease_owner=None,
             lease_expires_at=None,
         )
@@ -201,13 +199,28 @@ class TrainingRuns:
             _held_by(owner),
             status=QUEUED,
             error=error[:4000],
-            enqueued_at=_now(),
+            stamp=("enqueued_at",),
             lease_owner=None,
             lease_expires_at=None,
         )
 
-    def _update(self, run_id: str, guard: Any, **values: Any) -> bool:
+    def _update(
+        self,
+        run_id: str,
+        guard: Any,
+        *,
+        stamp: tuple[str, ...] = (),
+        lease_for: float | None = None,
+        **values: Any,
+    ) -> bool:
+        """One guarded UPDATE. `stamp`: columns set to the database's time now; `lease_for`:
+        a lease of that many seconds from it (storage.clock: one clock for every host)."""
         with self._session.begin() as s:
+            if stamp or lease_for is not None:
+                now = db_now(s)
+                values.update(dict.fromkeys(stamp, now))
+                if lease_for is not None:
+                    values["lease_expires_at"] = now + timedelta(seconds=lease_for)
             res = s.execute(
                 update(t.TrainingRun).where(t.TrainingRun.id == run_id, guard).values(**values)
             )
@@ -222,7 +235,7 @@ class TrainingRuns:
                 update(t.TrainingRun)
                 .where(t.TrainingRun.id == run_id, t.TrainingRun.status.in_(LIVE))
                 .values(
-                    status=CANCELLED, finished_at=_now(), lease_owner=None, lease_expires_at=None
+                    status=CANCELLED, finished_at=db_now(s), lease_owner=None, lease_expires_at=None
                 )
             )
             run = s.get(t.TrainingRun, run_id, populate_existing=True)
@@ -233,8 +246,8 @@ class TrainingRuns:
     def due_for_resend(self, requeue_after: float) -> list[str]:
         """Runs whose message may be lost (queued longer than `requeue_after` seconds) or
         whose worker died (running with an expired lease)."""
-        now = _now()
         with self._reader() as s:
+            now = db_now(s)
             return list(
                 s.scalars(
                     select(t.TrainingRun.id)
@@ -250,8 +263,8 @@ class TrainingRuns:
         queued (its worker is gone). Runs claimed or finished meanwhile are left alone."""
         if not run_ids:
             return []
-        now = _now()
         with self._session.begin() as s:
+            now = db_now(s)
             return list(
                 s.scalars(
                     update(t.TrainingRun)

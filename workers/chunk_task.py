@@ -7,19 +7,23 @@ import socket
 import time
 from dataclasses import asdict
 from functools import cached_property
+from typing import Any
 
 from celery import Celery, Task
 
 from schemas.catalog import Catalog, load_catalog
+from schemas.errors import SchemaVersionError
 from schemas.jobs import Item, Outcome
 from schemas.queues import PROCESS_CHUNK
 from schemas.settings import Settings
 from schemas.stack import Endpoints
 from schemas.states import ItemStatus
-from storage.engine import make_engine, migrate
+from storage.engine import make_engine, require_current_schema
 from storage.ledger import JobView, Ledger
 from workers.callback_delivery import deliver_due
+from workers.isolation import actor_died, isolate
 from workers.leases import LeaseKeeper
+from workers.ray_calls import ActorCalls, WorkCancelled
 
 log = logging.getLogger("sluice.worker")
 
@@ -43,12 +47,14 @@ class WorkerState:
     @cached_property
     def ledger(self) -> Ledger:
         engine = make_engine(self.endpoints.database_url)
-        migrate(engine)
+        require_current_schema(engine)
         return Ledger(engine)
 
-    def run_on_actor(self, job: JobView, chunk_id: str, items: list[Item]) -> list[Outcome]:
-        import ray
-
+    def run_on_actor(
+        self, job: JobView, chunk_id: str, items: list[Item], calls: ActorCalls
+    ) -> list[Outcome]:
+        """Outcomes from the shared model actor; if that actor dies during the call, from a
+        private one that isolates any item that kills it (workers/isolation.py)."""
         from workers.runtime import actor_directory as actors
 
         actors.connect(
@@ -56,27 +62,41 @@ class WorkerState:
             self.endpoints.ray_auth_token_path,
             self.outside_code,
         )
+        spec = self.catalog.get(job.task)
+        model_path = job.params.get("model_path", "")
         replica = actors.replica_for(chunk_id, self.settings.replicas)
-        actor = actors.get_actor(
-            self.catalog.get(job.task),
-            job.model,
-            job.params.get("model_path", ""),
-            job.model_version,
-            replica,
-            self.settings,
+        shared = actors.get_actor(
+            spec, job.model, model_path, job.model_version, replica, self.settings
         )
         # The worker's own limits travel with each chunk: the actor checks every media
         # reference against them again, whatever the producer accepted.
         params = {**job.params, "media_limits": asdict(self.settings.media_limits())}
-        ref = actor.process.remote(
-            job.id, [i.model_dump(exclude_none=True) for i in items], params, job.explain_policy
+        policy = job.explain_policy
+
+        def run(actor: Any, part: list[Item]) -> list[Outcome]:
+            raw = [i.model_dump(exclude_none=True) for i in part]
+            got = calls.get(actor.process.remote(job.id, raw, params, policy))
+            return [Outcome.model_validate(r) for r in got]
+
+        try:
+            return run(shared, items)
+        except Exception as exc:
+            if not actor_died(exc):
+                raise
+            log.warning("chunk %s: its model actor died; isolating the cause", chunk_id)
+        private = actors.private_actor(
+            spec, model_path, f"sluice-isolate:{chunk_id}:{os.getpid()}", self.settings
         )
-        raw = ray.get(ref, timeout=self.settings.chunk_time_limit)
-        return [Outcome.model_validate(r) for r in raw]
+        try:
+            return isolate(lambda part: run(private, part), items)
+        finally:
+            import ray
+
+            ray.kill(private, no_restart=True)
 
 
 def compute_outcomes(
-    state: WorkerState, job: JobView, chunk_id: str, items: list[Item]
+    state: WorkerState, job: JobView, chunk_id: str, items: list[Item], calls: ActorCalls
 ) -> list[Outcome]:
     """Invalid items are settled here; the rest go to the model actor. Order is kept."""
     cap = state.settings.max_text_chars
@@ -90,15 +110,29 @@ def compute_outcomes(
         else:
             ready.append(item)
     if ready:
-        for outcome in state.run_on_actor(job, chunk_id, ready):
+        for outcome in state.run_on_actor(job, chunk_id, ready, calls):
             known[outcome.key] = outcome
     return [known[i.key] for i in items]
 
 
+def _retry_later(task: Task, settings: Settings, exc: Exception) -> Exception:
+    """Keep the message (a retry with backoff) when the ledger cannot be reached: acking a
+    message whose chunk was never claimed would leave it to the sweeper's next re-send."""
+    countdown = min(settings.retry_backoff ** min(task.request.retries + 1, 6), 60)
+    return task.retry(exc=exc, countdown=countdown, max_retries=None)
+
+
 def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
-    settings, ledger = state.settings, state.ledger
+    settings = state.settings
     owner = f"{socket.gethostname()}:{os.getpid()}:{task.request.id}"
-    claim = ledger.claim(chunk_id, owner, settings.lease_seconds)
+    try:
+        ledger = state.ledger
+        claim = ledger.claim(chunk_id, owner, settings.lease_seconds)
+    except SchemaVersionError:
+        raise
+    except Exception as exc:
+        log.warning("chunk %s: the ledger cannot be reached, retrying: %s", chunk_id, exc)
+        raise _retry_later(task, settings, exc) from exc
     if claim.outcome != "claimed":
         log.info("chunk %s: %s, nothing to do", chunk_id, claim.outcome)
         return claim.outcome
@@ -111,13 +145,18 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
         )
         return "dead"
     started = time.perf_counter()
+    calls = ActorCalls(settings.chunk_time_limit)
     try:
         with LeaseKeeper(
             lambda: ledger.renew(chunk_id, owner, settings.lease_seconds),
             settings.lease_seconds,
             f"chunk {chunk_id}",
+            on_lost=calls.cancel,
         ):
-            outcomes = compute_outcomes(state, claim.job, chunk_id, claim.items)
+            outcomes = compute_outcomes(state, claim.job, chunk_id, claim.items, calls)
+    except WorkCancelled:
+        log.warning("chunk %s: lease lost or job cancelled; its model work was cancelled", chunk_id)
+        return "lease-lost"
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         if claim.attempts >= settings.max_attempts:
@@ -132,7 +171,12 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
             exc=exc, countdown=settings.retry_backoff**claim.attempts, max_retries=None
         ) from exc
     computed = time.perf_counter()
-    if not ledger.complete(chunk_id, owner, outcomes):
+    try:
+        completed = ledger.complete(chunk_id, owner, outcomes)
+    except Exception as exc:  # an outage: the lease expires, and this message computes again
+        log.warning("chunk %s: results not stored (the ledger failed), retrying: %s", chunk_id, exc)
+        raise _retry_later(task, settings, exc) from exc
+    if not completed:
         log.warning("chunk %s: lease lost before completion; another worker finishes it", chunk_id)
         return "lease-lost"
     log.info(

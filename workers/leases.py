@@ -12,16 +12,27 @@ class LeaseKeeper:
     """Renews a lease (a chunk's, a training run's) while it runs, so only a dead worker's
     lease expires. `renew` returns False once there is nothing left to keep."""
 
-    def __init__(self, renew: Callable[[], bool], seconds: float, what: str) -> None:
-        self.renew, self.seconds, self.what = renew, seconds, what
+    def __init__(
+        self,
+        renew: Callable[[], bool],
+        seconds: float,
+        what: str,
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_lost` is called (from this keeper's thread) when the lease is gone: the work
+        it covers is someone else's now, or cancelled, and should stop."""
+        self.renew, self.seconds, self.what, self.on_lost = renew, seconds, what, on_lost
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self.stop.wait(self.seconds / 3):
             try:
-                if not self.renew():
-                    return  # finished elsewhere or cancelled: nothing left to keep
+                if not self.renew():  # finished elsewhere, taken over or cancelled
+                    if self.on_lost is not None and not self.stop.is_set():
+                        log.warning("%s: lease lost; stopping its work", self.what)
+                        self.on_lost()
+                    return
             except Exception:  # a database hiccup: try again at the next tick
                 log.warning("%s: lease renewal failed", self.what, exc_info=True)
 

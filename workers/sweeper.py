@@ -9,6 +9,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
 import redis
 from celery import Celery
@@ -18,7 +19,7 @@ from schemas.errors import UnknownTaskError
 from schemas.queues import CONTROL_QUEUE, PROCESS_CHUNK, SWEEP, TRAIN_QUEUE, TRAIN_TASK
 from schemas.settings import Settings
 from schemas.stack import Endpoints, priority_lists, redis_priority, require_broker
-from storage.ledger import Ledger
+from storage.ledger import Ledger, Stalled
 from workers.callback_delivery import deliver_due
 from workers.chunk_task import WorkerState
 from workers.training.run_task import resend_training
@@ -64,6 +65,9 @@ class BrokerProbe:
         return sum(self.client.llen(n) for n in priority_lists(queue)) == 0
 
 
+OVERDUE_FACTOR = 5  # queued this many times `requeue_after`: re-sent even if its queue is busy
+
+
 def sweep_once(
     ledger: Ledger, settings: Settings, broker_url: str, send: Send, catalog: Catalog
 ) -> SweepReport:
@@ -71,7 +75,8 @@ def sweep_once(
     reset = probe.was_reset()
     resend, exhausted = [], []
     empty: dict[str, bool] = {}
-    for chunk in ledger.stalled(settings.requeue_after):
+    passed = PassedOver(ledger, catalog)
+    for chunk in ledger.stalled(settings.requeue_after, every_queued=reset):
         if chunk.expired and chunk.attempts >= settings.max_attempts:
             exhausted.append(chunk.chunk_id)
             continue
@@ -88,17 +93,21 @@ def sweep_once(
         if chunk.expired or reset:
             resend.append((chunk.chunk_id, queue, chunk.priority))
         elif chunk.stale:
-            # A long backlog is not a lost message: only re-send when nothing is waiting.
+            # A long backlog is not a lost message: re-send when nothing is waiting, or when
+            # the queue has already handed out a message sent after this one.
             if queue not in empty:
                 empty[queue] = probe.is_empty(queue)
-            if empty[queue]:
+            overdue = chunk.queued_for > settings.requeue_after * OVERDUE_FACTOR
+            if empty[queue] or (overdue and passed.over(chunk, queue)):
                 resend.append((chunk.chunk_id, queue, chunk.priority))
-    marked = set(ledger.requeue([cid for cid, _, _ in resend]))
     sent = 0
-    for chunk_id, queue, priority in resend:
-        if chunk_id in marked:
-            send(chunk_id, queue, priority)
-            sent += 1
+    for start in range(0, len(resend), SEND_BATCH):
+        batch = resend[start : start + SEND_BATCH]
+        marked = set(ledger.requeue([cid for cid, _, _ in batch]))
+        for chunk_id, queue, priority in batch:
+            if chunk_id in marked:
+                send(chunk_id, queue, priority)
+                sent += 1
     dead = 0
     for chunk_id in exhausted:
         try:
@@ -115,6 +124,40 @@ def sweep_once(
         # re-create the marker, and the lost chunks would wait `requeue_after` instead).
         probe.mark()
     return SweepReport(resent=sent, dead_lettered=dead, broker_reset=reset)
+
+
+SEND_BATCH = 5_000  # chunks marked in the ledger, then sent, at a time
+
+
+class PassedOver:
+    """Whether a queued chunk's message was passed over: its queue already handed a worker
+    a message sent after it at the same or a less urgent priority (kombu serves each
+    priority first in, first out, the most urgent first), so its own message is lost.
+    Asked of the ledger once per sweep, only when a chunk is overdue."""
+
+    def __init__(self, ledger: Ledger, catalog: Catalog) -> None:
+        self.ledger, self.catalog = ledger, catalog
+        self._latest: dict[tuple[str, int], datetime] | None = None
+
+    def latest(self) -> dict[tuple[str, int], datetime]:
+        if self._latest is None:
+            self._latest = {}
+            for task, priority, sent_at in self.ledger.consumed_sends():
+                try:
+                    queue = self.catalog.get(task).queue
+                except UnknownTaskError:
+                    continue
+                key = (queue, priority)
+                self._latest[key] = max(sent_at, self._latest.get(key, sent_at))
+        return self._latest
+
+    def over(self, chunk: Stalled, queue: str) -> bool:
+        if chunk.sent_at is None:
+            return True
+        return any(
+            q == queue and priority <= chunk.priority and sent_at > chunk.sent_at
+            for (q, priority), sent_at in self.latest().items()
+        )
 
 
 def sweep_all(

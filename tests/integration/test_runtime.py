@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import ray
+from ray.exceptions import RayActorError
 
 from producers.model_refs import resolve
 from schemas.catalog import load_catalog
@@ -56,9 +57,46 @@ def test_actor_is_restarted_after_its_process_dies(ray_connected: None, tmp_path
     actor = actors.get_actor(EMBED, model.name, str(model.path), version, 0, Settings())
     pid = ray.get(actor.stats.remote())["pid"]
     os.kill(pid, signal.SIGKILL)
+    # A call that reaches the dead process fails (Ray does not run it twice: the worker
+    # isolates the cause instead); the restarted actor takes the next ones.
+    from tests.integration.conftest import wait_until
+
+    def restarted() -> bool:
+        try:
+            return ray.get(actor.stats.remote(), timeout=60)["pid"] != pid
+        except RayActorError:
+            return False
+
+    wait_until(restarted, 120, "the actor's restart")
     out = ray.get(actor.process.remote("job", _items("x", 2), {}, "none"), timeout=120)
     assert [o["status"] for o in out] == ["ok", "ok"]
-    assert ray.get(actor.stats.remote())["pid"] != pid
+    ray.kill(actor, no_restart=True)
+
+
+def test_cancelled_work_stops_in_the_actor(ray_connected: None, tmp_path: Path):
+    """A lost lease or a cancelled job cancels the Ray call: the items of it that were still
+    waiting to be batched are never run."""
+    from tests.integration.conftest import wait_until
+    from workers.ray_calls import ActorCalls, WorkCancelled
+
+    model = resolve("all-MiniLM-L6-v2", EMBED, tmp_path)
+    version = f"test-{uuid.uuid4().hex[:8]}"
+    settings = Settings(max_batch_size=8, max_batch_wait_ms=1)
+    actor = actors.get_actor(EMBED, model.name, str(model.path), version, 0, settings)
+
+    def items_run() -> int:
+        return sum(ray.get(actor.stats.remote())["batch_sizes"].values())
+
+    calls = ActorCalls(time_limit=300)
+    ref = actor.process.remote("job", _items("long", 4000), {}, "none")
+    wait_until(items_run, 120, "the first batch")
+    calls.cancel()  # what the lease keeper does when the lease is lost
+    with pytest.raises(WorkCancelled):
+        calls.get(ref)  # the worker stops waiting...
+    # ...and the actor stops working: a later call runs once the batcher has moved past
+    # the cancelled items (it serves in order), and most of them were never run.
+    assert len(ray.get(actor.process.remote("job", _items("after", 1), {}, "none"))) == 1
+    assert items_run() < 1000
     ray.kill(actor, no_restart=True)
 
 

@@ -86,13 +86,14 @@ def test_expired_lease_is_resent_and_old_owner_cannot_complete(ledger: Ledger):
 
 def test_queued_chunks_are_stale_only_after_requeue_after(ledger: Ledger):
     _, (chunk,) = ledger.create_job(spec(), items(1), chunk_size=10)
-    assert [c.stale for c in ledger.stalled(requeue_after=3600)] == [False]
+    assert ledger.stalled(requeue_after=3600) == []
+    assert [c.stale for c in ledger.stalled(requeue_after=3600, every_queued=True)] == [False]
     assert [c.stale for c in ledger.stalled(requeue_after=0.0001)] == [True]
 
 
 def test_requeue_leaves_a_chunk_a_live_worker_holds(ledger: Ledger):
     _, (chunk,) = ledger.create_job(spec(), items(1), chunk_size=10)
-    stalled = ledger.stalled(requeue_after=3600)
+    stalled = ledger.stalled(requeue_after=3600, every_queued=True)
     ledger.claim(chunk, "w", 30)  # claimed between the sweeper's look and its update
     assert ledger.requeue([c.chunk_id for c in stalled]) == []
     assert ledger.claim(chunk, "other", 30).outcome == "busy"

@@ -21,6 +21,16 @@ def pick_device(gpu_ids: list[Any]) -> str:
     return "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
 
 
+def model_at_fault(failures: list[BaseException]) -> bool:
+    """Whether predictions that all failed point at the model or device, not the items:
+    several items failing together, or a device error (out of memory, CUDA)."""
+    import torch
+
+    first = failures[0]
+    device_error = isinstance(first, torch.OutOfMemoryError) or "CUDA" in str(first)
+    return len(failures) > 1 or device_error
+
+
 class ModelActor:
     def __init__(
         self, handler_path: str, explain_method: str, model_path: str, options: dict[str, Any]
@@ -72,8 +82,10 @@ class ModelActor:
     ) -> list[dict[str, Any]]:
         """Outcomes for a chunk's items, as JSON-able dicts, in order.
 
-        Raises when every prediction failed: that smells of the model or the device (out of
-        memory, a lost GPU), not of the items, so the chunk is retried rather than recorded.
+        Raises when every prediction of several failed, or one failed on the device: that
+        smells of the model or the device (out of memory, a lost GPU), not of the items, so
+        the chunk is retried rather than recorded. One item that fails alone (an event is
+        a one-item chunk) fails as that item's error, at once.
         """
         self._watch_idleness()
         self.in_flight += 1
@@ -93,7 +105,7 @@ class ModelActor:
         )
         predictions = await self.batcher.submit(features)
         failures = [p for p in predictions if isinstance(p, BaseException)]
-        if failures and len(failures) == len(predictions):
+        if failures and len(failures) == len(predictions) and model_at_fault(failures):
             raise RuntimeError(
                 f"all {len(failures)} predictions failed: "
                 f"{type(failures[0]).__name__}: {failures[0]}"

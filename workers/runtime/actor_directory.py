@@ -105,9 +105,31 @@ def get_actor(
         lifetime="detached",
         get_if_exists=True,
         max_restarts=-1,
-        max_task_retries=1,
+        # A task whose actor died is not run again by Ray: the worker finds out whether one
+        # of its items killed it (workers/isolation.py) instead of killing it a second time.
+        max_task_retries=0,
         num_cpus=settings.actor_num_cpus,
         num_gpus=settings.gpu_fraction if has_gpu else 0,
+    ).remote(
+        spec.handler,
+        spec.explainer.method if spec.explainer else "none",
+        model_path,
+        actor_options(settings, spec),
+    )
+
+
+def private_actor(spec: TaskSpec, model_path: str, name: str, settings: Settings) -> Any:
+    """An actor for one worker's use only (isolating an item that kills its process): not
+    detached (it goes with the worker), restarted after each death, never retrying a task,
+    and on the CPU, so it can always be placed beside the shared actor that holds the GPU."""
+    return RemoteModelActor.options(  # type: ignore[attr-defined]
+        name=name,
+        namespace=NAMESPACE,
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=0,
+        num_cpus=settings.actor_num_cpus,
+        num_gpus=0,
     ).remote(
         spec.handler,
         spec.explainer.method if spec.explainer else "none",

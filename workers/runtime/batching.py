@@ -54,6 +54,10 @@ class DynamicBatcher:
                     batch.append(await asyncio.wait_for(self.queue.get(), remaining))
                 except TimeoutError:
                     break
+            # A cancelled chunk's items (ray.cancel on its call) are not run at all.
+            batch = [(item, fut) for item, fut in batch if not fut.done()]
+            if not batch:
+                continue
             self.batch_sizes[len(batch)] += 1
             items = [item for item, _ in batch]
             try:

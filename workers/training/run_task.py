@@ -15,7 +15,7 @@ from schemas.errors import SluiceError
 from schemas.queues import TRAIN_TASK
 from schemas.settings import Settings
 from schemas.stack import Endpoints
-from storage.engine import make_engine, migrate
+from storage.engine import make_engine, require_current_schema
 from storage.registry import Registry
 from storage.training_runs import TrainingRuns
 from workers.leases import LeaseKeeper
@@ -26,7 +26,7 @@ log = logging.getLogger("sluice.train")
 @cache
 def _stores(database_url: str) -> tuple[TrainingRuns, Registry]:
     engine = make_engine(database_url)
-    migrate(engine)
+    require_current_schema(engine)
     return TrainingRuns(engine), Registry(engine)
 
 

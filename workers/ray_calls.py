@@ -1,0 +1,58 @@
+"""A chunk's calls to model actors, tracked so that they can be taken back.
+
+Without this, a worker that stops waiting (the chunk's time limit, a lost lease, a cancelled
+job) leaves the actor computing for nobody, holding the model for other chunks. Cancelling
+the Ray task stops it: the actor's `process` is a coroutine, so Ray raises CancelledError in
+it, and items of it still waiting in the batcher are dropped before they are run.
+"""
+
+import threading
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, TaskCancelledError
+
+
+class WorkCancelled(Exception):
+    """The chunk's lease was lost or its job cancelled; its Ray work was cancelled."""
+
+
+class ActorCalls:
+    def __init__(self, time_limit: float) -> None:
+        self.deadline = time.monotonic() + time_limit
+        self.time_limit = time_limit
+        self.cancelled = False
+        self._refs: set[Any] = set()
+        self._lock = threading.Lock()
+
+    def get(self, ref: Any) -> Any:
+        """The call's result, within what is left of the chunk's time limit."""
+        with self._lock:
+            if self.cancelled:
+                ray.cancel(ref)
+                raise WorkCancelled("the chunk's work was cancelled")
+            self._refs.add(ref)
+        try:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise GetTimeoutError(f"the chunk's time limit ({self.time_limit:.0f} s) ran out")
+            return ray.get(ref, timeout=left)
+        except GetTimeoutError:
+            ray.cancel(ref)  # nobody waits for it any more
+            raise
+        except TaskCancelledError as exc:
+            if self.cancelled:
+                raise WorkCancelled("the chunk's work was cancelled") from exc
+            raise
+        finally:
+            with self._lock:
+                self._refs.discard(ref)
+
+    def cancel(self) -> None:
+        """Called from the lease keeper's thread when the lease is lost or the job cancelled."""
+        with self._lock:
+            self.cancelled = True
+            refs = list(self._refs)
+        for ref in refs:
+            ray.cancel(ref)
