@@ -17,6 +17,12 @@ ratios see roughly the same noise (absolute figures on a shared machine drift; r
     in the predicted label's probability is averaged (higher = the map found what mattered);
     the same for 10% random cells, for reference.
 
+(d) Audio batches of mixed lengths, as the actor merges them (one 30 s clip and 31 of
+    0.8-2 s per batch, synthetic): the classifier's predict, which runs clips in groups of
+    similar length, against one forward pass with every clip padded to the longest, batch
+    by batch alternately; seconds, samples fed to the model, and their ratios. With
+    --grouping-only, (d) alone.
+
 The last line of output is one JSON object with the figures.
 """
 
@@ -205,6 +211,63 @@ def compare_image_explainers(model: Path, n: int, steps: int) -> dict[str, dict[
     return out
 
 
+def compare_audio_grouping(model: Path, batches: int) -> dict[str, float]:
+    import numpy as np
+
+    from workers.handlers.audio import AudioClassifyHandler, AudioFeatures
+    from workers.handlers.base import length_groups
+    from workers.training.synth_audio import SOUND_LABELS, synthesize
+
+    handler = AudioClassifyHandler()
+    handler.setup(str(model), "cpu")
+    rng = np.random.default_rng(0)
+    runs = []
+    for _ in range(batches):
+        short = [
+            synthesize(SOUND_LABELS[n % 4], rng.uniform(0.8, 2.0), handler.rate, rng)
+            for n in range(31)
+        ]
+        long = synthesize("rising-chirp", 30.0, handler.rate, rng)
+        runs.append([AudioFeatures(c) for c in [*short[:10], long, *short[10:]]])
+    seconds = {"grouped": 0.0, "padded": 0.0}
+    fed = {"grouped": 0, "padded": 0}
+    handler.predict(runs[0][:4])  # warm-up
+    for batch in runs:
+        lengths = [f.length for f in batch]
+        fed["padded"] += len(batch) * max(lengths)
+        fed["grouped"] += sum(len(g) * max(lengths[i] for i in g) for g in length_groups(lengths))
+        for name, predict in (("grouped", handler.predict), ("padded", handler.predict_padded)):
+            t0 = time.perf_counter()
+            outputs = predict(batch)
+            seconds[name] += time.perf_counter() - t0
+            assert len(outputs) == len(batch)
+    real = sum(f.length for batch in runs for f in batch)
+    out = {
+        "batches": batches,
+        "grouped_s_per_batch": seconds["grouped"] / batches,
+        "padded_s_per_batch": seconds["padded"] / batches,
+        "speedup": seconds["padded"] / seconds["grouped"],
+        "grouped_fed_per_real_sample": fed["grouped"] / real,
+        "padded_fed_per_real_sample": fed["padded"] / real,
+    }
+    log(
+        f"audio grouping: {out['grouped_s_per_batch']:.3f} s/batch grouped, "
+        f"{out['padded_s_per_batch']:.3f} s/batch padded to the longest"
+    )
+    return out
+
+
+def print_audio_grouping(r: dict[str, float]) -> None:
+    print(
+        f"\naudio batches of 32 (one 30 s clip, 31 of 0.8-2 s), {r['batches']:.0f} batches:\n"
+        f"  grouped by length   {r['grouped_s_per_batch']:7.3f} s/batch  "
+        f"{r['grouped_fed_per_real_sample']:6.2f} samples fed per real sample\n"
+        f"  padded to longest   {r['padded_s_per_batch']:7.3f} s/batch  "
+        f"{r['padded_fed_per_real_sample']:6.2f} samples fed per real sample\n"
+        f"  padded / grouped    {r['speedup']:7.2f}x time"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--images", type=int, default=1000)
@@ -212,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--explainers", type=int, default=64, help="digits to explain")
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--grouping-batches", type=int, default=3, help="audio batches for (d)")
+    parser.add_argument("--grouping-only", action="store_true", help="run (d) alone")
     args = parser.parse_args(argv)
 
     from ops.demo_data import build_models, models_dir, samples_dir
@@ -220,8 +285,15 @@ def main(argv: list[str] | None = None) -> int:
     temp = args.data_dir is None
     data_dir = (Path(tempfile.mkdtemp(prefix="sluice-bench-")) if temp else args.data_dir).resolve()
     settings = Settings(data_dir=data_dir)
-    build_models(settings, list(MODELS.values()))
+    build_models(settings, [MODELS["audio"]] if args.grouping_only else list(MODELS.values()))
     models = models_dir(settings)
+    if args.grouping_only:
+        grouping = compare_audio_grouping(models / MODELS["audio"], args.grouping_batches)
+        print_audio_grouping(grouping)
+        print(json.dumps({"audio_grouping": {k: round(v, 4) for k, v in grouping.items()}}))
+        if temp:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        return 0
     inputs = make_inputs(
         data_dir, {"images": args.images, "audio": args.clips, "records": args.records}
     )
@@ -237,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     image_explainer = load_catalog().get("classify-image").explainer
     steps = settings.explain_steps or (image_explainer.steps if image_explainer else 24)
     explainers = compare_image_explainers(models / MODELS["images"], args.explainers, steps)
+    grouping = compare_audio_grouping(models / MODELS["audio"], args.grouping_batches)
 
     print(
         f"\n{'modality':<10} {'items':>7} {'bare items/s':>13} {'sluice items/s':>15} {'ratio':>7}"
@@ -250,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  {method:<22} {r['seconds_per_image'] * 1000:7.1f} ms/image  deletion drop "
             f"{r['deletion_drop']:.3f}  (random cells {r['random_drop']:.3f})"
         )
+    print_audio_grouping(grouping)
     print(
         json.dumps(
             {
@@ -265,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                 "image_explainers": {
                     k: {kk: round(vv, 5) for kk, vv in v.items()} for k, v in explainers.items()
                 },
+                "audio_grouping": {k: round(v, 4) for k, v in grouping.items()},
             }
         ),
         flush=True,

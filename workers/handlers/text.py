@@ -13,7 +13,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 from schemas.errors import InvalidInput
 from schemas.jobs import Explanation, Item, text_problem
 from workers.explain.text import TokenModel, explain_tokens
-from workers.handlers.base import Handler
+from workers.handlers.base import Handler, run_by_length
 from workers.handlers.outputs import top_labels
 
 # Cosine similarities lie in [-1, 1]; a softmax over them needs a temperature to be decisive.
@@ -87,8 +87,13 @@ class TextHandler(Handler):
         return F.normalize(pooled, p=2, dim=1)
 
     def encode(self, batch: list[TextFeatures]) -> torch.Tensor:
+        """Sentence embeddings, texts of similar length padded together (base.PAD_RATIO)."""
         with torch.inference_mode():
-            return self.sentence_embeddings(*self.pad(batch))
+            rows = run_by_length(
+                [len(f.input_ids) for f in batch],
+                lambda idx: list(self.sentence_embeddings(*self.pad([batch[i] for i in idx]))),
+            )
+            return torch.stack(rows)
 
 
 class EmbedHandler(TextHandler):
@@ -193,9 +198,13 @@ class ClassifyHandler(TextHandler):
         return torch.softmax(self.model(input_ids=ids, attention_mask=mask).logits, dim=-1)
 
     def predict(self, batch: list[TextFeatures]) -> list[dict[str, Any]]:
-        with torch.inference_mode():
-            probs = self.forward(*self.pad(batch)).float().cpu().tolist()
-        return [top_labels(row, self.labels) for row in probs]
+        def run(idx: list[int]) -> list[dict[str, Any]]:
+            with torch.inference_mode():
+                probs = self.forward(*self.pad([batch[i] for i in idx])).float().cpu().tolist()
+            return [top_labels(row, self.labels) for row in probs]
+
+        # texts of similar length padded together (base.PAD_RATIO)
+        return run_by_length([len(f.input_ids) for f in batch], run)
 
     def confidence(self, output: dict[str, Any]) -> float | None:
         return float(output["score"])
