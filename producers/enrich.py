@@ -1,328 +1,58 @@
-"""Warehouse enrichment: read rows from a table of any SQLAlchemy database, run them as one
-job, and upsert the enriched columns into a destination table.
+"""`sluice enrich`: read rows from a table of any SQLAlchemy database, run them as one job,
+and upsert the enriched columns into a destination table (producers.warehouse_tables).
 
-Every table and column name is checked to be a plain identifier before anything connects, then
-checked against the reflected table; statements are built by SQLAlchemy with bound values, so
-no name or value is ever formatted into SQL.
+A run can be re-run:
+- Incremental runs (--since-column) read the rows newer than the watermark, and again, by key,
+  the rows whose result was `error` in an earlier run (at most --max-retries runs in a row).
+- A run is recorded before its job is submitted (storage.enrich_runs). An invocation whose
+  spec has an unfinished run (killed, or it timed out waiting) resumes it: the same job is
+  waited for, and only the results not yet written back are written.
+- Keys of any exact SQL type come back as the source's own values (producers.warehouse_keys).
 """
 
 import datetime as dt
-import re
+import hashlib
+import json
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Engine,
-    Float,
-    MetaData,
-    String,
-    Table,
-    Text,
-    inspect,
-    literal,
-    select,
-    type_coerce,
-)
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import NoSuchTableError
-from sqlalchemy.sql import ColumnElement
-from sqlalchemy.types import NullType
+from sqlalchemy import Engine, Table
 
 from producers.adapters import adapter_for
-from schemas.errors import SluiceError, UnsafeIdentifierError
+from producers.warehouse_keys import KeyCodec, dest_key_type, key_codec
+from producers.warehouse_tables import (
+    KEY_PROBLEM,
+    Condition,
+    SourceSpec,
+    dest_table,
+    enriched_row,
+    ensure_dest,
+    read_keys,
+    read_rows,
+    redacted,
+    reflect,
+    table_column,
+    table_name,
+    upsert,
+)
+from schemas.errors import JobNotFoundError
 from schemas.jobs import Item
-from schemas.states import ExplanationStatus, JobStatus
+from schemas.states import EnrichRunState, ItemStatus, JobStatus
 from storage.engine import make_engine
+from storage.enrich_runs import EnrichRuns, Mark, RunView, idempotency_key
 from storage.ledger import JobView
-from storage.tables import JSONType
 from storage.watermarks import Watermarks
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-WHERE = re.compile(r"^\s*(\S+?)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$", re.S)
-OPERATORS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
-    "=": lambda c, v: c == v,
-    "!=": lambda c, v: c != v,
-    "<": lambda c, v: c < v,
-    "<=": lambda c, v: c <= v,
-    ">": lambda c, v: c > v,
-    ">=": lambda c, v: c >= v,
-}
-ENRICHED = [
-    "label",
-    "score",
-    "embedding",
-    "output",
-    "explanation_summary",
-    "status",
-    "error",
-    "model_version",
-    "job_id",
-    "processed_at",
-]
+__all__ = ["Condition", "EnrichReport", "EnrichSpec", "SourceSpec", "enrich", "read_rows"]
 
-
-def identifier(name: object, what: str) -> str:
-    """`name` if it is a plain SQL identifier; otherwise refuse, before anything runs."""
-    if not isinstance(name, str) or not IDENTIFIER.match(name):
-        raise UnsafeIdentifierError(
-            f"{what} {name!r} is not a plain SQL identifier (letters, digits and '_', not "
-            "starting with a digit, at most 63 characters); refused, nothing was executed"
-        )
-    return name
-
-
-def table_name(name: object, what: str = "table") -> tuple[str | None, str]:
-    """`table` or `schema.table`, each part a plain identifier."""
-    if not isinstance(name, str):
-        identifier(name, what)
-    parts = str(name).split(".")
-    if len(parts) > 2:
-        raise UnsafeIdentifierError(
-            f"{what} {name!r}: use TABLE or SCHEMA.TABLE; refused, nothing was executed"
-        )
-    if len(parts) == 2:
-        return identifier(parts[0], f"{what} schema"), identifier(parts[1], what)
-    return None, identifier(parts[0], what)
-
-
-@dataclass(frozen=True)
-class Condition:
-    column: str
-    op: str
-    value: Any
-
-    @classmethod
-    def parse(cls, text: str) -> "Condition":
-        """`COLUMN OP VALUE`, OP one of = != < <= > >=; VALUE is bound, never spliced in."""
-        match = WHERE.match(text)
-        if not match:
-            raise SluiceError(f"bad --where {text!r}: use COLUMN=VALUE (or !=, <, <=, >, >=)")
-        column, op, value = match.groups()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        return cls(identifier(column, "where column"), op, value)
-
-
-@dataclass
-class SourceSpec:
-    url: str
-    table: str
-    key_column: str
-    text_column: str = "text"
-    where: list[Condition] = field(default_factory=list)
-    since_column: str | None = None
-    media_column: str | None = None  # images/audio: the column of paths or URIs
-    # What is read besides the key, as (table column, row column, what it is called): set by
-    # the task's modality adapter (records: the model's feature columns; checked against the
-    # reflected table and always quoted). Unset: the text column.
-    selected: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def selection(self) -> list[tuple[str, str, str]]:
-        return self.selected or [(self.text_column, "text", "text column")]
-
-    def validate(self) -> None:
-        table_name(self.table)
-        identifier(self.key_column, "key column")
-        identifier(self.text_column, "text column")
-        if self.media_column is not None:
-            identifier(self.media_column, "media column")
-        if self.since_column is not None:
-            identifier(self.since_column, "since column")
-        for cond in self.where:
-            identifier(cond.column, "where column")
-            if cond.op not in OPERATORS:
-                raise SluiceError(f"bad operator {cond.op!r} in --where")
-
-
-def reflect(engine: Engine, name: str) -> Table:
-    schema, table = table_name(name)
-    try:
-        return Table(table, MetaData(), schema=schema, autoload_with=engine)
-    except NoSuchTableError:
-        raise SluiceError(f"table {name!r} not found in {_redacted(engine)}") from None
-
-
-def _column(table: Table, name: str, what: str) -> Any:
-    if name not in table.c:
-        raise SluiceError(
-            f"{what} {name!r} not found in table {table.fullname!r}; columns "
-            f"are: {', '.join(table.c.keys())}"
-        )
-    return table.c[name]
-
-
-def coerce(column: Any, value: Any) -> Any:
-    """A --where value (text) as the column's Python type, so it binds as the right type."""
-    if not isinstance(value, str):
-        return value
-    try:
-        kind = column.type.python_type
-    except NotImplementedError:
-        return value
-    try:
-        if kind is bool:
-            return value.lower() in ("1", "true", "t", "yes")
-        if kind in (int, float):
-            return kind(value)
-        if kind is dt.datetime:
-            return dt.datetime.fromisoformat(value)
-        if kind is dt.date:
-            return dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise SluiceError(
-            f"--where value {value!r} does not fit column {column.name!r} ({kind.__name__}): {exc}"
-        ) from exc
-    return value
-
-
-def _raw(column: Any) -> Any:
-    """The column's values as the driver returns them: a reflected type may not fit what a
-    loosely typed database (SQLite) actually holds, so no result conversion is applied."""
-    return type_coerce(column, NullType())
-
-
-def source_query(table: Table, spec: SourceSpec, after: Any | None) -> Any:
-    key = _column(table, spec.key_column, "key column")
-    cols = [_raw(key).label("key")]
-    cols += [
-        _raw(_column(table, column, what)).label(name) for column, name, what in spec.selection()
-    ]
-    order = [key]
-    query_filters = [
-        OPERATORS[c.op](
-            _column(table, c.column, "where column"), coerce(table.c[c.column], c.value)
-        )
-        for c in spec.where
-    ]
-    if spec.since_column is not None:
-        since = _column(table, spec.since_column, "since column")
-        cols.append(_raw(since).label("since"))
-        order = [since, key]
-        if after is not None:  # bound as the value read last time, driver type and all
-            query_filters.append(_raw(since) > literal(after, NullType()))
-    return select(*cols).where(*query_filters).order_by(*order)
-
-
-def read_rows(
-    engine: Engine, spec: SourceSpec, after: Any | None = None, limit: int | None = None
-) -> tuple[Table, Iterator[dict[str, Any]]]:
-    """The source table and its selected rows as {"key", "text"[, "since"]} dicts, streamed;
-    at most `limit` of them (a caller that caps a job asks for one more than its cap)."""
-    spec.validate()
-    table = reflect(engine, spec.table)
-    query = source_query(table, spec, after)
-    if limit is not None:
-        query = query.limit(limit)
-
-    def rows() -> Iterator[dict[str, Any]]:
-        with engine.connect().execution_options(stream_results=True, yield_per=2000) as conn:
-            for row in conn.execute(query):
-                yield dict(row._mapping)
-
-    return table, rows()
-
-
-# -- the write-back ---------------------------------------------------------------------------
-
-
-def dest_table(name: str, key_column: str, key_is_int: bool) -> Table:
-    schema, table = table_name(name, "destination table")
-    return Table(
-        table,
-        MetaData(),
-        Column(
-            identifier(key_column, "key column"),
-            BigInteger() if key_is_int else String(512),
-            primary_key=True,
-            autoincrement=False,
-        ),
-        Column("label", Text),
-        Column("score", Float),
-        Column("embedding", JSONType),
-        Column("output", JSONType),
-        Column("explanation_summary", Text),
-        Column("status", String(16)),
-        Column("error", Text),
-        Column("model_version", String(64)),
-        Column("job_id", String(32)),
-        Column("processed_at", DateTime(timezone=True)),
-        schema=schema,
-    )
-
-
-def ensure_dest(engine: Engine, table: Table) -> None:
-    """Create the destination table if it is missing; refuse one without our columns."""
-    if inspect(engine).has_table(table.name, schema=table.schema):
-        have = {c["name"] for c in inspect(engine).get_columns(table.name, schema=table.schema)}
-        missing = [c.name for c in table.columns if c.name not in have]
-        if missing:
-            raise SluiceError(
-                f"destination table {table.fullname!r} exists without the "
-                f"columns {missing}; drop it or choose another --dest-table"
-            )
-        return
-    table.create(engine)
-
-
-def summarise(explanation: dict[str, Any] | None, top: int = 5) -> str | None:
-    """`word(+0.412) word(-0.120) ...`: the most attributed words, strongest first."""
-    if not explanation or explanation.get("status") != ExplanationStatus.OK:
-        return None
-    pairs = sorted(
-        zip(explanation.get("tokens") or [], explanation.get("attributions") or [], strict=False),
-        key=lambda p: -abs(p[1]),
-    )[:top]
-    return " ".join(f"{tok}({att:+.3f})" for tok, att in pairs) or None
-
-
-def enriched_row(
-    result: dict[str, Any], key_column: str, key_is_int: bool, view: JobView, now: dt.datetime
-) -> dict[str, Any]:
-    output = dict(result.get("output") or {})
-    embedding = output.pop("embedding", None)
-    return {
-        key_column: int(result["key"]) if key_is_int else result["key"],
-        "label": output.get("label"),
-        "score": output.get("score"),
-        "embedding": embedding,
-        "output": output or None,
-        "explanation_summary": summarise(result.get("explanation")),
-        "status": result["status"],
-        "error": result.get("error"),
-        "model_version": view.model_version,
-        "job_id": view.id,
-        "processed_at": now,
-    }
-
-
-def upsert(engine: Engine, table: Table, key_column: str, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    with engine.begin() as conn:
-        if conn.dialect.name in ("postgresql", "sqlite"):
-            insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-            stmt = insert(table)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[key_column], set_={c: stmt.excluded[c] for c in ENRICHED}
-                ),
-                rows,
-            )
-        else:  # any other database: replace the rows of these keys in one transaction
-            key = table.c[key_column]
-            conn.execute(table.delete().where(key.in_([r[key_column] for r in rows])))
-            conn.execute(table.insert(), rows)
-
-
-def _redacted(engine: Engine) -> str:
-    return engine.url.render_as_string(hide_password=True)
-
-
-# -- the whole run ------------------------------------------------------------------------------
+WRITE_BATCH = 1000  # results upserted per statement, and per step of the write-back cursor
+DEFAULT_MAX_RETRIES = 3
+# The invalid items of rows without a usable key: nothing to write back to. (The second
+# prefix is the one producers.readers gives a row without a key.)
+KEYLESS = ("key column ", "missing key column")
 
 
 @dataclass
@@ -333,6 +63,8 @@ class EnrichSpec:
     dest_url: str | None = None
     model: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # explain, labels, priority...
+    # Incremental runs: how many more runs read a row again after it ended `error`.
+    max_retries: int = DEFAULT_MAX_RETRIES
 
 
 @dataclass
@@ -344,6 +76,9 @@ class EnrichReport:
     watermark_before: Any | None
     watermark_after: Any | None
     seconds: float
+    rows_retried: int = 0  # read again by key: their last result was `error`
+    rows_given_up: int = 0  # `error` in more runs than --max-retries: read only when changed
+    resumed: bool = False  # an unfinished run of the same spec was finished
 
     def as_dict(self) -> dict[str, Any]:
         def show(v: Any) -> Any:
@@ -352,12 +87,54 @@ class EnrichReport:
         return {
             "rows_read": self.rows_read,
             "rows_written": self.rows_written,
+            "rows_retried": self.rows_retried,
+            "rows_given_up": self.rows_given_up,
             "job_id": self.job_id,
             "status": self.status,
+            "resumed": self.resumed,
             "watermark_before": show(self.watermark_before),
             "watermark_after": show(self.watermark_after),
             "seconds": round(self.seconds, 3),
         }
+
+
+def fingerprint(spec: EnrichSpec, full: bool, model_version: str, source: str, dest: str) -> str:
+    """What a run is: an invocation resumes an unfinished run only if it asks the same."""
+    s = spec.source
+    described = {
+        "source": source,
+        "table": s.table,
+        "key": s.key_column,
+        "selected": s.selection(),
+        "where": [(c.column, c.op, str(c.value)) for c in s.where],
+        "since": s.since_column,
+        "full": full,
+        "task": spec.task,
+        "model": spec.model,
+        "model_version": model_version,
+        "dest": dest,
+        "dest_table": spec.dest_table,
+        "options": spec.options,
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one invocation works with, resolved before any row is read."""
+
+    spec: EnrichSpec
+    full: bool
+    ref: Any  # the resolved model
+    source: Engine
+    table: Table  # the source table, reflected
+    codec: KeyCodec  # its key column's
+    mark: Mark  # the watermark's and the retried keys' scope
+    fingerprint: str  # what the run is (resumed only by the same)
+
+    @property
+    def since(self) -> str | None:
+        return self.spec.source.since_column
 
 
 def enrich(
@@ -368,9 +145,8 @@ def enrich(
     timeout: float | None = None,
     on_progress: Callable[[JobView], None] | None = None,
 ) -> EnrichReport:
-    """Read (new) rows, run them as one job, wait, upsert the results, move the watermark."""
-    import time
-
+    """Resume this spec's unfinished run, or read (new and failed) rows and run them as one
+    job; wait, upsert the results, move the watermark."""
     started = time.perf_counter()
     spec.source.validate()
     table_name(spec.dest_table, "destination table")  # all names checked before connecting
@@ -378,59 +154,62 @@ def enrich(
     dest_engine = make_engine(spec.dest_url) if spec.dest_url else source
     try:
         ref = client.resolve_model(spec.model, spec.task)
-        marks = Watermarks(client.ledger.engine)
+        runs = EnrichRuns(client.ledger.engine)
         adapter = adapter_for(client.catalog.get(spec.task).modality)
         spec.source.selected = adapter.table_columns(
             spec.source.text_column, spec.source.media_column, ref.path if ref.loads else None
         )
-        mark_key = (_redacted(source), spec.source.table, spec.task, ref.version)
-        before = None if full or not spec.source.since_column else marks.get(*mark_key)
-        table, rows = read_rows(source, spec.source, before)
-        newest: list[Any] = []
-
-        def tracked() -> Iterator[dict[str, Any]]:
-            for row in rows:
-                if row.get("since") is not None:
-                    newest[:] = [max(newest[0], row["since"]) if newest else row["since"]]
-                yield {k: v for k, v in row.items() if k != "since"}
-
-        columns = ["key", *(name for _, name, _ in spec.source.selection())]
-        items: list[Item] = client.items_from_rows(
-            columns,
-            tracked(),
-            spec.task,
-            ref=ref,
-            key_column="key",
-            source=f"table {spec.source.table}",
-        )
-        if not items:
-            return EnrichReport(
-                0, 0, None, "nothing-to-do", before, before, time.perf_counter() - started
-            )
-        key_col = table.c[spec.source.key_column]
-        key_is_int = _python_type(key_col) is int
-        dest = dest_table(spec.dest_table, spec.source.key_column, key_is_int)
+        table = reflect(source, spec.source.table)
+        key = table_column(table, spec.source.key_column, "key column")
+        codec = key_codec(key, source.dialect)  # an unusable key is refused before any work
+        key_type = dest_key_type(codec, key.type, source.dialect, dest_engine.dialect)
+        dest = dest_table(spec.dest_table, spec.source.key_column, key_type)
         ensure_dest(dest_engine, dest)
-        job_id = client.submit_items(
-            items,
-            spec.task,
-            model=spec.model,
-            **spec.options,
-            source=f"sql:{_redacted(source)}#{spec.source.table}",
+        plan = Plan(
+            spec,
+            full,
+            ref,
+            source,
+            table,
+            codec,
+            (redacted(source), spec.source.table, spec.task, ref.version),
+            fingerprint(spec, full, ref.version, redacted(source), redacted(dest_engine)),
         )
-        view = client.wait(job_id, timeout=timeout, on_progress=on_progress)
-        written = write_back(client, view, dest_engine, dest, spec.source.key_column, key_is_int)
-        after = newest[0] if newest else before
-        if spec.source.since_column and after is not None and view.status != JobStatus.CANCELLED:
-            marks.set(*mark_key, spec.source.since_column, after, job_id)
+        run = resumable(client, runs, plan.fingerprint)
+        resumed = run is not None
+        run = run or start(client, runs, plan)
+        if run is None:
+            before = watermark(runs, plan)
+            seconds = time.perf_counter() - started
+            return EnrichReport(
+                0,
+                0,
+                None,
+                "nothing-to-do",
+                before,
+                before,
+                seconds,
+                rows_given_up=given_up(runs, plan),
+            )
+        assert run.job_id is not None
+        view = client.wait(run.job_id, timeout=timeout, on_progress=on_progress)
+        run = write_back(client, runs, run, view, dest_engine, dest, plan)
+        moved = plan.since is not None and view.status != JobStatus.CANCELLED
+        after = run.watermark_after if moved else run.watermark_before
+        runs.finish(
+            plan.fingerprint, run.id, plan.mark, plan.since if moved else None, after, view.id
+        )
         return EnrichReport(
-            len(items),
-            written,
-            job_id,
+            run.rows_read,
+            run.rows_written,
+            view.id,
             view.status.value,
-            before,
+            run.watermark_before,
             after,
             time.perf_counter() - started,
+            rows_retried=run.rows_retried,
+            rows_given_up=given_up(runs, plan),
+            resumed=resumed,
         )
     finally:
         source.dispose()
@@ -438,32 +217,166 @@ def enrich(
             dest_engine.dispose()
 
 
+def watermark(runs: EnrichRuns, plan: Plan) -> Any | None:
+    """Where an incremental run starts reading (None: every row)."""
+    if plan.since is None or plan.full:
+        return None
+    return Watermarks(runs.engine).get(*plan.mark)
+
+
+def given_up(runs: EnrichRuns, plan: Plan) -> int:
+    return runs.given_up(plan.mark, plan.spec.max_retries) if plan.since else 0
+
+
+def resumable(client: Any, runs: EnrichRuns, fp: str) -> RunView | None:
+    """The unfinished run of this spec, with its job; None when there is none, or when its job
+    never came to exist (killed before the job was recorded: nothing ran, start over)."""
+    run = runs.unfinished(fp)
+    if run is None:
+        return None
+    job_id = runs.job_of(run)
+    if job_id is not None:
+        try:
+            client.ledger.job(job_id)
+        except JobNotFoundError:  # deleted since (retention): its results are gone too
+            job_id = None
+    if job_id is None:
+        runs.discard(fp)
+        return None
+    if run.job_id is None:
+        runs.submitted(fp, run.id, job_id)
+    return replace(run, job_id=job_id, state=EnrichRunState.RUNNING)
+
+
+def start(client: Any, runs: EnrichRuns, plan: Plan) -> RunView | None:
+    """Read the rows, record the run, submit its job; None when there is nothing to do.
+
+    Incremental runs read the rows newer than the watermark, then the rows whose last result
+    was `error`, again by key. Keeping failed keys apart, rather than holding the watermark
+    back at the oldest failure, keeps each run proportional to what changed or failed: a row
+    that keeps failing does not make every later run re-read all the rows after it."""
+    src, codec = plan.spec.source, plan.codec
+    before = watermark(runs, plan)
+    failed = runs.retries(plan.mark) if plan.since is not None else {}
+    usable = {k for k in failed if decodes(codec, k)}
+    due = [k for k, n in failed.items() if n <= plan.spec.max_retries and k in usable]
+    _, rows = read_rows(plan.source, src, before)
+    newest: list[Any] = []
+    seen: set[str] = set()
+    retried: set[str] = set()
+    keyless: list[Item] = []
+
+    def tracked() -> Iterator[dict[str, Any]]:
+        for n, row in enumerate(rows, 1):
+            since = row.pop("since", None)
+            if since is not None:
+                newest[:] = [max(newest[0], since) if newest else since]
+            if row["key"] is None:
+                keyless.append(keyless_item(n, row, src.key_column))
+                continue
+            seen.add(row["key"])
+            yield row
+        again = [k for k in due if k not in seen]
+        for row in read_keys(plan.source, plan.table, src, again):
+            retried.add(row["key"])
+            yield row
+
+    columns = ["key", *(name for _, name, _ in src.selection())]
+    items: list[Item] = client.items_from_rows(
+        columns, tracked(), plan.spec.task, ref=plan.ref, key_column="key",
+        source=f"table {src.table}",
+    )  # fmt: skip
+    items += keyless
+    # keys to retry that are no longer in the source (or no longer fit its key column)
+    forget = [k for k in due if k not in seen and k not in retried]
+    forget += [k for k in failed if k not in usable]
+    if not items:
+        runs.forget(plan.mark, forget)
+        return None
+    run = runs.start(
+        plan.fingerprint,
+        plan.mark,
+        before=before,
+        after=newest[0] if newest else before,
+        rows_read=len(items),
+        rows_retried=len(retried),
+        reset=[k for k in failed if k in seen],  # changed rows: their failures count afresh
+        forget=forget,
+    )
+    job_id = client.submit_items(
+        items,
+        plan.spec.task,
+        model=plan.spec.model,
+        **plan.spec.options,
+        source=f"sql:{redacted(plan.source)}#{src.table}",
+        idempotency_key=idempotency_key(run.id),
+    )
+    runs.submitted(plan.fingerprint, run.id, job_id)
+    return replace(run, job_id=job_id, state=EnrichRunState.RUNNING)
+
+
+def decodes(codec: KeyCodec, key: str) -> bool:
+    try:
+        codec.decode(key)
+    except (ValueError, ArithmeticError):
+        return False
+    return True
+
+
+def keyless_item(n: int, row: dict[str, Any], key_column: str) -> Item:
+    why = row.get(KEY_PROBLEM) or f"key column {key_column!r} is NULL"
+    return Item(key=f"row:{n}", invalid=f"{why}; nowhere to write its result back")
+
+
 def write_back(
     client: Any,
+    runs: EnrichRuns,
+    run: RunView,
     view: JobView,
     engine: Engine,
     dest: Table,
-    key_column: str,
-    key_is_int: bool,
-    batch: int = 1000,
-) -> int:
+    plan: Plan,
+) -> RunView:
+    """Upsert the job's results from where this run's write-back stopped, WRITE_BATCH at a
+    time; after each batch the cursor moves and (incremental runs) the failed keys are
+    counted, in one ledger transaction. A kill between the upsert and that transaction
+    upserts the batch again on resume: the same rows, no duplicates."""
+    mark = plan.mark if plan.since else None
+    key_column = next(iter(dest.primary_key.columns)).name
     now = dt.datetime.now(dt.UTC)
-    written = 0
-    pending: list[dict[str, Any]] = []
-    for result in client.ledger.iter_results(view.id):
-        if (result.get("error") or "").startswith("missing key column"):
-            continue  # a source row without a key: nowhere to write it back
-        pending.append(enriched_row(result, key_column, key_is_int, view, now))
-        if len(pending) >= batch:
-            upsert(engine, dest, key_column, pending)
-            written += len(pending)
-            pending = []
-    upsert(engine, dest, key_column, pending)
-    return written + len(pending)
+    done, written = run.results_done, run.rows_written
+    results = islice(client.ledger.iter_results(view.id), done, None)
+    while batch := list(islice(results, WRITE_BATCH)):
+        keyed = [r for r in batch if not keyless(r)]
+        errors = [r for r in keyed if r["status"] == ItemStatus.ERROR]
+        before = runs.attempts(mark, [r["key"] for r in errors]) if mark and errors else {}
+        rows = []
+        for r in keyed:
+            note = None
+            runs_failed = before.get(r["key"], 0) + 1
+            if mark and r["status"] == ItemStatus.ERROR and runs_failed > plan.spec.max_retries:
+                note = (
+                    f"{r.get('error')} [failed in {runs_failed} runs in a row: not retried "
+                    "again until the row changes, or with --full]"
+                )
+            key = plan.codec.decode(r["key"])
+            rows.append(enriched_row(r, key_column, key, view.model_version, view.id, now, note))
+        upsert(engine, dest, key_column, rows)
+        done, written = done + len(batch), written + len(rows)
+        runs.wrote(
+            run.fingerprint,
+            run.id,
+            done,
+            written,
+            mark,
+            failed=[(r["key"], r.get("error")) for r in errors],
+            cleared=[r["key"] for r in keyed if r["status"] != ItemStatus.ERROR],
+            job_id=view.id,
+        )
+    return replace(run, results_done=done, rows_written=written)
 
 
-def _python_type(column: Any) -> type | None:
-    try:
-        return column.type.python_type  # type: ignore[no-any-return]
-    except NotImplementedError:
-        return None
+def keyless(result: dict[str, Any]) -> bool:
+    """A result of a row without a usable key: there is no row to write it back to."""
+    error = result.get("error") or ""
+    return result["status"] == ItemStatus.INVALID and error.startswith(KEYLESS)

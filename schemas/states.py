@@ -68,6 +68,12 @@ class CallbackState(Described):
     FAILED = "failed"
 
 
+class EnrichRunState(Described):
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    DONE = "done"
+
+
 MEANINGS: dict[Described, str] = {
     JobStatus.QUEUED: "recorded and queued; no chunk has started",
     JobStatus.RUNNING: "at least one chunk started; not every item has its outcome yet",
@@ -93,4 +99,7 @@ MEANINGS: dict[Described, str] = {
     CallbackState.PENDING: "to be delivered (retried with backoff)",
     CallbackState.DELIVERED: "the receiver answered 2xx",
     CallbackState.FAILED: "given up after the maximum attempts",
+    EnrichRunState.SUBMITTING: "rows read; its job is being recorded (a resume looks it up)",
+    EnrichRunState.RUNNING: "its job is queued or done; results not all written back yet",
+    EnrichRunState.DONE: "every result written back and the watermark moved",
 }

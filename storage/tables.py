@@ -149,6 +149,49 @@ class EnrichWatermark(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class EnrichRun(Base):
+    """`sluice enrich`: the run of one spec (its fingerprint) that has not finished yet, or
+    the last one that did. An invocation whose spec has an unfinished run resumes it (waits
+    for its job, writes back the results it has not written) instead of starting over."""
+
+    __tablename__ = "enrich_runs"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of spec
+    id: Mapped[str] = mapped_column(String(32))  # the job's idempotency key is enrich:<id>
+    source: Mapped[str] = mapped_column(String(512))  # URL, no password
+    table_name: Mapped[str] = mapped_column(String(256))
+    task: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # schemas.states.EnrichRunState
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    watermark_before: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    watermark_after: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    rows_read: Mapped[int] = mapped_column(Integer, default=0)
+    rows_retried: Mapped[int] = mapped_column(Integer, default=0)
+    results_done: Mapped[int] = mapped_column(Integer, default=0)  # write-back cursor
+    rows_written: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EnrichRetry(Base):
+    """`sluice enrich --since-column`: a source row (by its item key) whose last result was
+    `error`. The watermark moves past it; the next incremental runs read it again by key,
+    while `attempts` (consecutive runs it failed in) is at most their --max-retries."""
+
+    __tablename__ = "enrich_retries"
+
+    source: Mapped[str] = mapped_column(String(512), primary_key=True)
+    table_name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    item_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class TrainingRun(Base):
     """One `sluice train` request. Leased like a chunk: the ledger says what is still to do."""
 

@@ -1,5 +1,6 @@
 """`sluice enrich --since-column`: the newest value already enriched, per (source, table,
-task, model version), so that a re-run reads only new or changed rows."""
+task, model version), so that a re-run reads only new or changed rows. The rows behind the
+watermark that ended `error` are kept apart, by key (storage.enrich_runs)."""
 
 import datetime as dt
 from decimal import Decimal
@@ -7,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from storage import tables as t
 
@@ -68,25 +69,35 @@ class Watermarks:
         value: Any,
         job_id: str | None,
     ) -> None:
-        row = {
-            "source": source,
-            "table_name": table,
-            "task": task,
-            "model_version": model_version,
-            "since_column": since_column,
-            "value": encode(value),
-            "job_id": job_id,
-            "updated_at": dt.datetime.now(dt.UTC),
-        }
         with self._session.begin() as s:
-            insert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr]
-            stmt = insert(t.EnrichWatermark).values(row)
-            s.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["source", "table_name", "task", "model_version"],
-                    set_={
-                        k: stmt.excluded[k]
-                        for k in ("since_column", "value", "job_id", "updated_at")
-                    },
-                )
-            )
+            set_watermark(s, (source, table, task, model_version), since_column, value, job_id)
+
+
+def set_watermark(
+    s: Session,
+    mark: tuple[str, str, str, str],
+    since_column: str,
+    value: Any,
+    job_id: str | None,
+) -> None:
+    """Upsert the watermark of `mark` (source, table, task, model version) in session `s`,
+    so that a caller can move it in the same transaction as other bookkeeping."""
+    source, table, task, model_version = mark
+    row = {
+        "source": source,
+        "table_name": table,
+        "task": task,
+        "model_version": model_version,
+        "since_column": since_column,
+        "value": encode(value),
+        "job_id": job_id,
+        "updated_at": dt.datetime.now(dt.UTC),
+    }
+    insert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr]
+    stmt = insert(t.EnrichWatermark).values(row)
+    s.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["source", "table_name", "task", "model_version"],
+            set_={k: stmt.excluded[k] for k in ("since_column", "value", "job_id", "updated_at")},
+        )
+    )

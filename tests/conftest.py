@@ -62,7 +62,8 @@ def database_url(
     with engine.begin() as conn:
         conn.execute(
             text(
-                "TRUNCATE jobs, api_keys, enrich_watermarks, training_runs, model_versions CASCADE"
+                "TRUNCATE jobs, api_keys, enrich_watermarks, enrich_runs, enrich_retries, "
+                "training_runs, model_versions CASCADE"
             )
         )
     engine.dispose()

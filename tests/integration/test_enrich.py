@@ -1,17 +1,25 @@
 """`sluice enrich` as a user runs it, on PostgreSQL and SQLite: a table enriched twice, the
-second run touching only new and changed rows, never a duplicate row; hostile names refused."""
+second run touching only new and changed rows, never a duplicate row; hostile names refused;
+a run killed with SIGKILL resumed by the next; a row that ended `error` retried by the next
+run; UUID and NUMERIC keys written back equal to the source's."""
 
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from storage.engine import make_engine
-from tests.integration.conftest import SLUICE
+from tests.conftest import kill_group
+from tests.integration.conftest import SLUICE, wait_until
 
 pytestmark = pytest.mark.integration
 TEXTS = [
@@ -235,4 +243,201 @@ def test_enrich_a_table_of_records(
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE patients_scored"))
     meta.drop_all(engine)
+    engine.dispose()
+
+
+FLAKY_TASKS = """
+from pydantic import Field
+
+from schemas.catalog import (
+    Modality, ModelFiles, ModelKind, ModelNeeds, OutputShape, TaskParams, TaskSpec,
+)
+
+
+class FlakyParams(TaskParams):
+    fail_while: str = Field("", description="texts with FAIL fail while this file exists")
+
+
+SLUICE_TASKS = [
+    TaskSpec(
+        "flaky-words", Modality.TEXT, "flaky_handler:FlakyHandler",
+        "counts words; a text with FAIL fails while --fail-while's file exists",
+        OutputShape.FIELDS, params=FlakyParams,
+        model=ModelNeeds(kind=ModelKind.NONE, files=ModelFiles.NONE, description="no model"),
+        chunk_size=1,
+    )
+]
+"""
+FLAKY_HANDLER = """
+from pathlib import Path
+
+from workers.handlers.base import Handler
+
+
+class FlakyHandler(Handler):
+    def setup(self, model_path, device):
+        self.device = device
+
+    def preprocess(self, item, params):
+        return item.text, params.get("fail_while") or ""
+
+    def predict(self, batch):
+        out = []
+        for text, flag in batch:
+            if "FAIL" in text and flag and Path(flag).exists():
+                raise RuntimeError("the model's backend is down")
+            out.append({"words": len(text.split())})
+        return out
+"""
+
+
+@pytest.fixture(scope="module")
+def flaky(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A task from outside Sluice (as tests/plugins is) that fails on demand, with no model:
+    the environment that registers it."""
+    where = tmp_path_factory.mktemp("flaky")
+    (where / "flaky_tasks.py").write_text(FLAKY_TASKS)
+    (where / "flaky_handler.py").write_text(FLAKY_HANDLER)
+    return {"PYTHONPATH": str(where), "SLUICE_TASK_MODULES": "flaky_tasks"}
+
+
+def enrich_args(warehouse: str, table: str, *extra: str) -> list[str]:
+    return [
+        "enrich", "--source", warehouse, "--table", table, "--key-column", "id",
+        "--text-column", "body", "--task", "flaky-words", "--dest-table", f"{table}_out",
+        "--since-column", "updated_at", "--json", *extra,
+    ]  # fmt: skip
+
+
+def report_of(run: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    return json.loads(run.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_a_killed_enrich_is_resumed_by_the_next_run(
+    env: dict[str, str],
+    warehouse: str,
+    database_url: str,
+    start_worker: Callable[..., Any],
+    flaky: dict[str, str],
+):
+    """SIGKILL while the job runs; the next `sluice enrich` waits for that same job and
+    writes each row back once. The keys are NUMERIC: written back equal to the source's."""
+    engine = make_engine(warehouse)
+    pg = engine.dialect.name == "postgresql"
+    keys = [Decimal(f"{n}.10") if pg else n + 0.1 for n in range(12)]
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS orders_out"))
+        conn.execute(text("DROP TABLE IF EXISTS orders"))
+        conn.execute(text("CREATE TABLE orders (id NUMERIC(12, 2), body TEXT, updated_at INT)"))
+        conn.execute(
+            text("INSERT INTO orders VALUES (:id, :body, :n)"),
+            [{"id": k, "body": f"order number {n}", "n": n} for n, k in enumerate(keys)],
+        )
+    ledger = make_engine(database_url)
+    first = subprocess.Popen(
+        [SLUICE, *enrich_args(warehouse, "orders")],
+        env={**os.environ, **env, **flaky},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:  # no worker yet: the run waits for its job, recorded and queued
+        job_id = wait_until(
+            lambda: _recorded_job(ledger), timeout=120, what="the enrich run to queue its job"
+        )
+    finally:
+        kill_group(first, signal.SIGKILL)
+    assert first.returncode == -signal.SIGKILL
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM orders_out")).scalar() == 0
+    start_worker(**flaky)
+    second = sluice({**env, **flaky}, *enrich_args(warehouse, "orders"))
+    assert second.returncode == 0, second.stderr
+    report = report_of(second)
+    assert report["resumed"] is True and report["job_id"] == job_id
+    assert (report["rows_read"], report["rows_written"], report["status"]) == (12, 12, "succeeded")
+    with ledger.connect() as conn:  # the rows ran once, in the one job
+        assert conn.execute(text("SELECT count(*) FROM jobs")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM results")).scalar() == 12
+    third = sluice({**env, **flaky}, *enrich_args(warehouse, "orders"))
+    assert report_of(third)["status"] == "nothing-to-do"
+    with engine.connect() as conn:
+        got = conn.execute(text("SELECT id FROM orders_out ORDER BY id")).scalars().all()
+        same = conn.execute(
+            text("SELECT count(*) FROM orders o JOIN orders_out d ON d.id = o.id")
+        ).scalar()
+    assert got == sorted(keys) and same == 12  # each key once, equal to the source's
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE orders_out"))
+        conn.execute(text("DROP TABLE orders"))
+    engine.dispose()
+    ledger.dispose()
+
+
+def _recorded_job(ledger: Any) -> str | None:
+    with ledger.connect() as conn:
+        if not ledger.dialect.has_table(conn, "enrich_runs"):
+            return None
+        return conn.execute(  # type: ignore[no-any-return]
+            text("SELECT job_id FROM enrich_runs WHERE state = 'running'")
+        ).scalar()
+
+
+def test_a_row_that_ended_error_is_retried_by_the_next_run(
+    env: dict[str, str],
+    warehouse: str,
+    start_worker: Callable[..., Any],
+    flaky: dict[str, str],
+    tmp_path: Path,
+):
+    """The watermark moves past a row whose result was `error`; the next run reads it again
+    by its key (a UUID) and writes its new result onto the same destination row."""
+    engine = make_engine(warehouse)
+    pg = engine.dialect.name == "postgresql"
+    keys = [uuid.UUID(int=n + 1) for n in range(6)]
+    values = keys if pg else [str(k) for k in keys]
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS notes_out"))
+        conn.execute(text("DROP TABLE IF EXISTS notes"))
+        conn.execute(text("CREATE TABLE notes (id UUID, body TEXT, updated_at INT)"))
+        conn.execute(
+            text("INSERT INTO notes VALUES (:id, :body, :n)"),
+            [
+                {"id": v, "body": "please FAIL here" if n == 2 else f"note {n}", "n": n}
+                for n, v in enumerate(values)
+            ],
+        )
+    flag = tmp_path / "backend-down"
+    flag.touch()
+    start_worker(**flaky)
+    args = enrich_args(warehouse, "notes", "--fail-while", str(flag))
+    first = sluice({**env, **flaky}, *args)
+    assert first.returncode == 1, first.stderr  # not every row ok
+    one = report_of(first)
+    assert (one["rows_read"], one["status"], one["watermark_after"]) == (6, "partially_failed", 5)
+    with engine.connect() as conn:
+        failed = conn.execute(
+            text("SELECT status, error FROM notes_out WHERE id = :id"), {"id": values[2]}
+        ).one()
+    assert failed.status == "error" and "the model's backend is down" in failed.error
+
+    flag.unlink()  # the backend is back
+    second = sluice({**env, **flaky}, *args)
+    assert second.returncode == 0, second.stderr
+    two = report_of(second)
+    assert (two["rows_read"], two["rows_retried"], two["status"]) == (1, 1, "succeeded")
+    third = sluice({**env, **flaky}, *args)
+    assert (report_of(third)["status"], report_of(third)["rows_given_up"]) == ("nothing-to-do", 0)
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(text("SELECT * FROM notes_out"))}
+        same = conn.execute(
+            text("SELECT count(*) FROM notes n JOIN notes_out d ON d.id = n.id")
+        ).scalar()
+    assert set(rows) == set(values) and same == 6  # the UUIDs, each once
+    assert all(r.status == "ok" for r in rows.values())
+    assert rows[values[2]].job_id == two["job_id"] and rows[values[2]].error is None
+    assert {rows[v].job_id for v in values if v != values[2]} == {one["job_id"]}
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE notes_out"))
+        conn.execute(text("DROP TABLE notes"))
     engine.dispose()

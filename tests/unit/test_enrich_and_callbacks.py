@@ -8,14 +8,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import BigInteger, create_engine, select, text
 
-from producers.enrich import (
+from producers.enrich import EnrichSpec, enrich
+from producers.warehouse_keys import StoredKey
+from producers.warehouse_tables import (
     Condition,
-    EnrichSpec,
     SourceSpec,
     dest_table,
-    enrich,
     ensure_dest,
     read_rows,
     summarise,
@@ -90,7 +90,7 @@ def test_where_values_are_bound_never_spliced(warehouse: str):
     engine = create_engine(warehouse)
     spec = SourceSpec(warehouse, "msgs", "id", "body", where=[Condition.parse("kind = x")])
     _, rows = read_rows(engine, spec)
-    assert [r["key"] for r in rows] == [1, 3]
+    assert [r["key"] for r in rows] == ["1", "3"]  # item keys: text
     spec.where = [Condition.parse("kind='x' OR 1=1 --")]
     _, rows = read_rows(engine, spec)
     assert list(rows) == []  # the whole text is one bound value
@@ -107,7 +107,7 @@ def test_since_column_reads_only_newer_rows(warehouse: str):
     spec = SourceSpec(warehouse, "msgs", "id", "body", since_column="updated_at")
     _, rows = read_rows(engine, spec, after=dt.datetime(2026, 1, 1, 12))
     got = list(rows)
-    assert [r["key"] for r in got] == [2, 3]
+    assert [r["key"] for r in got] == ["2", "3"]
     assert got[-1]["since"] == "2026-01-03 00:00:00"  # as SQLite holds it: bound back as is
 
 
@@ -131,7 +131,7 @@ def test_watermarks_keep_their_type(ledger: Ledger):
 
 def test_write_back_upserts_on_the_key(warehouse: str):
     engine = create_engine(warehouse)
-    table = dest_table("enriched", "id", key_is_int=True)
+    table = dest_table("enriched", "id", StoredKey(BigInteger()))
     ensure_dest(engine, table)
     ensure_dest(engine, table)  # exists: left alone
     row = {
@@ -157,7 +157,7 @@ def test_write_back_upserts_on_the_key(warehouse: str):
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE other (id INTEGER PRIMARY KEY)"))
     with pytest.raises(SluiceError, match="exists without the columns"):
-        ensure_dest(engine, dest_table("other", "id", key_is_int=True))
+        ensure_dest(engine, dest_table("other", "id", StoredKey(BigInteger())))
 
 
 def test_explanation_summary_lists_the_strongest_words():
