@@ -1,22 +1,137 @@
 """Read JSONL, CSV and Parquet into items, with a clear outcome for every bad row."""
 
 import csv
+import io
+import json
+import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-from schemas.errors import InputFileError, TooManyItemsError
+from schemas.errors import InputFileError, SluiceError, TooManyItemsError
 from schemas.jobs import Item, check_unique_keys, text_problem
-from schemas.storable import MAX_KEY_CHARS
-from storage.row_sources import MALFORMED, SUFFIXES, detect_format, read_rows
+from schemas.storable import MAX_KEY_CHARS, escaped_text
+from storage import row_sources
+from storage.row_sources import MALFORMED, SUFFIXES, detect_format
 
 __all__ = [
     "SUFFIXES",
     "build_items",
     "check_key_column",
     "detect_format",
+    "listed",
     "read_rows",
     "rows_to_items",
 ]
+
+UNDECODED = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, surrogate-escaped
+
+
+def read_rows(
+    path: Path, limit: int | None = None, source: str | None = None
+) -> tuple[list[str], Iterator[dict[str, Any]]]:
+    """An input file's columns and rows (storage.row_sources.read_rows), where every failure,
+    now or while the rows are read, is an InputFileError that says where: the line that is
+    not UTF-8 or that JSON cannot hold, the header, or the row and column of a Parquet value
+    Python cannot hold (a date past the year 9999). Nothing else escapes to a user.
+    `source`: the file's name in messages (an upload's own name, not the server's copy)."""
+    name = source or str(path)
+    try:
+        columns, rows = row_sources.read_rows(path, limit)
+    except Exception as exc:
+        cause = exc.__cause__ if isinstance(exc, SluiceError) else exc
+        if cause is None or detect_format(path) == "parquet":  # the reader's own message
+            if isinstance(exc, SluiceError):
+                message = str(exc)
+                if source is None or not message.startswith(f"{path}:"):
+                    raise
+                raise InputFileError(name + message[len(str(path)) :]) from exc
+            raise InputFileError(f"{name}: cannot be read ({type(exc).__name__}: {exc})") from exc
+        where = _problem(path, cause)
+        if where is None and isinstance(cause, csv.Error):  # only the header is read now
+            where = f"the header row cannot be read ({cause})"
+        where = where or f"cannot be read ({type(cause).__name__}: {cause})"
+        raise InputFileError(f"{name}: {where}") from exc
+    return columns, _located(rows, path, name)
+
+
+def _located(rows: Iterator[dict[str, Any]], path: Path, name: str) -> Iterator[dict[str, Any]]:
+    """The rows; a failure while one is read (CSV and Parquet are read lazily: a bad byte or
+    value deep in the file surfaces here) an InputFileError naming where it is."""
+    n = 0
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except SluiceError:
+            raise
+        except Exception as exc:  # csv, codecs and pyarrow raise many types
+            where = _problem(path, exc) or f"row {n + 1} cannot be read ({exc})"
+            raise InputFileError(f"{name}: {where}") from exc
+        n += 1
+        yield row
+
+
+def _problem(path: Path, exc: BaseException) -> str | None:
+    """Where the file holds what made reading it fail with `exc`, if it can be found."""
+    fmt = detect_format(path)
+    if fmt == "parquet":
+        return _parquet_problem(path)
+    if fmt == "jsonl" or isinstance(exc, UnicodeDecodeError):
+        return _text_problem(path, fmt)
+    return None
+
+
+def _text_problem(path: Path, fmt: str) -> str | None:
+    """The first line of a JSONL or CSV file that is not UTF-8, or (JSONL) that Python's
+    JSON parser refuses other than as bad JSON (such lines become `invalid` items)."""
+    with path.open("rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape")
+        for n, line in enumerate(text, 1):
+            if bad := UNDECODED.search(line):
+                return (
+                    f"line {n} is not valid UTF-8 (byte 0x{ord(bad.group()) - 0xDC00:02x} at "
+                    f"character {bad.start() + 1}); save the file as UTF-8"
+                )
+            if fmt != "jsonl" or not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            except RecursionError:
+                return f"line {n} nests arrays or objects too deeply to be read"
+            except ValueError as exc:  # an integer of more digits than Python converts
+                return f"line {n} cannot be read: {str(exc).split(';')[0]}"
+    return None
+
+
+def _parquet_problem(path: Path) -> str | None:
+    """The row and column of the first Parquet value that cannot be read as Python's."""
+    import pyarrow.parquet as pq
+
+    start = 0
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            for name, column in zip(batch.schema.names, batch.columns, strict=True):
+                try:
+                    column.to_pylist()
+                    continue
+                except Exception:  # find its row
+                    pass
+                for i in range(len(column)):
+                    try:
+                        column.slice(i, 1).to_pylist()
+                    except Exception as exc:
+                        return (
+                            f"row {start + i + 1}, column {name!r}: a value that cannot be "
+                            f"read ({type(exc).__name__}: {exc})"
+                        )
+            start += batch.num_rows
+    except Exception as exc:  # a damaged page or row group
+        return f"the data from row {start + 1} on cannot be read ({type(exc).__name__}: {exc})"
+    return None
 
 
 ItemBuilder = Callable[[str, dict[str, Any]], Item]
@@ -36,7 +151,7 @@ def rows_to_items(
     if text_column not in columns:
         raise InputFileError(
             f"{source}: text column {text_column!r} not found; columns are: "
-            f"{', '.join(columns) or '(none)'}; choose one with --text-column"
+            f"{listed(columns)}; choose one with --text-column"
         )
 
     def build(key: str, row: dict[str, Any]) -> Item:
@@ -57,22 +172,37 @@ def build_items(
 ) -> list[Item]:
     """Rows to items of any modality: keys are checked here, the content by `build`."""
     check_key_column(columns, key_column, source)
-    items: list[Item] = []
-    try:
-        for n, row in enumerate(rows, 1):
-            items.append(_item(n, row, key_column, build))
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-        # CSV and Parquet are read lazily: a bad byte deep in the file surfaces here.
-        raise InputFileError(f"{source}: unreadable near row {len(items) + 1}: {exc}") from exc
+    items = [_item(n, row, key_column, build) for n, row in enumerate(_read(rows, source), 1)]
     check_unique_keys(items)
     return items
+
+
+def _read(rows: Iterator[dict[str, Any]], source: str) -> Iterator[dict[str, Any]]:
+    """Rows read lazily from elsewhere (a table, a stream): a failure to read one is an
+    InputFileError naming it; a failure to build an item from it is not caught here."""
+    n = 0
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+            raise InputFileError(f"{source}: row {n + 1} cannot be read: {exc}") from exc
+        n += 1
+        yield row
 
 
 def check_key_column(columns: list[str], key_column: str | None, source: str) -> None:
     if key_column is not None and key_column not in columns:
         raise InputFileError(
-            f"{source}: key column {key_column!r} not found; columns are: {', '.join(columns)}"
+            f"{source}: key column {key_column!r} not found; columns are: {listed(columns)}"
         )
+
+
+def listed(columns: list[str]) -> str:
+    """Column names for a message: a name that is not valid Unicode (a JSON key "\\ud800")
+    shown escaped, so the message can be printed and sent."""
+    return escaped_text(", ".join(columns)) or "(none)"
 
 
 def _item(n: int, row: dict[str, Any], key_col: str | None, build: ItemBuilder) -> Item:
@@ -84,7 +214,7 @@ def _item(n: int, row: dict[str, Any], key_col: str | None, build: ItemBuilder) 
         raw_key = row.get(key_col)
         if raw_key is None or raw_key == "":
             return Item(key=f"row:{n}", invalid=f"missing key column {key_col!r} in row {n}")
-        if not isinstance(raw_key, str | int):
+        if isinstance(raw_key, bool) or not isinstance(raw_key, str | int):
             return Item(
                 key=f"row:{n}",
                 invalid=f"key column {key_col!r} holds "

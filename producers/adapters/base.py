@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from producers.readers import listed
 from schemas.errors import InputFileError
 from schemas.jobs import Item
 from schemas.modalities import Modality
@@ -89,5 +90,5 @@ class ModalityAdapter:
 def need_column(columns: list[str], name: str, option: str, source: str) -> None:
     if name not in columns:
         raise InputFileError(
-            f"{source}: {option} {name!r} not found; columns are: {', '.join(columns) or '(none)'}"
+            f"{source}: {option} {name!r} not found; columns are: {listed(columns)}"
         )

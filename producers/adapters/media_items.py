@@ -24,7 +24,7 @@ from schemas.media_refs import (
 )
 from schemas.modalities import Modality
 from schemas.settings import Settings
-from schemas.storable import escaped_text
+from schemas.storable import escaped_text, shown_text
 from schemas.training import DataSource, TrainSpec
 
 THUMB = 160
@@ -47,6 +47,11 @@ def media_item(key: str, value: Any, base_dir: Path | None, settings: Settings) 
         return Item(key=key, path=str(real))
     except MediaRefError as exc:
         return Item(key=key, invalid=str(exc))
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL, a name too long, ~nosuchuser
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return Item(
+            key=key, invalid=f"media reference {shown_text(value)} is not a usable path ({why})"
+        )
 
 
 class MediaItems(ModalityAdapter):

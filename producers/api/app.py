@@ -15,6 +15,7 @@ from producers.api.services import Services
 from producers.client import Client
 from schemas.errors import ConfigError, JobNotFoundError, SluiceError, TooManyItemsError
 from schemas.settings import Settings
+from schemas.storable import escaped_text
 from storage.apikeys import ApiKeys
 from storage.callback_ledger import Callbacks
 from storage.tenancy import TenantReads
@@ -57,7 +58,8 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
 def _errors(app: FastAPI) -> None:
     def handler(status: int) -> Any:
         async def respond(_request: Request, exc: Exception) -> JSONResponse:
-            return JSONResponse({"detail": str(exc)}, status_code=status)
+            # a message may quote the input (a column named "\ud800"): sent escaped
+            return JSONResponse({"detail": escaped_text(str(exc))}, status_code=status)
 
         return respond
 

@@ -252,7 +252,7 @@ async def _from_upload(request: Request, svc: Services) -> tuple[JobOptions, lis
             declared = declared_rows(Path(tmp))  # a Parquet file's count, from its metadata
             if declared is not None and declared > cap:
                 raise TooManyItemsError(name, cap, "SLUICE_API_MAX_ITEMS")
-            columns, rows = read_rows(Path(tmp), limit=cap + 1)
+            columns, rows = read_rows(Path(tmp), limit=cap + 1, source=name)
             return svc.client.items_from_rows(
                 columns,
                 capped(rows, cap, name),
