@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     )
     sweep_interval: float = Field(15.0, gt=0)
     max_attempts: int = Field(3, ge=1)
+    ledger_patience: float = Field(
+        60.0, ge=0, description="seconds a worker waits out a ledger outage before a retry"
+    )
     retry_backoff: float = Field(2.0, ge=0)
     worker_concurrency: int = Field(2, ge=1)
 

@@ -8,15 +8,16 @@ sends at once, and the sweeper (the `--beat` worker) retries with backoff.
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.states import CallbackState, JobStatus
 from storage import tables as t
+from storage.clock import db_now
 
 SIGNATURE_HEADER = "X-Sluice-Signature"
 FINISHED = [s.value for s in JobStatus if s.finished]
@@ -40,10 +41,6 @@ class PendingDelivery:
     api_key_id: str | None
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class Callbacks:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -51,7 +48,12 @@ class Callbacks:
         self._reader = sessionmaker(engine.execution_options(readonly=True))
 
     def due(self, job_ids: list[str] | None = None, limit: int = 100) -> list[str]:
-        """Finished jobs with a callback_url not yet delivered whose next try is due."""
+        """Finished jobs with a callback_url not yet delivered whose next try is due (by the
+        database's clock, as every hold: storage/clock.py)."""
+        with self._reader() as s:
+            return self._due(s, db_now(s), job_ids, limit)
+
+    def _due(self, s: Session, now: datetime, job_ids: list[str] | None, limit: int) -> list[str]:
         d = t.CallbackDelivery
         query = (
             select(t.Job.id)
@@ -61,21 +63,20 @@ class Callbacks:
                 t.Job.status.in_(FINISHED),
                 or_(
                     d.job_id.is_(None),
-                    and_(d.state == CallbackState.PENDING, d.next_attempt_at <= _now()),
+                    and_(d.state == CallbackState.PENDING, d.next_attempt_at <= now),
                 ),
             )
             .limit(limit)
         )
         if job_ids is not None:
             query = query.where(t.Job.id.in_(job_ids))
-        with self._reader() as s:
-            return list(s.scalars(query))
+        return list(s.scalars(query))
 
     def claim(self, job_id: str, hold_seconds: float) -> PendingDelivery | None:
         """Take the next attempt at this job's callback, or None when it is not due (done,
         given up, or another sender holds it for `hold_seconds`)."""
-        now = _now()
         with self._session.begin() as s:
+            now = db_now(s)
             job = s.get(t.Job, job_id)
             if job is None or job.callback_url is None or job.status not in FINISHED:
                 return None
@@ -116,7 +117,6 @@ class Callbacks:
         backoff: float,
     ) -> str:
         """Note how an attempt went; returns the new state (delivered | pending | failed)."""
-        now = _now()
         ok = error is None and status_code is not None and 200 <= status_code < 300
         if ok:
             state = CallbackState.DELIVERED
@@ -126,6 +126,7 @@ class Callbacks:
             state = CallbackState.PENDING
         delay = min(backoff * 2 ** (delivery.attempt - 1), 3600.0)
         with self._session.begin() as s:
+            now = db_now(s)
             s.execute(
                 update(t.CallbackDelivery)
                 .where(t.CallbackDelivery.job_id == delivery.job_id)

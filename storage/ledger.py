@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
@@ -84,6 +84,7 @@ class Claim:
     job: JobView | None = None
     items: list[Item] | None = None
     attempts: int = 0
+    last_error: str | None = None  # why the previous attempt ended, if it failed
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,6 @@ class Stalled:
     expired: bool  # its worker's lease ran out
     stale: bool  # queued for longer than requeue_after
     queued_for: float = 0.0  # seconds since it was last sent
-    sent_at: datetime | None = None
 
 
 def _view(job: t.Job) -> JobView:
@@ -217,7 +217,7 @@ class Ledger:
                 job.status = JobStatus.RUNNING
                 job.started_at = now
             items = [Item.model_validate(raw) for raw in chunk.items]
-            return Claim("claimed", _view(job), items, chunk.attempts)
+            return Claim("claimed", _view(job), items, chunk.attempts, chunk.last_error)
 
     def renew(self, chunk_id: str, owner: str, lease_seconds: float) -> bool:
         with self._session.begin() as s:
@@ -425,30 +425,9 @@ class Ledger:
                 stale=state == ChunkState.QUEUED
                 and (enq is None or (now - (utc(enq) or now)).total_seconds() > requeue_after),
                 queued_for=(now - (utc(enq) or now)).total_seconds(),
-                sent_at=utc(enq) or now,
             )
             for cid, state, enq, attempts, task, prio in rows
         ]
-
-    def consumed_sends(self) -> list[tuple[str, int, datetime]]:
-        """(task, priority, when) for the latest send, per task and priority among live jobs,
-        whose message a worker has already taken (a chunk running or done since it was sent).
-
-        A queue hands out its messages in order at each priority: a chunk sent before one of
-        these, and still queued, was passed over; its message is lost even if the queue is
-        busy. A chunk sent after them may just be waiting its turn in a backlog."""
-        with self._reader() as s:
-            rows = s.execute(
-                select(t.Job.task, t.Job.priority, func.max(t.Chunk.enqueued_at))
-                .join(t.Job, t.Job.id == t.Chunk.job_id)
-                .where(
-                    t.Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
-                    t.Chunk.state.in_([ChunkState.RUNNING, ChunkState.DONE]),
-                    t.Chunk.claimed_at.is_not(None),
-                )
-                .group_by(t.Job.task, t.Job.priority)
-            ).all()
-        return [(task, prio, utc(when) or when) for task, prio, when in rows if when is not None]
 
     def requeue(self, chunk_ids: list[str]) -> list[str]:
         """Mark chunks as sent again, recording when; only those still queued or with an

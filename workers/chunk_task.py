@@ -3,13 +3,13 @@ lease and its retries, and hands the items to the model actor the catalog names.
 
 import logging
 import os
+import signal
 import socket
 import time
-from dataclasses import asdict
 from functools import cached_property
-from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 
 from schemas.catalog import Catalog, load_catalog
 from schemas.errors import SchemaVersionError
@@ -19,10 +19,12 @@ from schemas.settings import Settings
 from schemas.stack import Endpoints
 from schemas.states import ItemStatus
 from storage.engine import make_engine, require_current_schema
-from storage.ledger import JobView, Ledger
+from storage.ledger import Claim, JobView, Ledger
+from workers.actor_work import IsolationUnfinished, run_chunk
 from workers.callback_delivery import deliver_due
-from workers.isolation import actor_died, isolate
+from workers.isolation import ISOLATING
 from workers.leases import LeaseKeeper
+from workers.ledger_patience import OUTAGE, patiently
 from workers.ray_calls import ActorCalls, WorkCancelled
 
 log = logging.getLogger("sluice.worker")
@@ -51,87 +53,76 @@ class WorkerState:
         return Ledger(engine)
 
     def run_on_actor(
-        self, job: JobView, chunk_id: str, items: list[Item], calls: ActorCalls
+        self, job: JobView, chunk_id: str, items: list[Item], calls: ActorCalls, isolate: bool
     ) -> list[Outcome]:
-        """Outcomes from the shared model actor; if that actor dies during the call, from a
-        private one that isolates any item that kills it (workers/isolation.py)."""
         from workers.runtime import actor_directory as actors
 
         actors.connect(
-            self.endpoints.ray_address,
-            self.endpoints.ray_auth_token_path,
-            self.outside_code,
+            self.endpoints.ray_address, self.endpoints.ray_auth_token_path, self.outside_code
         )
         spec = self.catalog.get(job.task)
-        model_path = job.params.get("model_path", "")
-        replica = actors.replica_for(chunk_id, self.settings.replicas)
-        shared = actors.get_actor(
-            spec, job.model, model_path, job.model_version, replica, self.settings
-        )
-        # The worker's own limits travel with each chunk: the actor checks every media
-        # reference against them again, whatever the producer accepted.
-        params = {**job.params, "media_limits": asdict(self.settings.media_limits())}
-        policy = job.explain_policy
-
-        def run(actor: Any, part: list[Item]) -> list[Outcome]:
-            raw = [i.model_dump(exclude_none=True) for i in part]
-            got = calls.get(actor.process.remote(job.id, raw, params, policy))
-            return [Outcome.model_validate(r) for r in got]
-
-        try:
-            return run(shared, items)
-        except Exception as exc:
-            if not actor_died(exc):
-                raise
-            log.warning("chunk %s: its model actor died; isolating the cause", chunk_id)
-        private = actors.private_actor(
-            spec, model_path, f"sluice-isolate:{chunk_id}:{os.getpid()}", self.settings
-        )
-        try:
-            return isolate(lambda part: run(private, part), items)
-        finally:
-            import ray
-
-            ray.kill(private, no_restart=True)
+        return run_chunk(self.settings, spec, job, chunk_id, items, calls, isolate)
 
 
 def compute_outcomes(
-    state: WorkerState, job: JobView, chunk_id: str, items: list[Item], calls: ActorCalls
+    state: WorkerState, claim: Claim, chunk_id: str, calls: ActorCalls
 ) -> list[Outcome]:
     """Invalid items are settled here; the rest go to the model actor. Order is kept."""
+    assert claim.job is not None and claim.items is not None
     cap = state.settings.max_text_chars
-    modality = state.catalog.get(job.task).modality
+    modality = state.catalog.get(claim.job.task).modality
     known: dict[str, Outcome] = {}
     ready = []
-    for item in items:
+    for item in claim.items:
         problem = modality.item_problem(item, cap)
         if problem:
             known[item.key] = Outcome(key=item.key, status=ItemStatus.INVALID, error=problem)
         else:
             ready.append(item)
     if ready:
-        for outcome in state.run_on_actor(job, chunk_id, ready, calls):
+        isolate = (claim.last_error or "").startswith(ISOLATING)
+        for outcome in state.run_on_actor(claim.job, chunk_id, ready, calls, isolate):
             known[outcome.key] = outcome
-    return [known[i.key] for i in items]
+    return [known[i.key] for i in claim.items]
+
+
+def task_deadline(settings: Settings) -> float:
+    """When this task must be done with the ledger and the actors (time.monotonic()): before
+    Celery's soft limit (the time limit less 5 s) and its hard kill."""
+    limit = settings.chunk_time_limit
+    return time.monotonic() + (limit - 10 if limit > 20 else limit / 2)
 
 
 def _retry_later(task: Task, settings: Settings, exc: Exception) -> Exception:
-    """Keep the message (a retry with backoff) when the ledger cannot be reached: acking a
-    message whose chunk was never claimed would leave it to the sweeper's next re-send."""
+    """Give the message back to Celery (a retry with backoff) after waiting in vain."""
     countdown = min(settings.retry_backoff ** min(task.request.retries + 1, 6), 60)
     return task.retry(exc=exc, countdown=countdown, max_retries=None)
 
 
+def _stop_worker(chunk_id: str, exc: SchemaVersionError) -> Exception:
+    """A process of this worker found the ledger at another schema version (migrated after
+    the worker started): stop the whole worker, and put the message back for a current one."""
+    log.error("chunk %s: %s; stopping this worker", chunk_id, exc)
+    os.kill(os.getppid(), signal.SIGTERM)  # the Celery main process: a warm shutdown
+    return Reject(str(exc), requeue=True)
+
+
 def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
     settings = state.settings
+    deadline = task_deadline(settings)
     owner = f"{socket.gethostname()}:{os.getpid()}:{task.request.id}"
+    claim_by = min(deadline, time.monotonic() + settings.ledger_patience)
     try:
-        ledger = state.ledger
-        claim = ledger.claim(chunk_id, owner, settings.lease_seconds)
-    except SchemaVersionError:
-        raise
-    except Exception as exc:
-        log.warning("chunk %s: the ledger cannot be reached, retrying: %s", chunk_id, exc)
+        ledger = patiently(f"chunk {chunk_id}", lambda: state.ledger, claim_by)
+        claim = patiently(
+            f"chunk {chunk_id}",
+            lambda: ledger.claim(chunk_id, owner, settings.lease_seconds),
+            claim_by,
+        )
+    except SchemaVersionError as exc:
+        raise _stop_worker(chunk_id, exc) from exc
+    except OUTAGE as exc:
+        log.warning("chunk %s: the ledger is still unreachable; retrying later", chunk_id)
         raise _retry_later(task, settings, exc) from exc
     if claim.outcome != "claimed":
         log.info("chunk %s: %s, nothing to do", chunk_id, claim.outcome)
@@ -145,37 +136,28 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
         )
         return "dead"
     started = time.perf_counter()
-    calls = ActorCalls(settings.chunk_time_limit)
-    try:
-        with LeaseKeeper(
-            lambda: ledger.renew(chunk_id, owner, settings.lease_seconds),
-            settings.lease_seconds,
-            f"chunk {chunk_id}",
-            on_lost=calls.cancel,
-        ):
-            outcomes = compute_outcomes(state, claim.job, chunk_id, claim.items, calls)
-    except WorkCancelled:
-        log.warning("chunk %s: lease lost or job cancelled; its model work was cancelled", chunk_id)
-        return "lease-lost"
-    except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        if claim.attempts >= settings.max_attempts:
-            log.error(
-                "chunk %s: dead-lettered after %d attempts: %s", chunk_id, claim.attempts, reason
+    calls = ActorCalls(deadline)
+    with LeaseKeeper(
+        lambda: ledger.renew(chunk_id, owner, settings.lease_seconds),
+        settings.lease_seconds,
+        f"chunk {chunk_id}",
+        on_lost=calls.cancel,
+    ):
+        try:
+            outcomes = compute_outcomes(state, claim, chunk_id, calls)
+        except WorkCancelled:
+            log.warning("chunk %s: lease lost or job cancelled; its model work stopped", chunk_id)
+            return "lease-lost"
+        except Exception as exc:
+            return _attempt_failed(task, state, claim, chunk_id, owner, exc, deadline)
+        computed = time.perf_counter()
+        try:  # the lease keeper renews while the ledger is waited for
+            completed = patiently(
+                f"chunk {chunk_id}", lambda: ledger.complete(chunk_id, owner, outcomes), deadline
             )
-            ledger.dead_letter(chunk_id, owner, reason)
-            return "dead"
-        log.warning("chunk %s: attempt %d failed, retrying: %s", chunk_id, claim.attempts, reason)
-        ledger.release(chunk_id, owner, reason)
-        raise task.retry(
-            exc=exc, countdown=settings.retry_backoff**claim.attempts, max_retries=None
-        ) from exc
-    computed = time.perf_counter()
-    try:
-        completed = ledger.complete(chunk_id, owner, outcomes)
-    except Exception as exc:  # an outage: the lease expires, and this message computes again
-        log.warning("chunk %s: results not stored (the ledger failed), retrying: %s", chunk_id, exc)
-        raise _retry_later(task, settings, exc) from exc
+        except OUTAGE as exc:  # the lease runs out; the sweeper sends the chunk again
+            log.warning("chunk %s: results not stored, the ledger is unreachable", chunk_id)
+            raise _retry_later(task, settings, exc) from exc
     if not completed:
         log.warning("chunk %s: lease lost before completion; another worker finishes it", chunk_id)
         return "lease-lost"
@@ -189,6 +171,37 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
     if claim.job.callback_url:
         _send_callback(state, claim.job.id)
     return "done"
+
+
+def _attempt_failed(
+    task: Task,
+    state: WorkerState,
+    claim: Claim,
+    chunk_id: str,
+    owner: str,
+    exc: Exception,
+    deadline: float,
+) -> str:
+    """Dead-letter the chunk after its last attempt; otherwise give it back and retry."""
+    settings, ledger = state.settings, state.ledger
+    reason = (
+        f"{type(exc).__name__}: {exc}" if not isinstance(exc, IsolationUnfinished) else str(exc)
+    )
+    last = claim.attempts >= settings.max_attempts
+    try:
+        if last:
+            log.error(
+                "chunk %s: dead-lettered after %d attempts: %s", chunk_id, claim.attempts, reason
+            )
+            patiently(
+                f"chunk {chunk_id}", lambda: ledger.dead_letter(chunk_id, owner, reason), deadline
+            )
+            return "dead"
+        log.warning("chunk %s: attempt %d failed, retrying: %s", chunk_id, claim.attempts, reason)
+        patiently(f"chunk {chunk_id}", lambda: ledger.release(chunk_id, owner, reason), deadline)
+    except OUTAGE as outage:  # the lease runs out; the sweeper sends the chunk again
+        raise _retry_later(task, settings, outage) from exc
+    raise task.retry(exc=exc, countdown=settings.retry_backoff**claim.attempts, max_retries=None)
 
 
 def _send_callback(state: WorkerState, job_id: str) -> None:

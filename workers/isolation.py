@@ -5,41 +5,72 @@ input). Every chunk in flight on that actor then sees it die, and without isolat
 would be retried, kill it again with the culprit, and use up its attempts. Instead, a chunk
 whose actor died is run again on a private actor (workers/runtime/actor_directory.py): whole
 first (most chunks were only bystanders), then split in halves, then halves of the halves
-that die again, at most ceil(log2 n) rounds, until the culprit is alone. It ends `error`
-with the reason; every other item gets its real outcome.
+that die again, at most ceil(log2 n) rounds, until the culprit is alone. An item is blamed
+only when it killed a freshly restarted actor twice, alone; it ends `error` with the reason,
+and every other item gets its real outcome.
 """
 
 from collections.abc import Callable
 
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from schemas.jobs import Item, Outcome
 from schemas.states import ItemStatus
 
+ISOLATING = "isolating an item that kills the model's process"  # a released chunk's reason
+
 
 def actor_died(exc: BaseException) -> bool:
-    """The actor's process died while it worked (not: its model failed to load, which no
-    item causes and a retry or the dead-letter handles)."""
-    return isinstance(exc, RayActorError) and not exc.actor_init_failed
+    """The actor's process died while it worked on the call: not its model failing to load
+    (no item causes that), not a node taken away (preempted), not a restart in progress
+    (ActorUnavailableError: the call never reached a process that died of it)."""
+    return (
+        isinstance(exc, ActorDiedError)
+        and not exc.actor_init_failed
+        and not getattr(exc, "preempted", False)
+    )
 
 
-def isolate(run: Callable[[list[Item]], list[Outcome]], items: list[Item]) -> list[Outcome]:
+def isolate(
+    run: Callable[[list[Item]], list[Outcome]],
+    ready: Callable[[], None],
+    items: list[Item],
+) -> list[Outcome]:
     """Outcomes for `items` in order, from `run` (a private actor), splitting around items
-    whose processing kills it."""
-    try:
-        return run(items)
-    except RayActorError as exc:
-        if not actor_died(exc):
-            raise
-        if len(items) == 1:
-            first_line = (str(exc).splitlines() or [""])[0]
-            return [
-                Outcome(
-                    key=items[0].key,
-                    status=ItemStatus.ERROR,
-                    error="the model's process died while processing this item, alone "
-                    f"(found by splitting its chunk): {first_line}"[:1000],
-                )
-            ]
-        middle = (len(items) + 1) // 2
-        return isolate(run, items[:middle]) + isolate(run, items[middle:])
+    whose processing kills it. `ready()` returns once the actor answers again (after a
+    death it restarts and reloads its model); a call that finds it unavailable is repeated,
+    never blamed on the items."""
+
+    def attempt(part: list[Item]) -> list[Outcome] | None:
+        """The outcomes, or None when the actor died of this part."""
+        while True:
+            ready()
+            try:
+                return run(part)
+            except ActorUnavailableError:  # restarting, a network blip: the same part again
+                continue
+            except RayActorError as exc:
+                if actor_died(exc):
+                    return None
+                raise
+
+    def split(part: list[Item]) -> list[Outcome]:
+        got = attempt(part)
+        if got is not None:
+            return got
+        if len(part) > 1:
+            middle = (len(part) + 1) // 2
+            return split(part[:middle]) + split(part[middle:])
+        got = attempt(part)  # twice alone, each time on a fresh process: it is this item
+        if got is not None:
+            return got
+        return [
+            Outcome(
+                key=part[0].key,
+                status=ItemStatus.ERROR,
+                error="the model's process died while processing this item, alone, twice "
+                "(found by splitting its chunk)",
+            )
+        ]
+
+    return split(items)

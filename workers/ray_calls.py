@@ -19,9 +19,11 @@ class WorkCancelled(Exception):
 
 
 class ActorCalls:
-    def __init__(self, time_limit: float) -> None:
-        self.deadline = time.monotonic() + time_limit
-        self.time_limit = time_limit
+    """`deadline` (time.monotonic()) comes before Celery's own soft and hard limits: only a
+    wait that ends on its own can cancel the work (a signal cannot interrupt `ray.get`)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
         self.cancelled = False
         self._refs: set[Any] = set()
         self._lock = threading.Lock()
@@ -36,14 +38,14 @@ class ActorCalls:
         try:
             left = self.deadline - time.monotonic()
             if left <= 0:
-                raise GetTimeoutError(f"the chunk's time limit ({self.time_limit:.0f} s) ran out")
+                raise GetTimeoutError("the chunk's time limit ran out")
             return ray.get(ref, timeout=left)
-        except GetTimeoutError:
-            ray.cancel(ref)  # nobody waits for it any more
-            raise
         except TaskCancelledError as exc:
             if self.cancelled:
                 raise WorkCancelled("the chunk's work was cancelled") from exc
+            raise
+        except BaseException:  # a timeout, a signal: nobody waits for it any more
+            ray.cancel(ref)
             raise
         finally:
             with self._lock:

@@ -6,10 +6,10 @@ the ledger still says which chunks are unfinished, and this sends them again.
 """
 
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
 
 import redis
 from celery import Celery
@@ -19,13 +19,17 @@ from schemas.errors import UnknownTaskError
 from schemas.queues import CONTROL_QUEUE, PROCESS_CHUNK, SWEEP, TRAIN_QUEUE, TRAIN_TASK
 from schemas.settings import Settings
 from schemas.stack import Endpoints, priority_lists, redis_priority, require_broker
-from storage.ledger import Ledger, Stalled
+from storage.ledger import Ledger
 from workers.callback_delivery import deliver_due
 from workers.chunk_task import WorkerState
 from workers.training.run_task import resend_training
 
 log = logging.getLogger("sluice.sweeper")
 EPOCH_KEY = "sluice:broker-epoch"
+SCAN_KEY = "sluice:backlog-read"
+UNACKED = "unacked"  # kombu's Redis transport: messages delivered and not yet acked
+SCAN_LIMIT = 200_000
+CHUNK_ID = re.compile(rb"[0-9a-f]{32}-[0-9]{5,}")  # storage.ledger: f"{job_id}-{n:05d}"
 Send = Callable[[str, str, int], None]  # (chunk_id, queue, priority)
 
 
@@ -58,6 +62,36 @@ class BrokerProbe:
         if self.client is not None:
             self.client.set(EPOCH_KEY, uuid.uuid4().hex, nx=True)
 
+    def waiting_chunk_ids(self, queue: str, every: float) -> set[str] | None:
+        """The chunks with a message in the queue (any priority) or held by a worker
+        (reserved, or a retry waiting for its countdown: kombu keeps those in its `unacked`
+        hash). None when another sweeper read it less than `every` seconds ago, or when there
+        are more messages than it is worth reading (SCAN_LIMIT)."""
+        if self.client is None:
+            return None
+        if not self.client.set(f"{SCAN_KEY}:{queue}", 1, nx=True, ex=max(1, int(every))):
+            return None
+        lists = priority_lists(queue)
+        sizes = [self.client.llen(n) for n in lists]
+        if sum(sizes) + self.client.hlen(UNACKED) > SCAN_LIMIT:
+            log.warning(
+                "sweep: %s holds over %d messages; not read for lost ones", queue, SCAN_LIMIT
+            )
+            return None
+        found: set[str] = set()
+        # The lists first, then the hash: a message taken meanwhile moves from one to the
+        # other, and is seen in the second. (Pushes shift a list's indices up, never past
+        # an unread message.)
+        for name, size in zip(lists, sizes, strict=True):
+            for start in range(0, size, 1000):
+                for raw in self.client.lrange(name, start, start + 999):
+                    data = raw if isinstance(raw, bytes) else raw.encode()
+                    found.update(m.decode() for m in CHUNK_ID.findall(data))
+        for _, raw in self.client.hscan_iter(UNACKED, count=1000):
+            data = raw if isinstance(raw, bytes) else raw.encode()
+            found.update(m.decode() for m in CHUNK_ID.findall(data))
+        return found
+
     def is_empty(self, queue: str) -> bool:
         """No message waits in the queue, at any priority (kombu keeps one list per step)."""
         if self.client is None:
@@ -75,7 +109,7 @@ def sweep_once(
     reset = probe.was_reset()
     resend, exhausted = [], []
     empty: dict[str, bool] = {}
-    passed = PassedOver(ledger, catalog)
+    waiting: dict[str, set[str] | None] = {}
     for chunk in ledger.stalled(settings.requeue_after, every_queued=reset):
         if chunk.expired and chunk.attempts >= settings.max_attempts:
             exhausted.append(chunk.chunk_id)
@@ -93,12 +127,16 @@ def sweep_once(
         if chunk.expired or reset:
             resend.append((chunk.chunk_id, queue, chunk.priority))
         elif chunk.stale:
-            # A long backlog is not a lost message: re-send when nothing is waiting, or when
-            # the queue has already handed out a message sent after this one.
+            # A long backlog is not a lost message: re-send when nothing is waiting, or, long
+            # overdue, when the broker holds no message for it (read at most once per
+            # `requeue_after` and queue, by any sweeper).
             if queue not in empty:
                 empty[queue] = probe.is_empty(queue)
             overdue = chunk.queued_for > settings.requeue_after * OVERDUE_FACTOR
-            if empty[queue] or (overdue and passed.over(chunk, queue)):
+            if overdue and not empty[queue] and queue not in waiting:
+                waiting[queue] = probe.waiting_chunk_ids(queue, settings.requeue_after)
+            held = waiting.get(queue)
+            if empty[queue] or (overdue and held is not None and chunk.chunk_id not in held):
                 resend.append((chunk.chunk_id, queue, chunk.priority))
     sent = 0
     for start in range(0, len(resend), SEND_BATCH):
@@ -127,37 +165,6 @@ def sweep_once(
 
 
 SEND_BATCH = 5_000  # chunks marked in the ledger, then sent, at a time
-
-
-class PassedOver:
-    """Whether a queued chunk's message was passed over: its queue already handed a worker
-    a message sent after it at the same or a less urgent priority (kombu serves each
-    priority first in, first out, the most urgent first), so its own message is lost.
-    Asked of the ledger once per sweep, only when a chunk is overdue."""
-
-    def __init__(self, ledger: Ledger, catalog: Catalog) -> None:
-        self.ledger, self.catalog = ledger, catalog
-        self._latest: dict[tuple[str, int], datetime] | None = None
-
-    def latest(self) -> dict[tuple[str, int], datetime]:
-        if self._latest is None:
-            self._latest = {}
-            for task, priority, sent_at in self.ledger.consumed_sends():
-                try:
-                    queue = self.catalog.get(task).queue
-                except UnknownTaskError:
-                    continue
-                key = (queue, priority)
-                self._latest[key] = max(sent_at, self._latest.get(key, sent_at))
-        return self._latest
-
-    def over(self, chunk: Stalled, queue: str) -> bool:
-        if chunk.sent_at is None:
-            return True
-        return any(
-            q == queue and priority <= chunk.priority and sent_at > chunk.sent_at
-            for (q, priority), sent_at in self.latest().items()
-        )
 
 
 def sweep_all(

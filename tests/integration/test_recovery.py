@@ -140,3 +140,46 @@ def test_a_wipe_during_a_sweep_is_seen_by_the_next_sweep(client: Client, setting
     )
     assert (second.resent, second.broker_reset) == (2, True)
     assert sorted(resent) == sorted(client.ledger.chunk_ids(job_id))
+
+
+def test_a_lost_message_behind_a_busy_queue_is_resent_but_not_the_backlog(
+    client: Client, settings: Settings
+):
+    """A chunk queued for over 5 x SLUICE_REQUEUE_AFTER is re-sent even though its queue is
+    busy, when the broker holds no message for it; the overdue backlog that does wait in
+    the queue is not sent twice."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from storage.clock import host_now
+    from workers.sweeper import BrokerProbe, sweep_once
+
+    client.settings.chunk_size = 10
+    lost_job = client.submit_texts([f"lost {i}" for i in range(10)], "embed")  # no worker runs
+    backlog_job = client.submit_texts([f"waiting {i}" for i in range(30)], "embed")
+    broker = settings.broker_url or ""
+    server = redis.Redis.from_url(broker)
+    BrokerProbe(broker).mark()
+    (lost,) = client.ledger.chunk_ids(lost_job)
+    for name in server.keys("sluice.text*"):  # that one message vanishes from the queue
+        for raw in server.lrange(name, 0, -1):
+            if lost.encode() in raw:
+                server.lrem(name, 0, raw)
+    with client.ledger.engine.begin() as conn:  # everything was sent 11 minutes ago
+        conn.execute(
+            update(t.Chunk)
+            .where(t.Chunk.job_id.in_([lost_job, backlog_job]))
+            .values(enqueued_at=host_now() - timedelta(minutes=11))
+        )
+    settings.requeue_after = 120  # overdue after 10 minutes
+    sent: list[str] = []
+    report = sweep_once(
+        client.ledger, settings, broker, lambda c, q, p: sent.append(c), client.catalog
+    )
+    assert sent == [lost] and report.resent == 1
+    # The re-send is recorded: the next sweep sends nothing again.
+    report = sweep_once(
+        client.ledger, settings, broker, lambda c, q, p: sent.append(c), client.catalog
+    )
+    assert sent == [lost] and report.resent == 0

@@ -4,6 +4,7 @@ path from the catalog, so a task registered from outside needs no catalog in Ray
 
 import asyncio
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,13 +22,18 @@ def pick_device(gpu_ids: list[Any]) -> str:
     return "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
 
 
+DEVICE_WORDS = re.compile(r"\b(cuda|cudnn|hip|mps|xpu)\b|out of memory|device-side", re.IGNORECASE)
+
+
 def model_at_fault(failures: list[BaseException]) -> bool:
     """Whether predictions that all failed point at the model or device, not the items:
     several items failing together, or a device error (out of memory, CUDA)."""
     import torch
 
     first = failures[0]
-    device_error = isinstance(first, torch.OutOfMemoryError) or "CUDA" in str(first)
+    out_of_memory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    text = f"{type(first).__name__} {first}"
+    device_error = isinstance(first, out_of_memory | MemoryError) or bool(DEVICE_WORDS.search(text))
     return len(failures) > 1 or device_error
 
 

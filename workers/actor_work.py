@@ -1,0 +1,90 @@
+"""Running a chunk's items on the model actors: the shared actor of its model, and a private
+one when the shared actor died during the call (workers/isolation.py)."""
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from ray.exceptions import ActorUnavailableError, RayActorError
+
+from schemas.jobs import Item, Outcome
+from schemas.settings import Settings
+from schemas.task_spec import TaskSpec
+from storage.ledger import JobView
+from workers.isolation import ISOLATING, actor_died, isolate
+from workers.ray_calls import ActorCalls, WorkCancelled
+
+log = logging.getLogger("sluice.worker")
+
+
+class IsolationUnfinished(RuntimeError):
+    """Isolating a chunk's culprit did not finish in this attempt; the next attempt goes
+    straight to a private actor (its reason starts with ISOLATING)."""
+
+
+def wait_until_ready(actor: Any, calls: ActorCalls) -> None:
+    """Return once the actor answers (after a death it restarts and reloads its model:
+    calls that reach it meanwhile fail as unavailable). Its model failing to load raises."""
+    while True:
+        try:
+            calls.get(actor.stats.remote())
+            return
+        except RayActorError as exc:
+            if exc.actor_init_failed:
+                raise
+        time.sleep(0.25)  # restarting: Ray has no event to await for it
+
+
+def run_chunk(
+    settings: Settings,
+    spec: TaskSpec,
+    job: JobView,
+    chunk_id: str,
+    items: list[Item],
+    calls: ActorCalls,
+    isolate_first: bool,
+) -> list[Outcome]:
+    """Outcomes in order. `isolate_first`: an earlier attempt was isolating this chunk's
+    culprit; the shared actor is not given it again."""
+    from workers.runtime import actor_directory as actors
+
+    model_path = job.params.get("model_path", "")
+    # The worker's own limits travel with each chunk: the actor checks every media
+    # reference against them again, whatever the producer accepted.
+    params = {**job.params, "media_limits": asdict(settings.media_limits())}
+
+    def runner(actor: Any) -> Callable[[list[Item]], list[Outcome]]:
+        def run(part: list[Item]) -> list[Outcome]:
+            raw = [i.model_dump(exclude_none=True) for i in part]
+            got = calls.get(actor.process.remote(job.id, raw, params, job.explain_policy))
+            return [Outcome.model_validate(r) for r in got]
+
+        return run
+
+    if not isolate_first:
+        replica = actors.replica_for(chunk_id, settings.replicas)
+        shared = actors.get_actor(spec, job.model, model_path, job.model_version, replica, settings)
+        for _ in range(3):
+            try:
+                return runner(shared)(items)
+            except ActorUnavailableError:  # restarting: the call never reached a process
+                wait_until_ready(shared, calls)
+            except RayActorError as exc:
+                if not actor_died(exc):
+                    raise
+                break
+        log.warning("chunk %s: its model actor died during the call; isolating the cause", chunk_id)
+    private = actors.private_actor(spec, model_path, f"sluice-isolate:{uuid.uuid4().hex}", settings)
+    try:
+        return isolate(runner(private), lambda: wait_until_ready(private, calls), items)
+    except WorkCancelled:
+        raise
+    except Exception as exc:
+        raise IsolationUnfinished(f"{ISOLATING}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        import ray
+
+        ray.kill(private, no_restart=True)
