@@ -22,7 +22,7 @@ from schemas.storable import escaped_text, json_problem, storable_items, unstora
 from schemas.task_spec import ModelKind
 from schemas.training import MODEL_SELECTOR_RE
 from storage import export
-from storage.engine import make_engine, migrate
+from storage.engine import make_engine, prepare_schema
 from storage.ledger import JobView, Ledger
 from storage.registry import Registry
 from storage.training_runs import RunView, TrainingRuns
@@ -34,7 +34,7 @@ class Client:
         self.catalog: Catalog = load_catalog(self.settings.task_modules)
         self.endpoints = endpoints(self.settings)
         engine = make_engine(self.endpoints.database_url)
-        migrate(engine)
+        prepare_schema(engine)
         self.ledger = Ledger(engine)
         self.runs = TrainingRuns(engine)
         self.registry = Registry(engine)

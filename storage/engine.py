@@ -96,8 +96,18 @@ def require_current_schema(engine: Engine) -> None:
     raise SchemaVersionError(
         f"the database {where} has schema revision {current}, older than this Sluice's "
         f"{head}: stop the workers of the older version, run `sluice migrate` once, then "
-        "start this worker again"
+        "start again"
     )
+
+
+def prepare_schema(engine: Engine) -> None:
+    """For producers (the SDK, the CLI, the API): the embedded SQLite ledger is brought to
+    this version's schema (one host runs everything); a shared database is only created when
+    new, never migrated under workers of another version: `sluice migrate` does that."""
+    if engine.dialect.name == "sqlite":
+        migrate(engine)
+    else:
+        require_current_schema(engine)
 
 
 def migrate(engine: Engine) -> None:

@@ -108,3 +108,39 @@ def test_a_database_error_at_claim_keeps_the_message_for_a_retry():
     with pytest.raises(RetryRequested, match="connection refused"):
         process_chunk(FakeTask(), state, "job-00000")  # type: ignore[arg-type]
     assert time.monotonic() - started >= 1.2  # the outage was waited out in the task first
+
+
+def test_producers_bring_the_embedded_ledger_to_this_version(sqlite_url: str):
+    from alembic import command
+
+    from storage.engine import _alembic_config, prepare_schema
+
+    engine = make_engine(sqlite_url)
+    _, head, known = schema_revisions(engine)
+    older = sorted(known - {head})[-1]
+    config = _alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, older)  # a ledger written by the previous version
+    assert schema_revisions(engine)[0] == older
+    prepare_schema(engine)  # what the SDK and the CLI do
+    assert schema_revisions(engine)[0] == head
+
+
+def test_producers_never_migrate_a_shared_database(database_url: str):
+    """On PostgreSQL, workers of the older version may still run: refuse until
+    `sluice migrate`."""
+    from storage.engine import prepare_schema
+
+    engine = make_engine(database_url)
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the shared database case")
+    migrate(engine)
+    _, head, known = schema_revisions(engine)
+    _set_revision(database_url, sorted(known - {head})[-1])
+    try:
+        with pytest.raises(SchemaVersionError, match="sluice migrate"):
+            prepare_schema(engine)
+    finally:
+        _set_revision(database_url, head)
+        engine.dispose()
