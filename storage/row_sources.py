@@ -54,7 +54,7 @@ def read_rows(path: Path, limit: int | None = None) -> tuple[list[str], Iterator
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -70,7 +70,7 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _csv_rows(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
-    fh = path.open(encoding="utf-8", newline="")
+    fh = path.open(encoding="utf-8-sig", newline="")
     reader = csv.DictReader(fh)
     if reader.fieldnames is None:
         fh.close()

@@ -169,3 +169,16 @@ def test_a_number_beyond_float_range_is_an_invalid_record():
     assert (
         check_record({"f": 10**400}, features)[1] == "column 'f' is too large a number (401 digits)"
     )
+
+
+def test_files_saved_with_a_byte_order_mark_read_like_any_other(tmp_path):
+    """Excel and Notepad write UTF-8 with a BOM: the first key and column name stay clean."""
+    from storage.row_sources import read_rows
+
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes('\ufeff{"id": "a", "text": "hi"}\n{"id": "b", "text": "yo"}\n'.encode())
+    csv_file = tmp_path / "bom.csv"
+    csv_file.write_bytes("\ufeffid,text\na,hi\n".encode())
+    assert [r["id"] for r in read_rows(jsonl, 10)[1]] == ["a", "b"]
+    columns, rows = read_rows(csv_file, 10)
+    assert columns[0] == "id" and [r["id"] for r in rows] == ["a"]
