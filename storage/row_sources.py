@@ -63,6 +63,14 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 yield {MALFORMED: f"line {lineno} is not valid JSON: {exc.msg}", "_line": lineno}
                 continue
+            except RecursionError:
+                why = f"line {lineno} nests arrays or objects too deeply to be read"
+                yield {MALFORMED: why, "_line": lineno}
+                continue
+            except ValueError as exc:  # e.g. an integer longer than Python converts
+                why = str(exc).split(";")[0]  # not the advice for programmers after it
+                yield {MALFORMED: f"line {lineno} cannot be read: {why}"[:300], "_line": lineno}
+                continue
             if not isinstance(row, dict):
                 yield {MALFORMED: f"line {lineno} is not a JSON object", "_line": lineno}
                 continue
