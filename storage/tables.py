@@ -55,7 +55,10 @@ class Job(Base):
 
 class Chunk(Base):
     __tablename__ = "chunks"
-    __table_args__ = (Index("ix_chunks_state_lease", "state", "lease_expires_at"),)
+    __table_args__ = (
+        Index("ix_chunks_state_lease", "state", "lease_expires_at"),
+        Index("ix_chunks_state_enqueued", "state", "enqueued_at"),  # the sweeper's look
+    )
 
     id: Mapped[str] = mapped_column(String(48), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
