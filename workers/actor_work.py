@@ -8,13 +8,13 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.exceptions import RayActorError
 
 from schemas.jobs import Item, Outcome
 from schemas.settings import Settings
 from schemas.task_spec import TaskSpec
 from storage.ledger import JobView
-from workers.isolation import ISOLATING, actor_died, isolate
+from workers.isolation import ISOLATING, isolate
 from workers.ray_calls import ActorCalls, WorkCancelled
 
 log = logging.getLogger("sluice.worker")
@@ -25,13 +25,12 @@ class IsolationUnfinished(RuntimeError):
     straight to a private actor (its reason starts with ISOLATING)."""
 
 
-def wait_until_ready(actor: Any, calls: ActorCalls) -> None:
-    """Return once the actor answers (after a death it restarts and reloads its model:
-    calls that reach it meanwhile fail as unavailable). Its model failing to load raises."""
+def wait_until_ready(actor: Any, calls: ActorCalls) -> int:
+    """The actor's process id, once it answers (after a death it restarts and reloads its
+    model: calls meanwhile fail as unavailable). Its model failing to load raises."""
     while True:
         try:
-            calls.get(actor.stats.remote())
-            return
+            return int(calls.get(actor.stats.remote())["pid"])
         except RayActorError as exc:
             if exc.actor_init_failed:
                 raise
@@ -67,15 +66,15 @@ def run_chunk(
     if not isolate_first:
         replica = actors.replica_for(chunk_id, settings.replicas)
         shared = actors.get_actor(spec, job.model, model_path, job.model_version, replica, settings)
-        for _ in range(3):
+        while True:
+            before = wait_until_ready(shared, calls)
             try:
                 return runner(shared)(items)
-            except ActorUnavailableError:  # restarting: the call never reached a process
-                wait_until_ready(shared, calls)
             except RayActorError as exc:
-                if not actor_died(exc):
+                if exc.actor_init_failed:
                     raise
-                break
+                if wait_until_ready(shared, calls) != before:
+                    break  # its process died during the call: this chunk's item, or another's
         log.warning("chunk %s: its model actor died during the call; isolating the cause", chunk_id)
     private = actors.private_actor(spec, model_path, f"sluice-isolate:{uuid.uuid4().hex}", settings)
     try:

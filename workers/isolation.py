@@ -12,7 +12,7 @@ and every other item gets its real outcome.
 
 from collections.abc import Callable
 
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import RayActorError
 
 from schemas.jobs import Item, Outcome
 from schemas.states import ItemStatus
@@ -20,39 +20,31 @@ from schemas.states import ItemStatus
 ISOLATING = "isolating an item that kills the model's process"  # a released chunk's reason
 
 
-def actor_died(exc: BaseException) -> bool:
-    """The actor's process died while it worked on the call: not its model failing to load
-    (no item causes that), not a node taken away (preempted), not a restart in progress
-    (ActorUnavailableError: the call never reached a process that died of it)."""
-    return (
-        isinstance(exc, ActorDiedError)
-        and not exc.actor_init_failed
-        and not getattr(exc, "preempted", False)
-    )
-
-
 def isolate(
     run: Callable[[list[Item]], list[Outcome]],
-    ready: Callable[[], None],
+    ready: Callable[[], int],
     items: list[Item],
 ) -> list[Outcome]:
     """Outcomes for `items` in order, from `run` (a private actor), splitting around items
-    whose processing kills it. `ready()` returns once the actor answers again (after a
-    death it restarts and reloads its model); a call that finds it unavailable is repeated,
-    never blamed on the items."""
+    whose processing kills it.
+
+    `ready()` returns the actor's process id once it answers (after a death it restarts and
+    reloads its model). Whether a failed call killed the process is judged by that id, not
+    by the exception: Ray 2.60 reports a process that exits during a call as unavailable
+    ("Socket closed"), the same as a call sent while it restarts, which no item caused."""
 
     def attempt(part: list[Item]) -> list[Outcome] | None:
-        """The outcomes, or None when the actor died of this part."""
+        """The outcomes, or None when the process died while it ran this part."""
         while True:
-            ready()
+            before = ready()
             try:
                 return run(part)
-            except ActorUnavailableError:  # restarting, a network blip: the same part again
-                continue
             except RayActorError as exc:
-                if actor_died(exc):
+                if exc.actor_init_failed:
+                    raise
+                if ready() != before:
                     return None
-                raise
+                # the same process still answers: a blip, the same part again
 
     def split(part: list[Item]) -> list[Outcome]:
         got = attempt(part)
