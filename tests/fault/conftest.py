@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -68,19 +69,32 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
     stack.down(settings)
 
 
+ASK_PID = """
+import sys
+import ray
+from pathlib import Path
+from workers.runtime import actor_directory as actors
+actors.connect(sys.argv[1], Path(sys.argv[2]))
+actor = ray.get_actor(sys.argv[3], namespace=actors.NAMESPACE)
+print(ray.get(actor.stats.remote(), timeout=120)["pid"])
+"""
+
+
 @pytest.fixture
-def ray_driver(ray_head: StackInfo) -> Iterator[None]:
-    """This process joins the suite's Ray head (to ask an actor its pid) until the test
-    ends; a connection to another cluster (tests/integration's) is closed first."""
-    import ray
+def actor_pid(ray_head: StackInfo) -> Callable[[str], int]:
+    """The pid of a named model actor of the suite's Ray head, asked from a process of its
+    own: Ray keeps the first cluster's token for the life of a process, so this test
+    process must not join this cluster (the integration tests join theirs later)."""
 
-    from workers.runtime import actor_directory
+    def ask(name: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", ASK_PID, ray_head.ray_address or "",
+             str(ray_head.ray_auth_token_path or ""), name],
+            capture_output=True, text=True, timeout=180, check=True,
+        )  # fmt: skip
+        return int(done.stdout.strip().splitlines()[-1])
 
-    if ray.is_initialized():
-        ray.shutdown()
-    actor_directory.connect(ray_head.ray_address, ray_head.ray_auth_token_path)
-    yield
-    ray.shutdown()
+    return ask
 
 
 @pytest.fixture

@@ -4,14 +4,15 @@ worker. Nothing gets a chance to ack, release or clean up; every item still ends
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 
 import psutil
 import pytest
 
-from storage.ledger import JobView
 from tests.fault.accounting import assert_every_item_once, chunk_rows, processed
 from tests.fault.conftest import Rig, sample_texts
 from tests.integration.conftest import wait_until
+from workers.runtime import actor_directory
 
 pytestmark = pytest.mark.fault
 # 12 SIGKILLs: 9 of pool processes (each holding a chunk), 3 of the model actor (each
@@ -38,20 +39,9 @@ def busy_pool_process(rig: Rig, worker: subprocess.Popen[bytes], job_id: str) ->
     return None
 
 
-def actor_pid(job: JobView) -> int:
-    """The pid of the job's shared model actor, from the actor itself (waits while Ray
-    restarts it)."""
-    import ray
-
-    from workers.runtime import actor_directory
-
-    name = actor_directory.actor_name(job.task, job.model, job.model_version, 0)
-    actor = ray.get_actor(name, namespace=actor_directory.NAMESPACE)
-    pid: int = ray.get(actor.stats.remote(), timeout=120)["pid"]
-    return pid
-
-
-def test_a_dozen_sigkills_of_pool_processes_and_the_model_actor(rig: Rig, ray_driver: None):
+def test_a_dozen_sigkills_of_pool_processes_and_the_model_actor(
+    rig: Rig, actor_pid: Callable[[str], int]
+):
     client = rig.client
     client.settings.chunk_size = CHUNK
     items = sample_texts(3000)
@@ -67,7 +57,9 @@ def test_a_dozen_sigkills_of_pool_processes_and_the_model_actor(rig: Rig, ray_dr
                 lambda: busy_pool_process(rig, worker, job_id), 60, "a busy pool process"
             )
         else:
-            pid = actor_pid(view)
+            pid = actor_pid(
+                actor_directory.actor_name(view.task, view.model, view.model_version, 0)
+            )
         os.kill(pid, signal.SIGKILL)
         killed.append((kind, pid))
         wait_until(lambda p=pid: not alive(p), 10, f"{kind} process {pid} to die")
