@@ -121,7 +121,8 @@ def stack_down() -> None:
     "--queues",
     "-Q",
     default=None,
-    help="only these queues, a,b (e.g. sluice.train for a training host); default all",
+    help="only these queues, a,b (e.g. sluice.train for a training host; a modality queue "
+    "comes with all its SLUICE_FAIR_LANES lanes); default all",
 )
 @_fail_cleanly
 def worker(beat: bool, concurrency: int | None, queues: str | None) -> None:
@@ -308,6 +309,31 @@ def jobs(limit: int) -> None:
         )
 
 
+@main.command()
+@click.option("--tenant", default=None, help="one tenant (default: every tenant)")
+@click.option("--since", default=None, type=click.DateTime(["%Y-%m-%d"]), help="first UTC day")
+@click.option("--until", default=None, type=click.DateTime(["%Y-%m-%d"]), help="last UTC day")
+@click.option("--json", "as_json", is_flag=True, help="one JSON line per day, tenant and task")
+@_fail_cleanly
+def usage(tenant: str | None, since: Any, until: Any, as_json: bool) -> None:
+    """Usage per UTC day, tenant and task: items by outcome, model seconds, tokens."""
+    from producers import Client
+    from storage.usage import Usage
+
+    rows = Usage(Client().ledger.engine).rows(
+        tenant, since.date() if since else None, until.date() if until else None
+    )
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row.as_dict()))
+            continue
+        tokens = "-" if row.tokens is None else str(row.tokens)
+        click.echo(
+            f"{row.day}  {row.tenant:<16} {row.task:<15} ok={row.ok} invalid={row.invalid} "
+            f"error={row.error}  model_s={row.model_seconds:.3f}  tokens={tokens}"
+        )
+
+
 @main.group()
 def models() -> None:
     """The model registry, and the models Sluice makes for its tests."""
@@ -363,15 +389,25 @@ def _keys() -> Any:
 @api_keys.command("create")
 @click.option("--tenant", required=True)
 @click.option("--name", default=None, help="a note, e.g. who uses it")
+@click.option(
+    "--role",
+    type=click.Choice(["tenant", "operator"]),
+    default="tenant",
+    show_default=True,
+    help="operator: /metrics, every tenant's jobs, sharing models",
+)
 @_fail_cleanly
-def api_keys_create(tenant: str, name: str | None) -> None:
+def api_keys_create(tenant: str, name: str | None, role: str) -> None:
     """Print a new key and its callback signing secret, ONCE (only a hash is kept)."""
-    new = _keys().create(tenant, name)
+    from schemas.tenants import Role
+
+    new = _keys().create(tenant, name, Role(role))
     click.echo(
         json.dumps(
             {
                 "id": new.info.id,
                 "tenant": new.info.tenant,
+                "role": new.info.role.value,
                 "key": new.key,
                 "callback_secret": new.secret,
             }
@@ -386,7 +422,7 @@ def api_keys_create(tenant: str, name: str | None) -> None:
 def api_keys_list(tenant: str | None) -> None:
     for k in _keys().list(tenant):
         click.echo(
-            f"{k.id}  {k.tenant:<20} {'revoked' if k.revoked else 'active':<8} "
+            f"{k.id}  {k.tenant:<20} {k.role.value:<8} {'revoked' if k.revoked else 'active':<8} "
             f"{k.created_at.isoformat()}  {k.name or ''}"
         )
 

@@ -138,6 +138,12 @@ def register(
         help="records: a,b,c (default: all but the label and key)",
     )
     @click.option("--seed", default=0, show_default=True, type=int)
+    @click.option(
+        "--tenant",
+        default="default",
+        show_default=True,
+        help="the tenant the model is registered for (its names, stages and base models)",
+    )
     @click.option("--promote", is_flag=True, help="promote the new version to production")
     @click.option("--wait", is_flag=True, help="show progress until the run ends")
     @click.option("--json", "as_json", is_flag=True, help="end with one JSON line")
@@ -150,6 +156,7 @@ def register(
         name: str,
         labels: str | None,
         feature_columns: str | None,
+        tenant: str,
         promote: bool,
         wait: bool,
         as_json: bool,
@@ -170,6 +177,7 @@ def register(
             label_column=label_column,
             labels=_split(labels),
             feature_columns=_split(feature_columns),
+            tenant=tenant,
             **options,
         )
         if not wait:
@@ -177,10 +185,10 @@ def register(
             return
         run = wait_for_run(client, run_id)
         if run.status == "succeeded" and promote:
-            client.registry.promote(name, run.model_version)
+            client.registry.promote(name, run.model_version, tenant)
         out = run_as_dict(client.training_run(run_id))
         if run.model_version is not None:
-            out["model"] = version_as_dict(client.registry.get(name, run.model_version))
+            out["model"] = version_as_dict(client.registry.get(name, run.model_version, tenant))
         click.echo(
             json.dumps(out)
             if as_json
@@ -208,19 +216,20 @@ def register(
 
     @models.command("list")
     @click.argument("name", required=False)
+    @click.option("--tenant", default=None, help="only this tenant's (default: every tenant's)")
     @click.option("--json", "as_json", is_flag=True)
     @fail_cleanly
-    def models_list(name: str | None, as_json: bool) -> None:
-        """Registered model versions: stage, held-out metrics, DP budget."""
+    def models_list(name: str | None, tenant: str | None, as_json: bool) -> None:
+        """Registered model versions: tenant, stage, held-out metrics, DP budget."""
         from producers import Client
 
-        views = Client().registry.list(name)
+        views = Client().registry.list(name, tenant)
         for v in views:
             if as_json:
                 click.echo(json.dumps(version_as_dict(v)))
             else:
                 click.echo(
-                    f"{v.ref:<32} {v.stage:<10} {v.task:<16} {_metric(v):<28} "
+                    f"{v.tenant:<12} {v.ref:<32} {v.stage:<10} {v.task:<16} {_metric(v):<28} "
                     f"DP {_dp(v):<18} {v.created_at:%Y-%m-%d %H:%M}"
                 )
         if not views and not as_json:
@@ -228,13 +237,19 @@ def register(
 
     @models.command("show")
     @click.argument("ref")
+    @click.option(
+        "--tenant",
+        default="default",
+        show_default=True,
+        help="whose registry: names and stages belong to a tenant",
+    )
     @fail_cleanly
-    def models_show(ref: str) -> None:
+    def models_show(ref: str, tenant: str) -> None:
         """One version (NAME@VERSION, NAME@production...) in full, with its training run."""
         from producers import Client
 
         client = Client()
-        view = client.registry.resolve(ref)
+        view = client.registry.resolve(ref, tenant)
         out = version_as_dict(view)
         if view.training_run_id:
             run = client.training_run(view.training_run_id)
@@ -249,20 +264,51 @@ def register(
     @models.command("promote")
     @click.argument("name")
     @click.argument("version", type=int)
+    @click.option(
+        "--tenant",
+        default="default",
+        show_default=True,
+        help="whose registry: names and stages belong to a tenant",
+    )
     @fail_cleanly
-    def models_promote(name: str, version: int) -> None:
-        """Make VERSION the production version of NAME (the previous one is archived)."""
+    def models_promote(name: str, version: int, tenant: str) -> None:
+        """Make VERSION the production version of the tenant's NAME (the previous one is
+        archived)."""
         from producers import Client
 
-        click.echo(json.dumps(version_as_dict(Client().registry.promote(name, version))))
+        view = Client().registry.promote(name, version, tenant)
+        click.echo(json.dumps(version_as_dict(view)))
 
     @models.command("archive")
     @click.argument("name")
     @click.argument("version", type=int)
+    @click.option(
+        "--tenant",
+        default="default",
+        show_default=True,
+        help="whose registry: names and stages belong to a tenant",
+    )
     @fail_cleanly
-    def models_archive(name: str, version: int) -> None:
+    def models_archive(name: str, version: int, tenant: str) -> None:
         """Retire a version: NAME@production and NAME@latest stop naming it; jobs can still
         ask for it by number."""
         from producers import Client
 
-        click.echo(json.dumps(version_as_dict(Client().registry.archive(name, version))))
+        view = Client().registry.archive(name, version, tenant)
+        click.echo(json.dumps(version_as_dict(view)))
+
+    @models.command("share")
+    @click.argument("ref")
+    @click.option("--tenant", "grantee", default=None, help="the tenant that may use it")
+    @click.option("--public", is_flag=True, help="every tenant may use it")
+    @click.option("--owner", default="default", show_default=True, help="whose model")
+    @click.option("--revoke", is_flag=True, help="take the share back")
+    @fail_cleanly
+    def models_share(ref: str, grantee: str | None, public: bool, owner: str, revoke: bool) -> None:
+        """Let another tenant use NAME (every version, stages as the owner sets them) or
+        NAME@VERSION (that version only). It names them like its own: NAME@production."""
+        from producers import Client
+        from producers.model_sharing import share_ref
+
+        engine = Client().ledger.engine
+        click.echo(json.dumps(share_ref(engine, ref, owner, grantee, public, revoke)))

@@ -16,9 +16,10 @@ def run_worker(
 ) -> None:
     from schemas.catalog import load_catalog
     from schemas.errors import ConfigError
-    from workers.celery_app import create_app, worker_queues
+    from workers.celery_app import consumed_queues, create_app, worker_queues
 
-    known = worker_queues(load_catalog(settings.task_modules))
+    catalog = load_catalog(settings.task_modules)
+    known = worker_queues(catalog)
     unknown = sorted(set(queues or []) - set(known))
     if unknown:
         raise ConfigError(f"unknown queues {unknown}; Sluice's queues are: {', '.join(known)}")
@@ -31,24 +32,38 @@ def run_worker(
     finally:
         engine.dispose()
     app = create_app(settings, where)
+    from ops.callback_worker import callback_pool_beside, run_callback_pool
+    from schemas.queues import CALLBACK_QUEUE
+
+    beat_argv = []
+    if beat:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        beat_argv = ["--beat", f"--schedule={settings.data_dir / 'beat-schedule'}"]
+    # Callbacks have their own pool of threads, so a slow receiver never holds an inference
+    # slot: started beside this worker, or alone with `-Q sluice.callbacks`.
+    chosen = queues or known
+    inference = [q for q in chosen if q != CALLBACK_QUEUE]
+    if not inference:
+        run_callback_pool(app, settings, beat_argv)
+        return
     argv = [
         "worker",
         "--loglevel=INFO",
         "--pool=prefork",
-        f"--queues={','.join(queues or known)}",
+        f"--queues={','.join(consumed_queues(inference, catalog, settings.fair_lanes))}",
         f"--concurrency={concurrency or settings.worker_concurrency}",
         f"--hostname=sluice-{os.getpid()}@{socket.gethostname()}",
         "--without-gossip",
         "--without-mingle",
+        *beat_argv,
     ]
-    if beat:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        argv += ["--beat", f"--schedule={settings.data_dir / 'beat-schedule'}"]
-    app.worker_main(argv)
+    with callback_pool_beside(settings, wanted=CALLBACK_QUEUE in chosen):
+        app.worker_main(argv)
 
 
 def sweep_now(settings: Settings) -> dict[str, Any]:
     from producers import Client
+    from workers.callback_delivery import callback_sender
     from workers.sweeper import sweep_all
 
     client = Client(settings)
@@ -63,4 +78,5 @@ def sweep_now(settings: Settings) -> dict[str, Any]:
         client.catalog,
         send,
         client.dispatcher.send_training,
+        callback_sender(client.dispatcher.app),
     )

@@ -12,6 +12,7 @@ from producers.adapters.record_items import record_item
 from producers.dispatch import Dispatcher
 from producers.readers import read_rows, rows_to_items
 from producers.training import build_spec
+from schemas import callback_urls
 from schemas.catalog import Catalog, check_code_path, load_catalog
 from schemas.errors import ModelError, SluiceError
 from schemas.jobs import ExplainPolicy, Item, JobSpec, check_unique_keys
@@ -20,8 +21,10 @@ from schemas.stack import endpoints, require_broker
 from schemas.states import RunStatus
 from schemas.storable import escaped_text, json_problem, storable_items, unstorable_text
 from schemas.task_spec import ModelKind
+from schemas.tenants import DEFAULT_TENANT, check_tenant
 from schemas.training import MODEL_SELECTOR_RE
 from storage import export
+from storage.admission import FairShare
 from storage.engine import make_engine, prepare_schema
 from storage.ledger import JobView, Ledger
 from storage.registry import Registry
@@ -35,7 +38,8 @@ class Client:
         self.endpoints = endpoints(self.settings)
         engine = make_engine(self.endpoints.database_url)
         prepare_schema(engine)
-        self.ledger = Ledger(engine)
+        queue_of = {spec.name: spec.queue for spec in self.catalog}
+        self.ledger = Ledger(engine, FairShare.from_settings(self.settings, queue_of))
         self.runs = TrainingRuns(engine)
         self.registry = Registry(engine)
         self.dispatcher = Dispatcher(self.endpoints.broker_url, self.settings)
@@ -109,8 +113,12 @@ class Client:
         items = [record_item(str(k), row, features, ()) for k, row in records.items()]
         return self._submit(items, task, source=options.pop("source", "sdk"), ref=ref, **options)
 
-    def resolve_model(self, model: str | None, task: str) -> model_refs.ModelRef:
-        """The model a job of `task` runs with, checked against the catalog's requirements."""
+    def resolve_model(
+        self, model: str | None, task: str, tenant: str | None = None
+    ) -> model_refs.ModelRef:
+        """The model a job of `task` runs with, checked against the catalog's requirements.
+        For an API tenant: registry names it owns or that are shared with it, packaged models
+        and what its grant allows (schemas/tenants.py); the server's default model too."""
         spec = self.catalog.get(task)
         if spec.model.kind is ModelKind.NONE:
             if model is not None:
@@ -122,10 +130,14 @@ class Client:
                     f"task {task!r} needs a model: pass --model with {spec.model.description}"
                 )
             model = self.settings.default_model
+        elif (grant := self.settings.grant_for(tenant)) is not None:
+            if MODEL_SELECTOR_RE.match(model):  # never a path probe: always the registry
+                view = self.registry.resolve(model, tenant or DEFAULT_TENANT)
+                return model_refs.from_registry(view, spec, self.settings.data_dir)
+            model_refs.check_granted(model, grant)
         if MODEL_SELECTOR_RE.match(model) and not Path(model).exists():
-            return model_refs.from_registry(
-                self.registry.resolve(model), spec, self.settings.data_dir
-            )
+            view = self.registry.resolve(model, tenant or DEFAULT_TENANT)
+            return model_refs.from_registry(view, spec, self.settings.data_dir)
         return model_refs.resolve(model, spec, self.settings.data_dir)
 
     def items_from_rows(
@@ -141,16 +153,18 @@ class Client:
         base_dir: Path | None = None,
         source: str = "rows",
         ref: model_refs.ModelRef | None = None,
+        tenant: str | None = None,
     ) -> list[Item]:
         """Rows of any modality to items, by the task's modality adapter: texts, media
         references or records (checked against the model's feature schema). `ref`: the
-        model already resolved (else `model` is resolved when the adapter needs it)."""
+        model already resolved (else `model` is resolved when the adapter needs it). Media
+        are read as `tenant` may: under its own input roots."""
         adapter = adapter_for(self.catalog.get(task).modality)
         model_path = None
         if adapter.reads_model_schema:
-            model_path = (ref or self.resolve_model(model, task)).path
+            model_path = (ref or self.resolve_model(model, task, tenant)).path
         opts = ReadOptions(
-            self.settings,
+            self.settings.for_tenant(tenant),
             key_column=key_column,
             text_column=text_column,
             media_column=media_column,
@@ -197,19 +211,23 @@ class Client:
                             ("idempotency key", idempotency_key)):  # fmt: skip
             if value and (problem := unstorable_text(value)):
                 raise SluiceError(f"{name} {problem}")
+        if callback_url:  # every front door: not http(s), or a literal private address
+            callback_urls.check_callback_url(callback_url, self.settings.callback_allow_private)
         source = escaped_text(source) if source else source
         if not items:
             raise SluiceError(f"{source}: no items to process")
         items = storable_items(items)  # a row no database can store never reaches one
         check_unique_keys(items)
         require_broker(self.endpoints)  # a job nothing can ever send is not worth recording
-        ref = ref or self.resolve_model(model, task)
+        ref = ref or self.resolve_model(model, task, tenant)
         if ref.loads:
             params["model_path"] = str(ref.path)
         if ref.registry:
-            if tenant and ref.registry["tenant"] != tenant:  # not even its existence is told
-                raise ModelError(f"no registered model named {ref.registry['name']!r}")
             params["registry"] = ref.registry
+        if (grant := self.settings.grant_for(tenant)) is not None:
+            # the workers read this tenant's media under its own roots only, as here
+            roots = grant.roots_within(self.settings.input_root_paths())
+            params["input_roots"] = [str(r) for r in roots]
         job = JobSpec(
             task=task,
             model=ref.name,
@@ -227,7 +245,8 @@ class Client:
         chunk_size = self.settings.chunk_size or spec.chunk_size
         job_id, chunk_ids = self.ledger.create_job(job, items, chunk_size)
         try:
-            self.dispatcher.send_chunks(chunk_ids, spec.queue, priority)
+            lane = self.ledger.job(job_id).lane
+            self.dispatcher.send_job_chunks(chunk_ids, spec.queue, lane, priority)
         except Exception as exc:  # kombu raises several types for an unreachable broker
             raise SluiceError(
                 f"job {job_id} is recorded but could not be queued ({type(exc).__name__}: "
@@ -244,16 +263,17 @@ class Client:
         name: str,
         data: str | Path,
         label_column: str,
-        tenant: str = "default",
+        tenant: str = DEFAULT_TENANT,
         **options: Any,
     ) -> str:
         """Check a training request and queue it on `sluice.train`; returns the run id.
         Options: data_url (then `data` is a table), labels, base, epochs, workers,
         gpus_per_worker, batch_size, learning_rate, train_encoder, dp_epsilon, dp_delta,
         text_column, media_column, key_column, feature_columns, seed, holdout_fraction."""
+        check_tenant(tenant)
         spec = build_spec(
             self.settings,
-            lambda ref, t: self.resolve_model(ref, t),
+            lambda ref, t: self.resolve_model(ref, t, tenant),
             task=task,
             name=name,
             data=str(data),
@@ -261,7 +281,7 @@ class Client:
             **options,
         )
         require_broker(self.endpoints)  # after the checks: a bad request fails the same anyway
-        known = self.registry.list(spec.name)
+        known = self.registry.list(spec.name, tenant)
         if known and known[0].task != spec.task:
             raise SluiceError(
                 f"model name {spec.name!r} is taken by a {known[0].task} model; "

@@ -6,7 +6,7 @@ from functools import cached_property
 from celery import Celery
 
 from schemas.errors import ConfigError
-from schemas.queues import PROCESS_CHUNK, TRAIN_QUEUE, TRAIN_TASK
+from schemas.queues import PROCESS_CHUNK, TRAIN_QUEUE, TRAIN_TASK, lane_queue
 from schemas.settings import Settings
 from schemas.stack import NO_BROKER, broker_transport_options, redis_priority
 
@@ -28,6 +28,16 @@ class Dispatcher:
             broker_connection_retry_on_startup=True,
         )
         return app
+
+    def queue_for(self, queue: str, lane: int) -> str:
+        """The lane queue a job on `lane` of modality queue `queue` sends to (fair share)."""
+        return lane_queue(queue, lane, self.settings.fair_lanes)
+
+    def send_job_chunks(
+        self, chunk_ids: Iterable[str], queue: str, lane: int, priority: int = 5
+    ) -> int:
+        """Send a job's chunks to its lane of `queue` (its modality queue)."""
+        return self.send_chunks(chunk_ids, self.queue_for(queue, lane), priority)
 
     def send_chunks(self, chunk_ids: Iterable[str], queue: str, priority: int = 5) -> int:
         n = 0

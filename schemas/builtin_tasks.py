@@ -1,7 +1,9 @@
 """Sluice's own tasks, one spec each. Adding a task is a spec here (or in another package; see
 schemas/catalog.py) and a handler class under workers/handlers/."""
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from schemas.modalities import Modality
 from schemas.task_spec import (
@@ -33,11 +35,44 @@ NO_DP_MEDIA = (
 )
 
 
+# What str.strip() removes (str.isspace), spelled out so every regex dialect agrees.
+SPACE = "\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+TRIMMED = f"^[^\\x00{SPACE}](?:[^\\x00]*[^\\x00{SPACE}])?$"  # not blank, no NUL
+
+
 class ZeroShotParams(TaskParams):
     labels: list[str] = Field(..., description="the candidate labels, at least two")
     label_descriptions: dict[str, str] | None = Field(
         None, description="a longer description per label, compared instead of the label"
     )
+
+    @classmethod
+    def api_fields(cls, settings: Any) -> dict[str, tuple[Any, Any]]:
+        """Over the API labels come trimmed (so unique means unique), within the caps."""
+        longest = getattr(settings, "zero_shot_max_label_chars", MAX_LABEL_CHARS)
+        label = Annotated[str, StringConstraints(max_length=longest, pattern=TRIMMED)]
+        text = Annotated[str, StringConstraints(max_length=longest, pattern="^[^\\x00]*$")]
+        most = getattr(settings, "zero_shot_max_labels", MAX_LABELS)
+        return {
+            "labels": (
+                list[label],  # type: ignore[valid-type]
+                Field(
+                    ...,
+                    min_length=2,
+                    max_length=most,
+                    json_schema_extra={"uniqueItems": True},
+                    description="the candidate labels: at least two, each once, trimmed",
+                ),
+            ),
+            "label_descriptions": (
+                dict[str, text] | None,  # type: ignore[valid-type]
+                Field(
+                    None,
+                    description="a longer description per label in `labels`, "
+                    "compared instead of the label",
+                ),
+            ),
+        }
 
     @field_validator("labels")
     @classmethod

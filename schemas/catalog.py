@@ -98,6 +98,7 @@ RESERVED_PARAMS = frozenset(
         "model_path",
         "registry",
         "media_limits",
+        "input_roots",
         "file",
         "wait",
         "json",

@@ -31,6 +31,20 @@ class ModelError(SluiceError):
     """A model reference is missing, unsafe or cannot be loaded."""
 
 
+class ModelNotFoundError(ModelError):
+    """A model reference that names no model this task can use (no such directory or hub id,
+    one this tenant may not use, or a model for another task): the REST API answers 404."""
+
+
+class RegistryError(ModelError):
+    """A registry request that cannot be met; the message says what to do instead."""
+
+
+class UnknownRegisteredModelError(RegistryError, ModelNotFoundError):
+    """A name or version the tenant has no model under (its own or shared with it): 404,
+    the same for another tenant's name as for a name nobody has."""
+
+
 class UnknownTaskError(SluiceError):
     pass
 
@@ -62,3 +76,11 @@ class TooManyItemsError(SluiceError):
             f"{source}: more than {cap} items, over the cap of {cap} ({setting}); "
             "split the input into several jobs"
         )
+
+
+class QuotaExceededError(SluiceError):
+    """A tenant's limit refused a submission; `retry_after_seconds` says when to try again."""
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds

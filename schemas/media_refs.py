@@ -4,7 +4,7 @@
 import base64
 import binascii
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
@@ -76,8 +76,9 @@ def confined_path(path: str, roots: list[Path], max_bytes: int) -> Path:
     that a link pointing out of a root is refused. Raises MediaRefError."""
     if not roots:
         raise MediaRefError(
-            f"{path}: no input roots are configured; set SLUICE_INPUT_ROOTS to "
-            "the directories Sluice may read (for the producer and the workers)"
+            f"{path}: no input roots are open to this job; an operator sets "
+            "SLUICE_INPUT_ROOTS to the directories Sluice may read (for the producer and "
+            "the workers) and, for an API tenant, its input_roots in SLUICE_TENANT_GRANTS"
         )
     real = Path(os.path.realpath(path))
     if not any(real == root or real.is_relative_to(root) for root in roots):
@@ -113,6 +114,15 @@ class MediaLimits:
 
     def root_paths(self) -> list[Path]:
         return [Path(r) for r in self.roots]
+
+    def narrowed_to(self, roots: list[str]) -> "MediaLimits":
+        """These limits for a job that may read only `roots` (an API tenant's): each kept
+        only if it lies under one of these roots."""
+        mine = self.root_paths()
+        kept = tuple(
+            r for r in roots if any(Path(r) == m or Path(r).is_relative_to(m) for m in mine)
+        )
+        return replace(self, roots=kept)
 
 
 def media_bytes(data: str | None, path: str | None, limits: MediaLimits) -> bytes:

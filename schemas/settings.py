@@ -7,6 +7,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.media_refs import MediaLimits
+from schemas.tenants import DEFAULT_TENANT, NO_GRANT, TenantGrant
 
 
 class Settings(BaseSettings):
@@ -61,6 +62,11 @@ class Settings(BaseSettings):
     retry_backoff: float = Field(2.0, ge=0)
     worker_concurrency: int = Field(2, ge=1)
 
+    # Fair share (issue 12): lanes per modality queue (the same on every host: a worker
+    # consumes lanes 0..N-1), and the items a tenant's unfinished jobs may hold.
+    fair_lanes: int = Field(8, ge=1, le=64)
+    tenant_max_in_flight: int = Field(100_000, ge=1)
+
     # Ray runtime.
     max_batch_size: int = Field(64, ge=1)
     max_batch_wait_ms: float = Field(5.0, ge=0)
@@ -84,9 +90,21 @@ class Settings(BaseSettings):
     api_max_wait: float = Field(60.0, ge=0, description="the longest ?wait= an event may ask")
     # Named SQL sources POST /v1/jobs may read from: {"warehouse": "postgresql://..."}.
     api_sql_sources: dict[str, str] = Field(default_factory=dict)
-    callback_timeout: float = Field(10.0, gt=0)
+    # What each API tenant may read beyond its own jobs (schemas/tenants.py): SQL tables, input
+    # roots, model directories. A tenant without an entry reads none of them.
+    tenant_grants: dict[str, TenantGrant] = Field(default_factory=dict)
+    callback_timeout: float = Field(10.0, gt=0, description="seconds for a whole attempt")
     callback_max_attempts: int = Field(8, ge=1)
     callback_backoff: float = Field(2.0, ge=0, description="first retry delay, doubled each time")
+    # Callbacks run in their own thread pool (`sluice worker` starts it beside the inference
+    # pool), each attempt bounded as a whole by callback_timeout (issue 12).
+    callback_concurrency: int = Field(16, ge=1, description="callbacks sent at once per worker")
+    callback_allow_private: bool = Field(
+        False, description="let callbacks reach loopback/private/reserved addresses (on-prem)"
+    )
+    callback_legacy_signature: bool = Field(
+        False, description="also send the old X-Sluice-Signature header"
+    )
 
     # Training (issue 4): Ray Train workers, checkpoints and the registry's artifacts. Both
     # directories must be shared by every host of a multi-node cluster (NFS, a volume).
@@ -109,6 +127,21 @@ class Settings(BaseSettings):
     def input_root_paths(self) -> list[Path]:
         parts = self.input_roots.replace(",", os.pathsep).split(os.pathsep)
         return [Path(p).expanduser().resolve() for p in parts if p.strip()]
+
+    def grant_for(self, tenant: str | None) -> TenantGrant | None:
+        """What `tenant` may read; None for the operator's own tenant (the CLI on the server),
+        which reads everything the server can."""
+        if tenant is None or tenant == DEFAULT_TENANT:
+            return None
+        return self.tenant_grants.get(tenant, NO_GRANT)
+
+    def for_tenant(self, tenant: str | None) -> "Settings":
+        """These settings as `tenant` reads files: its own input roots only."""
+        grant = self.grant_for(tenant)
+        if grant is None:
+            return self
+        roots = grant.roots_within(self.input_root_paths())
+        return self.model_copy(update={"input_roots": os.pathsep.join(str(r) for r in roots)})
 
     def media_limits(self) -> MediaLimits:
         return MediaLimits(

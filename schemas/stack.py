@@ -6,6 +6,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.errors import ConfigError
+from schemas.queues import lane_queues
 from schemas.settings import Settings
 
 
@@ -69,17 +70,30 @@ KOMBU_SEP = "\x06\x16"
 
 
 def broker_transport_options(settings: Settings) -> dict[str, object]:
-    """Shared by senders and workers: Redis priority queues must be declared the same way."""
+    """Shared by senders and workers: Redis priority queues must be declared the same way.
+
+    `round_robin`, not the `priority` strategy of Celery's Redis-priorities example (which the
+    first version copied, for priorities): kombu's BRPOP names every priority list of every
+    queue priority-major (kombu.transport.redis Channel._brpop_start), so a message of a more
+    urgent step wins over any queue's less urgent ones whatever the strategy; the strategy only
+    orders queues within one step. `priority` keeps that order fixed (the first queue with a
+    message always wins); `round_robin` moves the queue just served to the back, which is what
+    makes the fair-share lanes (schemas/queues.py) take turns."""
     return {
         "visibility_timeout": settings.visibility_timeout,
         "priority_steps": list(range(10)),
-        "queue_order_strategy": "priority",
+        "queue_order_strategy": "round_robin",
     }
 
 
 def priority_lists(queue: str) -> list[str]:
     """The Redis lists that hold a queue's messages, one per priority step (kombu's names)."""
     return [queue] + [f"{queue}{KOMBU_SEP}{step}" for step in range(1, 10)]
+
+
+def lane_priority_lists(queue: str, lanes: int) -> list[str]:
+    """Every Redis list of every lane of a modality queue."""
+    return [name for lane in lane_queues(queue, lanes) for name in priority_lists(lane)]
 
 
 def redis_priority(priority: int) -> int:

@@ -1,8 +1,8 @@
-"""API keys: each bound to one tenant. Only a key's SHA-256 is stored; the per-key secret
-that signs callbacks is stored as is (the server must sign with it)."""
+"""API keys: each bound to one tenant, with a role (schemas/tenants.py). Only a key's SHA-256
+is stored; the per-key secret that signs callbacks is stored as is (the server must sign with
+it)."""
 
 import hashlib
-import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -11,24 +11,12 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import sessionmaker
 
-from schemas.errors import SluiceError
+from schemas.tenants import RESERVED_TENANTS, Role, check_tenant
 from storage import tables as t
-
-TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-DEFAULT_TENANT = "default"
 
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def check_tenant(tenant: str) -> str:
-    if not TENANT.match(tenant):
-        raise SluiceError(
-            f"bad tenant name {tenant!r}: use 1-64 letters, digits, '_', '.' "
-            "or '-', starting with a letter or digit"
-        )
-    return tenant
 
 
 @dataclass(frozen=True)
@@ -38,6 +26,11 @@ class ApiKeyInfo:
     name: str | None
     created_at: datetime
     revoked: bool
+    role: Role = Role.TENANT
+
+    @property
+    def operator(self) -> bool:
+        return self.role is Role.OPERATOR
 
 
 @dataclass(frozen=True)
@@ -51,7 +44,9 @@ class NewKey:
 
 def _info(row: t.ApiKey) -> ApiKeyInfo:
     created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-    return ApiKeyInfo(row.id, row.tenant, row.name, created, row.revoked_at is not None)
+    return ApiKeyInfo(
+        row.id, row.tenant, row.name, created, row.revoked_at is not None, Role(row.role)
+    )
 
 
 class ApiKeys:
@@ -59,16 +54,20 @@ class ApiKeys:
         self._session = sessionmaker(engine, expire_on_commit=False)
         self._reader = sessionmaker(engine.execution_options(readonly=True))
 
-    def create(self, tenant: str, name: str | None = None) -> NewKey:
+    def create(self, tenant: str, name: str | None = None, role: Role = Role.TENANT) -> NewKey:
+        """A new key. A tenant key may not take a reserved tenant name (`default` is the
+        operator's: its key would see every CLI job)."""
+        check_tenant(tenant, for_key=role is Role.TENANT)
         key_id = uuid.uuid4().hex[:16]
         key = f"sk_{key_id}_{secrets.token_urlsafe(32)}"
         secret = f"whsec_{secrets.token_hex(32)}"
         row = t.ApiKey(
             id=key_id,
-            tenant=check_tenant(tenant),
+            tenant=tenant,
             key_hash=hash_key(key),
             secret=secret,
             name=name,
+            role=role.value,
             created_at=datetime.now(UTC),
         )
         with self._session.begin() as s:
@@ -81,6 +80,8 @@ class ApiKeys:
             row = s.scalar(select(t.ApiKey).where(t.ApiKey.key_hash == hash_key(key)))
             if row is None or row.revoked_at is not None:
                 return None
+            if row.role == Role.TENANT and row.tenant.lower() in RESERVED_TENANTS:
+                return None  # made before names were reserved: it would see operator jobs
             return _info(row)
 
     def secret(self, key_id: str) -> str | None:

@@ -7,11 +7,16 @@ the leases. SQLite is the embedded, one-host ledger: its time is the host's.
 """
 
 from datetime import UTC, datetime
+from typing import overload
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 
+@overload
+def utc(value: datetime) -> datetime: ...
+@overload
+def utc(value: None) -> None: ...
 def utc(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything here is UTC."""
     if value is not None and value.tzinfo is None:

@@ -19,7 +19,10 @@ from schemas.jobs import Item, JobCounts, JobSpec, Outcome, check_unique_keys, j
 from schemas.states import ChunkState, ItemStatus, JobStatus
 from schemas.storable import storable_items, storable_outcome
 from storage import tables as t
+from storage.admission import FairShare, admit
 from storage.clock import db_now, host_now, utc
+from storage.usage import ChunkUsage
+from storage.usage import record as record_usage
 
 REQUEUE_BATCH = 10_000  # chunk ids per statement: far below PostgreSQL's 65,535 parameters
 
@@ -44,6 +47,7 @@ class JobView:
     tenant: str = "default"
     parent_job_id: str | None = None
     callback_url: str | None = None
+    lane: int = 0  # of its modality queue (storage/admission.py)
 
     def as_dict(self) -> dict[str, Any]:
         elapsed = None
@@ -96,6 +100,7 @@ class Stalled:
     expired: bool  # its worker's lease ran out
     stale: bool  # queued for longer than requeue_after
     queued_for: float = 0.0  # seconds since it was last sent
+    lane: int = 0  # its job's lane: the queue it was sent to (schemas.queues.lane_queue)
 
 
 def _view(job: t.Job) -> JobView:
@@ -119,12 +124,14 @@ def _view(job: t.Job) -> JobView:
         tenant=job.tenant or "default",
         parent_job_id=job.parent_job_id,
         callback_url=job.callback_url,
+        lane=job.lane or 0,
     )
 
 
 class Ledger:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, fair_share: FairShare | None = None) -> None:
         self.engine = engine
+        self.fair_share = fair_share or FairShare()  # how create_job admits (the producers')
         self._session = sessionmaker(engine, expire_on_commit=False)
         # Reads skip SQLite's write lock (see storage.engine), so polling never blocks workers.
         self._reader = sessionmaker(engine.execution_options(readonly=True))
@@ -136,7 +143,9 @@ class Ledger:
     ) -> tuple[str, list[str]]:
         """Write the job and all its chunks in one transaction, before anything is enqueued.
         Keys repeated within the job are refused (DuplicateKeysError): a job whose items
-        share a key would count them twice but keep one result."""
+        share a key would count them twice but keep one result. The tenant's limit on items
+        in flight is checked and the job's lane chosen in the same transaction
+        (storage/admission.py; QuotaExceededError)."""
         items = storable_items(items)
         check_unique_keys(items)
         job_id = uuid.uuid4().hex
@@ -144,6 +153,7 @@ class Ledger:
         chunk_ids = [f"{job_id}-{n:05d}" for n in range(len(chunks))]
         with self._session.begin() as s:
             now = db_now(s)
+            lane = admit(s, self.fair_share, spec.tenant, spec.task, len(items), now)
             s.add(
                 t.Job(
                     id=job_id,
@@ -168,6 +178,7 @@ class Ledger:
                     callback_url=spec.callback_url,
                     parent_job_id=spec.parent_job_id,
                     idempotency_key=spec.idempotency_key,
+                    lane=lane,
                 )
             )
             s.flush()
@@ -251,11 +262,14 @@ class Ledger:
                 )
             )
 
-    def complete(self, chunk_id: str, owner: str, outcomes: list[Outcome]) -> bool:
+    def complete(
+        self, chunk_id: str, owner: str, outcomes: list[Outcome], usage: ChunkUsage | None = None
+    ) -> bool:
         """Persist a chunk's outcomes (in the order of its items), mark it done and count it,
         all in one transaction.
 
         Returns False (and writes nothing) when this worker no longer holds the lease.
+        `usage` (model seconds, tokens) is added to the tenant's usage in that transaction.
 
         Ending a chunk never depends on data that can fail: outcomes are made storable first
         (storable_outcome), and if the database still refuses them, the chunk ends with every
@@ -266,7 +280,7 @@ class Ledger:
             return t.Chunk.lease_owner == owner
 
         try:
-            return self._finish(chunk_id, guard, ChunkState.DONE, outcomes=outcomes)
+            return self._finish(chunk_id, guard, ChunkState.DONE, outcomes=outcomes, usage=usage)
         except (StatementError, ValueError, TypeError) as exc:
             # Only data the database refuses ends the chunk as errors; anything else (an
             # outage, a failover's read-only moment) is raised, and the worker retries.
@@ -281,7 +295,7 @@ class Ledger:
                  for o in outcomes],
                 reason,
             )  # fmt: skip
-            return self._finish(chunk_id, guard, ChunkState.DONE, outcomes=unstored)
+            return self._finish(chunk_id, guard, ChunkState.DONE, outcomes=unstored, usage=usage)
 
     def dead_letter(self, chunk_id: str, owner: str | None, error: str) -> bool:
         """Give up on a chunk: its items end `error` with the reason (`invalid` ones stay so).
@@ -308,6 +322,7 @@ class Ledger:
         *,
         outcomes: list[Outcome] | None = None,
         outcomes_for: Callable[[list[Item]], list[Outcome]] | None = None,
+        usage: ChunkUsage | None = None,
     ) -> bool:
         """Settle a chunk with `outcomes` (in item order, from a worker) or with outcomes
         made from its stored items (dead-lettering). Only the latter reads the items back.
@@ -342,6 +357,7 @@ class Ledger:
             job.invalid += n[ItemStatus.INVALID]
             job.error += n[ItemStatus.ERROR]
             job.chunks_done += 1
+            record_usage(s, job.tenant or "default", job.task, now, n, usage)
             if job.chunks_done >= job.chunks_total:
                 counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid, error=job.error)
                 job.status = job_status_for(counts)
@@ -399,6 +415,7 @@ class Ledger:
                     t.Chunk.attempts,
                     t.Job.task,
                     t.Job.priority,
+                    t.Job.lane,
                 )
                 .join(t.Job, t.Job.id == t.Chunk.job_id)
                 .where(
@@ -425,8 +442,9 @@ class Ledger:
                 stale=state == ChunkState.QUEUED
                 and (enq is None or (now - (utc(enq) or now)).total_seconds() > requeue_after),
                 queued_for=(now - (utc(enq) or now)).total_seconds(),
+                lane=lane or 0,
             )
-            for cid, state, enq, attempts, task, prio in rows
+            for cid, state, enq, attempts, task, prio, lane in rows
         ]
 
     def requeue(self, chunk_ids: list[str]) -> list[str]:

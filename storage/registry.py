@@ -1,38 +1,31 @@
 """The model registry: numbered versions of each named model, and which one serves.
 
-A name belongs to one task. Versions count up from 1 and are never reused or deleted, so an
-old job naming `NAME@3` stays reproducible even after version 3 is archived. At most one
-version of a name is in production. Each public method is one transaction.
+Names belong to a tenant: `acme`'s `digits` and `globex`'s `digits` are two models, with their
+own versions and stages. A name belongs to one task. Versions count up from 1 and are never
+reused or deleted, so an old job naming `NAME@3` stays reproducible even after version 3 is
+archived. At most one version of a (tenant, name) is in production. A tenant sees its own names
+and the ones shared with it (storage/model_shares.py), never that another's exist. Each public
+method is one transaction.
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from schemas.errors import ModelError
+from schemas.errors import RegistryError, UnknownRegisteredModelError
+from schemas.tenants import DEFAULT_TENANT
 from schemas.training import MODEL_SELECTOR_RE, NAME_RE, STAGES
 from storage import tables as t
+from storage.clock import host_now, utc
+from storage.model_shares import shared_rows, visible_names
 
 SELECTORS = ("production", "staging", "latest")
 _REGISTER_TRIES = 5
 _LOCK_SPACE = 727712  # advisory lock keys: (this, hash of the model name)
-
-
-class RegistryError(ModelError):
-    """A registry request that cannot be met; the message says what to do instead."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything here is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -61,7 +54,7 @@ def _view(row: t.ModelVersion) -> ModelVersionView:
         name=row.name,
         version=row.version,
         task=row.task,
-        tenant=row.tenant or "default",
+        tenant=row.tenant or DEFAULT_TENANT,
         uri=row.uri,
         sha256=row.sha256,
         metrics=dict(row.metrics or {}),
@@ -69,8 +62,8 @@ def _view(row: t.ModelVersion) -> ModelVersionView:
         data_fingerprint=row.data_fingerprint,
         dp=dict(row.dp) if row.dp is not None else None,
         stage=row.stage,
-        created_at=_aware(row.created_at),
-        updated_at=_aware(row.updated_at),
+        created_at=utc(row.created_at),
+        updated_at=utc(row.updated_at),
     )
 
 
@@ -90,10 +83,10 @@ class Registry:
         training_run_id: str | None = None,
         data_fingerprint: str | None = None,
         dp: dict[str, Any] | None = None,
-        tenant: str = "default",
+        tenant: str = DEFAULT_TENANT,
         stage: str = "staging",
     ) -> ModelVersionView:
-        """Add the next version of `name` (1 for a new name)."""
+        """Add the next version of the tenant's `name` (1 for a new name)."""
         if not NAME_RE.match(name):
             raise RegistryError(
                 f"bad model name {name!r}: use lower-case letters, digits, "
@@ -134,9 +127,9 @@ class Registry:
         tenant: str,
         stage: str,
     ) -> ModelVersionView:
-        now = _now()
+        now = host_now()
         with self._session.begin() as s:
-            rows = _rows(s, name, lock=True)
+            rows = _rows(s, tenant, name, lock=True)
             if rows and rows[0].task != task:
                 raise RegistryError(
                     f"model {name!r} is a {rows[0].task} model; it cannot take a {task} "
@@ -163,17 +156,17 @@ class Registry:
             s.flush()
             return _view(row)
 
-    def get(self, name: str, selector: str | int) -> ModelVersionView:
+    def get(self, name: str, selector: str | int, tenant: str = DEFAULT_TENANT) -> ModelVersionView:
         """`selector`: a version number, "production", "staging" (the newest staging version)
         or "latest" (the newest version not archived). Archived versions are still found by
-        number."""
+        number. The tenant's own `name` first, else one shared with it."""
         with self._reader() as s:
-            rows = _rows(s, name)
+            rows = _rows(s, tenant, name) or shared_rows(s, tenant, name)
             if not rows:
-                raise _unknown_name(s, name)
+                raise _unknown_name(s, tenant, name)
             return _view(_select(name, rows, selector))
 
-    def resolve(self, ref: str) -> ModelVersionView:
+    def resolve(self, ref: str, tenant: str = DEFAULT_TENANT) -> ModelVersionView:
         """A "NAME@SELECTOR" reference, e.g. `spam@3` or `spam@production`."""
         match = MODEL_SELECTOR_RE.match(ref)
         if not match:
@@ -181,24 +174,29 @@ class Registry:
                 f"bad model reference {ref!r}: use NAME@VERSION, "
                 "NAME@production, NAME@staging or NAME@latest"
             )
-        return self.get(match.group(1), match.group(2))
+        return self.get(match.group(1), match.group(2), tenant)
 
-    def promote(self, name: str, version: int) -> ModelVersionView:
+    def promote(self, name: str, version: int, tenant: str = DEFAULT_TENANT) -> ModelVersionView:
         """Make `version` the production one; the previous production version is archived.
-        Promoting an archived version is how a bad release is rolled back."""
-        return self._set_stage(name, version, "production")
+        Promoting an archived version is how a bad release is rolled back. Only the tenant's
+        own versions: a shared model's stages belong to its owner."""
+        return self._set_stage(tenant, name, version, "production")
 
-    def archive(self, name: str, version: int) -> ModelVersionView:
-        return self._set_stage(name, version, "archived")
+    def archive(self, name: str, version: int, tenant: str = DEFAULT_TENANT) -> ModelVersionView:
+        return self._set_stage(tenant, name, version, "archived")
 
-    def _set_stage(self, name: str, version: int, stage: str) -> ModelVersionView:
-        now = _now()
+    def _set_stage(self, tenant: str, name: str, version: int, stage: str) -> ModelVersionView:
+        now = host_now()
         with self._session.begin() as s:
             # Writers of one name take turns: two promotions at once must not leave two
             # production versions behind.
-            rows = _rows(s, name, lock=True)
+            rows = _rows(s, tenant, name, lock=True)
             if not rows:
-                raise _unknown_name(s, name)
+                if shared_rows(s, tenant, name):
+                    raise RegistryError(
+                        f"model {name!r} is shared with you; only its owner changes its stages"
+                    )
+                raise _unknown_name(s, tenant, name)
             row = _select(name, rows, version)
             if stage == "production":
                 _demote([r for r in rows if r is not row], now)
@@ -207,13 +205,24 @@ class Registry:
             s.flush()
             return _view(row)
 
-    def names(self) -> list[str]:
+    def names(self, tenant: str = DEFAULT_TENANT) -> list[str]:
+        """The names the tenant can use: its own and those shared with it."""
         with self._reader() as s:
-            return _names(s)
+            return visible_names(s, tenant)
+
+    def shared_with(self, tenant: str) -> list[ModelVersionView]:
+        """Other tenants' versions this tenant may use (whole names or single versions)."""
+        with self._reader() as s:
+            names = [n for n in visible_names(s, tenant) if not _rows(s, tenant, n)]
+            return [_view(r) for n in names for r in shared_rows(s, tenant, n)]
 
     # Last: inside the class body, `list` names this method from here on.
     def list(self, name: str | None = None, tenant: str | None = None) -> list[ModelVersionView]:
-        query = select(t.ModelVersion).order_by(t.ModelVersion.name, t.ModelVersion.version)
+        """Registered versions, by name; only `tenant`'s own when given (None: every tenant's,
+        for operators)."""
+        query = select(t.ModelVersion).order_by(
+            t.ModelVersion.tenant, t.ModelVersion.name, t.ModelVersion.version
+        )
         if name is not None:
             query = query.where(t.ModelVersion.name == name)
         if tenant is not None:
@@ -222,26 +231,24 @@ class Registry:
             return [_view(r) for r in s.scalars(query)]
 
 
-def _rows(s: Session, name: str, lock: bool = False) -> list[t.ModelVersion]:
-    """All versions of `name`, oldest first. With `lock`, writers of the same name take turns
-    (SQLite's BEGIN IMMEDIATE already serialises all writers). On PostgreSQL a per-name
-    advisory lock, unlike FOR UPDATE, also covers a name with no rows yet, and the SELECT
-    after it sees what the previous holder committed."""
+def _rows(s: Session, tenant: str, name: str, lock: bool = False) -> list[t.ModelVersion]:
+    """All versions of the tenant's `name`, oldest first. With `lock`, writers of the same
+    name take turns (SQLite's BEGIN IMMEDIATE already serialises all writers). On PostgreSQL
+    a per-name advisory lock, unlike FOR UPDATE, also covers a name with no rows yet, and the
+    SELECT after it sees what the previous holder committed."""
     if lock and s.get_bind().dialect.name == "postgresql":
         s.execute(
             text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"),
-            {"space": _LOCK_SPACE, "name": name},
+            {"space": _LOCK_SPACE, "name": f"{tenant}/{name}"},
         )
     query = (
-        select(t.ModelVersion).where(t.ModelVersion.name == name).order_by(t.ModelVersion.version)
+        select(t.ModelVersion)
+        .where(t.ModelVersion.tenant == tenant, t.ModelVersion.name == name)
+        .order_by(t.ModelVersion.version)
     )
     if lock:
         query = query.execution_options(populate_existing=True)
     return list(s.scalars(query))
-
-
-def _names(s: Session) -> list[str]:
-    return list(s.scalars(select(t.ModelVersion.name).distinct().order_by(t.ModelVersion.name)))
 
 
 def _demote(rows: list[t.ModelVersion], now: datetime) -> None:
@@ -259,7 +266,7 @@ def _select(name: str, rows: list[t.ModelVersion], selector: str | int) -> t.Mod
         for r in rows:
             if r.version == selector:
                 return r
-        raise RegistryError(
+        raise UnknownRegisteredModelError(
             f"model {name!r} has no version {selector}; its versions: {_listing(rows)}"
         )
     if selector not in SELECTORS:
@@ -292,11 +299,14 @@ def _listing(rows: list[t.ModelVersion]) -> str:
     return ", ".join(f"{r.version} ({r.stage})" for r in rows)
 
 
-def _unknown_name(s: Session, name: str) -> RegistryError:
-    known = _names(s)
+def _unknown_name(s: Session, tenant: str, name: str) -> UnknownRegisteredModelError:
+    """Names only what the tenant may use: another tenant's models are never mentioned."""
+    known = visible_names(s, tenant)
     if not known:
-        return RegistryError(
-            f"no model named {name!r}: the registry is empty; train one with `sluice train`"
+        return UnknownRegisteredModelError(
+            f"no model named {name!r}: you have no registered models; train one with `sluice train`"
         )
     more = f" (and {len(known) - 10} more)" if len(known) > 10 else ""
-    return RegistryError(f"no model named {name!r}; known models: {', '.join(known[:10])}{more}")
+    return UnknownRegisteredModelError(
+        f"no model named {name!r}; known models: {', '.join(known[:10])}{more}"
+    )

@@ -1,9 +1,21 @@
 """SQLAlchemy 2.0 typed tables. Change them only together with a migration in migrations/."""
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -51,6 +63,8 @@ class Job(Base):
     callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     parent_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # Fair share (0007): the lane of its modality queue its chunks go to (storage/admission).
+    lane: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class Chunk(Base):
@@ -117,6 +131,9 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     secret: Mapped[str] = mapped_column(String(128))
     name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    role: Mapped[str] = mapped_column(  # schemas.tenants.Role
+        String(16), default="tenant", server_default=text("'tenant'")
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -223,16 +240,16 @@ class TrainingRun(Base):
 
 
 class ModelVersion(Base):
-    """The model registry: one row per (name, version), with where its weights are."""
+    """The model registry: one row per (tenant, name, version), with where its weights are."""
 
     __tablename__ = "model_versions"
 
+    tenant: Mapped[str] = mapped_column(
+        String(64), primary_key=True, default="default", server_default=text("'default'")
+    )
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     task: Mapped[str] = mapped_column(String(64))
-    tenant: Mapped[str] = mapped_column(
-        String(64), default="default", server_default=text("'default'")
-    )
     uri: Mapped[str] = mapped_column(Text)  # the artifact directory
     sha256: Mapped[str] = mapped_column(String(64))  # of the weights files
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType)
@@ -245,5 +262,35 @@ class ModelVersion(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ModelShare(Base):
+    """An owner's registered name (version 0: every version) usable by a grantee tenant
+    ("*": every tenant). See storage/model_shares.py."""
+
+    __tablename__ = "model_shares"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    grantee: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 # The results "UNIQUE(job_id, item_key)" of the design is the primary key of results and
 # explanations: one row per item, whatever the number of deliveries.
+
+
+class TenantUsage(Base):
+    """What a tenant used, per UTC day and task (0007): items by outcome, seconds of model
+    actor time, and tokens fed to the model (null where the task does not count them).
+    Added to in the transaction that settles each chunk (storage/usage.py)."""
+
+    __tablename__ = "tenant_usage"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ok: Mapped[int] = mapped_column(BigInteger, default=0)
+    invalid: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[int] = mapped_column(BigInteger, default=0)
+    model_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

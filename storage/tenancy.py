@@ -34,6 +34,14 @@ class TenantReads:
             )
             return [_view(j) for j in rows]
 
+    def every_tenants_jobs(self, tenant: str | None, limit: int) -> list[JobView]:
+        """The operator's system view: the newest jobs of every tenant (or of one)."""
+        query = select(t.Job).order_by(t.Job.created_at.desc()).limit(limit)
+        if tenant is not None:
+            query = query.where(t.Job.tenant == tenant)
+        with self._reader() as s:
+            return [_view(j) for j in s.scalars(query)]
+
     def models(self, tenant: str) -> list[dict[str, Any]]:
         """The models this tenant's jobs used (a tenant never sees another's)."""
         query = (

@@ -53,7 +53,11 @@ def run_chunk(
     model_path = job.params.get("model_path", "")
     # The worker's own limits travel with each chunk: the actor checks every media
     # reference against them again, whatever the producer accepted.
-    params = {**job.params, "media_limits": asdict(settings.media_limits())}
+    # An API tenant's job reads under its own roots (those within this worker's).
+    limits = settings.media_limits()
+    if (mine := job.params.get("input_roots")) is not None:
+        limits = limits.narrowed_to(list(mine))
+    params = {**job.params, "media_limits": asdict(limits)}
 
     def runner(actor: Any) -> Callable[[list[Item]], list[Outcome]]:
         def run(part: list[Item]) -> list[Outcome]:

@@ -1,32 +1,56 @@
 """Callbacks, the sending side: POST a signed JSON payload to a finished job's callback_url.
 
-The body is signed with HMAC-SHA256 under the submitting API key's secret; the signature is in
-the `X-Sluice-Signature: sha256=<hex>` header. A failed attempt (a network error or a non-2xx
-answer) is retried by the sweeper with exponential backoff, up to SLUICE_CALLBACK_MAX_ATTEMPTS;
-every attempt is recorded in `callback_deliveries`.
+Sending is off the inference path. The worker that finishes a job, and the sweeper for due
+retries, only `enqueue_due`: the ledger holds the callback as scheduled and a message goes to
+the sluice.callbacks queue, which a pool of threads consumes (workers/callback_task.py,
+started by `sluice worker` beside the inference pool). There, `attempt_delivery` makes one
+attempt, bounded as a whole by SLUICE_CALLBACK_TIMEOUT (workers/callback_http.py), and records
+it: a failure is retried by a later sweep after SLUICE_CALLBACK_BACKOFF x 2^n seconds, up to
+SLUICE_CALLBACK_MAX_ATTEMPTS. The signature headers are Standard Webhooks'
+(storage/callback_ledger.py).
 """
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+from celery import Celery
 
+from schemas.queues import CALLBACK_QUEUE, DELIVER_CALLBACK
 from schemas.settings import Settings
 from schemas.states import CallbackState
 from storage.apikeys import ApiKeys
-from storage.callback_ledger import SIGNATURE_HEADER, Callbacks, PendingDelivery, sign
+from storage.callback_ledger import (
+    ID_HEADER,
+    LEGACY_SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    Callbacks,
+    PendingDelivery,
+    message_id,
+    sign_legacy,
+    signature_headers,
+)
 from storage.ledger import Ledger
+from workers import callback_http
+from workers.callback_http import Answer
 
 log = logging.getLogger("sluice.callbacks")
 EVENT_SOURCE = "event"  # jobs made by POST /v1/events carry their one result in the payload
+EVENT = "job.finished"
+# How long a scheduled callback waits for its message before a sweep sends another: longer
+# than a busy callback queue takes to drain, short enough that a lost message is not forgotten.
+QUEUED_HOLD_SECONDS = 600.0
+SendCallback = Callable[[str, int], object]  # (job_id, attempts so far): one Celery message
+Post = Callable[[str, bytes, dict[str, str], float, bool], Answer]
 
 
 def payload(ledger: Ledger, delivery: PendingDelivery) -> dict[str, Any]:
     view = ledger.job(delivery.job_id)
     body: dict[str, Any] = {
-        "type": "job.finished",
+        "type": EVENT,
         "job_id": view.id,
         "status": view.status.value,
         "task": view.task,
@@ -45,67 +69,83 @@ def payload(ledger: Ledger, delivery: PendingDelivery) -> dict[str, Any]:
     return body
 
 
-def deliver_due(
+def enqueue_due(ledger: Ledger, send: SendCallback, job_ids: list[str] | None = None) -> int:
+    """Schedule the due callbacks (or those of `job_ids`, when their jobs have finished) and
+    send one message each to the callback queue. Makes no HTTP request. Returns how many."""
+    scheduled = Callbacks(ledger.engine).schedule(QUEUED_HOLD_SECONDS, job_ids)
+    for job_id, attempts in scheduled:
+        send(job_id, attempts)
+    return len(scheduled)
+
+
+def callback_sender(app: Celery) -> SendCallback:
+    """How the chunk task and the sweeper hand a callback to the callback pool (by name)."""
+
+    def send(job_id: str, attempts: int) -> None:
+        app.send_task(DELIVER_CALLBACK, args=[job_id, attempts], queue=CALLBACK_QUEUE)
+
+    return send
+
+
+def request_for(
+    ledger: Ledger, settings: Settings, delivery: PendingDelivery
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of one attempt, signed with the submitting key's secret."""
+    body = json.dumps(payload(ledger, delivery), separators=(",", ":")).encode()
+    msg_id = message_id(delivery.job_id, EVENT)
+    now = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "sluice-callbacks/2",
+        "X-Sluice-Job": delivery.job_id,
+        "X-Sluice-Attempt": str(delivery.attempt),
+        ID_HEADER: msg_id,  # for deduping, signed or not
+        TIMESTAMP_HEADER: str(now),
+    }
+    secret = ApiKeys(ledger.engine).secret(delivery.api_key_id) if delivery.api_key_id else None
+    if secret:
+        headers.update(signature_headers(secret, msg_id, body, now))
+        headers["X-Sluice-Key-Id"] = delivery.api_key_id or ""
+        if settings.callback_legacy_signature:
+            headers[LEGACY_SIGNATURE_HEADER] = sign_legacy(secret, body)
+    return body, headers
+
+
+def attempt_delivery(
     ledger: Ledger,
     settings: Settings,
-    job_ids: list[str] | None = None,
-    http: httpx.Client | None = None,
-) -> dict[str, int]:
-    """Try every due callback (or those of `job_ids`) once. Returns counts by new state."""
+    job_id: str,
+    after_attempts: int | None = None,
+    post: Post | None = None,
+) -> str | None:
+    """Make one attempt at a job's callback and record it; None when it is not ours to make
+    (already delivered, given up, or attempted since it was scheduled)."""
     callbacks = Callbacks(ledger.engine)
-    keys = ApiKeys(ledger.engine)
-    counts: dict[str, int] = {}
-    due = callbacks.due(job_ids)
-    if not due:
-        return counts
-    client = http or httpx.Client(timeout=settings.callback_timeout, follow_redirects=False)
-    try:
-        for job_id in due:
-            delivery = callbacks.claim(job_id, hold_seconds=settings.callback_timeout * 3)
-            if delivery is None:
-                continue
-            state = _attempt(ledger, callbacks, keys, settings, delivery, client)
-            counts[state] = counts.get(state, 0) + 1
-    finally:
-        if http is None:
-            client.close()
-    return counts
-
-
-def _attempt(
-    ledger: Ledger,
-    callbacks: Callbacks,
-    keys: ApiKeys,
-    settings: Settings,
-    delivery: PendingDelivery,
-    client: httpx.Client,
-) -> str:
-    status_code: int | None = None
-    error: str | None = None
-    try:
-        body = json.dumps(payload(ledger, delivery), separators=(",", ":")).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "sluice-callbacks/1",
-            "X-Sluice-Job": delivery.job_id,
-            "X-Sluice-Attempt": str(delivery.attempt),
-        }
-        secret = keys.secret(delivery.api_key_id) if delivery.api_key_id else None
-        if secret:
-            headers[SIGNATURE_HEADER] = sign(secret, body)
-            headers["X-Sluice-Key-Id"] = delivery.api_key_id or ""
-        status_code = client.post(delivery.url, content=body, headers=headers).status_code
-    except Exception as exc:  # any failure to deliver is retried later
-        error = f"{type(exc).__name__}: {exc}"[:2000]
-    state = callbacks.record(
-        delivery, status_code, error, settings.callback_max_attempts, settings.callback_backoff
+    # Held past the attempt's deadline, so that nobody else tries while this one runs.
+    delivery = callbacks.claim(job_id, settings.callback_timeout * 3, after_attempts)
+    if delivery is None:
+        return None
+    body, headers = request_for(ledger, settings, delivery)
+    send = post or callback_http.post  # looked up now: tests replace callback_http's seams
+    started = time.monotonic()
+    answer = send(
+        delivery.url, body, headers, settings.callback_timeout, settings.callback_allow_private
     )
-    if state != CallbackState.DELIVERED:
+    state = callbacks.record(
+        delivery,
+        answer.status_code,
+        answer.failure,
+        settings.callback_max_attempts,
+        settings.callback_backoff,
+    )
+    if state != CallbackState.DELIVERED:  # the full reason for the operator only
         log.warning(
-            "callback for job %s, attempt %d: %s (%s)",
+            "callback for job %s, attempt %d, %.1fs: %s: %s (now %s)",
             delivery.job_id,
             delivery.attempt,
-            error or f"HTTP {status_code}",
+            time.monotonic() - started,
+            answer.failure,
+            answer.detail,
             state,
         )
     return state

@@ -4,9 +4,17 @@ from celery import Celery
 
 from schemas.catalog import Catalog
 from schemas.errors import ConfigError
-from schemas.queues import CONTROL_QUEUE, SWEEP, TRAIN_QUEUE
+from schemas.queues import (
+    CALLBACK_QUEUE,
+    CONTROL_QUEUE,
+    DELIVER_CALLBACK,
+    SWEEP,
+    TRAIN_QUEUE,
+    lane_queues,
+)
 from schemas.settings import Settings
 from schemas.stack import Endpoints, broker_transport_options, require_broker
+from workers.callback_task import register_callback_task
 from workers.chunk_task import WorkerState, register_chunk_task
 from workers.sweeper import register_sweep
 from workers.training.run_task import register_training
@@ -14,8 +22,21 @@ from workers.training.run_task import register_training
 
 def worker_queues(catalog: Catalog) -> list[str]:
     """Every queue a worker may consume: one per modality the catalog's tasks use, the
-    control queue (sweeps) and training."""
-    return sorted({*catalog.queues(), CONTROL_QUEUE, TRAIN_QUEUE})
+    control queue (sweeps), training and callbacks (their own thread pool consumes those).
+    (Each modality queue is consumed with all its fair share lanes: consumed_queues.)"""
+    return sorted({*catalog.queues(), CONTROL_QUEUE, TRAIN_QUEUE, CALLBACK_QUEUE})
+
+
+def consumed_queues(named: list[str], catalog: Catalog, lanes: int) -> list[str]:
+    """The queues a worker asked for `named` consumes: a modality queue with every lane of it
+    (`sluice.text` -> `sluice.text`, `sluice.text.1`, ...), so a job on any lane is served."""
+    modality = set(catalog.queues())
+    out: list[str] = []
+    for queue in named:
+        for name in lane_queues(queue, lanes) if queue in modality else [queue]:
+            if name not in out:
+                out.append(name)
+    return out
 
 
 def check_delivery(settings: Settings) -> None:
@@ -45,6 +66,7 @@ def create_app(settings: Settings, endpoints: Endpoints) -> Celery:
         broker_transport_options=broker_transport_options(settings),
         broker_connection_retry_on_startup=True,
         task_default_queue=CONTROL_QUEUE,
+        task_routes={DELIVER_CALLBACK: {"queue": CALLBACK_QUEUE}},
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,  # Ray needs real file descriptors
         beat_schedule={
@@ -59,4 +81,5 @@ def create_app(settings: Settings, endpoints: Endpoints) -> Celery:
     register_chunk_task(app, state)
     register_training(app, settings, endpoints)
     register_sweep(app, state)
+    register_callback_task(app, state)
     return app

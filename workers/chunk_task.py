@@ -20,8 +20,9 @@ from schemas.stack import Endpoints
 from schemas.states import ItemStatus
 from storage.engine import make_engine, require_current_schema
 from storage.ledger import Claim, JobView, Ledger
+from storage.usage import ChunkUsage
 from workers.actor_work import IsolationUnfinished, run_chunk
-from workers.callback_delivery import deliver_due
+from workers.callback_delivery import callback_sender, enqueue_due
 from workers.isolation import ISOLATING
 from workers.leases import LeaseKeeper
 from workers.ledger_patience import OUTAGE, patiently
@@ -151,9 +152,14 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
         except Exception as exc:
             return _attempt_failed(task, state, claim, chunk_id, owner, exc, deadline)
         computed = time.perf_counter()
+        # The tenant's usage: this attempt's time with the model actor (tokens: not counted
+        # yet, the actor does not report them).
+        usage = ChunkUsage(model_seconds=computed - started)
         try:  # the lease keeper renews while the ledger is waited for
             completed = patiently(
-                f"chunk {chunk_id}", lambda: ledger.complete(chunk_id, owner, outcomes), deadline
+                f"chunk {chunk_id}",
+                lambda: ledger.complete(chunk_id, owner, outcomes, usage),
+                deadline,
             )
         except OUTAGE as exc:  # the lease runs out; the sweeper sends the chunk again
             log.warning("chunk %s: results not stored, the ledger is unreachable", chunk_id)
@@ -169,7 +175,7 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
         time.perf_counter() - computed,
     )
     if claim.job.callback_url:
-        _send_callback(state, claim.job.id)
+        _send_callback(task.app, state, claim.job.id)
     return "done"
 
 
@@ -204,12 +210,13 @@ def _attempt_failed(
     raise task.retry(exc=exc, countdown=settings.retry_backoff**claim.attempts, max_retries=None)
 
 
-def _send_callback(state: WorkerState, job_id: str) -> None:
-    """The worker that finishes a job tells its caller at once; the sweeper retries."""
+def _send_callback(app: Celery, state: WorkerState, job_id: str) -> None:
+    """The worker that finishes a job queues its callback at once, for the callback pool: no
+    HTTP here, a slow receiver must never hold an inference slot. The sweeper retries."""
     try:
-        deliver_due(state.ledger, state.settings, [job_id])
+        enqueue_due(state.ledger, callback_sender(app), [job_id])
     except Exception:  # never fail a finished chunk over its callback
-        log.warning("job %s: callback not sent; the sweeper retries", job_id, exc_info=True)
+        log.warning("job %s: callback not queued; the sweeper does it", job_id, exc_info=True)
 
 
 def register_chunk_task(app: Celery, state: WorkerState) -> None:

@@ -16,11 +16,18 @@ from celery import Celery
 
 from schemas.catalog import Catalog
 from schemas.errors import UnknownTaskError
-from schemas.queues import CONTROL_QUEUE, PROCESS_CHUNK, SWEEP, TRAIN_QUEUE, TRAIN_TASK
+from schemas.queues import (
+    CONTROL_QUEUE,
+    PROCESS_CHUNK,
+    SWEEP,
+    TRAIN_QUEUE,
+    TRAIN_TASK,
+    lane_queue,
+)
 from schemas.settings import Settings
 from schemas.stack import Endpoints, priority_lists, redis_priority, require_broker
 from storage.ledger import Ledger
-from workers.callback_delivery import deliver_due
+from workers.callback_delivery import SendCallback, callback_sender, enqueue_due
 from workers.chunk_task import WorkerState
 from workers.training.run_task import resend_training
 
@@ -114,8 +121,8 @@ def sweep_once(
         if chunk.expired and chunk.attempts >= settings.max_attempts:
             exhausted.append(chunk.chunk_id)
             continue
-        try:
-            queue = catalog.get(chunk.task).queue
+        try:  # the lane queue the chunk was sent to: the one that may hold its message
+            queue = lane_queue(catalog.get(chunk.task).queue, chunk.lane, settings.fair_lanes)
         except UnknownTaskError:  # its queue is unknown here; its attempts still run out
             log.warning(
                 "sweep: chunk %s is of task %s, which this worker does not know: set the same "
@@ -174,8 +181,10 @@ def sweep_all(
     catalog: Catalog,
     send_chunk: Send,
     send_run: Callable[[str], object],
+    send_callback: SendCallback,
 ) -> dict[str, object]:
-    """One sweep of everything: chunks, training runs, and callbacks that are due."""
+    """One sweep of everything: chunks, training runs, and callbacks that are due (queued
+    for the callback pool, never sent from here: a slow receiver must not stall sweeps)."""
     broker = require_broker(endpoints)
     report = sweep_once(ledger, settings, broker, send_chunk, catalog)
     report.resent += resend_training(
@@ -186,7 +195,7 @@ def sweep_all(
     )
     if report.resent or report.dead_lettered:
         log.warning("sweep: %s", report.as_dict())
-    return {**report.as_dict(), "callbacks": deliver_due(ledger, settings)}
+    return {**report.as_dict(), "callbacks_queued": enqueue_due(ledger, send_callback)}
 
 
 def register_sweep(app: Celery, state: WorkerState) -> None:
@@ -207,4 +216,5 @@ def register_sweep(app: Celery, state: WorkerState) -> None:
             state.catalog,
             send_chunk,
             lambda run_id: app.send_task(TRAIN_TASK, args=[run_id], queue=TRAIN_QUEUE),
+            callback_sender(app),
         )

@@ -7,13 +7,22 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
-from producers.api import events, jobs, metrics
+from producers.api import events, job_control, jobs, metrics, operator, usage
 from producers.api.auth import BodyLimit
-from producers.api.bodies import request_bodies
+from producers.api.openapi_doc import publish_request_bodies
 from producers.api.services import Services
+from producers.api.task_bodies import task_bodies
 from producers.client import Client
-from schemas.errors import ConfigError, JobNotFoundError, SluiceError, TooManyItemsError
+from schemas.errors import (
+    ConfigError,
+    JobNotFoundError,
+    ModelNotFoundError,
+    QuotaExceededError,
+    SluiceError,
+    TooManyItemsError,
+)
 from schemas.settings import Settings
 from schemas.storable import escaped_text
 from storage.apikeys import ApiKeys
@@ -24,8 +33,12 @@ DESCRIPTION = """Submit batch jobs (inline items, a file upload or a SQL table) 
 events; follow them; fetch results as paginated JSON or streamed JSONL, CSV or Parquet.
 
 Every `/v1` route needs an API key (`Authorization: Bearer <key>` or `X-API-Key`). A key
-belongs to one tenant, which sees only its own jobs, results and models. Callbacks are signed:
-`X-Sluice-Signature: sha256=<hex HMAC-SHA256 of the raw body under the key's secret>`."""
+belongs to one tenant, which sees only its own jobs, results and models. Callbacks are signed
+per Standard Webhooks (https://www.standardwebhooks.com): `webhook-id` (the same on every retry:
+dedupe by it), `webhook-timestamp` (unix seconds) and `webhook-signature: v1,<base64
+HMAC-SHA256 of "{id}.{timestamp}.{raw body}" keyed with the bytes of the key's callback
+secret>`; with the `standardwebhooks` package, `Webhook("whsec_" + base64(secret))` verifies.
+A `callback_url` must be http(s) and reach a public address."""
 
 
 def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
@@ -39,19 +52,22 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         ApiKeys(engine),
         TenantReads(engine),
         Callbacks(engine),
-        request_bodies(client.catalog, settings.api_max_items),
+        task_bodies(client.catalog, settings),
     )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.include_router(jobs.router)
+    app.include_router(job_control.router)
     app.include_router(events.router)
     app.include_router(metrics.router)
+    app.include_router(usage.router)
+    app.include_router(operator.router)
     _errors(app)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    jobs.document_request_bodies(app, app.state.sluice.bodies)
+    publish_request_bodies(app, app.state.sluice.bodies)
     return app
 
 
@@ -63,7 +79,33 @@ def _errors(app: FastAPI) -> None:
 
         return respond
 
+    async def quota(_request: Request, exc: Exception) -> JSONResponse:
+        seconds = getattr(exc, "retry_after_seconds", 1)
+        return JSONResponse(
+            {"detail": escaped_text(str(exc))},
+            status_code=429,
+            headers={"Retry-After": str(max(0, int(seconds)))},
+        )
+
+    async def method_not_allowed(request: Request, _exc: Exception) -> JSONResponse:
+        # Starlette's 405 names the methods of one route; a path served by several (GET and
+        # POST /v1/jobs) allows them all.
+        allowed = {
+            method
+            for route in app.routes
+            if isinstance(route, APIRoute) and route.path_regex.match(request.url.path)
+            for method in route.methods or ()
+        }
+        return JSONResponse(
+            {"detail": "Method Not Allowed"},
+            status_code=405,
+            headers={"Allow": ", ".join(sorted(allowed))},
+        )
+
+    app.add_exception_handler(405, method_not_allowed)
+    app.add_exception_handler(QuotaExceededError, quota)
     app.add_exception_handler(JobNotFoundError, handler(404))
+    app.add_exception_handler(ModelNotFoundError, handler(404))
     app.add_exception_handler(TooManyItemsError, handler(413))
     app.add_exception_handler(ConfigError, handler(503))
     app.add_exception_handler(SluiceError, handler(400))

@@ -1,4 +1,5 @@
-"""API keys on every /v1 route, and the request size cap."""
+"""API keys on every /v1 route (operator keys for the system view), and the request size
+cap."""
 
 from typing import Annotated, Any
 
@@ -30,6 +31,16 @@ def principal(
     if info is None:
         raise HTTPException(
             401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return info
+
+
+def operator(info: Annotated[ApiKeyInfo, Depends(principal)]) -> ApiKeyInfo:
+    """An operator's key; 403 for a tenant's (the system view is not a tenant's to see)."""
+    if not info.operator:
+        raise HTTPException(
+            403,
+            "this route needs an operator key (`sluice api-keys create --role operator`)",
         )
     return info
 

@@ -7,59 +7,69 @@ import re
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from producers.adapters import adapter_for
-from producers.api.auth import principal
 from producers.api.bodies import EventOut
-from producers.api.jobs import IdempotencyKey, submit
+from producers.api.jobs import submit
+from producers.api.params import IdempotencyKey, Principal
+from producers.api.responses import AUTHENTICATED, SUBMITTING, errors
 from producers.api.services import services
+from producers.api.task_bodies import parse_body, validation_error
 from schemas.errors import SluiceError
-from storage.apikeys import ApiKeyInfo
 
 router = APIRouter(prefix="/v1", tags=["events"])
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+WAIT = r"^([0-9]{1,6}(?:\.[0-9]{1,3})?)(ms|s|m)?$"
+DURATION = re.compile(WAIT)
 EVENT_SOURCE = "event"  # workers/callbacks.py puts the one result of these in the payload
 POLL = 0.02
 
 
 def parse_wait(text: str | None, cap: float) -> float:
-    """`5s`, `500ms`, `1m` or plain seconds; at most SLUICE_API_MAX_WAIT."""
+    """`5s`, `500ms`, `1m` or plain seconds; a longer wait than SLUICE_API_MAX_WAIT is cut to
+    it (the answer is then 202 with the job's URL, as for any event not done in time)."""
     if not text:
         return 0.0
-    match = DURATION.match(text)
+    match = DURATION.fullmatch(text)
     if not match:
         raise SluiceError(f"bad wait {text!r}: use e.g. 5s, 500ms or 1m")
     value = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[match.group(2) or "s"]
-    if value > cap:
-        raise SluiceError(f"wait {text!r} is over the cap of {cap:g}s (SLUICE_API_MAX_WAIT)")
-    return value
+    return min(value, cap)
 
 
 @router.post(
     "/events",
     response_model=EventOut,
     status_code=200,
-    responses={202: {"model": EventOut, "description": "not finished within ?wait"}},
+    responses={
+        202: {
+            "model": EventOut,
+            "description": "not finished within ?wait",
+            "headers": {"Location": {"description": "the job's URL", "schema": {"type": "string"}}},
+        },
+        **errors(*AUTHENTICATED, *SUBMITTING),
+    },
 )
 async def post_event(
     request: Request,
-    key: Annotated[ApiKeyInfo, Depends(principal)],
-    wait: Annotated[str | None, Query(description="e.g. 5s, 500ms")] = None,
+    key: Principal,
+    wait: Annotated[
+        str | None,
+        Query(description="e.g. 5s, 500ms; at most SLUICE_API_MAX_WAIT", pattern=WAIT),
+    ] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Process one item. 200 with its result when it ends within `wait`; 202 otherwise.
     The body is an EventRequest (below)."""
     svc = services(request)
     try:
-        body = svc.bodies.event.model_validate_json(await request.body())
+        body = parse_body(svc.bodies.event, await request.body(), svc.client.catalog.names())
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
+        raise validation_error(exc) from None
     timeout = parse_wait(wait, svc.settings.api_max_wait)
     job_id = (
         await run_in_threadpool(svc.reads.by_idempotency_key, key.tenant, idempotency_key)
@@ -77,6 +87,7 @@ async def post_event(
             model=body.model,
             key_column="key",
             source="event",
+            tenant=key.tenant,
         )
         try:
             job_id = await run_in_threadpool(

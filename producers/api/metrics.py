@@ -7,14 +7,16 @@ From the ledger: `sluice_items_total{task,status}` (job counters), `sluice_jobs{
 `sluice_inference_seconds` (chunk claimed → finished: model + explanations + ledger write) and
 `sluice_queue_wait_seconds` (chunk enqueued → claimed by a worker).
 From Redis: `sluice_queue_depth{queue}` (LLEN of `sluice.<modality>` and its priority lists
-`sluice.<modality>:N`), and `sluice_broker_up`.
+`sluice.<modality>:N`, summed over its fair-share lanes), and `sluice_broker_up`.
+Per tenant (tenant_usage): `sluice_tenant_items_total{tenant,task,outcome}` and
+`sluice_tenant_model_seconds_total{tenant,task}`.
 """
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -22,13 +24,16 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
+from producers.api.auth import operator
+from producers.api.problems import Problem
 from producers.api.services import Services, services
 from schemas.queues import CONTROL_QUEUE
-from schemas.stack import priority_lists
+from schemas.stack import lane_priority_lists
 from schemas.states import ItemStatus
 from storage import tables as t
+from storage.apikeys import ApiKeyInfo
 
 router = APIRouter(tags=["ops"])
 RECENT_CHUNKS = 10_000
@@ -79,6 +84,7 @@ class LedgerCollector:
             ):
                 callbacks.add_metric([state], float(n))
             yield callbacks
+            yield from tenant_usage(conn)
             recent = conn.execute(
                 select(t.Chunk.size, t.Chunk.enqueued_at, t.Chunk.claimed_at, t.Chunk.finished_at)
                 .where(t.Chunk.finished_at.is_not(None), t.Chunk.claimed_at.is_not(None))
@@ -117,6 +123,36 @@ class LedgerCollector:
         )
 
 
+def tenant_usage(conn: Connection) -> Iterator[Metric]:
+    """`sluice_tenant_items_total{tenant,task,outcome}` and
+    `sluice_tenant_model_seconds_total{tenant,task}`, all days summed (storage/usage.py)."""
+    items = CounterMetricFamily(
+        "sluice_tenant_items", "items settled per tenant", labels=["tenant", "task", "outcome"]
+    )
+    seconds = CounterMetricFamily(
+        "sluice_tenant_model_seconds",
+        "seconds the model actors spent on a tenant's chunks",
+        labels=["tenant", "task"],
+    )
+    u = t.TenantUsage
+    for tenant, task, ok, invalid, error, model_seconds in conn.execute(
+        select(
+            u.tenant,
+            u.task,
+            func.sum(u.ok),
+            func.sum(u.invalid),
+            func.sum(u.error),
+            func.sum(u.model_seconds),
+        ).group_by(u.tenant, u.task)
+    ):
+        counts = {ItemStatus.OK: ok, ItemStatus.INVALID: invalid, ItemStatus.ERROR: error}
+        for outcome in ItemStatus:
+            items.add_metric([tenant, task, outcome.value], float(counts[outcome] or 0))
+        seconds.add_metric([tenant, task], float(model_seconds or 0.0))
+    yield items
+    yield seconds
+
+
 class QueueCollector:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
@@ -137,9 +173,10 @@ class QueueCollector:
                 self._redis = redis.Redis.from_url(
                     url.replace("redis+socket://", "unix://"), socket_timeout=2
                 )
+            lanes = self.svc.settings.fair_lanes
             for queue in sorted({*self.svc.client.catalog.queues(), CONTROL_QUEUE}):
                 with self._redis.pipeline(transaction=False) as pipe:
-                    for name in priority_lists(queue):
+                    for name in lane_priority_lists(queue, 1 if queue == CONTROL_QUEUE else lanes):
                         pipe.llen(name)
                     depth.add_metric([queue], float(sum(pipe.execute())))
             up.add_metric([], 1.0)
@@ -149,9 +186,18 @@ class QueueCollector:
         yield up
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-def metrics(request: Request) -> Response:
-    """Prometheus metrics (not tenant-scoped: totals only, no job ids or texts)."""
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {}}},
+        401: {"model": Problem, "description": "no API key, or an unknown or revoked one"},
+        403: {"model": Problem, "description": "a tenant's key: metrics need an operator key"},
+    },
+)
+def metrics(request: Request, _key: Annotated[ApiKeyInfo, Depends(operator)]) -> Response:
+    """Prometheus metrics for operators (every tenant's totals; no job ids or texts). Scrape
+    with an operator key: `authorization: {credentials: <key>}` in Prometheus."""
     svc = services(request)
     registry = getattr(request.app.state, "metrics_registry", None)
     if registry is None:

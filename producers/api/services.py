@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from producers.api.bodies import RequestBodies
+from producers.api.task_bodies import TaskBodies
 from producers.client import Client
 from schemas.settings import Settings
 from storage.apikeys import ApiKeys
@@ -19,7 +19,7 @@ class Services:
     keys: ApiKeys
     reads: TenantReads
     callbacks: Callbacks
-    bodies: RequestBodies
+    bodies: TaskBodies
 
 
 def services(request: Request) -> Services:

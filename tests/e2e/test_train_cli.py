@@ -62,7 +62,7 @@ def test_train_register_promote_and_infer_by_name_from_the_cli(tmp_path: Path):
         status = json.loads(sluice("status", out["run_id"], cwd=tmp_path).stdout)
         assert status["progress"]["epoch"] == 20 and status["model_version"] == 1
         listed = sluice("models", "list", cwd=tmp_path)
-        assert listed.stdout.startswith("bc@1") and "production" in listed.stdout
+        assert listed.stdout.split()[:3] == ["default", "bc@1", "production"]
         shown = json.loads(sluice("models", "show", "bc@production", cwd=tmp_path).stdout)
         assert len(shown["training"]["history"]) == 20 and len(shown["sha256"]) == 64
         job = sluice(
@@ -100,6 +100,41 @@ def test_train_register_promote_and_infer_by_name_from_the_cli(tmp_path: Path):
             cwd=tmp_path,
         )
         assert gone.returncode == 2 and "no production version" in gone.stderr
+        # names belong to a tenant: acme's bc starts at version 1, beside the operator's
+        theirs = sluice(
+            "train",
+            "--task",
+            "classify-records",
+            "--data",
+            "patients.csv",
+            "--label-column",
+            "diagnosis",
+            "--key-column",
+            "id",
+            "--name",
+            "bc",
+            "--epochs",
+            "3",
+            "--tenant",
+            "acme",
+            "--wait",
+            "--promote",
+            "--json",
+            cwd=tmp_path,
+        )
+        assert theirs.returncode == 0, theirs.stderr
+        acme = json.loads(theirs.stdout.splitlines()[-1])["model"]
+        assert (acme["ref"], acme["tenant"], acme["stage"]) == ("bc@1", "acme", "production")
+        mine = json.loads(sluice("models", "show", "bc@1", cwd=tmp_path).stdout)
+        assert (mine["tenant"], mine["stage"]) == ("default", "archived")  # untouched
+        shared = sluice(
+            "models", "share", "bc", "--owner", "acme", "--tenant", "globex", cwd=tmp_path
+        )
+        assert json.loads(shared.stdout)["tenant"] == "globex", shared.stderr
+        seen = sluice("models", "show", "bc@production", "--tenant", "globex", cwd=tmp_path)
+        assert json.loads(seen.stdout)["tenant"] == "acme"
+        moved = sluice("models", "archive", "bc", "1", "--tenant", "globex", cwd=tmp_path)
+        assert moved.returncode == 2 and "only its owner changes its stages" in moved.stderr
     finally:
         sluice("stack", "down", cwd=tmp_path, timeout=120)
 

@@ -76,6 +76,7 @@ def env(services: dict[str, str], database_url: str, tmp_path: Path) -> Iterator
         "SLUICE_VISIBILITY_TIMEOUT": "600",
         "SLUICE_MAX_TEXT_CHARS": "2000",
         "SLUICE_EXPLAIN_STEPS": "8",
+        "SLUICE_CALLBACK_ALLOW_PRIVATE": "true",  # the tests' receivers listen on 127.0.0.1
     }
     admin = redis.Redis.from_url(f"{services['broker']}/0")
     if admin.get(f"sluice-test:db:{number}") == token.encode():

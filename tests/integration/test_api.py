@@ -17,8 +17,9 @@ import uvicorn
 
 from producers import Client
 from producers.api import create_app
+from schemas.tenants import Role
 from storage.apikeys import ApiKeys
-from storage.callback_ledger import SIGNATURE_HEADER, verify
+from storage.callback_ledger import verify
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -87,6 +88,7 @@ def test_submit_callback_results_over_http(
 ):
     keys = ApiKeys(client.ledger.engine)
     acme, globex = keys.create("acme"), keys.create("globex")
+    ops = keys.create("ops", "scraper", Role.OPERATOR)
     http = httpx.Client(
         base_url=api_url, timeout=60, headers={"Authorization": f"Bearer {acme.key}"}
     )
@@ -121,8 +123,8 @@ def test_submit_callback_results_over_http(
     )
 
     headers, raw = receiver.wait_for(job_id, timeout=300)
-    assert verify(acme.secret, raw, headers[SIGNATURE_HEADER])
-    assert not verify(globex.secret, raw, headers[SIGNATURE_HEADER])
+    assert verify(acme.secret, raw, headers)  # Standard Webhooks: webhook-id/-timestamp/-signature
+    assert not verify(globex.secret, raw, headers)
     payload = json.loads(raw)
     assert payload["status"] == "partially_failed"
     assert payload["counts"] == {"total": 5, "ok": 4, "invalid": 1, "error": 0}
@@ -168,7 +170,8 @@ def test_submit_callback_results_over_http(
         latencies.append(time.perf_counter() - started)
         assert r.status_code == 200, r.text
         assert r.json()["result"]["output"]["label"] == "billing"
-    metrics = httpx.get(f"{api_url}/metrics").text
+    assert httpx.get(f"{api_url}/metrics").status_code == 401  # operators only
+    metrics = httpx.get(f"{api_url}/metrics", headers={"X-API-Key": ops.key}).text
     assert 'sluice_items_total{status="ok",task="zero-shot-text"} 7.0' in metrics
     assert 'sluice_queue_depth{queue="sluice.text"}' in metrics
     assert "sluice_broker_up 1.0" in metrics
@@ -200,7 +203,7 @@ def test_an_event_with_a_callback_gets_202_then_a_signed_result(
     job_id = r.json()["job_id"]
     start_worker()
     headers, raw = receiver.wait_for(job_id, timeout=300)
-    assert verify(key.secret, raw, headers[SIGNATURE_HEADER])
+    assert verify(key.secret, raw, headers)
     result = json.loads(raw)["result"]
     assert result["key"] == "event" and result["status"] == "ok"
     assert len(result["output"]["embedding"]) == 384

@@ -96,12 +96,14 @@ def http(tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
 
 def test_every_parameter_is_in_the_published_request_schemas(http: tuple[TestClient, str]):
     schema = http[0].get("/openapi.json").json()
-    job = schema["components"]["schemas"]["JobRequest"]["properties"]
-    event = schema["components"]["schemas"]["EventRequest"]["properties"]
-    form = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
-    for name, (_, tasks) in CATALOG.parameters().items():
-        for where in (job, event, form["schema"]["properties"]):
-            assert name in where and all(t in where[name]["description"] for t in tasks)
+    shapes = schema["components"]["schemas"]  # one body per task, for each way in
+    for spec in CATALOG:
+        title = "".join(part.title() for part in spec.name.split("-"))
+        for way in ("Job", "Event", "Upload"):
+            props = shapes[title + way]["properties"]
+            assert props["task"]["const"] == spec.name
+            for name, (_, tasks) in CATALOG.parameters().items():
+                assert (name in props) == (spec.name in tasks), (spec.name, way, name)
 
 
 def test_an_unknown_task_gets_the_same_message_at_every_front_door(

@@ -1,12 +1,13 @@
 """Identifier validation and the warehouse write-back (SQLite here; PostgreSQL end to end in
-tests/integration/test_enrich.py), watermarks, and callback signing, retries and records."""
+tests/integration/test_enrich.py), watermarks and callback signatures (sending, retries and
+records: tests/unit/test_callback_http.py)."""
 
 import datetime as dt
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import BigInteger, create_engine, select, text
 
@@ -22,14 +23,9 @@ from producers.warehouse_tables import (
     upsert,
 )
 from schemas.errors import SluiceError, UnsafeIdentifierError
-from schemas.jobs import Item, JobSpec, Outcome
-from schemas.settings import Settings
-from schemas.states import ItemStatus
-from storage.apikeys import ApiKeys
-from storage.callback_ledger import SIGNATURE_HEADER, Callbacks, sign, verify
+from storage.callback_ledger import sign_legacy, signature_headers, verify
 from storage.ledger import Ledger
 from storage.watermarks import Watermarks, decode, encode
-from workers.callback_delivery import deliver_due
 
 HOSTILE = [
     "users; DROP TABLE users",
@@ -171,64 +167,13 @@ def test_explanation_summary_lists_the_strongest_words():
 
 
 def test_signatures():
-    body = b'{"job_id":"j"}'
-    header = sign("whsec_x", body)
-    assert header.startswith("sha256=") and verify("whsec_x", body, header)
-    assert not verify("whsec_y", body, header) and not verify("whsec_x", body + b" ", header)
-    assert not verify("whsec_x", body, None)
-
-
-def test_callbacks_are_signed_retried_with_backoff_and_recorded(ledger: Ledger):
-    key = ApiKeys(ledger.engine).create("acme")
-    spec = JobSpec(
-        task="embed",
-        model="m",
-        model_version="v1",
-        params={},
-        tenant="acme",
-        api_key_id=key.info.id,
-        callback_url="http://receiver.test/hook",
-    )
-    job_id, (chunk,) = ledger.create_job(spec, [Item(key="k", text="t")], 10)
-    settings = Settings(callback_backoff=0, callback_max_attempts=3)
-    answers = iter([500, 200])
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(next(answers))
-
-    http = httpx.Client(transport=httpx.MockTransport(handler))
-    assert deliver_due(ledger, settings, http=http) == {}  # not finished: nothing owed
-    ledger.claim(chunk, "w", 30)
-    ledger.complete(chunk, "w", [Outcome(key="k", status=ItemStatus.OK, output={"dim": 1})])
-    assert deliver_due(ledger, settings, http=http) == {"pending": 1}
-    assert Callbacks(ledger.engine).get(job_id)["last_status_code"] == 500  # type: ignore[index]
-    assert deliver_due(ledger, settings, http=http) == {"delivered": 1}
-    assert deliver_due(ledger, settings, http=http) == {}  # delivered once, never again
-    record = Callbacks(ledger.engine).get(job_id)
-    assert record and record["state"] == "delivered" and record["attempts"] == 2
-    for request in seen:
-        assert verify(key.secret, request.content, request.headers[SIGNATURE_HEADER])
-        payload = json.loads(request.content)
-        assert payload["job_id"] == job_id and payload["status"] == "succeeded"
-    assert [json.loads(r.content)["attempt"] for r in seen] == [1, 2]
-
-
-def test_callbacks_give_up_after_max_attempts(ledger: Ledger):
-    spec = JobSpec(
-        task="embed",
-        model="m",
-        model_version="v1",
-        params={},
-        callback_url="http://127.0.0.1:1/unreachable",
-    )
-    job_id, (chunk,) = ledger.create_job(spec, [Item(key="k", text="t")], 10)
-    ledger.claim(chunk, "w", 30)
-    ledger.complete(chunk, "w", [Outcome(key="k", status=ItemStatus.OK, output={})])
-    settings = Settings(callback_backoff=0, callback_max_attempts=2, callback_timeout=2)
-    assert deliver_due(ledger, settings) == {"pending": 1}
-    assert deliver_due(ledger, settings) == {"failed": 1}
-    assert deliver_due(ledger, settings) == {}
-    record = Callbacks(ledger.engine).get(job_id)
-    assert record and record["state"] == "failed" and "ConnectError" in record["last_error"]
+    """Standard Webhooks: over "{id}.{timestamp}.{body}", recent timestamps only; the sending
+    and the standardwebhooks library's side are in tests/unit/test_callback_http.py."""
+    body, now = b'{"job_id":"j"}', int(time.time())
+    headers = signature_headers("whsec_x", "msg_j", body, now)
+    assert headers["webhook-signature"].startswith("v1,") and verify("whsec_x", body, headers)
+    assert not verify("whsec_y", body, headers) and not verify("whsec_x", body + b" ", headers)
+    assert not verify("whsec_x", body, {**headers, "webhook-id": "msg_k"})
+    assert not verify("whsec_x", body, {})
+    assert not verify("whsec_x", body, headers, now=now + 301)  # a replay, too late
+    assert sign_legacy("whsec_x", body).startswith("sha256=")  # SLUICE_CALLBACK_LEGACY_SIGNATURE

@@ -45,7 +45,7 @@ def test_references_outside_the_input_roots_are_refused(root: Path, tmp_path: Pa
         parse_reference("file://files.example.com/in/ok.png", None)
     with pytest.raises(MediaRefError, match="https:// references are not fetched"):
         parse_reference("https://example.com/cat.png", None)
-    with pytest.raises(MediaRefError, match="no input roots are configured"):
+    with pytest.raises(MediaRefError, match="no input roots are open to this job"):
         confined_path(str(root / "ok.png"), [], 10**6)
     assert parse_reference(f"file://{root}/ok%20name.png", None) == ("path", f"{root}/ok name.png")
 

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from schemas.errors import SluiceError
+from schemas.errors import ModelError, SluiceError
+from schemas.tenants import PUBLIC
 from storage.engine import make_engine, migrate
+from storage.model_shares import ModelShares
 from storage.registry import Registry, RegistryError
 
 
@@ -61,7 +63,7 @@ def test_lineage_and_privacy_are_kept(registry: Registry):
         dp=dp,
         tenant="acme",
     )
-    view = registry.resolve("spam@1")
+    view = registry.resolve("spam@1", "acme")
     assert (view.training_run_id, view.data_fingerprint, view.dp, view.tenant) == (
         "tr_1",
         "f" * 64,
@@ -113,7 +115,7 @@ def test_selectors(registry: Registry):
 
 
 def test_errors_say_what_to_do(registry: Registry):
-    with pytest.raises(RegistryError, match="registry is empty; train one"):
+    with pytest.raises(RegistryError, match="you have no registered models; train one"):
         registry.get("spam", "latest")
     add(registry)
     add(registry)
@@ -181,3 +183,65 @@ def test_concurrent_first_registrations_get_distinct_versions(registry: Registry
     for th in threads:
         th.join()
     assert sorted(versions) == list(range(1, 9))
+
+
+def test_names_and_stages_belong_to_a_tenant(registry: Registry):
+    """acme's `spam` and globex's `spam` are two models: their own versions and stages, and
+    neither learns that the other exists."""
+    assert add(registry, tenant="acme") == 1
+    assert add(registry, tenant="acme") == 2
+    assert add(registry, "spam", "classify-image", tenant="globex") == 1  # its own task too
+    registry.promote("spam", 2, "acme")
+    registry.promote("spam", 1, "globex")
+    assert registry.get("spam", "production", "acme").version == 2
+    assert registry.get("spam", "production", "globex").task == "classify-image"
+    assert registry.get("spam", 1, "acme").stage == "staging"  # globex's promote left it
+    with pytest.raises(RegistryError) as refused:
+        registry.resolve("spam@1", "initech")
+    assert "spam" in str(refused.value) and "acme" not in str(refused.value)
+    assert "you have no registered models" in str(refused.value)
+    add(registry, "secret-fraud", tenant="acme")
+    with pytest.raises(RegistryError) as refused:
+        registry.resolve("nope@1", "globex")
+    assert "secret-fraud" not in str(refused.value) and "known models: spam" in str(refused.value)
+    with pytest.raises(RegistryError, match="no model named 'secret-fraud'"):
+        registry.promote("secret-fraud", 1, "globex")
+    assert registry.names("globex") == ["spam"]
+
+
+def test_a_shared_name_resolves_like_ones_own_but_its_stages_are_the_owners(
+    registry: Registry, engine: Engine
+):
+    shares = ModelShares(engine)
+    add(registry, "digits", "classify-image")
+    add(registry, "digits", "classify-image")
+    registry.promote("digits", 1, "default")
+    shares.share("default", "digits", None, "acme")
+    view = registry.resolve("digits@production", "acme")
+    assert (view.tenant, view.version) == ("default", 1)
+    registry.promote("digits", 2, "default")  # the owner moves production: acme follows
+    assert registry.resolve("digits@production", "acme").version == 2
+    with pytest.raises(RegistryError, match="only its owner changes its stages"):
+        registry.archive("digits", 2, "acme")
+    with pytest.raises(RegistryError, match="no model named 'digits'"):
+        registry.resolve("digits@production", "globex")  # not shared with globex
+    assert registry.names("acme") == ["digits"] and registry.names("globex") == []
+
+
+def test_sharing_one_version_or_with_everyone(registry: Registry, engine: Engine):
+    shares = ModelShares(engine)
+    for _ in range(3):
+        add(registry, "spam")
+    shares.share("default", "spam", 2, "acme")
+    assert registry.resolve("spam@2", "acme").version == 2
+    with pytest.raises(RegistryError, match="has no version 3; its versions: 2"):
+        registry.resolve("spam@3", "acme")  # the other versions stay the owner's
+    shares.share("default", "spam", None, PUBLIC)
+    assert registry.resolve("spam@3", "globex").version == 3
+    assert shares.unshare("default", "spam", None, PUBLIC)
+    with pytest.raises(RegistryError):
+        registry.resolve("spam@3", "globex")
+    add(registry, "spam", tenant="globex")
+    with pytest.raises(ModelError, match="'acme' already uses a model 'spam' shared by 'default'"):
+        shares.share("globex", "spam", None, "acme")
+    assert registry.resolve("spam@1", "globex").tenant == "globex"  # its own name wins

@@ -390,7 +390,7 @@ def test_media_need_input_roots_and_a_media_column(tmp_path: Path):
     root, settings = media_setup(tmp_path)
     data = csv_file(root, "path,y\nimg/0.png,cat\nimg/1.png,dog\n", "list.csv")
     message = refused(tmp_path, data, task="classify-image")  # no SLUICE_INPUT_ROOTS
-    assert "no input roots are configured; set SLUICE_INPUT_ROOTS" in message
+    assert "no input roots are open to this job; an operator sets SLUICE_INPUT_ROOTS" in message
     message = refused(tmp_path, data, task="classify-audio", settings=settings, media_column="file")
     assert "column 'file' not found (--media-column); columns are: path, y" in message
 

@@ -1,0 +1,208 @@
+"""/v1/jobs/...: follow a job (status, list, results), cancel it, retry its failed items;
+/v1/models and /v1/registry."""
+
+import os
+import tempfile
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+
+from producers.api.bodies import JobList, JobOut, ModelOut, ResultsPage
+from producers.api.params import IdempotencyKey, Principal
+from producers.api.responses import AUTHENTICATED, errors
+from producers.api.services import Services, services
+from schemas.errors import ConfigError
+from schemas.jobs import JobSpec
+from storage import export
+from storage.ledger import JobView
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+Format = Literal["json", "jsonl", "csv", "parquet"]
+MEDIA = {
+    "application/x-ndjson": "jsonl",
+    "application/jsonl": "jsonl",
+    "text/csv": "csv",
+    "application/vnd.apache.parquet": "parquet",
+    "application/x-parquet": "parquet",
+}
+# Job ids are 32 hex digits (jobs.id); anything else names no job.
+JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")]
+MAX_SEQ = 2**63 - 1  # results.seq is a 64-bit integer
+LOCATION = {"Location": {"description": "the new job's URL", "schema": {"type": "string"}}}
+
+
+def job_out(svc: Services, view: JobView) -> dict[str, Any]:
+    d = view.as_dict()
+    keep = {k: d[k] for k in JobOut.model_fields if k in d}
+    return {
+        **keep,
+        "parent_job_id": view.parent_job_id,
+        "callback": svc.callbacks.get(view.id) if view.callback_url else None,
+    }
+
+
+@router.get("/jobs", response_model=JobList, responses=errors(*AUTHENTICATED))
+def list_jobs(
+    request: Request, key: Principal, limit: Annotated[int, Query(ge=1, le=500)] = 20
+) -> dict[str, Any]:
+    svc = services(request)
+    return {"jobs": [job_out(svc, v) for v in svc.reads.jobs(key.tenant, limit)]}
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=errors(*AUTHENTICATED, 404))
+def get_job(job_id: JobId, request: Request, key: Principal) -> dict[str, Any]:
+    """Status, counts, timestamps, model version (404 for an id of another tenant)."""
+    svc = services(request)
+    return job_out(svc, svc.reads.job(key.tenant, job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/results",
+    response_model=ResultsPage,
+    responses={
+        200: {
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string"}},
+                "application/vnd.apache.parquet": {
+                    "schema": {"type": "string", "format": "binary"}
+                },
+            }
+        },
+        **errors(*AUTHENTICATED, 404),
+    },
+)
+def get_results(
+    job_id: JobId,
+    request: Request,
+    key: Principal,
+    format: Format | None = None,
+    cursor: Annotated[
+        int, Query(ge=-1, le=MAX_SEQ, description="`next_cursor` of the page before")
+    ] = -1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    """A page of results in input order (JSON, `?cursor=` from `next_cursor`), or all of them
+    streamed: `Accept: application/x-ndjson` (or `text/csv`, or Parquet), or `?format=`."""
+    svc = services(request)
+    svc.reads.job(key.tenant, job_id)
+    fmt: str = format or next(
+        (f for media, f in MEDIA.items() if media in request.headers.get("accept", "")), "json"
+    )
+    rows = svc.client.ledger.iter_results(job_id)
+    if fmt == "jsonl":
+        return StreamingResponse(export.iter_jsonl(rows), media_type="application/x-ndjson")
+    if fmt == "csv":
+        return StreamingResponse(
+            export.iter_csv(rows),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'},
+        )
+    if fmt == "parquet":
+        fd, path = tempfile.mkstemp(suffix=".parquet")
+        os.close(fd)
+        export.write_parquet(rows, path)  # batches to disk, never all rows in memory
+        return FileResponse(
+            path,
+            media_type="application/vnd.apache.parquet",
+            filename=f"{job_id}.parquet",
+            background=BackgroundTask(os.unlink, path),
+        )
+    page = svc.reads.results_page(job_id, cursor, limit + 1)
+    more = len(page) > limit
+    page = page[:limit]
+    return {
+        "job_id": job_id,
+        "items": [row for _, row in page],
+        "next_cursor": page[-1][0] if more else None,
+    }
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=errors(*AUTHENTICATED, 404))
+def cancel_job(job_id: JobId, request: Request, key: Principal) -> dict[str, Any]:
+    svc = services(request)
+    svc.reads.job(key.tenant, job_id)
+    return job_out(svc, svc.client.cancel(job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    status_code=201,
+    response_model=JobOut,
+    responses={
+        201: {"description": "the retry job, recorded and queued", "headers": LOCATION},
+        200: {"model": JobOut, "description": "an Idempotency-Key seen before: that job"},
+        **errors(*AUTHENTICATED, 404, 409, 429, 503),
+    },
+)
+def retry_job(
+    job_id: JobId, request: Request, key: Principal, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    """Re-run only the items that ended `error`, as a new job (its `parent_job_id` is this
+    one), with the same task, model version, parameters and callback."""
+    svc = services(request)
+    parent = svc.reads.job(key.tenant, job_id)
+    if idempotency_key and (seen := svc.reads.by_idempotency_key(key.tenant, idempotency_key)):
+        return JSONResponse(job_out(svc, svc.reads.job(key.tenant, seen)), status_code=200)
+    if not parent.status.finished:
+        raise HTTPException(409, f"job {job_id} is still {parent.status}; retry it once it ends")
+    items = svc.reads.failed_items(job_id)
+    if not items:
+        raise HTTPException(409, f"job {job_id} has no item that ended `error`")
+    spec = JobSpec(
+        task=parent.task,
+        model=parent.model,
+        model_version=parent.model_version,
+        params=parent.params,
+        explain=parent.explain_policy,
+        priority=parent.priority,
+        source=f"retry:{job_id}",
+        tenant=key.tenant,
+        api_key_id=key.id,
+        callback_url=parent.callback_url,
+        parent_job_id=job_id,
+        idempotency_key=idempotency_key,
+    )
+    task = svc.client.catalog.get(parent.task)
+    chunk_size = svc.settings.chunk_size or task.chunk_size
+    new_id, chunk_ids = svc.client.ledger.create_job(spec, items, chunk_size)
+    try:
+        lane = svc.client.ledger.job(new_id).lane
+        svc.client.dispatcher.send_job_chunks(chunk_ids, task.queue, lane, parent.priority)
+    except Exception as exc:  # kombu raises several types for an unreachable broker
+        raise ConfigError(
+            f"retry job {new_id} is recorded but could not be queued "
+            f"({type(exc).__name__}); the sweeper sends it once the broker answers"
+        ) from exc
+    return JSONResponse(
+        job_out(svc, svc.reads.job(key.tenant, new_id)),
+        status_code=201,
+        headers={"Location": f"/v1/jobs/{new_id}"},
+    )
+
+
+@router.get("/models", response_model=list[ModelOut], tags=["models"], responses=errors(401))
+def list_models(request: Request, key: Principal) -> list[dict[str, Any]]:
+    """The models (and versions) this tenant's jobs have used."""
+    return services(request).reads.models(key.tenant)
+
+
+@router.get("/registry", tags=["models"], responses=errors(401))
+def list_registered(request: Request, key: Principal) -> list[dict[str, Any]]:
+    """This tenant's registered model versions (`sluice train --tenant`) and those shared
+    with it (`shared: true`): stage, held-out metrics, SHA-256, data fingerprint and DP
+    budget. Jobs name them `NAME@VERSION`, `NAME@production`."""
+    registry = services(request).client.registry
+    own = registry.list(tenant=key.tenant)
+    return [
+        {
+            **{k: v for k, v in vars(view).items() if k not in ("uri", "tenant")},
+            "ref": view.ref,
+            "shared": view.tenant != key.tenant,
+            "created_at": view.created_at.isoformat(),
+            "updated_at": view.updated_at.isoformat(),
+        }
+        for view in [*own, *registry.shared_with(key.tenant)]
+    ]
