@@ -124,21 +124,23 @@ class Client:
             if model is not None:
                 raise ModelError(f"task {task!r} uses no model; drop --model")
             return model_refs.NO_MODEL
+        owner = tenant or DEFAULT_TENANT
+        hub_only = False
         if model is None:
             if not spec.model.uses_default_model:
                 raise SluiceError(
                     f"task {task!r} needs a model: pass --model with {spec.model.description}"
                 )
-            model = self.settings.default_model
+            model, owner = self.settings.default_model, DEFAULT_TENANT  # the server's, for all
         elif (grant := self.settings.grant_for(tenant)) is not None:
             if MODEL_SELECTOR_RE.match(model):  # never a path probe: always the registry
-                view = self.registry.resolve(model, tenant or DEFAULT_TENANT)
+                view = self.registry.resolve(model, owner)
                 return model_refs.from_registry(view, spec, self.settings.data_dir)
-            model_refs.check_granted(model, grant)
-        if MODEL_SELECTOR_RE.match(model) and not Path(model).exists():
-            view = self.registry.resolve(model, tenant or DEFAULT_TENANT)
+            hub_only = model_refs.check_granted(model, grant)
+        if not hub_only and MODEL_SELECTOR_RE.match(model) and not Path(model).exists():
+            view = self.registry.resolve(model, owner)
             return model_refs.from_registry(view, spec, self.settings.data_dir)
-        return model_refs.resolve(model, spec, self.settings.data_dir)
+        return model_refs.resolve(model, spec, self.settings.data_dir, hub_only)
 
     def items_from_rows(
         self,

@@ -71,16 +71,17 @@ def from_registry(view: Any, spec: TaskSpec, cache_dir: Path) -> ModelRef:
     )
 
 
-def check_granted(ref: str, grant: TenantGrant) -> None:
+def check_granted(ref: str, grant: TenantGrant) -> bool:
     """An API tenant names a packaged model, a directory under its grant's model_dirs, or a
     hub id if its grant allows hub models. Checked before anything is looked at, with one
-    message for all refusals: a tenant learns nothing about the server's directories."""
+    message for all refusals: a tenant learns nothing about the server's directories.
+    True when `ref` may only be a hub id: it must never be looked up as a local path."""
     if ref.lower() in ALIASES:
-        return
+        return False
     if grant.model_dirs and grant.may_load_from(Path(ref).expanduser()):
-        return
+        return False
     if grant.hub_models and HUB_ID.match(ref) and not ref.startswith((".", "/", "~")):
-        return
+        return True
     raise ModelNotFoundError(
         f"model {ref!r} is not available to you: name a registered model "
         "(NAME@production, NAME@VERSION), a packaged one (all-MiniLM-L6-v2) or a directory "
@@ -88,8 +89,10 @@ def check_granted(ref: str, grant: TenantGrant) -> None:
     )
 
 
-def resolve(ref: str, spec: TaskSpec, cache_dir: Path) -> ModelRef:
-    path = _locate(ref)
+def resolve(ref: str, spec: TaskSpec, cache_dir: Path, hub_only: bool = False) -> ModelRef:
+    """A packaged model, a local directory or a hub id (`hub_only`: a hub id, never a local
+    path, for a tenant granted hub models but not that directory)."""
+    path = _from_hub(ref) if hub_only else _locate(ref)
     _check_safe(path, ref)
     _check_task(path, ref, spec)
     return ModelRef(name=ref, path=path, version=weights_digest(path, cache_dir))

@@ -83,10 +83,9 @@ def confined_path(path: str, roots: list[Path], max_bytes: int) -> Path:
     real = Path(os.path.realpath(path))
     if not any(real == root or real.is_relative_to(root) for root in roots):
         shown = os.pathsep.join(str(r) for r in roots)
-        raise MediaRefError(
-            f"{path} is outside the input roots ({shown})"
-            + ("" if real == Path(path) else f": it resolves to {real}")
-        )
+        # The same words whether or not it exists or is a link (and never where a link
+        # points): it may be another tenant's file, or the server's.
+        raise MediaRefError(f"{path} is outside the input roots ({shown}), its links followed")
     if not real.is_file():
         raise MediaRefError(f"{path}: no such file")
     size = real.stat().st_size

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from schemas.errors import QuotaExceededError
+from schemas.errors import QuotaExceededError, TooManyItemsError
 from schemas.settings import Settings
 from schemas.states import JobStatus
 from storage import tables as t
@@ -69,12 +69,8 @@ def admit(s: Session, policy: FairShare, tenant: str, task: str, items: int, now
     limit = policy.tenant_max_in_flight
     if limit is not None:
         if items > limit:
-            raise QuotaExceededError(
-                f"a job of {items} items can never be admitted: tenant {tenant!r} may have at "
-                f"most {limit} items in flight (SLUICE_TENANT_MAX_IN_FLIGHT); split it into "
-                "jobs of at most that many items",
-                RETRY_AFTER_BOUNDS[1],
-            )
+            # never admitted, so not a 429 a client would retry forever: 413
+            raise TooManyItemsError(f"a job of {items} items", limit, "SLUICE_TENANT_MAX_IN_FLIGHT")
         lock_tenant(s, tenant)
         in_flight = tenant_in_flight(s, tenant)
         if in_flight + items > limit:

@@ -1,9 +1,11 @@
 """Engine set-up for SQLite (embedded default) and PostgreSQL (psycopg 3), and migrations."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 from schemas.errors import SchemaVersionError
@@ -123,9 +125,24 @@ def migrate(engine: Engine) -> None:
             f"the database has schema revision {current}, newer than this Sluice knows "
             f"(its newest is {head}): upgrade Sluice on this host"
         )
-    with engine.begin() as conn:
+    with engine.connect() as conn, foreign_keys_off(conn), conn.begin():
         if conn.dialect.name == "postgresql":
             # Two processes starting at once must not both create the tables.
             conn.execute(text("SELECT pg_advisory_xact_lock(727711)"))
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+
+
+@contextmanager
+def foreign_keys_off(conn: Connection) -> Iterator[None]:
+    """SQLite alters a table by copying it and dropping the old one; with foreign keys on,
+    that drop would cascade to every child row (chunks, results). Outside any transaction:
+    SQLite ignores the pragma inside one."""
+    raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
+    if raw is not None:
+        raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys=ON")

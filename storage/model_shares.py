@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import Engine, delete, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from schemas.errors import ModelError
+from schemas.errors import ModelError, RegistryError
 from schemas.tenants import PUBLIC, check_tenant
 from storage import tables as t
 from storage.clock import host_now, utc
@@ -51,7 +51,13 @@ def shared_rows(s: Session, tenant: str, name: str) -> list[t.ModelVersion]:
     )
     if not shares:
         return []
-    owner = shares[0].owner
+    owners = sorted({sh.owner for sh in shares})
+    if len(owners) > 1:  # refused when shared; possible only if two shares raced
+        raise RegistryError(
+            f"model {name!r} is shared with you by {' and '.join(owners)}; ask an operator "
+            "to unshare one"
+        )
+    owner = owners[0]
     versions = {sh.version for sh in shares if sh.owner == owner}
     query = select(t.ModelVersion).where(
         t.ModelVersion.tenant == owner, t.ModelVersion.name == name
@@ -90,16 +96,20 @@ class ModelShares:
                 raise ModelError(f"tenant {owner!r} has no model named {name!r}")
             if version is not None and version not in versions:
                 raise ModelError(f"model {name!r} of {owner!r} has no version {version}")
-            other = s.scalar(
-                select(t.ModelShare.owner).where(
-                    t.ModelShare.name == name,
-                    or_(t.ModelShare.grantee == grantee, t.ModelShare.grantee == PUBLIC),
-                    t.ModelShare.owner != owner,
-                )
+            clash = (
+                t.ModelShare.name == name,
+                t.ModelShare.owner != owner,
+                *(
+                    ()
+                    if grantee == PUBLIC  # every tenant: any other owner's share of it clashes
+                    else (or_(t.ModelShare.grantee == grantee, t.ModelShare.grantee == PUBLIC),)
+                ),
             )
+            other = s.scalar(select(t.ModelShare.owner).where(*clash).limit(1))
             if other is not None:
+                who = "every tenant" if grantee == PUBLIC else repr(grantee)
                 raise ModelError(
-                    f"{grantee!r} already uses a model {name!r} shared by {other!r}; "
+                    f"{who} already may use a model {name!r} shared by {other!r}; "
                     "unshare that one first"
                 )
             key = (owner, name, version or ALL_VERSIONS, grantee)

@@ -151,11 +151,19 @@ def retry_job(
     items = svc.reads.failed_items(job_id)
     if not items:
         raise HTTPException(409, f"job {job_id} has no item that ended `error`")
+    # What the tenant may use now, not when the parent ran: a model unshared or a root
+    # withdrawn since is not reached through a retry.
+    named = None if parent.model in ("none", svc.settings.default_model) else parent.model
+    svc.client.resolve_model(named, parent.task, key.tenant)
+    params = dict(parent.params)
+    if (grant := svc.settings.grant_for(key.tenant)) is not None:
+        roots = grant.roots_within(svc.settings.input_root_paths())
+        params["input_roots"] = [str(r) for r in roots]
     spec = JobSpec(
         task=parent.task,
         model=parent.model,
         model_version=parent.model_version,
-        params=parent.params,
+        params=params,
         explain=parent.explain_policy,
         priority=parent.priority,
         source=f"retry:{job_id}",
@@ -189,20 +197,26 @@ def list_models(request: Request, key: Principal) -> list[dict[str, Any]]:
     return services(request).reads.models(key.tenant)
 
 
+OWNER_ONLY = ("uri", "tenant", "training_run_id", "data_fingerprint")
+
+
 @router.get("/registry", tags=["models"], responses=errors(401))
 def list_registered(request: Request, key: Principal) -> list[dict[str, Any]]:
     """This tenant's registered model versions (`sluice train --tenant`) and those shared
-    with it (`shared: true`): stage, held-out metrics, SHA-256, data fingerprint and DP
-    budget. Jobs name them `NAME@VERSION`, `NAME@production`."""
+    with it (`shared: true`): stage, held-out metrics, SHA-256, DP budget, and for its own the
+    training run and data fingerprint. Jobs name them `NAME@VERSION`, `NAME@production`."""
     registry = services(request).client.registry
     own = registry.list(tenant=key.tenant)
     return [
         {
-            **{k: v for k, v in vars(view).items() if k not in ("uri", "tenant")},
+            **{k: v for k, v in vars(view).items() if k not in hidden},
             "ref": view.ref,
-            "shared": view.tenant != key.tenant,
+            "shared": shared,
             "created_at": view.created_at.isoformat(),
             "updated_at": view.updated_at.isoformat(),
         }
         for view in [*own, *registry.shared_with(key.tenant)]
+        for shared in [view.tenant != key.tenant]
+        # an owner's run and data stay the owner's business
+        for hidden in [OWNER_ONLY if shared else ("uri", "tenant")]
     ]

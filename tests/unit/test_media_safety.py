@@ -35,8 +35,9 @@ def test_references_outside_the_input_roots_are_refused(root: Path, tmp_path: Pa
     (root / "link.png").symlink_to(secret)
     roots = [root]
     assert confined_path(str(root / "ok.png"), roots, 10**6) == root / "ok.png"
-    with pytest.raises(MediaRefError, match="outside the input roots.*resolves to"):
+    with pytest.raises(MediaRefError, match="outside the input roots.*its links followed") as e:
         confined_path(str(root / "link.png"), roots, 10**6)
+    assert str(secret) not in str(e.value)  # where the link points is not told
     with pytest.raises(MediaRefError, match="outside the input roots"):
         confined_path(str(secret), roots, 10**6)
     with pytest.raises(MediaRefError, match="contains '..'"):
@@ -136,7 +137,7 @@ def test_the_worker_checks_the_roots_again(root: Path, tmp_path: Path):
     (root / "a.png").unlink()
     (tmp_path / "elsewhere.png").write_bytes(png_bytes())
     os.symlink(tmp_path / "elsewhere.png", root / "a.png")
-    with pytest.raises(InvalidInput, match="resolves to"):
+    with pytest.raises(InvalidInput, match="outside the input roots"):
         load_image(item, limits(root))
 
 

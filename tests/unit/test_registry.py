@@ -242,6 +242,23 @@ def test_sharing_one_version_or_with_everyone(registry: Registry, engine: Engine
     with pytest.raises(RegistryError):
         registry.resolve("spam@3", "globex")
     add(registry, "spam", tenant="globex")
-    with pytest.raises(ModelError, match="'acme' already uses a model 'spam' shared by 'default'"):
+    with pytest.raises(
+        ModelError, match="'acme' already may use a model 'spam' shared by 'default'"
+    ):
         shares.share("globex", "spam", None, "acme")
     assert registry.resolve("spam@1", "globex").tenant == "globex"  # its own name wins
+
+
+def test_two_owners_cannot_share_one_name_with_the_same_tenant(registry: Registry, engine: Engine):
+    """Else which owner's weights a grantee's `digits@production` runs would be arbitrary."""
+    shares = ModelShares(engine)
+    add(registry, "digits", tenant="a")
+    add(registry, "digits", tenant="b")
+    shares.share("a", "digits", None, "acme")
+    with pytest.raises(ModelError, match="every tenant already may use|'acme' already may use"):
+        shares.share("b", "digits", None, PUBLIC)
+    shares.share("b", "digits", None, "globex")  # another grantee: no clash
+    with pytest.raises(ModelError, match="every tenant already may use a model 'digits'"):
+        shares.share("a", "digits", None, PUBLIC)
+    assert registry.resolve("digits@1", "acme").tenant == "a"
+    assert registry.resolve("digits@1", "globex").tenant == "b"

@@ -174,6 +174,7 @@ def test_registry_names_are_the_tenants_own_and_shares_are_explicit(
     assert after.json()["model"] == "digits@1"
     listed = api.http.get("/v1/registry", headers=api.auth("a")).json()
     assert [v["ref"] for v in listed] == ["digits@1"] and listed[0]["shared"] is True
+    assert "training_run_id" not in listed[0] and "data_fingerprint" not in listed[0]
     assert api.http.get("/v1/registry", headers=api.auth("b")).json()[0]["ref"] == (
         "fraud-secret@1"
     )
@@ -182,6 +183,11 @@ def test_registry_names_are_the_tenants_own_and_shares_are_explicit(
     nobody = post_job(api, "a", {**body, "model": "nothing-here@1"})
     assert theirs.status_code == nobody.status_code == 404
     assert detail(theirs).replace("fraud-secret", "nothing-here") == detail(nobody)
+    # a share taken back is not reached through a retry of a job that ran under it
+    api.finish(after.json()["job_id"], errors=("k",))
+    ModelShares(api.client.ledger.engine).unshare("default", "digits", None, "acme")
+    retry = api.http.post(f"/v1/jobs/{after.json()['job_id']}/retry", headers=api.auth("a"))
+    assert retry.status_code == 404 and "no model named 'digits'" in detail(retry)
 
 
 def test_reserved_tenants_and_operator_routes(api: Api):
@@ -205,3 +211,24 @@ def test_reserved_tenants_and_operator_routes(api: Api):
     )
     assert shared.status_code == 400 and "has no model named 'nothing'" in detail(shared)
     assert "sluice_jobs" in api.http.get("/metrics", headers=operator).text
+
+
+def test_a_hub_grant_never_reaches_a_server_directory(api: Api, monkeypatch: pytest.MonkeyPatch):
+    """`tests/plugins` reads as a hub id and exists under the server's working directory: a
+    tenant granted hub models gets the hub's answer, never that directory."""
+    from producers import model_refs
+    from schemas.errors import ModelNotFoundError
+    from schemas.tenants import TenantGrant
+
+    asked: list[str] = []
+
+    def hub(ref: str) -> Path:
+        asked.append(ref)
+        raise ModelNotFoundError(f"model {ref!r} is not in the hub cache")
+
+    monkeypatch.setattr(model_refs, "_from_hub", hub)
+    api.client.settings.tenant_grants = {"globex": TenantGrant(hub_models=True)}
+    items = [{"key": "k", "text": "hello"}]
+    r = post_job(api, "b", {"task": "embed", "model": "tests/plugins", "items": items})
+    assert r.status_code == 404 and asked == ["tests/plugins"]
+    assert str(Path("tests/plugins").resolve()) not in r.text

@@ -34,5 +34,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("tenant_usage")
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("lane")
+    # Not batch mode: copying `jobs` and dropping the old one would cascade (SQLite >= 3.35
+    # drops a column in place).
+    op.drop_column("jobs", "lane")
