@@ -50,6 +50,9 @@ class InlineWorker:
             self.drain()
         return len(self.pending)
 
+    def send_job_chunks(self, chunk_ids: Any, queue: str, lane: int, priority: int = 5) -> int:
+        return self.send_chunks(chunk_ids, queue, priority)
+
     def drain(self) -> None:
         pending, self.pending = self.pending, []
         for chunk_id in pending:

@@ -101,7 +101,7 @@ class Harness:
         self.submitted: list[list[Item]] = []
         stub = ModelRef(name="stub", path=model, version="0123456789abcdef")
         client = self.client
-        client.resolve_model = lambda model, task: stub  # type: ignore[method-assign]
+        client.resolve_model = lambda model, task, tenant=None: stub  # type: ignore[method-assign]
         client.dispatcher.send_chunks = (  # type: ignore[method-assign]
             lambda ids, queue, priority=5: self.sent.extend(ids) or len(ids)
         )
