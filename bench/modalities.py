@@ -152,9 +152,9 @@ def run_sluice(
 def compare_image_explainers(model: Path, n: int, steps: int) -> dict[str, dict[str, float]]:
     import torch
 
+    from ops.demo_models import digits_holdout
     from workers.explain.image import INTEGRATED_GRADIENTS, OCCLUSION, explain_images
     from workers.handlers.image import ImageClassifyHandler
-    from workers.training.demo_models import digits_holdout
 
     handler = ImageClassifyHandler()
     handler.setup(str(model), "cpu")

@@ -128,7 +128,7 @@ def write_images(folder: Path) -> Path:
     """Every digit as a 32x32 PNG, listed (relative paths) in a CSV next to them."""
     from sklearn.datasets import load_digits
 
-    from workers.training.demo_models import digit_image
+    from ops.demo_models import digit_image
 
     digits = load_digits()
     (folder / "png").mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,6 @@
 import json
 import os
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +10,26 @@ import click
 from pydantic import ValidationError
 
 from ops.task_options import param_values, with_param_options
+from ops.train_cli import register_training_commands
 from schemas.catalog import Catalog, load_catalog, unknown_task_message
 from schemas.errors import SluiceError
 from schemas.settings import Settings
 from schemas.training import RUN_PREFIX
 
 
-def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+class SluiceGroup(click.Group):
+    """The `sluice` command and its subgroups: a SluiceError from any command (or a parameter
+    it converts) ends the command with its message on stderr and exit status 2, no traceback.
+    Other exceptions are bugs and keep their traceback."""
+
+    group_class = type  # `@main.group()` makes SluiceGroups too
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return fn(*args, **kwargs)
+            return super().invoke(ctx)
         except SluiceError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-
-    return wrapper
 
 
 def _catalog() -> Catalog:
@@ -57,7 +59,7 @@ class TaskName(click.ParamType):
         return "[" + "|".join(CATALOG.names()) + "]"
 
 
-@click.group()
+@click.group(cls=SluiceGroup)
 def main() -> None:
     """Sluice: asynchronous batch AI processing."""
 
@@ -75,7 +77,6 @@ def main() -> None:
     show_default=True,
     help="explanation policy for the documents (the others explain every item)",
 )
-@_fail_cleanly
 def demo(only: str, explain: str) -> None:
     """Start the embedded stack, run documents, images, audio and records through it at once,
     show a summary with one explained result of each, write HTML reports, stop."""
@@ -95,7 +96,6 @@ def stack() -> None:
 
 @stack.command("up")
 @click.option("--no-worker", is_flag=True, help="start Redis and Ray only")
-@_fail_cleanly
 def stack_up(no_worker: bool) -> None:
     from ops import stack as st
 
@@ -124,7 +124,6 @@ def stack_down() -> None:
     help="only these queues, a,b (e.g. sluice.train for a training host; a modality queue "
     "comes with all its SLUICE_FAIR_LANES lanes); default all",
 )
-@_fail_cleanly
 def worker(beat: bool, concurrency: int | None, queues: str | None) -> None:
     """Run a Celery worker against the configured services (the production shape)."""
     from ops.worker import run_worker
@@ -158,7 +157,6 @@ def worker(beat: bool, concurrency: int | None, queues: str | None) -> None:
 )
 @click.option("--wait", is_flag=True, help="show progress until the job ends")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON line")
-@_fail_cleanly
 def submit(
     file: Path,
     task: str,
@@ -198,7 +196,6 @@ def submit(
 
 @main.command()
 @click.argument("job_id")
-@_fail_cleanly
 def status(job_id: str) -> None:
     """A job's (or a training run's) status, counts or progress, as JSON."""
     from producers import Client
@@ -218,7 +215,6 @@ def status(job_id: str) -> None:
 )
 @click.option("-o", "--output", default=None, type=click.Path(path_type=Path))
 @click.option("--limit", default=500, show_default=True, help="html: items shown")
-@_fail_cleanly
 def results(job_id: str, fmt: str, output: Path | None, limit: int) -> None:
     """Export a job's results (stdout unless -o FILE). `html` renders the explanations:
     heatmaps over images, attributions over words, audio segments and record features."""
@@ -239,7 +235,6 @@ def results(job_id: str, fmt: str, output: Path | None, limit: int) -> None:
 
 @main.command()
 @click.argument("job_id")
-@_fail_cleanly
 def cancel(job_id: str) -> None:
     """Cancel a job (unfinished chunks are dropped, finished results stay) or a training run
     (it stops after its current epoch)."""
@@ -254,9 +249,27 @@ def cancel(job_id: str) -> None:
 
 
 @main.command()
+@click.argument("job_id")
+@click.option("--wait", is_flag=True, help="show progress until the retry job ends")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON line")
+def retry(job_id: str, wait: bool, as_json: bool) -> None:
+    """Re-run only the items of JOB_ID that ended `error`, as a new job (same task, model
+    version, parameters and callback; its parent_job_id is JOB_ID); prints its id. The job
+    must have ended, with at least one item `error`."""
+    from ops.progress import wait_with_bar
+    from producers import Client
+
+    client = Client()
+    new_id = client.retry(job_id)
+    view = wait_with_bar(client, new_id) if wait else client.status(new_id)
+    click.echo(json.dumps(view.as_dict()) if as_json else new_id)
+    if wait and view.status != "succeeded":
+        sys.exit(1)
+
+
+@main.command()
 @click.option("--port", default=5555, show_default=True, type=int)
 @click.option("--address", default="127.0.0.1", show_default=True)
-@_fail_cleanly
 def flower(port: int, address: str) -> None:
     """Serve Flower (Celery's monitor) for this Sluice's broker; needs `pip install flower`.
     The same app for other Celery tools: `celery -A ops.celery_entry ...`."""
@@ -270,7 +283,6 @@ def flower(port: int, address: str) -> None:
 
 
 @main.command()
-@_fail_cleanly
 def migrate() -> None:
     """Bring the ledger's schema to this version (stop workers of an older version first:
     a worker refuses to start when the schema is not its own)."""
@@ -285,7 +297,6 @@ def migrate() -> None:
 
 
 @main.command()
-@_fail_cleanly
 def sweep() -> None:
     """Re-send lost chunks and settle finished jobs once (the worker with --beat does this
     periodically)."""
@@ -296,7 +307,6 @@ def sweep() -> None:
 
 @main.command()
 @click.option("--limit", default=20)
-@_fail_cleanly
 def jobs(limit: int) -> None:
     """The most recent jobs."""
     from producers import Client
@@ -314,7 +324,6 @@ def jobs(limit: int) -> None:
 @click.option("--since", default=None, type=click.DateTime(["%Y-%m-%d"]), help="first UTC day")
 @click.option("--until", default=None, type=click.DateTime(["%Y-%m-%d"]), help="last UTC day")
 @click.option("--json", "as_json", is_flag=True, help="one JSON line per day, tenant and task")
-@_fail_cleanly
 def usage(tenant: str | None, since: Any, until: Any, as_json: bool) -> None:
     """Usage per UTC day, tenant and task: items by outcome, model seconds, tokens."""
     from producers import Client
@@ -342,7 +351,6 @@ def models() -> None:
 @models.command("build")
 @click.argument("names", nargs=-1)
 @click.option("--force", is_flag=True, help="rebuild even if present")
-@_fail_cleanly
 def models_build(names: tuple[str, ...], force: bool) -> None:
     """Train the demo models (digits images, synthesised sounds, breast-cancer and diabetes
     records, a random tiny speech recogniser) into DATA_DIR/models; cached."""
@@ -359,7 +367,6 @@ def models_build(names: tuple[str, ...], force: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int, help="uvicorn processes")
-@_fail_cleanly
 def api(host: str, port: int, workers: int) -> None:
     """Serve the REST API (OpenAPI at /openapi.json, docs at /docs, metrics at /metrics)."""
     import uvicorn
@@ -396,7 +403,6 @@ def _keys() -> Any:
     show_default=True,
     help="operator: /metrics, every tenant's jobs, sharing models",
 )
-@_fail_cleanly
 def api_keys_create(tenant: str, name: str | None, role: str) -> None:
     """Print a new key and its callback signing secret, ONCE (only a hash is kept)."""
     from schemas.tenants import Role
@@ -418,7 +424,6 @@ def api_keys_create(tenant: str, name: str | None, role: str) -> None:
 
 @api_keys.command("list")
 @click.option("--tenant", default=None)
-@_fail_cleanly
 def api_keys_list(tenant: str | None) -> None:
     for k in _keys().list(tenant):
         click.echo(
@@ -429,7 +434,6 @@ def api_keys_list(tenant: str | None) -> None:
 
 @api_keys.command("revoke")
 @click.argument("key_id")
-@_fail_cleanly
 def api_keys_revoke(key_id: str) -> None:
     if not _keys().revoke(key_id):
         raise SluiceError(f"no active key with id {key_id!r}")
@@ -470,7 +474,6 @@ def api_keys_revoke(key_id: str) -> None:
 @click.option("--priority", default=5, type=click.IntRange(0, 9))
 @click.option("--timeout", default=None, type=float, help="give up waiting after SECONDS")
 @click.option("--json", "as_json", is_flag=True)
-@_fail_cleanly
 def enrich(
     source_url: str,
     table: str,
@@ -541,11 +544,10 @@ def enrich(
         sys.exit(1)
 
 
+# `sluice train`, `sluice runs` and `sluice models list|show|promote|archive|share`
+register_training_commands(main, models, TaskName())
+
+
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()
-
-
-from ops.train_cli import register as _register_training  # noqa: E402
-
-_register_training(main, models, _fail_cleanly, TaskName())

@@ -41,7 +41,7 @@ def build_models(
     force: bool = False,
     on_built: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    from workers.training.demo_models import build_all
+    from ops.demo_model_cache import build_all
 
     try:
         return build_all(models_dir(settings), names, force, on_built)
@@ -75,7 +75,7 @@ def truth(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 def _digit_images(folder: Path) -> dict[str, str]:
-    from workers.training.demo_models import digits_holdout
+    from ops.demo_models import digits_holdout
 
     folder.mkdir(parents=True, exist_ok=True)
     labels = {}
@@ -113,7 +113,7 @@ def _sound_clips(folder: Path) -> dict[str, str]:
 def _records(path: Path) -> dict[str, str]:
     from sklearn.datasets import load_breast_cancer
 
-    from workers.training.demo_models import split_indices
+    from ops.demo_models import split_indices
 
     data = load_breast_cancer()
     _, held = split_indices(data.target, 0)  # the held-out rows the classifier never saw

@@ -41,7 +41,7 @@ def training_data(root: Path, modality: str) -> Path:
 def _digits(folder: Path) -> list[dict[str, Any]]:
     from sklearn.datasets import load_digits
 
-    from workers.training.demo_models import digit_image, split_indices
+    from ops.demo_models import digit_image, split_indices
 
     digits = load_digits()
     train, _ = split_indices(digits.target, 0)  # the demo's images are the held-out part
@@ -55,7 +55,7 @@ def _digits(folder: Path) -> list[dict[str, Any]]:
 def _sounds(folder: Path) -> list[dict[str, Any]]:
     import soundfile as sf
 
-    from workers.training.demo_models import SAMPLE_RATE
+    from workers.training.scratch_models import SAMPLE_RATE
     from workers.training.synth_audio import SOUND_LABELS, synthesize_dataset
 
     clips, labels = synthesize_dataset(100, 1.0, SAMPLE_RATE, seed=0)  # demo clips: seed 2026
@@ -69,7 +69,7 @@ def _sounds(folder: Path) -> list[dict[str, Any]]:
 def _records(folder: Path) -> list[dict[str, Any]]:
     from sklearn.datasets import load_breast_cancer
 
-    from workers.training.demo_models import split_indices
+    from ops.demo_models import split_indices
 
     data = load_breast_cancer()
     train, _ = split_indices(data.target, 0)  # the demo's patients are the held-out part

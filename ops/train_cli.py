@@ -78,10 +78,11 @@ def wait_for_run(client: Any, run_id: str) -> Any:
         return client.wait_training(run_id, on_progress=show)
 
 
-def register(
-    main: click.Group, models: click.Group, fail_cleanly: Any, task_type: click.ParamType
+def register_training_commands(
+    main: click.Group, models: click.Group, task_type: click.ParamType
 ) -> None:
-    """Add the training commands; `task_type` checks a task name against the catalog (a task
+    """Add the training commands to `main` and its `models` group (their SluiceGroup turns a
+    SluiceError into exit 2); `task_type` checks a task name against the catalog (a task
     without a training recipe is refused at submit, with the trainable ones listed)."""
 
     @main.command()
@@ -147,7 +148,6 @@ def register(
     @click.option("--promote", is_flag=True, help="promote the new version to production")
     @click.option("--wait", is_flag=True, help="show progress until the run ends")
     @click.option("--json", "as_json", is_flag=True, help="end with one JSON line")
-    @fail_cleanly
     def train(
         task: str,
         data: str,
@@ -201,7 +201,6 @@ def register(
 
     @main.command()
     @click.option("--limit", default=20)
-    @fail_cleanly
     def runs(limit: int) -> None:
         """The most recent training runs."""
         from producers import Client
@@ -218,7 +217,6 @@ def register(
     @click.argument("name", required=False)
     @click.option("--tenant", default=None, help="only this tenant's (default: every tenant's)")
     @click.option("--json", "as_json", is_flag=True)
-    @fail_cleanly
     def models_list(name: str | None, tenant: str | None, as_json: bool) -> None:
         """Registered model versions: tenant, stage, held-out metrics, DP budget."""
         from producers import Client
@@ -243,7 +241,6 @@ def register(
         show_default=True,
         help="whose registry: names and stages belong to a tenant",
     )
-    @fail_cleanly
     def models_show(ref: str, tenant: str) -> None:
         """One version (NAME@VERSION, NAME@production...) in full, with its training run."""
         from producers import Client
@@ -270,7 +267,6 @@ def register(
         show_default=True,
         help="whose registry: names and stages belong to a tenant",
     )
-    @fail_cleanly
     def models_promote(name: str, version: int, tenant: str) -> None:
         """Make VERSION the production version of the tenant's NAME (the previous one is
         archived)."""
@@ -288,7 +284,6 @@ def register(
         show_default=True,
         help="whose registry: names and stages belong to a tenant",
     )
-    @fail_cleanly
     def models_archive(name: str, version: int, tenant: str) -> None:
         """Retire a version: NAME@production and NAME@latest stop naming it; jobs can still
         ask for it by number."""
@@ -303,7 +298,6 @@ def register(
     @click.option("--public", is_flag=True, help="every tenant may use it")
     @click.option("--owner", default="default", show_default=True, help="whose model")
     @click.option("--revoke", is_flag=True, help="take the share back")
-    @fail_cleanly
     def models_share(ref: str, grantee: str | None, public: bool, owner: str, revoke: bool) -> None:
         """Let another tenant use NAME (every version, stages as the owner sets them) or
         NAME@VERSION (that version only). It names them like its own: NAME@production."""

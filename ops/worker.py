@@ -63,13 +63,15 @@ def run_worker(
 
 def sweep_now(settings: Settings) -> dict[str, Any]:
     from producers import Client
+    from producers.dispatch import CeleryDispatcher
     from workers.callback_delivery import callback_sender
     from workers.sweeper import sweep_all
 
-    client = Client(settings)
+    dispatcher = CeleryDispatcher(endpoints(settings).broker_url, settings)
+    client = Client(settings, dispatcher)
 
     def send(chunk_id: str, queue: str, priority: int) -> None:
-        client.dispatcher.send_chunks([chunk_id], queue, priority)
+        dispatcher.send_chunks([chunk_id], queue, priority)
 
     return sweep_all(
         client.ledger,
@@ -77,6 +79,6 @@ def sweep_now(settings: Settings) -> dict[str, Any]:
         client.endpoints,
         client.catalog,
         send,
-        client.dispatcher.send_training,
-        callback_sender(client.dispatcher.app),
+        dispatcher.send_training,
+        callback_sender(dispatcher.app),
     )

@@ -8,5 +8,7 @@ for row in client.results(job): ...
 """
 
 from producers.client import Client
+from producers.dispatch import CeleryDispatcher, Dispatcher
+from producers.dispatch_recording import ChunkSend, RecordingDispatcher
 
-__all__ = ["Client"]
+__all__ = ["CeleryDispatcher", "ChunkSend", "Client", "Dispatcher", "RecordingDispatcher"]

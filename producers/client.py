@@ -9,17 +9,23 @@ from producers import model_refs
 from producers.adapters import ReadOptions, adapter_for
 from producers.adapters.media_items import media_item
 from producers.adapters.record_items import record_item
-from producers.dispatch import Dispatcher
+from producers.dispatch import CeleryDispatcher, Dispatcher
+from producers.job_specs import (
+    check_storable_texts,
+    checked_params,
+    refuse_unretryable,
+    retry_spec,
+    with_input_roots,
+)
 from producers.readers import read_rows, rows_to_items
 from producers.training import build_spec
-from schemas import callback_urls
-from schemas.catalog import Catalog, check_code_path, load_catalog
-from schemas.errors import ModelError, SluiceError
-from schemas.jobs import ExplainPolicy, Item, JobSpec, check_unique_keys
+from schemas.catalog import Catalog, load_catalog
+from schemas.errors import ModelError, NotQueuedError, SluiceError
+from schemas.jobs import Item, JobSpec, check_unique_keys
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 from schemas.states import RunStatus
-from schemas.storable import escaped_text, json_problem, storable_items, unstorable_text
+from schemas.storable import escaped_text, storable_items
 from schemas.task_spec import ModelKind
 from schemas.tenants import DEFAULT_TENANT, check_tenant
 from schemas.training import MODEL_SELECTOR_RE
@@ -28,11 +34,17 @@ from storage.admission import FairShare
 from storage.engine import make_engine, prepare_schema
 from storage.ledger import JobView, Ledger
 from storage.registry import Registry
+from storage.tenancy import TenantReads
 from storage.training_runs import RunView, TrainingRuns
 
 
 class Client:
-    def __init__(self, settings: Settings | None = None) -> None:
+    """`dispatcher`: what sends the messages (default: Celery, by task name); a
+    RecordingDispatcher (producers/dispatch_recording.py) records them instead."""
+
+    def __init__(
+        self, settings: Settings | None = None, dispatcher: Dispatcher | None = None
+    ) -> None:
         self.settings = settings or Settings()
         self.catalog: Catalog = load_catalog(self.settings.task_modules)
         self.endpoints = endpoints(self.settings)
@@ -42,7 +54,10 @@ class Client:
         self.ledger = Ledger(engine, FairShare.from_settings(self.settings, queue_of))
         self.runs = TrainingRuns(engine)
         self.registry = Registry(engine)
-        self.dispatcher = Dispatcher(self.endpoints.broker_url, self.settings)
+        self.reads = TenantReads(engine)
+        self.dispatcher: Dispatcher = dispatcher or CeleryDispatcher(
+            self.endpoints.broker_url, self.settings
+        )
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -199,37 +214,30 @@ class Client:
         idempotency_key: str | None = None,
         **task_params: Any,
     ) -> str:
-        spec = self.catalog.get(task)
-        check_code_path(spec.handler, f"task {task}: handler")
-        ExplainPolicy.parse(explain)
-        if explain != "none" and not spec.explainable:
-            raise SluiceError(f"task {task!r} makes no explanation; use --explain none")
-        if not 0 <= priority <= 9:
-            raise SluiceError(f"priority must be between 0 and 9, got {priority}")
-        params = spec.check_params(task_params, self.settings)
-        if problem := json_problem(params):
-            raise SluiceError(f"task {task!r}: a parameter {problem}")
-        for name, value in (("callback_url", callback_url), ("model", model),
-                            ("idempotency key", idempotency_key)):  # fmt: skip
-            if value and (problem := unstorable_text(value)):
-                raise SluiceError(f"{name} {problem}")
-        if callback_url:  # every front door: not http(s), or a literal private address
-            callback_urls.check_callback_url(callback_url, self.settings.callback_allow_private)
+        params = checked_params(
+            self.catalog.get(task),
+            self.settings,
+            explain=explain,
+            priority=priority,
+            texts={
+                "callback_url": callback_url,
+                "model": model,
+                "idempotency key": idempotency_key,
+            },
+            task_params=task_params,
+        )
         source = escaped_text(source) if source else source
         if not items:
             raise SluiceError(f"{source}: no items to process")
         items = storable_items(items)  # a row no database can store never reaches one
         check_unique_keys(items)
-        require_broker(self.endpoints)  # a job nothing can ever send is not worth recording
+        require_broker(self.endpoints)  # early: before a model is resolved (it may download)
         ref = ref or self.resolve_model(model, task, tenant)
         if ref.loads:
             params["model_path"] = str(ref.path)
         if ref.registry:
             params["registry"] = ref.registry
-        if (grant := self.settings.grant_for(tenant)) is not None:
-            # the workers read this tenant's media under its own roots only, as here
-            roots = grant.roots_within(self.settings.input_root_paths())
-            params["input_roots"] = [str(r) for r in roots]
+        with_input_roots(params, self.settings, tenant)
         job = JobSpec(
             task=task,
             model=ref.name,
@@ -244,16 +252,48 @@ class Client:
             parent_job_id=parent_job_id,
             idempotency_key=idempotency_key,
         )
+        return self._record_and_send(job, items)
+
+    def retry(
+        self,
+        job_id: str,
+        tenant: str | None = None,
+        idempotency_key: str | None = None,
+        *,
+        api_key_id: str | None = None,
+    ) -> str:
+        """Re-run the items of a finished job that ended `error` as a new job (its
+        parent_job_id is `job_id`) with the same task, model version, parameters and
+        callback; returns its id. `tenant`: the job must be that tenant's (default: anyone's);
+        the retry is the job's tenant's, checked against what that tenant may use now. An
+        idempotency key seen before gives that job back."""
+        parent = self.ledger.job(job_id) if tenant is None else self.reads.job(tenant, job_id)
+        if idempotency_key:
+            check_storable_texts({"idempotency key": idempotency_key})
+            if seen := self.reads.by_idempotency_key(parent.tenant, idempotency_key):
+                return seen
+        failed = self.reads.failed_items(job_id) if parent.status.finished else []
+        refuse_unretryable(parent, failed)
+        # What the tenant may use now, not when the parent ran: a model unshared since is not
+        # reached through a retry (its roots are re-read by retry_spec).
+        named = None if parent.model in ("none", self.settings.default_model) else parent.model
+        self.resolve_model(named, parent.task, parent.tenant)
+        job = retry_spec(parent, self.settings, idempotency_key, api_key_id)
+        return self._record_and_send(job, failed)
+
+    def _record_and_send(self, job: JobSpec, items: list[Item]) -> str:
+        """The one way a job is recorded and sent, whichever door it came in by (SDK, CLI,
+        REST and its uploads and events, `sluice enrich`, a retry): its job and chunk rows
+        first, then one message per chunk on the job's fair-share lane."""
+        require_broker(self.endpoints)  # a job nothing can ever send is not worth recording
+        spec = self.catalog.get(job.task)
         chunk_size = self.settings.chunk_size or spec.chunk_size
         job_id, chunk_ids = self.ledger.create_job(job, items, chunk_size)
         try:
             lane = self.ledger.job(job_id).lane
-            self.dispatcher.send_job_chunks(chunk_ids, spec.queue, lane, priority)
+            self.dispatcher.send_job_chunks(chunk_ids, spec.queue, lane, job.priority)
         except Exception as exc:  # kombu raises several types for an unreachable broker
-            raise SluiceError(
-                f"job {job_id} is recorded but could not be queued ({type(exc).__name__}: "
-                f"{exc}); the sweeper sends it once the broker answers (`sluice sweep`)"
-            ) from exc
+            raise NotQueuedError("job", job_id, exc) from exc
         return job_id
 
     # -- training -----------------------------------------------------------------------------
@@ -293,11 +333,7 @@ class Client:
         try:
             self.dispatcher.send_training(run_id)
         except Exception as exc:  # kombu raises several types for an unreachable broker
-            raise SluiceError(
-                f"training run {run_id} is recorded but could not be queued "
-                f"({type(exc).__name__}: {exc}); the sweeper sends it once the "
-                "broker answers (`sluice sweep`)"
-            ) from exc
+            raise NotQueuedError("training run", run_id, exc) from exc
         return run_id
 
     def training_run(self, run_id: str) -> RunView:

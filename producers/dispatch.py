@@ -1,7 +1,10 @@
-"""Send Celery tasks by name: producers never import the worker code."""
+"""How producers hand work to the workers: the Dispatcher interface, and the Celery one that
+sends tasks by name (producers never import the worker code). A test, or a program that sends
+no message, gives Client a RecordingDispatcher (producers/dispatch_recording.py) instead."""
 
 from collections.abc import Iterable
 from functools import cached_property
+from typing import Protocol
 
 from celery import Celery
 
@@ -11,7 +14,29 @@ from schemas.settings import Settings
 from schemas.stack import NO_BROKER, broker_transport_options, redis_priority
 
 
-class Dispatcher:
+class Dispatcher(Protocol):
+    """What a Client sends through. A send that fails raises (any exception): the job or run
+    is already recorded, and the sweeper sends it later."""
+
+    def send_job_chunks(
+        self, chunk_ids: Iterable[str], queue: str, lane: int, priority: int = 5
+    ) -> int:
+        """Send a new job's chunks on its fair-share `lane` of modality queue `queue`;
+        returns how many were sent."""
+        ...
+
+    def send_chunks(self, chunk_ids: Iterable[str], queue: str, priority: int = 5) -> int:
+        """Send chunks to exactly `queue` (a lane queue already: the sweeper's re-sends)."""
+        ...
+
+    def send_training(self, run_id: str) -> None:
+        """Send a recorded training run to the training queue."""
+        ...
+
+
+class CeleryDispatcher:
+    """The Dispatcher of a running system: Celery messages by task name, JSON only."""
+
     def __init__(self, broker_url: str | None, settings: Settings) -> None:
         self.broker_url = broker_url
         self.settings = settings

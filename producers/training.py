@@ -12,13 +12,13 @@ from pydantic import ValidationError
 from producers.adapters import adapter_for
 from producers.training_checks import need, number, problems
 from schemas.catalog import check_code_path, load_catalog
+from schemas.errors import TrainingError
 from schemas.settings import Settings
 from schemas.task_spec import Target, TaskSpec
 from schemas.training import (
     MODEL_SELECTOR_RE,
     DataSource,
     DPSpec,
-    TrainingError,
     TrainSpec,
 )
 from storage.row_sources import MALFORMED, fingerprint, read_rows, read_table

@@ -4,7 +4,8 @@ each raises TrainingError with a message that names the column, row or label to 
 import math
 from typing import Any
 
-from schemas.training import DataSource, TrainingError
+from schemas.errors import TrainingError
+from schemas.training import DataSource
 
 MAX_PROBLEMS = 5
 

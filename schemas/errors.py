@@ -1,4 +1,36 @@
-"""The exception hierarchy. Every message says what was wrong and what to do about it."""
+"""Every exception class Sluice defines. Every message says what was wrong and what to do
+about it.
+
+    Exception
+    ├── SluiceError                    raised on purpose; the CLI exits 2 with its message
+    │   ├── ConfigError
+    │   │   ├── SchemaVersionError
+    │   │   └── NotQueuedError
+    │   ├── InputFileError
+    │   │   └── DuplicateKeysError
+    │   ├── ModelError
+    │   │   ├── ModelNotFoundError
+    │   │   │   └── UnknownRegisteredModelError  (also a RegistryError)
+    │   │   └── RegistryError
+    │   ├── UnknownTaskError
+    │   ├── JobNotFoundError
+    │   ├── RunNotFoundError
+    │   ├── RetryRefusedError
+    │   ├── TrainingError
+    │   ├── InvalidInput
+    │   ├── UnsafeIdentifierError
+    │   ├── UnusableKeyError
+    │   ├── TooManyItemsError
+    │   └── QuotaExceededError
+    ├── ValueError
+    │   └── MediaRefError              a media reference that must not be followed
+    ├── RuntimeError
+    │   └── IsolationUnfinished        worker control flow: retry the chunk isolated
+    ├── LeaseLost                      worker control flow: another worker owns the run
+    └── WorkCancelled                  worker control flow: the chunk's Ray work was cancelled
+
+The last three never reach a user: the worker that raises them also catches them.
+"""
 
 
 class SluiceError(Exception):
@@ -55,6 +87,26 @@ class JobNotFoundError(SluiceError):
         self.job_id = job_id
 
 
+class NotQueuedError(ConfigError):
+    """A job or training run that is recorded but whose message the broker did not take; the
+    sweeper sends it once the broker answers. The REST API answers 503. The message names the
+    error's type only: a broker's own message may name hosts a tenant has no business seeing
+    (the cause stays chained for the logs)."""
+
+    def __init__(self, what: str, record_id: str, cause: Exception) -> None:
+        super().__init__(
+            f"{what} {record_id} is recorded but could not be queued "
+            f"({type(cause).__name__}); the sweeper sends it once the broker answers "
+            "(`sluice sweep`)"
+        )
+        self.record_id = record_id
+
+
+class RetryRefusedError(SluiceError):
+    """A retry of a job that has not ended, or that has no item that ended `error`: nothing is
+    recorded. The REST API answers 409."""
+
+
 class InvalidInput(SluiceError):
     """One item is bad; it ends `invalid` with this message and the rest of its chunk goes on."""
 
@@ -84,3 +136,30 @@ class QuotaExceededError(SluiceError):
     def __init__(self, message: str, retry_after_seconds: int) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+
+
+class RunNotFoundError(SluiceError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no training run with id {run_id!r}")
+        self.run_id = run_id
+
+
+class TrainingError(SluiceError):
+    """A training request that cannot be trained; the message says what to change."""
+
+
+class MediaRefError(ValueError):
+    """A media reference that must not be followed; the message says why."""
+
+
+class IsolationUnfinished(RuntimeError):
+    """Isolating a chunk's culprit did not finish in this attempt; the next attempt goes
+    straight to a private actor (its reason starts with ISOLATING)."""
+
+
+class LeaseLost(Exception):
+    """Another worker took the run over (this one's lease ran out): leave it to that one."""
+
+
+class WorkCancelled(Exception):
+    """The chunk's lease was lost or its job cancelled; its Ray work was cancelled."""

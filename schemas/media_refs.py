@@ -8,13 +8,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
+from schemas.errors import MediaRefError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")
 SUFFIXES = {"image": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES}
-
-
-class MediaRefError(ValueError):
-    """A media reference that must not be followed; the message says why."""
 
 
 def parse_reference(value: str, base_dir: Path | None) -> tuple[str, str]:

@@ -74,6 +74,25 @@ class EnrichRunState(Described):
     DONE = "done"
 
 
+class ClaimOutcome(Described):
+    """The ledger's answer to a worker asking for a chunk (storage.ledger.Claim)."""
+
+    CLAIMED = "claimed"
+    DONE = "done"
+    BUSY = "busy"
+    CANCELLED = "cancelled"
+    MISSING = "missing"
+
+
+class DeliveryOutcome(Described):
+    """How one delivery of a chunk's message ended for the worker that took it, when it did
+    not end in a claim outcome (the Celery task's return value, also in its log line)."""
+
+    DONE = "done"
+    DEAD = "dead"
+    LEASE_LOST = "lease-lost"
+
+
 MEANINGS: dict[Described, str] = {
     JobStatus.QUEUED: "recorded and queued; no chunk has started",
     JobStatus.RUNNING: "at least one chunk started; not every item has its outcome yet",
@@ -102,4 +121,13 @@ MEANINGS: dict[Described, str] = {
     EnrichRunState.SUBMITTING: "rows read; its job is being recorded (a resume looks it up)",
     EnrichRunState.RUNNING: "its job is queued or done; results not all written back yet",
     EnrichRunState.DONE: "every result written back and the watermark moved",
+    ClaimOutcome.CLAIMED: "this worker holds the chunk under a fresh lease; its items follow",
+    ClaimOutcome.DONE: "the chunk was already done (a redelivered message): nothing to do",
+    ClaimOutcome.BUSY: "another worker holds a live lease on the chunk",
+    ClaimOutcome.CANCELLED: "the chunk's job was cancelled",
+    ClaimOutcome.MISSING: "no such chunk (its job was erased)",
+    DeliveryOutcome.DONE: "every item's outcome written and the chunk marked done",
+    DeliveryOutcome.DEAD: "dead-lettered: its attempts are used up, its items ended error",
+    DeliveryOutcome.LEASE_LOST: "its lease ran out or its job was cancelled: another worker "
+    "(or nobody) finishes it",
 }

@@ -6,7 +6,6 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from schemas.builtin_tasks import BUILTIN_TASKS
-from schemas.errors import SluiceError
 from schemas.modalities import Modality
 from schemas.task_spec import Target
 
@@ -15,10 +14,6 @@ RUN_PREFIX = "tr_"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 # NAME@VERSION, NAME@production, NAME@staging, NAME@latest
 MODEL_SELECTOR_RE = re.compile(r"^([a-z0-9][a-z0-9._-]{0,62})@(\d+|production|staging|latest)$")
-
-
-class TrainingError(SluiceError):
-    """A training request that cannot be trained; the message says what to change."""
 
 
 class DataSource(BaseModel):

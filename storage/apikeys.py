@@ -6,13 +6,14 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import sessionmaker
 
 from schemas.tenants import RESERVED_TENANTS, Role, check_tenant
 from storage import tables as t
+from storage.clock import host_now, utc
 
 
 def hash_key(key: str) -> str:
@@ -43,7 +44,7 @@ class NewKey:
 
 
 def _info(row: t.ApiKey) -> ApiKeyInfo:
-    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    created = utc(row.created_at)
     return ApiKeyInfo(
         row.id, row.tenant, row.name, created, row.revoked_at is not None, Role(row.role)
     )
@@ -68,7 +69,7 @@ class ApiKeys:
             secret=secret,
             name=name,
             role=role.value,
-            created_at=datetime.now(UTC),
+            created_at=host_now(),
         )
         with self._session.begin() as s:
             s.add(row)
@@ -100,6 +101,6 @@ class ApiKeys:
             res = s.execute(
                 update(t.ApiKey)
                 .where(t.ApiKey.id == key_id, t.ApiKey.revoked_at.is_(None))
-                .values(revoked_at=datetime.now(UTC))
+                .values(revoked_at=host_now())
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]

@@ -54,7 +54,7 @@ def _sqlite_tuning(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
-def _alembic_config() -> Any:
+def alembic_config() -> Any:
     from alembic.config import Config
 
     config = Config()
@@ -68,7 +68,7 @@ def schema_revisions(engine: Engine) -> tuple[str | None, str, set[str]]:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    script = ScriptDirectory.from_config(_alembic_config())
+    script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
     assert head is not None
     known = {rev.revision for rev in script.walk_revisions()}
@@ -116,7 +116,7 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (a no-op when it is already there)."""
     from alembic import command
 
-    config = _alembic_config()
+    config = alembic_config()
     current, head, known = schema_revisions(engine)
     if current == head:
         return

@@ -9,7 +9,6 @@
 Each method is one transaction. Keys are item keys (text; producers.warehouse_keys turns
 them back into the source's values)."""
 
-import datetime as dt
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.states import EnrichRunState
 from storage import tables as t
+from storage.clock import host_now
 from storage.watermarks import decode, encode, set_watermark
 
 Mark = tuple[str, str, str, str]  # (source, table, task, model version): a watermark's key
@@ -70,10 +70,6 @@ def _view(run: t.EnrichRun) -> RunView:
     )
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class EnrichRuns:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -105,7 +101,7 @@ class EnrichRuns:
         with self._session.begin() as s:
             run = s.get(t.EnrichRun, fingerprint)
             if run is None:
-                run = t.EnrichRun(fingerprint=fingerprint, created_at=_now())
+                run = t.EnrichRun(fingerprint=fingerprint, created_at=host_now())
                 s.add(run)
             run.id = uuid.uuid4().hex
             run.source, run.table_name, run.task, run.model_version = mark
@@ -115,7 +111,7 @@ class EnrichRuns:
             run.watermark_after = None if after is None else encode(after)
             run.rows_read, run.rows_retried = rows_read, rows_retried
             run.results_done = run.rows_written = 0
-            run.created_at = run.updated_at = _now()
+            run.created_at = run.updated_at = host_now()
             for keys in batched(reset, IN_BATCH):
                 s.execute(update(t.EnrichRetry).where(*_of(mark, keys)).values(attempts=0))
             for keys in batched(forget, IN_BATCH):
@@ -128,7 +124,7 @@ class EnrichRuns:
             s.execute(
                 update(t.EnrichRun)
                 .where(t.EnrichRun.fingerprint == fingerprint, t.EnrichRun.id == run_id)
-                .values(state=EnrichRunState.RUNNING, job_id=job_id, updated_at=_now())
+                .values(state=EnrichRunState.RUNNING, job_id=job_id, updated_at=host_now())
             )
 
     def job_of(self, run: RunView) -> str | None:
@@ -161,7 +157,7 @@ class EnrichRuns:
             noted = s.execute(
                 update(t.EnrichRun)
                 .where(t.EnrichRun.fingerprint == fingerprint, t.EnrichRun.id == run_id)
-                .values(results_done=results_done, rows_written=rows_written, updated_at=_now())
+                .values(results_done=results_done, rows_written=rows_written, updated_at=host_now())
             )
             if mark is None or noted.rowcount == 0:  # type: ignore[attr-defined]
                 return
@@ -185,7 +181,7 @@ class EnrichRuns:
             done = s.execute(
                 update(t.EnrichRun)
                 .where(t.EnrichRun.fingerprint == fingerprint, t.EnrichRun.id == run_id)
-                .values(state=EnrichRunState.DONE, updated_at=_now())
+                .values(state=EnrichRunState.DONE, updated_at=host_now())
             )
             replaced = done.rowcount == 0  # type: ignore[attr-defined]
             if since_column is not None and watermark is not None and not replaced:
@@ -260,7 +256,7 @@ def _count_failures(
     s: Session, mark: Mark, failed: list[tuple[str, str | None]], job_id: str
 ) -> None:
     source, table, task, version = mark
-    now = _now()
+    now = host_now()
     rows = [
         {
             "source": source,

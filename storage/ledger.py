@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import JobNotFoundError
 from schemas.jobs import Item, JobCounts, JobSpec, Outcome, check_unique_keys, job_status_for
-from schemas.states import ChunkState, ItemStatus, JobStatus
+from schemas.states import ChunkState, ClaimOutcome, ItemStatus, JobStatus
 from schemas.storable import storable_items, storable_outcome
 from storage import tables as t
 from storage.admission import FairShare, admit
@@ -84,7 +84,7 @@ class JobView:
 class Claim:
     """The answer to "may I work on this chunk?". `items` is set only when the answer is yes."""
 
-    outcome: str  # claimed | done | busy | cancelled | missing
+    outcome: ClaimOutcome
     job: JobView | None = None
     items: list[Item] | None = None
     attempts: int = 0
@@ -103,7 +103,8 @@ class Stalled:
     lane: int = 0  # its job's lane: the queue it was sent to (schemas.queues.lane_queue)
 
 
-def _view(job: t.Job) -> JobView:
+def job_view(job: t.Job) -> JobView:
+    """The public shape of a job row (shared with storage.tenancy)."""
     counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid, error=job.error)
     return JobView(
         id=job.id,
@@ -211,14 +212,14 @@ class Ledger:
             now = db_now(s)  # after the lock: waiting for it must not age the lease
             chunk = s.get(t.Chunk, chunk_id, with_for_update=True, populate_existing=True)
             if job is None or chunk is None:
-                return Claim("missing")
+                return Claim(ClaimOutcome.MISSING)
             if ChunkState(chunk.state).terminal:
-                return Claim("done", _view(job))
+                return Claim(ClaimOutcome.DONE, job_view(job))
             if job.status == JobStatus.CANCELLED:
-                return Claim("cancelled", _view(job))
+                return Claim(ClaimOutcome.CANCELLED, job_view(job))
             lease = utc(chunk.lease_expires_at)
             if chunk.state == ChunkState.RUNNING and lease is not None and lease > now:
-                return Claim("busy", _view(job))
+                return Claim(ClaimOutcome.BUSY, job_view(job))
             chunk.state = ChunkState.RUNNING
             chunk.lease_owner = owner
             chunk.lease_expires_at = now + timedelta(seconds=lease_seconds)
@@ -228,7 +229,9 @@ class Ledger:
                 job.status = JobStatus.RUNNING
                 job.started_at = now
             items = [Item.model_validate(raw) for raw in chunk.items]
-            return Claim("claimed", _view(job), items, chunk.attempts, chunk.last_error)
+            return Claim(
+                ClaimOutcome.CLAIMED, job_view(job), items, chunk.attempts, chunk.last_error
+            )
 
     def renew(self, chunk_id: str, owner: str, lease_seconds: float) -> bool:
         with self._session.begin() as s:
@@ -485,12 +488,12 @@ class Ledger:
             job = s.get(t.Job, job_id)
             if job is None:
                 raise JobNotFoundError(job_id)
-            return _view(job)
+            return job_view(job)
 
     def jobs(self, limit: int = 20) -> list[JobView]:
         with self._reader() as s:
             rows = s.scalars(select(t.Job).order_by(t.Job.created_at.desc()).limit(limit))
-            return [_view(j) for j in rows]
+            return [job_view(j) for j in rows]
 
     def cancel(self, job_id: str) -> JobView:
         """Stop a job: chunks not yet finished are dropped; what is done stays done."""
@@ -510,7 +513,7 @@ class Ledger:
                 )
                 job.status = JobStatus.CANCELLED
                 job.finished_at = now
-            return _view(job)
+            return job_view(job)
 
     def chunk_ids(self, job_id: str) -> list[str]:
         with self._reader() as s:

@@ -1,6 +1,6 @@
 """SQLAlchemy 2.0 typed tables. Change them only together with a migration in migrations/."""
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -19,11 +19,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from storage.clock import host_now
+
 JSONType = JSON().with_variant(JSONB(), "postgresql")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -51,7 +49,7 @@ class Job(Base):
     error: Mapped[int] = mapped_column(Integer, default=0)
     chunks_total: Mapped[int] = mapped_column(Integer)
     chunks_done: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Front doors (migration 0002): the owning tenant, the API key that submitted it, where
@@ -103,7 +101,7 @@ class Result(Base):
     status: Mapped[str] = mapped_column(String(16))
     output: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
 
 
 class Explanation(Base):
@@ -134,7 +132,7 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(  # schemas.tenants.Role
         String(16), default="tenant", server_default=text("'tenant'")
     )
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
@@ -150,7 +148,7 @@ class CallbackDelivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
@@ -166,7 +164,7 @@ class EnrichWatermark(Base):
     since_column: Mapped[str] = mapped_column(String(128))
     value: Mapped[dict[str, Any]] = mapped_column(JSONType)  # {"type": ..., "value": ...}
     job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
 
 
 class EnrichRun(Base):
@@ -190,8 +188,8 @@ class EnrichRun(Base):
     rows_retried: Mapped[int] = mapped_column(Integer, default=0)
     results_done: Mapped[int] = mapped_column(Integer, default=0)  # write-back cursor
     rows_written: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
 
 
 class EnrichRetry(Base):
@@ -209,7 +207,7 @@ class EnrichRetry(Base):
     attempts: Mapped[int] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
 
 
 class TrainingRun(Base):
@@ -234,7 +232,7 @@ class TrainingRun(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     model_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -258,8 +256,8 @@ class ModelVersion(Base):
     data_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     dp: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     stage: Mapped[str] = mapped_column(String(16))  # staging | production | archived
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
 
 
 class ModelShare(Base):
@@ -272,7 +270,7 @@ class ModelShare(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     grantee: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
 
 
 # The results "UNIQUE(job_id, item_key)" of the design is the primary key of results and

@@ -10,7 +10,7 @@ from schemas.errors import JobNotFoundError
 from schemas.jobs import Item
 from schemas.states import ItemStatus
 from storage import tables as t
-from storage.ledger import JobView, Ledger, _view, result_row
+from storage.ledger import JobView, Ledger, job_view, result_row
 
 
 class TenantReads:
@@ -22,7 +22,7 @@ class TenantReads:
             job = s.get(t.Job, job_id)
             if job is None or job.tenant != tenant:
                 raise JobNotFoundError(job_id)
-            return _view(job)
+            return job_view(job)
 
     def jobs(self, tenant: str, limit: int = 20) -> list[JobView]:
         with self._reader() as s:
@@ -32,7 +32,7 @@ class TenantReads:
                 .order_by(t.Job.created_at.desc())
                 .limit(limit)
             )
-            return [_view(j) for j in rows]
+            return [job_view(j) for j in rows]
 
     def every_tenants_jobs(self, tenant: str | None, limit: int) -> list[JobView]:
         """The operator's system view: the newest jobs of every tenant (or of one)."""
@@ -40,7 +40,7 @@ class TenantReads:
         if tenant is not None:
             query = query.where(t.Job.tenant == tenant)
         with self._reader() as s:
-            return [_view(j) for j in s.scalars(query)]
+            return [job_view(j) for j in s.scalars(query)]
 
     def models(self, tenant: str) -> list[dict[str, Any]]:
         """The models this tenant's jobs used (a tenant never sees another's)."""

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.orm import sessionmaker
 
-from schemas.errors import SluiceError
+from schemas.errors import RunNotFoundError
 from schemas.states import RunStatus
 from schemas.training import RUN_PREFIX
 from storage import tables as t
@@ -26,12 +26,6 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     RunStatus.CANCELLED,
 )
 LIVE = (QUEUED, RUNNING)
-
-
-class RunNotFoundError(SluiceError):
-    def __init__(self, run_id: str) -> None:
-        super().__init__(f"no training run with id {run_id!r}")
-        self.run_id = run_id
 
 
 @dataclass(frozen=True)

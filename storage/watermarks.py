@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import tables as t
+from storage.clock import host_now
 
 
 def encode(value: Any) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def set_watermark(
         "since_column": since_column,
         "value": encode(value),
         "job_id": job_id,
-        "updated_at": dt.datetime.now(dt.UTC),
+        "updated_at": host_now(),
     }
     insert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr]
     stmt = insert(t.EnrichWatermark).values(row)

@@ -147,7 +147,7 @@ DEMO_MODELS = Path(__file__).resolve().parents[1] / ".sluice" / "models"
 def demo_models() -> Path:
     """The models `sluice models build` makes (digits, sounds, breast cancer, diabetes, tiny
     speech recognisers), cached in the repository's data dir like the demo's."""
-    from workers.training.demo_models import build_all
+    from ops.demo_model_cache import build_all
 
     build_all(DEMO_MODELS)
     return DEMO_MODELS

@@ -9,8 +9,9 @@ import numpy as np
 import soundfile as sf
 from sklearn.datasets import load_breast_cancer, load_digits
 
-from workers.training.demo_models import SAMPLE_RATE, digit_image
+from ops.demo_models import digit_image
 from workers.training.recipes.split import holdout_split
+from workers.training.scratch_models import SAMPLE_RATE
 from workers.training.synth_audio import SOUND_LABELS, synthesize_dataset
 
 TOPICS = {

@@ -5,24 +5,20 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from ray.exceptions import RayActorError
 
+from schemas.errors import IsolationUnfinished, WorkCancelled
 from schemas.jobs import Item, Outcome
 from schemas.settings import Settings
 from schemas.task_spec import TaskSpec
 from storage.ledger import JobView
 from workers.isolation import ISOLATING, isolate
-from workers.ray_calls import ActorCalls, WorkCancelled
+from workers.media_decoding import limits_to_json
+from workers.ray_calls import ActorCalls
 
 log = logging.getLogger("sluice.worker")
-
-
-class IsolationUnfinished(RuntimeError):
-    """Isolating a chunk's culprit did not finish in this attempt; the next attempt goes
-    straight to a private actor (its reason starts with ISOLATING)."""
 
 
 def wait_until_ready(actor: Any, calls: ActorCalls) -> int:
@@ -57,12 +53,13 @@ def run_chunk(
     limits = settings.media_limits()
     if (mine := job.params.get("input_roots")) is not None:
         limits = limits.narrowed_to(list(mine))
-    params = {**job.params, "media_limits": asdict(limits)}
+    media_limits = limits_to_json(limits)
 
     def runner(actor: Any) -> Callable[[list[Item]], list[Outcome]]:
         def run(part: list[Item]) -> list[Outcome]:
             raw = [i.model_dump(exclude_none=True) for i in part]
-            got = calls.get(actor.process.remote(job.id, raw, params, job.explain_policy))
+            call = actor.process.remote(job.id, raw, job.params, job.explain_policy, media_limits)
+            got = calls.get(call)
             return [Outcome.model_validate(r) for r in got]
 
         return run

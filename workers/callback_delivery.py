@@ -14,7 +14,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
@@ -33,6 +32,7 @@ from storage.callback_ledger import (
     sign_legacy,
     signature_headers,
 )
+from storage.clock import host_now
 from storage.ledger import Ledger
 from workers import callback_http
 from workers.callback_http import Answer
@@ -62,7 +62,7 @@ def payload(ledger: Ledger, delivery: PendingDelivery) -> dict[str, Any]:
         "parent_job_id": view.parent_job_id,
         "results_url": f"/v1/jobs/{view.id}/results",
         "attempt": delivery.attempt,
-        "sent_at": datetime.now(UTC).isoformat(),
+        "sent_at": host_now().isoformat(),
     }
     if view.source == EVENT_SOURCE:
         body["result"] = next(iter(ledger.iter_results(view.id)), None)

@@ -12,21 +12,21 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 
 from schemas.catalog import Catalog, load_catalog
-from schemas.errors import SchemaVersionError
+from schemas.errors import IsolationUnfinished, SchemaVersionError, WorkCancelled
 from schemas.jobs import Item, Outcome
 from schemas.queues import PROCESS_CHUNK
 from schemas.settings import Settings
 from schemas.stack import Endpoints
-from schemas.states import ItemStatus
+from schemas.states import ClaimOutcome, DeliveryOutcome, ItemStatus
 from storage.engine import make_engine, require_current_schema
 from storage.ledger import Claim, JobView, Ledger
 from storage.usage import ChunkUsage
-from workers.actor_work import IsolationUnfinished, run_chunk
+from workers.actor_work import run_chunk
 from workers.callback_delivery import callback_sender, enqueue_due
 from workers.isolation import ISOLATING
 from workers.leases import LeaseKeeper
 from workers.ledger_patience import OUTAGE, patiently
-from workers.ray_calls import ActorCalls, WorkCancelled
+from workers.ray_calls import ActorCalls
 
 log = logging.getLogger("sluice.worker")
 
@@ -108,7 +108,7 @@ def _stop_worker(chunk_id: str, exc: SchemaVersionError) -> Exception:
     return Reject(str(exc), requeue=True)
 
 
-def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
+def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> ClaimOutcome | DeliveryOutcome:
     settings = state.settings
     deadline = task_deadline(settings)
     owner = f"{socket.gethostname()}:{os.getpid()}:{task.request.id}"
@@ -125,7 +125,7 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
     except OUTAGE as exc:
         log.warning("chunk %s: the ledger is still unreachable; retrying later", chunk_id)
         raise _retry_later(task, settings, exc) from exc
-    if claim.outcome != "claimed":
+    if claim.outcome != ClaimOutcome.CLAIMED:
         log.info("chunk %s: %s, nothing to do", chunk_id, claim.outcome)
         return claim.outcome
     assert claim.job is not None and claim.items is not None
@@ -135,7 +135,7 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
             owner,
             f"{settings.max_attempts} attempts used up (the worker holding it died each time)",
         )
-        return "dead"
+        return DeliveryOutcome.DEAD
     started = time.perf_counter()
     calls = ActorCalls(deadline)
     with LeaseKeeper(
@@ -148,7 +148,7 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
             outcomes = compute_outcomes(state, claim, chunk_id, calls)
         except WorkCancelled:
             log.warning("chunk %s: lease lost or job cancelled; its model work stopped", chunk_id)
-            return "lease-lost"
+            return DeliveryOutcome.LEASE_LOST
         except Exception as exc:
             return _attempt_failed(task, state, claim, chunk_id, owner, exc, deadline)
         computed = time.perf_counter()
@@ -166,7 +166,7 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
             raise _retry_later(task, settings, exc) from exc
     if not completed:
         log.warning("chunk %s: lease lost before completion; another worker finishes it", chunk_id)
-        return "lease-lost"
+        return DeliveryOutcome.LEASE_LOST
     log.info(
         "chunk %s: %d items, model %.3fs, ledger %.3fs",
         chunk_id,
@@ -176,7 +176,7 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> str:
     )
     if claim.job.callback_url:
         _send_callback(task.app, state, claim.job.id)
-    return "done"
+    return DeliveryOutcome.DONE
 
 
 def _attempt_failed(
@@ -187,7 +187,7 @@ def _attempt_failed(
     owner: str,
     exc: Exception,
     deadline: float,
-) -> str:
+) -> DeliveryOutcome:
     """Dead-letter the chunk after its last attempt; otherwise give it back and retry."""
     settings, ledger = state.settings, state.ledger
     reason = (
@@ -202,7 +202,7 @@ def _attempt_failed(
             patiently(
                 f"chunk {chunk_id}", lambda: ledger.dead_letter(chunk_id, owner, reason), deadline
             )
-            return "dead"
+            return DeliveryOutcome.DEAD
         log.warning("chunk %s: attempt %d failed, retrying: %s", chunk_id, claim.attempts, reason)
         patiently(f"chunk {chunk_id}", lambda: ledger.release(chunk_id, owner, reason), deadline)
     except OUTAGE as outage:  # the lease runs out; the sweeper sends the chunk again
@@ -222,4 +222,4 @@ def _send_callback(app: Celery, state: WorkerState, job_id: str) -> None:
 def register_chunk_task(app: Celery, state: WorkerState) -> None:
     @app.task(name=PROCESS_CHUNK, bind=True)
     def process_chunk_task(self: Task, chunk_id: str) -> str:
-        return process_chunk(self, state, chunk_id)
+        return process_chunk(self, state, chunk_id).value  # a plain string in the result

@@ -4,22 +4,41 @@ roots again, sizes are capped before decoding, and any failure is one item's `in
 import io
 import math
 import warnings
+from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
-from schemas.errors import InvalidInput
+from schemas.errors import InvalidInput, MediaRefError
 from schemas.jobs import Item
-from schemas.media_refs import MediaLimits, MediaRefError, media_bytes
+from schemas.media_refs import MediaLimits, media_bytes
 
 MAX_SAMPLE_RATE = 384_000  # the highest rate audio hardware records at
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
 
 
-def limits_from(params: dict[str, Any]) -> MediaLimits:
-    raw = dict(params.get("media_limits") or {})
-    raw["roots"] = tuple(raw.get("roots", ()))
-    return MediaLimits(**raw)
+# The key of a handler's params under which the model actor gives it the job's MediaLimits.
+MEDIA_LIMITS = "media_limits"
+
+
+def limits_to_json(limits: MediaLimits) -> dict[str, Any]:
+    """The JSON form the limits cross into the model actor in."""
+    return {**asdict(limits), "roots": list(limits.roots)}
+
+
+def limits_from_json(raw: Mapping[str, Any] | None) -> MediaLimits:
+    """Limits from their JSON form; none given: the defaults, under which no file is read."""
+    fields = dict(raw or {})
+    fields["roots"] = tuple(fields.get("roots", ()))
+    return MediaLimits(**fields)
+
+
+def limits_from(params: Mapping[str, Any]) -> MediaLimits:
+    """The limits a handler reads media under. The model actor passes them typed; a caller
+    without one (a test, a recipe's evaluation) may pass their JSON form."""
+    raw = params.get(MEDIA_LIMITS)
+    return raw if isinstance(raw, MediaLimits) else limits_from_json(raw)
 
 
 def read_bytes(item: Item, limits: MediaLimits) -> bytes:

@@ -13,9 +13,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, TaskCancelledError
 
-
-class WorkCancelled(Exception):
-    """The chunk's lease was lost or its job cancelled; its Ray work was cancelled."""
+from schemas.errors import WorkCancelled
 
 
 class ActorCalls:

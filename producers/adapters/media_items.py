@@ -12,11 +12,10 @@ from producers.adapters.base import ModalityAdapter, ReadOptions, need_column
 from producers.adapters.html_cells import chips, png
 from producers.readers import build_items
 from producers.training_checks import need, problems
-from schemas.errors import InputFileError
+from schemas.errors import InputFileError, MediaRefError
 from schemas.jobs import Item
 from schemas.media_refs import (
     SUFFIXES,
-    MediaRefError,
     confined_path,
     decode_inline,
     media_bytes,

@@ -13,12 +13,12 @@ from producers.adapters.html_cells import colour
 from producers.model_refs import record_features
 from producers.readers import build_items
 from producers.training_checks import need, number, problems
-from schemas.errors import SluiceError
+from schemas.errors import SluiceError, TrainingError
 from schemas.jobs import Item
 from schemas.modalities import Modality
 from schemas.records import check_record
 from schemas.settings import Settings
-from schemas.training import DataSource, TrainingError, TrainSpec
+from schemas.training import DataSource, TrainSpec
 
 
 def record_item(

@@ -13,8 +13,7 @@ from producers.api.bodies import JobList, JobOut, ModelOut, ResultsPage
 from producers.api.params import IdempotencyKey, Principal
 from producers.api.responses import AUTHENTICATED, errors
 from producers.api.services import Services, services
-from schemas.errors import ConfigError
-from schemas.jobs import JobSpec
+from schemas.errors import RetryRefusedError
 from storage import export
 from storage.ledger import JobView
 
@@ -143,47 +142,13 @@ def retry_job(
     """Re-run only the items that ended `error`, as a new job (its `parent_job_id` is this
     one), with the same task, model version, parameters and callback."""
     svc = services(request)
-    parent = svc.reads.job(key.tenant, job_id)
+    svc.reads.job(key.tenant, job_id)  # 404 for another tenant's job, before anything else
     if idempotency_key and (seen := svc.reads.by_idempotency_key(key.tenant, idempotency_key)):
         return JSONResponse(job_out(svc, svc.reads.job(key.tenant, seen)), status_code=200)
-    if not parent.status.finished:
-        raise HTTPException(409, f"job {job_id} is still {parent.status}; retry it once it ends")
-    items = svc.reads.failed_items(job_id)
-    if not items:
-        raise HTTPException(409, f"job {job_id} has no item that ended `error`")
-    # What the tenant may use now, not when the parent ran: a model unshared or a root
-    # withdrawn since is not reached through a retry.
-    named = None if parent.model in ("none", svc.settings.default_model) else parent.model
-    svc.client.resolve_model(named, parent.task, key.tenant)
-    params = dict(parent.params)
-    if (grant := svc.settings.grant_for(key.tenant)) is not None:
-        roots = grant.roots_within(svc.settings.input_root_paths())
-        params["input_roots"] = [str(r) for r in roots]
-    spec = JobSpec(
-        task=parent.task,
-        model=parent.model,
-        model_version=parent.model_version,
-        params=params,
-        explain=parent.explain_policy,
-        priority=parent.priority,
-        source=f"retry:{job_id}",
-        tenant=key.tenant,
-        api_key_id=key.id,
-        callback_url=parent.callback_url,
-        parent_job_id=job_id,
-        idempotency_key=idempotency_key,
-    )
-    task = svc.client.catalog.get(parent.task)
-    chunk_size = svc.settings.chunk_size or task.chunk_size
-    new_id, chunk_ids = svc.client.ledger.create_job(spec, items, chunk_size)
     try:
-        lane = svc.client.ledger.job(new_id).lane
-        svc.client.dispatcher.send_job_chunks(chunk_ids, task.queue, lane, parent.priority)
-    except Exception as exc:  # kombu raises several types for an unreachable broker
-        raise ConfigError(
-            f"retry job {new_id} is recorded but could not be queued "
-            f"({type(exc).__name__}); the sweeper sends it once the broker answers"
-        ) from exc
+        new_id = svc.client.retry(job_id, key.tenant, idempotency_key, api_key_id=key.id)
+    except RetryRefusedError as exc:
+        raise HTTPException(409, str(exc)) from None
     return JSONResponse(
         job_out(svc, svc.reads.job(key.tenant, new_id)),
         status_code=201,

@@ -13,7 +13,6 @@ Per tenant (tenant_usage): `sluice_tenant_items_total{tenant,task,outcome}` and
 """
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -34,15 +33,12 @@ from schemas.stack import lane_priority_lists
 from schemas.states import ItemStatus
 from storage import tables as t
 from storage.apikeys import ApiKeyInfo
+from storage.clock import utc
 
 router = APIRouter(tags=["ops"])
 RECENT_CHUNKS = 10_000
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 SECONDS_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def histogram(name: str, doc: str, values: list[float], bounds: list[float]) -> Metric:
@@ -95,9 +91,9 @@ class LedgerCollector:
         infer, queued = [], []
         for r in recent:
             claimed, finished, enq = (
-                _aware(r.claimed_at),
-                _aware(r.finished_at),
-                _aware(r.enqueued_at),
+                utc(r.claimed_at),
+                utc(r.finished_at),
+                utc(r.enqueued_at),
             )
             if claimed and finished:
                 infer.append(max(0.0, (finished - claimed).total_seconds()))

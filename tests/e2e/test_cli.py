@@ -110,7 +110,7 @@ def test_embedded_stack_submit_status_results_cancel(tmp_path: Path, demo_models
         missing = sluice("status", "nope", cwd=tmp_path)
         assert missing.returncode == 2 and "no job with id 'nope'" in missing.stderr
 
-        from workers.training.demo_models import digits_holdout
+        from ops.demo_models import digits_holdout
 
         for n, (image, _) in enumerate(digits_holdout()[:5]):
             image.save(photos / f"{n}.png")

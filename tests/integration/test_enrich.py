@@ -177,7 +177,7 @@ def test_enrich_a_table_of_records(
     from sklearn.datasets import load_breast_cancer
     from sqlalchemy import Column, Float, Integer, MetaData, Table
 
-    from workers.training.demo_models import split_indices
+    from ops.demo_models import split_indices
 
     data = load_breast_cancer()
     _, held = split_indices(data.target, 0)

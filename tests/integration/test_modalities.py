@@ -22,7 +22,7 @@ def by_key(client: Client, job_id: str) -> dict[str, dict]:
 def test_images_end_to_end(
     client: Client, start_worker, demo_models: Path, tmp_path: Path, settings
 ):
-    from workers.training.demo_models import digits_holdout
+    from ops.demo_models import digits_holdout
 
     root = (tmp_path / "media").resolve()
     root.mkdir()
@@ -133,7 +133,7 @@ def test_records_classification_and_regression(
 ):
     from sklearn.datasets import load_breast_cancer, load_diabetes
 
-    from workers.training.demo_models import split_indices
+    from ops.demo_models import split_indices
 
     data = load_breast_cancer()
     _, held = split_indices(data.target, 0)

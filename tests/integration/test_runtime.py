@@ -78,8 +78,9 @@ def test_actor_is_restarted_after_its_process_dies(ray_connected: None, tmp_path
 def test_cancelled_work_stops_in_the_actor(ray_connected: None, tmp_path: Path):
     """A lost lease or a cancelled job cancels the Ray call: the items of it that were still
     waiting to be batched are never run."""
+    from schemas.errors import WorkCancelled
     from tests.integration.conftest import wait_until
-    from workers.ray_calls import ActorCalls, WorkCancelled
+    from workers.ray_calls import ActorCalls
 
     model = resolve("all-MiniLM-L6-v2", EMBED, tmp_path)
     version = f"test-{uuid.uuid4().hex[:8]}"

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from producers import Client
+from producers import Client, RecordingDispatcher
 from producers.api import create_app
 from schemas.jobs import Outcome
 from schemas.settings import Settings
@@ -29,12 +29,17 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Api:
-    def __init__(self, http: TestClient, client: Client, sent: list[str]) -> None:
-        self.http, self.client, self.sent = http, client, sent
+    def __init__(self, http: TestClient, client: Client, dispatcher: RecordingDispatcher) -> None:
+        self.http, self.client, self.dispatcher = http, client, dispatcher
         keys = ApiKeys(client.ledger.engine)
         self.a = keys.create("acme")
         self.b = keys.create("globex")
         self.keys = keys
+
+    @property
+    def sent(self) -> list[str]:
+        """Every chunk id sent so far (chunk ids are all a message carries)."""
+        return self.dispatcher.chunk_ids
 
     def auth(self, who: str = "a") -> dict[str, str]:
         return {"Authorization": f"Bearer {getattr(self, who).key}"}
@@ -71,7 +76,6 @@ def make_api(
     tmp_path: Path,
     database_url: str,
     model_cache: Path,
-    monkeypatch: pytest.MonkeyPatch,
     **settings: Any,
 ) -> Iterator[Api]:
     # the SQL source "wh" is a database the test makes at tmp_path / "wh.db"
@@ -86,22 +90,15 @@ def make_api(
         chunk_size=2,
         **settings,
     )
-    client = Client(s)
-    sent: list[str] = []
-    monkeypatch.setattr(
-        client.dispatcher,
-        "send_chunks",
-        lambda ids, queue, priority=5: sent.extend(ids) or len(sent),
-    )
+    dispatcher = RecordingDispatcher()
+    client = Client(s, dispatcher)
     with TestClient(create_app(client=client)) as http:
-        yield Api(http, client, sent)
+        yield Api(http, client, dispatcher)
 
 
 @pytest.fixture
-def api(
-    tmp_path: Path, database_url: str, model_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Api]:
-    yield from make_api(tmp_path, database_url, model_cache, monkeypatch)
+def api(tmp_path: Path, database_url: str, model_cache: Path) -> Iterator[Api]:
+    yield from make_api(tmp_path, database_url, model_cache)
 
 
 def test_requests_need_a_live_key(api: Api):
@@ -330,12 +327,10 @@ def test_cancel(api: Api):
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
 
 
-def test_request_size_cap(
-    tmp_path: Path, database_url: str, model_cache: Path, monkeypatch: pytest.MonkeyPatch
-):
+def test_request_size_cap(tmp_path: Path, database_url: str, model_cache: Path):
     big = {"task": "embed", "items": ["x" * 100] * 30}
     for api in make_api(
-        tmp_path, database_url, model_cache, monkeypatch, api_max_body_bytes=2000, api_max_items=3
+        tmp_path, database_url, model_cache, api_max_body_bytes=2000, api_max_items=3
     ):
         r = api.http.post("/v1/jobs", json=big, headers=api.auth())
         assert r.status_code == 413 and "SLUICE_API_MAX_BODY_BYTES" in r.json()["detail"]
@@ -368,12 +363,10 @@ def test_an_event_not_done_within_wait_gets_202(api: Api):
     assert r.status_code == 422
 
 
-def test_a_wait_over_the_cap_is_cut_to_it(
-    tmp_path: Path, database_url: str, model_cache: Path, monkeypatch: pytest.MonkeyPatch
-):
+def test_a_wait_over_the_cap_is_cut_to_it(tmp_path: Path, database_url: str, model_cache: Path):
     import time
 
-    for api in make_api(tmp_path, database_url, model_cache, monkeypatch, api_max_wait=0.1):
+    for api in make_api(tmp_path, database_url, model_cache, api_max_wait=0.1):
         started = time.perf_counter()
         r = api.http.post(
             "/v1/events?wait=5m", json={"task": "embed", "text": "x"}, headers=api.auth()
@@ -534,7 +527,7 @@ def test_a_text_no_database_can_store_ends_invalid_and_the_job_goes_on(api: Api)
 
 
 def test_an_input_over_the_item_cap_is_refused_before_it_is_built(
-    tmp_path: Path, database_url: str, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, database_url: str, model_cache: Path
 ):
     """A small Parquet file can declare a million rows: refused from its metadata, in well
     under 2 s; CSV and SQL sources are counted while streaming and stop at cap + 1."""
@@ -550,7 +543,7 @@ def test_an_input_over_the_item_cap_is_refused_before_it_is_built(
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)"))
         conn.execute(text("INSERT INTO t (body) VALUES " + ",".join(["('x')"] * 50)))
-    for api in make_api(tmp_path, database_url, model_cache, monkeypatch, api_max_items=10):
+    for api in make_api(tmp_path, database_url, model_cache, api_max_items=10):
         started = time.perf_counter()
         r = api.http.post(
             "/v1/jobs",

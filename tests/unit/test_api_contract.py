@@ -14,7 +14,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
-from producers import Client
+from producers import Client, RecordingDispatcher
 from producers.api import create_app
 from schemas.errors import QuotaExceededError
 from schemas.settings import Settings
@@ -46,11 +46,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str,
                 database_url=f"sqlite:///{data / 'ledger.db'}",
                 broker_url="redis://127.0.0.1:1/0",
                 api_max_wait=0.05,  # no worker runs: every event waits out its ?wait=
-            )
+            ),
+            RecordingDispatcher(),  # recorded, never sent
         )
-        for send in ("send_chunks", "send_job_chunks"):  # recorded, never sent
-            if hasattr(client.dispatcher, send):
-                patch.setattr(client.dispatcher, send, lambda ids, *_a, **_k: len(list(ids)))
         key = ApiKeys(client.ledger.engine).create("acme").key
         yield create_app(client=client), key, client
 

@@ -12,14 +12,10 @@ import pytest
 import torch
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
-from workers.training.demo_models import (
-    BUILDERS,
-    SAMPLE_RATE,
-    build_all,
-    digits_holdout,
-    split_indices,
-)
+from ops.demo_model_cache import BUILDERS, build_all
+from ops.demo_models import digits_holdout, split_indices
 from workers.training.records_mlp import load_records_model, normalise
+from workers.training.scratch_models import SAMPLE_RATE
 from workers.training.synth_audio import SOUND_LABELS, synthesize, synthesize_dataset
 
 

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine, MetaData, Table, Uuid, select, text, type_coerce
 
 import producers.enrich as enrich_module
-from producers import Client
+from producers import ChunkSend, Client, RecordingDispatcher
 from producers.enrich import EnrichReport, EnrichSpec, enrich
 from producers.warehouse_tables import ENRICHED, SourceSpec
 from schemas.errors import UnusableKeyError
@@ -33,25 +33,22 @@ PLUGINS = Path(__file__).resolve().parents[1] / "plugins"  # text-stats: a task 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-class InlineWorker:
+class InlineWorker(RecordingDispatcher):
     """Stands in for Celery + Ray: chunks are completed through the real ledger (claim, then
     complete) when sent, or at `drain()` while `hold` is set. A text holding a word of
     `failing` ends `error`, as the items of a dead-lettered chunk do."""
 
     def __init__(self, ledger: Ledger) -> None:
+        super().__init__()
         self.ledger = ledger
         self.failing: set[str] = set()
         self.hold = False
         self.pending: list[str] = []
 
-    def send_chunks(self, chunk_ids: Any, queue: str, priority: int = 5) -> int:
-        self.pending += list(chunk_ids)
+    def on_send(self, send: ChunkSend) -> None:
+        self.pending += send.chunk_ids
         if not self.hold:
             self.drain()
-        return len(self.pending)
-
-    def send_job_chunks(self, chunk_ids: Any, queue: str, lane: int, priority: int = 5) -> int:
-        return self.send_chunks(chunk_ids, queue, priority)
 
     def drain(self) -> None:
         pending, self.pending = self.pending, []
@@ -79,7 +76,7 @@ def client(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         task_modules="sluice_text_stats",
     )
     made = Client(settings)
-    made.dispatcher = InlineWorker(made.ledger)  # type: ignore[assignment]
+    made.dispatcher = InlineWorker(made.ledger)  # it needs the client's ledger
     return made
 
 

@@ -3,17 +3,17 @@ splitting its chunk; a one-item chunk whose prediction fails ends `error` at onc
 
 import asyncio
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-from schemas.jobs import Item, Outcome
+from schemas.jobs import ExplainPolicy, Item, Outcome
+from schemas.media_refs import MediaLimits
 from schemas.states import ItemStatus
 from workers.isolation import isolate
-from workers.runtime.actor import ModelActor
-from workers.runtime.batching import DynamicBatcher
+from workers.runtime.model_core import ModelCore
+from workers.runtime.options import ActorOptions
 
 
 def _items(n: int) -> list[Item]:
@@ -101,31 +101,33 @@ class FailsOn:
         return [{"len": len(x)} for x in batch]
 
 
-def _actor(handler: FailsOn) -> ModelActor:
-    actor = ModelActor.__new__(ModelActor)
-    actor.handler = handler  # type: ignore[assignment]
-    actor.options = {"idle_seconds": 0, "explain_batch_size": 4}
-    actor.executor = ThreadPoolExecutor(1)
-    actor.batcher = DynamicBatcher(handler.predict, 8, 0.001, actor.executor)
-    actor.items_done, actor.in_flight, actor.last_used, actor._reaper = 0, 0, 0.0, None
-    return actor
+def _process(handler: FailsOn, raw: list[dict[str, Any]]) -> list[Outcome]:
+    options = ActorOptions(
+        max_batch_size=8, max_batch_wait_ms=1, explain_steps=0, explain_batch_size=4, idle_seconds=0
+    )
+    core = ModelCore(handler, "cpu", options)  # type: ignore[arg-type]
+    items = [Item.model_validate(r) for r in raw]
+    try:
+        return asyncio.run(
+            core.process("job", items, {}, ExplainPolicy.parse("none"), MediaLimits())
+        )
+    finally:
+        core.close()
 
 
 def test_a_one_item_chunk_whose_prediction_fails_ends_error_at_once():
-    actor = _actor(FailsOn("boom"))
-    out = asyncio.run(actor.process("job", [{"key": "e1", "text": "boom"}], {}, "none"))
-    assert out[0]["status"] == "error" and "cannot predict 'boom'" in out[0]["error"]
+    out = _process(FailsOn("boom"), [{"key": "e1", "text": "boom"}])
+    assert out[0].status == ItemStatus.ERROR and "cannot predict 'boom'" in (out[0].error or "")
 
 
 def test_several_items_all_failing_still_points_at_the_model():
-    actor = _actor(FailsOn("boom"))
     raw = [{"key": "a", "text": "boom"}, {"key": "b", "text": "boom"}]
     with pytest.raises(RuntimeError, match="all 2 predictions failed"):
-        asyncio.run(actor.process("job", raw, {}, "none"))
+        _process(FailsOn("boom"), raw)
 
 
 def test_only_device_errors_make_one_failed_item_the_models_fault():
-    from workers.runtime.actor import model_at_fault
+    from workers.runtime.model_core import model_at_fault
 
     assert not model_at_fault([ValueError("cannot predict 'shipping' on this chip")])
     assert model_at_fault([RuntimeError("CUDA error: device-side assert triggered")])

@@ -113,12 +113,12 @@ def test_a_database_error_at_claim_keeps_the_message_for_a_retry():
 def test_producers_bring_the_embedded_ledger_to_this_version(sqlite_url: str):
     from alembic import command
 
-    from storage.engine import _alembic_config, prepare_schema
+    from storage.engine import alembic_config, prepare_schema
 
     engine = make_engine(sqlite_url)
     _, head, known = schema_revisions(engine)
     older = sorted(known - {head})[-1]
-    config = _alembic_config()
+    config = alembic_config()
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, older)  # a ledger written by the previous version

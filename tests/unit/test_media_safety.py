@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from producers.adapters.media_items import MediaItems, media_item
-from schemas.errors import InvalidInput
+from schemas.errors import InvalidInput, MediaRefError
 from schemas.jobs import Item
-from schemas.media_refs import MediaLimits, MediaRefError, confined_path, parse_reference
+from schemas.media_refs import MediaLimits, confined_path, parse_reference
 from schemas.modalities import Modality
 from schemas.settings import Settings
 from tests.media_files import bomb_png, png_bytes, write_audio

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from producers import Client
+from producers import Client, RecordingDispatcher
 from producers.api import create_app
 from producers.model_refs import ModelRef
 from schemas.errors import SluiceError
@@ -95,16 +95,13 @@ class Harness:
                 max_text_chars=300,
                 max_inline_bytes=2000,
                 api_max_items=6,  # uploads over it are refused (413) while read
-            )
+            ),
+            RecordingDispatcher(),
         )
-        self.sent: list[str] = []
         self.submitted: list[list[Item]] = []
         stub = ModelRef(name="stub", path=model, version="0123456789abcdef")
         client = self.client
         client.resolve_model = lambda model, task, tenant=None: stub  # type: ignore[method-assign]
-        client.dispatcher.send_chunks = (  # type: ignore[method-assign]
-            lambda ids, queue, priority=5: self.sent.extend(ids) or len(ids)
-        )
         create_job = client.ledger.create_job
 
         def recording(job: Any, items: list[Item], chunk_size: int) -> Any:

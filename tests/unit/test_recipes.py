@@ -13,15 +13,16 @@ import pytest
 import soundfile as sf
 import torch
 
+from ops.demo_models import digit_image
 from producers.model_refs import resolve
 from schemas.catalog import load_catalog
 from schemas.jobs import Item
 from schemas.media_refs import MediaLimits
 from schemas.training import DataSource, TrainSpec
 from workers.handlers import handler_for
-from workers.training.demo_models import SAMPLE_RATE, digit_image
 from workers.training.recipes import Prepared, Recipe, recipe_for
 from workers.training.recipes.split import holdout_split
+from workers.training.scratch_models import SAMPLE_RATE
 from workers.training.synth_audio import SOUND_LABELS, synthesize_dataset
 
 TOPICS = {
@@ -40,7 +41,7 @@ DIGIT_NAMES = ["zero", "one", "two", "three"]
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Iterator[None]:
-    # tiny models: intra-op threads only add synchronisation (see demo_models._isolated)
+    # tiny models: intra-op threads only add synchronisation (see ops.demo_models.isolated)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -43,7 +43,6 @@ def api(
     tmp_path: Path,
     database_url: str,
     model_cache: Path,
-    monkeypatch: pytest.MonkeyPatch,
     roots: Path,
     warehouse: str,
 ) -> Iterator[Api]:
@@ -58,7 +57,6 @@ def api(
         tmp_path,
         database_url,
         model_cache,
-        monkeypatch,
         input_roots=str(roots),
         api_sql_sources={"wh": warehouse},
         tenant_grants=grants,

@@ -20,9 +20,9 @@ from producers import model_refs
 from producers.client import Client
 from producers.training import build_spec
 from schemas.catalog import load_catalog
-from schemas.errors import ConfigError, InputFileError, SluiceError
+from schemas.errors import ConfigError, InputFileError, SluiceError, TrainingError
 from schemas.settings import Settings
-from schemas.training import TrainingError, TrainSpec
+from schemas.training import TrainSpec
 from storage.row_sources import read_rows, read_table
 from tests.media_files import png_bytes
 

@@ -9,10 +9,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, update
 
+from schemas.errors import RunNotFoundError
 from schemas.training import RUN_PREFIX
 from storage import tables as t
 from storage.engine import make_engine, migrate
-from storage.training_runs import RunNotFoundError, TrainingRuns
+from storage.training_runs import TrainingRuns
 
 
 @pytest.fixture

@@ -19,10 +19,8 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def api(
-    tmp_path: Path, database_url: str, model_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Api]:
-    yield from make_api(tmp_path, database_url, model_cache, monkeypatch, tenant_max_in_flight=5)
+def api(tmp_path: Path, database_url: str, model_cache: Path) -> Iterator[Api]:
+    yield from make_api(tmp_path, database_url, model_cache, tenant_max_in_flight=5)
 
 
 def test_usage_is_reported_per_tenant_on_the_api_metrics_and_cli(

@@ -22,8 +22,8 @@ from workers.explain.audio import explain_waveforms
 from workers.handlers.base import Handler, run_by_length
 from workers.handlers.outputs import top_labels
 from workers.media_decoding import limits_from, load_audio
+from workers.safe_loading import load_pretrained, load_processor
 
-LOAD = {"use_safetensors": True, "trust_remote_code": False}
 MAX_NEW_TOKENS = 128
 R = TypeVar("R")
 
@@ -65,8 +65,8 @@ class AudioHandler(Handler):
 class AudioClassifyHandler(AudioHandler):
     def setup(self, model_path: str, device: str) -> None:
         self.setup_device(device)
-        self.extractor = AutoFeatureExtractor.from_pretrained(model_path)
-        self.model = AutoModelForAudioClassification.from_pretrained(model_path, **LOAD)
+        self.extractor = load_processor(AutoFeatureExtractor, model_path)
+        self.model = load_pretrained(AutoModelForAudioClassification, model_path)
         self.model.to(self.device).eval()
         config: Any = self.model.config
         self.labels = [str(config.id2label[i]) for i in range(config.num_labels)]
@@ -147,10 +147,10 @@ class TranscribeHandler(AudioHandler):
             json.loads((Path(model_path) / "config.json").read_text()).get("architectures") or []
         )
         self.ctc = any(a.endswith("ForCTC") for a in archs)
-        self.processor = AutoProcessor.from_pretrained(model_path)
+        self.processor = load_processor(AutoProcessor, model_path)
         self.extractor = getattr(self.processor, "feature_extractor", self.processor)
         auto = AutoModelForCTC if self.ctc else AutoModelForSpeechSeq2Seq
-        self.model = auto.from_pretrained(model_path, **LOAD).to(self.device).eval()
+        self.model = load_pretrained(auto, model_path).to(self.device).eval()
         # Prompt tokens count against the decoder's positions: leave them room.
         positions = getattr(self.model.config, "max_target_positions", None) or 10**6
         self.max_new_tokens = max(1, min(MAX_NEW_TOKENS, positions - 8))

@@ -11,8 +11,7 @@ from workers.explain.image import explain_images
 from workers.handlers.base import Handler
 from workers.handlers.outputs import top_labels
 from workers.media_decoding import limits_from, load_image
-
-LOAD = {"use_safetensors": True, "trust_remote_code": False}
+from workers.safe_loading import load_pretrained, load_processor
 
 
 @dataclass
@@ -27,8 +26,8 @@ class ImageClassifyHandler(Handler):
         from PIL import Image
 
         self.device = torch.device(device)
-        self.processor = AutoImageProcessor.from_pretrained(model_path)
-        self.model = AutoModelForImageClassification.from_pretrained(model_path, **LOAD)
+        self.processor = load_processor(AutoImageProcessor, model_path)
+        self.model = load_pretrained(AutoModelForImageClassification, model_path)
         self.model.to(self.device).eval()
         config: Any = self.model.config
         self.labels = [str(config.id2label[i]) for i in range(config.num_labels)]

@@ -15,12 +15,12 @@ from schemas.jobs import Explanation, Item, text_problem
 from workers.explain.text import TokenModel, explain_tokens
 from workers.handlers.base import Handler, run_by_length
 from workers.handlers.outputs import top_labels
+from workers.safe_loading import load_pretrained
 
 # Cosine similarities lie in [-1, 1]; a softmax over them needs a temperature to be decisive.
 ZERO_SHOT_SCALE = 20.0
 LABEL_BATCH = 32  # label prompts encoded at once
 LABEL_SETS_KEPT = 256  # label sets whose vectors an actor keeps
-LOAD = {"use_safetensors": True, "trust_remote_code": False}
 
 
 @dataclass
@@ -38,12 +38,12 @@ class TextHandler(Handler):
 
     def setup(self, model_path: str, device: str) -> None:
         self.device = torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path, **LOAD)
+        self.tokenizer = load_pretrained(AutoTokenizer, model_path)
         self.model = self.load_model(model_path).to(self.device).eval()
         self.max_length = _max_length(Path(model_path), self.tokenizer, self.model)
 
     def load_model(self, path: str) -> torch.nn.Module:
-        return AutoModel.from_pretrained(path, **LOAD)
+        return load_pretrained(AutoModel, path)
 
     def preprocess(self, item: Item, params: dict[str, Any]) -> TextFeatures:
         problem = text_problem(item.text, "text", self.max_chars)
@@ -187,7 +187,7 @@ class ZeroShotHandler(TextHandler):
 
 class ClassifyHandler(TextHandler):
     def load_model(self, path: str) -> torch.nn.Module:
-        return AutoModelForSequenceClassification.from_pretrained(path, **LOAD)
+        return load_pretrained(AutoModelForSequenceClassification, path)
 
     def setup(self, model_path: str, device: str) -> None:
         super().setup(model_path, device)

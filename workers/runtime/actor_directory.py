@@ -15,6 +15,7 @@ from schemas.catalog import OWN_PACKAGES, Catalog
 from schemas.settings import Settings
 from schemas.task_spec import TaskSpec, split_path
 from workers.runtime.actor import ModelActor
+from workers.runtime.options import actor_options
 
 NAMESPACE = "sluice"
 _connect_lock = threading.Lock()
@@ -61,18 +62,6 @@ def replica_for(chunk_id: str, replicas: int) -> int:
     return zlib.crc32(chunk_id.encode()) % replicas
 
 
-def actor_options(settings: Settings, spec: TaskSpec) -> dict[str, Any]:
-    default_steps = spec.explainer.steps if spec.explainer else 0
-    return {
-        "max_batch_size": settings.max_batch_size,
-        "max_batch_wait_ms": settings.max_batch_wait_ms,
-        "explain_steps": settings.explain_steps or default_steps,
-        "explain_batch_size": settings.explain_batch_size,
-        "torch_threads": settings.torch_threads,
-        "idle_seconds": settings.actor_idle_seconds,
-    }
-
-
 def outside_code(catalog: Catalog) -> list[str]:
     """The directories (or files) of the top-level packages outside Sluice that the
     catalog's handlers and recipes live in: what `connect` ships to Ray's workers."""
@@ -114,7 +103,7 @@ def get_actor(
         spec.handler,
         spec.explainer.method if spec.explainer else "none",
         model_path,
-        actor_options(settings, spec),
+        actor_options(settings, spec).model_dump(mode="json"),
     )
 
 
@@ -134,5 +123,5 @@ def private_actor(spec: TaskSpec, model_path: str, name: str, settings: Settings
         spec.handler,
         spec.explainer.method if spec.explainer else "none",
         model_path,
-        actor_options(settings, spec),
+        actor_options(settings, spec).model_dump(mode="json"),
     )

@@ -1,1 +1,2 @@
-"""Builders of the small self-made demo models (no hub downloads needed)."""
+"""Training on Ray Train: the driver and loop, a recipe per task, checkpoints, DP-SGD, and the
+small architectures trained from scratch (the demo models themselves are built in ops/)."""

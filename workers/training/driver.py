@@ -11,9 +11,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from schemas.catalog import load_catalog
+from schemas.errors import LeaseLost, TrainingError
 from schemas.settings import Settings
 from schemas.stack import Endpoints
-from schemas.training import TrainingError, TrainSpec
+from schemas.training import TrainSpec
 from storage.registry import ModelVersionView, Registry
 from storage.row_sources import fingerprint, read_rows, read_table
 from storage.training_runs import RunView, TrainingRuns
@@ -68,10 +69,6 @@ def scaling(spec: TrainSpec, settings: Settings) -> Any:
         use_gpu=per_worker > 0,
         resources_per_worker={"CPU": cpus, "GPU": per_worker},
     )
-
-
-class LeaseLost(Exception):
-    """Another worker took the run over (this one's lease ran out): leave it to that one."""
 
 
 def run_training(

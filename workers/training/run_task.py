@@ -31,7 +31,8 @@ def _stores(database_url: str) -> tuple[TrainingRuns, Registry]:
 
 
 def train_model(task: Task, settings: Settings, endpoints: Endpoints, run_id: str) -> str:
-    from workers.training.driver import LeaseLost, run_training
+    from schemas.errors import LeaseLost
+    from workers.training.driver import run_training
 
     runs, registry = _stores(endpoints.database_url)
     owner = f"{socket.gethostname()}:{os.getpid()}:{task.request.id}"

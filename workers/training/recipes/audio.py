@@ -11,10 +11,9 @@ from torch import nn
 from schemas.media_refs import MediaLimits
 from schemas.training import TrainSpec
 from workers.media_decoding import load_audio
-from workers.training.demo_models import _tiny_wav2vec2_kwargs, make_wav2vec2_feature_extractor
+from workers.safe_loading import load_pretrained, load_processor
 from workers.training.recipes.base import Prepared
 from workers.training.recipes.hf_classifier import (
-    LOAD,
     HFClassifierRecipe,
     label_config,
     label_ids,
@@ -22,6 +21,7 @@ from workers.training.recipes.hf_classifier import (
 )
 from workers.training.recipes.media_rows import decoded_chunks, media_items
 from workers.training.recipes.split import holdout_split
+from workers.training.scratch_models import make_wav2vec2_feature_extractor, tiny_wav2vec2_kwargs
 
 
 def _extractor(meta: dict[str, Any]) -> Any:
@@ -29,7 +29,7 @@ def _extractor(meta: dict[str, Any]) -> Any:
 
     if meta["extractor_dir"] is None:
         return make_wav2vec2_feature_extractor()
-    return AutoFeatureExtractor.from_pretrained(meta["extractor_dir"])
+    return load_processor(AutoFeatureExtractor, meta["extractor_dir"])
 
 
 class AudioRecipe(HFClassifierRecipe):
@@ -71,12 +71,15 @@ class AudioRecipe(HFClassifierRecipe):
         # new weights come from the global RNG: the same on every rank
         torch.manual_seed(spec.seed)
         if spec.base:
-            model = AutoModelForAudioClassification.from_pretrained(
-                spec.base, ignore_mismatched_sizes=True, **label_config(spec.labels), **LOAD
+            model = load_pretrained(
+                AutoModelForAudioClassification,
+                spec.base,
+                ignore_mismatched_sizes=True,
+                **label_config(spec.labels),
             )
         else:  # the demo architecture, with this spec's labels
             config = Wav2Vec2Config(
-                **_tiny_wav2vec2_kwargs(),
+                **tiny_wav2vec2_kwargs(),
                 use_weighted_layer_sum=False,
                 classifier_proj_size=32,
                 **label_config(spec.labels),

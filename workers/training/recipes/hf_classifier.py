@@ -11,10 +11,8 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from schemas.training import TrainSpec
-from workers.training.demo_models import _patch_config_json
+from workers.training.scratch_models import patch_config_json
 
-# from_pretrained as the handlers load: safetensors only, no custom code
-LOAD: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": False}
 EVAL_BATCH = 64  # bounds the memory of held-out evaluation
 HEAD_LR = 5e-3  # a new head on a frozen body: a linear model, it takes big steps
 FINE_TUNE_LR = 5e-5  # the usual range for fine-tuning a pretrained transformer
@@ -128,7 +126,7 @@ def save_model(model: nn.Module, out: Path, spec: TrainSpec, metrics: dict[str, 
     """Weights as safetensors, no `auto_map`, metrics and provenance in config.json; the
     caller saves the tokenizer or processor beside them."""
     unwrap(model).save_pretrained(out, safe_serialization=True)
-    _patch_config_json(
+    patch_config_json(
         out,
         sluice_metrics=metrics,
         sluice_trained_on={

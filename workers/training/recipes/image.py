@@ -11,10 +11,9 @@ from torch import nn
 from schemas.media_refs import MediaLimits
 from schemas.training import TrainSpec
 from workers.media_decoding import load_image
-from workers.training.demo_models import _tiny_resnet, make_image_processor
+from workers.safe_loading import load_pretrained, load_processor
 from workers.training.recipes.base import Prepared
 from workers.training.recipes.hf_classifier import (
-    LOAD,
     HFClassifierRecipe,
     label_config,
     label_ids,
@@ -22,6 +21,7 @@ from workers.training.recipes.hf_classifier import (
 )
 from workers.training.recipes.media_rows import decoded_chunks, media_items
 from workers.training.recipes.split import holdout_split
+from workers.training.scratch_models import make_image_processor, tiny_resnet
 
 
 def _processor(meta: dict[str, Any]) -> Any:
@@ -29,7 +29,7 @@ def _processor(meta: dict[str, Any]) -> Any:
 
     if meta["processor_dir"] is None:
         return make_image_processor()
-    return AutoImageProcessor.from_pretrained(meta["processor_dir"])
+    return load_processor(AutoImageProcessor, meta["processor_dir"])
 
 
 class ImageRecipe(HFClassifierRecipe):
@@ -65,11 +65,14 @@ class ImageRecipe(HFClassifierRecipe):
         # new weights come from the global RNG: the same on every rank
         torch.manual_seed(spec.seed)
         if spec.base:
-            model = AutoModelForImageClassification.from_pretrained(
-                spec.base, ignore_mismatched_sizes=True, **label_config(spec.labels), **LOAD
+            model = load_pretrained(
+                AutoModelForImageClassification,
+                spec.base,
+                ignore_mismatched_sizes=True,
+                **label_config(spec.labels),
             )
         else:  # the demo architecture, with this spec's labels
-            config = _tiny_resnet().config
+            config = tiny_resnet().config
             config.update(label_config(spec.labels))
             model = ResNetForImageClassification(config)
         return self.finish_build(model, spec)

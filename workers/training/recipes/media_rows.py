@@ -5,9 +5,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import InvalidInput
+from schemas.errors import InvalidInput, MediaRefError
 from schemas.jobs import Item
-from schemas.media_refs import MediaRefError, parse_reference
+from schemas.media_refs import parse_reference
 from schemas.training import TrainSpec
 
 CHUNK = 256  # media decoded and encoded at a time: bounds the memory of decoded files

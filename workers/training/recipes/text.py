@@ -11,9 +11,9 @@ from torch import nn
 from schemas.jobs import text_problem
 from schemas.media_refs import MediaLimits
 from schemas.training import TrainSpec
+from workers.safe_loading import load_pretrained
 from workers.training.recipes.base import Prepared
 from workers.training.recipes.hf_classifier import (
-    LOAD,
     HFClassifierRecipe,
     label_config,
     label_ids,
@@ -51,7 +51,7 @@ class TextRecipe(HFClassifierRecipe):
         self.configure(spec)
         base = _base(spec)
         labels = label_ids(rows, spec.label_column, spec.labels)
-        tokenizer = AutoTokenizer.from_pretrained(base, **LOAD)
+        tokenizer = load_pretrained(AutoTokenizer, base)
         # padded to the longest text of the whole set: every array has the row first
         encoded = tokenizer(
             _texts(rows, spec.text_column),
@@ -78,8 +78,11 @@ class TextRecipe(HFClassifierRecipe):
 
         # the new head is initialised from the global RNG: the same on every rank
         torch.manual_seed(spec.seed)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            _base(spec), ignore_mismatched_sizes=True, **label_config(spec.labels), **LOAD
+        model = load_pretrained(
+            AutoModelForSequenceClassification,
+            _base(spec),
+            ignore_mismatched_sizes=True,
+            **label_config(spec.labels),
         )
         if spec.dp and spec.train_encoder:
             # Opacus's per-sample gradients fail on BERT-style position embeddings (looked up
@@ -100,4 +103,4 @@ class TextRecipe(HFClassifierRecipe):
         from transformers import AutoTokenizer
 
         save_model(model, out, spec, metrics)
-        AutoTokenizer.from_pretrained(meta["tokenizer_dir"], **LOAD).save_pretrained(out)
+        load_pretrained(AutoTokenizer, meta["tokenizer_dir"]).save_pretrained(out)

@@ -1,0 +1,109 @@
+"""The demo models' cache: `build_all` builds the named demo models once into `root/<name>/`
+(what `sluice models build` and the tests' `demo_models` fixture use) and rebuilds one only
+when the code that makes it changed."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import ops.demo_models
+import ops.demo_speech_models
+import workers.training.records_mlp
+import workers.training.scratch_models
+import workers.training.synth_audio
+from ops.demo_models import (
+    Metrics,
+    build_audio_classifier,
+    build_image_classifier,
+    build_records_classifier,
+    build_records_regressor,
+)
+from ops.demo_speech_models import build_speech_recognizer
+
+Builder = Callable[[Path], Metrics]
+
+
+BUILDERS: dict[str, Builder] = {
+    "digits-classifier": build_image_classifier,
+    "sounds-classifier": build_audio_classifier,
+    "breast-cancer-classifier": build_records_classifier,
+    "diabetes-regressor": build_records_regressor,
+    "tiny-ctc": functools.partial(build_speech_recognizer, kind="ctc"),
+    "tiny-whisper": functools.partial(build_speech_recognizer, kind="whisper"),
+}
+
+METRICS_FILE = "metrics.json"
+RECIPE_MODULES = (
+    ops.demo_models,
+    ops.demo_speech_models,
+    workers.training.records_mlp,
+    workers.training.scratch_models,
+    workers.training.synth_audio,
+)
+
+
+def recipe_version() -> str:
+    """A digest of the code that makes the models: a cached model made by an older recipe
+    is rebuilt rather than silently reused."""
+    digest = hashlib.sha256()
+    for module in RECIPE_MODULES:
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def is_built(model_dir: Path) -> bool:
+    """metrics.json is written last, so its presence means a complete model directory; its
+    recipe must be today's."""
+    try:
+        metrics = json.loads((model_dir / METRICS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return bool(metrics.get("recipe") == recipe_version())
+
+
+def _build_one(root: Path, name: str) -> Metrics:
+    target = root / name
+    scratch = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        metrics = {**BUILDERS[name](scratch), "recipe": recipe_version()}
+        (scratch / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        if target.exists():  # forced rebuild or a leftover without metrics.json
+            shutil.rmtree(target)
+        scratch.rename(target)  # atomic on one filesystem: never a half-written model
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return metrics
+
+
+def build_all(
+    root: Path,
+    names: Iterable[str] | None = None,
+    force: bool = False,
+    on_built: Callable[[str, Metrics], None] | None = None,
+) -> dict[str, Metrics]:
+    """Build the named models (default: all) into `root/<name>/`, skipping complete ones.
+
+    Returns every requested model's metrics (read back from metrics.json when cached);
+    `on_built(name, metrics)` is called only for models built by this call.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    wanted = list(BUILDERS) if names is None else list(names)
+    unknown = [n for n in wanted if n not in BUILDERS]
+    if unknown:
+        raise KeyError(f"unknown demo models {unknown}; known: {sorted(BUILDERS)}")
+    results: dict[str, Metrics] = {}
+    for name in wanted:
+        if is_built(root / name) and not force:
+            results[name] = json.loads((root / name / METRICS_FILE).read_text())
+            continue
+        results[name] = _build_one(root, name)
+        if on_built is not None:
+            on_built(name, results[name])
+    return results

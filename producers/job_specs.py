@@ -1,0 +1,95 @@
+"""What a job records: the options every submit shares, checked; the tenant's input roots;
+the spec of a retry (a new job of a finished job's items that ended `error`). Client records
+and sends them, through one path."""
+
+from typing import Any
+
+from schemas import callback_urls
+from schemas.catalog import check_code_path
+from schemas.errors import RetryRefusedError, SluiceError
+from schemas.jobs import ExplainPolicy, Item, JobSpec
+from schemas.settings import Settings
+from schemas.storable import json_problem, unstorable_text
+from schemas.task_spec import TaskSpec
+from storage.ledger import JobView
+
+
+def check_storable_texts(texts: dict[str, str | None]) -> None:
+    """Options recorded as text ({what: value}) that no database could store are refused."""
+    for name, value in texts.items():
+        if value and (problem := unstorable_text(value)):
+            raise SluiceError(f"{name} {problem}")
+
+
+def checked_params(
+    spec: TaskSpec,
+    settings: Settings,
+    *,
+    explain: str,
+    priority: int,
+    texts: dict[str, str | None],
+    task_params: dict[str, Any],
+) -> dict[str, Any]:
+    """The task's parameters, checked with the options every front door shares: the
+    explanation policy, the priority, the texts recorded with the job (by name: callback_url,
+    model, idempotency key) and the callback URL (not http(s), or a literal private address)."""
+    check_code_path(spec.handler, f"task {spec.name}: handler")
+    ExplainPolicy.parse(explain)
+    if explain != "none" and not spec.explainable:
+        raise SluiceError(f"task {spec.name!r} makes no explanation; use --explain none")
+    if not 0 <= priority <= 9:
+        raise SluiceError(f"priority must be between 0 and 9, got {priority}")
+    params = spec.check_params(task_params, settings)
+    if problem := json_problem(params):
+        raise SluiceError(f"task {spec.name!r}: a parameter {problem}")
+    check_storable_texts(texts)
+    if callback_url := texts.get("callback_url"):
+        callback_urls.check_callback_url(callback_url, settings.callback_allow_private)
+    return params
+
+
+def with_input_roots(params: dict[str, Any], settings: Settings, tenant: str | None) -> None:
+    """Record in `params` the input roots `tenant` may read as of now: the workers read its
+    media under those only, as the producer did. The operator's own tenant reads everything
+    the server can, so nothing is recorded for it."""
+    if (grant := settings.grant_for(tenant)) is not None:
+        roots = grant.roots_within(settings.input_root_paths())
+        params["input_roots"] = [str(r) for r in roots]
+
+
+def refuse_unretryable(parent: JobView, failed: list[Item]) -> None:
+    """A retry needs a job that has ended with at least one item `error`."""
+    if not parent.status.finished:
+        raise RetryRefusedError(f"job {parent.id} is still {parent.status}; retry it once it ends")
+    if not failed:
+        raise RetryRefusedError(
+            f"job {parent.id} has no item that ended `error`: there is nothing to retry"
+        )
+
+
+def retry_spec(
+    parent: JobView,
+    settings: Settings,
+    idempotency_key: str | None = None,
+    api_key_id: str | None = None,
+) -> JobSpec:
+    """The parent's task, model version, parameters, explanation policy, priority and
+    callback, for its tenant; the input roots are the tenant's as of now (a root withdrawn
+    since is not reached through a retry)."""
+    params = dict(parent.params)
+    params.pop("input_roots", None)
+    with_input_roots(params, settings, parent.tenant)
+    return JobSpec(
+        task=parent.task,
+        model=parent.model,
+        model_version=parent.model_version,
+        params=params,
+        explain=parent.explain_policy,
+        priority=parent.priority,
+        source=f"retry:{parent.id}",
+        tenant=parent.tenant,
+        api_key_id=api_key_id,
+        callback_url=parent.callback_url,
+        parent_job_id=parent.id,
+        idempotency_key=idempotency_key,
+    )

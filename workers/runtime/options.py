@@ -1,0 +1,38 @@
+"""What a model actor is told about its work, typed and frozen: built once from Settings
+(`actor_options`), sent to the Ray actor in its JSON form and checked again there."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.settings import Settings
+from schemas.task_spec import TaskSpec
+
+
+class ActorOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_batch_size: int = Field(ge=1)
+    max_batch_wait_ms: float = Field(ge=0)
+    # Integration steps per explanation; 0 for a task without an explainer.
+    explain_steps: int = Field(ge=0)
+    explain_batch_size: int = Field(ge=1)
+    # Threads torch may use in the actor's process; None: every core of the host.
+    torch_threads: int | None = Field(default=None, ge=1)
+    # The actor leaves after this long without work; 0 keeps it forever.
+    idle_seconds: float = Field(ge=0)
+
+    @property
+    def max_batch_wait_s(self) -> float:
+        return self.max_batch_wait_ms / 1000
+
+
+def actor_options(settings: Settings, spec: TaskSpec) -> ActorOptions:
+    """The options of `spec`'s model actors under `settings`: the one place they are read."""
+    default_steps = spec.explainer.steps if spec.explainer else 0
+    return ActorOptions(
+        max_batch_size=settings.max_batch_size,
+        max_batch_wait_ms=settings.max_batch_wait_ms,
+        explain_steps=settings.explain_steps or default_steps,
+        explain_batch_size=settings.explain_batch_size,
+        torch_threads=settings.torch_threads or None,  # 0 meant every core too
+        idle_seconds=settings.actor_idle_seconds,
+    )
