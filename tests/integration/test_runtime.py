@@ -38,7 +38,7 @@ def test_concurrent_requests_are_merged_into_one_batch(ray_connected: None, tmp_
     same = actors.get_actor(EMBED, model.name, str(model.path), version, 0, settings)
     assert (
         actors.actor_name("embed", model.name, version, 0)
-        == f"sluice:embed:all-MiniLM-L6-v2:{version}:0"
+        == f"sluice:v2:embed:all-MiniLM-L6-v2:{version}:0"
     )
     assert ray.get(same.stats.remote())["pid"] == ray.get(actor.stats.remote())["pid"]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from schemas.jobs import ExplainPolicy, Item
 from workers.handlers import make_handler
-from workers.media_decoding import limits_from_json
+from workers.media_decoding import limits_from, limits_from_json
 from workers.runtime.model_core import ModelCore
 from workers.runtime.options import ActorOptions
 
@@ -68,8 +68,8 @@ class ModelActor:
         media_limits: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Outcomes for a chunk's items, as JSON-able dicts, in order (ModelCore.process).
-        `media_limits`: the worker's MediaLimits in their JSON form; none given, no file is
-        read."""
+        `media_limits`: the worker's MediaLimits in their JSON form; none given, those in
+        `params` (where workers before protocol 2 put them), else no file is read."""
         self._watch_idleness()
         self.in_flight += 1
         try:
@@ -78,7 +78,7 @@ class ModelActor:
                 [Item.model_validate(raw) for raw in items],
                 params,
                 ExplainPolicy.parse(policy),
-                limits_from_json(media_limits),
+                limits_from_json(media_limits) if media_limits else limits_from(params),
             )
             return [o.model_dump(mode="json") for o in outcomes]
         finally:

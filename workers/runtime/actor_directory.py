@@ -51,11 +51,18 @@ def connect(
             )
 
 
+# What ModelActor.process takes. Actors are detached and outlive worker restarts, so a worker
+# of new code must never call an actor of old code (or the reverse) during a rolling upgrade:
+# bump this whenever process()'s arguments or the outcomes' shape change.
+ACTOR_PROTOCOL = 2
+
+
 def actor_name(task: str, model: str, version: str, replica: int) -> str:
-    """`sluice:<task>:<model>:<version>:<replica>`; the model part is for people (the last
-    part of a path or hub id), the version (a content digest) is what tells models apart."""
+    """`sluice:v<protocol>:<task>:<model>:<version>:<replica>`; the model part is for people
+    (the last part of a path or hub id), the version (a content digest) is what tells models
+    apart, the protocol keeps workers and actors of different code apart."""
     label = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model).name or model)[-48:]
-    return f"sluice:{task}:{label}:{version}:{replica}"
+    return f"sluice:v{ACTOR_PROTOCOL}:{task}:{label}:{version}:{replica}"
 
 
 def replica_for(chunk_id: str, replicas: int) -> int:
