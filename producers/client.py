@@ -13,6 +13,7 @@ from producers.dispatch import CeleryDispatcher, Dispatcher
 from producers.job_specs import (
     check_storable_texts,
     checked_params,
+    prepared_items,
     refuse_unretryable,
     retry_spec,
     with_input_roots,
@@ -176,7 +177,8 @@ class Client:
         references or records (checked against the model's feature schema). `ref`: the
         model already resolved (else `model` is resolved when the adapter needs it). Media
         are read as `tenant` may: under its own input roots."""
-        adapter = adapter_for(self.catalog.get(task).modality)
+        spec = self.catalog.get(task)
+        adapter = adapter_for(spec.modality)
         model_path = None
         if adapter.reads_model_schema:
             model_path = (ref or self.resolve_model(model, task, tenant)).path
@@ -188,6 +190,7 @@ class Client:
             base_dir=base_dir,
             source=source,
             model_path=model_path,
+            keep_fields=spec.params.reads_item_fields,
         )
         return adapter.items_from_rows(columns, rows, opts)
 
@@ -229,6 +232,7 @@ class Client:
         source = escaped_text(source) if source else source
         if not items:
             raise SluiceError(f"{source}: no items to process")
+        items = prepared_items(self.catalog.get(task), params, items)
         items = storable_items(items)  # a row no database can store never reaches one
         check_unique_keys(items)
         require_broker(self.endpoints)  # early: before a model is resolved (it may download)

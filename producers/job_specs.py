@@ -48,6 +48,15 @@ def checked_params(
     return params
 
 
+def prepared_items(spec: TaskSpec, params: dict[str, Any], items: list[Item]) -> list[Item]:
+    """The items as the task records them (its parameters model's `prepare_items`): a
+    prompt template naming a field no item has refuses the submit, here, for every door."""
+    try:
+        return spec.params.prepare_items(params, items)
+    except ValueError as exc:
+        raise SluiceError(f"task {spec.name!r}: {exc}") from None
+
+
 def with_input_roots(params: dict[str, Any], settings: Settings, tenant: str | None) -> None:
     """Record in `params` the input roots `tenant` may read as of now: the workers read its
     media under those only, as the producer did. The operator's own tenant reads everything

@@ -145,8 +145,10 @@ def rows_to_items(
     key_column: str | None,
     max_chars: int,
     source: str = "input",
+    keep_fields: bool = False,
 ) -> list[Item]:
-    """Texts: bad rows become `invalid` items; a file-level problem raises."""
+    """Texts: bad rows become `invalid` items; a file-level problem raises. With
+    `keep_fields`, each item also carries the row's other non-empty fields as text."""
     check_key_column(columns, key_column, source)
     if text_column not in columns:
         raise InputFileError(
@@ -157,7 +159,17 @@ def rows_to_items(
     def build(key: str, row: dict[str, Any]) -> Item:
         text = row.get(text_column)
         problem = text_problem(text, text_column, max_chars)
-        return Item(key=key, invalid=problem) if problem else Item(key=key, text=text)
+        if problem:
+            return Item(key=key, invalid=problem)
+        if not keep_fields:
+            return Item(key=key, text=text)
+        fields = {
+            str(name): value if isinstance(value, str) else json.dumps(value, default=str)
+            for name, value in row.items()
+            if name not in (text_column, key_column) and not str(name).startswith("_")
+            and value is not None and value != ""
+        }  # fmt: skip
+        return Item(key=key, text=text, fields=fields)
 
     return build_items(columns, rows, key_column=key_column, source=source, build=build)
 

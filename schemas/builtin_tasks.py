@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
+from schemas.generation_params import GenerateParams
 from schemas.modalities import Modality
 from schemas.task_spec import (
     ExplainerSpec,
@@ -237,5 +238,28 @@ BUILTIN_TASKS = (
         model=_records_model("regress-records"),
         training=TrainingSupport(f"{RECIPES}.records:RecordsRecipe", target=Target.VALUE, dp=True),
         chunk_size=512,
+    ),
+    TaskSpec(
+        "generate",
+        Modality.TEXT,
+        f"{HANDLERS}.generate:GenerateHandler",
+        "text from a prompt template over the item's fields (summarise, translate, "
+        "extract into JSON), on a sequence-to-sequence or decoder-only model",
+        OutputShape.GENERATION,
+        params=GenerateParams,
+        explainer=ExplainerSpec(
+            "feature_ablation",
+            steps=1,
+            note="Captum's LLMAttribution with FeatureAblation over the prompt's tokens, "
+            "for the log-probability of the generated sequence; off unless asked "
+            "(--explain): its cost is measured in bench/generation.py",
+        ),
+        model=ModelNeeds(
+            architectures=("ForConditionalGeneration", "ForCausalLM", "LMHeadModel"),
+            description="an AutoModelForSeq2SeqLM or AutoModelForCausalLM directory "
+            "with its tokenizer",
+        ),
+        training=TrainingSupport(f"{RECIPES}.generate:GenerateRecipe", target=Target.TEXT, dp=True),
+        chunk_size=64,
     ),
 )

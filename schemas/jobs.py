@@ -20,6 +20,8 @@ class Item(BaseModel):
     path: str | None = None
     data: str | None = None
     record: dict[str, Any] | None = None
+    # a text item's other fields, for tasks that read them (a prompt template's {title})
+    fields: dict[str, str] | None = None
     invalid: str | None = None
 
 

@@ -7,11 +7,12 @@ import types
 import typing
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schemas.errors import ConfigError, SluiceError
+from schemas.jobs import Item
 from schemas.modalities import Modality
 
 # How many labels a classifier's `scores` lists (the most likely first).
@@ -26,6 +27,9 @@ class OutputShape(StrEnum):
     REGRESSION = "regression"  # value (in the target's units), target (its name)
     TRANSCRIPT = "transcript"  # text, seconds
     FIELDS = "fields"  # a task's own JSON object (tasks from outside the package)
+    # text, prompt_tokens, completion_tokens, finish_reason (stop / stop_string / length),
+    # flags (RowFlag values), json (the parsed output, with a json_schema), notes
+    GENERATION = "generation"
 
 
 class ModelKind(StrEnum):
@@ -81,6 +85,7 @@ class ExplainerSpec:
 class Target(StrEnum):
     LABEL = "label"  # a classifier: a label column, stratified splits
     VALUE = "value"  # a regressor: a numeric target column
+    TEXT = "text"  # a generator: a target text column, (input, target) pairs
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,15 @@ class TaskParams(BaseModel):
     dict[str, str] (a JSON file on the command line); give each a description."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Whether items carry their row's other fields (`Item.fields`) besides the text column,
+    # for `prepare_items` to read (a prompt template over the row's columns).
+    reads_item_fields: ClassVar[bool] = False
+
+    @classmethod
+    def prepare_items(cls, params: dict[str, Any], items: list[Item]) -> list[Item]:
+        """The items as the job records them, given the checked parameters: a task may
+        refuse the submit (raise ValueError, said to the user) or mark items `invalid`."""
+        return items
 
     @classmethod
     def api_fields(cls, settings: Any) -> dict[str, tuple[Any, Any]]:

@@ -28,6 +28,7 @@ class ReadOptions:
     base_dir: Path | None = None
     source: str = "rows"
     model_path: Path | None = None
+    keep_fields: bool = False  # text items carry their row's other fields (Item.fields)
 
 
 class ModalityAdapter:

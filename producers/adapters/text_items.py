@@ -27,10 +27,11 @@ class TextItems(ModalityAdapter):
             key_column=opts.key_column,
             max_chars=opts.settings.max_text_chars,
             source=opts.source,
+            keep_fields=opts.keep_fields,
         )
 
     def body_fields(self, body: dict[str, Any], n: int) -> dict[str, Any]:
-        return {"text": body.get("text")}
+        return {**(body.get("fields") or {}), "text": body.get("text")}
 
     def table_columns(
         self, text_column: str, media_column: str | None, model_path: Path | None

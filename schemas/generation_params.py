@@ -1,0 +1,164 @@
+"""The `generate` task's parameters: a prompt template over the item's fields and the
+decoding, checked at submit so that a job never starts with a template or schema that
+cannot work."""
+
+import secrets
+import string
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator, model_validator
+
+from schemas.jobs import Item
+from schemas.task_spec import TaskParams
+
+DEFAULT_PROMPT = "{text}"
+MAX_NEW_TOKENS = 4096  # the most any job may ask; a model's positions may cap it lower
+MAX_STOP_STRINGS = 8
+MAX_TEMPLATE_CHARS = 20_000
+
+
+def template_fields(template: str) -> list[str]:
+    """The field names a prompt template reads, in order, each once: `{text}` reads the
+    item's text, `{title}` its `title` field. Raises ValueError for what str.format would
+    do more with (positions, attributes, indexes, conversions, format specs) or cannot
+    parse (an unmatched brace: write `{{` for a literal one)."""
+    names: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"the prompt template does not parse: {exc}; "
+                         "write {{ and }} for literal braces") from None  # fmt: skip
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier():
+            raise ValueError(
+                f"the prompt template's field {{{name}}} is not a plain field name "
+                "(letters, digits, _): name a column, such as {text}"
+            )
+        if spec or conversion:
+            raise ValueError(
+                f"the prompt template's field {{{name}}} takes no format or conversion"
+            )
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def render_prompt(template: str, fields: dict[str, Any]) -> str:
+    """The template with each field's value; a field missing from `fields` raises KeyError."""
+    return template.format_map({name: fields[name] for name in template_fields(template)})
+
+
+class GenerateParams(TaskParams):
+    prompt: str = Field(
+        DEFAULT_PROMPT,
+        description="the prompt template over the item's fields, such as "
+        "'Summarise: {text}' ({text} is the text column; {name} any other column; "
+        "{{ }} literal braces)",
+    )
+    max_new_tokens: int = Field(
+        128, ge=1, le=MAX_NEW_TOKENS, description="the most tokens generated per row "
+        "(capped at what the model's positions leave after the prompt, said on the row)",
+    )  # fmt: skip
+    temperature: float | None = Field(
+        None, ge=0, le=5, description="sampling temperature; unset or 0: greedy (deterministic)"
+    )
+    top_p: float | None = Field(
+        None, gt=0, le=1, description="nucleus sampling mass (with a temperature above 0)"
+    )
+    seed: int | None = Field(
+        None, ge=0, lt=2**31, description="the job's sampling seed (each row's is derived "
+        "from it and the row's key); drawn and recorded when sampling without one",
+    )  # fmt: skip
+    stop: list[str] | None = Field(
+        None, description="stop strings: generation ends at the first, which is left out"
+    )
+    json_schema: dict[str, Any] | None = Field(
+        None, description="a JSON Schema the output must parse and validate against "
+        "(a JSON file on the command line); a row that does not ends `invalid`",
+    )  # fmt: skip
+
+    @field_validator("prompt")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if len(value) > MAX_TEMPLATE_CHARS:
+            raise ValueError(f"the prompt template is over {MAX_TEMPLATE_CHARS} characters")
+        if "\x00" in value:
+            raise ValueError("the prompt template holds a NUL character")
+        template_fields(value)
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value or any(not s for s in value):
+            raise ValueError("stop strings must not be empty")
+        if len(value) > MAX_STOP_STRINGS:
+            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings, got {len(value)}")
+        return value
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        import jsonschema  # only where a schema is given: producers start fast
+
+        try:
+            jsonschema.validators.validator_for(value).check_schema(value)
+        except jsonschema.SchemaError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "the top level"
+            raise ValueError(f"json_schema is not a valid JSON Schema at {where}: "
+                             f"{exc.message}") from None  # fmt: skip
+        return value
+
+    @model_validator(mode="after")
+    def _sampling(self) -> "GenerateParams":
+        if not self.samples:
+            if self.top_p is not None:
+                raise ValueError("top_p applies only when sampling: give a temperature above 0")
+            if self.seed is not None:
+                raise ValueError("seed applies only when sampling: give a temperature above 0")
+        elif self.seed is None:  # recorded on the job, so a retried chunk repeats
+            object.__setattr__(self, "seed", secrets.randbelow(2**31))
+        return self
+
+    reads_item_fields: ClassVar[bool] = True
+
+    @classmethod
+    def prepare_items(cls, params: dict[str, Any], items: list[Item]) -> list[Item]:
+        """Each item keeps only the fields its template reads. A field no item has is a
+        mistake in the template or the input: the submit is refused, naming the fields
+        there are. An item without a field the others have ends `invalid`."""
+        wanted = [f for f in template_fields(params.get("prompt", DEFAULT_PROMPT)) if f != "text"]
+        usable = [it for it in items if not it.invalid]
+        present = {name for it in usable for name in (it.fields or {})}
+        if absent := [f for f in wanted if f not in present] if usable else []:
+            has = ", ".join(["text", *sorted(present)])
+            raise ValueError(
+                f"the prompt template reads {', '.join('{' + f + '}' for f in absent)}, "
+                f"which the input does not have (its fields: {has})"
+            )
+        out = []
+        for it in items:
+            fields = it.fields or {}
+            if it.invalid:
+                out.append(it.model_copy(update={"fields": None}))
+            elif missing := [f for f in wanted if f not in fields]:
+                out.append(Item(key=it.key, invalid=f"no value for the prompt's "
+                                f"{', '.join('{' + f + '}' for f in missing)}"))  # fmt: skip
+            else:
+                kept = {f: fields[f] for f in wanted}
+                out.append(it.model_copy(update={"fields": kept or None}))
+        return out
+
+    @property
+    def samples(self) -> bool:
+        return bool(self.temperature)
+
+    @property
+    def fields(self) -> list[str]:
+        return template_fields(self.prompt)
