@@ -93,6 +93,20 @@ class DeliveryOutcome(Described):
     LEASE_LOST = "lease-lost"
 
 
+class RowFlag(Described):
+    """Facts an `ok` row's output lists under `flags`: the output stands, with a caveat."""
+
+    MAX_NEW_TOKENS = "max_new_tokens"
+    EMPTY = "empty"
+    CAPPED = "capped"
+
+
+class FinishReason(Described):
+    STOP = "stop"
+    STOP_STRING = "stop_string"
+    LENGTH = "length"
+
+
 MEANINGS: dict[Described, str] = {
     JobStatus.QUEUED: "recorded and queued; no chunk has started",
     JobStatus.RUNNING: "at least one chunk started; not every item has its outcome yet",
@@ -105,6 +119,13 @@ MEANINGS: dict[Described, str] = {
     ChunkState.DONE: "every item's outcome written, in one transaction",
     ChunkState.DEAD: "dead-lettered after its attempts: every item recorded as error",
     ChunkState.CANCELLED: "dropped when its job was cancelled",
+    RowFlag.MAX_NEW_TOKENS: "generation stopped at max_new_tokens: the text may be cut short",
+    RowFlag.EMPTY: "the model generated nothing: an empty text, which is a valid output",
+    RowFlag.CAPPED: "max_new_tokens was lowered to what the model's positions leave after "
+    "the prompt; the row's notes say by how much",
+    FinishReason.STOP: "the model ended the text (its end-of-sequence token)",
+    FinishReason.STOP_STRING: "a stop string was generated; the text ends before it",
+    FinishReason.LENGTH: "max_new_tokens (or the model's positions) ran out",
     ItemStatus.OK: "processed; the row holds the output (and an explanation if asked)",
     ItemStatus.INVALID: "bad input, refused with a message saying what is wrong",
     ItemStatus.ERROR: "failed after retries, or dead-lettered with its chunk",

@@ -5,7 +5,7 @@ Each public method is one transaction. The ledger, not Redis, says what is still
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +21,7 @@ from schemas.storable import storable_items, storable_outcome
 from storage import tables as t
 from storage.admission import FairShare, admit
 from storage.clock import db_now, host_now, utc
+from storage.token_counts import TokenCounts
 from storage.usage import ChunkUsage
 from storage.usage import record as record_usage
 
@@ -48,6 +49,7 @@ class JobView:
     parent_job_id: str | None = None
     callback_url: str | None = None
     lane: int = 0  # of its modality queue (storage/admission.py)
+    tokens: TokenCounts | None = None  # tasks that count tokens (generate)
 
     def as_dict(self) -> dict[str, Any]:
         elapsed = None
@@ -77,6 +79,7 @@ class JobView:
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "elapsed_s": round(elapsed, 3) if elapsed is not None else None,
+            "tokens": self.tokens.as_dict() if self.tokens else None,
         }
 
 
@@ -123,6 +126,7 @@ def job_view(job: t.Job) -> JobView:
         started_at=utc(job.started_at),
         finished_at=utc(job.finished_at),
         tenant=job.tenant or "default",
+        tokens=TokenCounts.of(job),
         parent_job_id=job.parent_job_id,
         callback_url=job.callback_url,
         lane=job.lane or 0,
@@ -360,6 +364,9 @@ class Ledger:
             job.invalid += n[ItemStatus.INVALID]
             job.error += n[ItemStatus.ERROR]
             job.chunks_done += 1
+            if (tokens := TokenCounts.of_outcomes(outcomes)) is not None:
+                tokens.add_to(job)
+                usage = replace(usage or ChunkUsage(), tokens=tokens.total)
             record_usage(s, job.tenant or "default", job.task, now, n, usage)
             if job.chunks_done >= job.chunks_total:
                 counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid, error=job.error)

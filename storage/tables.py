@@ -63,6 +63,9 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # Fair share (0007): the lane of its modality queue its chunks go to (storage/admission).
     lane: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Tokens (0009), summed from ok rows' outputs; null for tasks that count none.
+    prompt_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    completion_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Chunk(Base):

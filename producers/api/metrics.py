@@ -2,7 +2,7 @@
 nothing is counted in memory here: every scrape asks the ledger and Redis.
 
 From the ledger: `sluice_items_total{task,status}` (job counters), `sluice_jobs{status}`,
-`sluice_callbacks{state}`, and over the most recent finished chunks
+`sluice_callbacks{state}`, `sluice_tokens_total{task,kind}` (prompt / completion), and over the most recent finished chunks
 (`RECENT_CHUNKS`): `sluice_batch_size` (items per chunk handed to a model actor),
 `sluice_inference_seconds` (chunk claimed → finished: model + explanations + ledger write) and
 `sluice_queue_wait_seconds` (chunk enqueued → claimed by a worker).
@@ -66,6 +66,7 @@ class LedgerCollector:
                 for outcome in ItemStatus:
                     items.add_metric([task, outcome.value], float(counts[outcome] or 0))
             yield items
+            yield token_counts(conn)
             jobs = GaugeMetricFamily("sluice_jobs", "jobs by status", labels=["status"])
             for status, n in conn.execute(
                 select(t.Job.status, func.count()).group_by(t.Job.status)
@@ -117,6 +118,22 @@ class LedgerCollector:
             queued,
             SECONDS_BUCKETS,
         )
+
+
+def token_counts(conn: Connection) -> Metric:
+    """`sluice_tokens_total{task,kind}`: prompt and completion tokens of the tasks that count
+    them (generate), summed over their jobs."""
+    tokens = CounterMetricFamily(
+        "sluice_tokens", "tokens read and generated, by task", labels=["task", "kind"]
+    )
+    for task, prompt, completion in conn.execute(
+        select(t.Job.task, func.sum(t.Job.prompt_tokens), func.sum(t.Job.completion_tokens))
+        .where(t.Job.prompt_tokens.is_not(None))
+        .group_by(t.Job.task)
+    ):
+        tokens.add_metric([task, "prompt"], float(prompt or 0))
+        tokens.add_metric([task, "completion"], float(completion or 0))
+    return tokens
 
 
 def tenant_usage(conn: Connection) -> Iterator[Metric]:

@@ -90,7 +90,12 @@ class ModelCore:
             self.executor, self._preprocess, items, handler_params
         )
         predictions = await self.batcher.submit(features)
-        failures = [p for p in predictions if isinstance(p, BaseException)]
+        # an output the handler refuses (InvalidInput: not the JSON asked for) is the item's
+        failures = [
+            p
+            for p in predictions
+            if isinstance(p, BaseException) and not isinstance(p, InvalidInput)
+        ]
         if failures and len(failures) == len(predictions) and model_at_fault(failures):
             raise RuntimeError(
                 f"all {len(failures)} predictions failed: "
@@ -189,7 +194,9 @@ class ModelCore:
 
 def predicted(key: str, prediction: Any) -> Outcome:
     """The outcome of one item's prediction: its output if a database can hold it (no NaN,
-    no infinity), else the item's error."""
+    no infinity), else the item's error. An output the handler refused is `invalid`."""
+    if isinstance(prediction, InvalidInput):
+        return Outcome(key=key, status=ItemStatus.INVALID, error=str(prediction))
     if isinstance(prediction, BaseException):
         return Outcome(
             key=key,
