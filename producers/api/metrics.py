@@ -2,8 +2,9 @@
 nothing is counted in memory here: every scrape asks the ledger and Redis.
 
 From the ledger: `sluice_items_total{task,status}` (job counters), `sluice_jobs{status}`,
-`sluice_callbacks{state}`, `sluice_tokens_total{task,kind}` (prompt / completion), and over the most recent finished chunks
-(`RECENT_CHUNKS`): `sluice_batch_size` (items per chunk handed to a model actor),
+`sluice_callbacks{state}`, `sluice_tokens_total{task,kind}` (prompt / completion), and over
+the most recent finished chunks (`RECENT_CHUNKS`): `sluice_batch_size` (items per chunk handed
+to a model actor),
 `sluice_inference_seconds` (chunk claimed → finished: model + explanations + ledger write) and
 `sluice_queue_wait_seconds` (chunk enqueued → claimed by a worker).
 From Redis: `sluice_queue_depth{queue}` (LLEN of `sluice.<modality>` and its priority lists
