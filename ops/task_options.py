@@ -53,7 +53,30 @@ def param_options(catalog: Catalog) -> list[Decorator]:
             )
         else:
             options.append(click.option(option_name(name), name, default=None, help=help_text))
+            if reads_file(field):
+                options.append(
+                    click.option(
+                        f"{option_name(name)}-file",
+                        f"{name}_file",
+                        default=None,
+                        help=f"{option_name(name)} read from a UTF-8 file",
+                    )
+                )
     return options
+
+
+def reads_file(field: Any) -> bool:
+    """A text parameter that may also come from a file (`--prompt-file`): its field says
+    so with json_schema_extra={"file_option": True}."""
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("file_option"))
+
+
+def read_text_file(option: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SluiceError(f"{option} {path}: cannot read the file: {exc}") from exc
 
 
 def with_param_options(catalog: Catalog) -> Decorator:
@@ -69,17 +92,20 @@ def param_values(catalog: Catalog, given: dict[str, Any]) -> dict[str, Any]:
     """The task parameters among the command's keyword arguments, parsed from their text."""
     known = catalog.parameters()
     values = {}
+    given = dict(given)
+    for name, (field, _) in known.items():
+        path = given.pop(f"{name}_file", None)
+        if path is None or not reads_file(field):
+            continue
+        if given.get(name) is not None:
+            raise SluiceError(f"give {option_name(name)} or {option_name(name)}-file, not both")
+        given[name] = read_text_file(f"{option_name(name)}-file", path)
     for name, raw in given.items():
         if name not in known or raw is None:
             continue
         annotation = known[name][0].annotation
         if field_kind(annotation) is dict and not raw.lstrip().startswith("{"):
-            try:  # a JSON file
-                raw = Path(raw).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise SluiceError(
-                    f"{option_name(name)} {raw}: cannot read the file: {exc}"
-                ) from exc
+            raw = read_text_file(option_name(name), raw)  # a JSON file
         values[name] = (
             parse_param_text(option_name(name), annotation, raw) if isinstance(raw, str) else raw
         )

@@ -56,6 +56,7 @@ class GenerateParams(TaskParams):
         description="the prompt template over the item's fields, such as "
         "'Summarise: {text}' ({text} is the text column; {name} any other column; "
         "{{ }} literal braces)",
+        json_schema_extra={"file_option": True},
     )
     max_new_tokens: int = Field(
         128, ge=1, le=MAX_NEW_TOKENS, description="the most tokens generated per row "

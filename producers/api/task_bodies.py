@@ -80,6 +80,9 @@ class Strict(BaseModel):
 # why, and the rest of the job goes on. A records item needs its record.
 class TextItem(Strict):
     text: Text | None = None
+    fields: dict[str, str] | None = Field(
+        None, description="the item's other fields, for a prompt template's {name} (generate)"
+    )
 
 
 class KeyedTextItem(TextItem):
