@@ -67,7 +67,7 @@ def main() -> None:
 @main.command()
 @click.option(
     "--only",
-    default="documents,images,audio,records",
+    default="documents,images,audio,records,generation",
     show_default=True,
     help="which modalities to run",
 )
@@ -78,8 +78,8 @@ def main() -> None:
     help="explanation policy for the documents (the others explain every item)",
 )
 def demo(only: str, explain: str) -> None:
-    """Start the embedded stack, run documents, images, audio and records through it at once,
-    show a summary with one explained result of each, write HTML reports, stop."""
+    """Start the embedded stack, run documents, images, audio, records and a generation job
+    through it at once, show a summary with one explained result of each, write HTML reports, stop."""
     from ops.demo import MODALITIES, run_demo
 
     chosen = tuple(m.strip() for m in only.split(",") if m.strip())

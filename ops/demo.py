@@ -10,6 +10,7 @@ from typing import Any
 
 from ops import stack
 from ops.demo_data import make_samples, samples_dir, truth
+from ops.demo_generation import generation_truth, submit_generation
 from ops.demo_training import train_demo_models
 from ops.progress import describe_explanation, err, wait_all_with_bars
 from schemas.settings import Settings
@@ -22,19 +23,21 @@ TOPICS = {
     "account": "logging in, a password, a profile or an account setting",
     "praise": "thanks and praise for good service",
 }
-MODALITIES = ("documents", "images", "audio", "records")
+MODALITIES = ("documents", "images", "audio", "records", "generation")
+NOT_MEDIA = ("documents", "generation")
 TASKS = {
     "documents": "zero-shot-text",
     "images": "classify-image",
     "audio": "classify-audio",
     "records": "classify-records",
+    "generation": "generate",
 }
 
 
 def run_demo(settings: Settings, only: tuple[str, ...], explain: str) -> int:
     from producers import Client
 
-    media = [m for m in only if m != "documents"]
+    media = [m for m in only if m not in NOT_MEDIA]
     if media:
         make_samples(settings)
         roots = [r for r in settings.input_roots.split(os.pathsep) if r]
@@ -55,6 +58,8 @@ def run_demo(settings: Settings, only: tuple[str, ...], explain: str) -> int:
         report_dir = settings.data_dir.resolve() / "reports"
         report_dir.mkdir(parents=True, exist_ok=True)
         known = truth(settings) if media else {}
+        if "generation" in only:
+            known["generation"] = generation_truth(settings)
         for modality, job_id in jobs.items():
             _summarise(client, modality, job_id, views[modality].as_dict(), known, report_dir)
         return 0 if all(v.status == "succeeded" for v in views.values()) else 1
@@ -68,6 +73,8 @@ def _submit(
     client: Any, settings: Settings, modality: str, explain: str, refs: dict[str, str]
 ) -> str:
     task = TASKS[modality]
+    if modality == "generation":
+        return submit_generation(client, settings)
     if modality == "documents":
         return str(
             client.submit_file(
@@ -109,6 +116,13 @@ def _summarise(
         texts = {r["id"]: r["text"] for r in map(json.loads, SAMPLES.read_text().splitlines())}
         topics = {r["id"]: r["topic"] for r in map(json.loads, SAMPLES.read_text().splitlines())}
         _agreement(results, topics, "the topic each message was written for")
+    elif modality == "generation":
+        texts = {}
+        _agreement(results, known.get(modality, {}), "the digits spelled out", "text")
+        tokens = view.get("tokens") or {}
+        made = tokens.get("completion", 0)
+        per_s = made / view["elapsed_s"] if view["elapsed_s"] else 0.0
+        err.print(f"  tokens: {tokens.get('prompt', 0)} read, {made} generated ({per_s:.0f}/s)")
     else:
         texts = {}
         _agreement(results, known.get(modality, {}), "the true label")
@@ -125,7 +139,9 @@ def _summarise(
     err.print(f"  report: {report}   results: sluice results {job_id} --format jsonl")
 
 
-def _agreement(results: list[dict[str, Any]], expected: dict[str, str], what: str) -> None:
+def _agreement(
+    results: list[dict[str, Any]], expected: dict[str, str], what: str, field: str = "label"
+) -> None:
     if not expected:
         return
     hits, seen = Counter[bool](), 0
@@ -133,5 +149,5 @@ def _agreement(results: list[dict[str, Any]], expected: dict[str, str], what: st
         out = r.get("output")
         if isinstance(out, dict) and r["key"] in expected:
             seen += 1
-            hits[out.get("label") == expected[r["key"]]] += 1
+            hits[out.get(field) == expected[r["key"]]] += 1
     err.print(f"  agreement with {what}: {hits[True]}/{seen}")

@@ -120,6 +120,7 @@ def summary(view: JobView, rows: list[dict[str, Any]], texts: dict[str, str]) ->
             and f"{out['label']} ({out.get('score', 0):.2f})"
             or row.get("error")
             or (f"{out.get('dim')}-dim vector" if "embedding" in out else "")
+            or str(out.get("text", ""))
         )
         expl = row.get("explanation")
         table.add_row(

@@ -1,0 +1,224 @@
+"""`generate` through the whole path (Redis, Celery, Ray, the ledger) from every front door:
+the toy models spell digits, so each row's text is checked exactly, and against
+`model.generate` run on each prompt alone."""
+
+import json
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import text
+
+from producers import Client
+from producers.api import create_app
+from schemas.tenants import Role
+from storage.apikeys import ApiKeys
+from storage.engine import make_engine
+from tests.integration.conftest import SLUICE, wait_until
+from workers.training.scratch_generators import random_digit_texts, spell_digits
+
+pytestmark = pytest.mark.integration
+
+SPELL = "Spell: {text}"
+
+
+def unbatched(model_dir: Path, prompts: list[str], max_new_tokens: int = 40) -> list[str]:
+    """What `model.generate` gives for each prompt alone, greedy, as a user would call it."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    seq2seq = AutoConfig.from_pretrained(model_dir).is_encoder_decoder
+    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    model = auto.from_pretrained(model_dir, use_safetensors=True).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    out = []
+    for prompt in prompts:
+        if tok.chat_template:
+            chat = [{"role": "user", "content": prompt}]
+            prompt = tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+            enc = tok(prompt, add_special_tokens=False, return_tensors="pt")
+        else:
+            enc = tok(prompt, return_tensors="pt")
+        with torch.inference_mode():
+            seq = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+        start = 0 if seq2seq else enc["input_ids"].shape[1]
+        out.append(tok.decode(seq[0, start:], skip_special_tokens=True))
+    return out
+
+
+def sluice(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SLUICE, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture
+def api_url(client: Client) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(client=client), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 30, "uvicorn to start")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def rows_of(client: Client, job_id: str) -> dict[str, dict[str, Any]]:
+    return {r["key"]: r for r in client.results(job_id)}
+
+
+@pytest.mark.parametrize("model_name", ["tiny-spell-causal", "tiny-spell-seq2seq"])
+def test_mixed_lengths_in_one_chunk_match_the_transformation_and_unbatched_generate(
+    client: Client, start_worker, demo_models: Path, tmp_path: Path, model_name: str
+):
+    model = demo_models / model_name
+    digits = random_digit_texts(40, seed=7)  # 1 to 12 digits, shuffled: one chunk of 40
+    rows = [{"id": f"r{n}", "digits": d} for n, d in enumerate(digits)]
+    rows.append({"id": "blank", "digits": "   "})
+    data = tmp_path / "digits.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    start_worker()
+    job_id = client.submit_file(
+        data, "generate", model=str(model), key_column="id", text_column="digits",
+        prompt=SPELL, max_new_tokens=40,
+    )  # fmt: skip
+    view = client.wait(job_id, timeout=300)
+    assert (view.status, view.counts.ok, view.counts.invalid) == ("partially_failed", 40, 1)
+    got = rows_of(client, job_id)
+    expected = unbatched(model, [SPELL.format(text=d) for d in digits])
+    for n, d in enumerate(digits):
+        out = got[f"r{n}"]["output"]
+        assert out["text"] == spell_digits(d) == expected[n], (d, out)
+        assert out["finish_reason"] == "stop" and out["flags"] == []
+        assert out["completion_tokens"] == len(d.split())  # one word per digit
+    assert view.tokens is not None
+    assert view.tokens.completion == sum(len(d.split()) for d in digits)
+    assert view.tokens.prompt == sum(got[f"r{n}"]["output"]["prompt_tokens"] for n in range(40))
+
+
+def test_every_front_door_and_the_row_facts(
+    client: Client,
+    settings,
+    env: dict[str, str],
+    start_worker,
+    demo_models: Path,
+    tmp_path: Path,
+    api_url: str,
+    database_url: str,
+):
+    causal = str(demo_models / "tiny-spell-causal")
+    seq2seq = str(demo_models / "tiny-spell-seq2seq")
+    start_worker()
+    keys = ApiKeys(client.ledger.engine)
+    acme = keys.create("acme")
+    ops = keys.create("ops", "scraper", Role.OPERATOR)
+    http = httpx.Client(
+        base_url=api_url, timeout=120, headers={"Authorization": f"Bearer {acme.key}"}
+    )
+
+    # REST: a template over two fields, a short token budget, a stop string, an absent field
+    items = [
+        {"key": "a", "text": "3 1 4", "fields": {"tail": "1 5"}},
+        {"key": "b", "text": "2 7", "fields": {"tail": "1 8 2 8"}},
+        {"key": "c", "text": "9"},  # no `tail`: this row is invalid, the others go on
+    ]
+    body = {"task": "generate", "model": causal, "prompt": "Spell: {text} {tail}",
+            "max_new_tokens": 3, "items": items}  # fmt: skip
+    r = http.post("/v1/jobs", json=body)
+    assert r.status_code == 201, r.text
+    job = http.get(f"/v1/jobs/{r.json()['job_id']}", params={"wait": 120}).json()
+    assert job["status"] == "partially_failed" and job["tokens"]["completion"] == 6, job
+    res = {x["key"]: x for x in http.get(f"/v1/jobs/{job['job_id']}/results").json()["results"]}
+    assert res["a"]["output"]["text"] == "three one four"  # cut at 3 of "... one five"
+    assert res["a"]["output"]["finish_reason"] == "length"
+    assert res["a"]["output"]["flags"] == ["max_new_tokens"]
+    assert res["c"]["status"] == "invalid" and "{tail}" in res["c"]["error"]
+    # an absent field everywhere, an unsupported parameter, a broken schema: refused at once
+    for bad, word in [
+        ({**body, "prompt": "Spell: {digits}"}, "{digits}"),
+        ({**body, "num_beams": 4}, "num_beams"),
+        ({**body, "json_schema": {"type": "no-such-type"}}, "json_schema"),
+    ]:
+        r = http.post("/v1/jobs", json=bad)
+        assert r.status_code in (400, 422) and word in r.text, r.text
+
+    # stop strings, over an event (one item, a callback-less 202 then the result)
+    r = http.post(
+        "/v1/events",
+        json={"task": "generate", "model": seq2seq, "key": "ev1", "text": "5 0 5",
+              "prompt": SPELL, "stop": [" zero"]},
+        params={"wait": 120},
+    )  # fmt: skip
+    assert r.status_code in (200, 201, 202), r.text
+    event_job = r.json()["job_id"]
+    wait_until(lambda: client.job(event_job).status.finished, 120, "the event's job")
+    (ev,) = client.results(event_job)
+    assert ev["output"]["text"] == "five" and ev["output"]["finish_reason"] == "stop_string"
+
+    # the CLI, with the template and the JSON Schema from files: "five" is not JSON
+    (tmp_path / "prompt.txt").write_text(SPELL, encoding="utf-8")
+    (tmp_path / "schema.json").write_text(json.dumps({"type": "object"}))
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": "5"}) + "\n")
+    done = sluice(
+        env, "submit", str(tmp_path / "in.jsonl"), "--task", "generate", "--model", causal,
+        "--prompt-file", str(tmp_path / "prompt.txt"), "--json-schema",
+        str(tmp_path / "schema.json"), "--wait", "--json",
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    cli_job = json.loads(done.stdout.splitlines()[-1])["job_id"]
+    (row,) = client.results(cli_job)
+    assert row["status"] == "invalid" and "not JSON" in row["error"]
+    broken = sluice(
+        env, "submit", str(tmp_path / "in.jsonl"), "--task", "generate", "--model", causal,
+        "--prompt", "Spell: {nope}",
+    )  # fmt: skip
+    assert broken.returncode == 2 and "{nope}" in broken.stderr
+
+    # enrich: a table of digits written back with their spelling
+    warehouse = (
+        database_url
+        if database_url.startswith("postgresql")
+        else f"sqlite:///{tmp_path / 'warehouse.db'}"
+    )
+    engine = make_engine(warehouse)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS gen_spelled"))
+        conn.execute(text("DROP TABLE IF EXISTS gen_digits"))
+        conn.execute(text("CREATE TABLE gen_digits (id INTEGER PRIMARY KEY, d TEXT)"))
+        conn.execute(
+            text("INSERT INTO gen_digits VALUES (:id, :d)"),
+            [{"id": i, "d": d} for i, d in enumerate(random_digit_texts(12, seed=3))],
+        )
+    enriched = sluice(
+        env, "enrich", "--source", warehouse, "--table", "gen_digits", "--key-column", "id",
+        "--text-column", "d", "--task", "generate", "--model", seq2seq, "--prompt", SPELL,
+        "--dest-table", "gen_spelled", "--json",
+    )  # fmt: skip
+    assert enriched.returncode == 0, enriched.stderr
+    with engine.connect() as conn:
+        pairs = conn.execute(
+            text("SELECT d, s.output FROM gen_digits g JOIN gen_spelled s ON s.id = g.id")
+        ).all()
+    engine.dispose()
+    assert len(pairs) == 12
+    for d, output in pairs:
+        output = json.loads(output) if isinstance(output, str) else output
+        assert output["text"] == spell_digits(d)
+
+    # tokens in /metrics (operator only)
+    page = httpx.get(
+        f"{api_url}/metrics", headers={"Authorization": f"Bearer {ops.key}"}, timeout=30
+    ).text
+    assert 'sluice_tokens_total{kind="completion",task="generate"}' in page
