@@ -79,7 +79,8 @@ def main() -> None:
 )
 def demo(only: str, explain: str) -> None:
     """Start the embedded stack, run documents, images, audio, records and a generation job
-    through it at once, show a summary with one explained result of each, write HTML reports, stop."""
+    through it at once, show a summary with one explained result of each, write HTML
+    reports, stop."""
     from ops.demo import MODALITIES, run_demo
 
     chosen = tuple(m.strip() for m in only.split(",") if m.strip())
