@@ -12,6 +12,7 @@ from schemas.jobs import Item
 from schemas.task_spec import TaskParams
 
 DEFAULT_PROMPT = "{text}"
+DEFAULT_MAX_NEW_TOKENS = 128  # without max_new_tokens (within the model's positions)
 MAX_NEW_TOKENS = 4096  # the most any job may ask; a model's positions may cap it lower
 MAX_STOP_STRINGS = 8
 MAX_TEMPLATE_CHARS = 20_000
@@ -58,9 +59,10 @@ class GenerateParams(TaskParams):
         "{{ }} literal braces)",
         json_schema_extra={"file_option": True},
     )
-    max_new_tokens: int = Field(
-        128, ge=1, le=MAX_NEW_TOKENS, description="the most tokens generated per row "
-        "(capped at what the model's positions leave after the prompt, said on the row)",
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=MAX_NEW_TOKENS, description="the most tokens generated per row "
+        f"(default {DEFAULT_MAX_NEW_TOKENS}; capped at what the model's positions leave after "
+        "the prompt, said on the row)",
     )  # fmt: skip
     temperature: float | None = Field(
         None, ge=0, le=5, description="sampling temperature; unset or 0: greedy (deterministic)"

@@ -23,23 +23,24 @@ SPEC = load_catalog().get("generate")
 SPELL = "Spell: {text}"
 
 
+OPTIONS = ActorOptions(
+    max_batch_size=64, max_batch_wait_ms=50, explain_steps=1, explain_batch_size=8, idle_seconds=0
+)
+
+
 @pytest.fixture(scope="module", params=["tiny-spell-causal", "tiny-spell-seq2seq"])
 def core(request: pytest.FixtureRequest, demo_models: Path) -> ModelCore:
-    options = ActorOptions(
-        max_batch_size=64,
-        max_batch_wait_ms=50,
-        explain_steps=1,
-        explain_batch_size=8,
-        idle_seconds=0,
-    )
-    return ModelCore.load(handler_for(SPEC), str(demo_models / request.param), "cpu", options)
+    return ModelCore.load(handler_for(SPEC), str(demo_models / request.param), "cpu", OPTIONS)
 
 
 def run(core: ModelCore, items: list[Item], **params: Any) -> list[Any]:
+    """One chunk through a fresh core on the loaded model (a core's batcher lives in one
+    event loop, as in the actor)."""
     checked = SPEC.check_params({"prompt": SPELL, **params})
     items = SPEC.params.prepare_items(checked, items)
+    fresh = ModelCore(core.handler, "cpu", OPTIONS)
     return asyncio.run(
-        core.process("job-1", items, checked, ExplainPolicy.parse("none"), MediaLimits())
+        fresh.process("job-1", items, checked, ExplainPolicy.parse("none"), MediaLimits())
     )
 
 

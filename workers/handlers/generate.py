@@ -13,10 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from schemas.errors import InvalidInput
-from schemas.generation_params import DEFAULT_PROMPT, render_prompt
+from schemas.generation_params import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, render_prompt
 from schemas.jobs import Explanation, Item, text_problem
 from schemas.states import FinishReason, RowFlag
 from workers.handlers.base import Handler, run_by_length
@@ -96,8 +103,10 @@ class GenerateHandler(Handler):
         except KeyError as exc:
             raise InvalidInput(f"no value for the prompt's {{{exc.args[0]}}}") from None
         text, ids = self.encode(prompt)
-        wanted = int(params.get("max_new_tokens", 128))
-        budget, notes = self.budget(len(ids), wanted)
+        asked = params.get("max_new_tokens")
+        budget, notes = self.budget(len(ids), int(asked or DEFAULT_MAX_NEW_TOKENS))
+        if asked is None:  # the default within the model's positions is no news
+            notes = []
         decoding = Decoding(
             budget, params.get("temperature") or None, params.get("top_p"),
             tuple(params.get("stop") or ()),
@@ -185,7 +194,10 @@ class GenerateHandler(Handler):
         else:  # the model's own sampling defaults must not turn greedy decoding off
             options.update(temperature=None, top_p=None, top_k=None)
         if decoding.stop:
-            options.update(stop_strings=list(decoding.stop), tokenizer=self.tokenizer)
+            start = 1 if self.encoder_decoder else inputs["input_ids"].shape[1]
+            options["stopping_criteria"] = StoppingCriteriaList(
+                [StopStrings(self.tokenizer, decoding.stop, start)]
+            )
         with torch.inference_mode():
             sequences = self.model.generate(**inputs, **options)
         start = 1 if self.encoder_decoder else inputs["input_ids"].shape[1]
@@ -202,8 +214,9 @@ class GenerateHandler(Handler):
             if token in ends:
                 reason = FinishReason.STOP
                 break
+            if token == self.pad_id:  # stopped by a stop string while batch-mates went on
+                break
             tokens.append(token)
-        # a batch-mate that ran longer leaves padding after this row's end
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         cut = [text.find(s) for s in decoding.stop if s in text]
         if cut:
@@ -241,6 +254,23 @@ class GenerateHandler(Handler):
         from workers.explain.generation import explain_generations
 
         return explain_generations(self, batch, outputs)
+
+
+class StopStrings(StoppingCriteria):
+    """Ends a row once its generated text holds a stop string. Text, not tokens, is matched
+    (a stop string may span tokens or sit inside one), with the tokenizer's own decoding:
+    transformers' `stop_strings` needs a vocabulary it can map to text, which word-level
+    tokenizers lack."""
+
+    def __init__(self, tokenizer: Any, stops: tuple[str, ...], start: int) -> None:
+        self.tokenizer = tokenizer
+        self.stops = stops
+        self.start = start  # where generated tokens begin in each row
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
+        done = [any(s in text for s in self.stops) for text in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def checked_json(text: str, schema: dict[str, Any]) -> Any:
