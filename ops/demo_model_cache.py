@@ -12,11 +12,14 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import ops.demo_generation_models
 import ops.demo_models
 import ops.demo_speech_models
 import workers.training.records_mlp
+import workers.training.scratch_generators
 import workers.training.scratch_models
 import workers.training.synth_audio
+from ops.demo_generation_models import build_spell_causal, build_spell_seq2seq
 from ops.demo_models import (
     Metrics,
     build_audio_classifier,
@@ -36,13 +39,17 @@ BUILDERS: dict[str, Builder] = {
     "diabetes-regressor": build_records_regressor,
     "tiny-ctc": functools.partial(build_speech_recognizer, kind="ctc"),
     "tiny-whisper": functools.partial(build_speech_recognizer, kind="whisper"),
+    "tiny-spell-seq2seq": build_spell_seq2seq,
+    "tiny-spell-causal": build_spell_causal,
 }
 
 METRICS_FILE = "metrics.json"
 RECIPE_MODULES = (
+    ops.demo_generation_models,
     ops.demo_models,
     ops.demo_speech_models,
     workers.training.records_mlp,
+    workers.training.scratch_generators,
     workers.training.scratch_models,
     workers.training.synth_audio,
 )

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 SPELL = "Spell: {text}"
 
 
-def unbatched(model_dir: Path, prompts: list[str], max_new_tokens: int = 40) -> list[str]:
+def unbatched(model_dir: Path, prompts: list[str], max_new_tokens: int = 24) -> list[str]:
     """What `model.generate` gives for each prompt alone, greedy, as a user would call it."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -92,7 +92,7 @@ def test_mixed_lengths_in_one_chunk_match_the_transformation_and_unbatched_gener
     start_worker()
     job_id = client.submit_file(
         data, "generate", model=str(model), key_column="id", text_column="digits",
-        prompt=SPELL, max_new_tokens=40,
+        prompt=SPELL, max_new_tokens=24,
     )  # fmt: skip
     view = client.wait(job_id, timeout=300)
     assert (view.status, view.counts.ok, view.counts.invalid) == ("partially_failed", 40, 1)
