@@ -93,13 +93,19 @@ def register_training_commands(
     @click.option(
         "--data-url", default=None, help="SQLAlchemy URL of the database holding the --data table"
     )
-    @click.option("--label-column", required=True)
+    @click.option(
+        "--label-column",
+        required=True,
+        help="what the model learns to give: the class (classifiers), the number "
+        "(regressors) or the target text of each --text-column input (generate)",
+    )
     @click.option("--name", required=True, help="the model name it registers under")
     @click.option(
         "--base",
         default=None,
         help="start from this model (directory, hub id or "
-        "NAME@VERSION); text default: all-MiniLM-L6-v2",
+        "NAME@VERSION); text default: all-MiniLM-L6-v2; generate: required (a "
+        "sequence-to-sequence or decoder-only model)",
     )
     @click.option("--epochs", default=10, show_default=True, type=click.IntRange(1, 10_000))
     @click.option(
@@ -130,7 +136,7 @@ def register_training_commands(
         help="per-sample clipping bound",
     )
     @click.option("--labels", default=None, help="the expected classes a,b,c (checked)")
-    @click.option("--text-column", default="text", show_default=True)
+    @click.option("--text-column", default="text", show_default=True, help="text: the input column")
     @click.option("--media-column", default="path", show_default=True)
     @click.option("--key-column", default=None, help="an id column, never a feature")
     @click.option(

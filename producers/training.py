@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from producers.adapters import adapter_for
-from producers.training_checks import need, number, problems
+from producers.training_checks import check_target_texts, need, number, problems
 from schemas.catalog import check_code_path, load_catalog
 from schemas.errors import TrainingError
 from schemas.settings import Settings
@@ -125,6 +125,7 @@ def build_spec(
         "label_column": label_column,
         "recipe": training.recipe,
         "classifier": training.target is Target.LABEL,
+        "target": training.target,
         **{k: v for k, v in options.items() if v is not None},
     }
     try:  # the request's own shape first: a bad name or number fails before any reading
@@ -142,6 +143,8 @@ def build_spec(
             f"--dp-epsilon is supported for {private}; {task} cannot be "
             f"trained privately: {training.dp_refusal or 'not declared'}"
         )
+    if spec.is_generator:
+        check_generator_request(spec, base, labels)
     if dp and spec.train_encoder:
         raise TrainingError(
             "--dp-epsilon trains the classification head only; drop --train-encoder"
@@ -160,11 +163,14 @@ def build_spec(
         spec = spec.model_copy(update={"media_base_dir": str(Path(source.file).parent)})
     adapter = adapter_for(task_spec.modality)
     inputs = adapter.training_inputs(rows, columns, spec, source, settings)
-    if not spec.is_classifier:
+    if spec.is_generator:
+        check_target_texts(rows, label_column, spec.holdout_fraction)
+        class_names: list[str] = []
+    elif not spec.is_classifier:
         check_regression_target(rows, label_column)
         if labels:
             raise TrainingError(f"--labels is for classifiers; {task} has a numeric target")
-        class_names: list[str] = []
+        class_names = []
     else:
         class_names = check_labels(rows, spec.model_dump(), labels)
     spec = spec.model_copy(
@@ -186,6 +192,28 @@ def build_spec(
     columns_used = spec.used_columns()
     kept = [{c: row.get(c) for c in columns_used} for row in rows]
     return spec.model_copy(update={"data_fingerprint": fingerprint(kept, columns_used)})
+
+
+def check_generator_request(spec: TrainSpec, base: str | None, labels: list[str] | None) -> None:
+    """What a text-to-text request must say before its data is read: a base to fine-tune,
+    a target column that is not the input, and none of the classifiers' options."""
+    if not base:
+        raise TrainingError(
+            f"{spec.task} fine-tunes a pretrained sequence-to-sequence or decoder-only model "
+            "and cannot train one from nothing: give --base (a model directory or "
+            "NAME@VERSION of a generate model)"
+        )
+    if spec.label_column == spec.text_column:
+        raise TrainingError(
+            f"--label-column {spec.label_column!r} is also the input (--text-column): "
+            f"{spec.task} learns to write the target text of another column"
+        )
+    if labels:
+        raise TrainingError(f"--labels is for classifiers; {spec.task} has a target text")
+    if spec.train_encoder:
+        raise TrainingError(
+            f"--train-encoder is for classifiers' heads; {spec.task} fine-tunes the whole model"
+        )
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -33,3 +33,20 @@ def number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return result if math.isfinite(result) else None
+
+
+def check_target_texts(rows: list[dict[str, Any]], column: str, holdout_fraction: float) -> None:
+    """A generator's targets: a text in every row (an empty target would teach the model to
+    stop at once), and rows enough to train on and hold out a part."""
+    empty = [
+        f"row {n}"
+        for n, r in enumerate(rows, 1)
+        if not isinstance(r.get(column), str) or not r[column].strip()
+    ]
+    problems(empty, f"rows with no target text in {column!r}")
+    heldout = math.ceil(len(rows) * holdout_fraction)
+    if len(rows) - heldout < 1:
+        raise TrainingError(
+            f"{len(rows)} rows are too few to train on and hold out "
+            f"{holdout_fraction:.0%} for the exact-match score; add rows"
+        )

@@ -46,7 +46,10 @@ class TrainSpec(BaseModel):
     task: str
     # From the task's catalog spec, resolved at submit: Ray Train's workers need no catalog.
     recipe: str = ""  # "module:Class"
-    classifier: bool = True  # a label column (else a numeric target)
+    # What the label column holds: class labels, a number, or a target text (a generator's
+    # (input, target) pairs). `classifier` is `target is Target.LABEL`, kept for old records.
+    target: Target = Target.LABEL
+    classifier: bool = True
     input_columns: list[str] = Field(default_factory=list)  # what the model reads, in order
     data: DataSource
     label_column: str
@@ -84,27 +87,39 @@ class TrainSpec(BaseModel):
     @classmethod
     def _recorded_before_the_catalog(cls, data: Any) -> Any:
         """A run recorded before specs carried their recipe (an upgrade while it was queued
-        or running) resumes: its recipe, target and input columns come from what it named."""
-        if not isinstance(data, dict) or data.get("recipe"):
+        or running) resumes: its recipe, target and input columns come from what it named;
+        one recorded before specs carried `target` has it from `classifier`."""
+        if not isinstance(data, dict):
             return data
         spec = next((s for s in BUILTIN_TASKS if s.name == data.get("task")), None)
-        if spec is None or spec.training is None:
-            return data  # a new request: build_spec fills these in from the catalog
-        inputs = {
-            Modality.TEXT: [data.get("text_column") or "text"],
-            Modality.IMAGE: [data.get("media_column") or "path"],
-            Modality.AUDIO: [data.get("media_column") or "path"],
-        }.get(spec.modality, list(data.get("feature_columns") or []))
-        return {
-            "classifier": spec.training.target is Target.LABEL,
-            "input_columns": inputs,
-            **data,
-            "recipe": spec.training.recipe,
-        }
+        if not data.get("recipe") and spec is not None and spec.training is not None:
+            inputs = {
+                Modality.TEXT: [data.get("text_column") or "text"],
+                Modality.IMAGE: [data.get("media_column") or "path"],
+                Modality.AUDIO: [data.get("media_column") or "path"],
+            }.get(spec.modality, list(data.get("feature_columns") or []))
+            data = {
+                "classifier": spec.training.target is Target.LABEL,
+                "target": spec.training.target,
+                "input_columns": inputs,
+                **data,
+                "recipe": spec.training.recipe,
+            }
+        if "target" not in data:
+            data = {
+                **data,
+                "target": Target.LABEL if data.get("classifier", True) else Target.VALUE,
+            }
+        return data
 
     @property
     def is_classifier(self) -> bool:
         return self.classifier
+
+    @property
+    def is_generator(self) -> bool:
+        """(input, target) text pairs: the label column holds the target text."""
+        return self.target is Target.TEXT
 
     def used_columns(self) -> list[str]:
         """The columns training reads, in a fixed order: what the data fingerprint covers."""

@@ -305,7 +305,7 @@ def test_a_regressor_needs_enough_rows_and_no_labels(tmp_path: Path):
         (
             {"task": "transcribe"},
             "task 'transcribe' cannot be trained; trainable tasks: classify-audio, "
-            "classify-image, classify-records, classify-text, regress-records",
+            "classify-image, classify-records, classify-text, generate, regress-records",
         ),
         ({"epochs": 0}, "epochs: Input should be greater than or equal to 1"),
         ({"workers": 0}, "workers: Input should be greater than or equal to 1"),
@@ -317,12 +317,14 @@ def test_a_regressor_needs_enough_rows_and_no_labels(tmp_path: Path):
         ({"dp_epsilon": 1.0, "dp_delta": 1.0}, "delta: Input should be less than 1"),
         (
             {"task": "classify-image", "dp_epsilon": 1.0, "dp_delta": 1e-5},
-            "--dp-epsilon is supported for classify-records, classify-text, regress-records; "
-            "classify-image cannot be trained privately: its model family holds BatchNorm",
+            "--dp-epsilon is supported for classify-records, classify-text, generate, "
+            "regress-records; classify-image cannot be trained privately: its model family "
+            "holds BatchNorm",
         ),
         (
             {"task": "classify-audio", "dp_epsilon": 1.0, "dp_delta": 1e-5},
-            "--dp-epsilon is supported for classify-records, classify-text, regress-records",
+            "--dp-epsilon is supported for classify-records, classify-text, generate, "
+            "regress-records",
         ),
         (
             {"task": "classify-text", "dp_epsilon": 1.0, "dp_delta": 1e-5, "train_encoder": True},
@@ -666,3 +668,125 @@ def test_the_smallest_regression_set_accepted_at_submit_can_be_split(tmp_path: P
     spec = spec_of(tmp_path, data, task="regress-records")
     prepared = recipe_for(spec).prepare(spec, list(rows_of(data)[1]), Settings().media_limits())
     assert (prepared.n_train, prepared.n_heldout) == (16, 4)
+
+
+# -- generate: (input, target) text pairs -------------------------------------------------------
+
+
+PAIRS = [{"text": "a b c", "target": "c b a"}, {"text": "d e", "target": "e d"}] * 3
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (
+            {},
+            "generate fine-tunes a pretrained sequence-to-sequence or decoder-only model and "
+            "cannot train one from nothing: give --base",
+        ),
+        (
+            {"base": "m@1", "label_column": "text"},
+            "--label-column 'text' is also the input (--text-column)",
+        ),
+        ({"base": "m@1", "labels": ["a", "b"]}, "--labels is for classifiers; generate has a"),
+        ({"base": "m@1", "train_encoder": True}, "--train-encoder is for classifiers' heads"),
+    ],
+)
+def test_a_generate_request_without_a_base_or_with_classifier_options_is_refused(
+    tmp_path: Path, options: dict[str, Any], expected: str
+):
+    options.setdefault("label_column", "target")
+    with pytest.raises(TrainingError) as caught:  # before the data is read: it does not exist
+        build_spec(
+            Settings(data_dir=tmp_path),
+            no_base,
+            task="generate",
+            name="model",
+            data=str(tmp_path / "missing.jsonl"),
+            **options,
+        )
+    assert expected in str(caught.value)
+
+
+def test_generate_rows_without_a_target_text_are_named_not_taken_as_labels(tmp_path: Path):
+    rows: list[dict[str, Any]] = [
+        {"text": "a b", "target": "b a"},
+        {"text": "c", "target": ""},
+        {"text": "d e", "target": "   "},
+        {"text": "f", "target": 5},
+        {"text": "g"},
+        {"text": "h a", "target": "a h"},
+    ]
+    message = refused(
+        tmp_path, jsonl_file(tmp_path, rows), task="generate", label_column="target", base="m@1"
+    )
+    assert message == "rows with no target text in 'target': row 2; row 3; row 4; row 5"
+
+
+def test_generate_rows_without_an_input_text_are_named(tmp_path: Path):
+    rows = [{"text": "", "target": "b a"}, {"text": "a", "target": "a"}, {"target": "x"}]
+    message = refused(
+        tmp_path, jsonl_file(tmp_path, rows), task="generate", label_column="target", base="m@1"
+    )
+    assert message == "rows with no text in 'text': row 1; row 3"
+
+
+def test_one_generate_row_is_too_few_to_hold_out_a_part(tmp_path: Path):
+    data = jsonl_file(tmp_path, PAIRS[:1])
+    message = refused(tmp_path, data, task="generate", label_column="target", base="m@1")
+    assert message.startswith("1 rows are too few to train on and hold out 20%")
+
+
+@pytest.fixture(scope="module")
+def generator_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.generation_bases import build
+
+    return build("llama", tmp_path_factory.mktemp("bases") / "llama")
+
+
+def test_a_good_generate_request_keeps_its_targets_as_text(tmp_path: Path, generator_base: Path):
+    """Unique targets are no classes: no label list, no stratification, DP accepted; what
+    submit accepts, the worker can prepare."""
+    from workers.training.recipes import recipe_for
+
+    rows = [{"text": f"a {w}", "target": f"{w} a"} for w in "bcdefgh"]
+    data = jsonl_file(tmp_path, rows)
+    spec = spec_of(
+        tmp_path,
+        data,
+        task="generate",
+        label_column="target",
+        resolve_base=text_base(tmp_path / "cache"),
+        base=str(generator_base),
+        dp_epsilon=8.0,
+        dp_delta=1e-5,
+    )
+    assert spec.is_generator and not spec.is_classifier and spec.labels == []
+    assert spec.used_columns() == ["text", "target"] and spec.n_rows == 7
+    assert spec.base == str(generator_base) and spec.dp is not None
+    assert TrainSpec.model_validate(spec.model_dump()).is_generator  # as the worker reads it
+    prepared = recipe_for(spec).prepare(spec, rows, Settings().media_limits())
+    assert (prepared.n_train, prepared.n_heldout) == (5, 2)
+    assert prepared.meta["dp_frozen"] == {}  # a Llama: Opacus handles every layer
+
+
+def test_a_run_recorded_before_targets_were_named_keeps_its_kind():
+    recorded = {"name": "m", "task": "regress-records", "recipe": "x:Y", "classifier": False,
+                "data": {"file": "d.csv"}, "label_column": "y"}  # fmt: skip
+    assert TrainSpec.model_validate(recorded).target == "value"
+    assert TrainSpec.model_validate({**recorded, "classifier": True}).target == "label"
+
+
+def test_the_cli_refuses_generate_without_a_base(tmp_path: Path):
+    from ops.cli import main
+
+    data = jsonl_file(tmp_path, PAIRS)
+    result = CliRunner().invoke(
+        main,
+        ["train", "--task", "generate", "--data", str(data), "--label-column", "target",
+         "--name", "spell"],
+        env={"SLUICE_DATA_DIR": str(tmp_path / "data")},
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: generate fine-tunes a pretrained")
+    assert "--base" in result.stderr
