@@ -13,6 +13,12 @@ class Counts(BaseModel):
     error: int
 
 
+class Tokens(BaseModel):
+    prompt: int
+    completion: int
+    total: int
+
+
 class JobOut(BaseModel):
     job_id: str
     status: str
@@ -28,6 +34,9 @@ class JobOut(BaseModel):
     started_at: str | None
     finished_at: str | None
     elapsed_s: float | None
+    tokens: Tokens | None = Field(
+        None, description="prompt and completion tokens, for tasks that count them (generate)"
+    )
     parent_job_id: str | None = None
     callback: dict[str, Any] | None = None
 
