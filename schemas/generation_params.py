@@ -4,9 +4,9 @@ cannot work."""
 
 import secrets
 import string
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from schemas.jobs import Item
 from schemas.task_spec import TaskParams
@@ -16,6 +16,9 @@ DEFAULT_MAX_NEW_TOKENS = 128  # without max_new_tokens (within the model's posit
 MAX_NEW_TOKENS = 4096  # the most any job may ask; a model's positions may cap it lower
 MAX_STOP_STRINGS = 8
 MAX_TEMPLATE_CHARS = 20_000
+# What the API's schema says a template is: text, doubled braces, {field} (ASCII names; the
+# SDK and CLI also take other identifiers).
+TEMPLATE = r"^(?:[^{}\x00]|\{\{|\}\}|\{[A-Za-z_][A-Za-z0-9_]*\})*$"
 
 
 def template_fields(template: str) -> list[str]:
@@ -46,6 +49,15 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
+def sampling(temperature: float | None, top_p: float | None) -> tuple[float, float] | None:
+    """(temperature, top_p) to sample with, or None for greedy decoding. A temperature above
+    0 samples; top_p alone samples at temperature 1 (as the OpenAI API does); temperature 0
+    is greedy whatever top_p says."""
+    if temperature == 0 or (temperature is None and top_p is None):
+        return None
+    return (1.0 if temperature is None else temperature), (1.0 if top_p is None else top_p)
+
+
 def render_prompt(template: str, fields: dict[str, Any]) -> str:
     """The template with each field's value; a field missing from `fields` raises KeyError."""
     return template.format_map({name: fields[name] for name in template_fields(template)})
@@ -65,14 +77,18 @@ class GenerateParams(TaskParams):
         "the prompt, said on the row)",
     )  # fmt: skip
     temperature: float | None = Field(
-        None, ge=0, le=5, description="sampling temperature; unset or 0: greedy (deterministic)"
+        None,
+        ge=0,
+        le=5,
+        description="sampling temperature; 0, or unset without top_p: greedy (deterministic)",
     )
     top_p: float | None = Field(
-        None, gt=0, le=1, description="nucleus sampling mass (with a temperature above 0)"
+        None, gt=0, le=1, description="nucleus sampling mass; alone, samples at temperature 1"
     )
     seed: int | None = Field(
         None, ge=0, lt=2**31, description="the job's sampling seed (each row's is derived "
-        "from it and the row's key); drawn and recorded when sampling without one",
+        "from it and the row's key); drawn and recorded when sampling without one; "
+        "greedy decoding needs none",
     )  # fmt: skip
     stop: list[str] | None = Field(
         None, description="stop strings: generation ends at the first, which is left out"
@@ -95,9 +111,9 @@ class GenerateParams(TaskParams):
     @field_validator("stop")
     @classmethod
     def _stops(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
+        if not value:  # none given
             return None
-        if not value or any(not s for s in value):
+        if any(not s for s in value):
             raise ValueError("stop strings must not be empty")
         if len(value) > MAX_STOP_STRINGS:
             raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings, got {len(value)}")
@@ -119,13 +135,8 @@ class GenerateParams(TaskParams):
         return value
 
     @model_validator(mode="after")
-    def _sampling(self) -> "GenerateParams":
-        if not self.samples:
-            if self.top_p is not None:
-                raise ValueError("top_p applies only when sampling: give a temperature above 0")
-            if self.seed is not None:
-                raise ValueError("seed applies only when sampling: give a temperature above 0")
-        elif self.seed is None:  # recorded on the job, so a retried chunk repeats
+    def _seed(self) -> "GenerateParams":
+        if self.samples and self.seed is None:  # recorded on the job: a retried chunk repeats
             object.__setattr__(self, "seed", secrets.randbelow(2**31))
         return self
 
@@ -158,9 +169,25 @@ class GenerateParams(TaskParams):
                 out.append(it.model_copy(update={"fields": kept or None}))
         return out
 
+    @classmethod
+    def api_fields(cls, settings: Any) -> dict[str, tuple[Any, Any]]:
+        """The template's syntax and the stop strings' limits, in the published schema."""
+        prompt = cls.model_fields["prompt"]
+        stop = Annotated[str, StringConstraints(min_length=1, pattern="^[^\\x00]*$")]
+        return {
+            "prompt": (
+                Annotated[str, StringConstraints(max_length=MAX_TEMPLATE_CHARS, pattern=TEMPLATE)],
+                Field(DEFAULT_PROMPT, description=prompt.description),
+            ),
+            "stop": (
+                Annotated[list[stop], Field(max_length=MAX_STOP_STRINGS)] | None,  # type: ignore[valid-type]
+                Field(None, description=cls.model_fields["stop"].description),
+            ),
+        }
+
     @property
     def samples(self) -> bool:
-        return bool(self.temperature)
+        return sampling(self.temperature, self.top_p) is not None
 
     @property
     def fields(self) -> list[str]:

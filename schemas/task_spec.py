@@ -216,6 +216,8 @@ def field_kind(annotation: Any) -> Any:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and args:
         annotation = args[0]
+    if typing.get_origin(annotation) is typing.Annotated:  # constraints: the type beneath
+        annotation = typing.get_args(annotation)[0]
     return typing.get_origin(annotation) or annotation
 
 

@@ -32,7 +32,7 @@ from schemas.catalog import Catalog, unknown_task_message
 from schemas.errors import SluiceError, UnknownTaskError
 from schemas.modalities import Modality
 from schemas.settings import Settings
-from schemas.task_spec import ModelKind, TaskSpec
+from schemas.task_spec import ModelKind, TaskSpec, field_kind
 
 # Text a database can store: no NUL (lone surrogates never get past the JSON parser).
 STORABLE = r"^[^\x00]*$"
@@ -72,6 +72,9 @@ Record = Annotated[dict[str, Any], Field(description="{feature: value}, as the m
 DUPLICATE_KEYS = '`key`s are unique within a job (1 and "1" are the same key)'
 
 
+NoNul = Annotated[str, StringConstraints(pattern="^[^\\x00]*$")]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -80,7 +83,7 @@ class Strict(BaseModel):
 # why, and the rest of the job goes on. A records item needs its record.
 class TextItem(Strict):
     text: Text | None = None
-    fields: dict[str, str] | None = Field(
+    fields: dict[NoNul, NoNul] | None = Field(
         None, description="the item's other fields, for a prompt template's {name} (generate)"
     )
 
@@ -269,7 +272,10 @@ def _common_fields(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
         )
     stricter = spec.params.api_fields(settings)
     for name, field in spec.params.model_fields.items():
-        fields[name] = stricter.get(name, (field.annotation, field))
+        annotation: Any = field.annotation
+        if field_kind(annotation) is int:  # JSON Schema's integer: 3.0 is one
+            annotation = Annotated[annotation, BeforeValidator(whole_number)]
+        fields[name] = stricter.get(name, (annotation, field))
     return {**fields, "__validators__": {"_params": _params_check(spec, settings)}}
 
 

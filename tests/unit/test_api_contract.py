@@ -5,10 +5,12 @@ sends the same requests. No message reaches a broker, and nothing resolves or co
 callback URL (the test fails if anything opens a connection)."""
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from typing import Any
 
+import jsonschema
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -17,6 +19,7 @@ from hypothesis import HealthCheck, settings
 from producers import Client, RecordingDispatcher
 from producers.api import create_app
 from schemas.errors import QuotaExceededError
+from schemas.generation_params import TEMPLATE, template_fields
 from schemas.settings import Settings
 from storage.apikeys import ApiKeys
 
@@ -88,8 +91,9 @@ def _bearer(key: str) -> type:
 
 def _documented_cross_field_rules(case: Any) -> None:
     """What a JSON Schema cannot state and the descriptions do (the server answers 422):
-    keys are unique within a job, label descriptions are only for given labels, and an
-    upload's file holds the columns its form names. Schema-valid requests follow them."""
+    keys are unique within a job, label descriptions are only for given labels, an
+    upload's file holds the columns its form names, a prompt template reads only fields the
+    items have, and a json_schema is a JSON Schema. Schema-valid requests follow them."""
     body = case.body
     if case.meta is None or not case.meta.generation.mode.is_positive or not isinstance(body, dict):
         return
@@ -104,14 +108,45 @@ def _documented_cross_field_rules(case: Any) -> None:
     descriptions, labels = body.get("label_descriptions"), body.get("labels")
     if isinstance(descriptions, dict) and isinstance(labels, list):
         body["label_descriptions"] = {k: v for k, v in descriptions.items() if k in labels}
+    fields = _template_fields(body)
+    if fields and isinstance(items, list):  # a prompt names only fields every item has
+        for n, item in enumerate(items):
+            item = {"text": item} if isinstance(item, str) else item
+            if isinstance(item, dict):
+                item["fields"] = {**(item.get("fields") or {}), **fields}
+                items[n] = item
+    elif fields and case.path == "/v1/events":
+        body["fields"] = {**(body.get("fields") or {}), **fields}
+    if isinstance(body.get("json_schema"), dict) and not _is_json_schema(body["json_schema"]):
+        body["json_schema"] = {}  # "a JSON Schema": what the description says it must be
     if case.media_type == "multipart/form-data":
         row = {
+            **fields,
             body.get("text_column", "text"): "a text",
             body.get("media_column", "path"): "data:image/png;base64,iVBORw0KGgo=",
         }
         if "key_column" in body:
             row[body["key_column"]] = "k1"
         body["file"] = json.dumps(row).encode() + b"\n"
+
+
+def _template_fields(body: dict[str, Any]) -> dict[str, str]:
+    """The fields besides the text that a generate body's prompt template reads."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not re.match(TEMPLATE, prompt):
+        return {}
+    return {name: "a value" for name in template_fields(prompt) if name != "text"}
+
+
+def _is_json_schema(schema: dict[str, Any]) -> bool:
+    """A JSON Schema a database can store (no NUL, the rule for every text)."""
+    if "\\u0000" in json.dumps(schema):
+        return False
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError:
+        return False
+    return True
 
 
 def _as_key(value: Any) -> str:

@@ -109,7 +109,6 @@ def test_submit_refuses_what_cannot_work():
         ({"prompt": "{0}"}, "plain field name"),
         ({"prompt": "{text!r}"}, "no format or conversion"),
         ({"prompt": "{text"}, "literal braces"),
-        ({"top_p": 0.9}, "only when sampling"),
         ({"num_beams": 2}, "takes no parameter 'num_beams'"),
         ({"max_new_tokens": 0}, "max_new_tokens"),
         ({"json_schema": {"type": 5}}, "not a valid JSON Schema"),
@@ -118,3 +117,5 @@ def test_submit_refuses_what_cannot_work():
             SPEC.check_params(bad)
     # sampling without a seed: one is drawn and recorded, so a retried chunk repeats
     assert isinstance(SPEC.check_params({"temperature": 0.7})["seed"], int)
+    assert isinstance(SPEC.check_params({"top_p": 0.9})["seed"], int)  # top_p alone samples
+    assert "seed" not in SPEC.check_params({"temperature": 0, "top_p": 0.9})  # greedy

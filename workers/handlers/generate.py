@@ -23,7 +23,12 @@ from transformers import (
 )
 
 from schemas.errors import InvalidInput
-from schemas.generation_params import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, render_prompt
+from schemas.generation_params import (
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_PROMPT,
+    render_prompt,
+    sampling,
+)
 from schemas.jobs import Explanation, Item, text_problem
 from schemas.states import FinishReason, RowFlag
 from workers.handlers.base import Handler, run_by_length
@@ -107,10 +112,11 @@ class GenerateHandler(Handler):
         budget, notes = self.budget(len(ids), int(asked or DEFAULT_MAX_NEW_TOKENS))
         if asked is None:  # the default within the model's positions is no news
             notes = []
-        decoding = Decoding(
-            budget, params.get("temperature") or None, params.get("top_p"),
-            tuple(params.get("stop") or ()),
-        )  # fmt: skip
+        temperature, top_p = sampling(params.get("temperature"), params.get("top_p")) or (
+            None,
+            None,
+        )
+        decoding = Decoding(budget, temperature, top_p, tuple(params.get("stop") or ()))
         seed = row_seed(int(params["seed"]), item.key) if decoding.samples else None
         return Prompt(item.key, text, ids, decoding, seed, params.get("json_schema"), notes)
 
@@ -189,7 +195,7 @@ class GenerateHandler(Handler):
         }
         if decoding.samples:
             options["temperature"] = decoding.temperature
-            options["top_p"] = decoding.top_p if decoding.top_p is not None else 1.0
+            options["top_p"] = decoding.top_p
             torch.manual_seed(prompts[0].seed or 0)  # one row per call when sampling
         else:  # the model's own sampling defaults must not turn greedy decoding off
             options.update(temperature=None, top_p=None, top_k=None)
