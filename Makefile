@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/modalities.py
 	$(BIN)/python bench/front_doors.py
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/generation.py
 
 clean:
 	rm -rf $(VENV) .sluice .pytest_cache .mypy_cache .ruff_cache

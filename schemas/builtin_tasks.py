@@ -250,9 +250,10 @@ BUILTIN_TASKS = (
         explainer=ExplainerSpec(
             "feature_ablation",
             steps=1,
-            note="Captum's LLMAttribution with FeatureAblation over the prompt's tokens, "
-            "for the log-probability of the generated sequence; off unless asked "
-            "(--explain): its cost is measured in bench/generation.py",
+            note="feature ablation over the prompt's own tokens (each hidden from attention "
+            "in turn), for the log-probability of the generated sequence under teacher "
+            "forcing; off unless asked (--explain); why and what was measured: "
+            "workers/explain/generation.py",
         ),
         model=ModelNeeds(
             architectures=("ForConditionalGeneration", "ForCausalLM", "LMHeadModel"),

@@ -26,7 +26,7 @@ from schemas.catalog import (
 from schemas.errors import ConfigError, SluiceError, UnknownTaskError
 from schemas.settings import Settings
 from storage.apikeys import ApiKeys
-from workers.explain import audio, image, records, text
+from workers.explain import audio, generation, image, records, text
 from workers.handlers import Handler, handler_class
 from workers.training.recipes.base import Recipe
 
@@ -48,6 +48,7 @@ def test_the_builtin_catalog_is_consistent():
                 "transcribe",
                 "classify-records",
                 "regress-records",
+                "generate",
             ]
         )
         == TASKS
@@ -73,7 +74,13 @@ def test_every_handler_and_recipe_imports_and_fits_its_contract(task: str):
 
 def test_explainer_methods_are_the_ones_the_explainers_record():
     methods = {CATALOG.get(t).explainer.method for t in TASKS if CATALOG.get(t).explainer}  # type: ignore[union-attr]
-    assert methods == {text.METHOD, image.INTEGRATED_GRADIENTS, audio.METHOD, records.METHOD}
+    assert methods == {
+        text.METHOD,
+        image.INTEGRATED_GRADIENTS,
+        audio.METHOD,
+        records.METHOD,
+        generation.METHOD,
+    }
 
 
 def test_every_parameter_is_an_option_of_submit_and_enrich():

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 MODEL_FILE = "model.safetensors"
@@ -30,8 +30,9 @@ def _cpu(tensor: torch.Tensor) -> torch.Tensor:
 def save(
     directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer, state: dict[str, Any]
 ) -> None:
-    weights = {k: _cpu(v) for k, v in unwrap(model).state_dict().items()}
-    save_file(weights, str(directory / MODEL_FILE))
+    # save_model writes a tied weight once (an LM head tied to its embeddings: T5, BART,
+    # GPT-2); save_file refuses tensors that share memory
+    save_model(unwrap(model), str(directory / MODEL_FILE), force_contiguous=True)
     opt = optimiser.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
@@ -50,7 +51,7 @@ def save(
 
 def load(directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore weights and optimiser state in place; returns the JSON state."""
-    unwrap(model).load_state_dict(load_file(str(directory / MODEL_FILE)))
+    load_model(unwrap(model), str(directory / MODEL_FILE))  # ties the shared weights again
     state: dict[str, Any] = json.loads((directory / STATE_FILE).read_text())
     saved = state.pop("optimizer")
     tensors = (
