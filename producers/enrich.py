@@ -155,10 +155,11 @@ def enrich(
     try:
         ref = client.resolve_model(spec.model, spec.task)
         runs = EnrichRuns(client.ledger.engine)
-        adapter = adapter_for(client.catalog.get(spec.task).modality)
+        task = client.catalog.get(spec.task)
+        adapter = adapter_for(task.modality)
         spec.source.selected = adapter.table_columns(
             spec.source.text_column, spec.source.media_column, ref.path if ref.loads else None
-        )
+        ) + [(c, c, "prompt field") for c in task.params.row_fields(spec.options)]
         table = reflect(source, spec.source.table)
         key = table_column(table, spec.source.key_column, "key column")
         codec = key_codec(key, source.dialect)  # an unusable key is refused before any work

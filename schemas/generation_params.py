@@ -143,6 +143,14 @@ class GenerateParams(TaskParams):
     reads_item_fields: ClassVar[bool] = True
 
     @classmethod
+    def row_fields(cls, given: dict[str, Any]) -> list[str]:
+        try:
+            names = template_fields(str(given.get("prompt") or DEFAULT_PROMPT))
+        except ValueError:  # the parameters' own check says why, at submit
+            return []
+        return [name for name in names if name != "text"]
+
+    @classmethod
     def prepare_items(cls, params: dict[str, Any], items: list[Item]) -> list[Item]:
         """Each item keeps only the fields its template reads. A field no item has is a
         mistake in the template or the input: the submit is refused, naming the fields

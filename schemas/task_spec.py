@@ -116,6 +116,12 @@ class TaskParams(BaseModel):
     reads_item_fields: ClassVar[bool] = False
 
     @classmethod
+    def row_fields(cls, given: dict[str, Any]) -> list[str]:
+        """Columns a table's row must be read with besides the text (`sluice enrich`, SQL
+        sources), for the parameters given; unchecked values read as none."""
+        return []
+
+    @classmethod
     def prepare_items(cls, params: dict[str, Any], items: list[Item]) -> list[Item]:
         """The items as the job records them, given the checked parameters: a task may
         refuse the submit (raise ValueError, said to the user) or mark items `invalid`."""

@@ -150,6 +150,10 @@ def _from_json(body: Any, svc: Services, tenant: str) -> tuple[list[Item], str]:
     return items, "api"
 
 
+def options_of(body: Any) -> dict[str, Any]:
+    return body.model_dump() if hasattr(body, "model_dump") else dict(body)
+
+
 def _from_sql(body: Any, svc: Services, tenant: str) -> tuple[list[Item], str]:
     from producers.enrich import Condition, SourceSpec, read_rows
     from storage.engine import make_engine
@@ -168,10 +172,11 @@ def _from_sql(body: Any, svc: Services, tenant: str) -> tuple[list[Item], str]:
     # what the task's modality reads of a row: the text, the media column, or (records) the
     # model's feature columns
     ref = svc.client.resolve_model(body.model, body.task, tenant)
-    adapter = adapter_for(svc.client.catalog.get(body.task).modality)
+    task = svc.client.catalog.get(body.task)
+    adapter = adapter_for(task.modality)
     spec.selected = adapter.table_columns(
         src.text_column, src.media_column, ref.path if ref.loads else None
-    )
+    ) + [(c, c, "prompt field") for c in task.params.row_fields(options_of(body))]
     engine = make_engine(url)
     try:
         cap = svc.settings.api_max_items

@@ -201,26 +201,27 @@ def test_every_front_door_and_the_row_facts(
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS gen_spelled"))
         conn.execute(text("DROP TABLE IF EXISTS gen_digits"))
-        conn.execute(text("CREATE TABLE gen_digits (id INTEGER PRIMARY KEY, d TEXT)"))
+        conn.execute(text("CREATE TABLE gen_digits (id INTEGER PRIMARY KEY, d TEXT, tail TEXT)"))
         conn.execute(
-            text("INSERT INTO gen_digits VALUES (:id, :d)"),
-            [{"id": i, "d": d} for i, d in enumerate(random_digit_texts(12, seed=3))],
-        )
+            text("INSERT INTO gen_digits VALUES (:id, :d, :tail)"),
+            [{"id": i, "d": d, "tail": str(i % 10)}
+             for i, d in enumerate(random_digit_texts(12, seed=3, max_digits=10))],
+        )  # fmt: skip
     enriched = sluice(
         env, "enrich", "--source", warehouse, "--table", "gen_digits", "--key-column", "id",
-        "--text-column", "d", "--task", "generate", "--model", seq2seq, "--prompt", SPELL,
-        "--dest-table", "gen_spelled", "--json",
+        "--text-column", "d", "--task", "generate", "--model", seq2seq,
+        "--prompt", "Spell: {text} {tail}", "--dest-table", "gen_spelled", "--json",
     )  # fmt: skip
     assert enriched.returncode == 0, enriched.stderr
     with engine.connect() as conn:
         pairs = conn.execute(
-            text("SELECT d, s.output FROM gen_digits g JOIN gen_spelled s ON s.id = g.id")
+            text("SELECT d, tail, s.output FROM gen_digits g JOIN gen_spelled s ON s.id = g.id")
         ).all()
     engine.dispose()
     assert len(pairs) == 12
-    for d, output in pairs:
+    for d, tail, output in pairs:  # the template read a second column of the table
         output = json.loads(output) if isinstance(output, str) else output
-        assert output["text"] == spell_digits(d)
+        assert output["text"] == spell_digits(f"{d} {tail}")
 
     # tokens in /metrics (operator only)
     page = httpx.get(
