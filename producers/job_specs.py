@@ -61,8 +61,7 @@ def with_input_roots(params: dict[str, Any], settings: Settings, tenant: str | N
     """Record in `params` the input roots `tenant` may read as of now: the workers read its
     media under those only, as the producer did. The operator's own tenant reads everything
     the server can, so nothing is recorded for it."""
-    if (grant := settings.grant_for(tenant)) is not None:
-        roots = grant.roots_within(settings.input_root_paths())
+    if (roots := settings.tenant_roots(tenant)) is not None:
         params["input_roots"] = [str(r) for r in roots]
 
 

@@ -135,12 +135,17 @@ class Settings(BaseSettings):
             return None
         return self.tenant_grants.get(tenant, NO_GRANT)
 
+    def tenant_roots(self, tenant: str | None) -> list[Path] | None:
+        """The input roots `tenant` may read (its grant's, within the server's); None for the
+        operator's own tenant, which reads every root the server has."""
+        grant = self.grant_for(tenant)
+        return None if grant is None else grant.roots_within(self.input_root_paths())
+
     def for_tenant(self, tenant: str | None) -> "Settings":
         """These settings as `tenant` reads files: its own input roots only."""
-        grant = self.grant_for(tenant)
-        if grant is None:
+        roots = self.tenant_roots(tenant)
+        if roots is None:
             return self
-        roots = grant.roots_within(self.input_root_paths())
         return self.model_copy(update={"input_roots": os.pathsep.join(str(r) for r in roots)})
 
     def media_limits(self) -> MediaLimits:

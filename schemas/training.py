@@ -6,6 +6,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from schemas.builtin_tasks import BUILTIN_TASKS
+from schemas.errors import TrainingError  # noqa: F401  (imported from here before issue 13)
 from schemas.modalities import Modality
 from schemas.task_spec import Target
 
