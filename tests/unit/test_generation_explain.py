@@ -126,3 +126,17 @@ def test_padding_ablation_matches_captums_llm_attribution(demo_models: Path):
         rows = (e.detail or {})["per_output_token"][:-1]  # Captum's target has no end
         flat = [v for row in rows for v in row]
         assert result.token_attr.flatten().tolist() == pytest.approx(flat, rel=1e-2, abs=1e-2)
+
+
+def test_without_per_output_token_detail_and_in_small_evaluations_the_totals_hold(
+    handler: Any, monkeypatch: pytest.MonkeyPatch
+):
+    features, outputs = generated(handler, PROMPTS)
+    full = explain_generations(handler, features, outputs)
+    monkeypatch.setattr(generation, "MAX_DETAIL_CELLS", 1)  # totals only
+    monkeypatch.setattr(generation, "ABLATION_CELLS", 1)  # one ablation per evaluation
+    for e, f in zip(explain_generations(handler, features, outputs), full, strict=True):
+        assert e.tokens == f.tokens
+        assert e.attributions == pytest.approx(f.attributions, rel=1e-3, abs=1e-3)
+        assert (e.detail or {})["per_output_token"] is None
+        assert "over 1 values" in (e.detail or {})["per_output_token_left_out"]

@@ -25,74 +25,55 @@ model 97 of 1110 words were not moved most by their own digit; hidden, every dig
 word by at least 2.0 nats (7.8 causal), and 1110 and 1109 of 1110 words were moved most by
 their own digit. explain_generations(..., ablation=PAD) gives the padding-baseline figures.
 
-Why not Captum's LLMAttribution itself: in Captum 0.9 it handles decoder-only models only (it
-concatenates prompt and target into one input; an encoder-decoder needs decoder inputs), and
-it runs one prompt and one ablation per forward pass. This module does the same computation
-(FeatureAblation's "initial minus ablated" over token-presence features, the `log_prob`
-target) for both kinds, every ablation of every item of a batch in shared forward passes.
-With the padding baseline its per-output-token attributions equal LLMAttribution's
+Captum's FeatureAblation runs the ablations. Its input is the prompts' attention masks
+(float; baseline 0, hidden), one row per item and output token so that its attributions are
+per output token; its feature mask groups each prompt's own tokens (one feature each, or one
+per span), the scaffolding and padding in a group whose baseline is its own value; its forward
+function scores each row under teacher forcing, each item's mask once per ablation, in shared
+passes (perturbations_per_eval: all of a batch's ablations at once where they fit). Not
+Captum's LLMAttribution: in Captum 0.9 it handles decoder-only models only (an
+encoder-decoder needs decoder inputs) and runs one prompt and one ablation per pass. With the
+padding baseline the per-output-token attributions equal LLMAttribution's
 (forward_in_tokens=False) within 0.01 nats on the causal demo model (the unit tests check).
 
 Measured by bench/generation.py on 2 CPU cores (one torch thread), the demo models, prompts
-of 1-12 digits, greedy; tiny models, so fixed costs weigh more than with a real one:
-  in the handler, 64 prompts generated in one batch then explained 8 at a time (as the
-  actor does): generation + explanations took 6.1x generation alone (seq2seq), 5.3x (causal);
-  end to end, 300 prompts: a job with explain="all" took 3.9x (seq2seq) and 4.1x (causal)
-  the time of the same job without;
-  Captum's LLMAttribution (padding baseline, forward_in_tokens=False) on 32 of the causal
-  model's outputs took 4.7x this explainer's time.
+of 1-12 digits, greedy; tiny models, so fixed costs weigh more than with a real one: in the
+handler, 64 prompts generated in one batch then explained 8 at a time (as the actor does),
+generation + explanations took 7.0x generation alone (seq2seq), 6.8x (causal), against 6.2x
+and 6.1x when this module ran the ablations itself (not profiled; a separate pass for the
+unablated scores and Captum's bookkeeping are the likely cost); Captum's LLMAttribution on
+32 of the causal model's outputs took 3.6x this explainer's time. End to end (300 prompts,
+measured before the switch to Captum), a job with explain="all" took 3.9x (seq2seq) and 4.1x
+(causal) the time of the same job without.
 An explanation costs (prompt tokens + 1) teacher-forced passes over prompt and output,
 against one prompt pass and one step per output token for the generation, so it grows with
 the prompt: past MAX_FEATURES tokens, adjacent tokens are ablated together, as spans."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+from captum.attr import FeatureAblation
 
 from schemas.jobs import Explanation
 from schemas.states import FinishReason
+from workers.explain.teacher_forcing import GenerationModel, Row, score
 from workers.explain.tensors import each_or_batch, short
 
 METHOD = "feature_ablation"
 MAX_FEATURES = 128  # beyond this, adjacent prompt tokens are ablated together as spans
 MAX_DETAIL_CELLS = 4096  # per_output_token kept in detail up to (output tokens x features)
-LOGIT_BUDGET = 2**26  # logits per forward pass (rows x positions x vocabulary): 256 MB fp32
-MAX_ROWS = 256  # rows per forward pass
+ABLATION_CELLS = 2**22  # mask values per Captum evaluation (perturbations x rows x width)
 SENTINEL = "SLUICEPROMPTSENTINEL"  # rendered through the chat template to find the prompt
 END = "<end>"
 MASK, PAD = "mask", "pad"  # how a token is ablated
-
-
-class GenerationModel(Protocol):
-    """What the explainer reads of the generate handler (so this module knows no handler)."""
-
-    tokenizer: Any
-    model: Any
-    device: torch.device
-    encoder_decoder: bool
-    pad_id: int
-    eos: Any  # a token id, a list of them, or None
-
-    def encode(self, prompt: str) -> tuple[str, list[int]]: ...
 
 
 class PromptFeatures(Protocol):
     text: str
     ids: list[int]
     decoding: Any
-
-
-@dataclass(frozen=True)
-class Row:
-    """One teacher-forced scoring: prompt ids (`hidden` positions masked from attention),
-    the target ids, and whether the end of sequence follows them."""
-
-    ids: list[int]
-    hidden: tuple[int, ...]
-    target: list[int]
-    ends: bool
 
 
 @dataclass
@@ -135,20 +116,11 @@ def attribute(
 ) -> list[Explanation]:
     span = content_span(handler)
     items = [attributable(handler, p, o, span) for p, o in zip(batch, outputs, strict=True)]
-    rows: list[Row] = []
-    for p, a in zip(batch, items, strict=True):
-        if not (a.target or a.ends) or not a.features:
-            continue
-        rows.append(Row(p.ids, (), a.target, a.ends))
-        for positions in a.features:
-            if ablation == MASK:
-                rows.append(Row(p.ids, tuple(positions), a.target, a.ends))
-            else:
-                ids = [handler.pad_id if n in positions else i for n, i in enumerate(p.ids)]
-                rows.append(Row(ids, (), a.target, a.ends))
-    scores = iter(score(handler, rows))
+    live = [n for n, a in enumerate(items) if (a.target or a.ends) and a.features]
+    ablated = ablate(handler, [batch[n] for n in live], [items[n] for n in live], ablation)
+    found = dict(zip(live, ablated, strict=True))
     out = []
-    for p, o, a in zip(batch, outputs, items, strict=True):
+    for n, (p, o, a) in enumerate(zip(batch, outputs, items, strict=True)):
         text = str(o.get("text", ""))
         if not (a.target or a.ends):
             why = "nothing was generated: there is no sequence to attribute"
@@ -158,11 +130,102 @@ def attribute(
             why = "the prompt has no tokens of its own to ablate"
             out.append(Explanation(method=METHOD, target=text, detail={**a.notes, "empty": why}))
             continue
-        original = next(scores)
-        ablated = torch.stack([next(scores) for _ in a.features])  # (features, output tokens)
-        per_token = (original[None, :] - ablated).T  # (output tokens, features)
+        original, per_token = found[n]
         out.append(explanation(handler, p, a, text, original, per_token, ablation))
     return out
+
+
+def ablate(
+    handler: GenerationModel,
+    prompts: Sequence[PromptFeatures],
+    items: Sequence[Attributable],
+    ablation: str,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per item: its output tokens' log-probabilities and Captum's FeatureAblation
+    attributions, (output tokens, features), or (1, features) for the whole output where no
+    item keeps the per-output-token detail. Captum's input is the prompts' attention masks
+    (float, right-padded), one row per item and output token, so that its attributions are
+    per output token; `feature_mask` groups each item's own tokens into its features (ids
+    0..k-1, the same id in every item: one forward pass ablates feature k of every item) and
+    puts the scaffolding and padding in one group KEPT whose baseline is its own value."""
+    if not items:
+        return []
+    pairs = list(zip(prompts, items, strict=True))
+    original = score(handler, [Row(p.ids, (), a.target, a.ends) for p, a in pairs])
+    detailed = any(
+        len(o) * len(a.features) <= MAX_DETAIL_CELLS for o, a in zip(original, items, strict=True)
+    )
+    steps = max(len(o) for o in original) if detailed else 1
+    width = max(len(p.ids) for p in prompts)
+    kept = max(len(a.features) for a in items)  # the group that is never ablated
+    present = torch.zeros((len(items), width))
+    groups = torch.full((len(items), width), kept, dtype=torch.long)
+    for n, (p, a) in enumerate(pairs):
+        present[n, : len(p.ids)] = 1
+        for f, positions in enumerate(a.features):
+            groups[n, positions] = f
+    baseline = present * (groups == kept)  # 0, hidden, at the prompt's own tokens
+    forward = scorer(handler, prompts, items, present, original, steps, ablation)
+    per_eval = max(1, min(kept + 1, ABLATION_CELLS // (len(items) * steps * width)))
+    attributions = FeatureAblation(forward).attribute(
+        present.repeat_interleave(steps, 0),
+        baselines=baseline.repeat_interleave(steps, 0),
+        feature_mask=groups.repeat_interleave(steps, 0),
+        perturbations_per_eval=per_eval,
+    )  # (items x steps, width): each position gets its feature's attribution
+    out = []
+    for n, (o, a) in enumerate(zip(original, items, strict=True)):
+        rows = attributions[n * steps : n * steps + (len(o) if detailed else 1)]
+        out.append((o, rows[:, [positions[0] for positions in a.features]]))
+    return out
+
+
+def scorer(
+    handler: GenerationModel,
+    prompts: Sequence[PromptFeatures],
+    items: Sequence[Attributable],
+    present: torch.Tensor,
+    original: list[torch.Tensor],
+    steps: int,
+    ablation: str,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Captum's forward function: per row of (perturbed) masks, the log-probability of its
+    item's output token under teacher forcing (0 past the item's output; the output's total
+    where `steps` is 1). Rows of one item are alike: each item's mask is scored once per
+    perturbation, an unchanged one not at all (its scores are `original`)."""
+
+    def forward(masks: torch.Tensor) -> torch.Tensor:
+        rows = masks[::steps]  # (perturbations x items, width)
+        out = torch.zeros((rows.shape[0], steps))
+        todo: list[Row] = []
+        where: list[int] = []
+        for r in range(rows.shape[0]):
+            n = r % len(items)
+            p, a = prompts[n], items[n]
+            hidden = [int(i) for i in (present[n] > rows[r]).nonzero().flatten()]
+            if not hidden:
+                put(out, r, original[n], steps)
+            elif ablation == MASK:
+                todo.append(Row(p.ids, tuple(hidden), a.target, a.ends))
+                where.append(r)
+            else:
+                ids = list(p.ids)
+                for i in hidden:
+                    ids[i] = handler.pad_id
+                todo.append(Row(ids, (), a.target, a.ends))
+                where.append(r)
+        for r, s in zip(where, score(handler, todo), strict=True):
+            put(out, r, s, steps)
+        return out.flatten()  # row (perturbation x item) x steps + output token
+
+    return forward
+
+
+def put(out: torch.Tensor, row: int, scores: torch.Tensor, steps: int) -> None:
+    if steps == 1:
+        out[row, 0] = scores.sum()
+    else:
+        out[row, : len(scores)] = scores
 
 
 def explanation(
@@ -187,12 +250,12 @@ def explanation(
         "convergence_delta": "none: ablation measures each token's effect alone; "
         "effects of tokens together are not apportioned",
     }
-    if per_token.numel() <= MAX_DETAIL_CELLS:
+    if len(original) * per_token.shape[1] <= MAX_DETAIL_CELLS:
         detail["per_output_token"] = [[short(float(v)) for v in row] for row in per_token]
     else:
         detail["per_output_token"] = None
         detail["per_output_token_left_out"] = (
-            f"{per_token.shape[0]} output tokens x {per_token.shape[1]} prompt features is "
+            f"{len(original)} output tokens x {per_token.shape[1]} prompt features is "
             f"over {MAX_DETAIL_CELLS} values"
         )
     if getattr(prompt.decoding, "samples", False):
@@ -290,91 +353,3 @@ def token_offsets(tok: Any, text: str, ids: list[int]) -> list[tuple[int, int]] 
         if list(enc["input_ids"]) == list(ids):
             return [(int(s), int(e)) for s, e in enc["offset_mapping"]]
     return None
-
-
-# -- scoring ---------------------------------------------------------------------------------
-
-
-def end_ids(handler: GenerationModel) -> list[int]:
-    eos = handler.eos
-    ids = [eos] if isinstance(eos, int) else list(eos or [])
-    if not ids and handler.tokenizer.eos_token_id is not None:
-        ids = [handler.tokenizer.eos_token_id]
-    return ids
-
-
-def score(handler: GenerationModel, rows: list[Row]) -> list[Any]:
-    """Per row: the log-probability of each target token under teacher forcing, and of the
-    end (over every end-of-sequence id) where the row ends."""
-    if not rows:
-        return []
-    ends = end_ids(handler)
-    if any(r.ends for r in rows) and not ends:
-        raise ValueError("the model has no end-of-sequence token to score its end by")
-    head = handler.model.get_output_embeddings()
-    vocab = int(head.weight.shape[0] if head is not None else handler.model.config.vocab_size)
-    out: list[Any] = [None] * len(rows)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids) + len(rows[i].target))
-    chunk: list[int] = []
-    for i in order:
-        width = len(rows[i].ids) + len(rows[i].target) + 1
-        if chunk and ((len(chunk) + 1) * width * vocab > LOGIT_BUDGET or len(chunk) >= MAX_ROWS):
-            score_chunk(handler, [rows[j] for j in chunk], ends, out, chunk)
-            chunk = []
-        chunk.append(i)
-    score_chunk(handler, [rows[j] for j in chunk], ends, out, chunk)
-    return out
-
-
-def padded(
-    seqs: list[list[int]], pad: int, device: torch.device, hidden: Sequence[tuple[int, ...]] = ()
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and attention mask (0 also at each row's `hidden` positions)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for n, s in enumerate(seqs):
-        ids[n, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[n, : len(s)] = 1
-        if hidden and hidden[n]:
-            mask[n, list(hidden[n])] = 0
-    return ids.to(device), mask.to(device)
-
-
-def score_chunk(
-    handler: GenerationModel, rows: list[Row], ends: list[int], out: list[Any], where: list[int]
-) -> None:
-    """Right-padded: every row's positions count from 0, as when it is scored alone."""
-    model, pad, device = handler.model, handler.pad_id, handler.device
-    hidden = [r.hidden for r in rows]
-    if handler.encoder_decoder:
-        start = model.generation_config.decoder_start_token_id
-        if start is None:
-            start = model.config.decoder_start_token_id
-        if start is None:
-            raise ValueError("the model has no decoder start token to score its output from")
-        ids, mask = padded([r.ids for r in rows], pad, device, hidden)
-        dec, dec_mask = padded([[int(start), *r.target] for r in rows], pad, device)
-        first = [0] * len(rows)  # the decoder position that predicts the first target token
-        with torch.inference_mode():
-            logits = model(
-                input_ids=ids, attention_mask=mask, decoder_input_ids=dec,
-                decoder_attention_mask=dec_mask, use_cache=False,
-            ).logits  # fmt: skip
-    else:
-        ids, mask = padded([r.ids + r.target for r in rows], pad, device, hidden)
-        first = [len(r.ids) - 1 for r in rows]
-        with torch.inference_mode():
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-    for n, (row, f) in enumerate(zip(rows, first, strict=True)):
-        steps = torch.log_softmax(logits[n, f : f + len(row.target) + 1].float(), dim=-1)
-        at = torch.arange(len(row.target), device=steps.device)
-        picked = steps[at, torch.tensor(row.target, dtype=torch.long, device=steps.device)]
-        if row.ends:
-            end = torch.logsumexp(
-                steps[len(row.target), torch.tensor(ends, device=steps.device)], 0
-            )
-            picked = torch.cat([picked, end[None]])
-        if not bool(torch.isfinite(picked).all()):
-            raise ValueError("the model gave a non-finite log-probability for the output")
-        out[where[n]] = picked.cpu()
