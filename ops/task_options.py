@@ -38,6 +38,12 @@ def param_options(catalog: Catalog) -> list[Decorator]:
             options.append(
                 click.option(option_name(name), name, type=kind, default=None, help=help_text)
             )
+        elif kind is list and is_repeatable(field):
+            options.append(
+                click.option(
+                    option_name(name), name, multiple=True, help=f"{help_text} (repeat the option)"
+                )
+            )
         elif kind is list:
             options.append(
                 click.option(option_name(name), name, default=None, help=f"{help_text}: a,b,c")
@@ -63,6 +69,13 @@ def param_options(catalog: Catalog) -> list[Decorator]:
                     )
                 )
     return options
+
+
+def is_repeatable(field: Any) -> bool:
+    """A list given as repeated options, each value as it is (json_schema_extra
+    {"repeatable": True}): its values may hold commas."""
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("repeatable"))
 
 
 def reads_file(field: Any) -> bool:
@@ -101,7 +114,10 @@ def param_values(catalog: Catalog, given: dict[str, Any]) -> dict[str, Any]:
             raise SluiceError(f"give {option_name(name)} or {option_name(name)}-file, not both")
         given[name] = read_text_file(f"{option_name(name)}-file", path)
     for name, raw in given.items():
-        if name not in known or raw is None:
+        if name not in known or raw is None or raw == ():
+            continue
+        if isinstance(raw, tuple):  # a repeated option: its values as given
+            values[name] = list(raw)
             continue
         annotation = known[name][0].annotation
         if field_kind(annotation) is dict and not raw.lstrip().startswith("{"):

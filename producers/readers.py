@@ -137,6 +137,16 @@ def _parquet_problem(path: Path) -> str | None:
 ItemBuilder = Callable[[str, dict[str, Any]], Item]
 
 
+def field_text(value: Any) -> str:
+    """A row's value as a prompt template shows it: text as it is, a number, date or
+    decimal as str() writes it, a list or object (and true/false) as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list | tuple | bool):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
 def rows_to_items(
     columns: list[str],
     rows: Iterator[dict[str, Any]],
@@ -148,7 +158,8 @@ def rows_to_items(
     keep_fields: bool = False,
 ) -> list[Item]:
     """Texts: bad rows become `invalid` items; a file-level problem raises. With
-    `keep_fields`, each item also carries the row's other non-empty fields as text."""
+    `keep_fields`, each item also carries its row's fields (the key and text columns too,
+    under their own names) as text."""
     check_key_column(columns, key_column, source)
     if text_column not in columns:
         raise InputFileError(
@@ -164,11 +175,13 @@ def rows_to_items(
         if not keep_fields:
             return Item(key=key, text=text)
         fields = {
-            str(name): value if isinstance(value, str) else json.dumps(value, default=str)
+            str(name): field_text(value)
             for name, value in row.items()
-            if name not in (text_column, key_column) and not str(name).startswith("_")
-            and value is not None and value != ""
-        }  # fmt: skip
+            if not str(name).startswith("_") and value is not None
+        }
+        if too_long := [n for n, v in fields.items() if len(v) > max_chars]:
+            return Item(key=key, invalid=f"the field {too_long[0]!r} is over {max_chars} "
+                        "characters (SLUICE_MAX_TEXT_CHARS)")  # fmt: skip
         return Item(key=key, text=text, fields=fields)
 
     return build_items(columns, rows, key_column=key_column, source=source, build=build)

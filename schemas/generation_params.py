@@ -12,6 +12,9 @@ from schemas.jobs import Item
 from schemas.task_spec import TaskParams
 
 DEFAULT_PROMPT = "{text}"
+# A list whose values may hold commas or blanks (a stop string "\n"): the command line takes
+# it as a repeated option, a form as repeated parts, each as it is.
+REPEATABLE: dict[str, Any] = {"repeatable": True}
 DEFAULT_MAX_NEW_TOKENS = 128  # without max_new_tokens (within the model's positions)
 MAX_NEW_TOKENS = 4096  # the most any job may ask; a model's positions may cap it lower
 MAX_STOP_STRINGS = 8
@@ -58,6 +61,30 @@ def sampling(temperature: float | None, top_p: float | None) -> tuple[float, flo
     return (1.0 if temperature is None else temperature), (1.0 if top_p is None else top_p)
 
 
+def references(schema: Any) -> list[str]:
+    """Every `$ref` string in a schema, at any depth."""
+    if isinstance(schema, dict):
+        own = [schema["$ref"]] if isinstance(schema.get("$ref"), str) else []
+        return own + [r for v in schema.values() for r in references(v)]
+    if isinstance(schema, list):
+        return [r for v in schema for r in references(v)]
+    return []
+
+
+def pointed(schema: Any, ref: str) -> Any:
+    """What a local reference (#, #/a/b, with ~0 and ~1 escapes) names, or None."""
+    node = schema
+    for part in [p for p in ref.removeprefix("#").split("/") if p]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
 def render_prompt(template: str, fields: dict[str, Any]) -> str:
     """The template with each field's value; a field missing from `fields` raises KeyError."""
     return template.format_map({name: fields[name] for name in template_fields(template)})
@@ -91,7 +118,9 @@ class GenerateParams(TaskParams):
         "greedy decoding needs none",
     )  # fmt: skip
     stop: list[str] | None = Field(
-        None, description="stop strings: generation ends at the first, which is left out"
+        None,
+        description="stop strings: generation ends at the first, which is left out",
+        json_schema_extra=REPEATABLE,
     )
     json_schema: dict[str, Any] | None = Field(
         None, description="a JSON Schema the output must parse and validate against "
@@ -132,6 +161,12 @@ class GenerateParams(TaskParams):
             where = "/".join(str(p) for p in exc.absolute_path) or "the top level"
             raise ValueError(f"json_schema is not a valid JSON Schema at {where}: "
                              f"{exc.message}") from None  # fmt: skip
+        for ref in references(value):
+            if not ref.startswith("#") or pointed(value, ref) is None:
+                raise ValueError(
+                    f"json_schema's $ref {ref!r} points at nothing in the schema "
+                    "(only references within it, such as #/$defs/name, are followed)"
+                )
         return value
 
     @model_validator(mode="after")
@@ -189,7 +224,11 @@ class GenerateParams(TaskParams):
             ),
             "stop": (
                 Annotated[list[stop], Field(max_length=MAX_STOP_STRINGS)] | None,  # type: ignore[valid-type]
-                Field(None, description=cls.model_fields["stop"].description),
+                Field(
+                    None,
+                    description=cls.model_fields["stop"].description,
+                    json_schema_extra=REPEATABLE,
+                ),
             ),
         }
 

@@ -74,6 +74,8 @@ def _storable_item(item: Item) -> Item:
             return Item(key=item.key, invalid=f"the {field} {problem}")
     if item.record is not None and (problem := json_problem(item.record)):
         return Item(key=item.key, invalid=f"the record {problem}")
+    if item.fields is not None and (problem := json_problem(item.fields)):
+        return Item(key=item.key, invalid=f"a field {problem}")
     return item
 
 

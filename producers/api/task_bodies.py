@@ -83,7 +83,7 @@ class Strict(BaseModel):
 # why, and the rest of the job goes on. A records item needs its record.
 class TextItem(Strict):
     text: Text | None = None
-    fields: dict[NoNul, NoNul] | None = Field(
+    fields: dict[NoNul, NoNul | int | float | bool] | None = Field(
         None, description="the item's other fields, for a prompt template's {name} (generate)"
     )
 

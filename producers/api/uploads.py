@@ -125,6 +125,9 @@ def _field(form: FormData, name: str, model: type[JobOptions]) -> Any:
         return None
     kind = field_kind(model.model_fields[name].annotation)
     if kind is list:
+        extra = model.model_fields[name].json_schema_extra
+        if isinstance(extra, dict) and extra.get("repeatable"):
+            return values  # each part as it is (a stop string may be "," or a newline)
         if len(values) == 1:  # `labels=a,b,c` as one part
             return [part.strip() for part in values[0].split(",") if part.strip()]
         return values

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 from producers import Client, RecordingDispatcher
 from producers.api import create_app
 from schemas.errors import QuotaExceededError
-from schemas.generation_params import TEMPLATE, template_fields
+from schemas.generation_params import TEMPLATE, pointed, references, template_fields
 from schemas.settings import Settings
 from storage.apikeys import ApiKeys
 
@@ -139,14 +139,15 @@ def _template_fields(body: dict[str, Any]) -> dict[str, str]:
 
 
 def _is_json_schema(schema: dict[str, Any]) -> bool:
-    """A JSON Schema a database can store (no NUL, the rule for every text)."""
+    """A JSON Schema a database can store (no NUL, the rule for every text) whose
+    references point within it."""
     if "\\u0000" in json.dumps(schema):
         return False
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError:
         return False
-    return True
+    return all(r.startswith("#") and pointed(schema, r) is not None for r in references(schema))
 
 
 def _as_key(value: Any) -> str:

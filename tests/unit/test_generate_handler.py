@@ -119,3 +119,60 @@ def test_submit_refuses_what_cannot_work():
     assert isinstance(SPEC.check_params({"temperature": 0.7})["seed"], int)
     assert isinstance(SPEC.check_params({"top_p": 0.9})["seed"], int)  # top_p alone samples
     assert "seed" not in SPEC.check_params({"temperature": 0, "top_p": 0.9})  # greedy
+
+
+def test_a_models_own_beam_settings_do_not_change_the_rows(demo_models: Path, tmp_path: Path):
+    import json
+    import shutil
+
+    model = tmp_path / "beams"
+    shutil.copytree(demo_models / "tiny-spell-seq2seq", model)
+    config = json.loads((model / "generation_config.json").read_text())
+    config.update(num_beams=2, num_return_sequences=2)
+    (model / "generation_config.json").write_text(json.dumps(config))
+    core = ModelCore.load(handler_for(SPEC), str(model), "cpu", OPTIONS)
+    items = texts(6, seed=9)
+    assert [o.output["text"] for o in run(core, items)] == [spell_digits(i.text) for i in items]
+
+
+def test_a_schema_reference_that_points_nowhere_is_refused_at_submit():
+    with pytest.raises(SluiceError, match="points at nothing"):
+        SPEC.check_params({"json_schema": {"$ref": "#/definitions/missing"}})
+    with pytest.raises(SluiceError, match="points at nothing"):
+        SPEC.check_params({"json_schema": {"$ref": "https://example.org/schema.json"}})
+    good = {"$defs": {"n": {"type": "integer"}}, "$ref": "#/$defs/n"}
+    assert SPEC.check_params({"json_schema": good})["json_schema"] == good
+
+
+def test_rows_give_their_fields_as_text_and_stop_strings_keep_commas_and_newlines(tmp_path: Path):
+    import datetime as dt
+    from decimal import Decimal
+
+    from ops.cli import CATALOG
+    from ops.task_options import param_values
+    from producers.readers import rows_to_items
+
+    rows = [
+        {"id": 7, "body": "1 2", "day": dt.date(2024, 1, 2), "amount": Decimal("12.50"),
+         "tags": ["a", "b"], "note": ""},
+    ]  # fmt: skip
+    (item,) = rows_to_items(
+        list(rows[0]), iter(rows), text_column="body", key_column="id", max_chars=100,
+        keep_fields=True,
+    )  # fmt: skip
+    assert item.fields == {"id": "7", "body": "1 2", "day": "2024-01-02", "amount": "12.50",
+                           "tags": '["a", "b"]', "note": ""}  # fmt: skip
+    checked = SPEC.check_params({"prompt": "{id} {day} {amount} {note}|{body}"})
+    (ready,) = SPEC.params.prepare_items(checked, [item])
+    assert ready.invalid is None and set(ready.fields or {}) == {
+        "id",
+        "day",
+        "amount",
+        "note",
+        "body",
+    }
+    assert param_values(CATALOG, {"stop": ("\n", ",", "###, END")})["stop"] == [
+        "\n",
+        ",",
+        "###, END",
+    ]

@@ -94,8 +94,15 @@ class GenerateHandler(Handler):
         self.eos = self.model.generation_config.eos_token_id
         if self.eos is None:
             self.eos = self.tokenizer.eos_token_id
+        ends = [self.eos] if isinstance(self.eos, int) else list(self.eos or [])
         pad = self.tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else (self.eos if isinstance(self.eos, int) else 0)
+        if pad is None:
+            pad = self.model.generation_config.pad_token_id
+        # Without a pad token, pad with an end token (Llama 3 has several; id 0 is "!")
+        self.pad_id = pad if pad is not None else (ends[0] if ends else 0)
+        # A stop string ends a row while its batch-mates go on: transformers then fills the
+        # row with the pad id, which ends the text only where it is a token of its own.
+        self.pad_ends_text = pad is not None and pad in self.tokenizer.all_special_ids
 
     # -- per item --------------------------------------------------------------------------
     def preprocess(self, item: Item, params: dict[str, Any]) -> Prompt:
@@ -192,6 +199,10 @@ class GenerateHandler(Handler):
             "max_new_tokens": decoding.max_new_tokens,
             "pad_token_id": self.pad_id,
             "do_sample": decoding.samples,
+            # one sequence per row, as this job asks: a model's own beam settings would
+            # change the decoding and return several rows per prompt
+            "num_beams": 1,
+            "num_return_sequences": 1,
         }
         if decoding.samples:
             options["temperature"] = decoding.temperature
@@ -220,7 +231,7 @@ class GenerateHandler(Handler):
             if token in ends:
                 reason = FinishReason.STOP
                 break
-            if token == self.pad_id:  # stopped by a stop string while batch-mates went on
+            if token == self.pad_id and self.pad_ends_text:  # stopped by a stop string
                 break
             tokens.append(token)
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -289,8 +300,13 @@ def checked_json(text: str, schema: dict[str, Any]) -> Any:
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"the output is not JSON ({exc.msg} at character {exc.pos}): "
                            f"{text[:200]!r}") from None  # fmt: skip
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    kind = jsonschema.validators.validator_for(schema)
+    validator = kind(schema, format_checker=kind.FORMAT_CHECKER)
+    try:
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    except Exception as exc:  # a reference the submit check could not foresee
+        raise InvalidInput(f"the JSON Schema could not be applied: {type(exc).__name__}: "
+                           f"{exc}"[:500]) from None  # fmt: skip
     if errors:
         where = "/".join(str(p) for p in errors[0].absolute_path) or "the top level"
         raise InvalidInput(f"the output does not match the JSON Schema at {where}: "

@@ -90,13 +90,11 @@ class ModelCore:
             self.executor, self._preprocess, items, handler_params
         )
         predictions = await self.batcher.submit(features)
-        # an output the handler refuses (InvalidInput: not the JSON asked for) is the item's
-        failures = [
-            p
-            for p in predictions
-            if isinstance(p, BaseException) and not isinstance(p, InvalidInput)
-        ]
-        if failures and len(failures) == len(predictions) and model_at_fault(failures):
+        # an output the handler refused (InvalidInput: not the JSON asked for) is that
+        # item's; the model is judged on the predictions that ran
+        ran = [p for p in predictions if not isinstance(p, InvalidInput)]
+        failures = [p for p in ran if isinstance(p, BaseException)]
+        if failures and len(failures) == len(ran) and model_at_fault(failures):
             raise RuntimeError(
                 f"all {len(failures)} predictions failed: "
                 f"{type(failures[0]).__name__}: {failures[0]}"
