@@ -25,17 +25,11 @@ class TenantReads:
             return job_view(job)
 
     def jobs(self, tenant: str, limit: int = 20) -> list[JobView]:
-        with self._reader() as s:
-            rows = s.scalars(
-                select(t.Job)
-                .where(t.Job.tenant == tenant)
-                .order_by(t.Job.created_at.desc())
-                .limit(limit)
-            )
-            return [job_view(j) for j in rows]
+        """This tenant's newest jobs."""
+        return self.every_tenants_jobs(tenant, limit)
 
     def every_tenants_jobs(self, tenant: str | None, limit: int) -> list[JobView]:
-        """The operator's system view: the newest jobs of every tenant (or of one)."""
+        """The newest jobs of one tenant, or (the operator's system view, None) of all."""
         query = select(t.Job).order_by(t.Job.created_at.desc()).limit(limit)
         if tenant is not None:
             query = query.where(t.Job.tenant == tenant)

@@ -75,6 +75,50 @@ def api_url(client: Client) -> Iterator[str]:
     thread.join(timeout=30)
 
 
+def warehouse_url(database_url: str, tmp_path: Path) -> str:
+    """The source database: the test PostgreSQL database, or a SQLite file of its own."""
+    if database_url.startswith("postgresql"):
+        return database_url
+    return f"sqlite:///{tmp_path / 'warehouse.db'}"
+
+
+def check_enrich(env: dict[str, str], warehouse: str, model: str) -> None:
+    """A table whose prompt reads two columns, enriched and written back; the tables are
+    dropped after (the PostgreSQL test database is shared with the migration checks)."""
+    engine = make_engine(warehouse)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS gen_spelled"))
+            conn.execute(text("DROP TABLE IF EXISTS gen_digits"))
+            conn.execute(
+                text("CREATE TABLE gen_digits (id INTEGER PRIMARY KEY, d TEXT, tail TEXT)")
+            )
+            conn.execute(
+                text("INSERT INTO gen_digits VALUES (:id, :d, :tail)"),
+                [{"id": i, "d": d, "tail": str(i % 10)}
+                 for i, d in enumerate(random_digit_texts(12, seed=3, max_digits=10))],
+            )  # fmt: skip
+        enriched = sluice(
+            env, "enrich", "--source", warehouse, "--table", "gen_digits", "--key-column", "id",
+            "--text-column", "d", "--task", "generate", "--model", model,
+            "--prompt", "Spell: {text} {tail}", "--dest-table", "gen_spelled", "--json",
+        )  # fmt: skip
+        assert enriched.returncode == 0, enriched.stderr
+        with engine.connect() as conn:
+            pairs = conn.execute(
+                text("SELECT d, tail, s.output FROM gen_digits g JOIN gen_spelled s ON s.id = g.id")
+            ).all()
+        assert len(pairs) == 12
+        for d, tail, output in pairs:  # the template read a second column of the table
+            output = json.loads(output) if isinstance(output, str) else output
+            assert output["text"] == spell_digits(f"{d} {tail}")
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS gen_spelled"))
+            conn.execute(text("DROP TABLE IF EXISTS gen_digits"))
+        engine.dispose()
+
+
 def rows_of(client: Client, job_id: str) -> dict[str, dict[str, Any]]:
     return {r["key"]: r for r in client.results(job_id)}
 
@@ -192,36 +236,7 @@ def test_every_front_door_and_the_row_facts(
     assert broken.returncode == 2 and "{nope}" in broken.stderr
 
     # enrich: a table of digits written back with their spelling
-    warehouse = (
-        database_url
-        if database_url.startswith("postgresql")
-        else f"sqlite:///{tmp_path / 'warehouse.db'}"
-    )
-    engine = make_engine(warehouse)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS gen_spelled"))
-        conn.execute(text("DROP TABLE IF EXISTS gen_digits"))
-        conn.execute(text("CREATE TABLE gen_digits (id INTEGER PRIMARY KEY, d TEXT, tail TEXT)"))
-        conn.execute(
-            text("INSERT INTO gen_digits VALUES (:id, :d, :tail)"),
-            [{"id": i, "d": d, "tail": str(i % 10)}
-             for i, d in enumerate(random_digit_texts(12, seed=3, max_digits=10))],
-        )  # fmt: skip
-    enriched = sluice(
-        env, "enrich", "--source", warehouse, "--table", "gen_digits", "--key-column", "id",
-        "--text-column", "d", "--task", "generate", "--model", seq2seq,
-        "--prompt", "Spell: {text} {tail}", "--dest-table", "gen_spelled", "--json",
-    )  # fmt: skip
-    assert enriched.returncode == 0, enriched.stderr
-    with engine.connect() as conn:
-        pairs = conn.execute(
-            text("SELECT d, tail, s.output FROM gen_digits g JOIN gen_spelled s ON s.id = g.id")
-        ).all()
-    engine.dispose()
-    assert len(pairs) == 12
-    for d, tail, output in pairs:  # the template read a second column of the table
-        output = json.loads(output) if isinstance(output, str) else output
-        assert output["text"] == spell_digits(f"{d} {tail}")
+    check_enrich(env, warehouse_url(database_url, tmp_path), seq2seq)
 
     # tokens in /metrics (operator only)
     page = httpx.get(
