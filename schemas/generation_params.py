@@ -235,7 +235,3 @@ class GenerateParams(TaskParams):
     @property
     def samples(self) -> bool:
         return sampling(self.temperature, self.top_p) is not None
-
-    @property
-    def fields(self) -> list[str]:
-        return template_fields(self.prompt)

@@ -69,6 +69,18 @@ def row_seed(job_seed: int, key: str) -> int:
     return int.from_bytes(digest[:4], "big") % 2**31
 
 
+def encode_prompt(tokenizer: Any, prompt: str) -> tuple[str, list[int]]:
+    """The prompt as a model reads it, in inference and training alike: inside the
+    tokenizer's chat template where it has one (which then holds any special tokens itself);
+    the text the model reads and its token ids."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+        return text, list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return prompt, list(tokenizer(prompt)["input_ids"])
+
+
 def positions_of(config: Any, tokenizer: Any) -> int | None:
     """How many positions the model has (prompt and generated tokens together, for a
     decoder-only model; each side, for an encoder-decoder); None where it has no limit."""
@@ -128,14 +140,8 @@ class GenerateHandler(Handler):
         return Prompt(item.key, text, ids, decoding, seed, params.get("json_schema"), notes)
 
     def encode(self, prompt: str) -> tuple[str, list[int]]:
-        """The prompt as the model was trained to read it: inside the tokenizer's chat
-        template where it has one (which then holds any special tokens itself)."""
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-            )
-            return text, list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return prompt, list(self.tokenizer(prompt)["input_ids"])
+        """The prompt as the model was trained to read it (see `encode_prompt`)."""
+        return encode_prompt(self.tokenizer, prompt)
 
     def budget(self, prompt_tokens: int, wanted: int) -> tuple[int, list[str]]:
         """max_new_tokens within the model's positions, and the note saying so if lowered."""

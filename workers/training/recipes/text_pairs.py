@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from schemas.training import TrainSpec
+from workers.handlers.generate import encode_prompt
 
 IGNORE = -100  # label of a position the loss skips (prompt, padding)
 MAX_TOKENS = 1024  # per sequence, for a model whose positions have no limit
@@ -32,14 +33,8 @@ class Tokens:
 
 
 def prompt_ids(tokenizer: Any, text: str) -> list[int]:
-    """The input as the generate handler encodes it: inside the chat template where the
-    tokenizer has one (the template then holds any special tokens itself)."""
-    if getattr(tokenizer, "chat_template", None):
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
-        )
-        return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
-    return list(tokenizer(text)["input_ids"])
+    """The input's token ids as the generate handler encodes it."""
+    return encode_prompt(tokenizer, text)[1]
 
 
 def pairs_of(rows: list[dict[str, Any]], spec: TrainSpec) -> list[tuple[str, str]]:
