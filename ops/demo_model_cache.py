@@ -12,13 +12,19 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import ops.demo_entity_models
 import ops.demo_generation_models
 import ops.demo_models
 import ops.demo_speech_models
+import workers.extractive_qa
 import workers.training.records_mlp
+import workers.training.scratch_entities
 import workers.training.scratch_generators
 import workers.training.scratch_models
+import workers.training.scratch_qa
+import workers.training.scratch_text
 import workers.training.synth_audio
+from ops.demo_entity_models import build_entity_tagger, build_qa_reader
 from ops.demo_generation_models import build_spell_causal, build_spell_seq2seq
 from ops.demo_models import (
     Metrics,
@@ -41,16 +47,23 @@ BUILDERS: dict[str, Builder] = {
     "tiny-whisper": functools.partial(build_speech_recognizer, kind="whisper"),
     "tiny-spell-seq2seq": build_spell_seq2seq,
     "tiny-spell-causal": build_spell_causal,
+    "tiny-entities": build_entity_tagger,
+    "tiny-qa": build_qa_reader,
 }
 
 METRICS_FILE = "metrics.json"
 RECIPE_MODULES = (
+    ops.demo_entity_models,
     ops.demo_generation_models,
     ops.demo_models,
     ops.demo_speech_models,
+    workers.extractive_qa,
     workers.training.records_mlp,
+    workers.training.scratch_entities,
     workers.training.scratch_generators,
     workers.training.scratch_models,
+    workers.training.scratch_qa,
+    workers.training.scratch_text,
     workers.training.synth_audio,
 )
 

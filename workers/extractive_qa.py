@@ -1,0 +1,139 @@
+"""Extractive question answering over long contexts: what transformers 4's
+`pipeline("question-answering")` did (transformers 5 removed that pipeline).
+
+A (question, context) pair is cut into overlapping windows of at most `max_seq_len` tokens
+("[CLS] question [SEP] context part [SEP]"), consecutive windows sharing `doc_stride` context
+tokens, so an answer near a window's edge is whole in the next one. In each window the start
+and end logits are turned into probabilities over that window's context tokens and [CLS]
+(SQuAD 2.0: a model points at [CLS], token 0, when the window holds no answer); a span's score
+is p(start) * p(end), the null score p_[CLS](start) * p_[CLS](end). The answer is the best span
+of any window, at most `max_answer_len` tokens long, as characters of the context.
+
+`null_score` is the smallest null score over the windows (as the v4 pipeline kept it): with
+`handle_impossible_answer=True` the answer is "" (start = end = 0) when it beats the best span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Answer:
+    answer: str  # "" when the question has no answer in the context
+    start: int  # characters of the context
+    end: int
+    score: float  # p(start) * p(end) of the best span, or the null score for ""
+    null_score: float  # p(start=[CLS]) * p(end=[CLS]), the least over the windows
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "start": self.start,
+            "end": self.end,
+            "score": self.score,
+            "null_score": self.null_score,
+        }
+
+
+def qa_windows(
+    tokenizer: Any,
+    questions: Sequence[str],
+    contexts: Sequence[str],
+    *,
+    max_seq_len: int,
+    doc_stride: int,
+) -> Any:
+    """The fast tokenizer's overlapping windows of each (question, context) pair, with the
+    offsets and `overflow_to_sample_mapping`; only the context is ever cut."""
+    return tokenizer(
+        list(questions),
+        list(contexts),
+        truncation="only_second",
+        max_length=max_seq_len,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=True,
+        return_tensors="pt",
+    )
+
+
+def window_count(
+    tokenizer: Any, question: str, context: str, *, max_seq_len: int, doc_stride: int
+) -> int:
+    """How many windows a (question, context) pair is read in."""
+    enc = qa_windows(
+        tokenizer, [question], [context], max_seq_len=max_seq_len, doc_stride=doc_stride
+    )
+    return len(enc["input_ids"])
+
+
+def _softmax(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    masked = np.where(allowed, logits, -np.inf)
+    exp = np.exp(masked - masked.max())
+    return np.asarray(exp / exp.sum())
+
+
+def best_span(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    context_mask: np.ndarray,
+    max_answer_len: int,
+) -> tuple[int, int, float, float]:
+    """(start token, end token, span score, null score) of one window."""
+    allowed = context_mask.copy()
+    allowed[0] = True  # [CLS]
+    p_start, p_end = _softmax(start_logits, allowed), _softmax(end_logits, allowed)
+    null = float(p_start[0] * p_end[0])
+    p_start, p_end = np.where(context_mask, p_start, 0.0), np.where(context_mask, p_end, 0.0)
+    scores = np.triu(np.outer(p_start, p_end))  # end >= start
+    scores = np.tril(scores, max_answer_len - 1)  # end - start < max_answer_len
+    start, end = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    return int(start), int(end), float(scores[start, end]), null
+
+
+def answer_questions(
+    model: Any,
+    tokenizer: Any,
+    questions: Sequence[str],
+    contexts: Sequence[str],
+    *,
+    max_seq_len: int = 128,
+    doc_stride: int = 48,
+    max_answer_len: int = 15,
+    handle_impossible_answer: bool = False,
+) -> list[Answer]:
+    """The best answer to each question in its context, windows batched through the model."""
+    import torch
+
+    if len(questions) != len(contexts):
+        raise ValueError("one context per question")
+    if not questions:
+        return []
+    enc = qa_windows(tokenizer, questions, contexts, max_seq_len=max_seq_len, doc_stride=doc_stride)
+    inputs = {k: enc[k] for k in tokenizer.model_input_names if k in enc}
+    with torch.no_grad():
+        out = model(**inputs)
+    starts, ends = out.start_logits.float().numpy(), out.end_logits.float().numpy()
+    best: dict[int, tuple[float, int, int]] = {}
+    nulls: dict[int, float] = {}
+    for w, sample in enumerate(enc["overflow_to_sample_mapping"].tolist()):
+        context_mask = np.array([s == 1 for s in enc.sequence_ids(w)])
+        s, e, score, null = best_span(starts[w], ends[w], context_mask, max_answer_len)
+        offsets = enc["offset_mapping"][w].tolist()
+        nulls[sample] = min(null, nulls.get(sample, 1.0))
+        if score > best.get(sample, (-1.0, 0, 0))[0]:
+            best[sample] = (score, offsets[s][0], offsets[e][1])
+    answers = []
+    for i, context in enumerate(contexts):
+        score, start, end = best[i]
+        if handle_impossible_answer and nulls[i] > score:
+            answers.append(Answer("", 0, 0, nulls[i], nulls[i]))
+        else:
+            answers.append(Answer(context[start:end], start, end, score, nulls[i]))
+    return answers
