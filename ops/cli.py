@@ -67,7 +67,7 @@ def main() -> None:
 @main.command()
 @click.option(
     "--only",
-    default="documents,images,audio,records,generation",
+    default="documents,images,audio,records,generation,entities",
     show_default=True,
     help="which modalities to run",
 )
@@ -78,9 +78,9 @@ def main() -> None:
     help="explanation policy for the documents (the others explain every item)",
 )
 def demo(only: str, explain: str) -> None:
-    """Start the embedded stack, run documents, images, audio, records and a generation job
-    through it at once, show a summary with one explained result of each, write HTML
-    reports, stop."""
+    """Start the embedded stack, run documents, images, audio, records, a generation job and
+    an entities job through it at once, show a summary with one explained result of each,
+    write HTML reports, stop."""
     from ops.demo import MODALITIES, run_demo
 
     chosen = tuple(m.strip() for m in only.split(",") if m.strip())
@@ -353,8 +353,10 @@ def models() -> None:
 @click.argument("names", nargs=-1)
 @click.option("--force", is_flag=True, help="rebuild even if present")
 def models_build(names: tuple[str, ...], force: bool) -> None:
-    """Train the demo models (digits images, synthesised sounds, breast-cancer and diabetes
-    records, a random tiny speech recogniser) into DATA_DIR/models; cached."""
+    """Make the test and demo models into DATA_DIR/models (cached; all unless NAMES):
+    digits images, synthesised sounds, breast-cancer and diabetes records, two random tiny
+    speech recognisers, two digit spellers (tiny-spell-seq2seq, tiny-spell-causal), an
+    entity tagger (tiny-entities) and an extractive reader (tiny-qa)."""
     from ops.demo_data import build_models
 
     for name, metrics in build_models(Settings(), list(names) or None, force).items():

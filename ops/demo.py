@@ -1,5 +1,6 @@
 """`sluice demo`: the main job on the embedded stack, start to finish: documents, images,
-audio and records at once, each with explanations, then a summary and HTML reports."""
+audio, records, generated text and entity spans at once, each with explanations where the task
+makes them, then a summary and HTML reports."""
 
 import json
 import os
@@ -10,6 +11,7 @@ from typing import Any
 
 from ops import stack
 from ops.demo_data import make_samples, samples_dir, truth
+from ops.demo_entities import entity_truth, submit_entities, summarise_entities
 from ops.demo_generation import generation_truth, submit_generation
 from ops.demo_training import train_demo_models
 from ops.progress import describe_explanation, err, wait_all_with_bars
@@ -23,14 +25,15 @@ TOPICS = {
     "account": "logging in, a password, a profile or an account setting",
     "praise": "thanks and praise for good service",
 }
-MODALITIES = ("documents", "images", "audio", "records", "generation")
-NOT_MEDIA = ("documents", "generation")
+MODALITIES = ("documents", "images", "audio", "records", "generation", "entities")
+NOT_MEDIA = ("documents", "generation", "entities")
 TASKS = {
     "documents": "zero-shot-text",
     "images": "classify-image",
     "audio": "classify-audio",
     "records": "classify-records",
     "generation": "generate",
+    "entities": "extract-entities",
 }
 
 
@@ -61,7 +64,8 @@ def run_demo(settings: Settings, only: tuple[str, ...], explain: str) -> int:
         if "generation" in only:
             known["generation"] = generation_truth(settings)
         for modality, job_id in jobs.items():
-            _summarise(client, modality, job_id, views[modality].as_dict(), known, report_dir)
+            view = views[modality].as_dict()
+            _summarise(client, settings, modality, job_id, view, known, report_dir)
         return 0 if all(v.status == "succeeded" for v in views.values()) else 1
     finally:
         if started_here:
@@ -75,6 +79,8 @@ def _submit(
     task = TASKS[modality]
     if modality == "generation":
         return submit_generation(client, settings)
+    if modality == "entities":
+        return submit_entities(client, settings)
     if modality == "documents":
         return str(
             client.submit_file(
@@ -96,6 +102,7 @@ def _submit(
 
 def _summarise(
     client: Any,
+    settings: Settings,
     modality: str,
     job_id: str,
     view: dict[str, Any],
@@ -123,6 +130,10 @@ def _summarise(
         made = tokens.get("completion", 0)
         per_s = made / view["elapsed_s"] if view["elapsed_s"] else 0.0
         err.print(f"  tokens: {tokens.get('prompt', 0)} read, {made} generated ({per_s:.0f}/s)")
+    elif modality == "entities":
+        texts = {}
+        summarise_entities(results, entity_truth(settings))
+        explained = []  # summarise_entities shows one explained entity
     else:
         texts = {}
         _agreement(results, known.get(modality, {}), "the true label")

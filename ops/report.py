@@ -1,6 +1,8 @@
 """`sluice results JOB --format html`: a page a person can read. Images get their saliency
 grid as a heatmap over the picture; texts, audio segments and record features get coloured
-attributions (red pushed towards the predicted label, blue away from it)."""
+attributions (red pushed towards the predicted label, blue away from it). Span tasks show
+their input with the spans marked (ops/report_spans.py): the question and the context with
+the answer, the text with its entities."""
 
 import html
 import json
@@ -8,21 +10,26 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from ops.report_spans import SPAN_OUTPUTS
+from ops.report_spans import explanation_html as span_explanation_html
+from ops.report_spans import result_html as span_result_html
 from producers.adapters import ModalityAdapter, adapter_for
 from producers.client import Client
 from schemas.jobs import Item
 from schemas.modalities import Modality
 from schemas.states import ExplanationStatus, ItemStatus
+from schemas.task_spec import OutputShape
 
 
 def write_html(client: Client, job_id: str, out: Path, limit: int) -> int:
     view = client.status(job_id)
     # a task this process does not know (registered elsewhere) is shown as text
-    modality = client.catalog.get(view.task).modality if view.task in client.catalog else None
-    adapter = adapter_for(modality or Modality.TEXT)
-    items = (
-        {i.key: i for i in client.ledger.iter_items(job_id)} if adapter.report_needs_items else {}
-    )
+    spec = client.catalog.get(view.task) if view.task in client.catalog else None
+    adapter = adapter_for(spec.modality if spec else Modality.TEXT)
+    # span tasks draw their input (the context, the text) with the spans marked
+    spans = spec.output if spec and spec.output in SPAN_OUTPUTS else None
+    needs_items = adapter.report_needs_items or spans is not None
+    items = {i.key: i for i in client.ledger.iter_items(job_id)} if needs_items else {}
     rows = list(islice(client.results(job_id), limit))
     body = [
         f"<h1>Sluice job {html.escape(job_id)}</h1>",
@@ -33,19 +40,29 @@ def write_html(client: Client, job_id: str, out: Path, limit: int) -> int:
         "<table><tr><th>key</th><th>status</th><th>result</th><th>explanation</th></tr>",
     ]
     for row in rows:
-        body.append(_row(row, adapter, items.get(row["key"]), client))
+        body.append(_row(row, adapter, items.get(row["key"]), client, spans))
     body.append("</table>")
     out.write_text(PAGE.format(title=f"Sluice {job_id}", body="\n".join(body)), encoding="utf-8")
     return len(rows)
 
 
-def _row(row: dict[str, Any], adapter: ModalityAdapter, item: Item | None, client: Client) -> str:
-    cells = [html.escape(row["key"]), html.escape(row["status"]), _result(row)]
+def _row(
+    row: dict[str, Any],
+    adapter: ModalityAdapter,
+    item: Item | None,
+    client: Client,
+    spans: OutputShape | None = None,
+) -> str:
+    ok = row["status"] == ItemStatus.OK
+    result = span_result_html(spans, row.get("output") or {}, item) if spans and ok else None
+    cells = [html.escape(row["key"]), html.escape(row["status"]), result or _result(row)]
     expl = row.get("explanation")
     if not expl:
         cells.append("")
     elif expl.get("status") != ExplanationStatus.OK:
         cells.append(f"<i>explanation failed: {html.escape(str(expl.get('error')))}</i>")
+    elif spans:
+        cells.append(span_explanation_html(spans, expl, item))
     else:
         cells.append(adapter.explanation_html(expl, item, client.settings))
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
@@ -69,6 +86,8 @@ body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border-bottom:1px solid #ddd;padding:6px;vertical-align:top;text-align:left}}
 .chip{{padding:1px 3px;border-radius:3px;display:inline-block;margin:1px}}
 .bar{{padding:2px 4px;margin:1px 0}} .err{{color:#a00}} img{{image-rendering:pixelated}}
+mark{{background:#fde68a;outline:2px solid #b45309;border-radius:2px}} mark.ent{{background:#bfdbfe;
+outline-color:#1d4ed8}} .ctx,.q{{max-width:60em;margin:3px 0}} sub{{color:#555}}
 </style></head><body>
 {body}
 <p>Red: pushed towards the predicted label (or value); blue: pushed away. Colour strength is

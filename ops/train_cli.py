@@ -97,7 +97,8 @@ def register_training_commands(
         "--label-column",
         required=True,
         help="what the model learns to give: the class (classifiers), the number "
-        "(regressors) or the target text of each --text-column input (generate)",
+        "(regressors), the target text of each --text-column input (generate), or the "
+        "entity spans or BIO tags of each text (extract-entities)",
     )
     @click.option("--name", required=True, help="the model name it registers under")
     @click.option(
@@ -135,8 +136,18 @@ def register_training_commands(
         type=click.FloatRange(0, min_open=True),
         help="per-sample clipping bound",
     )
-    @click.option("--labels", default=None, help="the expected classes a,b,c (checked)")
-    @click.option("--text-column", default="text", show_default=True, help="text: the input column")
+    @click.option(
+        "--labels",
+        default=None,
+        help="classifiers: the expected classes a,b,c (checked); extract-entities: the "
+        "entity types to keep, in this order",
+    )
+    @click.option(
+        "--text-column",
+        default="text",
+        show_default=True,
+        help="text: the input column (extract-entities: a text, or a list of tokens)",
+    )
     @click.option("--media-column", default="path", show_default=True)
     @click.option("--key-column", default=None, help="an id column, never a feature")
     @click.option(

@@ -191,6 +191,7 @@ class Client:
             source=source,
             model_path=model_path,
             keep_fields=spec.params.reads_item_fields,
+            needs_text=spec.params.reads_text_column,
         )
         return adapter.items_from_rows(columns, rows, opts)
 

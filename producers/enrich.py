@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, Table
 
 from producers.adapters import adapter_for
+from producers.job_specs import table_selection
 from producers.warehouse_keys import KeyCodec, dest_key_type, key_codec
 from producers.warehouse_tables import (
     KEY_PROBLEM,
@@ -157,9 +158,13 @@ def enrich(
         runs = EnrichRuns(client.ledger.engine)
         task = client.catalog.get(spec.task)
         adapter = adapter_for(task.modality)
-        spec.source.selected = adapter.table_columns(
-            spec.source.text_column, spec.source.media_column, ref.path if ref.loads else None
-        ) + [(c, c, "prompt field") for c in task.params.row_fields(spec.options)]
+        spec.source.selected = table_selection(
+            task,
+            adapter.table_columns(
+                spec.source.text_column, spec.source.media_column, ref.path if ref.loads else None
+            ),
+            spec.options,
+        )
         table = reflect(source, spec.source.table)
         key = table_column(table, spec.source.key_column, "key column")
         codec = key_codec(key, source.dialect)  # an unusable key is refused before any work

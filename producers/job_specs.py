@@ -57,6 +57,17 @@ def prepared_items(spec: TaskSpec, params: dict[str, Any], items: list[Item]) ->
         raise SluiceError(f"task {spec.name!r}: {exc}") from None
 
 
+def table_selection(
+    spec: TaskSpec, own: list[tuple[str, str, str]], options: dict[str, Any]
+) -> list[tuple[str, str, str]]:
+    """What a table's row is read with (`sluice enrich`, SQL sources): the columns the
+    task's modality reads (`own`: the text column, the media column, a records model's
+    features; a task that reads no text column drops it) and the fields its parameters name
+    (a prompt template's, a question's), as (column, name, what) triples."""
+    columns = own if spec.params.reads_text_column else []
+    return columns + [(c, c, "field") for c in spec.params.row_fields(options)]
+
+
 def with_input_roots(params: dict[str, Any], settings: Settings, tenant: str | None) -> None:
     """Record in `params` the input roots `tenant` may read as of now: the workers read its
     media under those only, as the producer did. The operator's own tenant reads everything

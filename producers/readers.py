@@ -156,12 +156,14 @@ def rows_to_items(
     max_chars: int,
     source: str = "input",
     keep_fields: bool = False,
+    needs_text: bool = True,
 ) -> list[Item]:
     """Texts: bad rows become `invalid` items; a file-level problem raises. With
     `keep_fields`, each item also carries its row's fields (the key and text columns too,
-    under their own names) as text."""
+    under their own names) as text. Without `needs_text` (a task that builds its inputs
+    from the fields, such as a question and its context) rows need no text column."""
     check_key_column(columns, key_column, source)
-    if text_column not in columns:
+    if needs_text and text_column not in columns:
         raise InputFileError(
             f"{source}: text column {text_column!r} not found; columns are: "
             f"{listed(columns)}; choose one with --text-column"
@@ -169,7 +171,7 @@ def rows_to_items(
 
     def build(key: str, row: dict[str, Any]) -> Item:
         text = row.get(text_column)
-        problem = text_problem(text, text_column, max_chars)
+        problem = text_problem(text, text_column, max_chars) if needs_text else None
         if problem:
             return Item(key=key, invalid=problem)
         if not keep_fields:
@@ -182,7 +184,7 @@ def rows_to_items(
         if too_long := [n for n, v in fields.items() if len(v) > max_chars]:
             return Item(key=key, invalid=f"the field {too_long[0]!r} is over {max_chars} "
                         "characters (SLUICE_MAX_TEXT_CHARS)")  # fmt: skip
-        return Item(key=key, text=text, fields=fields)
+        return Item(key=key, text=text if needs_text else None, fields=fields)
 
     return build_items(columns, rows, key_column=key_column, source=source, build=build)
 

@@ -10,7 +10,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from producers.adapters import adapter_for
-from producers.training_checks import check_target_texts, need, number, problems
+from producers.training_checks import (
+    check_entity_annotations,
+    check_target_texts,
+    need,
+    number,
+    problems,
+)
 from schemas.catalog import check_code_path, load_catalog
 from schemas.errors import TrainingError
 from schemas.settings import Settings
@@ -145,6 +151,8 @@ def build_spec(
         )
     if spec.is_generator:
         check_generator_request(spec, base, labels)
+    if spec.is_tagger:
+        check_tagger_request(spec, base or training.base_defaults_to_default_model)
     if dp and spec.train_encoder:
         raise TrainingError(
             "--dp-epsilon trains the classification head only; drop --train-encoder"
@@ -163,9 +171,14 @@ def build_spec(
         spec = spec.model_copy(update={"media_base_dir": str(Path(source.file).parent)})
     adapter = adapter_for(task_spec.modality)
     inputs = adapter.training_inputs(rows, columns, spec, source, settings)
+    annotation = ""
     if spec.is_generator:
         check_target_texts(rows, label_column, spec.holdout_fraction)
         class_names: list[str] = []
+    elif spec.is_tagger:
+        annotation, class_names = check_entity_annotations(
+            rows, spec.text_column, label_column, labels, spec.holdout_fraction
+        )
     elif not spec.is_classifier:
         check_regression_target(rows, label_column)
         if labels:
@@ -178,6 +191,7 @@ def build_spec(
             "data": source,
             "input_columns": inputs,
             "labels": class_names,
+            "annotation": annotation,
             "dp": dp,
             "n_rows": len(rows),
         }
@@ -210,6 +224,25 @@ def check_generator_request(spec: TrainSpec, base: str | None, labels: list[str]
         )
     if labels:
         raise TrainingError(f"--labels is for classifiers; {spec.task} has a target text")
+    if spec.train_encoder:
+        raise TrainingError(
+            f"--train-encoder is for classifiers' heads; {spec.task} fine-tunes the whole model"
+        )
+
+
+def check_tagger_request(spec: TrainSpec, has_base: object) -> None:
+    """What an entity-tagging request must say before its data is read."""
+    if not has_base:
+        raise TrainingError(
+            f"{spec.task} fine-tunes a pretrained encoder or token classifier: give --base "
+            "(a model directory, such as all-MiniLM-L6-v2 or tiny-entities, or NAME@VERSION "
+            f"of an {spec.task} model)"
+        )
+    if spec.label_column == spec.text_column:
+        raise TrainingError(
+            f"--label-column {spec.label_column!r} is also the input (--text-column): "
+            f"{spec.task} reads the text there and its spans or tags in another column"
+        )
     if spec.train_encoder:
         raise TrainingError(
             f"--train-encoder is for classifiers' heads; {spec.task} fine-tunes the whole model"

@@ -2,8 +2,10 @@
 each raises TrainingError with a message that names the column, row or label to fix."""
 
 import math
+from collections import Counter
 from typing import Any
 
+from schemas import entity_spans as spans
 from schemas.errors import TrainingError
 from schemas.training import DataSource
 
@@ -50,3 +52,65 @@ def check_target_texts(rows: list[dict[str, Any]], column: str, holdout_fraction
             f"{len(rows)} rows are too few to train on and hold out "
             f"{holdout_fraction:.0%} for the exact-match score; add rows"
         )
+
+
+def check_entity_annotations(
+    rows: list[dict[str, Any]],
+    text_column: str,
+    label_column: str,
+    declared: list[str] | None,
+    holdout_fraction: float,
+) -> tuple[str, list[str]]:
+    """A tagger's rows (schemas/entity_spans.py): one shape for the whole data set, every row
+    readable, and entities to learn. Returns (the shape, the entity types in label order:
+    --labels' order, else sorted). --labels keeps only the types it lists: spans of other
+    types are read as no entity."""
+    shapes = [spans.shape_of(r.get(text_column), r.get(label_column)) for r in rows]
+    problems(
+        [f"row {n}" for n, s in enumerate(shapes, 1) if s is None],
+        f"rows that are neither a text in {text_column!r} with a list of spans in "
+        f"{label_column!r} nor a list of tokens with a list of BIO tags",
+    )
+    counts = Counter(shapes)
+    if len(counts) > 1:
+        fewer = min(counts, key=lambda s: (counts[s], s or ""))
+        most = max(counts, key=lambda s: (counts[s], s or ""))
+        odd = [str(n) for n, s in enumerate(shapes, 1) if s == fewer]
+        more = f" (and {len(odd) - 10} more)" if len(odd) > 10 else ""
+        raise TrainingError(
+            f"rows mix two shapes: most hold {spans.SHAPES[most or '']}, but rows "
+            f"{', '.join(odd[:10])}{more} hold {spans.SHAPES[fewer or '']}; give every "
+            "row the same shape"
+        )
+    shape = shapes[0] or spans.SPANS
+    bad, found = [], Counter[str]()
+    for n, row in enumerate(rows, 1):
+        try:
+            _, entities = spans.annotated(row.get(text_column), row.get(label_column), shape)
+        except ValueError as exc:
+            bad.append(f"row {n}: {exc}")
+            continue
+        found.update(kind for _, _, kind in entities)
+    what = "spans" if shape == spans.SPANS else "tokens and tags"
+    problems(bad, f"rows whose {what} cannot be read")
+    if declared is None:
+        kinds = sorted(found)
+    else:
+        kinds = list(dict.fromkeys(declared))
+        problems(
+            [repr(k) for k in kinds if k[:2] in ("B-", "I-") or k == spans.OUTSIDE],
+            "--labels lists entity types (PERSON), not BIO tags (B-PERSON)",
+        )
+        problems(
+            [repr(k) for k in kinds if k not in found],
+            "entity types in --labels that no row has (the model could never learn them)",
+        )
+    if not kinds:
+        raise TrainingError(f"no row of {label_column!r} holds an entity: nothing to learn")
+    heldout = math.ceil(len(rows) * holdout_fraction)
+    if heldout < 1 or len(rows) - heldout < 1:
+        raise TrainingError(
+            f"{len(rows)} rows are too few to train on and hold out "
+            f"{holdout_fraction:.0%} for precision, recall and F1; add rows"
+        )
+    return shape, kinds

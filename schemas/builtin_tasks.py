@@ -7,6 +7,7 @@ from pydantic import Field, StringConstraints, ValidationInfo, field_validator, 
 
 from schemas.generation_params import GenerateParams
 from schemas.modalities import Modality
+from schemas.reading_params import AnswerQuestionParams, ExtractEntitiesParams
 from schemas.task_spec import (
     ExplainerSpec,
     ModelFiles,
@@ -18,6 +19,7 @@ from schemas.task_spec import (
     TaskSpec,
     TrainingSupport,
 )
+from schemas.text_patterns import TRIMMED
 
 HANDLERS = "workers.handlers"
 MAX_LABELS = 100  # zero-shot defaults where no settings are given (SLUICE_ZERO_SHOT_MAX_*)
@@ -34,11 +36,6 @@ NO_DP_MEDIA = (
     "its model family holds BatchNorm or weight-normalised convolutions, which "
     "Opacus cannot give per-sample gradients"
 )
-
-
-# What str.strip() removes (str.isspace), spelled out so every regex dialect agrees.
-SPACE = "\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-TRIMMED = f"^[^\\x00{SPACE}](?:[^\\x00]*[^\\x00{SPACE}])?$"  # not blank, no NUL
 
 
 class ZeroShotParams(TaskParams):
@@ -262,5 +259,49 @@ BUILTIN_TASKS = (
         ),
         training=TrainingSupport(f"{RECIPES}.generate:GenerateRecipe", target=Target.TEXT, dp=True),
         chunk_size=64,
+    ),
+    TaskSpec(
+        "answer-question",
+        Modality.TEXT,
+        f"{HANDLERS}.answers:AnswerQuestionHandler",
+        "the answer to a question, as a span of a context (extractive); none where the "
+        "context holds no answer",
+        OutputShape.ANSWER,
+        params=AnswerQuestionParams,
+        explainer=ExplainerSpec(
+            "layer_integrated_gradients",
+            note="LayerIntegratedGradients on the input word embeddings for the answer's "
+            "start and end logits, over the question's and the context's tokens",
+        ),
+        model=ModelNeeds(
+            architectures=("ForQuestionAnswering",),
+            description="an AutoModelForQuestionAnswering directory with a fast tokenizer",
+        ),
+        chunk_size=64,
+    ),
+    TaskSpec(
+        "extract-entities",
+        Modality.TEXT,
+        f"{HANDLERS}.entities:ExtractEntitiesHandler",
+        "named entities (people, places, e-mail addresses...) as labelled spans of the text",
+        OutputShape.ENTITIES,
+        params=ExtractEntitiesParams,
+        explainer=ExplainerSpec(
+            "layer_integrated_gradients",
+            note="LayerIntegratedGradients on the input word embeddings, one pass per entity "
+            "for its label's probability over the entity's tokens",
+        ),
+        model=ModelNeeds(
+            architectures=("ForTokenClassification",),
+            description="an AutoModelForTokenClassification directory with a fast tokenizer",
+        ),
+        training=TrainingSupport(
+            f"{RECIPES}.entities:EntitiesRecipe",
+            target=Target.SPANS,
+            dp=True,
+            base_task="embed",
+            base_defaults_to_default_model=True,
+        ),
+        chunk_size=128,
     ),
 )

@@ -10,6 +10,7 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from schemas.jobs import Item
 from schemas.task_spec import TaskParams
+from schemas.text_patterns import TEMPLATE
 
 DEFAULT_PROMPT = "{text}"
 # A list whose values may hold commas or blanks (a stop string "\n"): the command line takes
@@ -19,9 +20,6 @@ DEFAULT_MAX_NEW_TOKENS = 128  # without max_new_tokens (within the model's posit
 MAX_NEW_TOKENS = 4096  # the most any job may ask; a model's positions may cap it lower
 MAX_STOP_STRINGS = 8
 MAX_TEMPLATE_CHARS = 20_000
-# What the API's schema says a template is: text, doubled braces, {field} (ASCII names; the
-# SDK and CLI also take other identifiers).
-TEMPLATE = r"^(?:[^{}\x00]|\{\{|\}\}|\{[A-Za-z_][A-Za-z0-9_]*\})*$"
 
 
 def template_fields(template: str) -> list[str]:

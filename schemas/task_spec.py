@@ -30,6 +30,11 @@ class OutputShape(StrEnum):
     # text, prompt_tokens, completion_tokens, finish_reason (stop / stop_string / length),
     # flags (RowFlag values), json (the parsed output, with a json_schema), notes
     GENERATION = "generation"
+    # answer (null where the context holds none), score, start, end (characters of the
+    # context; null with no answer), null_score (the model's no-answer score)
+    ANSWER = "answer"
+    # entities: [{text, label, start, end, score}], start and end characters of the text
+    ENTITIES = "entities"
 
 
 class ModelKind(StrEnum):
@@ -86,6 +91,7 @@ class Target(StrEnum):
     LABEL = "label"  # a classifier: a label column, stratified splits
     VALUE = "value"  # a regressor: a numeric target column
     TEXT = "text"  # a generator: a target text column, (input, target) pairs
+    SPANS = "spans"  # a tagger: labelled character spans of a text, or BIO-tagged tokens
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,9 @@ class TaskParams(BaseModel):
     # Whether items carry their row's other fields (`Item.fields`) besides the text column,
     # for `prepare_items` to read (a prompt template over the row's columns).
     reads_item_fields: ClassVar[bool] = False
+    # Whether rows need a text column; False: the task builds its inputs from the fields its
+    # parameters name (row_fields), and reads_item_fields must be True.
+    reads_text_column: ClassVar[bool] = True
 
     @classmethod
     def row_fields(cls, given: dict[str, Any]) -> list[str]:

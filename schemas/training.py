@@ -58,7 +58,12 @@ class TrainSpec(BaseModel):
     media_column: str = "path"
     key_column: str | None = None
     feature_columns: list[str] = Field(default_factory=list)  # records: --feature-columns
-    labels: list[str] = Field(default_factory=list)  # classification, sorted
+    # classification: the classes, sorted; a tagger: the entity types, in --labels order or
+    # sorted (the model's labels are O, B-X, I-X of each)
+    labels: list[str] = Field(default_factory=list)
+    # a tagger's rows: "spans" (a text and its spans) or "bio" (tokens and their tags), as
+    # schemas/entity_spans.py reads them; detected at submit
+    annotation: str = ""
     base: str | None = None  # a resolved model directory
     base_ref: str | None = None  # what the user named
     epochs: int = Field(10, ge=1, le=10_000)
@@ -121,6 +126,11 @@ class TrainSpec(BaseModel):
     def is_generator(self) -> bool:
         """(input, target) text pairs: the label column holds the target text."""
         return self.target is Target.TEXT
+
+    @property
+    def is_tagger(self) -> bool:
+        """Labelled character spans of a text (or BIO-tagged tokens) in the label column."""
+        return self.target is Target.SPANS
 
     def used_columns(self) -> list[str]:
         """The columns training reads, in a fixed order: what the data fingerprint covers."""

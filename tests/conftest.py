@@ -146,7 +146,8 @@ DEMO_MODELS = Path(__file__).resolve().parents[1] / ".sluice" / "models"
 @pytest.fixture(scope="session")
 def demo_models() -> Path:
     """The models `sluice models build` makes (digits, sounds, breast cancer, diabetes, tiny
-    speech recognisers), cached in the repository's data dir like the demo's."""
+    speech recognisers, digit spellers, an entity tagger and a reader), cached in the
+    repository's data dir like the demo's."""
     from ops.demo_model_cache import build_all
 
     build_all(DEMO_MODELS)

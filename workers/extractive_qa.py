@@ -40,6 +40,19 @@ class Answer:
         }
 
 
+MAX_WINDOW = 512  # tokens; what BERT-sized readers are trained on
+
+
+def window_length(tokenizer: Any, model: Any) -> int:
+    """The most tokens a model reads at once (specials included): its position embeddings,
+    the tokenizer's model_max_length where it says one, at most MAX_WINDOW. Texts and
+    contexts longer than this are read in overlapping windows of this length."""
+    limits = [getattr(model.config, "max_position_embeddings", None) or MAX_WINDOW, MAX_WINDOW]
+    if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:
+        limits.append(int(tokenizer.model_max_length))
+    return min(limits)
+
+
 def qa_windows(
     tokenizer: Any,
     questions: Sequence[str],
@@ -97,6 +110,54 @@ def best_span(
     return int(start), int(end), float(scores[start, end]), null
 
 
+@dataclass(frozen=True)
+class WindowLogits:
+    """One window's model output and what is needed to read a span from it."""
+
+    start_logits: np.ndarray
+    end_logits: np.ndarray
+    context_mask: np.ndarray  # True on the context's tokens
+    offsets: Sequence[Sequence[int]]  # (start, end) characters of each token
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The best span of a question's windows and its no-answer score."""
+
+    window: int  # the window the span was read in
+    start_token: int
+    end_token: int
+    start: int  # characters of the context
+    end: int
+    score: float
+    null_score: float  # the least of the windows' null scores
+    null_window: int  # the window with that least null score
+
+    def is_null(self, min_score: float = 0.0) -> bool:
+        """No answer: the no-answer score beats the best span (v4's
+        handle_impossible_answer), or the span scores under `min_score`."""
+        return self.null_score > self.score or self.score < min_score
+
+
+def choose(windows: Sequence[WindowLogits], max_answer_len: int) -> Choice:
+    """The best span over a question's windows, in window order (the first of equal
+    scores), and the least null score, as the v4 pipeline reduced them."""
+    best: Choice | None = None
+    null, null_window = 1.0, 0
+    for w, win in enumerate(windows):
+        s, e, score, window_null = best_span(
+            win.start_logits, win.end_logits, win.context_mask, max_answer_len
+        )
+        if window_null < null:
+            null, null_window = window_null, w
+        if best is None or score > best.score:
+            start, end = int(win.offsets[s][0]), int(win.offsets[e][1])
+            best = Choice(w, s, e, start, end, score, 0.0, 0)
+    if best is None:
+        raise ValueError("a question needs at least one window")
+    return Choice(**{**best.__dict__, "null_score": null, "null_window": null_window})
+
+
 def answer_questions(
     model: Any,
     tokenizer: Any,
@@ -120,20 +181,18 @@ def answer_questions(
     with torch.no_grad():
         out = model(**inputs)
     starts, ends = out.start_logits.float().numpy(), out.end_logits.float().numpy()
-    best: dict[int, tuple[float, int, int]] = {}
-    nulls: dict[int, float] = {}
+    windows: dict[int, list[WindowLogits]] = {}
     for w, sample in enumerate(enc["overflow_to_sample_mapping"].tolist()):
         context_mask = np.array([s == 1 for s in enc.sequence_ids(w)])
-        s, e, score, null = best_span(starts[w], ends[w], context_mask, max_answer_len)
         offsets = enc["offset_mapping"][w].tolist()
-        nulls[sample] = min(null, nulls.get(sample, 1.0))
-        if score > best.get(sample, (-1.0, 0, 0))[0]:
-            best[sample] = (score, offsets[s][0], offsets[e][1])
+        windows.setdefault(sample, []).append(
+            WindowLogits(starts[w], ends[w], context_mask, offsets)
+        )
     answers = []
     for i, context in enumerate(contexts):
-        score, start, end = best[i]
-        if handle_impossible_answer and nulls[i] > score:
-            answers.append(Answer("", 0, 0, nulls[i], nulls[i]))
+        c = choose(windows[i], max_answer_len)
+        if handle_impossible_answer and c.null_score > c.score:
+            answers.append(Answer("", 0, 0, c.null_score, c.null_score))
         else:
-            answers.append(Answer(context[start:end], start, end, score, nulls[i]))
+            answers.append(Answer(context[c.start : c.end], c.start, c.end, c.score, c.null_score))
     return answers

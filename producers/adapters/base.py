@@ -29,6 +29,7 @@ class ReadOptions:
     source: str = "rows"
     model_path: Path | None = None
     keep_fields: bool = False  # text items carry their row's other fields (Item.fields)
+    needs_text: bool = True  # False: rows need no text column (the task reads the fields)
 
 
 class ModalityAdapter:

@@ -28,6 +28,7 @@ class TextItems(ModalityAdapter):
             max_chars=opts.settings.max_text_chars,
             source=opts.source,
             keep_fields=opts.keep_fields,
+            needs_text=opts.needs_text,
         )
 
     def body_fields(self, body: dict[str, Any], n: int) -> dict[str, Any]:
@@ -48,6 +49,8 @@ class TextItems(ModalityAdapter):
     ) -> list[str]:
         column = spec.text_column
         need(columns, column, "--text-column", source)
+        if spec.is_tagger:  # a text or a list of tokens: checked with the spans or tags
+            return [column]
         empty = [
             f"row {n}"
             for n, r in enumerate(rows, 1)

@@ -17,6 +17,7 @@ from producers.api.responses import AUTHENTICATED, SUBMITTING, errors
 from producers.api.services import Services, services
 from producers.api.task_bodies import JobOptions, parse_body, validation_error
 from producers.api.uploads import from_upload
+from producers.job_specs import table_selection
 from producers.readers import capped
 from producers.sql_access import sql_source_url
 from schemas import callback_urls
@@ -174,9 +175,11 @@ def _from_sql(body: Any, svc: Services, tenant: str) -> tuple[list[Item], str]:
     ref = svc.client.resolve_model(body.model, body.task, tenant)
     task = svc.client.catalog.get(body.task)
     adapter = adapter_for(task.modality)
-    spec.selected = adapter.table_columns(
-        src.text_column, src.media_column, ref.path if ref.loads else None
-    ) + [(c, c, "prompt field") for c in task.params.row_fields(options_of(body))]
+    spec.selected = table_selection(
+        task,
+        adapter.table_columns(src.text_column, src.media_column, ref.path if ref.loads else None),
+        options_of(body),
+    )
     engine = make_engine(url)
     try:
         cap = svc.settings.api_max_items

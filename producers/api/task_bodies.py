@@ -84,7 +84,10 @@ class Strict(BaseModel):
 class TextItem(Strict):
     text: Text | None = None
     fields: dict[NoNul, NoNul | int | float | bool] | None = Field(
-        None, description="the item's other fields, for a prompt template's {name} (generate)"
+        None,
+        description="the item's other fields, by name: what a prompt template's {name} reads "
+        "(generate), the `question` and `context` (answer-question; other names with the "
+        "job's `question` and `context` templates)",
     )
 
 

@@ -3,8 +3,10 @@
 import itertools
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,11 +14,13 @@ from typing import Any
 
 import pytest
 import redis
+import uvicorn
 from sqlalchemy import func, select
 from sqlalchemy import inspect as sa_inspect
 
 from ops import stack
 from producers import Client
+from producers.api import create_app
 from schemas.settings import Settings
 from schemas.states import JobStatus
 from storage import tables as t
@@ -149,3 +153,40 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def sluice(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The `sluice` command as a user runs it, against this test's services."""
+    return subprocess.run(
+        [SLUICE, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture
+def api_url(client: Client) -> Iterator[str]:
+    """The REST API over this test's client, on a free port of 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(client=client), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 30, "uvicorn to start")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def warehouse_url(database_url: str, tmp_path: Path) -> str:
+    """A source database for `sluice enrich`: the test PostgreSQL database (tests drop their
+    tables after: it is shared with the migration checks), or a SQLite file of its own."""
+    if database_url.startswith("postgresql"):
+        return database_url
+    return f"sqlite:///{tmp_path / 'warehouse.db'}"
+
+
+def rows_of(client: Client, job_id: str) -> dict[str, dict[str, Any]]:
+    """A job's result rows by key."""
+    return {r["key"]: r for r in client.results(job_id)}

@@ -3,7 +3,6 @@ SQLite/PostgreSQL): submit, get the signed callback on a local receiver, fetch t
 an event answered within ?wait; another tenant sees nothing."""
 
 import json
-import socket
 import statistics
 import threading
 import time
@@ -13,10 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from producers import Client
-from producers.api import create_app
 from schemas.tenants import Role
 from storage.apikeys import ApiKeys
 from storage.callback_ledger import verify
@@ -65,22 +62,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.server.shutdown()
-
-
-@pytest.fixture
-def api_url(client: Client) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(client=client), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 30, "uvicorn to start")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
 
 
 def test_submit_callback_results_over_http(

@@ -3,25 +3,17 @@ the toy models spell digits, so each row's text is checked exactly, and against
 `model.generate` run on each prompt alone."""
 
 import json
-import os
-import socket
-import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import text
 
 from producers import Client
-from producers.api import create_app
 from schemas.tenants import Role, TenantGrant
 from storage.apikeys import ApiKeys
 from storage.engine import make_engine
-from tests.integration.conftest import SLUICE, wait_until
+from tests.integration.conftest import rows_of, sluice, wait_until, warehouse_url
 from workers.training.scratch_generators import random_digit_texts, spell_digits
 
 pytestmark = pytest.mark.integration
@@ -51,35 +43,6 @@ def unbatched(model_dir: Path, prompts: list[str], max_new_tokens: int = 24) -> 
         start = 0 if seq2seq else enc["input_ids"].shape[1]
         out.append(tok.decode(seq[0, start:], skip_special_tokens=True))
     return out
-
-
-def sluice(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [SLUICE, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=600
-    )
-
-
-@pytest.fixture
-def api_url(client: Client) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(client=client), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 30, "uvicorn to start")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
-
-
-def warehouse_url(database_url: str, tmp_path: Path) -> str:
-    """The source database: the test PostgreSQL database, or a SQLite file of its own."""
-    if database_url.startswith("postgresql"):
-        return database_url
-    return f"sqlite:///{tmp_path / 'warehouse.db'}"
 
 
 def check_enrich(env: dict[str, str], warehouse: str, model: str) -> None:
@@ -117,10 +80,6 @@ def check_enrich(env: dict[str, str], warehouse: str, model: str) -> None:
             conn.execute(text("DROP TABLE IF EXISTS gen_spelled"))
             conn.execute(text("DROP TABLE IF EXISTS gen_digits"))
         engine.dispose()
-
-
-def rows_of(client: Client, job_id: str) -> dict[str, dict[str, Any]]:
-    return {r["key"]: r for r in client.results(job_id)}
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # every door: both

@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, settings
 
 from producers import Client, RecordingDispatcher
 from producers.api import create_app
+from schemas.catalog import load_catalog
 from schemas.errors import QuotaExceededError
-from schemas.generation_params import TEMPLATE, pointed, references, template_fields
+from schemas.generation_params import TEMPLATE, pointed, references
 from schemas.settings import Settings
 from storage.apikeys import ApiKeys
 
@@ -131,11 +132,17 @@ def _documented_cross_field_rules(case: Any) -> None:
 
 
 def _template_fields(body: dict[str, Any]) -> dict[str, str]:
-    """The fields besides the text that a generate body's prompt template reads."""
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not re.match(TEMPLATE, prompt):
+    """The fields a body's templates read (generate's prompt, answer-question's question and
+    context), besides the text of a task that has one, each given a value."""
+    task = body.get("task")
+    catalog = load_catalog()
+    if not isinstance(task, str) or task not in catalog:
         return {}
-    return {name: "a value" for name in template_fields(prompt) if name != "text"}
+    params = catalog.get(task).params
+    names = params.row_fields(
+        {k: v for k, v in body.items() if isinstance(v, str) and re.match(TEMPLATE, v)}
+    )
+    return {name: "a value" for name in names}
 
 
 def _is_json_schema(schema: dict[str, Any]) -> bool:

@@ -49,6 +49,8 @@ def test_the_builtin_catalog_is_consistent():
                 "classify-records",
                 "regress-records",
                 "generate",
+                "answer-question",
+                "extract-entities",
             ]
         )
         == TASKS

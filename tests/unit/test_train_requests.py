@@ -305,7 +305,8 @@ def test_a_regressor_needs_enough_rows_and_no_labels(tmp_path: Path):
         (
             {"task": "transcribe"},
             "task 'transcribe' cannot be trained; trainable tasks: classify-audio, "
-            "classify-image, classify-records, classify-text, generate, regress-records",
+            "classify-image, classify-records, classify-text, extract-entities, generate, "
+            "regress-records",
         ),
         ({"epochs": 0}, "epochs: Input should be greater than or equal to 1"),
         ({"workers": 0}, "workers: Input should be greater than or equal to 1"),
@@ -317,14 +318,14 @@ def test_a_regressor_needs_enough_rows_and_no_labels(tmp_path: Path):
         ({"dp_epsilon": 1.0, "dp_delta": 1.0}, "delta: Input should be less than 1"),
         (
             {"task": "classify-image", "dp_epsilon": 1.0, "dp_delta": 1e-5},
-            "--dp-epsilon is supported for classify-records, classify-text, generate, "
-            "regress-records; classify-image cannot be trained privately: its model family "
-            "holds BatchNorm",
+            "--dp-epsilon is supported for classify-records, classify-text, extract-entities, "
+            "generate, regress-records; classify-image cannot be trained privately: its model "
+            "family holds BatchNorm",
         ),
         (
             {"task": "classify-audio", "dp_epsilon": 1.0, "dp_delta": 1e-5},
-            "--dp-epsilon is supported for classify-records, classify-text, generate, "
-            "regress-records",
+            "--dp-epsilon is supported for classify-records, classify-text, extract-entities, "
+            "generate, regress-records",
         ),
         (
             {"task": "classify-text", "dp_epsilon": 1.0, "dp_delta": 1e-5, "train_encoder": True},

@@ -9,6 +9,7 @@ from captum.attr import LayerIntegratedGradients
 
 from schemas.jobs import Explanation
 from schemas.states import ExplanationStatus
+from workers.explain.spans import baseline_ids
 
 METHOD = "layer_integrated_gradients"
 
@@ -74,7 +75,7 @@ def _attribute(
     target_names: list[str],
 ) -> list[Explanation]:
     ids, mask = model.pad(list(batch))
-    baseline = _baseline(model.tokenizer, ids)
+    baseline = baseline_ids(model.tokenizer, ids)
     lig = LayerIntegratedGradients(forward, model.layer)
     attributions, delta = lig.attribute(
         inputs=ids,
@@ -99,20 +100,6 @@ def _attribute(
         )
         for words, scores in [_merge_word_pieces(model.tokenizer, f, row.tolist())]
     ]
-
-
-def _baseline(tokenizer: Any, ids: torch.Tensor) -> torch.Tensor:
-    """The reference input: special tokens kept, every other token replaced by padding."""
-    special = torch.tensor(
-        [
-            tokenizer.get_special_tokens_mask(row, already_has_special_tokens=True)
-            for row in ids.tolist()
-        ],
-        dtype=torch.bool,
-        device=ids.device,
-    )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return torch.where(special, ids, torch.full_like(ids, pad_id))
 
 
 def _merge_word_pieces(
