@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/front_doors.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/generation.py
+	$(BIN)/python bench/reading.py
 
 clean:
 	rm -rf $(VENV) .sluice .pytest_cache .mypy_cache .ruff_cache

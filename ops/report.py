@@ -29,8 +29,13 @@ def write_html(client: Client, job_id: str, out: Path, limit: int) -> int:
     # span tasks draw their input (the context, the text) with the spans marked
     spans = spec.output if spec and spec.output in SPAN_OUTPUTS else None
     needs_items = adapter.report_needs_items or spans is not None
-    items = {i.key: i for i in client.ledger.iter_items(job_id)} if needs_items else {}
     rows = list(islice(client.results(job_id), limit))
+    shown = {row["key"] for row in rows}  # only the rows drawn are kept in memory
+    items = (
+        {i.key: i for i in client.ledger.iter_items(job_id) if i.key in shown}
+        if needs_items
+        else {}
+    )
     body = [
         f"<h1>Sluice job {html.escape(job_id)}</h1>",
         f"<p>{html.escape(view.task)} with {html.escape(view.model)} "

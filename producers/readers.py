@@ -184,7 +184,9 @@ def rows_to_items(
         if too_long := [n for n, v in fields.items() if len(v) > max_chars]:
             return Item(key=key, invalid=f"the field {too_long[0]!r} is over {max_chars} "
                         "characters (SLUICE_MAX_TEXT_CHARS)")  # fmt: skip
-        return Item(key=key, text=text if needs_text else None, fields=fields)
+        if not needs_text and not isinstance(text, str):
+            text = None  # the task reads the fields; a text column, where there is one, helps
+        return Item(key=key, text=text, fields=fields)
 
     return build_items(columns, rows, key_column=key_column, source=source, build=build)
 

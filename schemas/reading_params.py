@@ -46,7 +46,8 @@ class AnswerQuestionParams(TaskParams):
     context: str = Field(
         DEFAULT_CONTEXT,
         description="the context the answer is taken from, as a template over the item's "
-        "fields ('{context}' by default; '{title}\\n{body}' joins two); answer offsets count "
+        "fields: '{context}' (the default) reads a `context` column or field, or the text "
+        "column where there is none; '{title}\\n{body}' joins two; answer offsets count "
         "characters of the context as built",
     )
     stride: int = Field(DEFAULT_STRIDE, ge=0, le=256, description=STRIDE)
@@ -101,20 +102,11 @@ class AnswerQuestionParams(TaskParams):
     @classmethod
     def prepare_items(cls, params: dict[str, Any], items: list[Item]) -> list[Item]:
         """Each item as the worker reads it: `text` the context, `fields` {"question": ...},
-        both built from its row. A field no row has refuses the submit (naming the fields
-        there are); a row without a field the others have, or whose question or context
-        comes out blank, ends `invalid`."""
+        both built from its row. A row without a field the templates read, or whose question
+        or context comes out blank, ends `invalid`, its error naming the fields it has (so a
+        misnamed column shows on every row of the job)."""
         templates = cls.templates(params)
         wanted = cls.row_fields(params)
-        usable = [it for it in items if not it.invalid]
-        present = {name for it in usable for name in _values(it)}
-        if absent := [f for f in wanted if f not in present] if usable else []:
-            has = ", ".join(sorted(present)) or "none"
-            raise ValueError(
-                f"the question or context reads {', '.join('{' + f + '}' for f in absent)}, "
-                f"which the input does not have (its fields: {has}); name the columns with "
-                "--question and --context, such as --context '{body}'"
-            )
         out = []
         for it in items:
             if it.invalid:
@@ -122,8 +114,11 @@ class AnswerQuestionParams(TaskParams):
                 continue
             values = _values(it)
             if missing := [f for f in wanted if f not in values]:
-                out.append(Item(key=it.key, invalid="no value for "
-                                f"{', '.join('{' + f + '}' for f in missing)}"))  # fmt: skip
+                has = ", ".join(sorted(values)) or "none"
+                out.append(Item(key=it.key, invalid=f"no value for "
+                                f"{', '.join('{' + f + '}' for f in missing)} (the row's "
+                                f"fields: {has}; the question and context templates "
+                                "name others)"))  # fmt: skip
                 continue
             question = render_prompt(templates["question"], values)
             context = render_prompt(templates["context"], values)
@@ -137,10 +132,12 @@ class AnswerQuestionParams(TaskParams):
 
 
 def _values(item: Item) -> dict[str, str]:
-    """What a template may read of an item: its fields, and `text` where it has one."""
+    """What a template may read of an item: its fields, and its text (the text column) as
+    `text` and, where it has no `context` field, as `context`."""
     values = dict(item.fields or {})
-    if isinstance(item.text, str) and "text" not in values:
-        values["text"] = item.text
+    if isinstance(item.text, str):
+        values.setdefault("text", item.text)
+        values.setdefault("context", item.text)
     return values
 
 

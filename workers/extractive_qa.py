@@ -7,7 +7,10 @@ tokens, so an answer near a window's edge is whole in the next one. In each wind
 and end logits are turned into probabilities over that window's context tokens and [CLS]
 (SQuAD 2.0: a model points at [CLS], token 0, when the window holds no answer); a span's score
 is p(start) * p(end), the null score p_[CLS](start) * p_[CLS](end). The answer is the best span
-of any window, at most `max_answer_len` tokens long, as characters of the context.
+of any window, at most `max_answer_len` tokens long, as characters of the context, widened to
+the whole words its first and last tokens belong to (v4's `align_to_words=True`, its default:
+a reader pointing into "Tessaly" answers "Tessaly", not "Tes"; words are the tokenizer's
+pre-tokenizer's, so a run of letters and digits without spaces is one word).
 
 `null_score` is the smallest null score over the windows (as the v4 pipeline kept it): with
 `handle_impossible_answer=True` the answer is "" (start = end = 0) when it beats the best span.
@@ -118,6 +121,20 @@ class WindowLogits:
     end_logits: np.ndarray
     context_mask: np.ndarray  # True on the context's tokens
     offsets: Sequence[Sequence[int]]  # (start, end) characters of each token
+    word_ids: Sequence[int | None] | None = None  # each token's word (None: no alignment)
+
+    def characters(self, start: int, end: int) -> tuple[int, int]:
+        """The context characters of tokens start..end, widened to whole words."""
+        first, last = start, end
+        if self.word_ids is not None and None not in (self.word_ids[start], self.word_ids[end]):
+            same = [
+                p
+                for p, in_context in enumerate(self.context_mask)
+                if in_context and self.word_ids[p] in (self.word_ids[start], self.word_ids[end])
+            ]
+            first = min(p for p in same if self.word_ids[p] == self.word_ids[start])
+            last = max(p for p in same if self.word_ids[p] == self.word_ids[end])
+        return int(self.offsets[first][0]), int(self.offsets[last][1])
 
 
 @dataclass(frozen=True)
@@ -151,7 +168,7 @@ def choose(windows: Sequence[WindowLogits], max_answer_len: int) -> Choice:
         if window_null < null:
             null, null_window = window_null, w
         if best is None or score > best.score:
-            start, end = int(win.offsets[s][0]), int(win.offsets[e][1])
+            start, end = win.characters(s, e)
             best = Choice(w, s, e, start, end, score, 0.0, 0)
     if best is None:
         raise ValueError("a question needs at least one window")
@@ -186,7 +203,7 @@ def answer_questions(
         context_mask = np.array([s == 1 for s in enc.sequence_ids(w)])
         offsets = enc["offset_mapping"][w].tolist()
         windows.setdefault(sample, []).append(
-            WindowLogits(starts[w], ends[w], context_mask, offsets)
+            WindowLogits(starts[w], ends[w], context_mask, offsets, enc.word_ids(w))
         )
     answers = []
     for i, context in enumerate(contexts):

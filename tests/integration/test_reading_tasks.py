@@ -279,11 +279,15 @@ def test_answers_from_every_door_equal_the_reader_item_by_item(
     assert answers["d1"]["explanation"]["status"] == "ok"
     page = html_report(env, cli_job, tmp_path / "answers.html")
     assert "Tessaly Labs" in page and "Where does Mira Kaldsen work?" in page
-    refused = sluice(
+    unnamed = sluice(  # no question column and no --question: every row says what it has
         env, "submit", str(tmp_path / "docs.csv"), "--task", "answer-question",
-        "--model", str(model), "--key-column", "doc",
+        "--model", str(model), "--key-column", "doc", "--wait", "--json",
     )  # fmt: skip
-    assert refused.returncode == 2 and "{question}" in refused.stderr
+    assert unnamed.returncode == 1, unnamed.stderr
+    unnamed_job = json.loads(unnamed.stdout.splitlines()[-1])["job_id"]
+    for row in client.results(unnamed_job):
+        assert row["status"] == "invalid" and "{question}" in row["error"]
+        assert "body, doc" in row["error"]
 
     # REST: JSON items with fields, an upload, an event
     client.settings.tenant_grants = {"acme": TenantGrant(model_dirs=[str(demo_models)])}
@@ -320,11 +324,19 @@ def test_answers_from_every_door_equal_the_reader_item_by_item(
         wait_until(lambda job=job: client.status(job).status.finished, 180, "the API's jobs")
         for key, row in rows_of(client, job).items():
             assert row["output"] == got[key]["output"], key
-    r = http.post(
-        "/v1/jobs",
-        json={"task": "answer-question", "model": str(model), "items": ["just a text"]},
-    )
-    assert r.status_code in (400, 422) and "{question}" in r.text, r.text
+    # the text as the context, and an item without a question: an `invalid` row
+    texts = [
+        {"key": "t", "text": triples[13].context, "fields": {"question": triples[13].question}},
+        {"key": "no-question", "text": triples[13].context},
+    ]
+    r = http.post("/v1/jobs", json={"task": "answer-question", "model": str(model), "items": texts})
+    assert r.status_code == 201, r.text
+    texts_job = r.json()["job_id"]
+    wait_until(lambda: client.status(texts_job).status.finished, 180, "the text job")
+    as_text = rows_of(client, texts_job)
+    assert as_text["t"]["output"] == got["q13"]["output"]
+    assert as_text["no-question"]["status"] == "invalid"
+    assert "{question}" in as_text["no-question"]["error"]
 
     # enrich: a table of questions over documents, answers written back
     check_enrich_answers(env, warehouse_url(database_url, tmp_path), model, triples[:8])

@@ -283,7 +283,6 @@ def test_bad_rows_are_refused_at_submit_naming_them(tmp_path: Path) -> None:
     [
         ({"labels": ["PERSON", "MONEY"]}, "entity types in --labels that no row has (the model "),
         ({"labels": ["B-PERSON"]}, "--labels lists entity types (PERSON), not BIO tags"),
-        ({"base": None}, "extract-entities fine-tunes a pretrained encoder or token classifier"),
         ({"train_encoder": True}, "--train-encoder is for classifiers' heads"),
         ({"label_column": "text"}, "--label-column 'text' is also the input"),
     ],

@@ -35,7 +35,7 @@ def test_question_and_context_come_from_the_rows_columns_without_a_text_column()
     )
     assert (got["a"].text, got["a"].fields) == ("Ann did.", {"question": "Who?"})
     assert got["b"].invalid == "the question is empty"
-    assert got["c"].invalid == "no value for {question}"
+    assert got["c"].invalid.startswith("no value for {question} (the row's fields: context, id")
     assert got["d"].invalid == "the context is empty"
 
 
@@ -46,11 +46,20 @@ def test_one_question_for_every_row_and_a_context_joined_from_two_columns():
     assert got["1"].fields == {"question": "Who signed?"}
 
 
-def test_a_field_no_row_has_refuses_the_submit_naming_the_fields_there_are():
-    with pytest.raises(ValueError) as refused:
-        prepared({"context": "{document}"}, [{"id": "1", "question": "q", "body": "b"}])
-    message = str(refused.value)
-    assert "{document}" in message and "body, id, question" in message
+def test_a_field_no_row_has_makes_every_row_invalid_naming_the_fields_there_are():
+    got = prepared({"context": "{document}"}, [{"id": "1", "question": "q", "body": "b"}])
+    assert got["1"].invalid == (
+        "no value for {document} (the row's fields: body, id, question; the question and "
+        "context templates name others)"
+    )
+
+
+def test_without_a_context_field_the_text_column_is_the_context():
+    rows = [{"id": "1", "question": "Who?", "text": "Ann did."}]
+    got = prepared({}, rows)
+    assert (got["1"].text, got["1"].fields) == ("Ann did.", {"question": "Who?"})
+    both = prepared({}, [{"id": "2", "question": "Q", "text": "t", "context": "c"}])
+    assert both["2"].text == "c"  # a context field wins over the text
 
 
 @pytest.mark.parametrize(

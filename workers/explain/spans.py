@@ -21,6 +21,8 @@ from captum.attr import LayerIntegratedGradients
 from schemas.jobs import Explanation
 from schemas.states import ExplanationStatus
 
+WINDOWS_AT_ONCE = 32  # windows one attribution call runs together (each pass: all of them)
+
 METHOD = "layer_integrated_gradients"
 
 # What the model's output is read as: (model output, *per-row target tensors) -> one scalar
@@ -72,7 +74,31 @@ def attribute_windows(
     internal_batch_size: int,
 ) -> tuple[list[list[float]], list[float]]:
     """Per-token attributions of each window (its own length) for `readout` of the model's
-    output, and the convergence deltas. `targets` are tensors with one row per window."""
+    output, and the convergence deltas. `targets` are tensors with one row per window.
+    Windows are attributed WINDOWS_AT_ONCE at a time: Captum runs every window of a call in
+    each pass, so a row of many entities must not make one pass of hundreds of windows."""
+    scores: list[list[float]] = []
+    deltas: list[float] = []
+    for at in range(0, len(windows), WINDOWS_AT_ONCE):
+        part = slice(at, at + WINDOWS_AT_ONCE)
+        s, d = _attribute(
+            model, tokenizer, windows[part], readout, [t[part] for t in targets], steps,
+            internal_batch_size,
+        )  # fmt: skip
+        scores += s
+        deltas += d
+    return scores, deltas
+
+
+def _attribute(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    windows: Sequence[TokenWindow],
+    readout: Readout,
+    targets: Sequence[torch.Tensor],
+    steps: int,
+    internal_batch_size: int,
+) -> tuple[list[list[float]], list[float]]:
     device = next(model.parameters()).device
     inputs = {k: v.to(device) for k, v in pad_windows(tokenizer, windows).items()}
     ids = inputs.pop("input_ids")

@@ -36,7 +36,7 @@ from workers.explain.spans import (
     words,
 )
 from workers.extractive_qa import Choice, WindowLogits, choose, window_length
-from workers.handlers.base import Handler, run_by_length
+from workers.handlers.base import WINDOWS_PER_PASS, Handler, run_by_length
 from workers.safe_loading import load_pretrained
 
 DEFAULT_MAX_ANSWER_TOKENS = int(AnswerQuestionParams.model_fields["max_answer_tokens"].default)
@@ -72,9 +72,7 @@ class AnswerQuestionHandler(Handler):
             if problem := input_problem(value, name):
                 raise InvalidInput(problem)
         assert isinstance(question, str) and isinstance(item.text, str)  # checked just above
-        stride = int(params.get("stride", DEFAULT_STRIDE))
-        if problem := self.no_room(question, item.text, stride):
-            raise InvalidInput(problem)
+        stride = self.window_stride(question, item.text, int(params.get("stride", DEFAULT_STRIDE)))
         enc = self.tokenizer(
             question,
             item.text,
@@ -102,20 +100,19 @@ class AnswerQuestionHandler(Handler):
             float(params.get("min_score", 0.0)),
         )
 
-    def no_room(self, question: str, context: str, stride: int) -> str | None:
-        """Why the context cannot be cut into windows beside this question, or None. (The
-        tokenizer would panic: a window's part of the context must be longer than the part
-        windows share.)"""
+    def window_stride(self, question: str, context: str, stride: int) -> int:
+        """The stride the context is cut with: 0 where it fits whole in one window (nothing
+        is shared; the tokenizer refuses a stride over its room even then), else `stride`.
+        InvalidInput where windows sharing `stride` tokens cannot hold the context beside the
+        question (the tokenizer would panic: each window must hold more than it shares)."""
         used = len(self.tokenizer(question, add_special_tokens=False)["input_ids"])
         used += self.tokenizer.num_special_tokens_to_add(pair=True)
         room = self.window - used
         if room > stride:
-            return None
-        if room > 0:
-            needed = len(self.tokenizer(context, add_special_tokens=False)["input_ids"])
-            if needed <= room:
-                return None  # the context fits whole in one window: nothing is shared
-        return (
+            return stride
+        if room > 0 and len(self.tokenizer(context, add_special_tokens=False)["input_ids"]) <= room:
+            return 0
+        raise InvalidInput(
             f"the question takes {used} of the model's {self.window}-token window, leaving "
             f"{max(room, 0)} for the context, and windows share {stride} tokens of it; ask a "
             "shorter question or give a smaller stride"
@@ -136,7 +133,7 @@ class AnswerQuestionHandler(Handler):
                 for j, w in enumerate(group)
             ]
 
-        return run_by_length([len(w.input_ids) for w in windows], run)
+        return run_by_length([len(w.input_ids) for w in windows], run, most=WINDOWS_PER_PASS)
 
     def choose(self, batch: list[QuestionFeatures]) -> list[Choice]:
         flat = [(i, w) for i, f in enumerate(batch) for w in f.windows]
@@ -144,7 +141,7 @@ class AnswerQuestionHandler(Handler):
         per_item: list[list[WindowLogits]] = [[] for _ in batch]
         for (i, w), (start, end) in zip(flat, logits, strict=True):
             context = np.array([s == 1 for s in w.sequence_ids])
-            per_item[i].append(WindowLogits(start, end, context, w.offsets))
+            per_item[i].append(WindowLogits(start, end, context, w.offsets, w.word_ids))
         return [choose(wl, f.max_answer_tokens) for wl, f in zip(per_item, batch, strict=True)]
 
     def predict(self, batch: list[QuestionFeatures]) -> list[dict[str, Any]]:

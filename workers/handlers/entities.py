@@ -34,7 +34,7 @@ from workers.explain.spans import (
     words,
 )
 from workers.extractive_qa import window_length
-from workers.handlers.base import Handler, run_by_length
+from workers.handlers.base import WINDOWS_PER_PASS, Handler, run_by_length
 from workers.safe_loading import load_pretrained
 
 MAX_CHARS = 1_000_000  # the producer's cap (SLUICE_MAX_TEXT_CHARS) is the user-facing one
@@ -120,7 +120,7 @@ class ExtractEntitiesHandler(Handler):
                 logits = self.model(**inputs).logits.float().cpu()
             return [logits[j, : len(w.input_ids)] for j, w in enumerate(group)]
 
-        return run_by_length([len(w.input_ids) for w in windows], run)
+        return run_by_length([len(w.input_ids) for w in windows], run, most=WINDOWS_PER_PASS)
 
     def entities(self, f: TextWindows, logits: list[torch.Tensor]) -> list[dict[str, Any]]:
         """The pipeline's postprocessing on this text's windows, as its _forward gives them."""
