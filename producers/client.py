@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain, islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -13,12 +14,12 @@ from producers.dispatch import CeleryDispatcher, Dispatcher
 from producers.job_specs import (
     check_storable_texts,
     checked_params,
-    prepared_items,
     refuse_unretryable,
     retry_spec,
     with_input_roots,
 )
-from producers.readers import read_rows, rows_to_items
+from producers.readers import iter_rows_to_items, read_rows
+from producers.submit_batches import RECEIVE_BATCH, batches_of, prepared_batches
 from producers.training import build_spec
 from schemas.catalog import Catalog, load_catalog
 from schemas.errors import ModelError, NotQueuedError, SluiceError
@@ -26,7 +27,7 @@ from schemas.jobs import Item, JobSpec, check_unique_keys
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 from schemas.states import RunStatus
-from schemas.storable import escaped_text, storable_items
+from schemas.storable import escaped_text
 from schemas.task_spec import ModelKind
 from schemas.tenants import DEFAULT_TENANT, check_tenant
 from schemas.training import MODEL_SELECTOR_RE
@@ -42,6 +43,8 @@ from storage.training_runs import RunView, TrainingRuns
 class Client:
     """`dispatcher`: what sends the messages (default: Celery, by task name); a
     RecordingDispatcher (producers/dispatch_recording.py) records them instead."""
+
+    receive_batch = RECEIVE_BATCH  # items per transaction of a large job (tests lower it)
 
     def __init__(
         self, settings: Settings | None = None, dispatcher: Dispatcher | None = None
@@ -79,11 +82,11 @@ class Client:
         path = Path(path)
         spec = self.catalog.get(task)
         if path.is_dir():
-            items = adapter_for(spec.modality).items_from_folder(path, self.settings)
-            return self._submit(items, task, source=str(path), **options)
+            files = adapter_for(spec.modality).items_from_folder(path, self.settings)
+            return self._submit(files, task, source=str(path), **options)
         columns, rows = read_rows(path)
         ref = self.resolve_model(options.pop("model", None), task)
-        items = self.items_from_rows(
+        items = self.iter_items_from_rows(
             columns,
             rows,
             task,
@@ -100,7 +103,7 @@ class Client:
         """Submit texts from memory: a list (keys are 1, 2, ...) or a {key: text} mapping."""
         pairs = texts.items() if isinstance(texts, dict) else enumerate(texts, 1)
         rows = [{"key": str(k), "text": v} for k, v in pairs]
-        items = rows_to_items(
+        items = iter_rows_to_items(
             ["key", "text"],
             iter(rows),
             text_column="text",
@@ -158,7 +161,7 @@ class Client:
             return model_refs.from_registry(view, spec, self.settings.data_dir)
         return model_refs.resolve(model, spec, self.settings.data_dir, hub_only)
 
-    def items_from_rows(
+    def iter_items_from_rows(
         self,
         columns: list[str],
         rows: Iterator[dict[str, Any]],
@@ -172,8 +175,9 @@ class Client:
         source: str = "rows",
         ref: model_refs.ModelRef | None = None,
         tenant: str | None = None,
-    ) -> list[Item]:
-        """Rows of any modality to items, by the task's modality adapter: texts, media
+    ) -> Iterator[Item]:
+        """Rows of any modality to items as they are read, by the task's modality adapter
+        (never all held: a file or table of any size streams into `submit_items`): texts, media
         references or records (checked against the model's feature schema). `ref`: the
         model already resolved (else `model` is resolved when the adapter needs it). Media
         are read as `tenant` may: under its own input roots."""
@@ -193,17 +197,27 @@ class Client:
             keep_fields=spec.params.reads_item_fields,
             needs_text=spec.params.reads_text_column,
         )
-        return adapter.items_from_rows(columns, rows, opts)
+        return adapter.iter_items_from_rows(columns, rows, opts)
 
-    def submit_items(self, items: list[Item], task: str, **options: Any) -> str:
-        """Submit prepared items (the REST API and `sluice enrich` come in here). Besides the
-        options of submit_file: tenant, api_key_id, callback_url, parent_job_id,
-        idempotency_key (recorded on the job)."""
+    def items_from_rows(
+        self, columns: list[str], rows: Iterator[dict[str, Any]], task: str, **options: Any
+    ) -> list[Item]:
+        """iter_items_from_rows, all at once (a capped input: an API body, an upload), every
+        repeated key named (DuplicateKeysError)."""
+        items = list(self.iter_items_from_rows(columns, rows, task, **options))
+        check_unique_keys(items)
+        return items
+
+    def submit_items(self, items: Iterable[Item], task: str, **options: Any) -> str:
+        """Submit prepared items (the REST API and `sluice enrich` come in here): a list, or
+        an iterator of any length, read batch by batch (a large job is written while
+        `receiving`). Besides the options of submit_file: tenant, api_key_id, callback_url,
+        parent_job_id, idempotency_key (recorded on the job)."""
         return self._submit(items, task, **options)
 
     def _submit(
         self,
-        items: list[Item],
+        items: Iterable[Item],
         task: str,
         *,
         model: str | None = None,
@@ -231,11 +245,13 @@ class Client:
             task_params=task_params,
         )
         source = escaped_text(source) if source else source
-        if not items:
+        batches = prepared_batches(self.catalog.get(task), params, items, self.receive_batch)
+        # The first two batches are read before anything is recorded: an input of one batch
+        # is checked whole (keys, the task's end-of-input check) and recorded in one
+        # transaction; a longer one is written while `receiving` (_record_and_send).
+        ahead = list(islice(batches, 2))
+        if not ahead:
             raise SluiceError(f"{source}: no items to process")
-        items = prepared_items(self.catalog.get(task), params, items)
-        items = storable_items(items)  # a row no database can store never reaches one
-        check_unique_keys(items)
         require_broker(self.endpoints)  # early: before a model is resolved (it may download)
         ref = ref or self.resolve_model(model, task, tenant)
         if ref.loads:
@@ -257,7 +273,7 @@ class Client:
             parent_job_id=parent_job_id,
             idempotency_key=idempotency_key,
         )
-        return self._record_and_send(job, items)
+        return self._record_and_send(job, chain(ahead, batches))
 
     def retry(
         self,
@@ -284,22 +300,44 @@ class Client:
         named = None if parent.model in ("none", self.settings.default_model) else parent.model
         self.resolve_model(named, parent.task, parent.tenant)
         job = retry_spec(parent, self.settings, idempotency_key, api_key_id)
-        return self._record_and_send(job, failed)
+        return self._record_and_send(job, batches_of(failed, self.receive_batch))
 
-    def _record_and_send(self, job: JobSpec, items: list[Item]) -> str:
+    def _record_and_send(self, job: JobSpec, batches: Iterator[list[Item]]) -> str:
         """The one way a job is recorded and sent, whichever door it came in by (SDK, CLI,
         REST and its uploads and events, `sluice enrich`, a retry): its job and chunk rows
-        first, then one message per chunk on the job's fair-share lane."""
+        first, then one message per chunk on the job's fair-share lane. One batch is one
+        transaction (Ledger.create_job); more are written while the job is `receiving`, and
+        its chunks are sent only after the last batch commits (storage/receiving.py)."""
         require_broker(self.endpoints)  # a job nothing can ever send is not worth recording
         spec = self.catalog.get(job.task)
         chunk_size = self.settings.chunk_size or spec.chunk_size
-        job_id, chunk_ids = self.ledger.create_job(job, items, chunk_size)
+        ahead = list(islice(batches, 2))
+        if len(ahead) < 2:
+            job_id, chunk_ids = self.ledger.create_job(job, ahead[0] if ahead else [], chunk_size)
+            self._send(job_id, chunk_ids, spec.queue, job.priority)
+            return job_id
+        receiving = self.ledger.receiver.open(job, chunk_size)
+        try:
+            for batch in chain(ahead, batches):
+                receiving.write(batch)
+            receiving.finish()
+        except BaseException:  # a bad row, a repeated key, a quota, Ctrl-C: nothing stays
+            receiving.abandon()
+            raise
+        self._send(
+            receiving.job_id,
+            self.ledger.receiver.chunk_ids(receiving.job_id),
+            spec.queue,
+            job.priority,
+        )
+        return receiving.job_id
+
+    def _send(self, job_id: str, chunk_ids: Iterable[str], queue: str, priority: int) -> None:
         try:
             lane = self.ledger.job(job_id).lane
-            self.dispatcher.send_job_chunks(chunk_ids, spec.queue, lane, job.priority)
+            self.dispatcher.send_job_chunks(chunk_ids, queue, lane, priority)
         except Exception as exc:  # kombu raises several types for an unreachable broker
             raise NotQueuedError("job", job_id, exc) from exc
-        return job_id
 
     # -- training -----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 from sqlalchemy import Engine, Table
@@ -246,6 +246,10 @@ def resumable(client: Any, runs: EnrichRuns, fp: str) -> RunView | None:
             client.ledger.job(job_id)
         except JobNotFoundError:  # deleted since (retention): its results are gone too
             job_id = None
+    if job_id is not None and client.ledger.job(job_id).status == JobStatus.RECEIVING:
+        # its submitter died while writing it: remove what it wrote and start over
+        client.ledger.receiver.abandon(job_id)
+        job_id = None
     if job_id is None:
         runs.discard(fp)
         return None
@@ -265,12 +269,14 @@ def start(client: Any, runs: EnrichRuns, plan: Plan) -> RunView | None:
     before = watermark(runs, plan)
     failed = runs.retries(plan.mark) if plan.since is not None else {}
     usable = {k for k in failed if decodes(codec, k)}
+    unusable = [k for k in failed if k not in usable]
     due = [k for k, n in failed.items() if n <= plan.spec.max_retries and k in usable]
     _, rows = read_rows(plan.source, src, before)
     newest: list[Any] = []
-    seen: set[str] = set()
+    seen: set[str] = set()  # keys read that had failed before: only those are kept
     retried: set[str] = set()
     keyless: list[Item] = []
+    read = [0]
 
     def tracked() -> Iterator[dict[str, Any]]:
         for n, row in enumerate(rows, 1):
@@ -280,45 +286,56 @@ def start(client: Any, runs: EnrichRuns, plan: Plan) -> RunView | None:
             if row["key"] is None:
                 keyless.append(keyless_item(n, row, src.key_column))
                 continue
-            seen.add(row["key"])
+            if row["key"] in failed:
+                seen.add(row["key"])
             yield row
         again = [k for k in due if k not in seen]
         for row in read_keys(plan.source, plan.table, src, again):
             retried.add(row["key"])
             yield row
 
+    def counted(items: Iterator[Item]) -> Iterator[Item]:
+        for item in items:
+            read[0] += 1
+            yield item
+
     columns = ["key", *(name for _, name, _ in src.selection())]
-    items: list[Item] = client.items_from_rows(
+
+    # Streamed into the job as they are read (a table of any size in flat memory); the rows
+    # without a key (invalid: nowhere to write back) come last.
+    def without_key() -> Iterator[Item]:  # started once every row was read
+        yield from keyless
+        keyless.clear()
+
+    items = counted(chain(client.iter_items_from_rows(
         columns, tracked(), plan.spec.task, ref=plan.ref, key_column="key",
         source=f"table {src.table}",
-    )  # fmt: skip
-    items += keyless
-    # keys to retry that are no longer in the source (or no longer fit its key column)
-    forget = [k for k in due if k not in seen and k not in retried]
-    forget += [k for k in failed if k not in usable]
-    if not items:
-        runs.forget(plan.mark, forget)
+    ), without_key()))  # fmt: skip
+    first = next(items, None)
+    if first is None:  # every row was read: nothing changed and nothing to retry
+        runs.forget(plan.mark, [k for k in due if k not in retried] + unusable)
         return None
-    run = runs.start(
-        plan.fingerprint,
-        plan.mark,
-        before=before,
-        after=newest[0] if newest else before,
-        rows_read=len(items),
-        rows_retried=len(retried),
-        reset=[k for k in failed if k in seen],  # changed rows: their failures count afresh
-        forget=forget,
-    )
+    run = runs.start(plan.fingerprint, plan.mark, before=before, after=before,
+                     rows_read=0, rows_retried=0)  # fmt: skip
     job_id = client.submit_items(
-        items,
+        chain([first], items),
         plan.spec.task,
         model=plan.spec.model,
         **plan.spec.options,
         source=f"sql:{redacted(plan.source)}#{src.table}",
         idempotency_key=idempotency_key(run.id),
     )
-    runs.submitted(plan.fingerprint, run.id, job_id)
-    return replace(run, job_id=job_id, state=EnrichRunState.RUNNING)
+    # keys to retry that are no longer in the source (or no longer fit its key column)
+    forget = [k for k in due if k not in seen and k not in retried] + unusable
+    after = newest[0] if newest else before
+    runs.submitted(
+        plan.fingerprint, run.id, job_id,
+        read=(after, read[0], len(retried)),
+        reset=list(seen),  # changed rows: their failures count afresh
+        forget=forget,
+    )  # fmt: skip
+    return replace(run, job_id=job_id, state=EnrichRunState.RUNNING, watermark_after=after,
+                   rows_read=read[0], rows_retried=len(retried))  # fmt: skip
 
 
 def decodes(codec: KeyCodec, key: str) -> bool:

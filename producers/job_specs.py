@@ -48,15 +48,6 @@ def checked_params(
     return params
 
 
-def prepared_items(spec: TaskSpec, params: dict[str, Any], items: list[Item]) -> list[Item]:
-    """The items as the task records them (its parameters model's `prepare_items`): a
-    prompt template naming a field no item has refuses the submit, here, for every door."""
-    try:
-        return spec.params.prepare_items(params, items)
-    except ValueError as exc:
-        raise SluiceError(f"task {spec.name!r}: {exc}") from None
-
-
 def table_selection(
     spec: TaskSpec, own: list[tuple[str, str, str]], options: dict[str, Any]
 ) -> list[tuple[str, str, str]]:

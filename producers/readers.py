@@ -19,6 +19,8 @@ __all__ = [
     "build_items",
     "check_key_column",
     "detect_format",
+    "iter_build_items",
+    "iter_rows_to_items",
     "listed",
     "read_rows",
     "rows_to_items",
@@ -158,10 +160,40 @@ def rows_to_items(
     keep_fields: bool = False,
     needs_text: bool = True,
 ) -> list[Item]:
-    """Texts: bad rows become `invalid` items; a file-level problem raises. With
-    `keep_fields`, each item also carries its row's fields (the key and text columns too,
-    under their own names) as text. Without `needs_text` (a task that builds its inputs
-    from the fields, such as a question and its context) rows need no text column."""
+    """iter_rows_to_items, all at once, every repeated key named (DuplicateKeysError)."""
+    items = list(
+        iter_rows_to_items(
+            columns,
+            rows,
+            text_column=text_column,
+            key_column=key_column,
+            max_chars=max_chars,
+            source=source,
+            keep_fields=keep_fields,
+            needs_text=needs_text,
+        )
+    )
+    check_unique_keys(items)
+    return items
+
+
+def iter_rows_to_items(
+    columns: list[str],
+    rows: Iterator[dict[str, Any]],
+    *,
+    text_column: str,
+    key_column: str | None,
+    max_chars: int,
+    source: str = "input",
+    keep_fields: bool = False,
+    needs_text: bool = True,
+) -> Iterator[Item]:
+    """Texts, one item per row as it is read: bad rows become `invalid` items; a file-level
+    problem raises (the columns now, before any row). With `keep_fields`, each item also
+    carries its row's fields (the key and text columns too, under their own names) as text.
+    Without `needs_text` (a task that builds its inputs from the fields, such as a question
+    and its context) rows need no text column. Keys are not compared here: the submit path
+    does (storage/receiving.py)."""
     check_key_column(columns, key_column, source)
     if needs_text and text_column not in columns:
         raise InputFileError(
@@ -188,7 +220,7 @@ def rows_to_items(
             text = None  # the task reads the fields; a text column, where there is one, helps
         return Item(key=key, text=text, fields=fields)
 
-    return build_items(columns, rows, key_column=key_column, source=source, build=build)
+    return iter_build_items(columns, rows, key_column=key_column, source=source, build=build)
 
 
 def build_items(
@@ -199,11 +231,24 @@ def build_items(
     source: str,
     build: ItemBuilder,
 ) -> list[Item]:
-    """Rows to items of any modality: keys are checked here, the content by `build`."""
-    check_key_column(columns, key_column, source)
-    items = [_item(n, row, key_column, build) for n, row in enumerate(_read(rows, source), 1)]
+    """iter_build_items, all at once, every repeated key named (DuplicateKeysError)."""
+    items = list(iter_build_items(columns, rows, key_column=key_column, source=source, build=build))
     check_unique_keys(items)
     return items
+
+
+def iter_build_items(
+    columns: list[str],
+    rows: Iterator[dict[str, Any]],
+    *,
+    key_column: str | None,
+    source: str,
+    build: ItemBuilder,
+) -> Iterator[Item]:
+    """Rows to items of any modality, lazily: keys are checked here (the key column now,
+    before any row), the content by `build`."""
+    check_key_column(columns, key_column, source)
+    return (_item(n, row, key_column, build) for n, row in enumerate(_read(rows, source), 1))
 
 
 def _read(rows: Iterator[dict[str, Any]], source: str) -> Iterator[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from schemas.jobs import Item
-from schemas.task_spec import TaskParams
+from schemas.task_spec import InputSeen, TaskParams
 from schemas.text_patterns import TEMPLATE
 
 DEFAULT_PROMPT = "{text}"
@@ -184,19 +184,22 @@ class GenerateParams(TaskParams):
         return [name for name in names if name != "text"]
 
     @classmethod
-    def prepare_items(cls, params: dict[str, Any], items: list[Item]) -> list[Item]:
-        """Each item keeps only the fields its template reads. A field no item has is a
-        mistake in the template or the input: the submit is refused, naming the fields
-        there are. An item without a field the others have ends `invalid`."""
+    def check_input(cls, params: dict[str, Any], seen: InputSeen) -> None:
+        """A field no usable item has is a mistake in the template or the input: the submit
+        is refused, naming the fields there are."""
         wanted = [f for f in template_fields(params.get("prompt", DEFAULT_PROMPT)) if f != "text"]
-        usable = [it for it in items if not it.invalid]
-        present = {name for it in usable for name in (it.fields or {})}
-        if absent := [f for f in wanted if f not in present] if usable else []:
-            has = ", ".join(["text", *sorted(present)])
+        if absent := [f for f in wanted if f not in seen.fields] if seen.usable else []:
+            has = ", ".join(["text", *sorted(seen.fields)])
             raise ValueError(
                 f"the prompt template reads {', '.join('{' + f + '}' for f in absent)}, "
                 f"which the input does not have (its fields: {has})"
             )
+
+    @classmethod
+    def prepare_batch(cls, params: dict[str, Any], items: list[Item]) -> list[Item]:
+        """Each item keeps only the fields its template reads. An item without a field the
+        others have ends `invalid`."""
+        wanted = [f for f in template_fields(params.get("prompt", DEFAULT_PROMPT)) if f != "text"]
         out = []
         for it in items:
             fields = it.fields or {}

@@ -100,7 +100,7 @@ class AnswerQuestionParams(TaskParams):
         return names
 
     @classmethod
-    def prepare_items(cls, params: dict[str, Any], items: list[Item]) -> list[Item]:
+    def prepare_batch(cls, params: dict[str, Any], items: list[Item]) -> list[Item]:
         """Each item as the worker reads it: `text` the context, `fields` {"question": ...},
         both built from its row. A row without a field the templates read, or whose question
         or context comes out blank, ends `invalid`, its error naming the fields it has (so a

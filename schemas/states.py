@@ -15,6 +15,7 @@ class Described(StrEnum):
 
 
 class JobStatus(Described):
+    RECEIVING = "receiving"
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -24,7 +25,12 @@ class JobStatus(Described):
 
     @property
     def finished(self) -> bool:
-        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+        return self not in (JobStatus.RECEIVING, JobStatus.QUEUED, JobStatus.RUNNING)
+
+    @property
+    def admitted(self) -> bool:
+        """Counted against its tenant's limit and lanes: every input received, not ended."""
+        return self in (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class ChunkState(Described):
@@ -82,6 +88,7 @@ class ClaimOutcome(Described):
     BUSY = "busy"
     CANCELLED = "cancelled"
     MISSING = "missing"
+    RECEIVING = "receiving"
 
 
 class DeliveryOutcome(Described):
@@ -108,6 +115,8 @@ class FinishReason(Described):
 
 
 MEANINGS: dict[Described, str] = {
+    JobStatus.RECEIVING: "a large input is being written in batches; no chunk is sent or "
+    "started until the last batch commits (a failed submit removes what it wrote)",
     JobStatus.QUEUED: "recorded and queued; no chunk has started",
     JobStatus.RUNNING: "at least one chunk started; not every item has its outcome yet",
     JobStatus.SUCCEEDED: "every item ended ok",
@@ -147,6 +156,8 @@ MEANINGS: dict[Described, str] = {
     ClaimOutcome.BUSY: "another worker holds a live lease on the chunk",
     ClaimOutcome.CANCELLED: "the chunk's job was cancelled",
     ClaimOutcome.MISSING: "no such chunk (its job was erased)",
+    ClaimOutcome.RECEIVING: "its job's input is still being written: nothing runs before "
+    "the last batch commits (its chunks are sent then)",
     DeliveryOutcome.DONE: "every item's outcome written and the chunk marked done",
     DeliveryOutcome.DEAD: "dead-lettered: its attempts are used up, its items ended error",
     DeliveryOutcome.LEASE_LOST: "its lease ran out or its job was cancelled: another worker "

@@ -50,11 +50,12 @@ def key_problem(key: str) -> str | None:
     return unstorable_text(key)
 
 
-def storable_items(items: list[Item]) -> list[Item]:
+def storable_items(items: list[Item], first: int = 1) -> list[Item]:
     """The items, each one a database can store: a bad key refuses the input (a key is how a
     row is named, so it cannot be recorded as `invalid`); bad content makes that item
-    `invalid`, with the reason and without the content."""
-    bad_keys = [(n, item.key, problem) for n, item in enumerate(items, 1)
+    `invalid`, with the reason and without the content. `first`: the number of the first
+    item in the whole input (a batch of a larger one)."""
+    bad_keys = [(n, item.key, problem) for n, item in enumerate(items, first)
                 if (problem := key_problem(item.key))]  # fmt: skip
     if bad_keys:
         shown = "; ".join(f"item {n}: the key {shown_text(key)} {problem}"

@@ -1,6 +1,7 @@
 """What a task is: the shape of one catalog entry (`TaskSpec`) and its parts. The catalog
 (schemas/catalog.py) holds the specs; schemas/builtin_tasks.py declares Sluice's own."""
 
+import dataclasses
 import importlib
 import json
 import types
@@ -132,9 +133,22 @@ class TaskParams(BaseModel):
 
     @classmethod
     def prepare_items(cls, params: dict[str, Any], items: list[Item]) -> list[Item]:
-        """The items as the job records them, given the checked parameters: a task may
-        refuse the submit (raise ValueError, said to the user) or mark items `invalid`."""
+        """The items as the job records them, given the checked parameters, all at once:
+        `check_input` over them, then `prepare_batch`. A large input is read in batches, so
+        the submit path calls the two itself (producers/submit_batches.py)."""
+        cls.check_input(params, InputSeen.of(items))
+        return cls.prepare_batch(params, items)
+
+    @classmethod
+    def prepare_batch(cls, params: dict[str, Any], items: list[Item]) -> list[Item]:
+        """One batch of the input as the job records it: items may be marked `invalid`, each
+        on its own (a batch says nothing of the rest of the input)."""
         return items
+
+    @classmethod
+    def check_input(cls, params: dict[str, Any], seen: "InputSeen") -> None:
+        """At the end of the input (before the job is queued): refuse the whole submit by
+        raising ValueError, said to the user, from what was seen of every item."""
 
     @classmethod
     def api_fields(cls, settings: Any) -> dict[str, tuple[Any, Any]]:
@@ -146,6 +160,28 @@ class TaskParams(BaseModel):
 
 class NoParams(TaskParams):
     pass
+
+
+@dataclass
+class InputSeen:
+    """What a task's `check_input` may know of a whole input read in batches: how many items
+    were usable (not already `invalid`) and the union of their field names."""
+
+    usable: int = 0
+    fields: set[str] = dataclasses.field(default_factory=set)
+
+    @classmethod
+    def of(cls, items: list[Item]) -> "InputSeen":
+        seen = cls()
+        seen.add(items)
+        return seen
+
+    def add(self, items: list[Item]) -> None:
+        for it in items:
+            if not it.invalid:
+                self.usable += 1
+                if it.fields:
+                    self.fields.update(it.fields)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,9 @@ from schemas.states import JobStatus
 from storage import tables as t
 from storage.clock import utc
 
-UNFINISHED = [s for s in JobStatus if not s.finished]
+# Admitted and unfinished: a job still `receiving` is admitted when its last batch is in
+# (storage/receiving.py), so it counts neither against its tenant nor in a lane before then.
+UNFINISHED = [s for s in JobStatus if s.admitted]
 THROUGHPUT_WINDOW = timedelta(minutes=10)  # the tenant's recent pace, for Retry-After
 RETRY_AFTER_BOUNDS = (5, 3600)
 RETRY_AFTER_UNKNOWN = 60  # nothing of the tenant finished lately: no pace to go by

@@ -119,13 +119,38 @@ class EnrichRuns:
             s.flush()
             return _view(run)
 
-    def submitted(self, fingerprint: str, run_id: str, job_id: str) -> None:
+    def submitted(
+        self,
+        fingerprint: str,
+        run_id: str,
+        job_id: str,
+        *,
+        read: tuple[Any | None, int, int] | None = None,
+        reset: Iterable[str] = (),
+        forget: Iterable[str] = (),
+    ) -> None:
+        """The run's job is recorded. `read`: what reading the rows as they streamed into
+        the job found (the newest `since` value, rows read, rows retried by key); `reset` and
+        `forget` as in `start` (known only once every row was read)."""
+        values: dict[str, Any] = {"state": EnrichRunState.RUNNING, "job_id": job_id}
+        if read is not None:
+            after, rows_read, rows_retried = read
+            values["watermark_after"] = None if after is None else encode(after)
+            values["rows_read"], values["rows_retried"] = rows_read, rows_retried
         with self._session.begin() as s:
-            s.execute(
+            run = s.get(t.EnrichRun, fingerprint)
+            noted = s.execute(
                 update(t.EnrichRun)
                 .where(t.EnrichRun.fingerprint == fingerprint, t.EnrichRun.id == run_id)
-                .values(state=EnrichRunState.RUNNING, job_id=job_id, updated_at=host_now())
+                .values(**values, updated_at=host_now())
             )
+            if run is None or noted.rowcount == 0:  # type: ignore[attr-defined]
+                return
+            mark = (run.source, run.table_name, run.task, run.model_version)
+            for keys in batched(reset, IN_BATCH):
+                s.execute(update(t.EnrichRetry).where(*_of(mark, keys)).values(attempts=0))
+            for keys in batched(forget, IN_BATCH):
+                s.execute(delete(t.EnrichRetry).where(*_of(mark, keys)))
 
     def job_of(self, run: RunView) -> str | None:
         """The run's job: noted on the run, or recorded under its idempotency key."""

@@ -21,6 +21,7 @@ from schemas.storable import storable_items, storable_outcome
 from storage import tables as t
 from storage.admission import FairShare, admit
 from storage.clock import db_now, host_now, utc
+from storage.receiving import Receiver, name_chunk
 from storage.token_counts import TokenCounts
 from storage.usage import ChunkUsage
 from storage.usage import record as record_usage
@@ -137,6 +138,7 @@ class Ledger:
     def __init__(self, engine: Engine, fair_share: FairShare | None = None) -> None:
         self.engine = engine
         self.fair_share = fair_share or FairShare()  # how create_job admits (the producers')
+        self.receiver = Receiver(engine, self.fair_share)  # large jobs, written in batches
         self._session = sessionmaker(engine, expire_on_commit=False)
         # Reads skip SQLite's write lock (see storage.engine), so polling never blocks workers.
         self._reader = sessionmaker(engine.execution_options(readonly=True))
@@ -155,7 +157,7 @@ class Ledger:
         check_unique_keys(items)
         job_id = uuid.uuid4().hex
         chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
-        chunk_ids = [f"{job_id}-{n:05d}" for n in range(len(chunks))]
+        chunk_ids = [name_chunk(job_id, n) for n in range(len(chunks))]
         with self._session.begin() as s:
             now = db_now(s)
             lane = admit(s, self.fair_share, spec.tenant, spec.task, len(items), now)
@@ -221,6 +223,8 @@ class Ledger:
                 return Claim(ClaimOutcome.DONE, job_view(job))
             if job.status == JobStatus.CANCELLED:
                 return Claim(ClaimOutcome.CANCELLED, job_view(job))
+            if job.status == JobStatus.RECEIVING:  # sent once its last batch commits
+                return Claim(ClaimOutcome.RECEIVING, job_view(job))
             lease = utc(chunk.lease_expires_at)
             if chunk.state == ChunkState.RUNNING and lease is not None and lease > now:
                 return Claim(ClaimOutcome.BUSY, job_view(job))

@@ -6,7 +6,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from storage.engine import make_engine
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 MALFORMED = "__sluice_malformed__"
+JSONL_COLUMNS_FROM = 10_000  # a JSONL file's columns: the keys of its first lines
 
 
 def detect_format(path: Path) -> str:
@@ -38,12 +39,7 @@ def read_rows(path: Path, limit: int | None = None) -> tuple[list[str], Iterator
     fmt = detect_format(path)
     try:
         if fmt == "jsonl":
-            rows = list(islice(_jsonl_rows(path), limit))
-            if rows and all(MALFORMED in r for r in rows):
-                raise InputFileError(f"{path}: not JSONL (no line is a JSON object)")
-            # file order (first seen), as CSV and Parquet give it; malformed lines add none
-            columns = list(dict.fromkeys(k for r in rows if MALFORMED not in r for k in r))
-            return columns, iter(rows)
+            return _jsonl_columns_and_rows(path, limit)
         if fmt == "csv":
             return _csv_rows(path)
         return _parquet_rows(path)
@@ -51,6 +47,26 @@ def read_rows(path: Path, limit: int | None = None) -> tuple[list[str], Iterator
         raise
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
         raise InputFileError(f"{path}: cannot read it as {fmt}: {exc}") from exc
+
+
+def _jsonl_columns_and_rows(
+    path: Path, limit: int | None
+) -> tuple[list[str], Iterator[dict[str, Any]]]:
+    """Streamed (issue 16: a file of any size in flat memory): the columns are the keys of
+    the first JSONL_COLUMNS_FROM lines, in file order (first seen), as CSV and Parquet give
+    them; malformed lines add none. Those lines are held, the rest read as they are used."""
+    rows = _jsonl_rows(path)
+    head = list(
+        islice(rows, JSONL_COLUMNS_FROM if limit is None else min(limit, JSONL_COLUMNS_FROM))
+    )
+    if head and all(MALFORMED in r for r in head):
+        which = (
+            "no line" if len(head) < JSONL_COLUMNS_FROM else f"none of its first {len(head)} lines"
+        )
+        raise InputFileError(f"{path}: not JSONL ({which} is a JSON object)")
+    columns = list(dict.fromkeys(k for r in head if MALFORMED not in r for k in r))
+    rest = rows if limit is None else islice(rows, max(0, limit - len(head)))
+    return columns, chain(head, rest)
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:

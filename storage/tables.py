@@ -32,6 +32,9 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         Index("uq_jobs_tenant_idempotency", "tenant", "idempotency_key", unique=True),
+        # GET /v1/jobs: a tenant's newest jobs, read from the index in order (0010)
+        Index("ix_jobs_tenant_created", "tenant", "created_at"),
+        Index("ix_jobs_created", "created_at"),  # the operator's view of every tenant's
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -94,8 +97,24 @@ class Chunk(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class JobKey(Base):
+    """The item keys of a job written in batches while it is `receiving` (0010): the
+    primary key keeps them unique across batches, so a key repeated a million rows later
+    fails the submit by the database's index, not by a set of every key held in memory.
+    No foreign key: checking one per key would double the cost of writing them. Rows go with
+    their job when a submit fails (storage/receiving.py), and the sweeper clears the keys of
+    jobs received since (their chunks and results hold the keys from then on)."""
+
+    __tablename__ = "job_keys"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    item_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+
+
 class Result(Base):
     __tablename__ = "results"
+    # results pages and exports read a job's rows in input order (keyset on seq, 0010)
+    __table_args__ = (Index("ix_results_job_seq", "job_id", "seq"),)
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     item_key: Mapped[str] = mapped_column(String(512), primary_key=True)

@@ -63,7 +63,7 @@ def database_url(
         conn.execute(
             text(
                 "TRUNCATE jobs, api_keys, enrich_watermarks, enrich_runs, enrich_retries, "
-                "training_runs, model_versions, model_shares, tenant_usage CASCADE"
+                "training_runs, model_versions, model_shares, tenant_usage, job_keys CASCADE"
             )
         )
     engine.dispose()

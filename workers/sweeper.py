@@ -195,7 +195,31 @@ def sweep_all(
     )
     if report.resent or report.dead_lettered:
         log.warning("sweep: %s", report.as_dict())
-    return {**report.as_dict(), "callbacks_queued": enqueue_due(ledger, send_callback)}
+    removed = remove_abandoned(ledger)
+    ledger.receiver.clear_keys()  # the keys of jobs received since: their index is done
+    return {
+        **report.as_dict(),
+        "abandoned_removed": removed,
+        "callbacks_queued": enqueue_due(ledger, send_callback),
+    }
+
+
+RECEIVING_IDLE = 3600.0  # seconds without a batch: a `receiving` job's submitter is gone
+
+
+def remove_abandoned(ledger: Ledger, idle_seconds: float = RECEIVING_IDLE) -> int:
+    """Remove the jobs still `receiving` whose submitter died (killed mid-input: it wrote
+    no batch for `idle_seconds`). They were never queued, so nothing of them ran."""
+    removed = 0
+    for job_id in ledger.receiver.abandoned(idle_seconds):
+        try:
+            if not ledger.receiver.abandon(job_id, if_idle=idle_seconds):
+                continue  # it came to life (a batch) or was queued meanwhile
+            removed += 1
+            log.warning("sweep: removed job %s, abandoned while its input was written", job_id)
+        except Exception:  # one job must not stop the sweep
+            log.exception("sweep: could not remove abandoned job %s", job_id)
+    return removed
 
 
 def register_sweep(app: Celery, state: WorkerState) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from producers.readers import listed
 from schemas.errors import InputFileError
-from schemas.jobs import Item
+from schemas.jobs import Item, check_unique_keys
 from schemas.modalities import Modality
 from schemas.settings import Settings
 from schemas.training import DataSource, TrainSpec
@@ -38,7 +38,16 @@ class ModalityAdapter:
     def items_from_rows(
         self, columns: list[str], rows: Iterator[dict[str, Any]], opts: ReadOptions
     ) -> list[Item]:
-        """Rows (a file, a table, API bodies) to items; bad rows become `invalid` items."""
+        """iter_items_from_rows, all at once, every repeated key named (DuplicateKeysError)."""
+        items = list(self.iter_items_from_rows(columns, rows, opts))
+        check_unique_keys(items)
+        return items
+
+    def iter_items_from_rows(
+        self, columns: list[str], rows: Iterator[dict[str, Any]], opts: ReadOptions
+    ) -> Iterator[Item]:
+        """Rows (a file, a table, API bodies) to items as they are read; bad rows become
+        `invalid` items; a problem of the whole input (a missing column) raises now."""
         raise NotImplementedError
 
     def items_from_folder(self, folder: Path, settings: Settings) -> list[Item]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from producers.adapters.base import ModalityAdapter, ReadOptions, need_column
 from producers.adapters.html_cells import chips, png
-from producers.readers import build_items
+from producers.readers import iter_build_items
 from producers.training_checks import need, problems
 from schemas.errors import InputFileError, MediaRefError
 from schemas.jobs import Item
@@ -57,11 +57,11 @@ class MediaItems(ModalityAdapter):
     def __init__(self, modality: Modality) -> None:
         self.modality = modality
 
-    def items_from_rows(
+    def iter_items_from_rows(
         self, columns: list[str], rows: Iterator[dict[str, Any]], opts: ReadOptions
-    ) -> list[Item]:
+    ) -> Iterator[Item]:
         need_column(columns, opts.media_column, "media column", opts.source)
-        return build_items(
+        return iter_build_items(
             columns,
             rows,
             key_column=opts.key_column,

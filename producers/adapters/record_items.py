@@ -11,7 +11,7 @@ from typing import Any
 from producers.adapters.base import ModalityAdapter, ReadOptions
 from producers.adapters.html_cells import colour
 from producers.model_refs import record_features
-from producers.readers import build_items
+from producers.readers import iter_build_items
 from producers.training_checks import need, number, problems
 from schemas.errors import SluiceError, TrainingError
 from schemas.jobs import Item
@@ -31,14 +31,14 @@ def record_item(
 class RecordItems(ModalityAdapter):
     modality = Modality.RECORDS
 
-    def items_from_rows(
+    def iter_items_from_rows(
         self, columns: list[str], rows: Iterator[dict[str, Any]], opts: ReadOptions
-    ) -> list[Item]:
+    ) -> Iterator[Item]:
         if opts.model_path is None:
             raise SluiceError("records are checked against a model's features: pass --model")
         features = record_features(opts.model_path)
         ignore = (opts.key_column,) if opts.key_column else ()
-        return build_items(
+        return iter_build_items(
             columns,
             rows,
             key_column=opts.key_column,

@@ -6,7 +6,7 @@ from typing import Any
 
 from producers.adapters.base import ModalityAdapter, ReadOptions
 from producers.adapters.html_cells import chips
-from producers.readers import rows_to_items
+from producers.readers import iter_rows_to_items
 from producers.training_checks import need, problems
 from schemas.jobs import Item
 from schemas.modalities import Modality
@@ -17,10 +17,10 @@ from schemas.training import DataSource, TrainSpec
 class TextItems(ModalityAdapter):
     modality = Modality.TEXT
 
-    def items_from_rows(
+    def iter_items_from_rows(
         self, columns: list[str], rows: Iterator[dict[str, Any]], opts: ReadOptions
-    ) -> list[Item]:
-        return rows_to_items(
+    ) -> Iterator[Item]:
+        return iter_rows_to_items(
             columns,
             rows,
             text_column=opts.text_column,
