@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/reading.py
+	$(BIN)/python bench/explain_text.py
 	$(BIN)/python bench/million_rows.py
 
 clean:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from ops.cache_cli import register_cache_commands
 from ops.task_options import param_values, with_param_options
 from ops.train_cli import register_training_commands
 from schemas.catalog import Catalog, load_catalog, unknown_task_message
@@ -43,6 +44,11 @@ def _catalog() -> Catalog:
 
 
 CATALOG = _catalog()
+NO_CACHE_HELP = (
+    "run the model for every row, even those this tenant's result cache holds "
+    "(by default a row seen before with the same model, parameters and explanation "
+    "settings is taken from the cache, marked `cached`)"
+)
 
 
 class TaskName(click.ParamType):
@@ -156,6 +162,7 @@ def worker(beat: bool, concurrency: int | None, queues: str | None) -> None:
 @click.option(
     "--priority", default=5, type=click.IntRange(0, 9), show_default=True, help="0..9, higher first"
 )
+@click.option("--no-cache", is_flag=True, help=NO_CACHE_HELP)
 @click.option("--wait", is_flag=True, help="show progress until the job ends")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON line")
 def submit(
@@ -167,6 +174,7 @@ def submit(
     media_column: str,
     key_column: str | None,
     priority: int,
+    no_cache: bool,
     wait: bool,
     as_json: bool,
     **task_params: Any,
@@ -187,6 +195,7 @@ def submit(
         model=model,
         explain=explain,
         priority=priority,
+        cache=not no_cache,
         **param_values(CATALOG, task_params),
     )
     view = wait_with_bar(client, job_id) if wait else client.status(job_id)
@@ -314,9 +323,10 @@ def jobs(limit: int) -> None:
 
     for view in Client().ledger.jobs(limit):
         d = view.as_dict()
+        cached = f" ({d['cached']} cached)" if d["cached"] else ""
         click.echo(
             f"{d['job_id']}  {d['status']:<16} {d['task']:<15} "
-            f"{d['processed']}/{d['total']}  {d['created_at']}"
+            f"{d['processed']}/{d['total']}{cached}  {d['created_at']}"
         )
 
 
@@ -475,6 +485,7 @@ def api_keys_revoke(key_id: str) -> None:
 @with_param_options(CATALOG)
 @click.option("--explain", default="none")
 @click.option("--priority", default=5, type=click.IntRange(0, 9))
+@click.option("--no-cache", is_flag=True, help=NO_CACHE_HELP)
 @click.option("--timeout", default=None, type=float, help="give up waiting after SECONDS")
 @click.option("--json", "as_json", is_flag=True)
 def enrich(
@@ -493,6 +504,7 @@ def enrich(
     model: str | None,
     explain: str,
     priority: int,
+    no_cache: bool,
     timeout: float | None,
     as_json: bool,
     **task_params: Any,
@@ -515,6 +527,7 @@ def enrich(
     options: dict[str, Any] = {
         "explain": explain,
         "priority": priority,
+        **({"cache": False} if no_cache else {}),  # the cache on: the fingerprint as before
         **param_values(CATALOG, task_params),
     }
     spec = EnrichSpec(
@@ -549,6 +562,7 @@ def enrich(
 
 # `sluice train`, `sluice runs` and `sluice models list|show|promote|archive|share`
 register_training_commands(main, models, TaskName())
+register_cache_commands(main)  # `sluice cache stats|clear`
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ def wait_with_bar(client: Client, job_id: str, timeout: float | None = None) -> 
                 task,
                 total=c.total,
                 completed=c.processed,
-                detail=f"{view.status} ok={c.ok} invalid={c.invalid} error={c.error}",
+                detail=f"{view.status} ok={c.ok} (cached={c.cached}) "
+                f"invalid={c.invalid} error={c.error}",
             )
 
         return client.wait(job_id, timeout=timeout, on_progress=show)
@@ -59,7 +60,8 @@ def wait_all_with_bars(
                     bars[name],
                     total=c.total,
                     completed=c.processed,
-                    detail=f"{view.status} ok={c.ok} invalid={c.invalid} error={c.error}",
+                    detail=f"{view.status} ok={c.ok} (cached={c.cached}) "
+                    f"invalid={c.invalid} error={c.error}",
                 )
             if all(v.status.finished for v in views.values()):
                 return views
@@ -106,7 +108,7 @@ def summary(view: JobView, rows: list[dict[str, Any]], texts: dict[str, str]) ->
     data = view.as_dict()
     rate = c.processed / data["elapsed_s"] if data["elapsed_s"] else 0.0
     err.print(
-        f"\n[bold]job {view.id}[/]: {view.status}  total={c.total} ok={c.ok} "
+        f"\n[bold]job {view.id}[/]: {view.status}  total={c.total} ok={c.ok} cached={c.cached} "
         f"invalid={c.invalid} error={c.error}  {rate:.1f} items/s "
         f"({data['elapsed_s']}s from first claim to last result)"
     )

@@ -23,7 +23,7 @@ from producers.submit_batches import RECEIVE_BATCH, batches_of, prepared_batches
 from producers.training import build_spec
 from schemas.catalog import Catalog, load_catalog
 from schemas.errors import ModelError, NotQueuedError, SluiceError
-from schemas.jobs import Item, JobSpec, check_unique_keys
+from schemas.jobs import RESULT_CACHE_PARAM, Item, JobSpec, check_unique_keys
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 from schemas.states import RunStatus
@@ -77,7 +77,8 @@ class Client:
     ) -> str:
         """Submit a file: texts or records from JSONL/CSV/Parquet; images or audio from a
         folder, or from a list file whose `media_column` holds paths, file:// or data: URIs.
-        Options: model, explain, priority, and the task's own parameters (its catalog spec's
+        Options: model, explain, priority, cache (False: run the model even for rows this
+        tenant's result cache holds), and the task's own parameters (its catalog spec's
         parameters model, e.g. labels=[...] for zero-shot-text)."""
         path = Path(path)
         spec = self.catalog.get(task)
@@ -230,6 +231,7 @@ class Client:
         callback_url: str | None = None,
         parent_job_id: str | None = None,
         idempotency_key: str | None = None,
+        cache: bool = True,
         **task_params: Any,
     ) -> str:
         params = checked_params(
@@ -259,6 +261,8 @@ class Client:
         if ref.registry:
             params["registry"] = ref.registry
         with_input_roots(params, self.settings, tenant)
+        if not cache:  # the model runs for every row, and the cache learns its results
+            params[RESULT_CACHE_PARAM] = False
         job = JobSpec(
             task=task,
             model=ref.name,

@@ -5,8 +5,11 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterator
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter
 
 from schemas.errors import InputFileError, SluiceError, TooManyItemsError
 from schemas.jobs import Item, check_unique_keys, text_problem
@@ -26,6 +29,10 @@ __all__ = [
     "rows_to_items",
 ]
 
+ITEMS = TypeAdapter(list[Item])
+# rows made into items in one pydantic call (one call a row costs as much as reading it);
+# a divisor of RECEIVE_BATCH, so that no more rows are read than the batch being written
+ITEM_BLOCK = 1000
 UNDECODED = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, surrogate-escaped
 
 
@@ -137,6 +144,7 @@ def _parquet_problem(path: Path) -> str | None:
 
 
 ItemBuilder = Callable[[str, dict[str, Any]], Item]
+Built = TypeVar("Built")  # an Item, or the fields of one
 
 
 def field_text(value: Any) -> str:
@@ -193,7 +201,8 @@ def iter_rows_to_items(
     carries its row's fields (the key and text columns too, under their own names) as text.
     Without `needs_text` (a task that builds its inputs from the fields, such as a question
     and its context) rows need no text column. Keys are not compared here: the submit path
-    does (storage/receiving.py)."""
+    does (storage/receiving.py). Items are made a block of rows at a time, in one pydantic
+    call (one per row costs as much as reading the row: issue 16)."""
     check_key_column(columns, key_column, source)
     if needs_text and text_column not in columns:
         raise InputFileError(
@@ -201,26 +210,26 @@ def iter_rows_to_items(
             f"{listed(columns)}; choose one with --text-column"
         )
 
-    def build(key: str, row: dict[str, Any]) -> Item:
+    def build(key: str, row: dict[str, Any]) -> dict[str, Any]:
         text = row.get(text_column)
         problem = text_problem(text, text_column, max_chars) if needs_text else None
         if problem:
-            return Item(key=key, invalid=problem)
+            return {"key": key, "invalid": problem}
         if not keep_fields:
-            return Item(key=key, text=text)
+            return {"key": key, "text": text}
         fields = {
             str(name): field_text(value)
             for name, value in row.items()
             if not str(name).startswith("_") and value is not None
         }
         if too_long := [n for n, v in fields.items() if len(v) > max_chars]:
-            return Item(key=key, invalid=f"the field {too_long[0]!r} is over {max_chars} "
-                        "characters (SLUICE_MAX_TEXT_CHARS)")  # fmt: skip
+            return {"key": key, "invalid": f"the field {too_long[0]!r} is over {max_chars} "
+                    "characters (SLUICE_MAX_TEXT_CHARS)"}  # fmt: skip
         if not needs_text and not isinstance(text, str):
             text = None  # the task reads the fields; a text column, where there is one, helps
-        return Item(key=key, text=text, fields=fields)
+        return {"key": key, "text": text, "fields": fields}
 
-    return iter_build_items(columns, rows, key_column=key_column, source=source, build=build)
+    return _validated_in_blocks(_built(rows, key_column, source, build))
 
 
 def build_items(
@@ -248,7 +257,24 @@ def iter_build_items(
     """Rows to items of any modality, lazily: keys are checked here (the key column now,
     before any row), the content by `build`."""
     check_key_column(columns, key_column, source)
-    return (_item(n, row, key_column, build) for n, row in enumerate(_read(rows, source), 1))
+    return _built(rows, key_column, source, build)
+
+
+def _built(
+    rows: Iterator[dict[str, Any]],
+    key_column: str | None,
+    source: str,
+    build: Callable[[str, dict[str, Any]], Built],
+) -> Iterator[Item | Built]:
+    """Each row built with its key, or the `invalid` item it is for want of one."""
+    for n, row in enumerate(_read(rows, source), 1):
+        yield _keyed(n, row, key_column) or build(_key(n, row, key_column), row)
+
+
+def _validated_in_blocks(fields: Iterator[dict[str, Any] | Item]) -> Iterator[Item]:
+    """Items from their fields, ITEM_BLOCK at a time (an Item already made passes as it is)."""
+    while block := list(islice(fields, ITEM_BLOCK)):
+        yield from ITEMS.validate_python(block)
 
 
 def _read(rows: Iterator[dict[str, Any]], source: str) -> Iterator[dict[str, Any]]:
@@ -279,28 +305,35 @@ def listed(columns: list[str]) -> str:
     return escaped_text(", ".join(columns)) or "(none)"
 
 
-def _item(n: int, row: dict[str, Any], key_col: str | None, build: ItemBuilder) -> Item:
+def _keyed(n: int, row: dict[str, Any], key_col: str | None) -> Item | None:
+    """The `invalid` item a row is for want of a usable key (or a line that is not JSON), or
+    None: the row has its key (_key)."""
     if MALFORMED in row:
         return Item(key=f"line:{row['_line']}", invalid=row[MALFORMED])
     if key_col is None:
-        key = str(n)
-    else:
-        raw_key = row.get(key_col)
-        if raw_key is None or raw_key == "":
-            return Item(key=f"row:{n}", invalid=f"missing key column {key_col!r} in row {n}")
-        if isinstance(raw_key, bool) or not isinstance(raw_key, str | int):
-            return Item(
-                key=f"row:{n}",
-                invalid=f"key column {key_col!r} holds "
-                f"{type(raw_key).__name__}, expected a string or an integer",
-            )
-        key = str(raw_key)
-        if len(key) > MAX_KEY_CHARS:
-            raise InputFileError(
-                f"the key in row {n} is {len(key)} characters long; keys are "
-                f"limited to {MAX_KEY_CHARS}"
-            )
-    return build(key, row)
+        return None
+    raw_key = row.get(key_col)
+    if raw_key is None or raw_key == "":
+        return Item(key=f"row:{n}", invalid=f"missing key column {key_col!r} in row {n}")
+    if isinstance(raw_key, bool) or not isinstance(raw_key, str | int):
+        return Item(
+            key=f"row:{n}",
+            invalid=f"key column {key_col!r} holds "
+            f"{type(raw_key).__name__}, expected a string or an integer",
+        )
+    return None
+
+
+def _key(n: int, row: dict[str, Any], key_col: str | None) -> str:
+    """The key of a row _keyed let through: its key column's, else its number."""
+    if key_col is None:
+        return str(n)
+    key = str(row[key_col])
+    if len(key) > MAX_KEY_CHARS:
+        raise InputFileError(
+            f"the key in row {n} is {len(key)} characters long; keys are limited to {MAX_KEY_CHARS}"
+        )
+    return key
 
 
 def capped(

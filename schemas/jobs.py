@@ -46,6 +46,21 @@ class Outcome(BaseModel):
     output: dict[str, Any] | None = None
     error: str | None = None
     explanation: Explanation | None = None
+    # RowMark.CACHED: an `ok` row taken from the tenant's result cache; the model did not run
+    cached: bool = False
+    # A cached row's output as the cache holds it (JSON text): copied into its row unparsed
+    # (an embedding's floats are not decoded and encoded again); `output` is then None.
+    stored_output: str | None = None
+
+
+# The job parameter that turns the result cache off for one job (`--no-cache`, REST
+# `"cache": false`): recorded as `false`, absent when the cache is on (the default).
+RESULT_CACHE_PARAM = "result_cache"
+
+
+def cache_enabled(params: dict[str, Any]) -> bool:
+    """Whether a job with these parameters may take rows from its tenant's result cache."""
+    return params.get(RESULT_CACHE_PARAM, True) is not False
 
 
 class JobSpec(BaseModel):
@@ -69,6 +84,7 @@ class JobCounts(BaseModel):
     ok: int = 0
     invalid: int = 0
     error: int = 0
+    cached: int = 0  # of the `ok` ones: taken from the result cache (RowMark.CACHED)
 
     @property
     def processed(self) -> int:

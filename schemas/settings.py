@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,6 +71,12 @@ class Settings(BaseSettings):
     # Ray runtime.
     max_batch_size: int = Field(64, ge=1)
     max_batch_wait_ms: float = Field(5.0, ge=0)
+    # A model batch padded to its longest input holds at most this many tokens (text tasks;
+    # items of other tasks count 1): 64 short messages run together, long texts in fewer.
+    max_batch_tokens: int = Field(16_384, ge=1)
+    # The precision models run in (workers/runtime/devices.py): auto is bfloat16 on a GPU
+    # that supports it, float32 on the CPU; float16 is for GPUs only.
+    inference_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     replicas: int = Field(1, ge=1)
     gpu_fraction: float = Field(1.0, gt=0, le=1)
     # Models share the node's cores by default (torch uses them all); set it on a cluster to

@@ -108,6 +108,13 @@ class RowFlag(Described):
     CAPPED = "capped"
 
 
+class RowMark(Described):
+    """Facts about how a row was made, kept beside its output (a column of `results`, a field
+    of every row read back, exported and written back), never inside it."""
+
+    CACHED = "cached"
+
+
 class FinishReason(Described):
     STOP = "stop"
     STOP_STRING = "stop_string"
@@ -132,6 +139,10 @@ MEANINGS: dict[Described, str] = {
     RowFlag.EMPTY: "the model generated nothing: an empty text, which is a valid output",
     RowFlag.CAPPED: "max_new_tokens was lowered to what the model's positions leave after "
     "the prompt; the row's notes say by how much",
+    RowMark.CACHED: "an ok row whose output (and explanation, where the job's policy picks "
+    "the row) was stored by an earlier job of the same tenant with the same input, model "
+    "digest, task parameters, explanation settings and redaction: the model did not run for "
+    'it (turn the cache off per job with --no-cache, or "cache": false over REST)',
     FinishReason.STOP: "the model ended the text (its end-of-sequence token)",
     FinishReason.STOP_STRING: "a stop string was generated; the text ends before it",
     FinishReason.LENGTH: "max_new_tokens (or the model's positions) ran out",

@@ -8,7 +8,9 @@ from typing import IO, Any
 from schemas.storable import strict_json
 
 FORMATS = ("jsonl", "csv", "parquet")
-CSV_COLUMNS = ["key", "status", "output", "error", "explanation", "model", "model_version"]
+CSV_COLUMNS = [
+    "key", "status", "output", "error", "explanation", "model", "model_version", "cached"
+]  # fmt: skip
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
@@ -29,6 +31,7 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         "explanation": strict_json(row["explanation"]) if row.get("explanation") else None,
         "model": row.get("model"),
         "model_version": row.get("model_version"),
+        "cached": bool(row.get("cached")),  # schemas.states.RowMark.CACHED
     }
 
 
@@ -52,7 +55,7 @@ def write_parquet(rows: Iterable[dict[str, Any]], path: str, batch_size: int = 5
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([(c, pa.string()) for c in CSV_COLUMNS])
+    schema = pa.schema([(c, pa.bool_() if c == "cached" else pa.string()) for c in CSV_COLUMNS])
     n = 0
     with pq.ParquetWriter(path, schema) as writer:
         for batch in _batches(rows, batch_size):

@@ -22,6 +22,8 @@ from storage import tables as t
 from storage.admission import FairShare, admit
 from storage.clock import db_now, host_now, utc
 from storage.receiving import Receiver, name_chunk
+from storage.result_cache import CacheWrite, insert_stored_outputs
+from storage.result_cache import store as store_in_cache
 from storage.token_counts import TokenCounts
 from storage.usage import ChunkUsage
 from storage.usage import record as record_usage
@@ -68,11 +70,13 @@ class JobView:
             "ok": self.counts.ok,
             "invalid": self.counts.invalid,
             "error": self.counts.error,
+            "cached": self.counts.cached,
             "counts": {
                 "total": self.counts.total,
                 "ok": self.counts.ok,
                 "invalid": self.counts.invalid,
                 "error": self.counts.error,
+                "cached": self.counts.cached,
             },
             "chunks_total": self.chunks_total,
             "chunks_done": self.chunks_done,
@@ -109,7 +113,9 @@ class Stalled:
 
 def job_view(job: t.Job) -> JobView:
     """The public shape of a job row (shared with storage.tenancy)."""
-    counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid, error=job.error)
+    counts = JobCounts(
+        total=job.total, ok=job.ok, invalid=job.invalid, error=job.error, cached=job.cached or 0
+    )
     return JobView(
         id=job.id,
         task=job.task,
@@ -274,13 +280,21 @@ class Ledger:
             )
 
     def complete(
-        self, chunk_id: str, owner: str, outcomes: list[Outcome], usage: ChunkUsage | None = None
+        self,
+        chunk_id: str,
+        owner: str,
+        outcomes: list[Outcome],
+        usage: ChunkUsage | None = None,
+        cache: CacheWrite | None = None,
     ) -> bool:
         """Persist a chunk's outcomes (in the order of its items), mark it done and count it,
         all in one transaction.
 
         Returns False (and writes nothing) when this worker no longer holds the lease.
         `usage` (model seconds, tokens) is added to the tenant's usage in that transaction.
+        `cache`: the digests of the items the model ran for; their `ok` outcomes are stored in
+        the tenant's result cache in that transaction too (storage/result_cache.py), so an
+        entry never outlives, nor comes before, the results it copies.
 
         Ending a chunk never depends on data that can fail: outcomes are made storable first
         (storable_outcome), and if the database still refuses them, the chunk ends with every
@@ -291,7 +305,9 @@ class Ledger:
             return t.Chunk.lease_owner == owner
 
         try:
-            return self._finish(chunk_id, guard, ChunkState.DONE, outcomes=outcomes, usage=usage)
+            return self._finish(
+                chunk_id, guard, ChunkState.DONE, outcomes=outcomes, usage=usage, cache=cache
+            )
         except (StatementError, ValueError, TypeError) as exc:
             # Only data the database refuses ends the chunk as errors; anything else (an
             # outage, a failover's read-only moment) is raised, and the worker retries.
@@ -334,6 +350,7 @@ class Ledger:
         outcomes: list[Outcome] | None = None,
         outcomes_for: Callable[[list[Item]], list[Outcome]] | None = None,
         usage: ChunkUsage | None = None,
+        cache: CacheWrite | None = None,
     ) -> bool:
         """Settle a chunk with `outcomes` (in item order, from a worker) or with outcomes
         made from its stored items (dead-lettering). Only the latter reads the items back.
@@ -363,11 +380,17 @@ class Ledger:
             outcomes = [storable_outcome(o) for o in outcomes]
             order = {o.key: first_item + n for n, o in enumerate(outcomes)}
             self._insert_outcomes(s, job.id, chunk_id, outcomes, order, now)
+            if cache is not None:
+                store_in_cache(s, job.id, cache, outcomes, now)
             n = {st: sum(o.status == st for o in outcomes) for st in ItemStatus}
             job.ok += n[ItemStatus.OK]
             job.invalid += n[ItemStatus.INVALID]
             job.error += n[ItemStatus.ERROR]
+            job.cached = (job.cached or 0) + sum(
+                o.cached and o.status == ItemStatus.OK for o in outcomes
+            )
             job.chunks_done += 1
+            # tokens fed to the model: a cached row's output is copied unread (stored_output)
             if (tokens := TokenCounts.of_outcomes(outcomes)) is not None:
                 tokens.add_to(job)
                 usage = replace(usage or ChunkUsage(), tokens=tokens.total)
@@ -400,10 +423,15 @@ class Ledger:
                 "output": o.output,
                 "error": o.error,
                 "created_at": now,
+                "cached": o.cached,
             }
             for o in outcomes
+            if o.stored_output is None
         ]
-        s.execute(upsert(t.Result).on_conflict_do_nothing(), rows)
+        if rows:
+            s.execute(upsert(t.Result).on_conflict_do_nothing(), rows)
+        if copied := [o for o in outcomes if o.stored_output is not None]:
+            insert_stored_outputs(s, job_id, chunk_id, copied, order, now)
         explained = [
             {"job_id": job_id, "item_key": o.key, **o.explanation.model_dump()}
             for o in outcomes
@@ -585,6 +613,8 @@ def result_row(result: t.Result, expl: t.Explanation | None) -> dict[str, Any]:
         "output": current_output(result.output),
         "error": result.error,
     }
+    if result.cached:  # RowMark.CACHED: only on the rows it is true of, as `explanation`
+        row["cached"] = True
     if expl is not None:
         row["explanation"] = {
             "method": expl.method,

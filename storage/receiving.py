@@ -14,6 +14,7 @@ Lock order: the job row first, as everywhere in the ledger (storage/ledger.py).
 """
 
 import contextlib
+import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -320,11 +321,14 @@ class Receiver:
 
 
 def insert_keys(conn: Connection, job_id: str, keys: list[str]) -> None:
-    """The batch's keys into job_keys, bulk: COPY on PostgreSQL, one executemany on SQLite
-    (a million keys through the ORM's per-row parameters would cost more than the rest)."""
+    """The batch's keys into job_keys, bulk: COPY on PostgreSQL; on SQLite one statement
+    reading them from a JSON array (json_each: half the cost of an executemany's binding of
+    each row; a million keys through the ORM's per-row parameters would cost more than the
+    rest)."""
     if conn.dialect.name != "postgresql":
         conn.exec_driver_sql(
-            "INSERT INTO job_keys (job_id, item_key) VALUES (?, ?)", [(job_id, k) for k in keys]
+            "INSERT INTO job_keys (job_id, item_key) SELECT ?, value FROM json_each(?)",
+            (job_id, json.dumps(keys)),
         )
         return
     raw: Any = conn.connection.driver_connection

@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     Float,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -69,6 +71,8 @@ class Job(Base):
     # Tokens (0009), summed from ok rows' outputs; null for tasks that count none.
     prompt_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     completion_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The result cache (0011): how many of the `ok` rows were taken from it.
+    cached: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class Chunk(Base):
@@ -124,6 +128,8 @@ class Result(Base):
     output: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
+    # schemas.states.RowMark.CACHED (0011): taken from the result cache, not the model
+    cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Explanation(Base):
@@ -297,6 +303,36 @@ class ModelShare(Base):
 
 # The results "UNIQUE(job_id, item_key)" of the design is the primary key of results and
 # explanations: one row per item, whatever the number of deliveries.
+
+
+class ResultCacheEntry(Base):
+    """A tenant's stored result (0011, storage/result_cache.py): the output (and the
+    explanation, if the row was explained) of an `ok` row, under a digest keyed with the
+    tenant's secret over what makes the result (input, model digest, task parameters,
+    explanation settings, redaction). It goes with the job that stored it (the foreign key):
+    retention and erasure of that job remove it."""
+
+    __tablename__ = "result_cache"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # HMAC-SHA256, hex
+    output: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    explanation: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # the policy it was explained under: a low-confidence policy's choice is its own
+    explain_policy: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
+
+
+class TenantSecret(Base):
+    """A tenant's secret for keyed digests of its data (HMAC-SHA256; DESIGN: never plain
+    hashes), made on first use. Replacing it forgets every digest made with it."""
+
+    __tablename__ = "tenant_secrets"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(64))  # 32 random bytes, hex
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
 
 
 class TenantUsage(Base):

@@ -63,7 +63,8 @@ def database_url(
         conn.execute(
             text(
                 "TRUNCATE jobs, api_keys, enrich_watermarks, enrich_runs, enrich_retries, "
-                "training_runs, model_versions, model_shares, tenant_usage, job_keys CASCADE"
+                "training_runs, model_versions, model_shares, tenant_usage, job_keys, "
+                "result_cache, tenant_secrets CASCADE"
             )
         )
     engine.dispose()

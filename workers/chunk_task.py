@@ -1,6 +1,7 @@
 """The Celery task that processes one chunk: a thin adapter that owns the ledger, the chunk's
 lease and its retries, and hands the items to the model actor the catalog names."""
 
+import importlib.metadata
 import logging
 import os
 import signal
@@ -12,14 +13,16 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 
 from schemas.catalog import Catalog, load_catalog
-from schemas.errors import IsolationUnfinished, SchemaVersionError, WorkCancelled
-from schemas.jobs import Item, Outcome
+from schemas.errors import IsolationUnfinished, MediaRefError, SchemaVersionError, WorkCancelled
+from schemas.jobs import ExplainPolicy, Item, Outcome, cache_enabled
+from schemas.media_refs import media_bytes
 from schemas.queues import PROCESS_CHUNK
 from schemas.settings import Settings
 from schemas.stack import Endpoints
 from schemas.states import ClaimOutcome, DeliveryOutcome, ItemStatus
 from storage.engine import make_engine, require_current_schema
 from storage.ledger import Claim, JobView, Ledger
+from storage.result_cache import CacheScope, CacheWrite, ResultCache, answer, item_digest
 from storage.usage import ChunkUsage
 from workers.actor_work import run_chunk
 from workers.callback_delivery import callback_sender, enqueue_due
@@ -27,8 +30,30 @@ from workers.isolation import ISOLATING
 from workers.leases import LeaseKeeper
 from workers.ledger_patience import OUTAGE, patiently
 from workers.ray_calls import ActorCalls
+from workers.runtime.options import actor_options
 
 log = logging.getLogger("sluice.worker")
+
+# The model actors' options that never change an output (how work is batched and scheduled).
+# Every other option, today's (explanation steps) or one added later, is part of the result
+# cache's key: a new option is keyed until someone shows it leaves outputs alone.
+UNKEYED_OPTIONS = frozenset(
+    {
+        "max_batch_size",
+        "max_batch_tokens",
+        "max_batch_wait_ms",
+        "explain_batch_size",
+        "torch_threads",
+        "idle_seconds",
+    }
+)
+
+
+def sluice_version() -> str:
+    try:
+        return importlib.metadata.version("sluice")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class WorkerState:
@@ -53,6 +78,30 @@ class WorkerState:
         require_current_schema(engine)
         return Ledger(engine)
 
+    @cached_property
+    def cache(self) -> ResultCache:
+        return ResultCache(self.ledger.engine)
+
+    @cached_property
+    def version(self) -> str:
+        return sluice_version()
+
+    def cache_scope(self, job: JobView) -> CacheScope:
+        """What `job`'s results depend on besides their input (storage/result_cache.py)."""
+        spec = self.catalog.get(job.task)
+        options = actor_options(self.settings, spec).model_dump(exclude=set(UNKEYED_OPTIONS))
+        registered = job.params.get("registry") or {}
+        return CacheScope(
+            task=job.task,
+            handler=spec.handler,
+            model_digest=f"{job.model_version}:{registered.get('sha256', '')}",
+            params=job.params,
+            explainer={"method": spec.explainer.method} if spec.explainer else None,
+            worker=options,
+            redaction=job.params.get("redaction"),
+            sluice_version=self.version,
+        )
+
     def run_on_actor(
         self, job: JobView, chunk_id: str, items: list[Item], calls: ActorCalls, isolate: bool
     ) -> list[Outcome]:
@@ -65,10 +114,47 @@ class WorkerState:
         return run_chunk(self.settings, spec, job, chunk_id, items, calls, isolate)
 
 
+def from_cache(
+    state: WorkerState, job: JobView, items: list[Item]
+) -> tuple[dict[str, Outcome], CacheWrite | None]:
+    """The items the tenant's result cache answers (by key), and what to store for the rest.
+    A job that turned the cache off reads nothing from it, and refreshes it with what its
+    model made. The cache only saves work: if it fails, the model runs, as without it."""
+    try:
+        scope = state.cache_scope(job)
+        encoded, by_key = scope.encoded(), scope.keys_by_item_key
+        secret = state.cache.secret(job.tenant)
+        limits = state.settings.media_limits()  # as the actor reads them (actor_work.run_chunk)
+        if (mine := job.params.get("input_roots")) is not None:
+            limits = limits.narrowed_to(list(mine))
+        digests: dict[str, str] = {}
+        for item in items:
+            media = None
+            if item.path is not None or item.data is not None:
+                try:  # the file's bytes are keyed, read under the job's roots
+                    media = media_bytes(item.data, item.path, limits)
+                except MediaRefError:
+                    continue  # the actor says why it cannot be read
+            digests[item.key] = item_digest(secret, encoded, item, media, by_key)
+        reads = cache_enabled(job.params)
+        found = state.cache.lookup(job.tenant, digests.values()) if reads else {}
+    except Exception:
+        log.warning("job %s: result cache not read; the model runs", job.id, exc_info=True)
+        return {}, None
+    policy = ExplainPolicy.parse(job.explain_policy)
+    hits: dict[str, Outcome] = {}
+    for key, digest in digests.items():
+        if (entry := found.get(digest)) and (outcome := answer(entry, policy, job.id, key)):
+            hits[key] = outcome
+    misses = {k: d for k, d in digests.items() if k not in hits}
+    return hits, CacheWrite(job.tenant, job.explain_policy, misses)
+
+
 def compute_outcomes(
     state: WorkerState, claim: Claim, chunk_id: str, calls: ActorCalls
-) -> list[Outcome]:
-    """Invalid items are settled here; the rest go to the model actor. Order is kept."""
+) -> tuple[list[Outcome], CacheWrite | None]:
+    """Invalid items are settled here, and those the result cache answers; the rest go to
+    the model actor. Order is kept. Also returns what the completion stores in the cache."""
     assert claim.job is not None and claim.items is not None
     cap = state.settings.max_text_chars
     modality = state.catalog.get(claim.job.task).modality
@@ -80,11 +166,16 @@ def compute_outcomes(
             known[item.key] = Outcome(key=item.key, status=ItemStatus.INVALID, error=problem)
         else:
             ready.append(item)
+    cache = None
+    if ready:
+        hits, cache = from_cache(state, claim.job, ready)
+        known.update(hits)
+        ready = [item for item in ready if item.key not in hits]
     if ready:
         isolate = (claim.last_error or "").startswith(ISOLATING)
         for outcome in state.run_on_actor(claim.job, chunk_id, ready, calls, isolate):
             known[outcome.key] = outcome
-    return [known[i.key] for i in claim.items]
+    return [known[i.key] for i in claim.items], cache
 
 
 def task_deadline(settings: Settings) -> float:
@@ -145,7 +236,7 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> ClaimOutcome
         on_lost=calls.cancel,
     ):
         try:
-            outcomes = compute_outcomes(state, claim, chunk_id, calls)
+            outcomes, cache = compute_outcomes(state, claim, chunk_id, calls)
         except WorkCancelled:
             log.warning("chunk %s: lease lost or job cancelled; its model work stopped", chunk_id)
             return DeliveryOutcome.LEASE_LOST
@@ -158,7 +249,7 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> ClaimOutcome
         try:  # the lease keeper renews while the ledger is waited for
             completed = patiently(
                 f"chunk {chunk_id}",
-                lambda: ledger.complete(chunk_id, owner, outcomes, usage),
+                lambda: ledger.complete(chunk_id, owner, outcomes, usage, cache),
                 deadline,
             )
         except OUTAGE as exc:  # the lease runs out; the sweeper sends the chunk again
@@ -168,9 +259,10 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> ClaimOutcome
         log.warning("chunk %s: lease lost before completion; another worker finishes it", chunk_id)
         return DeliveryOutcome.LEASE_LOST
     log.info(
-        "chunk %s: %d items, model %.3fs, ledger %.3fs",
+        "chunk %s: %d items (%d cached), model %.3fs, ledger %.3fs",
         chunk_id,
         len(outcomes),
+        sum(o.cached for o in outcomes),
         computed - started,
         time.perf_counter() - computed,
     )

@@ -11,6 +11,7 @@ class Counts(BaseModel):
     ok: int
     invalid: int
     error: int
+    cached: int = Field(0, description="of the ok items, those taken from the result cache")
 
 
 class Tokens(BaseModel):

@@ -123,6 +123,7 @@ def submit(
         api_key_id=key.id,
         callback_url=options.callback_url,
         idempotency_key=idempotency_key,
+        cache=options.cache,
         **options.task_params(svc.client.catalog),
         **extra,
     )

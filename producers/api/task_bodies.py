@@ -147,6 +147,11 @@ class JobOptions(Strict):
     )
     model: str | None = None
     explain: str = "none"
+    cache: bool = Field(
+        True,
+        description="false: run the model for every item, even those this tenant's result "
+        "cache holds (rows taken from it are marked `cached` and counted on the job)",
+    )
 
     def task_params(self, catalog: Catalog) -> dict[str, Any]:
         spec = catalog.get(self.task)

@@ -295,7 +295,8 @@ def test_results_page_and_stream_in_every_format(api: Api):
     rows = [json.loads(line) for line in r.text.splitlines()]
     assert [row["key"] for row in rows] == keys and rows[0]["output"]["dim"] == 2
     r = api.http.get(f"/v1/jobs/{job_id}/results?format=csv", headers=api.auth())
-    assert r.text.splitlines()[0] == "key,status,output,error,explanation,model,model_version"
+    header = "key,status,output,error,explanation,model,model_version,cached"
+    assert r.text.splitlines()[0] == header
     assert len(r.text.splitlines()) == 6
     r = api.http.get(f"/v1/jobs/{job_id}/results?format=parquet", headers=api.auth())
     table = pq.read_table(io.BytesIO(r.content))

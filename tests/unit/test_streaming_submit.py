@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, delete, func, select, text
 
 import producers.enrich as enrich_module
-from producers import Client, RecordingDispatcher
+from producers import Client, RecordingDispatcher, readers
 from producers.enrich import EnrichSpec, SourceSpec, enrich
 from producers.submit_batches import prepared_batches
 from schemas.catalog import load_catalog
@@ -57,6 +57,9 @@ def make_client(
         RecordingDispatcher(),
     )
     made.receive_batch = BATCH
+    # rows become items a block at a time, as many as a batch here (RECEIVE_BATCH holds
+    # whole blocks): a reader reads no further ahead of what is written than it does for real
+    monkeypatch.setattr(readers, "ITEM_BLOCK", BATCH)
     with made.ledger.engine.begin() as conn:  # the shared PostgreSQL test database's
         conn.execute(delete(t.JobKey))  # (not truncated with jobs: no foreign key)
     return made

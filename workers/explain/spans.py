@@ -20,6 +20,7 @@ from captum.attr import LayerIntegratedGradients
 
 from schemas.jobs import Explanation
 from schemas.states import ExplanationStatus
+from workers.explain.passes import rows_per_pass
 
 WINDOWS_AT_ONCE = 32  # windows one attribution call runs together (each pass: all of them)
 
@@ -116,7 +117,9 @@ def _attribute(
         baselines=baseline_ids(tokenizer, ids),
         additional_forward_args=(*inputs.values(), *(t.to(device) for t in targets)),
         n_steps=steps,
-        internal_batch_size=max(internal_batch_size, len(windows)),
+        internal_batch_size=max(
+            internal_batch_size, rows_per_pass(len(windows), ids.shape[1], steps)
+        ),
         return_convergence_delta=True,
     )
     per_token = attributions.sum(dim=-1).detach().float().cpu().tolist()

@@ -9,6 +9,7 @@ from captum.attr import LayerIntegratedGradients
 
 from schemas.jobs import Explanation
 from schemas.states import ExplanationStatus
+from workers.explain.passes import rows_per_pass
 from workers.explain.spans import baseline_ids
 
 METHOD = "layer_integrated_gradients"
@@ -43,7 +44,9 @@ def explain_tokens(
     internal_batch_size: int,
     target_names: list[str],
 ) -> list[Explanation]:
-    """Explain a batch at once; if that fails, item by item, so one failure stays one failure."""
+    """Explain a batch at once; if that fails, item by item, so one failure stays one failure.
+    Captum's passes are sized by padded tokens (workers/explain/passes.py), never smaller than
+    `internal_batch_size` rows."""
     try:
         return _attribute(model, forward, batch, targets, steps, internal_batch_size, target_names)
     except Exception:
@@ -83,10 +86,13 @@ def _attribute(
         additional_forward_args=(mask,),
         target=targets,
         n_steps=steps,
-        internal_batch_size=max(internal_batch_size, len(batch)),
+        internal_batch_size=max(
+            internal_batch_size, rows_per_pass(len(batch), ids.shape[1], steps)
+        ),
         return_convergence_delta=True,
     )
-    per_token = attributions.sum(dim=-1).detach().float().cpu()
+    per_token = attributions.sum(dim=-1).detach().float().cpu().tolist()
+    deltas = delta.detach().float().cpu().tolist()
     return [
         Explanation(
             method=METHOD,
@@ -95,10 +101,8 @@ def _attribute(
             attributions=scores,
             convergence_delta=round(float(d), 6),
         )
-        for f, row, d, name in zip(
-            batch, per_token, delta.detach().cpu(), target_names, strict=True
-        )
-        for words, scores in [_merge_word_pieces(model.tokenizer, f, row.tolist())]
+        for f, row, d, name in zip(batch, per_token, deltas, target_names, strict=True)
+        for words, scores in [_merge_word_pieces(model.tokenizer, f, row)]
     ]
 
 

@@ -1,8 +1,9 @@
 """The handler contract: one small class per task. Handlers know nothing of Celery or Ray."""
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from schemas.jobs import Explanation, Item
 
@@ -30,6 +31,14 @@ class Handler(ABC):
     # The catalog's explainer method for the task, set when the handler is made
     # (workers.handlers.make_handler); recorded on every explanation, failed ones too.
     explain_method: str = "none"
+    # The precision to load the model in (a torch dtype name: float32, bfloat16, float16),
+    # set by the runtime before setup (workers/runtime/devices.py); a handler that cannot
+    # run in another precision ignores it.
+    inference_dtype: str = "float32"
+    # Whether preprocess may run on another thread than predict (at the same time): the
+    # runtime then tokenises off the model's thread on a GPU. Only for handlers whose
+    # preprocess shares nothing unsafe with predict (a fast tokenizer: one per thread).
+    preprocess_off_model_thread: bool = False
 
     @abstractmethod
     def setup(self, model_path: str, device: str) -> None:
@@ -43,6 +52,11 @@ class Handler(ABC):
     def predict(self, batch: list[Any]) -> list[dict[str, Any]]:
         """One JSON-able output per input, in order."""
 
+    def size(self, features: Any) -> int:
+        """What one preprocessed input costs a model call padded to it (a text's tokens); 1
+        for inputs of a fixed shape. The runtime sorts and budgets batches by it."""
+        return 1
+
     def confidence(self, output: dict[str, Any]) -> float | None:
         """How sure the prediction is (for the low-confidence explain policy)."""
         return None
@@ -51,6 +65,21 @@ class Handler(ABC):
         self, batch: list[Any], outputs: list[dict[str, Any]], steps: int, internal_batch_size: int
     ) -> list[Explanation]:
         raise NotImplementedError(f"{type(self).__name__} makes no explanations")
+
+
+class PerThread(Generic[R]):
+    """One `make()` per thread that asks: a Hugging Face fast tokenizer must not be used from
+    two threads at once (its Rust state is borrowed mutably: "Already borrowed")."""
+
+    def __init__(self, make: Callable[[], R]) -> None:
+        self.make = make
+        self.local = threading.local()
+
+    def get(self) -> R:
+        value: R | None = getattr(self.local, "value", None)
+        if value is None:
+            value = self.local.value = self.make()
+        return value
 
 
 def length_groups(

@@ -13,8 +13,9 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 from schemas.errors import InvalidInput
 from schemas.jobs import Explanation, Item, text_problem
 from workers.explain.text import TokenModel, explain_tokens
-from workers.handlers.base import Handler, run_by_length
+from workers.handlers.base import Handler, PerThread, run_by_length
 from workers.handlers.outputs import top_labels
+from workers.runtime.devices import torch_dtype
 from workers.safe_loading import load_pretrained
 
 # Cosine similarities lie in [-1, 1]; a softmax over them needs a temperature to be decisive.
@@ -35,12 +36,23 @@ class TextFeatures:
 
 class TextHandler(Handler):
     max_chars = 1_000_000  # the producer's cap is the user-facing one
+    # Tokenising shares nothing with predict but the tokenizer, and each thread has its own.
+    preprocess_off_model_thread = True
 
     def setup(self, model_path: str, device: str) -> None:
         self.device = torch.device(device)
-        self.tokenizer = load_pretrained(AutoTokenizer, model_path)
-        self.model = self.load_model(model_path).to(self.device).eval()
+        self.tokenizers = PerThread(lambda: load_pretrained(AutoTokenizer, model_path))
+        dtype = torch_dtype(self.inference_dtype)
+        self.model = self.load_model(model_path).to(self.device, dtype=dtype).eval()
         self.max_length = _max_length(Path(model_path), self.tokenizer, self.model)
+
+    @property
+    def tokenizer(self) -> Any:
+        """This thread's tokenizer (preprocess may run beside predict: base.PerThread)."""
+        return self.tokenizers.get()
+
+    def size(self, features: TextFeatures) -> int:
+        return len(features.input_ids)
 
     def load_model(self, path: str) -> torch.nn.Module:
         return load_pretrained(AutoModel, path)
@@ -81,7 +93,8 @@ class TextHandler(Handler):
 
     def sentence_embeddings(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean pooling over real tokens, L2-normalised (the sentence-transformers recipe)."""
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        # pooled in float32 whatever the model ran in (devices.py: outputs are float32)
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
         return F.normalize(pooled, p=2, dim=1)
@@ -195,7 +208,8 @@ class ClassifyHandler(TextHandler):
         self.labels = [config.id2label[i] for i in range(config.num_labels)]
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(input_ids=ids, attention_mask=mask).logits, dim=-1)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits
+        return torch.softmax(logits.float(), dim=-1)
 
     def predict(self, batch: list[TextFeatures]) -> list[dict[str, Any]]:
         def run(idx: list[int]) -> list[dict[str, Any]]:

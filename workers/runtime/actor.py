@@ -12,14 +12,9 @@ from typing import Any
 from schemas.jobs import ExplainPolicy, Item
 from workers.handlers import make_handler
 from workers.media_decoding import limits_from, limits_from_json
+from workers.runtime.devices import pick_device
 from workers.runtime.model_core import ModelCore
 from workers.runtime.options import ActorOptions
-
-
-def pick_device(gpu_ids: list[Any]) -> str:
-    import torch
-
-    return "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
 
 
 class ModelActor:

@@ -117,7 +117,11 @@ def get_actor(
 def private_actor(spec: TaskSpec, model_path: str, name: str, settings: Settings) -> Any:
     """An actor for one worker's use only (isolating an item that kills its process): not
     detached (it goes with the worker), restarted after each death, never retrying a task,
-    and on the CPU, so it can always be placed beside the shared actor that holds the GPU."""
+    and on the CPU, so it can always be placed beside the shared actor that holds the GPU
+    (in float32 where the shared one runs in float16, which CPUs lack)."""
+    options = actor_options(settings, spec)
+    if options.inference_dtype == "float16":
+        options = options.model_copy(update={"inference_dtype": "float32"})
     return RemoteModelActor.options(  # type: ignore[attr-defined]
         name=name,
         namespace=NAMESPACE,
@@ -130,5 +134,5 @@ def private_actor(spec: TaskSpec, model_path: str, name: str, settings: Settings
         spec.handler,
         spec.explainer.method if spec.explainer else "none",
         model_path,
-        actor_options(settings, spec).model_dump(mode="json"),
+        options.model_dump(mode="json"),
     )

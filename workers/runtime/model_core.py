@@ -21,6 +21,7 @@ from schemas.storable import storable_outcome
 from workers.handlers.base import Handler
 from workers.media_decoding import MEDIA_LIMITS
 from workers.runtime.batching import DynamicBatcher
+from workers.runtime.devices import resolve_dtype
 from workers.runtime.options import ActorOptions
 
 DEVICE_WORDS = re.compile(r"\b(cuda|cudnn|hip|mps|xpu)\b|out of memory|device-side", re.IGNORECASE)
@@ -49,11 +50,24 @@ class ModelCore:
         self.device = device
         self.options = options
         self.load_seconds = load_seconds
-        # One model thread, which also tokenises: a fast tokenizer must not be used from two
-        # threads, and the model runs one batch at a time.
+        # One model thread: the model runs one batch at a time.
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")
+        # Preprocessing (tokenising) runs on its own thread beside a GPU, which then never
+        # waits for the CPU's part. On the CPU it runs on the model's thread: the cores are
+        # the model's there, and a second busy thread made torch's threads wait for the core
+        # it took (measured: no gain on 2 cores). Only for handlers that allow it.
+        self.preprocess_executor = (
+            ThreadPoolExecutor(1, thread_name_prefix="preprocess")
+            if getattr(handler, "preprocess_off_model_thread", False) and device != "cpu"
+            else self.executor
+        )
         self.batcher = DynamicBatcher(
-            handler.predict, options.max_batch_size, options.max_batch_wait_s, self.executor
+            handler.predict,
+            options.max_batch_size,
+            options.max_batch_wait_s,
+            self.executor,
+            max_tokens=options.max_batch_tokens,
+            size=self._size,
         )
         self.items_done = 0
 
@@ -63,11 +77,13 @@ class ModelCore:
     ) -> "ModelCore":
         """The handler's model loaded onto `device` (timed, for stats)."""
         started = time.perf_counter()
+        handler.inference_dtype = resolve_dtype(options.inference_dtype, device)
         handler.setup(model_path, device)
         return cls(handler, device, options, time.perf_counter() - started)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.preprocess_executor.shutdown(wait=False, cancel_futures=True)
 
     async def process(
         self,
@@ -87,9 +103,9 @@ class ModelCore:
         loop = asyncio.get_running_loop()
         handler_params = {**params, MEDIA_LIMITS: limits}
         outcomes, features, positions = await loop.run_in_executor(
-            self.executor, self._preprocess, items, handler_params
+            self.preprocess_executor, self._preprocess, items, handler_params
         )
-        predictions = await self.batcher.submit(features)
+        predictions = await self._predict_by_size(features)
         # an output the handler refused (InvalidInput: not the JSON asked for) is that
         # item's; the model is judged on the predictions that ran
         ran = [p for p in predictions if not isinstance(p, InvalidInput)]
@@ -104,6 +120,27 @@ class ModelCore:
         await self._explain(job_id, policy, features, positions, outcomes)
         self.items_done += len(items)
         return [o for o in outcomes if o is not None]  # every position is filled by now
+
+    def _size(self, features: Any) -> int:
+        """The handler's size of an input (Handler.size); 1 from a handler without one, or
+        whose size() fails (the input then runs in any batch; its prediction tells)."""
+        size = getattr(self.handler, "size", None)
+        try:
+            return max(1, int(size(features))) if size is not None else 1
+        except Exception:
+            return 1
+
+    async def _predict_by_size(self, features: list[Any]) -> list[Any]:
+        """Predictions in the order of `features`, which enter the batcher shortest first:
+        batches of inputs of similar size, padded little (a chunk of short messages in input
+        order ran 16% slower than sorted)."""
+        sizes = [self._size(f) for f in features]
+        order = sorted(range(len(features)), key=sizes.__getitem__)
+        done = await self.batcher.submit([features[i] for i in order])
+        predictions: list[Any] = [None] * len(features)
+        for i, prediction in zip(order, done, strict=True):
+            predictions[i] = prediction
+        return predictions
 
     def _preprocess(
         self, items: list[Item], params: dict[str, Any]
@@ -187,6 +224,8 @@ class ModelCore:
             "load_seconds": round(self.load_seconds, 3),
             "items": self.items_done,
             "batch_sizes": dict(self.batcher.batch_sizes),
+            "dtype": getattr(self.handler, "inference_dtype", "float32"),
+            **self.batcher.fill(),
         }
 
 

@@ -12,6 +12,10 @@ class ActorOptions(BaseModel):
 
     max_batch_size: int = Field(ge=1)
     max_batch_wait_ms: float = Field(ge=0)
+    # Padded tokens per model batch (DynamicBatcher's budget).
+    max_batch_tokens: int = Field(default=16_384, ge=1)
+    # SLUICE_INFERENCE_DTYPE, resolved on the actor's device (workers/runtime/devices.py).
+    inference_dtype: str = "auto"
     # Integration steps per explanation; 0 for a task without an explainer.
     explain_steps: int = Field(ge=0)
     explain_batch_size: int = Field(ge=1)
@@ -31,6 +35,8 @@ def actor_options(settings: Settings, spec: TaskSpec) -> ActorOptions:
     return ActorOptions(
         max_batch_size=settings.max_batch_size,
         max_batch_wait_ms=settings.max_batch_wait_ms,
+        max_batch_tokens=settings.max_batch_tokens,
+        inference_dtype=settings.inference_dtype,
         explain_steps=settings.explain_steps or default_steps,
         explain_batch_size=settings.explain_batch_size,
         torch_threads=settings.torch_threads or None,  # 0 meant every core too
