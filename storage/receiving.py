@@ -328,7 +328,7 @@ def insert_keys(conn: Connection, job_id: str, keys: list[str]) -> None:
     if conn.dialect.name != "postgresql":
         conn.exec_driver_sql(
             "INSERT INTO job_keys (job_id, item_key) SELECT ?, value FROM json_each(?)",
-            (job_id, json.dumps(keys)),
+            (job_id, json.dumps(keys, ensure_ascii=False)),
         )
         return
     raw: Any = conn.connection.driver_connection

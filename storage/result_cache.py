@@ -10,8 +10,9 @@ plain hashes), as canonical JSON:
   where the model lies, the registry's names, the input roots, the cache flag), the worker's
   options that can change an output (explanation steps, and any option a later change adds
   that is not known to leave outputs alone), the explanation method, the redaction policy
-  (none exists yet: a placeholder, so that adding one changes every key) and the Sluice
-  version (a handler's code may change its outputs between versions);
+  (none exists yet: a placeholder, so that adding one changes every key) and a digest of
+  the code that makes outputs (workers/code_digest.py: any change to it, a fix or a new
+  default, makes older entries miss);
 - the input: the text, the fields, the record, and the bytes of the media (a file's content,
   not its path: a file changed in place is new input; inline data and a file with the same
   bytes are the same input). The item's key only where the output depends on it: a job with
@@ -71,7 +72,7 @@ class CacheScope:
     explainer: dict[str, Any] | None  # method and the worker's options that change outputs
     worker: dict[str, Any] = field(default_factory=dict)
     redaction: Any = None  # placeholder until redaction policies exist
-    sluice_version: str = ""
+    code: str = ""  # a digest of the code that makes outputs (workers/code_digest.py)
 
     @property
     def keys_by_item_key(self) -> bool:
@@ -89,7 +90,7 @@ class CacheScope:
                 "explainer": self.explainer,
                 "worker": self.worker,
                 "redaction": self.redaction,
-                "sluice": self.sluice_version,
+                "code": self.code,
             }
         )
 
@@ -162,6 +163,8 @@ def store(
         if digest is None or o.cached or o.status != ItemStatus.OK or o.output is None:
             continue
         explained = o.explanation is not None and o.explanation.status == ExplanationStatus.OK
+        if o.explanation is not None and not explained:
+            continue  # its explanation failed: a later run tries again, not a hit without one
         if digest in rows and not explained:
             continue
         rows[digest] = {
@@ -183,7 +186,8 @@ def store(
             index_elements=["tenant", "digest"],
             set_={c: getattr(stmt.excluded, c) for c in replaced},
         ),
-        list(rows.values()),
+        # in digest order: two chunks storing the same digests lock them in one order
+        [rows[d] for d in sorted(rows)],
     )
     return len(rows)
 

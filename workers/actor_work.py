@@ -77,6 +77,7 @@ def run_chunk(
                 if wait_until_ready(shared, calls) != before:
                     break  # its process died during the call: this chunk's item, or another's
         log.warning("chunk %s: its model actor died during the call; isolating the cause", chunk_id)
+    calls.isolated = True
     private = actors.private_actor(spec, model_path, f"sluice-isolate:{uuid.uuid4().hex}", settings)
     try:
         return isolate(runner(private), lambda: wait_until_ready(private, calls), items)

@@ -1,7 +1,6 @@
 """The Celery task that processes one chunk: a thin adapter that owns the ledger, the chunk's
 lease and its retries, and hands the items to the model actor the catalog names."""
 
-import importlib.metadata
 import logging
 import os
 import signal
@@ -20,40 +19,21 @@ from schemas.queues import PROCESS_CHUNK
 from schemas.settings import Settings
 from schemas.stack import Endpoints
 from schemas.states import ClaimOutcome, DeliveryOutcome, ItemStatus
+from schemas.task_spec import split_path
 from storage.engine import make_engine, require_current_schema
 from storage.ledger import Claim, JobView, Ledger
 from storage.result_cache import CacheScope, CacheWrite, ResultCache, answer, item_digest
 from storage.usage import ChunkUsage
 from workers.actor_work import run_chunk
 from workers.callback_delivery import callback_sender, enqueue_due
+from workers.code_digest import code_digest
 from workers.isolation import ISOLATING
 from workers.leases import LeaseKeeper
 from workers.ledger_patience import OUTAGE, patiently
 from workers.ray_calls import ActorCalls
-from workers.runtime.options import actor_options
+from workers.runtime.options import actor_options, output_options
 
 log = logging.getLogger("sluice.worker")
-
-# The model actors' options that never change an output (how work is batched and scheduled).
-# Every other option, today's (explanation steps) or one added later, is part of the result
-# cache's key: a new option is keyed until someone shows it leaves outputs alone.
-UNKEYED_OPTIONS = frozenset(
-    {
-        "max_batch_size",
-        "max_batch_tokens",
-        "max_batch_wait_ms",
-        "explain_batch_size",
-        "torch_threads",
-        "idle_seconds",
-    }
-)
-
-
-def sluice_version() -> str:
-    try:
-        return importlib.metadata.version("sluice")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class WorkerState:
@@ -82,14 +62,13 @@ class WorkerState:
     def cache(self) -> ResultCache:
         return ResultCache(self.ledger.engine)
 
-    @cached_property
-    def version(self) -> str:
-        return sluice_version()
-
     def cache_scope(self, job: JobView) -> CacheScope:
         """What `job`'s results depend on besides their input (storage/result_cache.py)."""
         spec = self.catalog.get(job.task)
-        options = actor_options(self.settings, spec).model_dump(exclude=set(UNKEYED_OPTIONS))
+        options = output_options(actor_options(self.settings, spec))
+        if options.get("inference_dtype") == "auto":  # resolved by where actors run
+            options["inference_dtype"] = "auto:gpu" if self.cluster_has_gpu() else "auto:cpu"
+        handler_package = split_path(spec.handler)[0].split(".")[0]
         registered = job.params.get("registry") or {}
         return CacheScope(
             task=job.task,
@@ -99,17 +78,27 @@ class WorkerState:
             explainer={"method": spec.explainer.method} if spec.explainer else None,
             worker=options,
             redaction=job.params.get("redaction"),
-            sluice_version=self.version,
+            code=code_digest(handler_package),
         )
 
-    def run_on_actor(
-        self, job: JobView, chunk_id: str, items: list[Item], calls: ActorCalls, isolate: bool
-    ) -> list[Outcome]:
+    def join_ray(self) -> None:
         from workers.runtime import actor_directory as actors
 
         actors.connect(
             self.endpoints.ray_address, self.endpoints.ray_auth_token_path, self.outside_code
         )
+
+    def cluster_has_gpu(self) -> bool:
+        """Whether model actors get a GPU (`auto` precision is bfloat16 there)."""
+        from workers.runtime import actor_directory as actors
+
+        self.join_ray()
+        return actors.cluster_has_gpu()
+
+    def run_on_actor(
+        self, job: JobView, chunk_id: str, items: list[Item], calls: ActorCalls, isolate: bool
+    ) -> list[Outcome]:
+        self.join_ray()
         spec = self.catalog.get(job.task)
         return run_chunk(self.settings, spec, job, chunk_id, items, calls, isolate)
 
@@ -175,6 +164,8 @@ def compute_outcomes(
         isolate = (claim.last_error or "").startswith(ISOLATING)
         for outcome in state.run_on_actor(claim.job, chunk_id, ready, calls, isolate):
             known[outcome.key] = outcome
+        if calls.isolated:
+            cache = None  # made on the private CPU actor: not what the shared one makes
     return [known[i.key] for i in claim.items], cache
 
 

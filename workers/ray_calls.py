@@ -23,6 +23,10 @@ class ActorCalls:
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.cancelled = False
+        # Set when the items ran on a private CPU actor (isolating one that killed the shared
+        # actor): outputs made on another device and precision than the shared actor's, which
+        # the result cache must not keep under the shared actor's key.
+        self.isolated = False
         self._refs: set[Any] = set()
         self._lock = threading.Lock()
 

@@ -9,8 +9,10 @@ from collections.abc import Callable
 import psutil
 import pytest
 
+from schemas.catalog import load_catalog
+from schemas.settings import Settings
 from tests.fault.accounting import assert_every_item_once, chunk_rows, processed
-from tests.fault.conftest import Rig, sample_texts
+from tests.fault.conftest import PROBE_TASKS, Rig, sample_texts
 from tests.integration.conftest import wait_until
 from workers.runtime import actor_directory
 
@@ -58,7 +60,13 @@ def test_a_dozen_sigkills_of_pool_processes_and_the_model_actor(
             )
         else:
             pid = actor_pid(
-                actor_directory.actor_name(view.task, view.model, view.model_version, 0)
+                actor_directory.shared_actor_name(
+                    load_catalog(PROBE_TASKS).get(view.task),
+                    view.model,
+                    view.model_version,
+                    0,
+                    Settings(),  # the rig's worker sets no option that changes outputs
+                )
             )
         os.kill(pid, signal.SIGKILL)
         killed.append((kind, pid))

@@ -15,6 +15,7 @@ from producers.model_refs import resolve
 from schemas.catalog import load_catalog
 from schemas.settings import Settings
 from workers.runtime import actor_directory as actors
+from workers.runtime.options import actor_options, output_tag
 
 pytestmark = pytest.mark.integration
 EMBED = load_catalog().get("embed")
@@ -36,9 +37,10 @@ def test_concurrent_requests_are_merged_into_one_batch(ray_connected: None, tmp_
     actor = actors.get_actor(EMBED, model.name, str(model.path), version, 0, settings)
     assert ray.get(actor.stats.remote())["items"] == 0  # loaded, idle
     same = actors.get_actor(EMBED, model.name, str(model.path), version, 0, settings)
+    tag = output_tag(actor_options(settings, EMBED))
     assert (
-        actors.actor_name("embed", model.name, version, 0)
-        == f"sluice:v2:embed:all-MiniLM-L6-v2:{version}:0"
+        actors.shared_actor_name(EMBED, model.name, version, 0, settings)
+        == f"sluice:v3:embed:all-MiniLM-L6-v2:{version}:{tag}:0"
     )
     assert ray.get(same.stats.remote())["pid"] == ray.get(actor.stats.remote())["pid"]
 
@@ -133,7 +135,7 @@ def test_an_idle_actor_leaves_and_is_recreated_on_demand(ray_connected: None, tm
     settings = Settings(actor_idle_seconds=1)
     actor = actors.get_actor(EMBED, model.name, str(model.path), version, 0, settings)
     assert len(ray.get(actor.process.remote("job", _items("x", 2), {}, "none"))) == 2
-    name = actors.actor_name("embed", model.name, version, 0)
+    name = actors.shared_actor_name(EMBED, model.name, version, 0, settings)
 
     def gone() -> bool:
         try:

@@ -89,12 +89,12 @@ def test_the_actor_runs_on_cuda_only_with_a_gpu_from_ray_that_torch_sees(
 
 
 def test_the_precision_auto_picks_and_what_it_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert resolve_dtype("auto", "cuda") == "bfloat16"
     assert resolve_dtype("auto", "cpu") == "float32"
     assert resolve_dtype("float16", "cuda") == "float16"
     assert resolve_dtype("bfloat16", "cpu") == "bfloat16"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
     assert resolve_dtype("auto", "cuda") == "float32"  # a V100 or a T4: float32 unless asked
     with pytest.raises(ConfigError, match="float16 needs a GPU.*use float32 or bfloat16"):
         resolve_dtype("float16", "cpu")
@@ -134,7 +134,7 @@ def options(dtype: str = "auto") -> ActorOptions:
 def test_on_a_gpu_the_text_model_moves_to_cuda_in_bfloat16_and_tokenises_apart(
     minilm: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     moves: list[tuple[Any, Any]] = []
 
     def spy_to(self: torch.nn.Module, device: Any = None, dtype: Any = None) -> torch.nn.Module:

@@ -15,7 +15,7 @@ from sqlalchemy import delete
 from schemas.jobs import ExplainPolicy, Explanation, Item, JobSpec, Outcome
 from schemas.settings import Settings
 from schemas.stack import Endpoints
-from schemas.states import ItemStatus
+from schemas.states import ExplanationStatus, ItemStatus
 from storage import tables as t
 from storage.ledger import JobView, Ledger
 from storage.result_cache import CachedResult, CacheScope, ResultCache, answer, item_digest
@@ -31,11 +31,19 @@ class CountingModel(WorkerState):
         super().__init__(settings, Endpoints(broker_url=None, database_url="", ray_address=None))
         self.__dict__["ledger"] = ledger  # the test's, not one made from the endpoints
         self.ran: list[str] = []
+        self.gpu = False  # where the cluster's actors run: `auto` precision resolves by it
+        self.isolating = False  # the shared actor died: the items ran on a private CPU one
+        self.explain_fails = False
+
+    def cluster_has_gpu(self) -> bool:
+        return self.gpu
 
     def run_on_actor(
         self, job: JobView, chunk_id: str, items: list[Item], calls: ActorCalls, isolate: bool
     ) -> list[Outcome]:
         self.ran += [i.key for i in items]
+        calls.isolated = self.isolating
+        failed = Explanation(method="fake", status=ExplanationStatus.FAILED, error="CUDA OOM")
         policy = ExplainPolicy.parse(job.explain_policy)
         scale = float(job.params.get("scale", 1))
         return [
@@ -43,8 +51,12 @@ class CountingModel(WorkerState):
                 key=i.key,
                 status=ItemStatus.OK,
                 output={"length": len(str(i.text)) * scale},
-                explanation=Explanation(method="fake", tokens=[str(i.text)], attributions=[1.0])
-                if policy.wants(job.id, i.key, None)
+                explanation=(
+                    failed
+                    if self.explain_fails
+                    else Explanation(method="fake", tokens=[str(i.text)], attributions=[1.0])
+                )
+                if policy.wants(job.id, i.key, 0.0)  # every row unsure: low-confidence picks it
                 else None,
             )
             for i in items
@@ -209,3 +221,39 @@ def test_a_low_confidence_hit_needs_the_policy_it_was_stored_under():
     explained = CachedResult('{"label": "a"}', Explanation(method="m"), "all")
     hit = answer(explained, ExplainPolicy.parse("none"), "job", "k")
     assert hit is not None and hit.explanation is None and hit.cached
+
+
+def test_what_the_actor_runs_with_is_keyed(model: CountingModel, monkeypatch):
+    """The precision `auto` resolves to (bfloat16 on a GPU cluster), another precision, and
+    the code that makes outputs each change the key."""
+    run_job(model, texts(3))
+    model.ran.clear()
+    model.gpu = True
+    run_job(model, texts(3))
+    assert len(model.ran) == 3
+    model.ran.clear()
+    monkeypatch.setattr(model.settings, "inference_dtype", "float32")
+    run_job(model, texts(3))
+    assert len(model.ran) == 3
+    model.ran.clear()
+    monkeypatch.setattr("workers.chunk_task.code_digest", lambda *packages: "other code")
+    run_job(model, texts(3))
+    assert len(model.ran) == 3
+
+
+def test_rows_made_while_isolating_a_crash_are_not_cached(model: CountingModel):
+    model.isolating = True
+    run_job(model, texts(4))
+    model.isolating, model.ran = False, []
+    job = run_job(model, texts(4))
+    assert len(model.ran) == 4 and model.ledger.job(job).counts.cached == 0
+
+
+def test_a_failed_explanation_is_not_cached_as_none(model: CountingModel):
+    """A row whose explanation failed (out of memory, say) is run again next time, under any
+    policy, rather than served without the explanation it was chosen for."""
+    model.explain_fails = True
+    run_job(model, texts(4), task="zero-shot-text", explain="low-confidence:0.9")
+    model.explain_fails, model.ran = False, []
+    job = run_job(model, texts(4), task="zero-shot-text", explain="low-confidence:0.9")
+    assert len(model.ran) == 4 and model.ledger.job(job).counts.cached == 0

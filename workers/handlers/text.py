@@ -1,5 +1,6 @@
 """Text tasks: embed, zero-shot-text, classify-text, on any Hugging Face encoder directory."""
 
+import copy
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -41,7 +42,9 @@ class TextHandler(Handler):
 
     def setup(self, model_path: str, device: str) -> None:
         self.device = torch.device(device)
-        self.tokenizers = PerThread(lambda: load_pretrained(AutoTokenizer, model_path))
+        # read from disk once: every thread's copy matches the model loaded beside it
+        template = load_pretrained(AutoTokenizer, model_path)
+        self.tokenizers = PerThread(lambda: copy.deepcopy(template))
         dtype = torch_dtype(self.inference_dtype)
         self.model = self.load_model(model_path).to(self.device, dtype=dtype).eval()
         self.max_length = _max_length(Path(model_path), self.tokenizer, self.model)

@@ -15,7 +15,7 @@ from schemas.catalog import OWN_PACKAGES, Catalog
 from schemas.settings import Settings
 from schemas.task_spec import TaskSpec, split_path
 from workers.runtime.actor import ModelActor
-from workers.runtime.options import actor_options
+from workers.runtime.options import actor_options, output_tag
 
 NAMESPACE = "sluice"
 _connect_lock = threading.Lock()
@@ -54,15 +54,24 @@ def connect(
 # What ModelActor.process takes. Actors are detached and outlive worker restarts, so a worker
 # of new code must never call an actor of old code (or the reverse) during a rolling upgrade:
 # bump this whenever process()'s arguments or the outcomes' shape change.
-ACTOR_PROTOCOL = 2
+ACTOR_PROTOCOL = 3
 
 
-def actor_name(task: str, model: str, version: str, replica: int) -> str:
-    """`sluice:v<protocol>:<task>:<model>:<version>:<replica>`; the model part is for people
-    (the last part of a path or hub id), the version (a content digest) is what tells models
-    apart, the protocol keeps workers and actors of different code apart."""
+def actor_name(task: str, model: str, version: str, replica: int, options_tag: str) -> str:
+    """`sluice:v<protocol>:<task>:<model>:<version>:<options>:<replica>`; the model part is
+    for people (the last part of a path or hub id), the version (a content digest) is what
+    tells models apart, the protocol keeps workers and actors of different code apart, the
+    options tag (options.output_tag) those started with options that change outputs."""
     label = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model).name or model)[-48:]
-    return f"sluice:v{ACTOR_PROTOCOL}:{task}:{label}:{version}:{replica}"
+    return f"sluice:v{ACTOR_PROTOCOL}:{task}:{label}:{version}:{options_tag}:{replica}"
+
+
+def shared_actor_name(
+    spec: TaskSpec, model: str, version: str, replica: int, settings: Settings
+) -> str:
+    """The name of the shared actor a worker with `settings` uses for `spec`'s model."""
+    tag = output_tag(actor_options(settings, spec))
+    return actor_name(spec.name, model, version, replica, tag)
 
 
 def replica_for(chunk_id: str, replicas: int) -> int:
@@ -84,17 +93,22 @@ def outside_code(catalog: Catalog) -> list[str]:
     return sorted(found.values())
 
 
+def cluster_has_gpu() -> bool:
+    """Whether the cluster has GPUs: shared model actors then ask for one."""
+    return bool(ray.cluster_resources().get("GPU", 0) > 0)
+
+
 def get_actor(
     spec: TaskSpec, model: str, model_path: str, version: str, replica: int, settings: Settings
 ) -> Any:
     """The live actor, created on first use. Detached, so models stay warm across workers;
     restarted by Ray if its process dies."""
-    name = actor_name(spec.name, model, version, replica)
+    name = shared_actor_name(spec, model, version, replica, settings)
     try:
         return ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
         pass
-    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    has_gpu = cluster_has_gpu()
     return RemoteModelActor.options(  # type: ignore[attr-defined]
         name=name,
         namespace=NAMESPACE,

@@ -44,7 +44,9 @@ def resolve_dtype(setting: str, device: str) -> str:
         )
     on_gpu = device.startswith("cuda")
     if setting == "auto":
-        return "bfloat16" if on_gpu and torch.cuda.is_bf16_supported() else "float32"
+        # emulated bfloat16 (V100, T4) is slower than float32: only a native one counts
+        native = on_gpu and torch.cuda.is_bf16_supported(including_emulation=False)
+        return "bfloat16" if native else "float32"
     if setting == "float16" and not on_gpu:
         raise ConfigError(
             f"SLUICE_INFERENCE_DTYPE=float16 needs a GPU, and this model actor runs on "

@@ -1,6 +1,9 @@
 """What a model actor is told about its work, typed and frozen: built once from Settings
 (`actor_options`), sent to the Ray actor in its JSON form and checked again there."""
 
+import hashlib
+import json
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.settings import Settings
@@ -42,3 +45,32 @@ def actor_options(settings: Settings, spec: TaskSpec) -> ActorOptions:
         torch_threads=settings.torch_threads or None,  # 0 meant every core too
         idle_seconds=settings.actor_idle_seconds,
     )
+
+
+# The options that never change an output (how work is batched and scheduled). Every other
+# option, today's (explanation steps, precision) or one added later, tells actors apart and
+# is part of the result cache's key: a new option counts until someone shows it changes
+# nothing.
+OUTPUT_NEUTRAL = frozenset(
+    {
+        "max_batch_size",
+        "max_batch_tokens",
+        "max_batch_wait_ms",
+        "explain_batch_size",
+        "torch_threads",
+        "idle_seconds",
+    }
+)
+
+
+def output_options(options: ActorOptions) -> dict[str, object]:
+    """The options an actor's outputs may depend on."""
+    return options.model_dump(mode="json", exclude=set(OUTPUT_NEUTRAL))
+
+
+def output_tag(options: ActorOptions) -> str:
+    """A short digest of `output_options`: in the actor's name, so that a worker configured
+    otherwise (other steps, another precision) never uses, or caches the outputs of, an
+    actor started with other options (actors are detached: they outlive the worker)."""
+    canonical = json.dumps(output_options(options), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:8]
