@@ -115,7 +115,8 @@ def fingerprint(spec: EnrichSpec, full: bool, model_version: str, source: str, d
         "model_version": model_version,
         "dest": dest,
         "dest_table": spec.dest_table,
-        "options": spec.options,
+        # --no-cache changes how rows are computed, not which: the same run, the same mark
+        "options": {k: v for k, v in spec.options.items() if k != "cache"},
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
