@@ -108,7 +108,7 @@ def test_submit_callback_results_over_http(
     assert not verify(globex.secret, raw, headers)
     payload = json.loads(raw)
     assert payload["status"] == "partially_failed"
-    assert payload["counts"] == {"total": 5, "ok": 4, "invalid": 1, "error": 0}
+    assert payload["counts"] == {"total": 5, "ok": 4, "invalid": 1, "error": 0, "cached": 0}
 
     job = http.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "partially_failed" and job["model_version"]
