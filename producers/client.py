@@ -39,6 +39,8 @@ from storage.registry import Registry
 from storage.tenancy import TenantReads
 from storage.training_runs import RunView, TrainingRuns
 
+FIRST_POLL_S = 0.02  # Client.wait's first pause: a job answered from the cache is done by then
+
 
 class Client:
     """`dispatcher`: what sends the messages (default: Celery, by task name); a
@@ -420,9 +422,13 @@ class Client:
         poll: float = 0.25,
         on_progress: Callable[[JobView], None] | None = None,
     ) -> JobView:
-        """Block until the job has finished; call on_progress with each new state."""
+        """Block until the job has finished; call on_progress with each new state. The job
+        is read again after 20 ms, then ever less often, up to every `poll` seconds: a short
+        job (a re-run from the result cache, an event) is seen done within milliseconds,
+        and a long one costs the ledger a read per `poll`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last = None
+        pause = min(FIRST_POLL_S, poll)
         while True:
             view = self.ledger.job(job_id)
             if on_progress and (
@@ -437,7 +443,8 @@ class Client:
                     f"job {job_id} still {view.status} after {timeout}s "
                     f"({view.counts.processed}/{view.counts.total} items)"
                 )
-            time.sleep(poll)
+            time.sleep(pause)
+            pause = min(pause * 1.5, poll)
 
     def cancel(self, job_id: str) -> JobView:
         return self.ledger.cancel(job_id)

@@ -49,7 +49,7 @@ from storage.watermarks import Watermarks
 
 __all__ = ["Condition", "EnrichReport", "EnrichSpec", "SourceSpec", "enrich", "read_rows"]
 
-WRITE_BATCH = 1000  # results upserted per statement, and per step of the write-back cursor
+WRITE_BATCH = 2000  # results upserted per statement, and per step of the write-back cursor
 DEFAULT_MAX_RETRIES = 3
 # The invalid items of rows without a usable key: nothing to write back to. (The second
 # prefix is the one producers.readers gives a row without a key.)
@@ -369,7 +369,7 @@ def write_back(
     key_column = next(iter(dest.primary_key.columns)).name
     now = dt.datetime.now(dt.UTC)
     done, written = run.results_done, run.rows_written
-    results = islice(client.ledger.iter_results(view.id), done, None)
+    results = islice(client.ledger.iter_results(view.id, embedding_as_text=True), done, None)
     while batch := list(islice(results, WRITE_BATCH)):
         keyed = [r for r in batch if not keyless(r)]
         errors = [r for r in keyed if r["status"] == ItemStatus.ERROR]

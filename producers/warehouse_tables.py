@@ -21,6 +21,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
+    cast,
     inspect,
     literal,
     select,
@@ -34,6 +36,7 @@ from sqlalchemy.types import NullType, TypeEngine
 from producers.warehouse_keys import KeyCodec, key_codec, same_kind
 from schemas.errors import SluiceError, UnsafeIdentifierError, UnusableKeyError
 from schemas.states import ExplanationStatus
+from storage import json_codec
 from storage.tables import JSONType
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -337,6 +340,8 @@ def enriched_row(
     replaces the result's error message."""
     output = dict(result.get("output") or {})
     embedding = output.pop("embedding", None)
+    if "embedding_json" in result:  # read as text (Ledger.iter_results): bound as it is
+        embedding = JSONText(result["embedding_json"])
     return {
         key_column: key,
         "label": output.get("label"),
@@ -352,13 +357,21 @@ def enriched_row(
     }
 
 
+class JSONText(str):
+    """A value that is JSON text already: written to a JSON column as it is, not encoded."""
+
+
 def upsert(engine: Engine, table: Table, key_column: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
+    # the embedding is bound as JSON text (JSONText, or encoded here): the column's own
+    # binding would encode a list of floats that the ledger already holds as JSON
+    rows = [{**r, "embedding": embedding_text(r["embedding"])} for r in rows]
     with engine.begin() as conn:
+        embedding = json_text_param(conn.dialect.name, table.c.embedding.type)
         if conn.dialect.name in ("postgresql", "sqlite"):
             insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-            stmt = insert(table)
+            stmt = insert(table).values(embedding=embedding)
             conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=[key_column], set_={c: stmt.excluded[c] for c in ENRICHED}
@@ -368,7 +381,21 @@ def upsert(engine: Engine, table: Table, key_column: str, rows: list[dict[str, A
         else:  # any other database: replace the rows of these keys in one transaction
             key = table.c[key_column]
             conn.execute(table.delete().where(key.in_([r[key_column] for r in rows])))
-            conn.execute(table.insert(), rows)
+            conn.execute(table.insert().values(embedding=embedding), rows)
+
+
+def embedding_text(value: Any) -> str:
+    return value if isinstance(value, JSONText) else json_codec.dumps(value)
+
+
+def json_text_param(dialect: str, column_type: TypeEngine[Any]) -> Any:
+    """The `embedding` parameter, JSON text stored as the column's JSON: cast on PostgreSQL
+    (jsonb or json, as the column is), plain text elsewhere (SQLite's and MySQL's JSON
+    columns take JSON text)."""
+    param = bindparam("embedding", type_=Text)
+    if dialect == "postgresql":
+        return cast(param, column_type.dialect_impl(postgresql.dialect()))
+    return type_coerce(param, Text)
 
 
 def redacted(engine: Engine) -> str:

@@ -24,6 +24,7 @@ from storage.clock import db_now, host_now, utc
 from storage.receiving import Receiver, name_chunk
 from storage.result_cache import CacheWrite, insert_stored_outputs
 from storage.result_cache import store as store_in_cache
+from storage.result_rows import iter_result_rows
 from storage.token_counts import TokenCounts
 from storage.usage import ChunkUsage
 from storage.usage import record as record_usage
@@ -571,28 +572,19 @@ class Ledger:
                 for raw in items:
                     yield Item.model_validate(raw)
 
-    def iter_results(self, job_id: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
+    def iter_results(
+        self, job_id: str, batch: int = 1000, embedding_as_text: bool = False
+    ) -> Iterator[dict[str, Any]]:
         """Stream a job's results in input order, with explanations, without loading them all.
-        Each row names the model and the exact version that made it."""
+        Each row names the model and the exact version that made it. `embedding_as_text`:
+        see storage/result_rows.iter_result_rows."""
         with self._reader() as s:
             job = s.get(t.Job, job_id)
             made_by = {"model": job.model, "model_version": job.model_version} if job else {}
-        query = (
-            select(t.Result, t.Explanation)
-            .outerjoin(
-                t.Explanation,
-                and_(
-                    t.Explanation.job_id == t.Result.job_id,
-                    t.Explanation.item_key == t.Result.item_key,
-                ),
-            )
-            .where(t.Result.job_id == job_id)
-            .order_by(t.Result.seq)
-            .execution_options(yield_per=batch)
-        )
         with self._reader() as s:
-            for result, expl in s.execute(query):
-                yield {**result_row(result, expl), **made_by}
+            for row in iter_result_rows(s, job_id, batch, embedding_as_text):
+                row.update(made_by)
+                yield row
 
 
 def failed_outcomes(items: list[tuple[str, str | None]], message: str) -> list[Outcome]:
@@ -604,38 +596,6 @@ def failed_outcomes(items: list[tuple[str, str | None]], message: str) -> list[O
         else Outcome(key=key, status=ItemStatus.ERROR, error=message[:4000])
         for key, invalid in items
     ]
-
-
-def result_row(result: t.Result, expl: t.Explanation | None) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "key": result.item_key,
-        "status": result.status,
-        "output": current_output(result.output),
-        "error": result.error,
-    }
-    if result.cached:  # RowMark.CACHED: only on the rows it is true of, as `explanation`
-        row["cached"] = True
-    if expl is not None:
-        row["explanation"] = {
-            "method": expl.method,
-            "target": expl.target,
-            "tokens": expl.tokens,
-            "attributions": expl.attributions,
-            "convergence_delta": expl.convergence_delta,
-            "status": expl.status,
-            "error": expl.error,
-            "detail": expl.detail,
-        }
-    return row
-
-
-def current_output(output: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A stored output in today's shape: classifiers stored before the catalog kept their
-    top labels under `probabilities`; they read (and export) as `scores`, the one key every
-    classifier now uses (schemas.task_spec.OutputShape)."""
-    if output and "probabilities" in output and "scores" not in output and "label" in output:
-        return {("scores" if k == "probabilities" else k): v for k, v in output.items()}
-    return output
 
 
 def job_id_of(chunk_id: str) -> str:

@@ -10,7 +10,8 @@ from schemas.errors import JobNotFoundError
 from schemas.jobs import Item
 from schemas.states import ItemStatus
 from storage import tables as t
-from storage.ledger import JobView, Ledger, job_view, result_row
+from storage.ledger import JobView, Ledger, job_view
+from storage.result_rows import result_row
 
 
 class TenantReads:

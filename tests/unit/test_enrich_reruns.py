@@ -63,6 +63,9 @@ class InlineWorker(RecordingDispatcher):
             return Outcome(key=item.key, status=ItemStatus.INVALID, error=item.invalid)
         if any(word in item.text for word in self.failing):
             return Outcome(key=item.key, status=ItemStatus.ERROR, error="RuntimeError: boom")
+        if "VECTOR" in item.text:  # an embedding, with floats JSON must keep exactly
+            vector = [0.1, -2.5e-8, 1e300, 3.0, len(item.text) / 7]
+            return Outcome(key=item.key, status=ItemStatus.OK, output={"embedding": vector})
         return Outcome(key=item.key, status=ItemStatus.OK, output={"label": item.text.split()[0]})
 
 
@@ -437,3 +440,23 @@ def test_a_run_that_timed_out_waiting_is_resumed_by_the_next(client: Client, war
     assert (report.resumed, report.job_id, report.rows_written) == (True, job.id, 3)
     changed = EnrichSpec(spec.source, "wh_wait_other", "text-stats")  # another spec: a new run
     assert not enrich(client, changed).resumed and len(client.ledger.jobs()) == 2
+
+
+def test_embeddings_are_written_back_exactly_as_the_ledger_holds_them(
+    client: Client, warehouse: Engine
+):
+    make_table(warehouse, "wh_vectors", "INTEGER", [1, 2, 3])
+    set_body(warehouse, "wh_vectors", 1, "VECTOR one", 1)
+    set_body(warehouse, "wh_vectors", 2, "VECTOR BROKEN", 2)
+    worker(client).failing = {"BROKEN"}
+    report = run(client, warehouse, "wh_vectors")
+    made = {r["key"]: r for r in client.results(report.job_id)}
+    rows = dest_rows(warehouse, "wh_vectors")
+    with warehouse.connect() as conn:  # the column's own reading, as a user's query gets it
+        out = Table("wh_vectors_out", MetaData(), autoload_with=conn)
+        stored = {r.id: r for r in conn.execute(select(out.c.id, out.c.embedding, out.c.output))}
+    vector = stored[1].embedding
+    assert vector == made["1"]["output"]["embedding"] == [0.1, -2.5e-8, 1e300, 3.0, 10 / 7]
+    assert stored[1].output is None and rows[1].label is None  # nothing but the embedding
+    assert stored[2].embedding is None and rows[2].status == "error"  # failed: no embedding
+    assert stored[3].embedding is None and rows[3].label == "row"  # a label, no embedding
