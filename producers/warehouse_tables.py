@@ -366,7 +366,10 @@ def upsert(engine: Engine, table: Table, key_column: str, rows: list[dict[str, A
         return
     # the embedding is bound as JSON text (JSONText, or encoded here): the column's own
     # binding would encode a list of floats that the ledger already holds as JSON
-    rows = [{**r, "embedding": embedding_text(r["embedding"])} for r in rows]
+    rows = [
+        r if isinstance(r["embedding"], JSONText) else {**r, "embedding": embedding_text(r)}
+        for r in rows
+    ]
     with engine.begin() as conn:
         embedding = json_text_param(conn.dialect.name, table.c.embedding.type)
         if conn.dialect.name in ("postgresql", "sqlite"):
@@ -384,8 +387,8 @@ def upsert(engine: Engine, table: Table, key_column: str, rows: list[dict[str, A
             conn.execute(table.insert().values(embedding=embedding), rows)
 
 
-def embedding_text(value: Any) -> str:
-    return value if isinstance(value, JSONText) else json_codec.dumps(value)
+def embedding_text(row: dict[str, Any]) -> str:
+    return json_codec.dumps(row["embedding"])
 
 
 def json_text_param(dialect: str, column_type: TypeEngine[Any]) -> Any:

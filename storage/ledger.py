@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, insert, or_, select, update
+from sqlalchemy import Engine, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
@@ -572,17 +572,36 @@ class Ledger:
                 for raw in items:
                     yield Item.model_validate(raw)
 
+    def final_results_before(self, job_id: str) -> int:
+        """The input position before which every result of the job is final (the first item
+        of its first chunk not yet done or dead; the job's total when there is none): a
+        reader may take the results before it while the job still runs."""
+        with self._reader() as s:
+            first_open = s.scalar(
+                select(func.min(t.Chunk.first_item)).where(
+                    t.Chunk.job_id == job_id,
+                    t.Chunk.state.not_in([ChunkState.DONE, ChunkState.DEAD]),
+                )
+            )
+            if first_open is not None:
+                return int(first_open)
+            return int(s.scalar(select(t.Job.total).where(t.Job.id == job_id)) or 0)
+
     def iter_results(
-        self, job_id: str, batch: int = 1000, embedding_as_text: bool = False
+        self,
+        job_id: str,
+        batch: int = 1000,
+        embedding_as_text: bool = False,
+        seqs: tuple[int, int] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Stream a job's results in input order, with explanations, without loading them all.
-        Each row names the model and the exact version that made it. `embedding_as_text`:
-        see storage/result_rows.iter_result_rows."""
+        Each row names the model and the exact version that made it. `embedding_as_text`,
+        `seqs`: see storage/result_rows.iter_result_rows."""
         with self._reader() as s:
             job = s.get(t.Job, job_id)
             made_by = {"model": job.model, "model_version": job.model_version} if job else {}
         with self._reader() as s:
-            for row in iter_result_rows(s, job_id, batch, embedding_as_text):
+            for row in iter_result_rows(s, job_id, batch, embedding_as_text, seqs):
                 row.update(made_by)
                 yield row
 

@@ -78,12 +78,17 @@ def current_output(output: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def iter_result_rows(
-    s: Session, job_id: str, batch: int, embedding_as_text: bool = False
+    s: Session,
+    job_id: str,
+    batch: int,
+    embedding_as_text: bool = False,
+    seqs: tuple[int, int] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """A job's results in input order, `batch` rows fetched at a time. `embedding_as_text`:
     an output's `embedding` comes apart from the rest as `embedding_json`, its JSON text as
     the database holds it, not parsed (a write-back copies it: a 384-float list parsed and
-    encoded again cost most of a cached row's write-back)."""
+    encoded again cost most of a cached row's write-back). `seqs`: only the rows of input
+    positions first..before-1."""
     dialect = s.bind.dialect.name  # type: ignore[union-attr]
     output: Any = t.Result.output
     extra: list[Any] = []
@@ -111,6 +116,8 @@ def iter_result_rows(
         .order_by(t.Result.seq)
         .execution_options(yield_per=batch)
     )
+    if seqs is not None:
+        query = query.where(t.Result.seq >= seqs[0], t.Result.seq < seqs[1])
     for row in s.execute(query):
         if not embedding_as_text:
             yield selected_result_row(row)

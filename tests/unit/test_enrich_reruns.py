@@ -460,3 +460,34 @@ def test_embeddings_are_written_back_exactly_as_the_ledger_holds_them(
     assert stored[1].output is None and rows[1].label is None  # nothing but the embedding
     assert stored[2].embedding is None and rows[2].status == "error"  # failed: no embedding
     assert stored[3].embedding is None and rows[3].label == "row"  # a label, no embedding
+
+
+def test_results_are_written_back_while_the_job_still_runs(
+    client: Client, warehouse: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    make_table(warehouse, "wh_follow", "INTEGER", list(range(12)))
+    monkeypatch.setattr(enrich_module, "WRITE_BATCH", 4)
+    monkeypatch.setattr(client.settings, "chunk_size", 2)
+    inline = worker(client)
+    inline.hold = True
+    real_job = client.ledger.job
+    seen: list[tuple[bool, int]] = []
+
+    def job_moving_one_chunk_per_look(job_id: str) -> Any:
+        """Each look at the job completes its next chunk (as a worker would meanwhile)."""
+        rest, inline.pending = inline.pending[1:], inline.pending[:1]
+        inline.drain()
+        inline.pending = rest
+        view = real_job(job_id)
+        with warehouse.connect() as conn:
+            written = conn.execute(text("SELECT count(*) FROM wh_follow_out")).scalar_one()
+        seen.append((view.status.finished, written))
+        return view
+
+    monkeypatch.setattr(client.ledger, "job", job_moving_one_chunk_per_look)
+    report = run(client, warehouse, "wh_follow")
+    assert report.rows_written == 12 and len(dest_rows(warehouse, "wh_follow")) == 12
+    while_running = [written for finished, written in seen if not finished]
+    # batches of 4 landed while chunks were still open: 4, then 8, before the job ended
+    assert 4 in while_running and 8 in while_running, seen
+    assert sorted(while_running) == while_running  # never undone
