@@ -14,6 +14,7 @@ from producers.dispatch import CeleryDispatcher, Dispatcher
 from producers.job_specs import (
     check_storable_texts,
     checked_params,
+    chunk_size_for,
     refuse_unretryable,
     retry_spec,
     with_input_roots,
@@ -316,7 +317,7 @@ class Client:
         its chunks are sent only after the last batch commits (storage/receiving.py)."""
         require_broker(self.endpoints)  # a job nothing can ever send is not worth recording
         spec = self.catalog.get(job.task)
-        chunk_size = self.settings.chunk_size or spec.chunk_size
+        chunk_size = chunk_size_for(spec, job, self.settings.chunk_size)
         ahead = list(islice(batches, 2))
         if len(ahead) < 2:
             job_id, chunk_ids = self.ledger.create_job(job, ahead[0] if ahead else [], chunk_size)

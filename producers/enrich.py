@@ -204,7 +204,10 @@ def enrich(
         # the rest once it has finished
         following = FollowingWriteBack(client, runs, run, dest_engine, dest, plan, on_progress)
         view = client.wait(run.job_id, timeout=timeout, on_progress=following)
-        run = write_back(client, runs, following.run, view, dest_engine, dest, plan)
+        # ended with every chunk done or dead: a result for every position, so the rest is
+        # read from the cursor's position on; a cancelled job's (gaps) is counted to it
+        upto = None if view.status == JobStatus.CANCELLED else view.counts.total
+        run = write_back(client, runs, following.run, view, dest_engine, dest, plan, upto)
         moved = plan.since is not None and view.status != JobStatus.CANCELLED
         after = run.watermark_after if moved else run.watermark_before
         runs.finish(
@@ -404,8 +407,8 @@ def write_back(
     time; after each batch the cursor moves and (incremental runs) the failed keys are
     counted, in one ledger transaction. A kill between the upsert and that transaction
     upserts the batch again on resume: the same rows, no duplicates. `upto`: only the
-    results of input positions before it, every one final (the job still runs: the cursor,
-    a count of results, is then their position)."""
+    results of input positions before it, every one final, none missing (the cursor, a
+    count of results, is then their position: read from there, not counted to)."""
     mark = plan.mark if plan.since else None
     key_column = next(iter(dest.primary_key.columns)).name
     now = dt.datetime.now(dt.UTC)

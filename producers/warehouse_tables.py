@@ -357,6 +357,9 @@ def enriched_row(
     }
 
 
+KEYS_PER_DELETE = 1000  # Oracle's limit on an IN list; SQL Server's on parameters is 2100
+
+
 class JSONText(str):
     """A value that is JSON text already: written to a JSON column as it is, not encoded."""
 
@@ -383,7 +386,9 @@ def upsert(engine: Engine, table: Table, key_column: str, rows: list[dict[str, A
             )
         else:  # any other database: replace the rows of these keys in one transaction
             key = table.c[key_column]
-            conn.execute(table.delete().where(key.in_([r[key_column] for r in rows])))
+            keys = [r[key_column] for r in rows]
+            for start in range(0, len(keys), KEYS_PER_DELETE):
+                conn.execute(table.delete().where(key.in_(keys[start : start + KEYS_PER_DELETE])))
             conn.execute(table.insert().values(embedding=embedding), rows)
 
 
@@ -392,9 +397,10 @@ def embedding_text(row: dict[str, Any]) -> str:
 
 
 def json_text_param(dialect: str, column_type: TypeEngine[Any]) -> Any:
-    """The `embedding` parameter, JSON text stored as the column's JSON: cast on PostgreSQL
-    (jsonb or json, as the column is), plain text elsewhere (SQLite's and MySQL's JSON
-    columns take JSON text)."""
+    """The `embedding` parameter, JSON text stored as JSON: cast on PostgreSQL to the type
+    `dest_table` declares (jsonb; a json or text column that existed before takes it by
+    PostgreSQL's assignment cast), plain text elsewhere (SQLite's and MySQL's JSON columns
+    take JSON text)."""
     param = bindparam("embedding", type_=Text)
     if dialect == "postgresql":
         return cast(param, column_type.dialect_impl(postgresql.dialect()))

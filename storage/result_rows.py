@@ -34,22 +34,23 @@ class _Prefixed:
         return getattr(self._row, f"explanation_{name}")
 
 
-def selected_result_row(row: Any, **output: Any) -> dict[str, Any]:
-    """result_row of a row of RESULT_FIELDS and EXPLANATION_COLUMNS (`output=`: in place of
-    the row's)."""
-    found = result_row(row, _Prefixed(row) if row.explanation_method is not None else None)
-    if output:
-        found["output"] = current_output(output["output"])
-    return found
+_ROWS_OWN = object()  # result_row's `output` when not given: the result's own
 
 
-def result_row(result: Any, expl: Any | None) -> dict[str, Any]:
+def selected_result_row(row: Any, output: Any = _ROWS_OWN) -> dict[str, Any]:
+    """result_row of a row of RESULT_FIELDS and EXPLANATION_COLUMNS (`output`: in place of
+    the row's, which is then never read: it may be the JSON text)."""
+    expl = _Prefixed(row) if row.explanation_method is not None else None
+    return result_row(row, expl, output)
+
+
+def result_row(result: Any, expl: Any | None, output: Any = _ROWS_OWN) -> dict[str, Any]:
     """A result as the SDK and exports give it, from a Result and its Explanation, or objects
-    with their fields."""
+    with their fields; `output` in place of the result's, if given."""
     row: dict[str, Any] = {
         "key": result.item_key,
         "status": result.status,
-        "output": current_output(result.output),
+        "output": current_output(result.output if output is _ROWS_OWN else output),
         "error": result.error,
     }
     if result.cached:  # RowMark.CACHED: only on the rows it is true of, as `explanation`
@@ -125,7 +126,7 @@ def iter_result_rows(
             yield {**selected_result_row(row), "embedding_json": row.embedding_json or "null"}
         else:
             rest, embedding = split_embedding(row.output)
-            found = selected_result_row(row, output=rest)
+            found = selected_result_row(row, rest)
             yield {**found, "embedding_json": embedding}
 
 
