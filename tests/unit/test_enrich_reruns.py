@@ -491,3 +491,46 @@ def test_results_are_written_back_while_the_job_still_runs(
     # batches of 4 landed while chunks were still open: 4, then 8, before the job ended
     assert 4 in while_running and 8 in while_running, seen
     assert sorted(while_running) == while_running  # never undone
+
+
+def test_a_run_killed_while_writing_back_beside_its_job_resumes_where_it_stopped(
+    client: Client, warehouse: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    make_table(warehouse, "wh_follow_kill", "INTEGER", list(range(12)))
+    monkeypatch.setattr(enrich_module, "WRITE_BATCH", 4)
+    monkeypatch.setattr(client.settings, "chunk_size", 2)
+    inline = worker(client)
+    inline.hold = True
+    real_job, real_upsert = client.ledger.job, enrich_module.upsert
+    upserted: list[list[Any]] = []
+
+    def job_moving_one_chunk_per_look(job_id: str) -> Any:
+        rest, inline.pending = inline.pending[1:], inline.pending[:1]
+        inline.drain()
+        inline.pending = rest
+        return real_job(job_id)
+
+    def killed_after_the_second(engine: Engine, table: Any, key: str, rows: list[Any]) -> None:
+        real_upsert(engine, table, key, rows)
+        upserted.append([r[key] for r in rows])
+        if len(upserted) == 2:
+            raise Killed  # rows 4-7 are in, the ledger has not noted it; the job still runs
+
+    monkeypatch.setattr(client.ledger, "job", job_moving_one_chunk_per_look)
+    monkeypatch.setattr(enrich_module, "upsert", killed_after_the_second)
+    with pytest.raises(Killed):
+        run(client, warehouse, "wh_follow_kill")
+    (job,) = client.ledger.jobs()
+    assert not real_job(job.id).status.finished  # killed while its job was running
+    assert upserted == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+    def recorded(engine: Engine, table: Any, key: str, rows: list[Any]) -> None:
+        real_upsert(engine, table, key, rows)
+        upserted.append([r[key] for r in rows])
+
+    monkeypatch.setattr(enrich_module, "upsert", recorded)
+    del upserted[:]
+    report = run(client, warehouse, "wh_follow_kill")
+    assert report.resumed and report.job_id == job.id and len(client.ledger.jobs()) == 1
+    assert upserted == [[4, 5, 6, 7], [8, 9, 10, 11]]  # the unnoted batch again, then the rest
+    assert report.rows_written == 12 and len(dest_rows(warehouse, "wh_follow_kill")) == 12
