@@ -229,9 +229,13 @@ def keyed(rows: Iterator[dict[str, Any]], codec: KeyCodec) -> Iterator[dict[str,
 
 
 def _stream(engine: Engine, query: Any) -> Iterator[dict[str, Any]]:
+    """The query's rows as dicts, streamed. Built from the column names read once and each
+    row as the tuple it is: a row's `_mapping` costs 3x as much (4 us a row, issue 16)."""
     with engine.connect().execution_options(stream_results=True, yield_per=2000) as conn:
-        for row in conn.execute(query):
-            yield dict(row._mapping)
+        result = conn.execute(query)
+        names = list(result.keys())
+        for row in result:
+            yield dict(zip(names, row, strict=True))
 
 
 def read_rows(

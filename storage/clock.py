@@ -9,7 +9,7 @@ the leases. SQLite is the embedded, one-host ledger: its time is the host's.
 from datetime import UTC, datetime
 from typing import overload
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 
@@ -29,10 +29,11 @@ def host_now() -> datetime:
     return datetime.now(UTC)
 
 
-def db_now(s: Session) -> datetime:
+def db_now(s: Session | Connection) -> datetime:
     """The database's time now (clock_timestamp, not the transaction's start: a transaction
     that waited on a lock must not write a lease that is already partly spent)."""
-    if s.get_bind().dialect.name == "postgresql":
+    bind = s.get_bind() if isinstance(s, Session) else s
+    if bind.dialect.name == "postgresql":
         value = s.scalar(text("SELECT clock_timestamp()"))
         assert isinstance(value, datetime)
         return utc(value) or value

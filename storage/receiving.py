@@ -16,6 +16,7 @@ Lock order: the job row first, as everywhere in the ledger (storage/ledger.py).
 import contextlib
 import json
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
@@ -62,8 +63,10 @@ class ReceivingJob:
     rest waits for the next batch), then `finish`; `abandon` on any failure.
 
     A batch commits on a thread of its own while the caller reads the next one (the
-    database's work overlaps the parsing); at most one batch is in flight, so memory holds
-    two batches whatever the input's size."""
+    database's work overlaps the parsing). On PostgreSQL two batches are in flight, each on
+    a connection of its own (one server process parses a batch's JSON and index entries
+    while the other commits); on SQLite, whose writes take turns, one. Memory holds
+    `depth + 1` batches whatever the input's size."""
 
     def __init__(self, receiver: "Receiver", job_id: str, spec: JobSpec, chunk_size: int):
         self.receiver = receiver
@@ -73,8 +76,9 @@ class ReceivingJob:
         self.pending: list[Item] = []  # items read, not yet in a full chunk
         self.chunks = 0
         self.items = 0
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sluice-receive")
-        self._in_flight: Future[None] | None = None
+        self.depth = 2 if receiver.engine.dialect.name == "postgresql" else 1
+        self._writer = ThreadPoolExecutor(self.depth, thread_name_prefix="sluice-receive")
+        self._in_flight: deque[Future[None]] = deque()
 
     def write(self, items: list[Item]) -> None:
         """Write every full chunk of what was read so far, in one transaction."""
@@ -100,17 +104,20 @@ class ReceivingJob:
         self.receiver.abandon(self.job_id)
 
     def _commit(self, rows: list[Item]) -> None:
-        self.flush()  # the batch before: its failure (a repeated key) surfaces here
+        self._wait(self.depth - 1)  # a batch before: its failure (a repeated key) surfaces here
         args = (self.job_id, self.spec, rows, self.chunks, self.items, self.chunk_size)
-        self._in_flight = self._writer.submit(self.receiver.add, *args)
+        self._in_flight.append(self._writer.submit(self.receiver.add, *args))
         self.items += len(rows)
         self.chunks += -(-len(rows) // self.chunk_size)
 
     def flush(self) -> None:
-        """Wait until the batch in flight has committed; its failure is raised here."""
-        if self._in_flight is not None:
-            done, self._in_flight = self._in_flight, None
-            done.result()
+        """Wait until every batch in flight has committed; a failure is raised here."""
+        self._wait(0)
+
+    def _wait(self, in_flight: int) -> None:
+        """Wait, oldest first, until at most `in_flight` batches are left in flight."""
+        while len(self._in_flight) > in_flight:
+            self._in_flight.popleft().result()
 
 
 class Receiver:
@@ -169,14 +176,13 @@ class Receiver:
             raise DuplicateKeysError([first_repeated(keys)])
         limit = self.fair_share.tenant_max_in_flight
         try:
-            with self._session.begin() as s:
-                job = self._receiving(s, job_id)
-                if limit is not None and job.total + len(rows) > limit:
-                    raise TooManyItemsError(
-                        f"a job of more than {limit} items", limit, "SLUICE_TENANT_MAX_IN_FLIGHT"
-                    )
-                now = db_now(s)
-                conn = s.connection()
+            with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # the job is durable only once `finish` commits (synchronously, which
+                    # flushes every batch's WAL before it); a crash before leaves a job
+                    # `receiving` that the sweeper removes. Saves a disk flush per batch.
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                now = db_now(conn)
                 insert_keys(conn, job_id, keys)
                 conn.execute(
                     insert(t.Chunk).values(items=json_text(conn)),
@@ -196,13 +202,22 @@ class Receiver:
                         if (part := rows[start : start + chunk_size])
                     ],
                 )
-                job.total += len(rows)
-                job.chunks_total += -(-len(rows) // chunk_size)
+                # the job's row last: a batch in flight beside this one waits for its lock
+                # only here, after both wrote their keys and chunks
+                total = self._count_in(conn, job_id, len(rows), -(-len(rows) // chunk_size))
+                if limit is not None and total > limit:
+                    raise TooManyItemsError(
+                        f"a job of more than {limit} items", limit, "SLUICE_TENANT_MAX_IN_FLIGHT"
+                    )
         except IntegrityError:
             known = self.first_known(job_id, keys)
-            if known is None:  # not a key: a bug, shown as it is
-                raise
-            raise DuplicateKeysError([known]) from None
+            if known is not None:
+                raise DuplicateKeysError([known]) from None
+            with self.engine.connect() as conn:  # a chunk's job removed meanwhile (its key)
+                status = conn.execute(select(t.Job.status).where(t.Job.id == job_id)).scalar()
+            if status != JobStatus.RECEIVING:
+                raise no_longer_receiving(job_id, status) from None
+            raise  # neither: a bug, shown as it is
 
     def first_known(self, job_id: str, keys: list[str]) -> str | None:
         """The first of `keys` (in input order) the job already has, if any."""
@@ -310,18 +325,36 @@ class Receiver:
             yield from s.scalars(query)
 
     @staticmethod
+    def _count_in(conn: Connection, job_id: str, items: int, chunks: int) -> int:
+        """Add a batch's counts to the job, locking its row, in one statement; returns the
+        job's new total. Raises if the job is no longer `receiving` (cancelled, removed)."""
+        total = conn.execute(
+            update(t.Job)
+            .where(t.Job.id == job_id, t.Job.status == JobStatus.RECEIVING)
+            .values(total=t.Job.total + items, chunks_total=t.Job.chunks_total + chunks)
+            .returning(t.Job.total)
+        ).scalar()
+        if total is None:
+            status = conn.execute(select(t.Job.status).where(t.Job.id == job_id)).scalar()
+            raise no_longer_receiving(job_id, status)
+        return int(total)
+
+    @staticmethod
     def _receiving(s: Session, job_id: str) -> t.Job:
         job = s.get(t.Job, job_id, with_for_update=True, populate_existing=True)
         if job is None or job.status != JobStatus.RECEIVING:
-            what = "removed" if job is None else job.status
-            raise SluiceError(
-                f"job {job_id} was {what} while its input was written; nothing of it runs"
-            )
+            raise no_longer_receiving(job_id, None if job is None else job.status)
         return job
 
 
+def no_longer_receiving(job_id: str, status: str | None) -> SluiceError:
+    return SluiceError(
+        f"job {job_id} was {status or 'removed'} while its input was written; nothing of it runs"
+    )
+
+
 def insert_keys(conn: Connection, job_id: str, keys: list[str]) -> None:
-    """The batch's keys into job_keys, bulk: COPY on PostgreSQL; on SQLite one statement
+    """The batch's keys into job_keys, bulk: COPY on PostgreSQL (sorted); on SQLite one statement
     reading them from a JSON array (json_each: half the cost of an executemany's binding of
     each row; a million keys through the ORM's per-row parameters would cost more than the
     rest)."""
@@ -334,7 +367,10 @@ def insert_keys(conn: Connection, job_id: str, keys: list[str]) -> None:
     raw: Any = conn.connection.driver_connection
     try:
         with raw.cursor() as cur, cur.copy("COPY job_keys (job_id, item_key) FROM STDIN") as cp:
-            cp.write(copy_rows(job_id, keys).encode())
+            # sorted: two batches in flight that share a key then take its index entry in
+            # the same order (the later waits for the earlier and fails on the key; never a
+            # deadlock), and a sorted run fills the index's pages in order
+            cp.write(copy_rows(job_id, sorted(keys)).encode())
     except Exception as exc:
         if getattr(exc, "sqlstate", None) == UNIQUE_VIOLATION:  # COPY's is not wrapped
             raise IntegrityError("COPY job_keys", None, exc) from exc

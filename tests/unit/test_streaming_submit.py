@@ -274,3 +274,38 @@ def test_keys_with_tabs_backslashes_and_newlines_are_kept_and_compared_exactly(c
     again = [Item(key=k, text="x") for k in odd] + ordinary + [Item(key="new\nline", text="y")]
     with pytest.raises(DuplicateKeysError, match=r"'new\\nline'"):
         client.submit_items(iter(again), TASK)
+
+
+def test_keys_repeated_across_batches_written_side_by_side_fail_naming_one(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+):
+    """On PostgreSQL two batches are in flight at once: keys repeated across them in crossing
+    order ('a' first and 'b' last in one, the other way round in the next) fail the submit
+    naming a repeated key (never a deadlock or a database error), and leave nothing; every
+    time. Batches of 3,000, so that both are written at the same moment."""
+    size = 3000
+    client.receive_batch = size
+    monkeypatch.setattr(readers, "ITEM_BLOCK", size)
+    fill = [f"f{n}" for n in range(2 * size)]
+    keys = ["a", *fill[: size - 2], "b", "b", *fill[size - 2 : 2 * size - 4], "a"]
+    for _ in range(3):
+        with pytest.raises(DuplicateKeysError, match="duplicate keys in the input: '[ab]'"):
+            client.submit_items((Item(key=k, text="x") for k in keys + fill[-100:]), TASK)
+        assert left_behind(client) == NOTHING
+        assert sent(client).sends == []
+
+
+def test_a_job_removed_while_received_fails_its_next_batch_saying_so(client: Client):
+    """The sweeper removes a job whose submitter looked dead; the submitter, only slow, is
+    told at its next batch, and nothing of the job is left."""
+    from schemas.jobs import JobSpec
+
+    receiver = client.ledger.receiver
+    receiving = receiver.open(JobSpec(task=TASK, model="none", model_version=""), 4)
+    receiving.write(list(items(8)))
+    receiving.flush()
+    assert receiver.abandon(receiving.job_id)  # as the sweeper would
+    receiving.write([Item(key=f"late{n}", text="x") for n in range(8)])
+    with pytest.raises(SluiceError, match="was removed while its input was written"):
+        receiving.flush()
+    assert left_behind(client) == NOTHING
