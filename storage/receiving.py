@@ -95,7 +95,7 @@ class ReceivingJob:
             self.pending = []
         self.flush()
         self._writer.shutdown()
-        return self.receiver.finish(self.job_id, self.spec)
+        return self.receiver.finish(self.job_id, self.spec, self.items, self.chunks)
 
     def abandon(self) -> None:
         with contextlib.suppress(Exception):  # the failure being handled is the caller's
@@ -235,11 +235,20 @@ class Receiver:
                     return next(k for k in part if k in known)
         return None
 
-    def finish(self, job_id: str, spec: JobSpec) -> int:
+    def finish(self, job_id: str, spec: JobSpec, items: int, chunks: int) -> int:
         """Admit the job with its whole count (the tenant's limit; its lane) and queue it, in
-        one transaction; its chunks are sent after this commits. Returns the lane."""
+        one transaction; its chunks are sent after this commits. Returns the lane. `items`
+        and `chunks`: what the submitter wrote. A job holding fewer (batches committed
+        asynchronously, lost to a database crash the submitter's connection outlived) is
+        refused, never queued with a gap."""
         with self._session.begin() as s:
             job = self._receiving(s, job_id)
+            if (job.total, job.chunks_total) != (items, chunks):
+                raise SluiceError(
+                    f"job {job_id}: the ledger holds {job.total} of the {items} items written "
+                    "(the database restarted while they were written?); nothing of it runs: "
+                    "submit it again"
+                )
             now = db_now(s)
             job.lane = admit(s, self.fair_share, spec.tenant, spec.task, job.total, now)
             job.status = JobStatus.QUEUED

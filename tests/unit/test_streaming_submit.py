@@ -309,3 +309,28 @@ def test_a_job_removed_while_received_fails_its_next_batch_saying_so(client: Cli
     with pytest.raises(SluiceError, match="was removed while its input was written"):
         receiving.flush()
     assert left_behind(client) == NOTHING
+
+
+def test_a_batch_the_database_lost_fails_the_submit_instead_of_queuing_a_gap(client: Client):
+    """Batches commit asynchronously on PostgreSQL: a crash can lose one while the submitter
+    goes on over a new connection. The job then holds fewer items than were written, and
+    finishing it fails saying so; nothing of it is queued or left."""
+    from schemas.jobs import JobSpec
+
+    receiver = client.ledger.receiver
+    receiving = receiver.open(JobSpec(task=TASK, model="none", model_version=""), 4)
+    receiving.write(list(items(8)))
+    receiving.flush()
+    with client.ledger.engine.begin() as conn:  # the second chunk's batch, as if lost
+        conn.execute(delete(t.Chunk).where(t.Chunk.job_id == receiving.job_id, t.Chunk.seq == 1))
+        conn.execute(
+            t.Job.__table__.update()
+            .where(t.Job.id == receiving.job_id)
+            .values(total=t.Job.total - 4, chunks_total=t.Job.chunks_total - 1)
+        )
+    receiving.write([Item(key=f"late{n}", text="x") for n in range(4)])
+    with pytest.raises(SluiceError, match="holds 8 of the 12 items written"):
+        receiving.finish()
+    receiving.abandon()
+    assert left_behind(client) == NOTHING
+    assert sent(client).sends == []
