@@ -196,6 +196,8 @@ class Bench:
         from workers.training.driver import run_training
 
         name = f"bench-{workload.lower().replace(' ', '-')}-w{workers}"
+        # every epoch runs: epoch times are measured, not the early stop's choice
+        options.setdefault("early_stopping", False)
         started = time.perf_counter()
         spec = build_spec(
             self.settings,

@@ -27,6 +27,7 @@ def run_as_dict(run: Any) -> dict[str, Any]:
 def version_as_dict(view: Any) -> dict[str, Any]:
     d = asdict(view)
     d["ref"] = view.ref
+    d["below_baseline"] = view.below_baseline
     for key in ("created_at", "updated_at"):
         d[key] = d[key].isoformat() if d.get(key) else None
     return d
@@ -45,6 +46,21 @@ def _metric(view: Any) -> str:
         if k.startswith("heldout_") and isinstance(v, float)
     ]
     return " ".join(shown) or "-"
+
+
+def _baseline(view: Any) -> str:
+    """The baseline's held-out figure, as _metric shows the model's; `!` when it is better."""
+    base = view.baseline
+    if base is None or not isinstance(base.get("value"), float):
+        return "-"
+    flag = "!" if view.below_baseline else ""
+    return f"{flag}{str(base['metric']).removeprefix('heldout_')}={base['value']:.4f}"
+
+
+def warn_below_baseline(views: list[Any]) -> None:
+    for view in views:
+        if view.below_baseline:
+            click.echo(f"warning: {view.below_baseline}", err=True)
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -108,7 +124,20 @@ def register_training_commands(
         "NAME@VERSION); text default: all-MiniLM-L6-v2; generate: required (a "
         "sequence-to-sequence or decoder-only model)",
     )
-    @click.option("--epochs", default=10, show_default=True, type=click.IntRange(1, 10_000))
+    @click.option(
+        "--epochs",
+        default=None,
+        type=click.IntRange(1, 10_000),
+        help="the most epochs (default: chosen by early stopping on a validation split of the "
+        "training rows where the task carves one, else 10)",
+    )
+    @click.option(
+        "--no-early-stopping",
+        "early_stopping",
+        flag_value=False,
+        default=None,
+        help="train every epoch and keep the last",
+    )
     @click.option(
         "--workers",
         default=1,
@@ -122,7 +151,12 @@ def register_training_commands(
         type=click.FloatRange(0),
         help="default: 1 when the Ray cluster has GPUs, else 0",
     )
-    @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+    @click.option(
+        "--batch-size",
+        default=None,
+        type=click.IntRange(1),
+        help="the global batch (default: by the number of rows for records and text, else 32)",
+    )
     @click.option("--learning-rate", default=None, type=click.FloatRange(0, min_open=True))
     @click.option("--train-encoder", is_flag=True, help="text: fine-tune the encoder too")
     @click.option(
@@ -205,7 +239,9 @@ def register_training_commands(
             client.registry.promote(name, run.model_version, tenant)
         out = run_as_dict(client.training_run(run_id))
         if run.model_version is not None:
-            out["model"] = version_as_dict(client.registry.get(name, run.model_version, tenant))
+            version = client.registry.get(name, run.model_version, tenant)
+            out["model"] = version_as_dict(version)
+            warn_below_baseline([version])
         click.echo(
             json.dumps(out)
             if as_json
@@ -235,7 +271,9 @@ def register_training_commands(
     @click.option("--tenant", default=None, help="only this tenant's (default: every tenant's)")
     @click.option("--json", "as_json", is_flag=True)
     def models_list(name: str | None, tenant: str | None, as_json: bool) -> None:
-        """Registered model versions: tenant, stage, held-out metrics, DP budget."""
+        """Registered model versions: tenant, stage, held-out metrics, the classical
+        baseline's figure on the same split (`!`: better than the model; a warning follows),
+        DP budget."""
         from producers import Client
 
         views = Client().registry.list(name, tenant)
@@ -245,8 +283,10 @@ def register_training_commands(
             else:
                 click.echo(
                     f"{v.tenant:<12} {v.ref:<32} {v.stage:<10} {v.task:<16} {_metric(v):<28} "
-                    f"DP {_dp(v):<18} {v.created_at:%Y-%m-%d %H:%M}"
+                    f"baseline {_baseline(v):<18} DP {_dp(v):<18} {v.created_at:%Y-%m-%d %H:%M}"
                 )
+        if not as_json:
+            warn_below_baseline(views)
         if not views and not as_json:
             click.echo("no registered models; train one with `sluice train`", err=True)
 
@@ -265,6 +305,7 @@ def register_training_commands(
         client = Client()
         view = client.registry.resolve(ref, tenant)
         out = version_as_dict(view)
+        warn_below_baseline([view])
         if view.training_run_id:
             run = client.training_run(view.training_run_id)
             out["training"] = {

@@ -359,7 +359,8 @@ class Client:
         **options: Any,
     ) -> str:
         """Check a training request and queue it on `sluice.train`; returns the run id.
-        Options: data_url (then `data` is a table), labels, base, epochs, workers,
+        Options: data_url (then `data` is a table), labels, base, epochs (the most; by
+        default chosen by early stopping), early_stopping (False: every epoch), workers,
         gpus_per_worker, batch_size, learning_rate, train_encoder, dp_epsilon, dp_delta,
         text_column, media_column, key_column, feature_columns, seed, holdout_fraction."""
         check_tenant(tenant)

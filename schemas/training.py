@@ -66,10 +66,13 @@ class TrainSpec(BaseModel):
     annotation: str = ""
     base: str | None = None  # a resolved model directory
     base_ref: str | None = None  # what the user named
-    epochs: int = Field(10, ge=1, le=10_000)
+    # None: chosen by early stopping on a validation split where the recipe carves one, else
+    # 10 (workers/training/plan.py); a number is the most epochs, still stopped early
+    epochs: int | None = Field(None, ge=1, le=10_000)
     workers: int = Field(1, ge=1, le=256)
     gpus_per_worker: float | None = Field(None, ge=0)  # None: 1 if the cluster has GPUs
-    batch_size: int = Field(32, ge=1, le=65_536)
+    batch_size: int | None = Field(None, ge=1, le=65_536)  # None: by the number of rows
+    early_stopping: bool = True  # False: train every epoch and keep the last
     learning_rate: float | None = Field(None, gt=0)
     train_encoder: bool = False
     dp: DPSpec | None = None
@@ -147,6 +150,9 @@ def progress_line(progress: dict[str, Any]) -> str:
         parts.append(f"loss {loss:.4f}")
     if (metric := progress.get("metric")) and progress.get("metric_value") is not None:
         parts.append(f"{metric} {progress['metric_value']:.4f}")
+    if progress.get("early_stopping") and progress.get("best_epoch"):
+        best, patience = progress["best_epoch"], progress["early_stopping"]
+        parts.append(f"best epoch {best} (stops after {patience} without gain)")
     if progress.get("epsilon") is not None:
         parts.append(f"ε {progress['epsilon']:.2f}")
     if progress.get("resumed_from_epoch"):

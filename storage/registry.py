@@ -48,6 +48,28 @@ class ModelVersionView:
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
+    @property
+    def baseline(self) -> dict[str, Any] | None:
+        """The classical baseline fitted on the same split at train time (issue 17):
+        {"method", "metric", "value"}, or {"method", "error"} when it could not be fitted."""
+        found = self.metrics.get("baseline")
+        return found if isinstance(found, dict) else None
+
+    @property
+    def below_baseline(self) -> str | None:
+        """A warning when the model's held-out figure is worse than its baseline's."""
+        base = self.baseline
+        if base is None or not isinstance(base.get("value"), float):
+            return None
+        mine = self.metrics.get(base["metric"])
+        if not isinstance(mine, float) or mine >= base["value"]:
+            return None
+        what = str(base["metric"]).removeprefix("heldout_")
+        return (
+            f"{self.ref} is worse than its baseline: held-out {what} {mine:.4f} vs "
+            f"{base['value']:.4f} for {base['method']} on the same split"
+        )
+
 
 def _view(row: t.ModelVersion) -> ModelVersionView:
     return ModelVersionView(

@@ -168,14 +168,17 @@ OWNER_ONLY = ("uri", "tenant", "training_run_id", "data_fingerprint")
 @router.get("/registry", tags=["models"], responses=errors(401))
 def list_registered(request: Request, key: Principal) -> list[dict[str, Any]]:
     """This tenant's registered model versions (`sluice train --tenant`) and those shared
-    with it (`shared: true`): stage, held-out metrics, SHA-256, DP budget, and for its own the
-    training run and data fingerprint. Jobs name them `NAME@VERSION`, `NAME@production`."""
+    with it (`shared: true`): stage, held-out metrics beside the classical baseline's
+    (`metrics.baseline`; `below_baseline` says when the model is worse), SHA-256, DP
+    budget, and for its own the training run and data fingerprint. Jobs name them
+    `NAME@VERSION`, `NAME@production`."""
     registry = services(request).client.registry
     own = registry.list(tenant=key.tenant)
     return [
         {
             **{k: v for k, v in vars(view).items() if k not in hidden},
             "ref": view.ref,
+            "below_baseline": view.below_baseline,
             "shared": shared,
             "created_at": view.created_at.isoformat(),
             "updated_at": view.updated_at.isoformat(),

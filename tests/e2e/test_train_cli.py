@@ -48,8 +48,6 @@ def test_train_register_promote_and_infer_by_name_from_the_cli(tmp_path: Path):
             "id",
             "--name",
             "bc",
-            "--epochs",
-            "20",
             "--wait",
             "--promote",
             "--json",
@@ -59,12 +57,24 @@ def test_train_register_promote_and_infer_by_name_from_the_cli(tmp_path: Path):
         out = json.loads(run.stdout.splitlines()[-1])
         assert out["status"] == "succeeded" and out["model"]["ref"] == "bc@1"
         assert out["model"]["stage"] == "production"
+        # the defaults: early stopping chose the epoch; the baseline is on the version
+        metrics = out["model"]["metrics"]
+        epochs = metrics["epochs_run"]
+        assert metrics["best_epoch"] < epochs < 300
+        baseline = metrics["baseline"]
+        assert baseline["method"] == "LogisticRegression on standardised features"
         status = json.loads(sluice("status", out["run_id"], cwd=tmp_path).stdout)
-        assert status["progress"]["epoch"] == 20 and status["model_version"] == 1
+        assert status["progress"]["epoch"] == epochs and status["model_version"] == 1
         listed = sluice("models", "list", cwd=tmp_path)
         assert listed.stdout.split()[:3] == ["default", "bc@1", "production"]
+        assert f"baseline accuracy={baseline['value']:.4f}" in listed.stdout.replace(
+            "baseline !", "baseline "
+        )
+        below = out["model"]["below_baseline"]
+        assert (below is not None) == (metrics["heldout_accuracy"] < baseline["value"])
+        assert (f"warning: {below}" in listed.stderr) if below else "warning" not in listed.stderr
         shown = json.loads(sluice("models", "show", "bc@production", cwd=tmp_path).stdout)
-        assert len(shown["training"]["history"]) == 20 and len(shown["sha256"]) == 64
+        assert len(shown["training"]["history"]) == epochs and len(shown["sha256"]) == 64
         job = sluice(
             "submit",
             "new-patients.csv",

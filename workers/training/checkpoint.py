@@ -12,6 +12,7 @@ from torch import nn
 MODEL_FILE = "model.safetensors"
 OPTIMISER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
+BEST_FILE = "best.safetensors"  # the best epoch's weights so far (early stopping)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -28,7 +29,11 @@ def _cpu(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def save(
-    directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer, state: dict[str, Any]
+    directory: Path,
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    state: dict[str, Any],
+    best: dict[str, torch.Tensor] | None = None,
 ) -> None:
     # save_model writes a tied weight once (an LM head tied to its embeddings: T5, BART,
     # GPT-2); save_file refuses tensors that share memory
@@ -45,8 +50,16 @@ def save(
                 scalars[key] = value
     if tensors:
         save_file(tensors, str(directory / OPTIMISER_FILE))
+    if best is not None:  # clones: no two keys share memory (save_file refuses that)
+        save_file({k: v.contiguous() for k, v in best.items()}, str(directory / BEST_FILE))
     state = {**state, "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}}
     (directory / STATE_FILE).write_text(json.dumps(state))
+
+
+def load_best(directory: Path) -> dict[str, torch.Tensor] | None:
+    """The best epoch's weights a checkpoint holds, if it holds them."""
+    path = directory / BEST_FILE
+    return load_file(str(path)) if path.exists() else None
 
 
 def load(directory: Path, model: nn.Module, optimiser: torch.optim.Optimizer) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from storage.registry import ModelVersionView, Registry
 from storage.row_sources import fingerprint, read_rows, read_table
 from storage.training_runs import RunView, TrainingRuns
 from workers.training.loop import FINAL_METRICS, train_loop
+from workers.training.plan import plan_for
 from workers.training.recipes import recipe_for
 
 log = logging.getLogger("sluice.train")
@@ -90,10 +91,13 @@ def run_training(
     if done:  # registered before its worker died, not yet marked finished
         return done[0]
     rows = load_rows(spec)
+    recipe = recipe_for(spec)
     try:
-        prepared = recipe_for(spec).prepare(spec, rows, settings.media_limits())
+        prepared = recipe.prepare(spec, rows, settings.media_limits())
     except (ValueError, KeyError) as exc:
         raise TrainingError(f"cannot prepare the training data: {exc}") from exc
+    plan = plan_for(spec, recipe, prepared)
+    log.info("run %s: %s", run.id, plan)
     actors.connect(
         endpoints.ray_address,
         endpoints.ray_auth_token_path,
@@ -105,7 +109,8 @@ def run_training(
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={
-            "spec": spec.model_dump(),
+            "spec": plan.applied(spec).model_dump(),
+            "patience": plan.patience,
             "data": ray.put(prepared),
             "run_id": run.id,
             "owner": owner,

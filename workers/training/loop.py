@@ -24,6 +24,7 @@ from storage.engine import make_engine
 from storage.training_runs import TrainingRuns
 from workers.training import checkpoint
 from workers.training.audit import Audit, agree
+from workers.training.best_epoch import BestEpoch
 from workers.training.recipes import Prepared, recipe_for
 
 FINAL_METRICS = "final-metrics.json"
@@ -67,6 +68,8 @@ class Reporter:
 
 def train_loop(config: dict[str, Any]) -> None:
     spec = TrainSpec.model_validate(config["spec"])
+    # the driver's plan (workers/training/plan.py) set what the user left to it
+    assert spec.epochs is not None and spec.batch_size is not None
     recipe = recipe_for(spec)
     prepared: Prepared = ray.get(config["data"])
     context = ray.train.get_context()
@@ -76,15 +79,26 @@ def train_loop(config: dict[str, Any]) -> None:
     model = recipe.build(spec, prepared.meta).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser: torch.optim.Optimizer = torch.optim.AdamW(
-        trainable, lr=spec.learning_rate or recipe.default_learning_rate, weight_decay=1e-3
+        trainable,
+        lr=spec.learning_rate or recipe.default_learning_rate,
+        weight_decay=getattr(recipe, "weight_decay", 1e-3),
     )
     state: dict[str, Any] = {"epoch": 0, "history": []}
+    best_weights = None
     resumed = ray.train.get_checkpoint()
     if resumed:
         with resumed.as_directory() as directory:
             state = checkpoint.load(Path(directory), model, optimiser)
+            best_weights = checkpoint.load_best(Path(directory))
     rows = Rows(prepared.train)
     heldout = {k: torch.as_tensor(v).to(device) for k, v in prepared.heldout.items()}
+    # rank 0 alone watches the validation loss; the others follow its call to stop
+    validation = (
+        {k: torch.as_tensor(v).to(device) for k, v in prepared.validation.items()}
+        if rank == 0
+        else {}
+    )
+    best = BestEpoch(recipe, validation, config.get("patience"), state, best_weights)
     privacy = None
     if spec.dp:
         from workers.training.privacy import make_private
@@ -106,12 +120,15 @@ def train_loop(config: dict[str, Any]) -> None:
         "epochs": spec.epochs,
         "workers": world,
         "metric": recipe.primary_metric,
+        "early_stopping": config.get("patience"),
         "resumed_from_epoch": start_epoch or None,
         "history": state["history"][-PROGRESS_HISTORY:],
     }
     model.train()
     last_saved = time.monotonic()
-    for epoch in range(start_epoch, spec.epochs):
+    # a run that stopped early and died before registering resumes straight to its end
+    last_epoch = start_epoch if state.get("stopped") else spec.epochs
+    for epoch in range(start_epoch, last_epoch):
         sampler_now = getattr(loader, "sampler", None)
         if isinstance(sampler_now, DistributedSampler):
             sampler_now.set_epoch(epoch)
@@ -135,6 +152,8 @@ def train_loop(config: dict[str, Any]) -> None:
         metrics = (
             recipe.evaluate(checkpoint.unwrap(model), heldout, prepared.meta) if (rank == 0) else {}
         )
+        if best.active:
+            metrics.update(best.observe(checkpoint.unwrap(model), epoch + 1))
         # under DP the training loss is not published: it is computed from private rows
         # without noise, outside ε (held-out metrics are not training data)
         mean_loss = float(np.mean(losses)) if losses and privacy is None else None
@@ -146,13 +165,14 @@ def train_loop(config: dict[str, Any]) -> None:
         }
         if privacy is not None:
             entry["epsilon"] = privacy.epsilon()
-        state = {"epoch": epoch + 1, "history": [*state["history"], entry]}
+        state = {"epoch": epoch + 1, "history": [*state["history"], entry], **best.state()}
         if privacy is not None:
             state["dp_history"] = privacy.history()
         progress.update(
             epoch=epoch + 1,
             loss=entry["loss"],
             metric_value=metrics.get(recipe.primary_metric),
+            best_epoch=best.best_epoch,
             epsilon=entry.get("epsilon"),
             ddp=ddp,
             # the ledger keeps the newest epochs (a write per epoch must stay
@@ -165,14 +185,20 @@ def train_loop(config: dict[str, Any]) -> None:
             time.monotonic() - last_saved >= config["checkpoint_seconds"]
             or epoch + 1 == spec.epochs
         )
-        keep_going, due = agree([reporter.write(progress), due], world, device)
+        keep_going, due, stop = agree([reporter.write(progress), due, best.stop], world, device)
         if not keep_going:  # cancelled or taken over: no checkpoint (the new owner writes its
             return  # own); the driver sees why in the ledger
-        if due:
-            _report(entry, model, optimiser, state, save=rank == 0)
+        if stop:
+            state["stopped"] = True  # every rank: they all resume from rank 0's checkpoint
+        if due or stop:
+            _report(entry, model, optimiser, state, save=rank == 0, best=best.weights)
             last_saved = time.monotonic()
+        if stop:  # no better validation loss for `patience` epochs: the best one is kept
+            break
     if rank == 0:
-        _finish(recipe, model, spec, prepared, heldout, Path(config["output_dir"]), privacy)
+        chosen = best.restore(checkpoint.unwrap(model))
+        chosen["epochs_run"] = int(state["epoch"])
+        _finish(recipe, model, spec, prepared, heldout, Path(config["output_dir"]), privacy, chosen)
 
 
 def _report(
@@ -181,12 +207,13 @@ def _report(
     optimiser: torch.optim.Optimizer,
     state: dict[str, Any],
     save: bool,
+    best: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Every rank reports; only rank 0 hands Ray Train a checkpoint to persist."""
     with tempfile.TemporaryDirectory() as directory:
         persisted = None
         if save:
-            checkpoint.save(Path(directory), model, optimiser, state)
+            checkpoint.save(Path(directory), model, optimiser, state, best)
             persisted = ray.train.Checkpoint.from_directory(directory)
         ray.train.report({k: v for k, v in entry.items() if v is not None}, checkpoint=persisted)
 
@@ -199,13 +226,19 @@ def _finish(
     heldout: dict[str, torch.Tensor],
     out: Path,
     privacy: Any,
+    chosen: dict[str, Any],
 ) -> None:
-    """The model directory inference loads, with its held-out metrics (and DP budget)."""
+    """The model directory inference loads, with its held-out metrics (and DP budget), the
+    epoch chosen, and the classical baseline's figure beside them."""
     import json
 
     inner = checkpoint.unwrap(model)
     metrics = recipe.evaluate(inner, heldout, prepared.meta)
-    metrics.update(n_train=prepared.n_train, n_heldout=prepared.n_heldout)
+    metrics.update(n_train=prepared.n_train, n_heldout=prepared.n_heldout, **chosen)
+    if prepared.validation:
+        metrics["n_validation"] = len(next(iter(prepared.validation.values())))
+    if prepared.baseline is not None:
+        metrics["baseline"] = prepared.baseline
     out.mkdir(parents=True, exist_ok=True)
     recipe.save(inner.to("cpu"), out, spec, prepared.meta, metrics)
     final: dict[str, Any] = {"metrics": metrics, "primary_metric": recipe.primary_metric}

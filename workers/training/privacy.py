@@ -14,7 +14,7 @@ from schemas.training import TrainSpec
 
 class Privacy:
     def __init__(self, engine: PrivacyEngine, optimiser: Any, spec: TrainSpec) -> None:
-        assert spec.dp is not None
+        assert spec.dp is not None and spec.epochs is not None and spec.batch_size is not None
         self.engine, self.optimiser, self.dp = engine, optimiser, spec.dp
 
     def epsilon(self) -> float:
@@ -44,7 +44,7 @@ def make_private(
 ) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader[Any], Privacy]:
     """Wrap for DP. The noise is set for the target ε after all epochs; on a resume the
     accountant's history is restored, so ε counts every step ever taken."""
-    assert spec.dp is not None
+    assert spec.dp is not None and spec.epochs is not None and spec.batch_size is not None
     if world > 1:
         model = DPDDP(model)  # broadcasts rank 0's weights; the optimiser all-reduces
     # Opacus samples each row with probability 1/len(loader), sharded over ranks: the

@@ -10,6 +10,10 @@ all it knows about a task.
 - `loss` and `evaluate` see batches of torch tensors on the rank's device, keyed as in
   `prepare`'s arrays.
 - `save` writes a model directory the inference handler of the task loads as it is.
+
+Optional: `sized_by_data` (True: batch and learning rate follow the number of rows when the
+user gives none), `max_epochs` (the most an automatic run may take), and a `validation` split
+and `baseline` figure in what `prepare` returns (workers/training/plan.py).
 """
 
 from dataclasses import dataclass, field
@@ -29,6 +33,11 @@ class Prepared:
     train: dict[str, np.ndarray]
     heldout: dict[str, np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
+    # training rows set aside to choose the epoch (early stopping; workers/training/plan.py):
+    # never trained on, and never the held-out rows. Empty: every epoch runs.
+    validation: dict[str, np.ndarray] = field(default_factory=dict)
+    # the classical baseline fitted on the same training rows: {"method", "metric", "value"}
+    baseline: dict[str, Any] | None = None
 
     @property
     def n_train(self) -> int:

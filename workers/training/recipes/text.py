@@ -19,10 +19,11 @@ from workers.training.recipes.hf_classifier import (
     label_ids,
     save_model,
 )
-from workers.training.recipes.split import holdout_split
+from workers.training.recipes.split import carve_validation, holdout_split
 
 MAX_LENGTH = 128  # tokens per training text; longer texts are truncated
 MAX_CHARS = 10_000_000  # the submit-time cap is the user-facing one
+EMBED_BATCH = 64  # texts per forward pass of the baseline's embeddings
 
 
 def _base(spec: TrainSpec) -> str:
@@ -44,7 +45,37 @@ def _texts(rows: list[dict[str, Any]], column: str) -> list[str]:
     return texts
 
 
+def embedding_baseline(
+    base: str, arrays: dict[str, np.ndarray], train: np.ndarray, held: np.ndarray
+) -> dict[str, Any]:
+    """LogisticRegression on the frozen encoder's mean-pooled embeddings: fitted on every
+    training row, scored on the held-out rows as the head is (issue 17)."""
+    from sklearn.linear_model import LogisticRegression
+    from transformers import AutoModel
+
+    method = "LogisticRegression on the frozen encoder's mean-pooled embeddings"
+    encoder = load_pretrained(AutoModel, base).eval()
+    inputs = {k: v for k, v in arrays.items() if k != "labels"}
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(arrays["labels"]), EMBED_BATCH):
+            batch = {k: torch.as_tensor(v[start : start + EMBED_BATCH]) for k, v in inputs.items()}
+            hidden = encoder(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            parts.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).numpy())
+    embeddings, labels = np.concatenate(parts), arrays["labels"]
+    try:
+        model = LogisticRegression(max_iter=2000).fit(embeddings[train], labels[train])
+    except ValueError as exc:  # e.g. one class only among the training rows
+        return {"method": method, "error": str(exc)[:300]}
+    value = float((model.predict(embeddings[held]) == labels[held]).mean())
+    return {"method": method, "metric": "heldout_accuracy", "value": value}
+
+
 class TextRecipe(HFClassifierRecipe):
+    sized_by_data = True
+    max_epochs = 40  # an epoch runs the encoder over every row: early stopping ends it sooner
+
     def prepare(self, spec: TrainSpec, rows: list[dict[str, Any]], limits: MediaLimits) -> Prepared:
         from transformers import AutoTokenizer
 
@@ -67,10 +98,13 @@ class TextRecipe(HFClassifierRecipe):
         }
         arrays["labels"] = labels
         train, held = holdout_split(labels, spec.holdout_fraction, spec.seed)
+        fit, validation = carve_validation(train, labels, spec)
         return Prepared(
-            train={k: v[train] for k, v in arrays.items()},
+            train={k: v[fit] for k, v in arrays.items()},
             heldout={k: v[held] for k, v in arrays.items()},
             meta={"labels": list(spec.labels), "tokenizer_dir": base},
+            validation={k: v[validation] for k, v in arrays.items()} if len(validation) else {},
+            baseline=embedding_baseline(base, arrays, train, held),
         )
 
     def build(self, spec: TrainSpec, meta: dict[str, Any]) -> nn.Module:
