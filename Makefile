@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/modalities.py
 	$(BIN)/python bench/front_doors.py
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/training_defaults.py
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/reading.py
 	$(BIN)/python bench/explain_text.py

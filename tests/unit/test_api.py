@@ -152,6 +152,28 @@ def test_the_registry_lists_a_tenants_versions_with_their_dp_budget(api: Api):
     (version,) = api.http.get("/v1/registry", headers=api.auth("a")).json()
     assert version["ref"] == "bc@1" and version["stage"] == "staging"
     assert version["dp"]["epsilon"] == 7.99 and "uri" not in version
+    assert version["below_baseline"] is None  # a version without a baseline: no warning
+
+
+def test_the_registry_shows_each_versions_baseline_and_warns_when_the_model_is_worse(api: Api):
+    baseline = {"method": "LogisticRegression on standardised features",
+                "metric": "heldout_accuracy", "value": 0.98}  # fmt: skip
+    for accuracy in (0.96, 0.99):
+        api.client.registry.register(
+            "bc",
+            "classify-records",
+            uri="/m/bc",
+            sha256="ab" * 32,
+            metrics={"heldout_accuracy": accuracy, "baseline": baseline},
+            tenant="acme",
+        )
+    worse, better = api.http.get("/v1/registry", headers=api.auth("a")).json()
+    assert worse["metrics"]["baseline"] == better["metrics"]["baseline"] == baseline
+    assert worse["below_baseline"] == (
+        "bc@1 is worse than its baseline: held-out accuracy 0.9600 vs 0.9800 for "
+        "LogisticRegression on standardised features on the same split"
+    )
+    assert better["below_baseline"] is None
 
 
 def test_a_tenant_cannot_run_jobs_on_another_tenants_registered_model(api: Api, tmp_path: Path):
