@@ -59,7 +59,7 @@ def _baseline(view: Any) -> str:
 
 def warn_below_baseline(views: list[Any]) -> None:
     for view in views:
-        if view.below_baseline:
+        if view.below_baseline and view.stage != "archived":
             click.echo(f"warning: {view.below_baseline}", err=True)
 
 

@@ -22,6 +22,7 @@ from schemas.errors import TrainingError
 from schemas.settings import Settings
 from schemas.task_spec import Target, TaskSpec
 from schemas.training import (
+    CURRENT_DEFAULTS,
     MODEL_SELECTOR_RE,
     DataSource,
     DPSpec,
@@ -132,6 +133,7 @@ def build_spec(
         "recipe": training.recipe,
         "classifier": training.target is Target.LABEL,
         "target": training.target,
+        "defaults": CURRENT_DEFAULTS,
         **{k: v for k, v in options.items() if v is not None},
     }
     try:  # the request's own shape first: a bad name or number fails before any reading

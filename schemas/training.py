@@ -11,6 +11,7 @@ from schemas.modalities import Modality
 from schemas.task_spec import Target
 
 STAGES = ("staging", "production", "archived")
+CURRENT_DEFAULTS = 2  # issue 17: early stopping, batch by rows, a baseline on every version
 RUN_PREFIX = "tr_"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 # NAME@VERSION, NAME@production, NAME@staging, NAME@latest
@@ -73,6 +74,10 @@ class TrainSpec(BaseModel):
     gpus_per_worker: float | None = Field(None, ge=0)  # None: 1 if the cluster has GPUs
     batch_size: int | None = Field(None, ge=1, le=65_536)  # None: by the number of rows
     early_stopping: bool = True  # False: train every epoch and keep the last
+    # The defaults the run follows: CURRENT_DEFAULTS, or 1 for a run recorded before issue 17
+    # (no early stopping, the records MLP's two layers): one resumed after an upgrade goes on
+    # as it started, its checkpoint's shapes and all.
+    defaults: int = CURRENT_DEFAULTS
     learning_rate: float | None = Field(None, gt=0)
     train_encoder: bool = False
     dp: DPSpec | None = None
@@ -119,6 +124,8 @@ class TrainSpec(BaseModel):
                 **data,
                 "target": Target.LABEL if data.get("classifier", True) else Target.VALUE,
             }
+        if "defaults" not in data:  # recorded before issue 17 (build_spec always sets it)
+            data = {**data, "defaults": 1, "early_stopping": False}
         return data
 
     @property

@@ -10,7 +10,14 @@ now known) and makes it `queued` in one transaction; only then are its chunks se
 or interrupted submit removes what it wrote (`abandon`); the sweeper removes the jobs of a
 submitter that died (`abandoned`).
 
-Lock order: the job row first, as everywhere in the ledger (storage/ledger.py).
+Lock order: the job row first, as everywhere in the ledger (storage/ledger.py), except in a
+batch (`add`), which updates the job row last so that two batches in flight overlap: its chunk
+inserts hold only a KEY SHARE lock on the job row (their foreign key), which a cancel or the
+sweeper's FOR UPDATE waits for, and which the batch may strengthen without queueing behind them.
+
+Durability: batches commit with `synchronous_commit = off` on PostgreSQL and `finish` commits
+as the server is configured; on a server whose default is `off` a crash can lose a queued job's
+last transactions, as it can anything else written there.
 """
 
 import contextlib
@@ -246,8 +253,8 @@ class Receiver:
             if (job.total, job.chunks_total) != (items, chunks):
                 raise SluiceError(
                     f"job {job_id}: the ledger holds {job.total} of the {items} items written "
-                    "(the database restarted while they were written?); nothing of it runs: "
-                    "submit it again"
+                    f"({job.chunks_total} of {chunks} chunks; the database restarted while "
+                    "they were written?); nothing of it runs: submit it again"
                 )
             now = db_now(s)
             job.lane = admit(s, self.fair_share, spec.tenant, spec.task, job.total, now)

@@ -15,10 +15,10 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from schemas.media_refs import MediaLimits
-from schemas.training import DataSource, DPSpec, TrainSpec
+from schemas.training import CURRENT_DEFAULTS, DataSource, DPSpec, TrainSpec
 from storage.registry import ModelVersionView
 from workers.training import checkpoint
-from workers.training.best_epoch import BestEpoch
+from workers.training.best_epoch import BestEpoch, changing_state
 from workers.training.plan import FIXED_BATCH, FIXED_EPOCHS, batch_for, plan_for
 from workers.training.recipes.base import Prepared
 from workers.training.recipes.records import RecordsRecipe
@@ -35,7 +35,7 @@ def records_spec(**fields: Any) -> TrainSpec:
         label_column="diagnosis",
         input_columns=[str(n) for n in data.feature_names],
         labels=sorted(str(n) for n in data.target_names),
-        **fields,
+        **{"defaults": CURRENT_DEFAULTS, **fields},
     )
 
 
@@ -212,3 +212,55 @@ def test_status_shows_the_best_epoch_while_early_stopping_watches():
         "epoch 30/300, loss 0.0800, heldout_accuracy 0.9737, best epoch 24 (stops after 20 "
         "without gain)"
     )
+
+
+def test_a_run_recorded_before_these_defaults_resumes_as_it_started():
+    """A run queued or running across the upgrade: its stored spec has no `defaults`. It
+    keeps every training row, the records MLP's two layers (its checkpoint's shapes) and its
+    fixed epochs."""
+    stored = records_spec(epochs=10, batch_size=32).model_dump()
+    del stored["defaults"], stored["early_stopping"]
+    spec = TrainSpec.model_validate(stored)
+    assert (spec.defaults, spec.early_stopping) == (1, False)
+    prepared = RecordsRecipe(spec).prepare(spec, breast_cancer_rows(), MediaLimits())
+    assert prepared.validation == {} and len(prepared.train["y"]) == 455
+    assert prepared.meta["hidden_sizes"] == [64, 32]
+    plan = plan_for(spec, RecordsRecipe(spec), prepared)
+    assert (plan.epochs, plan.batch_size, plan.patience) == (10, 32, None)
+
+
+def test_a_private_run_records_no_baseline():
+    """A baseline fitted on the private rows without noise would publish a figure outside
+    the privacy budget; so would a validation split (checked above)."""
+    spec = records_spec(dp=DPSpec(epsilon=8, delta=1e-5))
+    prepared = RecordsRecipe(spec).prepare(spec, breast_cancer_rows(), MediaLimits())
+    assert prepared.baseline is None and prepared.validation == {}
+
+
+def test_the_best_epoch_copies_only_what_training_changes():
+    body, head = nn.Linear(4, 4), nn.Linear(4, 2)
+    body.requires_grad_(False)  # a frozen encoder
+    model = nn.Sequential(body, nn.BatchNorm1d(4), head)
+    kept = changing_state(model)
+    assert set(kept) == {"2.weight", "2.bias", "1.weight", "1.bias", "1.running_mean",
+                         "1.running_var", "1.num_batches_tracked"}  # fmt: skip
+
+
+def test_a_text_head_takes_its_batch_by_the_rows_and_a_fine_tuned_encoder_keeps_32():
+    from workers.training.recipes.text import TextRecipe
+
+    def text_spec(**fields: Any) -> TrainSpec:
+        return TrainSpec(
+            name="t", task="classify-text", recipe="workers.training.recipes.text:TextRecipe",
+            data=DataSource(file="t.csv"), label_column="topic", labels=["a", "b"],
+            base="/m", defaults=CURRENT_DEFAULTS, **fields,
+        )  # fmt: skip
+
+    head = text_spec()
+    plan = plan_for(head, TextRecipe(head), prepared_with(3000, validation=True))
+    assert plan.batch_size == 256 and plan.epochs == 40
+    whole = text_spec(train_encoder=True)
+    recipe = TextRecipe(whole)
+    recipe.configure(whole)  # as prepare does: the fine-tuning rate
+    plan = plan_for(whole, recipe, prepared_with(3000, validation=True))
+    assert (plan.batch_size, plan.learning_rate) == (32, None)  # the recipe's own 5e-5

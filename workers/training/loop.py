@@ -121,6 +121,9 @@ def train_loop(config: dict[str, Any]) -> None:
         "workers": world,
         "metric": recipe.primary_metric,
         "early_stopping": config.get("patience"),
+        # the plan the run follows (workers/training/plan.py): what the user left to Sluice
+        "batch_size": spec.batch_size,
+        "learning_rate": spec.learning_rate or recipe.default_learning_rate,
         "resumed_from_epoch": start_epoch or None,
         "history": state["history"][-PROGRESS_HISTORY:],
     }

@@ -36,7 +36,9 @@ class Prepared:
     # training rows set aside to choose the epoch (early stopping; workers/training/plan.py):
     # never trained on, and never the held-out rows. Empty: every epoch runs.
     validation: dict[str, np.ndarray] = field(default_factory=dict)
-    # the classical baseline fitted on the same training rows: {"method", "metric", "value"}
+    # the classical baseline fitted on the same training rows: {"method", "metric", "value"};
+    # None under DP (a figure from a model fitted on the private rows without noise would be
+    # published outside ε)
     baseline: dict[str, Any] | None = None
 
     @property

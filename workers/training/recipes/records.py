@@ -96,7 +96,8 @@ class RecordsRecipe:
         meta: dict[str, Any] = {
             "features": features,
             "labels": spec.labels,
-            "hidden_sizes": hidden_sizes_for(len(train)),
+            # a run recorded before issue 17 keeps the shape its checkpoints have
+            "hidden_sizes": hidden_sizes_for(len(train)) if spec.defaults > 1 else HIDDEN_SIZES,
         }
         if not spec.is_classifier:
             meta["target_mean"] = float(y[train].mean())
@@ -109,7 +110,7 @@ class RecordsRecipe:
             heldout={"x": xn[held], "y": y[held]},
             meta=meta,
             validation={"x": xn[validation], "y": y[validation]} if len(validation) else {},
-            baseline=self.baseline(xn[train], y[train], xn[held], y[held]),
+            baseline=None if spec.dp else self.baseline(xn[train], y[train], xn[held], y[held]),
         )
 
     def baseline(
