@@ -77,7 +77,10 @@ def test_the_demo_speller_learns_to_spell_backwards_and_saves_what_inference_loa
         data=pairs_file(tmp_path / "pairs.jsonl", rows),
         label_column="target",
         base=str(base),
-        epochs=14,
+        # 14 epochs reached 0.95 until 2026-11-30; since then 0.90 here, on this release's
+        # code and the previous one alike (whatever changed is outside the repository: an
+        # unpinned dependency); 24 epochs pass every check below
+        epochs=24,
         batch_size=16,
         learning_rate=3e-3,
     )
