@@ -15,10 +15,10 @@ from schemas.task_spec import (
     ModelNeeds,
     OutputShape,
     Target,
-    TaskParams,
     TaskSpec,
     TrainingSupport,
 )
+from schemas.text_params import ClassifyTextParams, LongTextParams
 from schemas.text_patterns import TRIMMED
 
 HANDLERS = "workers.handlers"
@@ -38,7 +38,7 @@ NO_DP_MEDIA = (
 )
 
 
-class ZeroShotParams(TaskParams):
+class ZeroShotParams(ClassifyTextParams):
     labels: list[str] = Field(..., description="the candidate labels, at least two")
     label_descriptions: dict[str, str] | None = Field(
         None, description="a longer description per label, compared instead of the label"
@@ -133,6 +133,7 @@ BUILTIN_TASKS = (
         f"{HANDLERS}.text:EmbedHandler",
         "sentence embeddings (mean pooling, L2-normalised)",
         OutputShape.EMBEDDING,
+        params=LongTextParams,
         model=ModelNeeds(
             description="a text encoder directory with its tokenizer", uses_default_model=True
         ),
@@ -157,6 +158,7 @@ BUILTIN_TASKS = (
         f"{HANDLERS}.text:ClassifyHandler",
         "a trained text classifier's label",
         OutputShape.CLASSIFICATION,
+        params=ClassifyTextParams,
         explainer=TOKEN_ATTRIBUTIONS,
         model=ModelNeeds(
             architectures=("ForSequenceClassification",),

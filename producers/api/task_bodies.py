@@ -73,6 +73,12 @@ DUPLICATE_KEYS = '`key`s are unique within a job (1 and "1" are the same key)'
 
 
 NoNul = Annotated[str, StringConstraints(pattern="^[^\\x00]*$")]
+# A name with a NUL is refused: patternProperties alone would admit any value under such a
+# name in the published schema, so it also says no other property is allowed.
+ItemFields = Annotated[
+    dict[NoNul, NoNul | int | float | bool],
+    Field(json_schema_extra={"additionalProperties": False}),
+]
 
 
 class Strict(BaseModel):
@@ -83,7 +89,7 @@ class Strict(BaseModel):
 # why, and the rest of the job goes on. A records item needs its record.
 class TextItem(Strict):
     text: Text | None = None
-    fields: dict[NoNul, NoNul | int | float | bool] | None = Field(
+    fields: ItemFields | None = Field(
         None,
         description="the item's other fields, by name: what a prompt template's {name} reads "
         "(generate), the `question` and `context` (answer-question; other names with the "

@@ -199,7 +199,7 @@ def test_a_task_that_does_not_fit_the_catalog_is_refused_when_it_registers():
 
 def test_parameters_are_checked_by_the_task_with_its_own_messages():
     zero_shot = CATALOG.get("zero-shot-text")
-    assert zero_shot.check_params({"labels": [" a", "b ", ""]}) == {"labels": ["a", "b"]}
+    assert zero_shot.check_params({"labels": [" a", "b ", ""]})["labels"] == ["a", "b"]
     for given, message in (
         ({}, "needs 'labels'"),
         ({"labels": ["a"]}, "give at least two labels"),
@@ -211,8 +211,12 @@ def test_parameters_are_checked_by_the_task_with_its_own_messages():
             zero_shot.check_params(given)
     with pytest.raises(SluiceError, match="descriptions over 200 characters"):
         zero_shot.check_params({"labels": ["a", "b"], "label_descriptions": {"a": "x" * 201}})
-    with pytest.raises(SluiceError, match=r"takes no parameter 'labels' \(its parameters: none\)"):
+    with pytest.raises(
+        SluiceError, match=r"takes no parameter 'labels' \(its parameters: long_text, stride\)"
+    ):
         CATALOG.get("embed").check_params({"labels": ["a", "b"]})
+    with pytest.raises(SluiceError, match=r"takes no parameter 'labels' \(its parameters: none\)"):
+        CATALOG.get("classify-records").check_params({"labels": ["a", "b"]})
 
 
 def test_a_spec_with_a_wrong_value_is_refused_as_it_is_made():

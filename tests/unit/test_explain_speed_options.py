@@ -79,7 +79,7 @@ def model_passes(handler: ZeroShotHandler, run: Any) -> list[tuple[int, int]]:
 
 def direct_captum(handler: ZeroShotHandler, feats: list[Any], targets: list[int]) -> Any:
     """One LayerIntegratedGradients call over the whole batch, every step in one pass."""
-    ids, mask = handler.pad(feats)
+    ids, mask = handler.pad([f.windows[0] for f in feats])
     lig = LayerIntegratedGradients(forward_for(handler), handler.embedding_layer())
     attributions, delta = lig.attribute(
         inputs=ids,
@@ -96,7 +96,8 @@ def sluice_explain(handler: ZeroShotHandler, feats: list[Any], targets: list[int
     return explain_tokens(
         handler.token_model(),
         forward_for(handler),
-        feats,
+        [f.windows for f in feats],
+        [[1.0]] * len(feats),
         targets,
         STEPS,
         ALREADY_BATCHED,
@@ -149,7 +150,7 @@ def test_attributions_in_several_passes_equal_one_direct_call(
     for f, e, row, delta in zip(feats, explanations, tokens, deltas, strict=True):
         assert e.status == ExplanationStatus.OK
         words: dict[int, float] = {}  # the direct call's token scores summed per word
-        for position, word in enumerate(f.word_ids):
+        for position, word in enumerate(f.windows[0].word_ids):
             if word is not None:
                 words[word] = words.get(word, 0.0) + float(row[position])
         assert torch.allclose(

@@ -110,4 +110,6 @@ def test_zero_shot_labels_are_capped_by_the_settings():
     tight = Settings(zero_shot_max_labels=3, zero_shot_max_label_chars=5)
     with pytest.raises(SluiceError, match=r"4 labels, over the cap of 3"):
         zero_shot.check_params({"labels": ["a", "b", "c", "d"]}, tight)
-    assert zero_shot.check_params({"labels": ["a", "b", "c"]}, tight) == {"labels": ["a", "b", "c"]}
+    checked = zero_shot.check_params({"labels": ["a", "b", "c"]}, tight)
+    assert checked["labels"] == ["a", "b", "c"]
+    assert checked["long_text"] == "truncate"  # the policy the job records

@@ -10,7 +10,7 @@ from captum.attr import LayerIntegratedGradients
 from schemas.jobs import Explanation
 from schemas.states import ExplanationStatus
 from workers.explain.passes import rows_per_pass
-from workers.explain.spans import baseline_ids
+from workers.explain.spans import WINDOWS_AT_ONCE, baseline_ids
 
 METHOD = "layer_integrated_gradients"
 
@@ -38,24 +38,30 @@ class TokenModel:
 def explain_tokens(
     model: TokenModel,
     forward: Callable[..., torch.Tensor],
-    batch: Sequence[Tokenised],
+    batch: Sequence[Sequence[Tokenised]],
+    weights: Sequence[Sequence[float]],
     targets: list[int],
     steps: int,
     internal_batch_size: int,
     target_names: list[str],
 ) -> list[Explanation]:
-    """Explain a batch at once; if that fails, item by item, so one failure stays one failure.
-    Captum's passes are sized by padded tokens (workers/explain/passes.py), never smaller than
-    `internal_batch_size` rows."""
+    """Explain a batch of texts, each read in one window or several (`batch[i]`): the
+    windows' word attributions added with `weights[i]` (what each window counts in the
+    item's score: 1/W each under mean pooling, 1 for the deciding window under max), so a
+    word's attribution comes from every window that holds it. At once; if that fails, item
+    by item, so one failure stays one failure. Captum's passes are sized by padded tokens
+    (workers/explain/passes.py), never smaller than `internal_batch_size` rows."""
+    args = (model, forward, batch, weights, targets, steps, internal_batch_size, target_names)
     try:
-        return _attribute(model, forward, batch, targets, steps, internal_batch_size, target_names)
+        return _attribute(*args)
     except Exception:
         if len(batch) == 1:
             raise
     out = []
-    for f, t, name in zip(batch, targets, target_names, strict=True):
+    for i, name in enumerate(target_names):
         try:
-            out += _attribute(model, forward, [f], [t], steps, internal_batch_size, [name])
+            out += _attribute(model, forward, [batch[i]], [weights[i]], [targets[i]], steps,
+                              internal_batch_size, [name])  # fmt: skip
         except Exception as exc:
             out.append(
                 Explanation(
@@ -71,13 +77,57 @@ def explain_tokens(
 def _attribute(
     model: TokenModel,
     forward: Callable[..., torch.Tensor],
-    batch: Sequence[Tokenised],
+    batch: Sequence[Sequence[Tokenised]],
+    weights: Sequence[Sequence[float]],
     targets: list[int],
     steps: int,
     internal_batch_size: int,
     target_names: list[str],
 ) -> list[Explanation]:
-    ids, mask = model.pad(list(batch))
+    # the windows that count run; one of weight 0 (not the deciding one under max pooling)
+    # only lists its words, at 0
+    merged = [_Words() for _ in batch]
+    pieces: list[tuple[int, float, Tokenised]] = []
+    for n, (windows, item_weights) in enumerate(zip(batch, weights, strict=True)):
+        for window, weight in zip(windows, item_weights, strict=True):
+            if weight > 0:
+                pieces.append((n, weight, window))
+            else:
+                merged[n].add(model.tokenizer, window, [0.0] * len(window.input_ids), 0.0, 0.0)
+    scores: list[list[float]] = []
+    deltas: list[float] = []
+    for at in range(0, len(pieces), WINDOWS_AT_ONCE):
+        part = pieces[at : at + WINDOWS_AT_ONCE]
+        s, d = _token_scores(
+            model, forward, [w for _, _, w in part], [targets[n] for n, _, _ in part], steps,
+            internal_batch_size,
+        )  # fmt: skip
+        scores += s
+        deltas += d
+    for (n, weight, window), row, delta in zip(pieces, scores, deltas, strict=True):
+        merged[n].add(model.tokenizer, window, row, weight, delta)
+    return [
+        Explanation(
+            method=METHOD,
+            target=name,
+            tokens=words.texts(),
+            attributions=words.scores(),
+            convergence_delta=round(words.delta, 6),
+        )
+        for words, name in zip(merged, target_names, strict=True)
+    ]
+
+
+def _token_scores(
+    model: TokenModel,
+    forward: Callable[..., torch.Tensor],
+    windows: Sequence[Tokenised],
+    targets: list[int],
+    steps: int,
+    internal_batch_size: int,
+) -> tuple[list[list[float]], list[float]]:
+    """Per-token attributions of each window for its target, and the convergence deltas."""
+    ids, mask = model.pad(list(windows))
     baseline = baseline_ids(model.tokenizer, ids)
     lig = LayerIntegratedGradients(forward, model.layer)
     attributions, delta = lig.attribute(
@@ -87,44 +137,55 @@ def _attribute(
         target=targets,
         n_steps=steps,
         internal_batch_size=max(
-            internal_batch_size, rows_per_pass(len(batch), ids.shape[1], steps)
+            internal_batch_size, rows_per_pass(len(windows), ids.shape[1], steps)
         ),
         return_convergence_delta=True,
     )
     per_token = attributions.sum(dim=-1).detach().float().cpu().tolist()
-    deltas = delta.detach().float().cpu().tolist()
-    return [
-        Explanation(
-            method=METHOD,
-            target=name,
-            tokens=words,
-            attributions=scores,
-            convergence_delta=round(float(d), 6),
-        )
-        for f, row, d, name in zip(batch, per_token, deltas, target_names, strict=True)
-        for words, scores in [_merge_word_pieces(model.tokenizer, f, row)]
-    ]
+    return per_token, [float(d) for d in delta.detach().float().cpu().tolist()]
 
 
-def _merge_word_pieces(
-    tokenizer: Any, f: Tokenised, scores: list[float]
-) -> tuple[list[str], list[float]]:
-    """Sum sub-word attributions into the words of the original text (fast tokenizers)."""
-    words: list[str] = []
-    merged: list[float] = []
-    if f.word_ids is None or f.offsets is None:
-        special = set(tokenizer.all_special_ids)
-        for tok_id, s in zip(f.input_ids, scores, strict=False):
-            if tok_id not in special:
-                words.append(tokenizer.convert_ids_to_tokens(tok_id))
-                merged.append(round(s, 6))
-        return words, merged
-    spans: dict[int, list[int]] = {}
-    for pos, word in enumerate(f.word_ids):
-        if word is not None:
-            spans.setdefault(word, []).append(pos)
-    for positions in spans.values():
-        start, end = f.offsets[positions[0]][0], f.offsets[positions[-1]][1]
-        words.append(f.text[start:end])
-        merged.append(round(sum(scores[p] for p in positions), 6))
-    return words, merged
+class _Words:
+    """One text's word attributions, added up over its windows: sub-word pieces summed into
+    the words of the original text (fast tokenizers: by word id, which counts words of the
+    whole text in every window); a slow tokenizer's tokens as they are."""
+
+    def __init__(self) -> None:
+        self.spans: dict[int, list[float]] = {}  # word id -> [start, end, attribution]
+        self.tokens: list[tuple[str, float]] = []  # a slow tokenizer's (one window)
+        self.delta = 0.0
+        self.text = ""
+
+    def add(
+        self, tokenizer: Any, f: Tokenised, scores: list[float], weight: float, delta: float
+    ) -> None:
+        self.delta += weight * delta
+        if f.word_ids is None or f.offsets is None:
+            special = set(tokenizer.all_special_ids)
+            self.tokens += [
+                (tokenizer.convert_ids_to_tokens(tok_id), weight * s)
+                for tok_id, s in zip(f.input_ids, scores, strict=False)
+                if tok_id not in special
+            ]
+            return
+        for pos, word in enumerate(f.word_ids):
+            if word is None:
+                continue
+            start, end = f.offsets[pos]
+            span = self.spans.setdefault(word, [start, end, 0.0])
+            span[0], span[1] = min(span[0], start), max(span[1], end)
+            span[2] += weight * scores[pos]
+        self.text = f.text
+
+    def texts(self) -> list[str]:
+        if self.tokens:
+            return [t for t, _ in self.tokens]
+        return [self.text[int(a) : int(b)] for a, b, _ in self._ordered()]
+
+    def scores(self) -> list[float]:
+        if self.tokens:
+            return [round(s, 6) for _, s in self.tokens]
+        return [round(s, 6) for _, _, s in self._ordered()]
+
+    def _ordered(self) -> list[list[float]]:
+        return [self.spans[w] for w in sorted(self.spans)]

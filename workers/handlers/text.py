@@ -3,6 +3,7 @@
 import copy
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,17 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 
 from schemas.errors import InvalidInput
 from schemas.jobs import Explanation, Item, text_problem
+from schemas.text_params import DEFAULT_WINDOW_STRIDE, TRUNCATE
 from workers.explain.text import TokenModel, explain_tokens
-from workers.handlers.base import Handler, PerThread, run_by_length
+from workers.handlers.base import WINDOWS_PER_PASS, Handler, PerThread, run_by_length
 from workers.handlers.outputs import top_labels
+from workers.handlers.text_windows import (
+    TextWindow,
+    WindowedText,
+    cut,
+    pooled_probabilities,
+    window_weights,
+)
 from workers.runtime.devices import torch_dtype
 from workers.safe_loading import load_pretrained
 
@@ -28,11 +37,16 @@ LABEL_SETS_KEPT = 256  # label sets whose vectors an actor keeps
 @dataclass
 class TextFeatures:
     text: str
-    input_ids: list[int]
-    word_ids: list[int | None] | None
-    offsets: list[tuple[int, int]] | None
+    read: WindowedText  # the text's window(s), as the job's long_text policy reads it
+    pooling: str = "mean"  # how a windowed text's class probabilities pool (text_params)
     labels: tuple[str, ...] = ()
     prompts: tuple[str, ...] = ()
+    # set by predict, read by explain: each window's class probabilities (windows x classes)
+    window_probs: torch.Tensor | None = None
+
+    @property
+    def windows(self) -> list[TextWindow]:
+        return self.read.windows
 
 
 class TextHandler(Handler):
@@ -55,7 +69,7 @@ class TextHandler(Handler):
         return self.tokenizers.get()
 
     def size(self, features: TextFeatures) -> int:
-        return len(features.input_ids)
+        return sum(len(w.input_ids) for w in features.windows)
 
     def load_model(self, path: str) -> torch.nn.Module:
         return load_pretrained(AutoModel, path)
@@ -64,19 +78,10 @@ class TextHandler(Handler):
         problem = text_problem(item.text, "text", self.max_chars)
         if problem:
             raise InvalidInput(problem)
-        enc = self.tokenizer(
-            item.text,
-            truncation=True,
-            max_length=self.max_length,
-            return_offsets_mapping=self.tokenizer.is_fast,
-        )
-        fast = self.tokenizer.is_fast
-        return TextFeatures(
-            text=item.text,
-            input_ids=enc["input_ids"],
-            word_ids=enc.word_ids() if fast else None,
-            offsets=[tuple(o) for o in enc["offset_mapping"]] if fast else None,
-        )
+        policy = str(params.get("long_text", TRUNCATE))
+        stride = int(params.get("stride", DEFAULT_WINDOW_STRIDE))
+        read = cut(self.tokenizer, item.text, self.max_length, policy, stride)
+        return TextFeatures(item.text, read, str(params.get("window_pooling", "mean")))
 
     def token_model(self) -> TokenModel:
         """What the token explainer needs of this model."""
@@ -88,9 +93,9 @@ class TextHandler(Handler):
         assert isinstance(layer, torch.nn.Module)
         return layer
 
-    def pad(self, batch: list[TextFeatures]) -> tuple[torch.Tensor, torch.Tensor]:
+    def pad(self, batch: list[TextWindow]) -> tuple[torch.Tensor, torch.Tensor]:
         padded = self.tokenizer.pad(
-            {"input_ids": [f.input_ids for f in batch]}, return_tensors="pt"
+            {"input_ids": [w.input_ids for w in batch]}, return_tensors="pt"
         )
         return padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device)
 
@@ -102,20 +107,77 @@ class TextHandler(Handler):
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
         return F.normalize(pooled, p=2, dim=1)
 
-    def encode(self, batch: list[TextFeatures]) -> torch.Tensor:
-        """Sentence embeddings, texts of similar length padded together (base.PAD_RATIO)."""
+    def encode(self, windows: list[TextWindow]) -> torch.Tensor:
+        """Sentence embeddings of windows, those of similar length padded together
+        (base.PAD_RATIO)."""
         with torch.inference_mode():
             rows = run_by_length(
-                [len(f.input_ids) for f in batch],
-                lambda idx: list(self.sentence_embeddings(*self.pad([batch[i] for i in idx]))),
+                [len(w.input_ids) for w in windows],
+                lambda idx: list(self.sentence_embeddings(*self.pad([windows[i] for i in idx]))),
             )
             return torch.stack(rows)
+
+    def run_windows(
+        self, batch: list[TextFeatures], run: Callable[[list[TextWindow]], torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """`run` over every window of the batch at once (WINDOWS_PER_PASS at most a call:
+        a chunk of long texts makes many); its rows back as one tensor per text."""
+        windows = [w for f in batch for w in f.windows]
+        rows = torch.cat(
+            [run(windows[at : at + WINDOWS_PER_PASS])
+             for at in range(0, len(windows), WINDOWS_PER_PASS)]
+        )  # fmt: skip
+        counts = [len(f.windows) for f in batch]
+        return list(torch.split(rows, counts))
+
+    @staticmethod
+    def known_probabilities(
+        batch: list[TextFeatures], compute: Callable[[list[TextFeatures]], list[torch.Tensor]]
+    ) -> list[torch.Tensor]:
+        """The windows' probabilities predict left on the features (computed here for
+        features explained without a prediction)."""
+        if any(f.window_probs is None for f in batch):
+            return compute(batch)
+        return [f.window_probs for f in batch if f.window_probs is not None]
+
+    def explain_windows(
+        self,
+        batch: list[TextFeatures],
+        window_probs: list[torch.Tensor],
+        targets: list[int],
+        forward: Callable[..., torch.Tensor],
+        steps: int,
+        internal_batch_size: int,
+        names: list[str],
+    ) -> list[Explanation]:
+        """Token attributions of each text over the windows it was read in, weighted as
+        its windows' probabilities pooled into its own (text_windows.window_weights)."""
+        weights = [
+            window_weights(rows, target, f.pooling)
+            for f, rows, target in zip(batch, window_probs, targets, strict=True)
+        ]
+        return explain_tokens(
+            self.token_model(),
+            forward,
+            [f.windows for f in batch],
+            weights,
+            targets,
+            steps,
+            internal_batch_size,
+            names,
+        )
 
 
 class EmbedHandler(TextHandler):
     def predict(self, batch: list[TextFeatures]) -> list[dict[str, Any]]:
-        vectors = self.encode(batch).float().cpu().numpy().round(7)
-        return [{"embedding": v.tolist(), "dim": int(v.shape[0])} for v in vectors]
+        # a text read in windows: their mean, L2-normalised again (every row's unit length)
+        per_text = self.run_windows(batch, self.encode)
+        vectors = torch.stack([F.normalize(rows.mean(dim=0), p=2, dim=0) for rows in per_text])
+        rounded = vectors.float().cpu().numpy().round(7)
+        return [
+            {"embedding": v.tolist(), "dim": int(v.shape[0]), **f.read.row_fields()}
+            for v, f in zip(rounded, batch, strict=True)
+        ]
 
 
 class ZeroShotHandler(TextHandler):
@@ -138,7 +200,7 @@ class ZeroShotHandler(TextHandler):
             self._label_vectors.move_to_end(prompts)
             return self._label_vectors[prompts]
         feats = [
-            TextFeatures(
+            TextWindow(
                 p,
                 self.tokenizer(p, truncation=True, max_length=self.max_length)["input_ids"],
                 None,
@@ -158,13 +220,14 @@ class ZeroShotHandler(TextHandler):
     def probabilities(self, embeddings: torch.Tensor, prompts: tuple[str, ...]) -> torch.Tensor:
         return torch.softmax(embeddings @ self.label_vectors(prompts).T * ZERO_SHOT_SCALE, dim=-1)
 
+    def window_probabilities(self, batch: list[TextFeatures]) -> list[torch.Tensor]:
+        per_text = self.run_windows(batch, self.encode)
+        return [
+            self.probabilities(rows, f.prompts) for f, rows in zip(batch, per_text, strict=True)
+        ]
+
     def predict(self, batch: list[TextFeatures]) -> list[dict[str, Any]]:
-        embeddings = self.encode(batch)
-        outputs = []
-        for f, emb in zip(batch, embeddings, strict=True):
-            probs = self.probabilities(emb.unsqueeze(0), f.prompts)[0].tolist()
-            outputs.append(top_labels(probs, list(f.labels)))
-        return outputs
+        return pooled_outputs(batch, self.window_probabilities(batch), lambda f: list(f.labels))
 
     def confidence(self, output: dict[str, Any]) -> float | None:
         return float(output["score"])
@@ -187,11 +250,11 @@ class ZeroShotHandler(TextHandler):
                 return self.probabilities(self.sentence_embeddings(ids, mask), _prompts)
 
             targets = [group[0].labels.index(outputs[i]["label"]) for i in idx]
-            expl = explain_tokens(
-                self.token_model(),
-                forward,
+            expl = self.explain_windows(
                 group,
+                self.known_probabilities(group, self.window_probabilities),
                 targets,
+                forward,
                 steps,
                 internal_batch_size,
                 [outputs[i]["label"] for i in idx],
@@ -214,14 +277,20 @@ class ClassifyHandler(TextHandler):
         logits = self.model(input_ids=ids, attention_mask=mask).logits
         return torch.softmax(logits.float(), dim=-1)
 
-    def predict(self, batch: list[TextFeatures]) -> list[dict[str, Any]]:
-        def run(idx: list[int]) -> list[dict[str, Any]]:
-            with torch.inference_mode():
-                probs = self.forward(*self.pad([batch[i] for i in idx])).float().cpu().tolist()
-            return [top_labels(row, self.labels) for row in probs]
+    def classify(self, windows: list[TextWindow]) -> torch.Tensor:
+        """Class probabilities of windows, those of similar length padded together."""
+        with torch.inference_mode():
+            rows = run_by_length(
+                [len(w.input_ids) for w in windows],
+                lambda idx: list(self.forward(*self.pad([windows[i] for i in idx])).float()),
+            )
+            return torch.stack(rows)
 
-        # texts of similar length padded together (base.PAD_RATIO)
-        return run_by_length([len(f.input_ids) for f in batch], run)
+    def window_probabilities(self, batch: list[TextFeatures]) -> list[torch.Tensor]:
+        return self.run_windows(batch, self.classify)
+
+    def predict(self, batch: list[TextFeatures]) -> list[dict[str, Any]]:
+        return pooled_outputs(batch, self.window_probabilities(batch), lambda _f: self.labels)
 
     def confidence(self, output: dict[str, Any]) -> float | None:
         return float(output["score"])
@@ -234,15 +303,31 @@ class ClassifyHandler(TextHandler):
         internal_batch_size: int,
     ) -> list[Explanation]:
         targets = [self.labels.index(o["label"]) for o in outputs]
-        return explain_tokens(
-            self.token_model(),
-            self.forward,
+        return self.explain_windows(
             batch,
+            self.known_probabilities(batch, self.window_probabilities),
             targets,
+            self.forward,
             steps,
             internal_batch_size,
             [o["label"] for o in outputs],
         )
+
+
+def pooled_outputs(
+    batch: list[TextFeatures],
+    window_probs: list[torch.Tensor],
+    labels_of: Callable[[TextFeatures], list[str]],
+) -> list[dict[str, Any]]:
+    """Each text's output: its windows' probabilities pooled (text_windows), its labels,
+    and what it says of the text's length. The windows' probabilities stay on the
+    features for the explanation (which window decided, under max)."""
+    outputs = []
+    for f, rows in zip(batch, window_probs, strict=True):
+        f.window_probs = rows
+        probs = pooled_probabilities(rows, f.pooling).float().cpu().tolist()
+        outputs.append({**top_labels(probs, labels_of(f)), **f.read.row_fields()})
+    return outputs
 
 
 def _max_length(path: Path, tokenizer: Any, model: torch.nn.Module) -> int:
