@@ -143,10 +143,13 @@ def test_text_preprocessing_from_two_threads_at_once_gives_what_one_thread_gives
     handler = handler_for(spec)
     handler.setup(str(resolve("all-MiniLM-L6-v2", spec, tmp_path).path), "cpu")
     items = [Item(key=str(n), text=f"message {n} " * (n % 40 + 1)) for n in range(300)]
-    alone = [handler.preprocess(i, {}).windows[0].input_ids for i in items]
+
+    def ids(part: list[Item]) -> list[list[int]]:
+        return [handler.preprocess(i, {}).windows[0].input_ids for i in part]
+
+    alone = ids(items)
     with ThreadPoolExecutor(2) as pool:
-        halves = pool.map(lambda part: [handler.preprocess(i, {}).windows[0].input_ids for i in part],
-                          [items[::2], items[1::2]])  # fmt: skip
+        halves = pool.map(ids, [items[::2], items[1::2]])
         evens, odds = list(halves)
     assert evens == alone[::2] and odds == alone[1::2]
 
