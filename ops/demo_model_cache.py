@@ -24,6 +24,7 @@ import workers.training.scratch_models
 import workers.training.scratch_qa
 import workers.training.scratch_text
 import workers.training.synth_audio
+import workers.training.synth_tones
 from ops.demo_entity_models import build_entity_tagger, build_qa_reader
 from ops.demo_generation_models import build_spell_causal, build_spell_seq2seq
 from ops.demo_models import (
@@ -33,7 +34,7 @@ from ops.demo_models import (
     build_records_classifier,
     build_records_regressor,
 )
-from ops.demo_speech_models import build_speech_recognizer
+from ops.demo_speech_models import build_speech_recognizer, build_tone_digits_recognizer
 
 Builder = Callable[[Path], Metrics]
 
@@ -45,6 +46,7 @@ BUILDERS: dict[str, Builder] = {
     "diabetes-regressor": build_records_regressor,
     "tiny-ctc": functools.partial(build_speech_recognizer, kind="ctc"),
     "tiny-whisper": functools.partial(build_speech_recognizer, kind="whisper"),
+    "tone-digits-ctc": build_tone_digits_recognizer,
     "tiny-spell-seq2seq": build_spell_seq2seq,
     "tiny-spell-causal": build_spell_causal,
     "tiny-entities": build_entity_tagger,
@@ -65,6 +67,7 @@ RECIPE_MODULES = (
     workers.training.scratch_qa,
     workers.training.scratch_text,
     workers.training.synth_audio,
+    workers.training.synth_tones,
 )
 
 

@@ -19,7 +19,18 @@ from transformers import (
 
 from schemas.jobs import Explanation, Item
 from workers.explain.audio import explain_waveforms
-from workers.handlers.base import Handler, run_by_length
+from workers.handlers.audio_windows import (
+    CLASSIFY_WINDOW_S,
+    CTC_STRIDE_S,
+    CTC_WINDOW_S,
+    SEQ2SEQ_STRIDE_S,
+    Window,
+    join_overlapping,
+    kept_frames,
+    strided,
+    tiled,
+)
+from workers.handlers.base import WINDOWS_PER_PASS, Handler, run_by_length
 from workers.handlers.outputs import top_labels
 from workers.media_decoding import limits_from, load_audio
 from workers.safe_loading import load_pretrained, load_processor
@@ -49,6 +60,34 @@ class AudioHandler(Handler):
 
     def preprocess(self, item: Item, params: dict[str, Any]) -> AudioFeatures:
         return AudioFeatures(load_audio(item, limits_from(params), self.rate))
+
+    def windowed(
+        self, batch: list[AudioFeatures], plan: Callable[[int], list[Window]]
+    ) -> tuple[list[list[Window]], list[AudioFeatures]]:
+        """Each clip's windows (`plan` of its length in samples), and every window's samples
+        as a clip of its own, all clips' in order."""
+        windows = [plan(f.length) for f in batch]
+        parts = [
+            AudioFeatures(f.samples[w.start : w.end])
+            for f, ws in zip(batch, windows, strict=True)
+            for w in ws
+        ]
+        return windows, parts
+
+    def in_passes(
+        self, parts: list[AudioFeatures], run: Callable[[list[AudioFeatures]], list[R]]
+    ) -> list[R]:
+        """`run` over windows, at most WINDOWS_PER_PASS at a time (a chunk of long clips
+        makes many), those of similar length together."""
+        out: list[R] = []
+        for at in range(0, len(parts), WINDOWS_PER_PASS):
+            part = parts[at : at + WINDOWS_PER_PASS]
+
+            def group(idx: list[int], part: list[AudioFeatures] = part) -> list[R]:
+                return run([part[i] for i in idx])
+
+            out += self.by_length(part, group)
+        return out
 
     def by_length(self, batch: list[AudioFeatures], run: Callable[[list[int]], list[R]]) -> list[R]:
         """`run` on the positions of each group of clips of similar length (base.PAD_RATIO),
@@ -83,17 +122,28 @@ class AudioClassifyHandler(AudioHandler):
         kwargs = {name: values} if mask is None else {name: values, "attention_mask": mask}
         return torch.softmax(self.model(**kwargs).logits, dim=-1)
 
-    def predict(self, batch: list[AudioFeatures]) -> list[dict[str, Any]]:
-        return self.by_length(batch, lambda idx: self.predict_padded([batch[i] for i in idx]))
+    def plan(self, samples: int) -> list[Window]:
+        return tiled(samples, int(CLASSIFY_WINDOW_S * self.rate))
 
-    def predict_padded(self, batch: list[AudioFeatures]) -> list[dict[str, Any]]:
+    def predict(self, batch: list[AudioFeatures]) -> list[dict[str, Any]]:
+        """A clip longer than CLASSIFY_WINDOW_S: the mean of its windows' probabilities."""
+        windows, parts = self.windowed(batch, self.plan)
+        probs = self.in_passes(parts, self.probabilities)
+        out, at = [], 0
+        for f, ws in zip(batch, windows, strict=True):
+            mean = torch.stack(probs[at : at + len(ws)]).mean(dim=0).tolist()
+            at += len(ws)
+            out.append({
+                **top_labels(mean, self.labels),
+                "seconds": round(f.length / self.rate, 3),
+                "windows": [w.seconds(self.rate) for w in ws],
+            })  # fmt: skip
+        return out
+
+    def probabilities(self, batch: list[AudioFeatures]) -> list[torch.Tensor]:
         """One forward pass, every clip padded to the longest."""
         with torch.inference_mode():
-            probs = self.forward(*self.encode(batch)).float().cpu().tolist()
-        return [
-            {**top_labels(row, self.labels), "seconds": round(f.length / self.rate, 3)}
-            for row, f in zip(probs, batch, strict=True)
-        ]
+            return list(self.forward(*self.encode(batch)).float().cpu())
 
     def confidence(self, output: dict[str, Any]) -> float | None:
         return float(output["score"])
@@ -106,12 +156,48 @@ class AudioClassifyHandler(AudioHandler):
         internal_batch_size: int,
     ) -> list[Explanation]:
         # Padding costs more here than in predict: every segment ablated is a forward pass.
-        return self.by_length(
-            batch,
+        # A clip read in windows is explained alone, through the same windows.
+        window = int(CLASSIFY_WINDOW_S * self.rate)
+        results: list[Explanation | None] = [None] * len(batch)
+        short = [i for i, f in enumerate(batch) if f.length <= window]
+        explained = self.by_length(
+            [batch[i] for i in short],
             lambda idx: self.explain_padded(
-                [batch[i] for i in idx], [outputs[i] for i in idx], steps, internal_batch_size
+                [batch[short[i]] for i in idx],
+                [outputs[short[i]] for i in idx],
+                steps,
+                internal_batch_size,
             ),
         )
+        for i, e in zip(short, explained, strict=True):
+            results[i] = e
+        for i, f in enumerate(batch):
+            if f.length > window:
+                results[i] = self.explain_windowed(f, outputs[i], internal_batch_size)
+        return [e for e in results if e is not None]
+
+    def explain_windowed(
+        self, clip: AudioFeatures, output: dict[str, Any], internal_batch_size: int
+    ) -> Explanation:
+        """Segments of a long clip ablated, each time its windows read as predict reads them
+        (each normalised by the feature extractor, their probabilities' mean)."""
+        windows = self.plan(clip.length)
+
+        def forward(samples: torch.Tensor, _mask: torch.Tensor | None = None) -> torch.Tensor:
+            rows = samples.detach().cpu().numpy()
+            per_window = [
+                self.forward(*self.encode([AudioFeatures(row[w.start : w.end]) for row in rows]))
+                for w in windows
+            ]
+            return torch.stack(per_window).mean(dim=0)
+
+        target = self.labels.index(output["label"])
+        values = torch.from_numpy(clip.samples).unsqueeze(0)
+        (explanation,) = explain_waveforms(
+            forward, values, None, [clip.length], self.rate, [target], [output["label"]], 1,
+            internal_batch_size,
+        )  # fmt: skip
+        return explanation
 
     def explain_padded(
         self,
@@ -155,35 +241,67 @@ class TranscribeHandler(AudioHandler):
         positions = getattr(self.model.config, "max_target_positions", None) or 10**6
         self.max_new_tokens = max(1, min(MAX_NEW_TOKENS, positions - 8))
 
-    def predict(self, batch: list[AudioFeatures]) -> list[dict[str, Any]]:
-        if not self.ctc:  # Whisper pads every clip to its 30 s window: nothing to group
-            return self.predict_padded(batch)
-        return self.by_length(batch, lambda idx: self.predict_padded([batch[i] for i in idx]))
+    def plan(self, samples: int) -> list[Window]:
+        if self.ctc:
+            return strided(samples, int(CTC_WINDOW_S * self.rate), int(CTC_STRIDE_S * self.rate))
+        # Whisper reads 30 s (its feature extractor's n_samples) and pads anything shorter
+        window = int(getattr(self.extractor, "n_samples", 30 * self.rate))
+        return strided(samples, window, int(SEQ2SEQ_STRIDE_S * self.rate))
 
-    def predict_padded(self, batch: list[AudioFeatures]) -> list[dict[str, Any]]:
-        """One model call, every clip padded to the longest."""
+    def predict(self, batch: list[AudioFeatures]) -> list[dict[str, Any]]:
+        """Each clip transcribed whole, in windows when longer than one (audio_windows)."""
+        windows, parts = self.windowed(batch, self.plan)
         with torch.inference_mode():
             if self.ctc:
-                texts = self.ctc_texts(batch)
-            else:  # Whisper-style: fixed-size log-mel features, then generation
-                ids = self.model.generate(
-                    **self.model_inputs(batch),  # type: ignore[operator]
-                    max_new_tokens=self.max_new_tokens,
-                )
-                texts = self.processor.batch_decode(ids, skip_special_tokens=True)
-        return [
-            {"text": text.strip(), "seconds": round(f.length / self.rate, 3)}
-            for text, f in zip(texts, batch, strict=True)
-        ]
+                per_window = self.in_passes(parts, self.ctc_frames)
+            else:  # Whisper pads every window to its 30 s: nothing to group by length
+                per_window = [
+                    ids
+                    for at in range(0, len(parts), WINDOWS_PER_PASS)
+                    for ids in self.generated(parts[at : at + WINDOWS_PER_PASS])
+                ]
+        out, at = [], 0
+        for f, ws in zip(batch, windows, strict=True):
+            mine = per_window[at : at + len(ws)]
+            at += len(ws)
+            out.append({
+                "text": self.joined_text(ws, mine).strip(),
+                "seconds": round(f.length / self.rate, 3),
+                "windows": [w.seconds(self.rate) for w in ws],
+            })  # fmt: skip
+        return out
 
-    def ctc_texts(self, batch: list[AudioFeatures]) -> list[str]:
-        """Greedy CTC decoding of each clip's own frames: the frames of its padding are cut
-        off first, or a clip's text would depend on the clips it was batched with."""
+    def joined_text(self, windows: list[Window], ids: list[list[int]]) -> str:
+        """CTC: the kept frames of every window, decoded once (a token cut at a window's
+        edge is whole again); seq2seq: the windows' tokens joined where they overlap."""
+        if self.ctc:
+            frames = [
+                i
+                for w, row in zip(windows, ids, strict=True)
+                for i in row[kept_frames(w, len(row))]
+            ]
+            return str(self.processor.batch_decode([frames])[0])
+        return str(
+            self.processor.batch_decode([join_overlapping(ids)], skip_special_tokens=True)[0]
+        )
+
+    def generated(self, batch: list[AudioFeatures]) -> list[list[int]]:
+        """Whisper-style: fixed-size log-mel features, then generation; the text's token ids
+        (special ones dropped, so overlapping windows compare only text)."""
+        ids = self.model.generate(
+            **self.model_inputs(batch),  # type: ignore[operator]
+            max_new_tokens=self.max_new_tokens,
+        )
+        special = set(self.processor.tokenizer.all_special_ids)
+        return [[int(i) for i in row if int(i) not in special] for row in ids]
+
+    def ctc_frames(self, batch: list[AudioFeatures]) -> list[list[int]]:
+        """Greedy CTC ids of each clip's own frames: the frames of its padding are cut off
+        first, or a clip's text would depend on the clips it was batched with."""
         ids = self.model(**self.model_inputs(batch, padding=True)).logits.argmax(dim=-1)
-        rows = list(ids)
+        rows = [row.tolist() for row in ids]
         own_frames = getattr(self.model, "_get_feat_extract_output_lengths", None)
         if own_frames is not None:  # every wav2vec2-family model has it
             frames = own_frames(torch.tensor([f.length for f in batch])).tolist()
             rows = [row[: int(n)] for row, n in zip(rows, frames, strict=True)]
-        texts = self.processor.batch_decode(rows)
-        return [str(t) for t in texts]
+        return rows
