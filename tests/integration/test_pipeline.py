@@ -186,3 +186,21 @@ def test_a_higher_priority_job_overtakes_a_waiting_one(client: Client, start_wor
     assert high_done.status == low_done.status == "succeeded"
     assert high_done.finished_at and low_done.finished_at
     assert high_done.finished_at < low_done.finished_at
+
+
+def test_a_jobs_long_text_policy_reaches_every_row(client: Client, start_worker):
+    """--long-text travels with the job to the worker; every row says what was read."""
+    long = " ".join(f"Paragraph {n}: the parcel was late and nobody answered." for n in range(120))
+    texts = {"long": long, "short": "Where is my parcel?"}
+    windowed = client.submit_texts(texts, "embed", long_text="windows", stride=16)
+    truncated = client.submit_texts(texts, "zero-shot-text", labels=["billing", "shipping"])
+    start_worker()
+    for job_id in (windowed, truncated):
+        assert client.wait(job_id, timeout=300).status == "succeeded"
+    rows = {r["key"]: r["output"] for r in client.results(windowed)}
+    assert rows["long"]["windows"] > 2 and rows["long"]["truncated"] is False
+    assert rows["long"]["tokens_used"] == rows["long"]["tokens_total"] > 256
+    assert rows["short"]["windows"] == 1 and len(rows["short"]["embedding"]) == 384
+    rows = {r["key"]: r["output"] for r in client.results(truncated)}
+    assert rows["long"]["truncated"] is True and rows["long"]["tokens_used"] == 256
+    assert "windows" not in rows["long"] and rows["short"]["truncated"] is False
