@@ -137,7 +137,9 @@ def deletion_test(
         feats = [handler.preprocess(Item(key=str(n), text=t), {"labels": labels})
                  for n, t in enumerate(batch)]  # fmt: skip
         with torch.no_grad():
-            probs = handler.probabilities(handler.sentence_embeddings(*handler.pad(feats)), prompts)
+            probs = handler.probabilities(
+                handler.sentence_embeddings(*handler.pad([f.windows[0] for f in feats])), prompts
+            )
         return [float(probs[n, t]) for n, t in enumerate(targets)]
 
     top, rand, targets = [], [], []

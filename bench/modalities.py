@@ -236,7 +236,7 @@ def compare_audio_grouping(model: Path, batches: int) -> dict[str, float]:
         lengths = [f.length for f in batch]
         fed["padded"] += len(batch) * max(lengths)
         fed["grouped"] += sum(len(g) * max(lengths[i] for i in g) for g in length_groups(lengths))
-        for name, predict in (("grouped", handler.predict), ("padded", handler.predict_padded)):
+        for name, predict in (("grouped", handler.predict), ("padded", handler.probabilities)):
             t0 = time.perf_counter()
             outputs = predict(batch)
             seconds[name] += time.perf_counter() - t0

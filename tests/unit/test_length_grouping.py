@@ -78,10 +78,11 @@ def test_one_long_clip_does_not_pad_many_short_ones(demo_models: Path):
     assert [o["label"] for o in together] == [o["label"] for o in alone]
     for ours, reference in zip(together, alone, strict=True):
         assert ours["scores"] == pytest.approx(reference["scores"], abs=1e-5)
-    # not a 32 x 30 s tensor (15.4 M samples): the 30 s clip runs on its own
+    # not a 32 x 30 s tensor (15.4 M samples): the 30 s clip runs on its own, as its three
+    # 10 s windows (workers/handlers/audio_windows.py)
     real = sum(f.length for f in batch)
     assert sum(rows * width for rows, width in fed) <= PAD_RATIO * real
-    assert (1, 30 * RATE) in fed and all(rows == 1 for rows, width in fed if width > 2 * RATE)
+    assert (3, 10 * RATE) in fed and all(rows == 3 for rows, width in fed if width > 2 * RATE)
 
 
 def test_grouped_explanations_are_each_clips_own(demo_models: Path):

@@ -16,7 +16,13 @@ from schemas.jobs import Item
 from schemas.media_refs import MediaLimits
 from schemas.states import ExplanationStatus
 from workers.handlers import handler_for
-from workers.handlers.audio_windows import join_overlapping, kept_frames, strided, tiled
+from workers.handlers.audio_windows import (
+    join_overlapping,
+    kept_frames,
+    strided,
+    strided_by_hop,
+    tiled,
+)
 from workers.training.synth_audio import SOUND_LABELS, synthesize
 from workers.training.synth_tones import random_digits, tone_digits
 
@@ -127,13 +133,57 @@ def test_window_plans_tile_every_sample_once():
         assert all(a[1] == b[0] for a, b in zip(kept, kept[1:], strict=False))
         assert all(w.end - w.start <= window for w in windows)
     assert [(w.start, w.end) for w in tiled(25, 10)] == [(0, 10), (10, 20), (15, 25)]
-    frames = kept_frames(strided(1000, 300, 50)[1], 30)
-    assert (frames.start, frames.stop) == (5, 25)
     with pytest.raises(ValueError):
         strided(1000, 100, 50)
+
+
+@pytest.mark.parametrize("conv_stride", [(5, 4, 4), (5, 2, 2, 2, 2, 2, 2)])  # hop 80, hop 320
+def test_the_kept_frames_of_every_window_are_the_clips_frames_each_once(conv_stride):
+    """Each window's frames as the model makes them (its conv stack's own lengths); kept,
+    then placed in the clip: exactly the frames the whole clip would have, in order."""
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    n = len(conv_stride)
+    config = Wav2Vec2Config(
+        conv_dim=(8,) * n, conv_stride=conv_stride, conv_kernel=(10,) + (3,) * (n - 1),
+        hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8,
+        num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=1,
+    )  # fmt: skip
+    model = Wav2Vec2ForCTC(config)
+    hop = config.inputs_to_logits_ratio
+
+    def frames(samples: int) -> int:
+        return int(model._get_feat_extract_output_lengths(torch.tensor(samples)))
+
+    rng = np.random.default_rng(0)
+    lengths = [*rng.integers(RATE, 200 * RATE, 500).tolist(), 20 * RATE, 32 * RATE + hop - 1]
+    for samples in lengths:
+        placed = []
+        for w in strided_by_hop(samples, 20 * RATE, 4 * RATE, hop):
+            own = frames(w.length)
+            placed += [w.start // hop + f for f in range(own)[kept_frames(w, own, hop)]]
+        assert placed == list(range(frames(samples))), samples
 
 
 def test_overlapping_token_sequences_join_once():
     assert join_overlapping([[1, 2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8]]) == [1, 2, 3, 4, 5, 6, 7, 8]
     assert join_overlapping([[1, 2], [3, 4]]) == [1, 2, 3, 4]  # nothing shared: end to end
     assert join_overlapping([[]]) == []
+
+
+def test_a_long_clips_failed_explanation_is_its_own(
+    demo_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    rng = np.random.default_rng(1)
+    clips = [synthesize("noise", 1.0, RATE, rng), synthesize("low-hum", 14.0, RATE, rng)]
+    h = handler("classify-audio", demo_models / "sounds-classifier")
+    feats = features(h, clips, tmp_path)
+    rows = h.predict(feats)
+
+    def broken(*_args: Any) -> Any:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(h, "explain_windowed", broken)
+    short, long = h.explain(feats, rows, 1, 8)
+    assert short.status == ExplanationStatus.OK
+    assert long.status == ExplanationStatus.FAILED and "out of memory" in (long.error or "")

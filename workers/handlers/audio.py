@@ -18,6 +18,8 @@ from transformers import (
 )
 
 from schemas.jobs import Explanation, Item
+from schemas.states import ExplanationStatus
+from workers.explain.audio import METHOD as EXPLAIN_METHOD
 from workers.explain.audio import explain_waveforms
 from workers.handlers.audio_windows import (
     CLASSIFY_WINDOW_S,
@@ -28,6 +30,7 @@ from workers.handlers.audio_windows import (
     join_overlapping,
     kept_frames,
     strided,
+    strided_by_hop,
     tiled,
 )
 from workers.handlers.base import WINDOWS_PER_PASS, Handler, run_by_length
@@ -173,7 +176,15 @@ class AudioClassifyHandler(AudioHandler):
             results[i] = e
         for i, f in enumerate(batch):
             if f.length > window:
-                results[i] = self.explain_windowed(f, outputs[i], internal_batch_size)
+                try:
+                    results[i] = self.explain_windowed(f, outputs[i], internal_batch_size)
+                except Exception as exc:  # that clip's failure, not the batch's
+                    results[i] = Explanation(
+                        method=EXPLAIN_METHOD,
+                        target=outputs[i].get("label"),
+                        status=ExplanationStatus.FAILED,
+                        error=f"{type(exc).__name__}: {exc}"[:500],
+                    )
         return [e for e in results if e is not None]
 
     def explain_windowed(
@@ -237,13 +248,16 @@ class TranscribeHandler(AudioHandler):
         self.extractor = getattr(self.processor, "feature_extractor", self.processor)
         auto = AutoModelForCTC if self.ctc else AutoModelForSpeechSeq2Seq
         self.model = load_pretrained(auto, model_path).to(self.device).eval()
+        # samples per output frame of a CTC model (wav2vec2 and kin: the conv strides' product)
+        self.hop = int(getattr(self.model.config, "inputs_to_logits_ratio", 0) or 320)
         # Prompt tokens count against the decoder's positions: leave them room.
         positions = getattr(self.model.config, "max_target_positions", None) or 10**6
         self.max_new_tokens = max(1, min(MAX_NEW_TOKENS, positions - 8))
 
     def plan(self, samples: int) -> list[Window]:
         if self.ctc:
-            return strided(samples, int(CTC_WINDOW_S * self.rate), int(CTC_STRIDE_S * self.rate))
+            window, stride = int(CTC_WINDOW_S * self.rate), int(CTC_STRIDE_S * self.rate)
+            return strided_by_hop(samples, window, stride, self.hop)
         # Whisper reads 30 s (its feature extractor's n_samples) and pads anything shorter
         window = int(getattr(self.extractor, "n_samples", 30 * self.rate))
         return strided(samples, window, int(SEQ2SEQ_STRIDE_S * self.rate))
@@ -278,7 +292,7 @@ class TranscribeHandler(AudioHandler):
             frames = [
                 i
                 for w, row in zip(windows, ids, strict=True)
-                for i in row[kept_frames(w, len(row))]
+                for i in row[kept_frames(w, len(row), self.hop)]
             ]
             return str(self.processor.batch_decode([frames])[0])
         return str(
@@ -303,5 +317,6 @@ class TranscribeHandler(AudioHandler):
         own_frames = getattr(self.model, "_get_feat_extract_output_lengths", None)
         if own_frames is not None:  # every wav2vec2-family model has it
             frames = own_frames(torch.tensor([f.length for f in batch])).tolist()
-            rows = [row[: int(n)] for row, n in zip(rows, frames, strict=True)]
-        return rows
+        else:  # about one frame a hop
+            frames = [-(-f.length // self.hop) for f in batch]
+        return [row[: int(n)] for row, n in zip(rows, frames, strict=True)]

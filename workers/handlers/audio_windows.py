@@ -2,10 +2,11 @@
 and how their results join.
 
 - CTC (`transcribe` on wav2vec2 and kin): windows of CTC_WINDOW_S overlapping by twice
-  CTC_STRIDE_S; each keeps the frames of its middle (the first and last windows keep their
-  outer edges too), so every frame comes from a window in which it had context on both
-  sides, and the kept frames tile the clip exactly once: one greedy decoding over all of
-  them (the transformers ASR pipeline's chunking, as its docs describe it).
+  CTC_STRIDE_S, both whole numbers of the model's hop (samples per output frame); each
+  keeps the frames of its middle (the first and last windows keep their outer edges too),
+  so every frame comes from a window in which it had context on both sides, and the kept
+  frames are the clip's frames, each once: one greedy decoding over all of them (the
+  transformers ASR pipeline's chunking, as its docs describe it).
 - Sequence to sequence (Whisper): windows of the model's own 30 s input, overlapping by
   twice SEQ2SEQ_STRIDE_S, each transcribed, the texts joined where their token sequences
   overlap best (`join_overlapping`).
@@ -64,11 +65,20 @@ def tiled(samples: int, window: int) -> list[Window]:
     return [Window(s, s + window, s, s + window) for s in starts]
 
 
-def kept_frames(window: Window, frames: int) -> slice:
-    """The frames of a window's output that its kept samples made."""
-    per_sample = frames / window.length
-    first = round((window.keep_start - window.start) * per_sample)
-    return slice(first, round((window.keep_end - window.start) * per_sample))
+def kept_frames(window: Window, frames: int, hop: int) -> slice:
+    """The frames of a window's output (`frames` of them, `hop` samples apart) that its kept
+    samples made. Windows start on multiples of `hop` (strided_by_hop), so frame f of a
+    window is frame start/hop + f of the clip: the kept ranges meet exactly, none dropped,
+    none twice, and the last window's own frames reach the clip's last one."""
+    first = (window.keep_start - window.start) // hop
+    if window.keep_end == window.end:  # it keeps its end: every frame it has
+        return slice(first, frames)
+    return slice(first, min(frames, (window.keep_end - window.start) // hop))
+
+
+def strided_by_hop(samples: int, window: int, stride: int, hop: int) -> list[Window]:
+    """strided() with the window and stride whole numbers of `hop` samples."""
+    return strided(samples, max(hop, window // hop * hop), stride // hop * hop)
 
 
 def join_overlapping(parts: Sequence[Sequence[int]], least: int = 2) -> list[int]:

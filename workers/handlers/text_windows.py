@@ -3,7 +3,6 @@ tokenizer's own overflow cuts it, so each window carries the model's special tok
 its offsets and word ids count characters and words of the WHOLE text (an explanation adds
 a word's attributions over every window that holds it)."""
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,15 +77,6 @@ def cut(tokenizer: Any, text: str, max_length: int, policy: str, stride: int) ->
     content = [sum(s is not None for s in enc.sequence_ids(w)) for w in range(len(rows))]
     total = content[0] + sum(c - shared for c in content[1:]) + specials
     return WindowedText(windows, total, windows_wanted)
-
-
-def regroup(per_window: Sequence[Any], counts: Sequence[int]) -> list[list[Any]]:
-    """Results of all items' windows, in order, back into one list per item."""
-    out, at = [], 0
-    for n in counts:
-        out.append(list(per_window[at : at + n]))
-        at += n
-    return out
 
 
 def pooled_probabilities(rows: torch.Tensor, pooling: str) -> torch.Tensor:
