@@ -71,15 +71,18 @@ def each_or_batch(
         try:
             out += explain([i])
         except Exception as exc:
-            out.append(
-                Explanation(
-                    method=method,
-                    target=names[i],
-                    status=ExplanationStatus.FAILED,
-                    error=f"{type(exc).__name__}: {exc}"[:500],
-                )
-            )
+            out.append(failed_explanation(method, exc, names[i]))
     return out
+
+
+def failed_explanation(method: str, error: BaseException, target: str | None) -> Explanation:
+    """A failed explanation of one item, saying why (the prediction stands)."""
+    return Explanation(
+        method=method,
+        target=target,
+        status=ExplanationStatus.FAILED,
+        error=f"{type(error).__name__}: {error}"[:500],
+    )
 
 
 def short(value: float) -> float:

@@ -8,9 +8,9 @@ import torch
 from captum.attr import LayerIntegratedGradients
 
 from schemas.jobs import Explanation
-from schemas.states import ExplanationStatus
 from workers.explain.passes import rows_per_pass
 from workers.explain.spans import WINDOWS_AT_ONCE, baseline_ids
+from workers.explain.tensors import failed_explanation
 
 METHOD = "layer_integrated_gradients"
 
@@ -63,14 +63,7 @@ def explain_tokens(
             out += _attribute(model, forward, [batch[i]], [weights[i]], [targets[i]], steps,
                               internal_batch_size, [name])  # fmt: skip
         except Exception as exc:
-            out.append(
-                Explanation(
-                    method=METHOD,
-                    target=name,
-                    status=ExplanationStatus.FAILED,
-                    error=f"{type(exc).__name__}: {exc}"[:500],
-                )
-            )
+            out.append(failed_explanation(METHOD, exc, name))
     return out
 
 

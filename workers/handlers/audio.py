@@ -18,9 +18,9 @@ from transformers import (
 )
 
 from schemas.jobs import Explanation, Item
-from schemas.states import ExplanationStatus
 from workers.explain.audio import METHOD as EXPLAIN_METHOD
 from workers.explain.audio import explain_waveforms
+from workers.explain.tensors import failed_explanation
 from workers.handlers.audio_windows import (
     CLASSIFY_WINDOW_S,
     CTC_STRIDE_S,
@@ -78,18 +78,33 @@ class AudioHandler(Handler):
         return windows, parts
 
     def in_passes(
-        self, parts: list[AudioFeatures], run: Callable[[list[AudioFeatures]], list[R]]
+        self,
+        parts: list[AudioFeatures],
+        run: Callable[[list[AudioFeatures]], list[R]],
+        grouped: bool = True,
     ) -> list[R]:
         """`run` over windows, at most WINDOWS_PER_PASS at a time (a chunk of long clips
-        makes many), those of similar length together."""
+        makes many), those of similar length together unless not `grouped`."""
         out: list[R] = []
         for at in range(0, len(parts), WINDOWS_PER_PASS):
             part = parts[at : at + WINDOWS_PER_PASS]
+            if not grouped:
+                out += run(part)
+                continue
 
             def group(idx: list[int], part: list[AudioFeatures] = part) -> list[R]:
                 return run([part[i] for i in idx])
 
             out += self.by_length(part, group)
+        return out
+
+    @staticmethod
+    def per_clip(per_window: list[R], windows: list[list[Window]]) -> list[list[R]]:
+        """Results of all clips' windows, in order, as one list per clip."""
+        out, at = [], 0
+        for ws in windows:
+            out.append(per_window[at : at + len(ws)])
+            at += len(ws)
         return out
 
     def by_length(self, batch: list[AudioFeatures], run: Callable[[list[int]], list[R]]) -> list[R]:
@@ -131,11 +146,10 @@ class AudioClassifyHandler(AudioHandler):
     def predict(self, batch: list[AudioFeatures]) -> list[dict[str, Any]]:
         """A clip longer than CLASSIFY_WINDOW_S: the mean of its windows' probabilities."""
         windows, parts = self.windowed(batch, self.plan)
-        probs = self.in_passes(parts, self.probabilities)
-        out, at = [], 0
-        for f, ws in zip(batch, windows, strict=True):
-            mean = torch.stack(probs[at : at + len(ws)]).mean(dim=0).tolist()
-            at += len(ws)
+        probs = self.per_clip(self.in_passes(parts, self.probabilities), windows)
+        out = []
+        for f, ws, mine in zip(batch, windows, probs, strict=True):
+            mean = torch.stack(mine).mean(dim=0).tolist()
             out.append({
                 **top_labels(mean, self.labels),
                 "seconds": round(f.length / self.rate, 3),
@@ -179,12 +193,7 @@ class AudioClassifyHandler(AudioHandler):
                 try:
                     results[i] = self.explain_windowed(f, outputs[i], internal_batch_size)
                 except Exception as exc:  # that clip's failure, not the batch's
-                    results[i] = Explanation(
-                        method=EXPLAIN_METHOD,
-                        target=outputs[i].get("label"),
-                        status=ExplanationStatus.FAILED,
-                        error=f"{type(exc).__name__}: {exc}"[:500],
-                    )
+                    results[i] = failed_explanation(EXPLAIN_METHOD, exc, outputs[i].get("label"))
         return [e for e in results if e is not None]
 
     def explain_windowed(
@@ -266,18 +275,11 @@ class TranscribeHandler(AudioHandler):
         """Each clip transcribed whole, in windows when longer than one (audio_windows)."""
         windows, parts = self.windowed(batch, self.plan)
         with torch.inference_mode():
-            if self.ctc:
-                per_window = self.in_passes(parts, self.ctc_frames)
-            else:  # Whisper pads every window to its 30 s: nothing to group by length
-                per_window = [
-                    ids
-                    for at in range(0, len(parts), WINDOWS_PER_PASS)
-                    for ids in self.generated(parts[at : at + WINDOWS_PER_PASS])
-                ]
-        out, at = [], 0
-        for f, ws in zip(batch, windows, strict=True):
-            mine = per_window[at : at + len(ws)]
-            at += len(ws)
+            # Whisper pads every window to its 30 s: nothing to group by length
+            run = self.ctc_frames if self.ctc else self.generated
+            per_window = self.in_passes(parts, run, grouped=self.ctc)
+        out = []
+        for f, ws, mine in zip(batch, windows, self.per_clip(per_window, windows), strict=True):
             out.append({
                 "text": self.joined_text(ws, mine).strip(),
                 "seconds": round(f.length / self.rate, 3),
