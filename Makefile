@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/reading.py
 	$(BIN)/python bench/long_inputs.py
+	$(BIN)/python bench/vision.py
 	$(BIN)/python bench/explain_text.py
 	$(BIN)/python bench/result_cache.py
 	$(BIN)/python bench/million_rows.py --parts submit,export,latency

@@ -16,6 +16,7 @@ import ops.demo_entity_models
 import ops.demo_generation_models
 import ops.demo_models
 import ops.demo_speech_models
+import ops.demo_vision_models
 import workers.extractive_qa
 import workers.training.records_mlp
 import workers.training.scratch_entities
@@ -24,7 +25,9 @@ import workers.training.scratch_models
 import workers.training.scratch_qa
 import workers.training.scratch_text
 import workers.training.synth_audio
+import workers.training.synth_shapes
 import workers.training.synth_tones
+import workers.vision_towers
 from ops.demo_entity_models import build_entity_tagger, build_qa_reader
 from ops.demo_generation_models import build_spell_causal, build_spell_seq2seq
 from ops.demo_models import (
@@ -35,6 +38,7 @@ from ops.demo_models import (
     build_records_regressor,
 )
 from ops.demo_speech_models import build_speech_recognizer, build_tone_digits_recognizer
+from ops.demo_vision_models import build_shapes_detector, build_tiny_clip
 
 Builder = Callable[[Path], Metrics]
 
@@ -51,6 +55,8 @@ BUILDERS: dict[str, Builder] = {
     "tiny-spell-causal": build_spell_causal,
     "tiny-entities": build_entity_tagger,
     "tiny-qa": build_qa_reader,
+    "tiny-clip": build_tiny_clip,
+    "shapes-detector": build_shapes_detector,
 }
 
 METRICS_FILE = "metrics.json"
@@ -59,6 +65,7 @@ RECIPE_MODULES = (
     ops.demo_generation_models,
     ops.demo_models,
     ops.demo_speech_models,
+    ops.demo_vision_models,
     workers.extractive_qa,
     workers.training.records_mlp,
     workers.training.scratch_entities,
@@ -67,7 +74,9 @@ RECIPE_MODULES = (
     workers.training.scratch_qa,
     workers.training.scratch_text,
     workers.training.synth_audio,
+    workers.training.synth_shapes,
     workers.training.synth_tones,
+    workers.vision_towers,
 )
 
 

@@ -2,7 +2,8 @@
 grid as a heatmap over the picture; texts, audio segments and record features get coloured
 attributions (red pushed towards the predicted label, blue away from it). Span tasks show
 their input with the spans marked (ops/report_spans.py): the question and the context with
-the answer, the text with its entities."""
+the answer, the text with its entities. Detections draw their boxes on the picture, and a
+heatmap per explained box (ops/report_boxes.py)."""
 
 import html
 import json
@@ -10,6 +11,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from ops import report_boxes
 from ops.report_spans import SPAN_OUTPUTS
 from ops.report_spans import explanation_html as span_explanation_html
 from ops.report_spans import result_html as span_result_html
@@ -59,7 +61,11 @@ def _row(
     spans: OutputShape | None = None,
 ) -> str:
     ok = row["status"] == ItemStatus.OK
-    result = span_result_html(spans, row.get("output") or {}, item) if spans and ok else None
+    result = None
+    if ok and spans:
+        result = span_result_html(spans, row.get("output") or {}, item)
+    elif ok and "objects" in (row.get("output") or {}):  # detect-objects
+        result = report_boxes.result_html(row["output"], item, client.settings)
     cells = [html.escape(row["key"]), html.escape(row["status"]), result or _result(row)]
     expl = row.get("explanation")
     if not expl:
@@ -68,6 +74,8 @@ def _row(
         cells.append(f"<i>explanation failed: {html.escape(str(expl.get('error')))}</i>")
     elif spans:
         cells.append(span_explanation_html(spans, expl, item))
+    elif "boxes" in (expl.get("detail") or {}):
+        cells.append(report_boxes.explanation_html(expl, item, client.settings))
     else:
         cells.append(adapter.explanation_html(expl, item, client.settings))
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"

@@ -20,6 +20,7 @@ from schemas.task_spec import (
 )
 from schemas.text_params import ClassifyTextParams, LongTextParams
 from schemas.text_patterns import TRIMMED
+from schemas.vision_params import DetectParams
 
 HANDLERS = "workers.handlers"
 MAX_LABELS = 100  # zero-shot defaults where no settings are given (SLUICE_ZERO_SHOT_MAX_*)
@@ -188,6 +189,39 @@ BUILTIN_TASKS = (
             description="an AutoModelForImageClassification directory with its image processor",
         ),
         training=TrainingSupport(f"{RECIPES}.image:ImageRecipe", dp_refusal=NO_DP_MEDIA),
+        chunk_size=32,
+    ),
+    TaskSpec(
+        "detect-objects",
+        Modality.IMAGE,
+        f"{HANDLERS}.detect:DetectObjectsHandler",
+        "objects in an image: labelled boxes with scores (DETR, YOLOS, RT-DETR families)",
+        OutputShape.DETECTIONS,
+        params=DetectParams,
+        explainer=ExplainerSpec(
+            "integrated_gradients",
+            note="a saliency grid per box (the 8 most confident), for the box's score: its "
+            "query's probability of its label, from a black image",
+        ),
+        model=ModelNeeds(
+            architectures=("ForObjectDetection",),
+            files=ModelFiles.PROCESSOR,
+            description="an AutoModelForObjectDetection directory with its image processor",
+        ),
+        chunk_size=16,
+    ),
+    TaskSpec(
+        "embed-image",
+        Modality.IMAGE,
+        f"{HANDLERS}.image_embed:ImageEmbedHandler",
+        "image embeddings (L2-normalised) from CLIP's image tower or a vision encoder; `embed` "
+        "with the same CLIP directory puts texts in the same space",
+        OutputShape.EMBEDDING,
+        model=ModelNeeds(
+            files=ModelFiles.PROCESSOR,
+            description="a CLIP (or other image-text) directory, or a vision encoder "
+            "(ViT, DINOv2...), with its image processor",
+        ),
         chunk_size=32,
     ),
     TaskSpec(

@@ -24,7 +24,7 @@ class OutputShape(StrEnum):
     """What one `ok` row's `output` holds; exports and write-backs read these keys."""
 
     CLASSIFICATION = "classification"  # label, score, scores: the TOP_K best {label: prob}
-    EMBEDDING = "embedding"  # embedding (L2-normalised floats), dim
+    EMBEDDING = "embedding"  # embedding (L2-normalised floats), dim (images: image_size)
     REGRESSION = "regression"  # value (in the target's units), target (its name)
     TRANSCRIPT = "transcript"  # text, seconds
     FIELDS = "fields"  # a task's own JSON object (tasks from outside the package)
@@ -36,6 +36,9 @@ class OutputShape(StrEnum):
     ANSWER = "answer"
     # entities: [{text, label, start, end, score}], start and end characters of the text
     ENTITIES = "entities"
+    # objects: [{label, score, box: [xmin, ymin, xmax, ymax]}], the most confident first,
+    # boxes in the input image's pixels; count; image_size [width, height]
+    DETECTIONS = "detections"
 
 
 class ModelKind(StrEnum):

@@ -144,6 +144,20 @@ def test_embedded_stack_submit_status_results_cancel(tmp_path: Path, demo_models
         )
         assert report.returncode == 0 and "wrote 6 rows" in report.stderr
         assert (tmp_path / "r.html").read_text().count("<img") == 10  # image + heatmap, x5
+        # the same folder, boxes and image embeddings (issue 19's tasks from the CLI)
+        for task, model, check in (
+            ("detect-objects", "shapes-detector", lambda out: out["count"] == len(out["objects"])),
+            ("embed-image", "tiny-clip", lambda out: out["dim"] == len(out["embedding"]) == 32),
+        ):
+            run = sluice(
+                "submit", "photos", "--task", task, "--model", str(demo_models / model),
+                "--wait", "--json", cwd=tmp_path, env=roots,
+            )  # fmt: skip
+            summary = json.loads(run.stdout.strip().splitlines()[-1])
+            assert (summary["ok"], summary["invalid"]) == (5, 1), run.stderr
+            out = sluice("results", summary["job_id"], "--format", "jsonl", cwd=tmp_path).stdout
+            rows = [json.loads(line) for line in out.splitlines()]
+            assert all(check(r["output"]) for r in rows if r["status"] == "ok"), task
     finally:
         down = sluice("stack", "down", cwd=tmp_path, timeout=120)
     assert down.returncode == 0 and down.stdout.strip() == "stopped"

@@ -44,6 +44,8 @@ def test_the_builtin_catalog_is_consistent():
                 "zero-shot-text",
                 "classify-text",
                 "classify-image",
+                "detect-objects",
+                "embed-image",
                 "classify-audio",
                 "transcribe",
                 "classify-records",

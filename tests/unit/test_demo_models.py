@@ -18,9 +18,10 @@ from workers.training.records_mlp import load_records_model, normalise
 from workers.training.scratch_models import SAMPLE_RATE
 from workers.training.synth_audio import SOUND_LABELS, synthesize, synthesize_dataset
 
-# The spelling, entity and QA models are built and checked by their own test files through
-# the shared cache; building them again here would add ~50 s.
-BUILT_HERE = [n for n in BUILDERS if not n.startswith(("tiny-spell-", "tiny-entities", "tiny-qa"))]
+# The spelling, entity, QA and vision models are built and checked by their own test files
+# through the shared cache; building them again here would add ~2 minutes.
+ELSEWHERE = ("tiny-spell-", "tiny-entities", "tiny-qa", "tiny-clip", "shapes-detector")
+BUILT_HERE = [n for n in BUILDERS if not n.startswith(ELSEWHERE)]
 
 
 @pytest.fixture(scope="module")

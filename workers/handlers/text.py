@@ -27,6 +27,7 @@ from workers.handlers.text_windows import (
 )
 from workers.runtime.devices import torch_dtype
 from workers.safe_loading import load_pretrained
+from workers.vision_towers import has_text_tower, text_vectors
 
 # Cosine similarities lie in [-1, 1]; a softmax over them needs a temperature to be decisive.
 ZERO_SHOT_SCALE = 20.0
@@ -89,7 +90,10 @@ class TextHandler(Handler):
 
     def embedding_layer(self) -> torch.nn.Module:
         """Where token attributions are taken: the input word embeddings."""
-        layer = self.model.get_input_embeddings()  # type: ignore[operator]
+        if has_text_tower(self.model):  # CLIP's get_input_embeddings is not implemented
+            layer = self.model.text_model.embeddings.token_embedding  # type: ignore[union-attr]
+        else:
+            layer = self.model.get_input_embeddings()  # type: ignore[operator]
         assert isinstance(layer, torch.nn.Module)
         return layer
 
@@ -100,7 +104,10 @@ class TextHandler(Handler):
         return padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device)
 
     def sentence_embeddings(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean pooling over real tokens, L2-normalised (the sentence-transformers recipe)."""
+        """Mean pooling over real tokens, L2-normalised (the sentence-transformers recipe);
+        an image-text model's (CLIP's) text tower, so texts land beside its images."""
+        if has_text_tower(self.model):
+            return text_vectors(self.model, ids, mask)
         # pooled in float32 whatever the model ran in (devices.py: outputs are float32)
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
         weights = mask.unsqueeze(-1).to(hidden.dtype)
@@ -337,7 +344,8 @@ def _max_length(path: Path, tokenizer: Any, model: torch.nn.Module) -> int:
         value = json.loads(st_config.read_text()).get("max_seq_length")
         if value:
             return int(value)
-    limits = [getattr(model.config, "max_position_embeddings", 512), 512]
+    config = getattr(model.config, "text_config", model.config)  # CLIP: its text tower's
+    limits = [getattr(config, "max_position_embeddings", 512), 512]
     if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:
         limits.append(tokenizer.model_max_length)
     return min(limits)
