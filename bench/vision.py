@@ -4,7 +4,9 @@ side in one run, handlers in process (issue 19):
     .venv/bin/python bench/vision.py [--images 256]
 
 - `embed-image` (tiny-clip): the handler's batches against `CLIPModel.get_image_features` called
-  once per image (the unbatched loop) and in batches of 32 (the batched loop).
+  once per image (the unbatched loop) and in batches of 32 (the batched loop); then the same on
+  a randomly initialised CLIP of ViT-B/32's shape at 224 pixels (--base-images of them),
+  where the model's own work is what a real one costs.
 - `detect-objects` (shapes-detector): the handler over images of 3 sizes (batched by the shape
   the processor makes) against the transformers object-detection pipeline, one image a call.
 Both include preprocessing (decoding the PNG files and the processor). The last line is one
@@ -36,12 +38,19 @@ def timed(run: Any, rounds: int = 3) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--base-images", type=int, default=64)
     args = parser.parse_args()
 
     import numpy as np
     import torch
     from PIL import Image
-    from transformers import AutoImageProcessor, CLIPModel, pipeline
+    from transformers import (
+        AutoImageProcessor,
+        CLIPConfig,
+        CLIPImageProcessorPil,
+        CLIPModel,
+        pipeline,
+    )
 
     from ops.demo_model_cache import build_all
     from schemas.catalog import load_catalog
@@ -66,42 +75,49 @@ def main() -> None:
         items = [Item(key=p.name, path=str(p)) for p in paths]
         params = {"media_limits": asdict(MediaLimits(roots=(str(root),)))}
 
-        def run_handler(task: str, model: str, extra: dict[str, Any]) -> float:
+        def run_handler(task: str, model: Path, extra: dict[str, Any], count: int) -> float:
             handler = handler_for(catalog.get(task))
-            handler.setup(str(models / model), "cpu")
+            handler.setup(str(model), "cpu")
 
             def run() -> None:
-                for at in range(0, len(items), 32):  # as the actor's batches
-                    batch = [
-                        handler.preprocess(i, {**params, **extra}) for i in items[at : at + 32]
-                    ]
-                    handler.predict(batch)
+                for at in range(0, count, 32):  # as the actor's batches
+                    batch = items[at : min(at + 32, count)]
+                    handler.predict([handler.preprocess(i, {**params, **extra}) for i in batch])
 
             return timed(run)
 
-        clip = models / "tiny-clip"
-        model = CLIPModel.from_pretrained(clip).eval()
-        processor = AutoImageProcessor.from_pretrained(clip)
+        def embed_case(clip: Path, count: int) -> dict[str, Any]:
+            model = CLIPModel.from_pretrained(clip).eval()
+            processor = AutoImageProcessor.from_pretrained(clip)
 
-        def clip_loop(batch: int) -> None:
-            with torch.inference_mode():
-                for at in range(0, len(paths), batch):
-                    images = [Image.open(p).convert("RGB") for p in paths[at : at + batch]]
-                    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
-                    model.get_image_features(pixel_values=pixels)
+            def clip_loop(batch: int) -> None:
+                with torch.inference_mode():
+                    for at in range(0, count, batch):
+                        images = [Image.open(p).convert("RGB") for p in paths[at : at + batch]]
+                        pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+                        model.get_image_features(pixel_values=pixels)
 
-        sluice_embed = run_handler("embed-image", "tiny-clip", {})
-        one_by_one = timed(lambda: clip_loop(1))
-        batched = timed(lambda: clip_loop(32))
-        figures["embed_image"] = {
-            "sluice_images_per_s": round(args.images / sluice_embed, 1),
-            "loop_one_by_one_images_per_s": round(args.images / one_by_one, 1),
-            "loop_batched_images_per_s": round(args.images / batched, 1),
-            "sluice_vs_one_by_one": round(one_by_one / sluice_embed, 2),
-            "sluice_vs_batched": round(batched / sluice_embed, 2),
-        }
+            sluice = run_handler("embed-image", clip, {}, count)
+            one_by_one = timed(lambda: clip_loop(1))
+            batched = timed(lambda: clip_loop(32))
+            return {
+                "images": count,
+                "sluice_images_per_s": round(count / sluice, 1),
+                "loop_one_by_one_images_per_s": round(count / one_by_one, 1),
+                "loop_batched_images_per_s": round(count / batched, 1),
+                "sluice_vs_one_by_one": round(one_by_one / sluice, 2),
+                "sluice_vs_batched": round(batched / sluice, 2),
+            }
+
+        figures["embed_image_tiny_clip"] = embed_case(models / "tiny-clip", args.images)
+        base = root / "clip-b32-shaped"
+        CLIPModel(CLIPConfig()).save_pretrained(base)  # random weights: speed only
+        CLIPImageProcessorPil().save_pretrained(base)
+        figures["embed_image_vit_b32_shape"] = embed_case(base, args.base_images)
         detector = pipeline("object-detection", model=str(models / "shapes-detector"))
-        sluice_detect = run_handler("detect-objects", "shapes-detector", {"threshold": 0.5})
+        sluice_detect = run_handler(
+            "detect-objects", models / "shapes-detector", {"threshold": 0.5}, args.images
+        )
         piped = timed(lambda: [detector(Image.open(p).convert("RGB"), threshold=0.5)
                                for p in paths])  # fmt: skip
         figures["detect_objects"] = {
