@@ -28,9 +28,10 @@ def write_html(client: Client, job_id: str, out: Path, limit: int) -> int:
     # a task this process does not know (registered elsewhere) is shown as text
     spec = client.catalog.get(view.task) if view.task in client.catalog else None
     adapter = adapter_for(spec.modality if spec else Modality.TEXT)
-    # span tasks draw their input (the context, the text) with the spans marked
-    spans = spec.output if spec and spec.output in SPAN_OUTPUTS else None
-    needs_items = adapter.report_needs_items or spans is not None
+    # span tasks draw their input (the context, the text) with the spans marked, detections
+    # their picture with the boxes
+    shape = spec.output if spec else None
+    needs_items = adapter.report_needs_items or shape in SPAN_OUTPUTS
     rows = list(islice(client.results(job_id), limit))
     shown = {row["key"] for row in rows}  # only the rows drawn are kept in memory
     items = (
@@ -47,7 +48,7 @@ def write_html(client: Client, job_id: str, out: Path, limit: int) -> int:
         "<table><tr><th>key</th><th>status</th><th>result</th><th>explanation</th></tr>",
     ]
     for row in rows:
-        body.append(_row(row, adapter, items.get(row["key"]), client, spans))
+        body.append(_row(row, adapter, items.get(row["key"]), client, shape))
     body.append("</table>")
     out.write_text(PAGE.format(title=f"Sluice {job_id}", body="\n".join(body)), encoding="utf-8")
     return len(rows)
@@ -58,14 +59,16 @@ def _row(
     adapter: ModalityAdapter,
     item: Item | None,
     client: Client,
-    spans: OutputShape | None = None,
+    shape: OutputShape | None = None,
 ) -> str:
     ok = row["status"] == ItemStatus.OK
+    spans = shape if shape in SPAN_OUTPUTS else None
+    boxes = shape == OutputShape.DETECTIONS
     result = None
     if ok and spans:
         result = span_result_html(spans, row.get("output") or {}, item)
-    elif ok and "objects" in (row.get("output") or {}):  # detect-objects
-        result = report_boxes.result_html(row["output"], item, client.settings)
+    elif ok and boxes:
+        result = report_boxes.result_html(row.get("output") or {}, item, client.settings)
     cells = [html.escape(row["key"]), html.escape(row["status"]), result or _result(row)]
     expl = row.get("explanation")
     if not expl:
@@ -74,7 +77,7 @@ def _row(
         cells.append(f"<i>explanation failed: {html.escape(str(expl.get('error')))}</i>")
     elif spans:
         cells.append(span_explanation_html(spans, expl, item))
-    elif "boxes" in (expl.get("detail") or {}):
+    elif boxes:
         cells.append(report_boxes.explanation_html(expl, item, client.settings))
     else:
         cells.append(adapter.explanation_html(expl, item, client.settings))

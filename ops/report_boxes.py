@@ -3,11 +3,10 @@ explained box its saliency grid as a heatmap over the picture with that box outl
 pushed the box's score up, blue down)."""
 
 import html
-import io
 from typing import Any
 
 from producers.adapters.html_cells import png
-from producers.adapters.media_items import THUMB, heatmap, source_bytes
+from producers.adapters.media_items import THUMB, heatmap, upright_image
 from schemas.errors import MediaRefError
 from schemas.jobs import Item
 from schemas.settings import Settings
@@ -20,7 +19,7 @@ def _picture(item: Item | None, settings: Settings) -> tuple[Any, float]:
     """The item's image at report size (enlarged when tiny) and the factor applied."""
     from PIL import Image
 
-    image = Image.open(io.BytesIO(source_bytes(item, settings))).convert("RGB")
+    image = upright_image(item, settings)
     factor = min(THUMB * 2 / max(image.size), 4.0)
     size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
     return image.resize(size, Image.Resampling.BILINEAR), factor

@@ -112,10 +112,10 @@ EXPLAINED_CHUNK = 64
 
 
 def chunk_size_for(spec: TaskSpec, job: JobSpec, configured: int | None) -> int:
-    """Items per chunk: SLUICE_CHUNK_SIZE if set; else the task's, at most EXPLAINED_CHUNK
-    when the job explains every row."""
+    """Items per chunk: SLUICE_CHUNK_SIZE if set; else the task's, at most EXPLAINED_CHUNK (or
+    the task's own explained_chunk_size) when the job explains every row."""
     if configured:
         return configured
     if spec.explainer is not None and ExplainPolicy.parse(job.explain).kind == "all":
-        return min(spec.chunk_size, EXPLAINED_CHUNK)
+        return min(spec.chunk_size, spec.explained_chunk_size or EXPLAINED_CHUNK)
     return spec.chunk_size

@@ -199,6 +199,9 @@ class TaskSpec:
     explainer: ExplainerSpec | None = None
     training: TrainingSupport | None = None
     chunk_size: int = 256  # items per chunk (one Celery message) unless SLUICE_CHUNK_SIZE
+    # items per chunk when the job explains every row, where an explanation costs so much
+    # more than the prediction that the general cap (producers/job_specs.py) is too many
+    explained_chunk_size: int | None = None
 
     def __post_init__(self) -> None:
         coerce(self, "modality", Modality)

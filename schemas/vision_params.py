@@ -12,6 +12,6 @@ class DetectParams(TaskParams):
         DEFAULT_THRESHOLD,
         ge=0.0,
         le=1.0,
-        description="the least score an object is kept with (as the object-detection "
-        "pipeline's threshold): lower finds more, and more false ones",
+        description="objects scoring above it are kept (as the object-detection pipeline's "
+        "threshold): lower finds more, and more false ones",
     )

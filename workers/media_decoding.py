@@ -51,7 +51,7 @@ def read_bytes(item: Item, limits: MediaLimits) -> bytes:
 def load_image(item: Item, limits: MediaLimits) -> Any:
     """An RGB PIL image. The header is read first: an image over the pixel cap (a
     decompression bomb) is refused before a single pixel is decoded."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     data = read_bytes(item, limits)
     Image.MAX_IMAGE_PIXELS = limits.max_image_pixels  # Pillow's own guard, at twice the cap
@@ -75,7 +75,9 @@ def load_image(item: Item, limits: MediaLimits) -> Any:
         )
     try:
         image.load()
-        return image.convert("RGB")
+        # upright as its EXIF orientation says (a phone's photo), as transformers' pipelines
+        # read images: boxes and sizes are then in the picture a person sees
+        return ImageOps.exif_transpose(image).convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InvalidInput(f"corrupt or truncated image: {exc}") from exc
 

@@ -142,7 +142,7 @@ def image_cell(explanation: dict[str, Any], item: Item | None, settings: Setting
 
     rows, cols = (explanation.get("detail") or {}).get("grid", [0, 0])
     try:
-        image = Image.open(io.BytesIO(source_bytes(item, settings))).convert("RGB")
+        image = upright_image(item, settings)
     except (OSError, ValueError, MediaRefError) as exc:
         return f"<i>image unavailable ({html.escape(str(exc))})</i>"
     image.thumbnail((THUMB, THUMB))
@@ -154,6 +154,15 @@ def image_cell(explanation: dict[str, Any], item: Item | None, settings: Setting
     overlay = heatmap(explanation["attributions"], rows, cols, image.size)
     blended = Image.alpha_composite(image.convert("LA").convert("RGBA"), overlay)
     return f"{png(image)} {png(blended)}"
+
+
+def upright_image(item: Item | None, settings: Settings) -> Any:
+    """The item's picture in RGB, turned as its EXIF orientation says (as the worker reads
+    it: workers/media_decoding.py), so a drawing over it lines up."""
+    from PIL import Image, ImageOps
+
+    image = Image.open(io.BytesIO(source_bytes(item, settings)))
+    return ImageOps.exif_transpose(image).convert("RGB")
 
 
 def heatmap(scores: list[float], rows: int, cols: int, size: tuple[int, int]) -> Any:

@@ -112,11 +112,10 @@ def test_detection_and_image_embeddings_through_every_front_door(
     env = {**env, "SLUICE_INPUT_ROOTS": str(root)}
     detector, clip = demo_models / "shapes-detector", demo_models / "tiny-clip"
 
-    # the SDK: detect-objects, explained, all sizes in one chunk
+    # the SDK: detect-objects, all sizes in one chunk (16 images a chunk)
     detect_job = client.submit_file(
-        listing, "detect-objects", model=str(detector), key_column="id", explain="all",
-        threshold=0.2,
-    )  # fmt: skip
+        listing, "detect-objects", model=str(detector), key_column="id", threshold=0.2
+    )
     start_worker(SLUICE_INPUT_ROOTS=str(root))
     view = client.wait(detect_job, timeout=300)
     assert (view.counts.ok, view.counts.invalid) == (len(names), 3)
@@ -139,21 +138,7 @@ def test_detection_and_image_embeddings_through_every_front_door(
             slack = 0.05 * max(width, height)
             assert -slack <= x0 < x1 <= width + slack and -slack <= y0 < y1 <= height + slack
         boxes_seen += out["count"]
-        expl = found[name]["explanation"]
-        assert expl["status"] == "ok" and expl["method"] == "integrated_gradients"
-        explained = expl["detail"]["boxes"]
-        assert [b["label"] for b in explained] == [o["label"] for o in out["objects"]][:8]
-        rows_, cols = expl["detail"]["grid"]
-        assert all(len(b["attributions"]) == rows_ * cols for b in explained)
     assert boxes_seen >= 3  # a detector that finds nothing would prove little
-
-    from ops.report import write_html
-
-    assert write_html(client, detect_job, tmp_path / "d.html", 100) == len(names) + 3
-    page = (tmp_path / "d.html").read_text()
-    # per image: the picture with its boxes, and one heatmap per explained box (at most 4)
-    shown = sum(1 + min(4, found[n]["output"]["count"]) for n in names)
-    assert page.count("data:image/png;base64") == shown
 
     # REST: embed-image with inline images and paths under the roots
     # the tenant may read the media root and name the demo models (its grant)
@@ -184,14 +169,37 @@ def test_detection_and_image_embeddings_through_every_front_door(
         assert float(vector @ clip_vector(model, processor, root / name)) >= 0.9999
     assert np.allclose(got["inline"]["output"]["embedding"], got[names[1]]["output"]["embedding"],
                        atol=1e-5)  # fmt: skip
-    # and detect-objects over REST: the boxes of the SDK's job
-    body = {"task": "detect-objects", "model": str(detector), "threshold": 0.2,
-            "items": [{"key": "inline", "media": f"data:image/png;base64,{inline}"}]}  # fmt: skip
+    # and detect-objects over REST, explained: the boxes of the SDK's job, a grid per box
+    explained = [names[0], names[3]]
+    body = {"task": "detect-objects", "model": str(detector), "threshold": 0.2, "explain": "all",
+            "items": [{"key": "inline", "media": f"data:image/png;base64,{inline}"}]
+            + [{"key": n, "media": str(root / n)} for n in explained]}  # fmt: skip
     r = http.post("/v1/jobs", json=body)
     assert r.status_code == 201, r.text
-    client.wait(r.json()["job_id"], timeout=120)
-    inline_found = rows_of(client, r.json()["job_id"])["inline"]["output"]
-    assert same_objects(inline_found["objects"], found[names[1]]["output"]["objects"])
+    rest_job = r.json()["job_id"]
+    client.wait(rest_job, timeout=120)
+    rest_found = rows_of(client, rest_job)
+    assert same_objects(rest_found["inline"]["output"]["objects"],
+                        found[names[1]]["output"]["objects"])  # fmt: skip
+    for key, row in rest_found.items():
+        objects = row["output"]["objects"]
+        assert same_objects(
+            objects, found[names[1] if key == "inline" else key]["output"]["objects"]
+        )
+        expl = row["explanation"]
+        assert expl["status"] == "ok" and expl["method"] == "integrated_gradients"
+        boxes = expl["detail"]["boxes"]
+        assert [b["label"] for b in boxes] == [o["label"] for o in objects][:5]
+        rows_, cols = expl["detail"]["grid"]
+        assert all(len(b["attributions"]) == rows_ * cols for b in boxes)
+
+    from ops.report import write_html
+
+    assert write_html(client, rest_job, tmp_path / "d.html", 100) == 3
+    page = (tmp_path / "d.html").read_text()
+    # per image: the picture with its boxes, and one heatmap per explained box (at most 4)
+    shown = sum(1 + min(4, row["output"]["count"]) for row in rest_found.values())
+    assert page.count("data:image/png;base64") == shown
 
     # `sluice enrich`: a table's media column, boxes written back beside each key
     warehouse = warehouse_url(database_url, tmp_path)

@@ -16,7 +16,7 @@ from workers.explain.tensors import failed_explanation, integrated_gradients, sh
 from workers.handlers.image import ImageFeatures, ImageHandler, run_by_shape
 from workers.safe_loading import load_pretrained
 
-EXPLAINED_BOXES = 8  # the most confident boxes of an image explained, each one IG run
+EXPLAINED_BOXES = 5  # the most confident boxes of an image explained, each one IG run
 
 
 @dataclass
@@ -55,22 +55,24 @@ class DetectObjectsHandler(ImageHandler):
     def detect(self, batch: list[DetectionFeatures], pixels: torch.Tensor) -> list[dict[str, Any]]:
         with torch.inference_mode():
             outputs = self.model(pixel_values=pixels.to(self.device))
-        scores = self.query_scores(outputs.logits).cpu()
         found = []
         for n, features in enumerate(batch):
             one = type(outputs)(**{k: v[n : n + 1] for k, v in outputs.items() if _batched(v)})
-            result = self.processor.post_process_object_detection(
-                one, threshold=features.threshold, target_sizes=[(features.height, features.width)]
-            )[0]
+            post = self.processor.post_process_object_detection
+            result = post(one, threshold=features.threshold,
+                          target_sizes=[(features.height, features.width)])[0]  # fmt: skip
+            # Which query made each object, from the processor itself: the same scores with
+            # each query's box replaced by its number keep the same objects in the same order
+            # (DETR's threshold, RT-DETR's top-k), each box now saying its query.
+            tagged = type(one)(**{**one, "pred_boxes": query_tags(one.pred_boxes)})
+            tags = post(tagged, threshold=features.threshold, target_sizes=None)[0]
+            queries = tags["boxes"][:, 0].round().long().tolist()
             objects = sorted(
                 zip(result["scores"].tolist(), result["labels"].tolist(),
-                    result["boxes"].tolist(), strict=True),
+                    result["boxes"].tolist(), queries, strict=True),
                 key=lambda o: -o[0],
             )  # fmt: skip
-            # which query made each object: the one whose score for its class it is
-            features.queries = [
-                (int((scores[n, :, c] - s).abs().argmin()), int(c)) for s, c, _ in objects
-            ]
+            features.queries = [(q, int(c)) for _, c, _, q in objects]
             found.append(
                 {
                     "objects": [
@@ -79,8 +81,8 @@ class DetectObjectsHandler(ImageHandler):
                             "score": round(s, 6),
                             "box": [round(v, 3) for v in box],
                         }
-                        for s, c, box in objects
-                    ],  # fmt: skip
+                        for s, c, box, _ in objects
+                    ],
                     "count": len(objects),
                     "image_size": [features.width, features.height],
                 }
@@ -154,6 +156,14 @@ class DetectObjectsHandler(ImageHandler):
             convergence_delta=first["convergence_delta"],
             detail=detail,
         )
+
+
+def query_tags(boxes: torch.Tensor) -> torch.Tensor:
+    """(B, queries, 4) boxes as (centre x, centre y, width, height) whose corners read back as
+    each query's number: (q, 0, q, 0)."""
+    tags = torch.zeros_like(boxes)
+    tags[..., 0] = torch.arange(boxes.shape[1], dtype=boxes.dtype, device=boxes.device)
+    return tags
 
 
 def _batched(value: Any) -> bool:

@@ -90,16 +90,20 @@ class TextHandler(Handler):
 
     def embedding_layer(self) -> torch.nn.Module:
         """Where token attributions are taken: the input word embeddings."""
-        if has_text_tower(self.model):  # CLIP's get_input_embeddings is not implemented
-            layer = self.model.text_model.embeddings.token_embedding  # type: ignore[union-attr]
-        else:
-            layer = self.model.get_input_embeddings()  # type: ignore[operator]
+        # an image-text model's own get_input_embeddings is not implemented: its text tower's
+        model = self.model.text_model if has_text_tower(self.model) else self.model
+        layer = model.get_input_embeddings()  # type: ignore[operator]
         assert isinstance(layer, torch.nn.Module)
         return layer
 
     def pad(self, batch: list[TextWindow]) -> tuple[torch.Tensor, torch.Tensor]:
+        # SigLIP pools its last position, so it was trained (and must run) padded to its full
+        # length: padded to the batch's longest, a text's vector would depend on its batch
+        full = str(getattr(self.model.config, "model_type", "")).startswith("siglip")
         padded = self.tokenizer.pad(
-            {"input_ids": [w.input_ids for w in batch]}, return_tensors="pt"
+            {"input_ids": [w.input_ids for w in batch]},
+            return_tensors="pt",
+            **({"padding": "max_length", "max_length": self.max_length} if full else {}),
         )
         return padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device)
 
