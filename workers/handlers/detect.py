@@ -11,7 +11,7 @@ from transformers import AutoModelForObjectDetection
 
 from schemas.jobs import Explanation, Item
 from schemas.vision_params import DEFAULT_THRESHOLD
-from workers.explain.image import INTEGRATED_GRADIENTS, cell_size, to_grid
+from workers.explain.image import cell_size, to_grid
 from workers.explain.tensors import failed_explanation, integrated_gradients, short
 from workers.handlers.image import ImageFeatures, ImageHandler, run_by_shape
 from workers.safe_loading import load_pretrained
@@ -27,6 +27,9 @@ class DetectionFeatures(ImageFeatures):
 
 
 class DetectObjectsHandler(ImageHandler):
+    # Runs in float32 whatever the runtime's precision (inference_dtype is not read): boxes
+    # and scores are then the pipeline's.
+
     def setup(self, model_path: str, device: str) -> None:
         from PIL import Image
 
@@ -168,6 +171,3 @@ def query_tags(boxes: torch.Tensor) -> torch.Tensor:
 
 def _batched(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.dim() > 0
-
-
-__all__ = ["INTEGRATED_GRADIENTS", "DetectObjectsHandler"]

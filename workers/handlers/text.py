@@ -91,8 +91,8 @@ class TextHandler(Handler):
     def embedding_layer(self) -> torch.nn.Module:
         """Where token attributions are taken: the input word embeddings."""
         # an image-text model's own get_input_embeddings is not implemented: its text tower's
-        model = self.model.text_model if has_text_tower(self.model) else self.model
-        layer = model.get_input_embeddings()  # type: ignore[operator]
+        model: Any = self.model.text_model if has_text_tower(self.model) else self.model
+        layer = model.get_input_embeddings()
         assert isinstance(layer, torch.nn.Module)
         return layer
 
