@@ -95,7 +95,7 @@ def retrieval_accuracy(model: Any, pixels: torch.Tensor, ids: Any, truth: list[i
 
 
 @isolated
-def build_tiny_clip(out: Path, *, seed: int = 0, steps: int = 1500) -> Metrics:
+def build_tiny_clip(out: Path, *, seed: int = 0, steps: int = 2500) -> Metrics:
     """A CLIP trained on 32x32 images of one coloured shape and their captions: each step
     contrasts a batch of images with all 24 captions (every caption a negative but its own)."""
     started = time.perf_counter()
