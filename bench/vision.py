@@ -16,23 +16,15 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def timed(run: Any, rounds: int = 3) -> float:
-    """The best of `rounds` runs, seconds (the least disturbed by the machine's noise)."""
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return best
+from long_inputs import timed  # noqa: E402  (best of 3, as the other benchmarks)
 
 
 def main() -> None:

@@ -31,17 +31,15 @@ class DetectObjectsHandler(ImageHandler):
     # and scores are then the pipeline's.
 
     def setup(self, model_path: str, device: str) -> None:
-        from PIL import Image
-
         self.device = torch.device(device)
         self.load_processor(model_path)
         self.model = load_pretrained(AutoModelForObjectDetection, model_path)
         self.model.to(self.device).eval()
         config: Any = self.model.config
         self.labels = {int(i): str(name) for i, name in config.id2label.items()}
-        # Integrated Gradients' reference: black, as the processor normalises it (a value per
-        # channel: the processor keeps each image's aspect, so the reference takes its shape)
-        self.black = self.prepare(Image.new("RGB", (64, 64)))[:, 0, 0]
+        # a value per channel: the processor keeps each image's aspect, so the reference
+        # takes the shape of the image explained
+        self.black_value = self.black()[:, 0, 0]
 
     def preprocess(self, item: Item, params: dict[str, Any]) -> DetectionFeatures:
         image = super().preprocess(item, params)
@@ -139,7 +137,7 @@ class DetectObjectsHandler(ImageHandler):
             return self.query_scores(self.model(pixel_values=pixels).logits).flatten(1)
 
         pixels = features.pixels.unsqueeze(0).expand(len(queries), -1, -1, -1).to(self.device)
-        base = self.black.to(self.device)[None, :, None, None].expand_as(pixels).contiguous()
+        base = self.black_value.to(self.device)[None, :, None, None].expand_as(pixels).contiguous()
         targets = [q * len(self.labels) + c for q, c in queries]  # (query, class) flattened
         attr, delta = integrated_gradients(
             forward, pixels.contiguous(), base, targets, steps, batch_size

@@ -45,6 +45,12 @@ class ImageHandler(Handler):
         image = load_image(item, limits_from(params))
         return ImageFeatures(self.prepare(image), *image.size)
 
+    def black(self) -> torch.Tensor:
+        """Integrated Gradients' reference image: black, as the processor prepares it."""
+        from PIL import Image
+
+        return self.prepare(Image.new("RGB", (64, 64)))
+
 
 def run_by_shape(batch: list[F], run: Callable[[list[F], torch.Tensor], list[R]]) -> list[R]:
     """`run(group, pixels)` on each group of inputs the processor made the same shape, with
@@ -66,16 +72,13 @@ def run_by_shape(batch: list[F], run: Callable[[list[F], torch.Tensor], list[R]]
 
 class ImageClassifyHandler(ImageHandler):
     def setup(self, model_path: str, device: str) -> None:
-        from PIL import Image
-
         self.device = torch.device(device)
         self.load_processor(model_path)
         self.model = load_pretrained(AutoModelForImageClassification, model_path)
         self.model.to(self.device).eval()
         config: Any = self.model.config
         self.labels = [str(config.id2label[i]) for i in range(config.num_labels)]
-        # The reference image of Integrated Gradients: black, prepared like any input.
-        self.baseline = self.prepare(Image.new("RGB", (64, 64))).unsqueeze(0)
+        self.baseline = self.black().unsqueeze(0)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(pixel_values=pixels).logits, dim=-1)

@@ -62,7 +62,15 @@ class TextHandler(Handler):
         self.tokenizers = PerThread(lambda: copy.deepcopy(template))
         dtype = torch_dtype(self.inference_dtype)
         self.model = self.load_model(model_path).to(self.device, dtype=dtype).eval()
+        # an image-text model (CLIP, SigLIP): its text tower, so texts land beside its images
+        self.text_tower = has_text_tower(self.model)
         self.max_length = _max_length(Path(model_path), self.tokenizer, self.model)
+        # SigLIP pools its last position, so it was trained (and must run) padded to its full
+        # length: padded to the batch's longest, a text's vector would depend on its batch
+        siglip = str(getattr(self.model.config, "model_type", "")).startswith("siglip")
+        self.full_padding: dict[str, Any] = (
+            {"padding": "max_length", "max_length": self.max_length} if siglip else {}
+        )
 
     @property
     def tokenizer(self) -> Any:
@@ -91,26 +99,21 @@ class TextHandler(Handler):
     def embedding_layer(self) -> torch.nn.Module:
         """Where token attributions are taken: the input word embeddings."""
         # an image-text model's own get_input_embeddings is not implemented: its text tower's
-        model: Any = self.model.text_model if has_text_tower(self.model) else self.model
+        model: Any = self.model.text_model if self.text_tower else self.model
         layer = model.get_input_embeddings()
         assert isinstance(layer, torch.nn.Module)
         return layer
 
     def pad(self, batch: list[TextWindow]) -> tuple[torch.Tensor, torch.Tensor]:
-        # SigLIP pools its last position, so it was trained (and must run) padded to its full
-        # length: padded to the batch's longest, a text's vector would depend on its batch
-        full = str(getattr(self.model.config, "model_type", "")).startswith("siglip")
         padded = self.tokenizer.pad(
-            {"input_ids": [w.input_ids for w in batch]},
-            return_tensors="pt",
-            **({"padding": "max_length", "max_length": self.max_length} if full else {}),
+            {"input_ids": [w.input_ids for w in batch]}, return_tensors="pt", **self.full_padding
         )
         return padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device)
 
     def sentence_embeddings(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean pooling over real tokens, L2-normalised (the sentence-transformers recipe);
         an image-text model's (CLIP's) text tower, so texts land beside its images."""
-        if has_text_tower(self.model):
+        if self.text_tower:
             return text_vectors(self.model, ids, mask)
         # pooled in float32 whatever the model ran in (devices.py: outputs are float32)
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
