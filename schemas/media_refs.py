@@ -102,6 +102,7 @@ class MediaLimits:
     its model actors, which check every reference again before opening it."""
 
     roots: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()  # object-store prefixes (schemas/object_refs.py)
     max_bytes: int = 50 * 2**20
     max_inline_bytes: int = 512 * 2**10
     max_image_pixels: int = 40_000_000
@@ -112,14 +113,15 @@ class MediaLimits:
     def root_paths(self) -> list[Path]:
         return [Path(r) for r in self.roots]
 
-    def narrowed_to(self, roots: list[str]) -> "MediaLimits":
-        """These limits for a job that may read only `roots` (an API tenant's): each kept
-        only if it lies under one of these roots."""
+    def narrowed_to(self, roots: list[str], prefixes: list[str] | None = None) -> "MediaLimits":
+        """These limits for a job that may read only `roots` and `prefixes` (an API
+        tenant's): each kept only if it lies under one of these."""
         mine = self.root_paths()
         kept = tuple(
             r for r in roots if any(Path(r) == m or Path(r).is_relative_to(m) for m in mine)
         )
-        return replace(self, roots=kept)
+        objects = tuple(p for p in prefixes or () if any(p.startswith(m) for m in self.prefixes))
+        return replace(self, roots=kept, prefixes=objects)
 
 
 def media_bytes(data: str | None, path: str | None, limits: MediaLimits) -> bytes:

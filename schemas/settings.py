@@ -2,12 +2,13 @@
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.media_refs import MediaLimits
+from schemas.object_refs import is_object_uri, normalised_uri, parse_prefixes, prefixes_within
 from schemas.tenants import DEFAULT_TENANT, NO_GRANT, TenantGrant
 
 
@@ -29,6 +30,13 @@ class Settings(BaseSettings):
     # Media. Files are read only under these directories (os.pathsep-separated), by the
     # producer and again by the worker; inline base64 and file sizes are capped.
     input_roots: str = ""
+    # Object-store prefixes media and list files may be read from (comma-separated,
+    # s3://bucket/media/), by the producer and again by the worker; like input_roots.
+    object_prefixes: str = ""
+    # fsspec options per scheme for every object-store location (models, checkpoints, media,
+    # exports), e.g. {"s3": {"endpoint_url": "http://minio:9000", "key": "...", "secret": "..."}};
+    # unset, s3fs reads the usual AWS_* variables and credential files.
+    storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     max_media_bytes: int = Field(50 * 2**20, ge=1)
     max_inline_bytes: int = Field(512 * 2**10, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
@@ -113,10 +121,16 @@ class Settings(BaseSettings):
         False, description="also send the old X-Sluice-Signature header"
     )
 
-    # Training (issue 4): Ray Train workers, checkpoints and the registry's artifacts. Both
-    # directories must be shared by every host of a multi-node cluster (NFS, a volume).
-    train_storage: Path | None = Field(None, description="checkpoints; default DATA_DIR/training")
-    model_store: Path | None = Field(None, description="models; default DATA_DIR/registry")
+    # Training (issue 4): Ray Train workers, checkpoints and the registry's artifacts. Either a
+    # directory every host shares, or an object-store location (s3://bucket/prefix) that needs
+    # nothing shared (issue 20). Workers keep the models they serve in model_cache, by digest.
+    train_storage: str | None = Field(
+        None, description="checkpoints: a directory or s3://...; default DATA_DIR/training"
+    )
+    model_store: str | None = Field(
+        None, description="models: a directory or s3://...; default DATA_DIR/registry"
+    )
+    model_cache: Path | None = Field(None, description="local copies of object-store models")
     train_cpus_per_worker: float = Field(1.0, gt=0)
     train_time_limit: int = Field(6 * 3600, ge=1, description="hard limit for one training run")
     train_max_attempts: int = Field(3, ge=1, description="worker deaths before a run fails")
@@ -125,11 +139,26 @@ class Settings(BaseSettings):
     )
     train_max_failures: int = Field(1, ge=0, description="Ray Train restarts within one attempt")
 
-    def training_dir(self) -> Path:
-        return (self.train_storage or self.data_dir / "training").expanduser().resolve()
+    def training_location(self) -> str:
+        """Where checkpoints go: a resolved directory or a normalised object-store URI."""
+        return _location(self.train_storage, self.data_dir / "training")
 
-    def model_store_dir(self) -> Path:
-        return (self.model_store or self.data_dir / "registry").expanduser().resolve()
+    def model_store_location(self) -> str:
+        return _location(self.model_store, self.data_dir / "registry")
+
+    def model_cache_dir(self) -> Path:
+        return (self.model_cache or self.data_dir / "model-cache").expanduser().resolve()
+
+    def object_prefix_list(self) -> tuple[str, ...]:
+        return parse_prefixes(self.object_prefixes)
+
+    def tenant_prefixes(self, tenant: str | None) -> tuple[str, ...] | None:
+        """The object-store prefixes `tenant` may read (its grant's, within the server's);
+        None for the operator's own tenant."""
+        grant = self.grant_for(tenant)
+        if grant is None:
+            return None
+        return prefixes_within(grant.object_prefixes, self.object_prefix_list())
 
     def input_root_paths(self) -> list[Path]:
         parts = self.input_roots.replace(",", os.pathsep).split(os.pathsep)
@@ -151,13 +180,20 @@ class Settings(BaseSettings):
     def for_tenant(self, tenant: str | None) -> "Settings":
         """These settings as `tenant` reads files: its own input roots only."""
         roots = self.tenant_roots(tenant)
-        if roots is None:
+        prefixes = self.tenant_prefixes(tenant)
+        if roots is None or prefixes is None:
             return self
-        return self.model_copy(update={"input_roots": os.pathsep.join(str(r) for r in roots)})
+        return self.model_copy(
+            update={
+                "input_roots": os.pathsep.join(str(r) for r in roots),
+                "object_prefixes": ",".join(prefixes),
+            }
+        )
 
     def media_limits(self) -> MediaLimits:
         return MediaLimits(
             roots=tuple(str(p) for p in self.input_root_paths()),
+            prefixes=self.object_prefix_list(),
             max_bytes=self.max_media_bytes,
             max_inline_bytes=self.max_inline_bytes,
             max_image_pixels=self.max_image_pixels,
@@ -172,3 +208,9 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.sqlite_path.resolve()}"
+
+
+def _location(value: str | None, default: Path) -> str:
+    if value and is_object_uri(value):
+        return normalised_uri(value).rstrip("/")
+    return str(Path(value or default).expanduser().resolve())

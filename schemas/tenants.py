@@ -6,7 +6,8 @@ API key reads only what an operator granted it in `SLUICE_TENANT_GRANTS`, e.g.
 
     SLUICE_TENANT_GRANTS='{"acme": {"sql_sources": {"warehouse": ["orders"]},
                                     "input_roots": ["/data/acme"],
-                                    "model_dirs": ["/models/acme"]}}'
+                                    "model_dirs": ["/models/acme"],
+                                    "object_prefixes": ["s3://media/acme/"]}}'
 
 A tenant with no entry reads no SQL source, no file under the input roots and no model
 directory: only inline items, uploads, packaged models and registry names it owns or that
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.errors import SluiceError
+from schemas.errors import MediaRefError, SluiceError
+from schemas.object_refs import is_object_uri, parse_prefixes, under_prefixes
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_TENANT = "default"
@@ -64,6 +66,10 @@ class TenantGrant(BaseModel):
         default_factory=list, description="directories whose model folders it may name"
     )
     hub_models: bool = Field(False, description="may name Hugging Face hub ids")
+    object_prefixes: list[str] = Field(
+        default_factory=list,
+        description="object-store prefixes (under SLUICE_OBJECT_PREFIXES) it may read media from",
+    )
 
     def may_read_table(self, source: str, table: str) -> bool:
         tables = self.sql_sources.get(source)
@@ -74,9 +80,17 @@ class TenantGrant(BaseModel):
         mine = [Path(r).expanduser().resolve() for r in self.input_roots]
         return [r for r in mine if any(r == s or r.is_relative_to(s) for s in server_roots)]
 
+    def may_load_object(self, uri: str) -> bool:
+        """An object-store model under one of its model_dirs that is a prefix (s3://...)."""
+        prefixes = parse_prefixes([d for d in self.model_dirs if is_object_uri(d)])
+        try:
+            return under_prefixes(uri, prefixes)
+        except MediaRefError:
+            return False
+
     def may_load_from(self, path: Path) -> bool:
         real = path.resolve()
-        dirs = [Path(d).expanduser().resolve() for d in self.model_dirs]
+        dirs = [Path(d).expanduser().resolve() for d in self.model_dirs if not is_object_uri(d)]
         return any(real == d or real.is_relative_to(d) for d in dirs)
 
 

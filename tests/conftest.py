@@ -8,7 +8,9 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -153,3 +155,73 @@ def demo_models() -> Path:
 
     build_all(DEMO_MODELS)
     return DEMO_MODELS
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A bucket of its own on the session's S3 server (moto's standalone server on 127.0.0.1,
+    spoken to over HTTP like any S3): `uri` is s3://NAME, `options` the SLUICE_STORAGE_OPTIONS
+    that reach it."""
+
+    name: str
+    endpoint: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.name}"
+
+    @property
+    def options(self) -> dict[str, dict[str, object]]:
+        return {"s3": {"endpoint_url": self.endpoint, "key": "test", "secret": "test"}}
+
+    @property
+    def options_json(self) -> str:
+        import json
+
+        return json.dumps(self.options)
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server on a free port of 127.0.0.1, for the whole session."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path_factory.mktemp("s3") / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:  # the server answers once it listens: nothing to await but the port
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"moto's S3 server did not start (see {log.name})")
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    kill_group(proc, signal.SIGTERM)
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str) -> Bucket:
+    found = Bucket(f"sluice-{uuid.uuid4().hex[:12]}", s3_endpoint)
+    found.client().create_bucket(Bucket=found.name)
+    return found

@@ -15,7 +15,7 @@ from schemas.settings import Settings
 from schemas.task_spec import TaskSpec
 from storage.ledger import JobView
 from workers.isolation import ISOLATING, isolate
-from workers.media_decoding import limits_to_json
+from workers.media_decoding import job_limits, limits_to_json
 from workers.ray_calls import ActorCalls
 
 log = logging.getLogger("sluice.worker")
@@ -50,10 +50,7 @@ def run_chunk(
     # The worker's own limits travel with each chunk: the actor checks every media
     # reference against them again, whatever the producer accepted.
     # An API tenant's job reads under its own roots (those within this worker's).
-    limits = settings.media_limits()
-    if (mine := job.params.get("input_roots")) is not None:
-        limits = limits.narrowed_to(list(mine))
-    media_limits = limits_to_json(limits)
+    media_limits = limits_to_json(job_limits(settings, job.params))
 
     def runner(actor: Any) -> Callable[[list[Item]], list[Outcome]]:
         def run(part: list[Item]) -> list[Outcome]:
@@ -78,7 +75,9 @@ def run_chunk(
                     break  # its process died during the call: this chunk's item, or another's
         log.warning("chunk %s: its model actor died during the call; isolating the cause", chunk_id)
     calls.isolated = True
-    private = actors.private_actor(spec, model_path, f"sluice-isolate:{uuid.uuid4().hex}", settings)
+    private = actors.private_actor(
+        spec, model_path, job.model_version, f"sluice-isolate:{uuid.uuid4().hex}", settings
+    )
     try:
         return isolate(runner(private), lambda: wait_until_ready(private, calls), items)
     except WorkCancelled:

@@ -14,7 +14,6 @@ from celery.exceptions import Reject
 from schemas.catalog import Catalog, load_catalog
 from schemas.errors import IsolationUnfinished, MediaRefError, SchemaVersionError, WorkCancelled
 from schemas.jobs import ExplainPolicy, Item, Outcome, cache_enabled
-from schemas.media_refs import media_bytes
 from schemas.queues import PROCESS_CHUNK
 from schemas.settings import Settings
 from schemas.stack import Endpoints
@@ -22,6 +21,8 @@ from schemas.states import ClaimOutcome, DeliveryOutcome, ItemStatus
 from schemas.task_spec import split_path
 from storage.engine import make_engine, require_current_schema
 from storage.ledger import Claim, JobView, Ledger
+from storage.media_sources import item_bytes
+from storage.object_store import ObjectStore
 from storage.result_cache import CacheScope, CacheWrite, ResultCache, answer, item_digest
 from storage.usage import ChunkUsage
 from workers.actor_work import run_chunk
@@ -30,6 +31,7 @@ from workers.code_digest import code_digest
 from workers.isolation import ISOLATING
 from workers.leases import LeaseKeeper
 from workers.ledger_patience import OUTAGE, patiently
+from workers.media_decoding import job_limits
 from workers.ray_calls import ActorCalls
 from workers.runtime.options import actor_options, output_options
 
@@ -43,6 +45,7 @@ class WorkerState:
     def __init__(self, settings: Settings, endpoints: Endpoints) -> None:
         self.settings = settings
         self.endpoints = endpoints
+        self.store = ObjectStore(settings.storage_options)
         self.catalog: Catalog = load_catalog(settings.task_modules)
 
     @cached_property
@@ -113,15 +116,13 @@ def from_cache(
         scope = state.cache_scope(job)
         encoded, by_key = scope.encoded(), scope.keys_by_item_key
         secret = state.cache.secret(job.tenant)
-        limits = state.settings.media_limits()  # as the actor reads them (actor_work.run_chunk)
-        if (mine := job.params.get("input_roots")) is not None:
-            limits = limits.narrowed_to(list(mine))
+        limits = job_limits(state.settings, job.params)  # as the actor reads them
         digests: dict[str, str] = {}
         for item in items:
             media = None
             if item.path is not None or item.data is not None:
                 try:  # the file's bytes are keyed, read under the job's roots
-                    media = media_bytes(item.data, item.path, limits)
+                    media = item_bytes(item.data, item.path, item.stamp, limits, state.store)
                 except MediaRefError:
                     continue  # the actor says why it cannot be read
             digests[item.key] = item_digest(secret, encoded, item, media, by_key)

@@ -12,7 +12,10 @@ import numpy as np
 
 from schemas.errors import InvalidInput, MediaRefError
 from schemas.jobs import Item
-from schemas.media_refs import MediaLimits, media_bytes
+from schemas.media_refs import MediaLimits
+from schemas.settings import Settings
+from storage.media_sources import item_bytes
+from storage.object_store import ObjectStore
 
 MAX_SAMPLE_RATE = 384_000  # the highest rate audio hardware records at
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
@@ -24,14 +27,24 @@ MEDIA_LIMITS = "media_limits"
 
 def limits_to_json(limits: MediaLimits) -> dict[str, Any]:
     """The JSON form the limits cross into the model actor in."""
-    return {**asdict(limits), "roots": list(limits.roots)}
+    return {**asdict(limits), "roots": list(limits.roots), "prefixes": list(limits.prefixes)}
 
 
 def limits_from_json(raw: Mapping[str, Any] | None) -> MediaLimits:
     """Limits from their JSON form; none given: the defaults, under which no file is read."""
     fields = dict(raw or {})
     fields["roots"] = tuple(fields.get("roots", ()))
+    fields["prefixes"] = tuple(fields.get("prefixes", ()))
     return MediaLimits(**fields)
+
+
+def job_limits(settings: Settings, params: Mapping[str, Any]) -> MediaLimits:
+    """The limits a job's media are read under on this worker: the worker's own, narrowed
+    to the roots and prefixes recorded for an API tenant's job (producers/job_specs.py)."""
+    limits = settings.media_limits()
+    if (roots := params.get("input_roots")) is not None:
+        limits = limits.narrowed_to(list(roots), list(params.get("object_prefixes") or []))
+    return limits
 
 
 def limits_from(params: Mapping[str, Any]) -> MediaLimits:
@@ -41,9 +54,19 @@ def limits_from(params: Mapping[str, Any]) -> MediaLimits:
     return raw if isinstance(raw, MediaLimits) else limits_from_json(raw)
 
 
+class _Objects:
+    # The object store media are read from in this process: the model actor sets it once at
+    # start from its worker's SLUICE_STORAGE_OPTIONS (handlers are given limits, not stores).
+    store = ObjectStore()
+
+
+def use_object_store(store: ObjectStore) -> None:
+    _Objects.store = store
+
+
 def read_bytes(item: Item, limits: MediaLimits) -> bytes:
     try:
-        return media_bytes(item.data, item.path, limits)
+        return item_bytes(item.data, item.path, item.stamp, limits, _Objects.store)
     except MediaRefError as exc:
         raise InvalidInput(str(exc)) from exc
 

@@ -55,6 +55,12 @@ class ModalityAdapter:
             f"{folder} is a folder; {self.modality} tasks read a JSONL, CSV or Parquet file"
         )
 
+    def items_from_prefix(self, uri: str, settings: Settings) -> list[Item]:
+        raise InputFileError(
+            f"{uri} is not a .jsonl, .csv or .parquet object; {self.modality} tasks read a "
+            "list file (a prefix of objects is read by image and audio tasks)"
+        )
+
     def body_fields(self, body: dict[str, Any], n: int) -> dict[str, Any]:
         """The fields of an API item (POST /v1/jobs `items`, /v1/events) that this modality
         reads, as the columns `items_from_rows` reads with the default ReadOptions."""

@@ -14,30 +14,35 @@ from producers.readers import iter_build_items
 from producers.training_checks import need, problems
 from schemas.errors import InputFileError, MediaRefError
 from schemas.jobs import Item
-from schemas.media_refs import (
-    SUFFIXES,
-    confined_path,
-    decode_inline,
-    media_bytes,
-    parse_reference,
-)
+from schemas.media_refs import SUFFIXES, confined_path, decode_inline, parse_reference
 from schemas.modalities import Modality
+from schemas.object_refs import confined_uri, is_object_uri
 from schemas.settings import Settings
 from schemas.storable import escaped_text, shown_text
 from schemas.training import DataSource, TrainSpec
+from storage.media_sources import checked_object, checked_size, item_bytes
+from storage.object_store import ObjectStore
 
 THUMB = 160
 
 
 def media_item(key: str, value: Any, base_dir: Path | None, settings: Settings) -> Item:
-    """An item for a path, `file://` URI or `data:` URI; `invalid` says why one is refused."""
+    """An item for a path, `file://` URI, `data:` URI or object-store URI (s3://...);
+    `invalid` says why one is refused."""
     if not isinstance(value, str):
         what = "missing" if value is None else f"a {type(value).__name__}"
         return Item(
             key=key,
-            invalid=f"media reference is {what}; expected a path, a file:// URI or a data: URI",
+            invalid=f"media reference is {what}; expected a path, a file:// URI, a data: URI "
+            "or an object-store URI (s3://...)",
         )
     try:
+        if is_object_uri(value):
+            store = ObjectStore(settings.storage_options)
+            found = checked_object(
+                value, settings.object_prefix_list(), settings.max_media_bytes, store
+            )
+            return Item(key=key, path=found.uri, stamp=found.stamp)
         kind, ref = parse_reference(value, base_dir)
         if kind == "data":
             decode_inline(ref, settings.max_inline_bytes)  # refuse now, not in the worker
@@ -70,6 +75,28 @@ class MediaItems(ModalityAdapter):
                 key, row.get(opts.media_column), opts.base_dir, opts.settings
             ),
         )
+
+    def items_from_prefix(self, uri: str, settings: Settings) -> list[Item]:
+        """Every object of the modality under the prefix `uri` (one listing: its stamps are
+        the ones pinned), keyed by its key relative to the prefix."""
+        suffixes = SUFFIXES[self.modality.value]
+        prefix = confined_uri(uri, settings.object_prefix_list()).rstrip("/") + "/"
+        listed = [
+            o
+            for o in ObjectStore(settings.storage_options).list_objects(prefix)
+            if Path(o.uri).suffix.lower() in suffixes
+        ]
+        if not listed:
+            raise InputFileError(f"{uri}: no {self.modality} objects ({', '.join(suffixes)}) found")
+        items = []
+        for obj in listed:
+            key = escaped_text(obj.uri[len(prefix) :])
+            try:
+                found = checked_size(obj, settings.max_media_bytes)
+                items.append(Item(key=key, path=found.uri, stamp=found.stamp))
+            except MediaRefError as exc:
+                items.append(Item(key=key, invalid=str(exc)))
+        return items
 
     def items_from_folder(self, folder: Path, settings: Settings) -> list[Item]:
         """Every file of the modality under `folder`, keyed by its path relative to it."""
@@ -186,4 +213,10 @@ def source_bytes(item: Item | None, settings: Settings) -> bytes:
     """The item's media, read again under the input roots (never a path it was not given)."""
     if item is None:
         raise ValueError("no such item")
-    return media_bytes(item.data, item.path, settings.media_limits())
+    return item_bytes(
+        item.data,
+        item.path,
+        item.stamp,
+        settings.media_limits(),
+        ObjectStore(settings.storage_options),
+    )

@@ -71,11 +71,13 @@ def test_a_cluster_without_gpus_asks_for_none(fake_cluster: Any) -> None:
 def test_the_cpu_actor_that_isolates_a_crash_never_asks_for_float16(fake_cluster: Any) -> None:
     remote = fake_cluster({"CPU": 16.0, "GPU": 1.0})
     settings = Settings(inference_dtype="float16")
-    actor_directory.private_actor(load_catalog().get("embed"), "/models/m", "iso", settings)
+    actor_directory.private_actor(
+        load_catalog().get("embed"), "/models/m", "0123abcd", "iso", settings
+    )
     assert remote.options_seen["num_gpus"] == 0
-    assert remote.args[-1]["inference_dtype"] == "float32"  # CPUs lack float16 kernels
+    assert remote.args[3]["inference_dtype"] == "float32"  # CPUs lack float16 kernels
     make_actor(settings)
-    assert remote.args[-1]["inference_dtype"] == "float16"  # the shared one, on the GPU
+    assert remote.args[3]["inference_dtype"] == "float16"  # the shared one, on the GPU
 
 
 def test_the_actor_runs_on_cuda_only_with_a_gpu_from_ray_that_torch_sees(

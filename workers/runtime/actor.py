@@ -7,11 +7,14 @@ registered from outside needs no catalog in Ray's workers."""
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from schemas.jobs import ExplainPolicy, Item
+from storage.model_artifacts import ModelCache
+from storage.object_store import ObjectStore
 from workers.handlers import make_handler
-from workers.media_decoding import limits_from, limits_from_json
+from workers.media_decoding import limits_from, limits_from_json, use_object_store
 from workers.runtime.devices import pick_device
 from workers.runtime.model_core import ModelCore
 from workers.runtime.options import ActorOptions
@@ -19,7 +22,12 @@ from workers.runtime.options import ActorOptions
 
 class ModelActor:
     def __init__(
-        self, handler_path: str, explain_method: str, model_path: str, options: dict[str, Any]
+        self,
+        handler_path: str,
+        explain_method: str,
+        model_path: str,
+        options: dict[str, Any],
+        model_digest: str = "",
     ) -> None:
         import ray
         import torch
@@ -29,6 +37,11 @@ class ModelActor:
         # Ray pins OMP threads to the actor's num_cpus; the model should use what it is given.
         torch.set_num_threads(self.options.torch_threads or os.cpu_count() or 1)
         handler = make_handler(handler_path, explain_method)
+        store = ObjectStore(self.options.storage_options)
+        use_object_store(store)
+        if model_path:  # a local directory, or an object-store copy checked against the digest
+            cache = ModelCache(Path(self.options.model_cache_dir), store)
+            model_path = str(cache.materialise(model_path, model_digest))
         self.core = ModelCore.load(
             handler, model_path, pick_device(ray.get_gpu_ids()), self.options
         )

@@ -125,10 +125,13 @@ def get_actor(
         spec.explainer.method if spec.explainer else "none",
         model_path,
         actor_options(settings, spec).model_dump(mode="json"),
+        version,
     )
 
 
-def private_actor(spec: TaskSpec, model_path: str, name: str, settings: Settings) -> Any:
+def private_actor(
+    spec: TaskSpec, model_path: str, version: str, name: str, settings: Settings
+) -> Any:
     """An actor for one worker's use only (isolating an item that kills its process): not
     detached (it goes with the worker), restarted after each death, never retrying a task,
     and on the CPU, so it can always be placed beside the shared actor that holds the GPU
@@ -149,4 +152,5 @@ def private_actor(spec: TaskSpec, model_path: str, name: str, settings: Settings
         spec.explainer.method if spec.explainer else "none",
         model_path,
         options.model_dump(mode="json"),
+        version,
     )

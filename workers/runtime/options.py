@@ -3,6 +3,7 @@
 
 import hashlib
 import json
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +27,10 @@ class ActorOptions(BaseModel):
     torch_threads: int | None = Field(default=None, ge=1)
     # The actor leaves after this long without work; 0 keeps it forever.
     idle_seconds: float = Field(ge=0)
+    # Where an object-store model is copied to on the actor's host, and how the store is
+    # reached (SLUICE_STORAGE_OPTIONS): the actor's host may share nothing with the worker's.
+    model_cache_dir: str = ""
+    storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @property
     def max_batch_wait_s(self) -> float:
@@ -44,6 +49,8 @@ def actor_options(settings: Settings, spec: TaskSpec) -> ActorOptions:
         explain_batch_size=settings.explain_batch_size,
         torch_threads=settings.torch_threads or None,  # 0 meant every core too
         idle_seconds=settings.actor_idle_seconds,
+        model_cache_dir=str(settings.model_cache_dir()),
+        storage_options=settings.storage_options,
     )
 
 
@@ -59,6 +66,8 @@ OUTPUT_NEUTRAL = frozenset(
         "explain_batch_size",
         "torch_threads",
         "idle_seconds",
+        "model_cache_dir",
+        "storage_options",
     }
 )
 

@@ -4,7 +4,7 @@ Ray Train's TorchTrainer, then register the model it made."""
 import hashlib
 import json
 import logging
-import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +12,16 @@ from sqlalchemy.exc import IntegrityError
 
 from schemas.catalog import load_catalog
 from schemas.errors import LeaseLost, TrainingError
+from schemas.object_refs import is_object_uri
 from schemas.settings import Settings
 from schemas.stack import Endpoints
 from schemas.training import TrainSpec
+from storage.model_artifacts import join, publish, remove
+from storage.object_store import ObjectStore
 from storage.registry import ModelVersionView, Registry
 from storage.row_sources import fingerprint, read_rows, read_table
 from storage.training_runs import RunView, TrainingRuns
+from workers.media_decoding import use_object_store
 from workers.training.loop import FINAL_METRICS, train_loop
 from workers.training.plan import plan_for
 from workers.training.recipes import recipe_for
@@ -92,6 +96,7 @@ def run_training(
         return done[0]
     rows = load_rows(spec)
     recipe = recipe_for(spec)
+    use_object_store(ObjectStore(settings.storage_options))  # media the data names by s3://
     try:
         prepared = recipe.prepare(spec, rows, settings.media_limits())
     except (ValueError, KeyError) as exc:
@@ -103,9 +108,16 @@ def run_training(
         endpoints.ray_auth_token_path,
         actors.outside_code(load_catalog(settings.task_modules)),
     )
-    storage = settings.training_dir()
-    output = storage / run.id / "model"
-    shutil.rmtree(output, ignore_errors=True)
+    store = ObjectStore(settings.storage_options)
+    location = settings.training_location()
+    run_dir = join(location, run.id)
+    output = join(run_dir, "model")
+    remove(output, store)
+    # Checkpoints in a bucket: Ray Train writes them through the same fsspec filesystem the
+    # rest of Sluice uses (one set of SLUICE_STORAGE_OPTIONS), as a pyarrow filesystem.
+    storage_fs, storage_path = (
+        store.arrow_filesystem(location) if is_object_uri(location) else (None, location)
+    )
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={
@@ -115,7 +127,8 @@ def run_training(
             "run_id": run.id,
             "owner": owner,
             "database_url": endpoints.database_url,
-            "output_dir": str(output),
+            "output_dir": output,
+            "storage_options": settings.storage_options,
             "checkpoint_seconds": settings.train_checkpoint_seconds,
         },
         scaling_config=scaling(spec, settings),
@@ -123,7 +136,8 @@ def run_training(
         # checkpoint there, so a run whose worker died does not start again from zero.
         run_config=RunConfig(
             name=run.id,
-            storage_path=str(storage),
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=settings.train_max_failures),
         ),
@@ -133,30 +147,39 @@ def run_training(
         raise TrainingError("cancelled")
     if not runs.holds(run.id, owner):
         raise LeaseLost(run.id)
-    version = register(output, run, spec, settings, registry)
+    with tempfile.TemporaryDirectory(prefix="sluice-model-") as scratch:
+        local = Path(output)
+        if is_object_uri(output):  # written by rank 0 on whichever host it ran
+            local = Path(scratch) / "model"
+            store.download_dir(output, local)
+        version = register(local, run, spec, settings, registry, store)
     # the version is in the model store now: its checkpoints are of no further use
-    shutil.rmtree(storage / run.id, ignore_errors=True)
+    remove(run_dir, store)
     return version
 
 
 def register(
-    output: Path, run: RunView, spec: TrainSpec, settings: Settings, registry: Registry
+    output: Path,
+    run: RunView,
+    spec: TrainSpec,
+    settings: Settings,
+    registry: Registry,
+    store: ObjectStore,
 ) -> ModelVersionView:
-    """Move the model into the store (one directory per run) and record it as the name's
-    next version."""
+    """Put the model into the store (a directory or prefix per run attempt) and record it as
+    the name's next version."""
     final = json.loads((output / FINAL_METRICS).read_text())
     (output / FINAL_METRICS).unlink()
-    # one directory per attempt: an attempt never deletes what another registered
-    target = settings.model_store_dir() / spec.name / f"{run.id}.{run.attempts}"
-    shutil.rmtree(target, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(output), target)
+    sha256 = weights_sha256(output)
+    # one location per attempt: an attempt never deletes what another registered
+    target = join(settings.model_store_location(), spec.name, f"{run.id}.{run.attempts}")
+    target = publish(output, target, store)
     try:
         view = registry.register(
             spec.name,
             spec.task,
-            uri=str(target),
-            sha256=weights_sha256(target),
+            uri=target,
+            sha256=sha256,
             metrics=final["metrics"],
             training_run_id=run.id,
             data_fingerprint=spec.data_fingerprint,
@@ -164,7 +187,7 @@ def register(
             tenant=run.tenant,
         )
     except IntegrityError:  # another attempt of this run registered first (unique run id)
-        shutil.rmtree(target, ignore_errors=True)
+        remove(target, store)
         done = [v for v in registry.list(spec.name) if v.training_run_id == run.id]
         if not done:
             raise

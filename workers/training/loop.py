@@ -19,8 +19,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from schemas.object_refs import is_object_uri
 from schemas.training import TrainSpec
 from storage.engine import make_engine
+from storage.object_store import ObjectStore
 from storage.training_runs import TrainingRuns
 from workers.training import checkpoint
 from workers.training.audit import Audit, agree
@@ -201,7 +203,13 @@ def train_loop(config: dict[str, Any]) -> None:
     if rank == 0:
         chosen = best.restore(checkpoint.unwrap(model))
         chosen["epochs_run"] = int(state["epoch"])
-        _finish(recipe, model, spec, prepared, heldout, Path(config["output_dir"]), privacy, chosen)
+        out = config["output_dir"]
+        if not is_object_uri(out):
+            _finish(recipe, model, spec, prepared, heldout, Path(out), privacy, chosen)
+            return
+        with tempfile.TemporaryDirectory(prefix="sluice-model-") as scratch:
+            _finish(recipe, model, spec, prepared, heldout, Path(scratch), privacy, chosen)
+            ObjectStore(config.get("storage_options")).upload_dir(Path(scratch), out)
 
 
 def _report(

@@ -3,7 +3,6 @@ owns the run's lease and retries, and the sweeper's re-sending of runs whose wor
 
 import logging
 import os
-import shutil
 import socket
 from collections.abc import Callable
 from functools import cache
@@ -16,6 +15,8 @@ from schemas.queues import TRAIN_TASK
 from schemas.settings import Settings
 from schemas.stack import Endpoints
 from storage.engine import make_engine, require_current_schema
+from storage.model_artifacts import join, remove
+from storage.object_store import ObjectStore
 from storage.registry import Registry
 from storage.training_runs import TrainingRuns
 from workers.leases import LeaseKeeper
@@ -111,7 +112,7 @@ def _end(
     """A run that will not go on: failed (with its reason) and its checkpoints removed."""
     if error is not None:
         runs.fail(run_id, owner, error)
-    shutil.rmtree(settings.training_dir() / run_id, ignore_errors=True)
+    remove(join(settings.training_location(), run_id), ObjectStore(settings.storage_options))
 
 
 def _reason(exc: BaseException) -> str:
