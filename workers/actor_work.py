@@ -2,6 +2,7 @@
 one when the shared actor died during the call (workers/isolation.py)."""
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from typing import Any
 
 from ray.exceptions import RayActorError
 
-from schemas.errors import IsolationUnfinished, WorkCancelled
+from schemas.errors import IsolationUnfinished, ModelError, ModelLocationError, WorkCancelled
 from schemas.jobs import Item, Outcome
 from schemas.settings import Settings
 from schemas.task_spec import TaskSpec
@@ -29,8 +30,24 @@ def wait_until_ready(actor: Any, calls: ActorCalls) -> int:
             return int(calls.get(actor.stats.remote())["pid"])
         except RayActorError as exc:
             if exc.actor_init_failed:
-                raise
+                raise load_failure(exc) from None
         time.sleep(0.25)  # restarting: Ray has no event to await for it
+
+
+# The last "module.Class: message" line of the traceback Ray hands back.
+FINAL_ERROR = re.compile(r"^(?:\w+\.)*(\w+(?:Error|Exception)): (.+)$", re.MULTILINE)
+
+
+def load_failure(exc: RayActorError) -> ModelError:
+    """What made the model actor fail to start, as its own error (a model location this host
+    cannot read names it and the host) rather than Ray's wrapper and traceback."""
+    found = FINAL_ERROR.findall(str(exc))
+    if not found:
+        return ModelError(f"the model actor could not start: {exc}"[:2000])
+    kind, message = found[-1]
+    if kind == ModelLocationError.__name__:
+        return ModelLocationError(message)
+    return ModelError(f"the model could not be loaded: {kind}: {message}"[:2000])
 
 
 def run_chunk(
@@ -70,7 +87,7 @@ def run_chunk(
                 return runner(shared)(items)
             except RayActorError as exc:
                 if exc.actor_init_failed:
-                    raise
+                    raise load_failure(exc) from None
                 if wait_until_ready(shared, calls) != before:
                     break  # its process died during the call: this chunk's item, or another's
         log.warning("chunk %s: its model actor died during the call; isolating the cause", chunk_id)

@@ -3,6 +3,7 @@ roots again, sizes are capped before decoding, and any failure is one item's `in
 
 import io
 import math
+import socket
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -68,7 +69,9 @@ def read_bytes(item: Item, limits: MediaLimits) -> bytes:
     try:
         return item_bytes(item.data, item.path, item.stamp, limits, _Objects.store)
     except MediaRefError as exc:
-        raise InvalidInput(str(exc)) from exc
+        where = socket.gethostname()  # hosts share no paths: say which one could not read it
+        message = str(exc) if where in str(exc) else f"{exc} (read on host {where})"
+        raise InvalidInput(message) from exc
 
 
 def load_image(item: Item, limits: MediaLimits) -> Any:
