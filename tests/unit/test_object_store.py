@@ -37,9 +37,7 @@ def test_a_uri_has_one_spelling_and_a_prefix_matches_whole_segments() -> None:
 
 
 def test_an_object_replaced_after_submit_is_refused_with_the_reason(bucket: Bucket) -> None:
-    settings = Settings(
-        object_prefixes=f"{bucket.uri}/media/", storage_options=bucket.options
-    )
+    settings = Settings(object_prefixes=f"{bucket.uri}/media/", storage_options=bucket.options)
     s3 = bucket.client()
     s3.put_object(Bucket=bucket.name, Key="media/a.png", Body=b"first")
     item = media_item("a", f"{bucket.uri}/media/a.png", None, settings)
