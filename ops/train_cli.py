@@ -104,7 +104,9 @@ def register_training_commands(
     @main.command()
     @click.option("--task", required=True, type=task_type)
     @click.option(
-        "--data", required=True, help="a JSONL/CSV/Parquet file, or a table name with --data-url"
+        "--data",
+        required=True,
+        help="a JSONL/CSV/Parquet file or object (s3://...), or a table name with --data-url",
     )
     @click.option(
         "--data-url", default=None, help="SQLAlchemy URL of the database holding the --data table"

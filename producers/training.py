@@ -19,6 +19,7 @@ from producers.training_checks import (
 )
 from schemas.catalog import check_code_path, load_catalog
 from schemas.errors import TrainingError
+from schemas.object_refs import is_object_uri, normalised_uri
 from schemas.settings import Settings
 from schemas.task_spec import Target, TaskSpec
 from schemas.training import (
@@ -28,22 +29,27 @@ from schemas.training import (
     DPSpec,
     TrainSpec,
 )
-from storage.row_sources import MALFORMED, fingerprint, read_rows, read_table
+from storage.object_store import ObjectStore
+from storage.row_sources import MALFORMED, fingerprint, read_all_rows, read_table
 
 MIN_REGRESSION_ROWS = 20  # the held-out part needs a row of each target quartile
 
 
 def load_source(
-    data: str, data_url: str | None
+    data: str, data_url: str | None, settings: Settings
 ) -> tuple[DataSource, list[str], list[dict[str, Any]]]:
+    """The rows of a SQL table, a file, or an object (s3://...: every worker host reads it
+    again there, no shared filesystem needed)."""
     if data_url:
         source = DataSource(url=data_url, table=data)
         columns, rows = read_table(data_url, data)
-    else:
-        path = Path(data).expanduser().resolve()
-        source = DataSource(file=str(path))
-        columns, rows = read_rows(path)
-    return source, columns, list(rows)
+        return source, columns, list(rows)
+    location = (
+        normalised_uri(data) if is_object_uri(data) else str(Path(data).expanduser().resolve())
+    )
+    source = DataSource(file=location)
+    columns, listed = read_all_rows(location, ObjectStore(settings.storage_options))
+    return source, columns, listed
 
 
 def trainable_spec(spec: TaskSpec, trainable: list[str]) -> TaskSpec:
@@ -159,7 +165,7 @@ def build_spec(
         raise TrainingError(
             "--dp-epsilon trains the classification head only; drop --train-encoder"
         )
-    source, columns, rows = load_source(data, data_url)
+    source, columns, rows = load_source(data, data_url, settings)
     problems(
         [r[MALFORMED] for r in rows if MALFORMED in r],
         f"{source.describe()}: lines that are not JSON objects; fix or remove them",
@@ -169,7 +175,7 @@ def build_spec(
     need(columns, label_column, "--label-column", source)
     if spec.key_column:
         need(columns, spec.key_column, "--key-column", source)
-    if source.file:  # relative media paths resolve against the data file's folder
+    if source.file and not is_object_uri(source.file):  # relative media: beside the file
         spec = spec.model_copy(update={"media_base_dir": str(Path(source.file).parent)})
     adapter = adapter_for(task_spec.modality)
     inputs = adapter.training_inputs(rows, columns, spec, source, settings)

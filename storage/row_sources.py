@@ -14,7 +14,9 @@ from sqlalchemy import MetaData, Table, select
 from sqlalchemy.exc import NoSuchTableError
 
 from schemas.errors import InputFileError
+from schemas.object_refs import is_object_uri
 from storage.engine import make_engine
+from storage.object_store import ObjectStore
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 MALFORMED = "__sluice_malformed__"
@@ -219,3 +221,24 @@ def declared_rows(path: Path) -> int | None:
         return int(pq.ParquetFile(path).metadata.num_rows)
     except Exception:  # unreadable: read_rows says why
         return None
+
+
+WHOLE_OBJECT_MAX_BYTES = 2 * 2**30  # an object's local copy in read_all_rows
+
+
+def read_all_rows(
+    location: str, store: ObjectStore, max_bytes: int = WHOLE_OBJECT_MAX_BYTES
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Every row of a file or of an object (s3://bucket/data.csv, read through a local copy
+    of at most `max_bytes`): training data, which is held whole anyway."""
+    if not is_object_uri(location):
+        columns, rows = read_rows(Path(location))
+        return columns, list(rows)
+    local = store.fetch_file(location, max_bytes)
+    try:
+        columns, rows = read_rows(local)
+        return columns, list(rows)
+    except InputFileError as exc:  # say where, not the local copy's name
+        raise InputFileError(str(exc).replace(str(local), location)) from exc
+    finally:
+        local.unlink(missing_ok=True)

@@ -60,8 +60,13 @@ def test_a_model_trained_on_one_host_is_served_by_another_sharing_only_the_bucke
     host_a = host_env(env, bucket, tmp_path / "host-a")
     a = client_for(host_a, monkeypatch)
     worker_a = start_worker(**host_a)
+    bucket.client().upload_file(str(data), bucket.name, "data/bc.csv")
     run_id = a.submit_training(
-        task="classify-records", name="bc", data=data, label_column="diagnosis", key_column="id"
+        task="classify-records",
+        name="bc",
+        data=f"{bucket.uri}/data/bc.csv",  # read again by the worker, from the bucket
+        label_column="diagnosis",
+        key_column="id",
     )
     run = a.wait_training(run_id, timeout=600)
     assert run.status == "succeeded", run.error

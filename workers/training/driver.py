@@ -4,6 +4,7 @@ Ray Train's TorchTrainer, then register the model it made."""
 import hashlib
 import json
 import logging
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from schemas.training import TrainSpec
 from storage.model_artifacts import join, publish, remove
 from storage.object_store import ObjectStore
 from storage.registry import ModelVersionView, Registry
-from storage.row_sources import fingerprint, read_rows, read_table
+from storage.row_sources import fingerprint, read_all_rows, read_table
 from storage.training_runs import RunView, TrainingRuns
 from workers.media_decoding import use_object_store
 from workers.training.loop import FINAL_METRICS, train_loop
@@ -29,13 +30,21 @@ from workers.training.recipes import recipe_for
 log = logging.getLogger("sluice.train")
 
 
-def load_rows(spec: TrainSpec) -> list[dict[str, Any]]:
+def load_rows(spec: TrainSpec, settings: Settings) -> list[dict[str, Any]]:
     """The training rows again, checked against the fingerprint taken at submit."""
     if spec.data.file:
-        _, rows = read_rows(Path(spec.data.file))
+        location = spec.data.file
+        if not is_object_uri(location) and not Path(location).is_file():
+            raise TrainingError(
+                f"the training data {location} cannot be read on host {socket.gethostname()}: "
+                "no such file here. Put it in the object store (s3://...) or on a path every "
+                "worker host has"
+            )
+        _, rows = read_all_rows(location, ObjectStore(settings.storage_options))
     else:
         assert spec.data.url and spec.data.table
-        _, rows = read_table(spec.data.url, spec.data.table)
+        _, table_rows = read_table(spec.data.url, spec.data.table)
+        rows = list(table_rows)
     columns = spec.used_columns()
     kept = [{c: row.get(c) for c in columns} for row in rows]
     if fingerprint(kept, columns) != spec.data_fingerprint:
@@ -94,7 +103,7 @@ def run_training(
     done = [v for v in registry.list(spec.name) if v.training_run_id == run.id]
     if done:  # registered before its worker died, not yet marked finished
         return done[0]
-    rows = load_rows(spec)
+    rows = load_rows(spec, settings)
     recipe = recipe_for(spec)
     use_object_store(ObjectStore(settings.storage_options))  # media the data names by s3://
     try:
