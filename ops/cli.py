@@ -14,6 +14,7 @@ from ops.task_options import param_values, with_param_options
 from ops.train_cli import register_training_commands
 from schemas.catalog import Catalog, load_catalog, unknown_task_message
 from schemas.errors import SluiceError
+from schemas.object_refs import is_object_uri
 from schemas.settings import Settings
 from schemas.training import RUN_PREFIX
 
@@ -236,8 +237,8 @@ def results(job_id: str, fmt: str, output: str | None, limit: int) -> None:
     if fmt == "html":
         from ops.report import write_html
 
-        if output is None:
-            raise SluiceError("the html report needs a file: pass -o report.html")
+        if output is None or is_object_uri(output):
+            raise SluiceError("the html report needs a local file: pass -o report.html")
         n = write_html(client, job_id, Path(output), limit)
     else:
         n = client.export(job_id, fmt, output if output else sys.stdout)

@@ -14,6 +14,7 @@ from pathlib import Path
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 from schemas.stack import StackInfo
+from storage.cluster_identity import forget_ray
 from storage.engine import make_engine, migrate
 
 
@@ -152,6 +153,8 @@ def up(settings: Settings, worker: bool = True) -> StackInfo:
             engine = make_engine(settings.resolved_database_url())
             try:
                 migrate(engine)
+                if settings.database_url is None and settings.ray_address is None:
+                    forget_ray(engine)  # its own ledger, its new Ray: the old one is gone
             finally:
                 engine.dispose()
             env = {

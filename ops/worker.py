@@ -4,8 +4,10 @@ import os
 import socket
 from typing import Any
 
+from sqlalchemy import Engine
+
 from schemas.settings import Settings
-from schemas.stack import endpoints
+from schemas.stack import Endpoints, endpoints
 
 
 def run_worker(
@@ -29,6 +31,7 @@ def run_worker(
     engine = make_engine(where.database_url)
     try:  # before consuming anything: a worker of another schema version must not start
         require_current_schema(engine)
+        check_cluster(settings, where, engine, queues or known)
     finally:
         engine.dispose()
     app = create_app(settings, where)
@@ -59,6 +62,22 @@ def run_worker(
     ]
     with callback_pool_beside(settings, wanted=CALLBACK_QUEUE in chosen):
         app.worker_main(argv)
+
+
+def check_cluster(
+    settings: Settings, where: Endpoints, engine: Engine, consumed: list[str]
+) -> None:
+    """Before consuming anything: a worker whose ledger is not the broker's cluster's (no
+    SLUICE_DATABASE_URL on this host), or whose Ray is not the one the cluster's models run
+    on (no SLUICE_RAY_ADDRESS), must not start (ClusterMismatchError, its message says what
+    to set). A worker of the callback pool alone never joins Ray."""
+    from schemas.queues import CALLBACK_QUEUE
+    from storage.cluster_identity import require_same_cluster
+    from workers.cluster_guard import check_at_start
+
+    require_same_cluster(engine, where.broker_url)
+    if any(queue != CALLBACK_QUEUE for queue in consumed):
+        check_at_start(settings, where, engine)
 
 
 def sweep_now(settings: Settings) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from schemas.tenants import DEFAULT_TENANT, check_tenant
 from schemas.training import MODEL_SELECTOR_RE
 from storage import export
 from storage.admission import FairShare
+from storage.cluster_identity import require_same_cluster
 from storage.engine import make_engine, prepare_schema
 from storage.ledger import JobView, Ledger
 from storage.model_artifacts import ModelCache
@@ -71,6 +72,9 @@ class Client:
         self.dispatcher: Dispatcher = dispatcher or CeleryDispatcher(
             self.endpoints.broker_url, self.settings
         )
+        if isinstance(self.dispatcher, CeleryDispatcher):  # one that records sends nowhere
+            # the broker's Sluice cluster is this ledger's: one SELECT, one Redis round trip
+            require_same_cluster(engine, self.dispatcher.broker_url)
 
     # -- submitting ---------------------------------------------------------------------------
 

@@ -210,7 +210,9 @@ def build_spec(
         base_task = task if MODEL_SELECTOR_RE.match(base_ref) else training.base_task or task
         ref = resolve_base(base_ref, base_task)
         adapter.check_base(ref.path, base_ref, spec)
-        spec = spec.model_copy(update={"base": str(ref.path), "base_ref": ref.name})
+        spec = spec.model_copy(
+            update={"base": ref.load_from, "base_ref": ref.name, "base_version": ref.version}
+        )
     columns_used = spec.used_columns()
     kept = [{c: row.get(c) for c in columns_used} for row in rows]
     return spec.model_copy(update={"data_fingerprint": fingerprint(kept, columns_used)})

@@ -5,13 +5,16 @@ about it.
     ├── SluiceError                    raised on purpose; the CLI exits 2 with its message
     │   ├── ConfigError
     │   │   ├── SchemaVersionError
-    │   │   └── NotQueuedError
+    │   │   ├── NotQueuedError
+    │   │   └── ClusterMismatchError
     │   ├── InputFileError
     │   │   └── DuplicateKeysError
     │   ├── ModelError
     │   │   ├── ModelNotFoundError
     │   │   │   └── UnknownRegisteredModelError  (also a RegistryError)
-    │   │   └── RegistryError
+    │   │   ├── RegistryError
+    │   │   └── ModelLocationError     a model this host cannot read, or changed since submit
+    │   ├── ObjectStoreError           an s3:// (fsspec) location not read or written
     │   ├── UnknownTaskError
     │   ├── JobNotFoundError
     │   ├── RunNotFoundError
@@ -173,3 +176,10 @@ class LeaseLost(Exception):
 
 class WorkCancelled(Exception):
     """The chunk's lease was lost or its job cancelled; its Ray work was cancelled."""
+
+
+class ClusterMismatchError(ConfigError):
+    """This process would not share the ledger or the Ray cluster with the rest of its Sluice
+    cluster (the broker serves another ledger's cluster; this worker joined another Ray than
+    the one the models run on): refused at start. The message names both sides and the
+    setting that joins them."""

@@ -3,7 +3,6 @@ shared by the producer, the worker and the trainer, so a location accepted once 
 elsewhere later. Local paths and `file://` URIs are not object locations."""
 
 import re
-from urllib.parse import unquote
 
 from schemas.errors import MediaRefError
 
@@ -34,7 +33,9 @@ def normalised_uri(uri: str) -> str:
     scheme, rest = found.group(1).lower(), found.group(2)
     if "?" in rest or "#" in rest:
         raise MediaRefError(f"{uri!r}: object URIs take no query or fragment")
-    parts = unquote(rest).split("/")
+    # Never percent-decoded: an S3 key is the literal string ("100%25.png" is its own name),
+    # and decoding at each step would read another key than the one checked.
+    parts = rest.split("/")
     trailing = rest.endswith("/")
     parts = parts[:-1] if trailing else parts
     if not parts or not parts[0]:

@@ -65,8 +65,9 @@ class TrainSpec(BaseModel):
     # a tagger's rows: "spans" (a text and its spans) or "bio" (tokens and their tags), as
     # schemas/entity_spans.py reads them; detected at submit
     annotation: str = ""
-    base: str | None = None  # a resolved model directory
+    base: str | None = None  # a resolved model directory, or an object-store prefix
     base_ref: str | None = None  # what the user named
+    base_version: str | None = None  # its digest: each training host's copy is checked
     # None: chosen by early stopping on a validation split where the recipe carves one, else
     # 10 (workers/training/plan.py); a number is the most epochs, still stopped early
     epochs: int | None = Field(None, ge=1, le=10_000)

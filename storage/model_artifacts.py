@@ -1,7 +1,8 @@
 """Model directories wherever they live: a local directory, or a prefix in an object store,
-copied to each host that needs it and kept there by content digest. A host never loads
-object-store bytes it has not hashed: the copy's digest must be the one the job was
-submitted with, else the job's items end with the reason (the model changed after submit)."""
+copied to each host that needs it and kept there by content digest (every file copied, by
+path and bytes: `tree_digest`). A host never loads object-store bytes it has not hashed: the
+copy's digest must be the one the job was submitted with, else the job's items end with the
+reason (the model changed after submit)."""
 
 import hashlib
 import json
@@ -21,8 +22,17 @@ COMPLETE = ".sluice-complete"  # written last: a directory without it is a parti
 DIGEST_CHARS = 16  # a job's model_version: the first 16 hex of the digest
 
 
-def model_files(directory: Path) -> list[Path]:
-    return sorted(p for pattern in MODEL_FILES for p in directory.glob(pattern))
+def tree_digest(directory: Path) -> str:
+    """SHA-256 over every file under `directory` (sub-folders, templates, any name), each as
+    its relative path and its own SHA-256: two copies get one digest only if they hold the
+    same files with the same bytes. An object-store model's version and cache key."""
+    digest = hashlib.sha256(b"sluice-tree-v1\n")
+    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
+        name = f.relative_to(directory).as_posix()
+        if name == COMPLETE:
+            continue
+        digest.update(f"{name}\0{sha256_of([f])}\n".encode())
+    return digest.hexdigest()
 
 
 def sha256_of(files: list[Path]) -> str:
@@ -95,7 +105,7 @@ class ModelCache:
         scratch = self.root / f".partial-{os.getpid()}-{uuid.uuid4().hex}"
         try:
             self.store.download_dir(uri, scratch)
-            digest = sha256_of(model_files(scratch))[:DIGEST_CHARS]
+            digest = tree_digest(scratch)[:DIGEST_CHARS]
             (scratch / COMPLETE).write_text(uri)
             final = self.root / digest
             try:

@@ -24,13 +24,19 @@ class ObjectInfo:
 
 
 def stamp_of(info: Mapping[str, Any]) -> str:
-    """The object's version if the bucket keeps versions, else its ETag (S3, GCS, Azure all
-    give one), else its modification time and size."""
-    for key, kind in (("VersionId", "version"), ("generation", "version"), ("ETag", "etag")):
-        if info.get(key):
+    """The object's ETag (S3, GCS, Azure all give one; GCS also an MD5), else its version,
+    else its modification time and size."""
+    # The ETag first: a listing and a HEAD both give it (a listing gives no version id), and
+    # any rewrite of the bytes changes it.
+    for key, kind in (
+        ("ETag", "etag"),
+        ("etag", "etag"),
+        ("md5Hash", "md5"),
+        ("generation", "version"),
+        ("VersionId", "version"),
+    ):
+        if info.get(key) and info[key] != "null":
             return f"{kind}:{info[key]}"
-    if info.get("etag"):
-        return f"etag:{info['etag']}"
     when = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
     return f"mtime:{when}:{info.get('size')}"
 
@@ -112,17 +118,26 @@ class ObjectStore:
                 fs.put_file(str(file), f"{path.rstrip('/')}/{file.relative_to(local).as_posix()}")
 
     def download_dir(self, uri: str, local: Path) -> list[ObjectInfo]:
-        """Every object under the prefix `uri` into `local`; returns what was listed."""
+        """Every object under the prefix `uri` into `local`, at its key relative to the
+        prefix; returns what was listed. A key that would land outside `local` (`..`, an
+        empty segment, not under the prefix) is refused: keys are whatever the writer chose."""
         listed = self.list_objects(uri)
         if not listed:
             raise ObjectStoreError(f"{uri}: no objects under this prefix")
         fs, path = self.filesystem(uri)
         base = path.rstrip("/") + "/"
+        targets = []
+        for obj in listed:
+            key = obj.uri.split("://", 1)[1]
+            parts = key[len(base) :].split("/") if key.startswith(base) else []
+            if not parts or any(p in ("", ".", "..") for p in parts):
+                raise ObjectStoreError(
+                    f"{obj.uri}: a key that is not a plain path under {uri} (empty, '.' or "
+                    "'..' segments) is not copied"
+                )
+            targets.append((key, local.joinpath(*parts)))
         with _named(uri, "read"):
-            for obj in listed:
-                key = obj.uri.split("://", 1)[1]
-                relative = key[len(base) :] if key.startswith(base) else Path(key).name
-                target = local / relative
+            for key, target in targets:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 fs.get_file(key, str(target))
         return listed

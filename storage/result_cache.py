@@ -48,9 +48,11 @@ from storage.clock import db_now
 
 CACHE_FORMAT = 1  # raised when what is keyed changes: every older entry then misses
 # Job parameters that never change an output: where the model lies (its digest is keyed),
-# the registry's names for it, the roots media are read under (the media's bytes are keyed,
-# read under those roots), and the cache flag itself.
-UNKEYED_PARAMS = frozenset({"model_path", "registry", "input_roots", RESULT_CACHE_PARAM})
+# the registry's names for it, the roots and object prefixes media are read under (the
+# media's bytes are keyed, read under those), and the cache flag itself.
+UNKEYED_PARAMS = frozenset(
+    {"model_path", "registry", "input_roots", "object_prefixes", RESULT_CACHE_PARAM}
+)
 LOOKUP_BATCH = 1000  # digests per query: far below any database's parameter limit
 
 

@@ -7,6 +7,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     Float,
@@ -350,3 +351,22 @@ class TenantUsage(Base):
     error: Mapped[int] = mapped_column(BigInteger, default=0)
     model_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ClusterIdentity(Base):
+    """Which Sluice cluster this ledger is (0012, storage/cluster_identity.py): one row, made
+    on first use. Its id is written to the broker, so a process whose ledger is another one
+    (a host without SLUICE_DATABASE_URL) is refused at start; and the Ray cluster the workers
+    run models on (Ray's own session name and GCS address, last seen by a worker), so a worker
+    joined to another Ray (a private one: SLUICE_RAY_ADDRESS unset) is refused too."""
+
+    __tablename__ = "cluster_identity"
+    __table_args__ = (CheckConstraint("slot = 1", name="ck_cluster_identity_one_row"),)
+
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1: one row
+    id: Mapped[str] = mapped_column(String(32))  # uuid4 hex
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
+    ray_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ray_address: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ray_bound_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ray_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -12,7 +12,14 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 
 from schemas.catalog import Catalog, load_catalog
-from schemas.errors import IsolationUnfinished, MediaRefError, SchemaVersionError, WorkCancelled
+from schemas.errors import (
+    ClusterMismatchError,
+    ConfigError,
+    IsolationUnfinished,
+    MediaRefError,
+    SchemaVersionError,
+    WorkCancelled,
+)
 from schemas.jobs import ExplainPolicy, Item, Outcome, cache_enabled
 from schemas.queues import PROCESS_CHUNK
 from schemas.settings import Settings
@@ -27,6 +34,7 @@ from storage.result_cache import CacheScope, CacheWrite, ResultCache, answer, it
 from storage.usage import ChunkUsage
 from workers.actor_work import run_chunk
 from workers.callback_delivery import callback_sender, enqueue_due
+from workers.cluster_guard import RayGuard
 from workers.code_digest import code_digest
 from workers.isolation import ISOLATING
 from workers.leases import LeaseKeeper
@@ -90,6 +98,16 @@ class WorkerState:
         actors.connect(
             self.endpoints.ray_address, self.endpoints.ray_auth_token_path, self.outside_code
         )
+
+    @cached_property
+    def ray_guard(self) -> RayGuard:
+        return RayGuard(self.settings, self.endpoints)
+
+    def check_ray(self) -> None:
+        """Join Ray (once per process) and make sure it is the one this Sluice cluster's
+        models run on (workers/cluster_guard.py): ClusterMismatchError if it is not."""
+        self.join_ray()
+        self.ray_guard.check(self.ledger.engine)
 
     def cluster_has_gpu(self) -> bool:
         """Whether model actors get a GPU (`auto` precision is bfloat16 there)."""
@@ -183,12 +201,25 @@ def _retry_later(task: Task, settings: Settings, exc: Exception) -> Exception:
     return task.retry(exc=exc, countdown=countdown, max_retries=None)
 
 
-def _stop_worker(chunk_id: str, exc: SchemaVersionError) -> Exception:
+def _stop_worker(chunk_id: str, exc: ConfigError) -> Exception:
     """A process of this worker found the ledger at another schema version (migrated after
-    the worker started): stop the whole worker, and put the message back for a current one."""
+    the worker started), or joined another Ray than its cluster's: stop the whole worker, and
+    put the message back for a current one."""
     log.error("chunk %s: %s; stopping this worker", chunk_id, exc)
     os.kill(os.getppid(), signal.SIGTERM)  # the Celery main process: a warm shutdown
     return Reject(str(exc), requeue=True)
+
+
+def _check_ray(state: WorkerState, chunk_id: str) -> None:
+    """Refuse the chunk (the message goes back, the worker stops) in a process joined to
+    another Ray than its cluster's. Any other failure here (Ray or the ledger unreachable) is
+    left to the attempt, which meets it as it always did."""
+    try:
+        state.check_ray()
+    except ClusterMismatchError:
+        raise
+    except Exception:
+        log.warning("chunk %s: Ray's cluster binding not checked", chunk_id, exc_info=True)
 
 
 def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> ClaimOutcome | DeliveryOutcome:
@@ -198,12 +229,13 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> ClaimOutcome
     claim_by = min(deadline, time.monotonic() + settings.ledger_patience)
     try:
         ledger = patiently(f"chunk {chunk_id}", lambda: state.ledger, claim_by)
+        _check_ray(state, chunk_id)  # before the claim: a refused worker spends no attempt
         claim = patiently(
             f"chunk {chunk_id}",
             lambda: ledger.claim(chunk_id, owner, settings.lease_seconds),
             claim_by,
         )
-    except SchemaVersionError as exc:
+    except (SchemaVersionError, ClusterMismatchError) as exc:
         raise _stop_worker(chunk_id, exc) from exc
     except OUTAGE as exc:
         log.warning("chunk %s: the ledger is still unreachable; retrying later", chunk_id)

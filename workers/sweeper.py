@@ -15,7 +15,7 @@ import redis
 from celery import Celery
 
 from schemas.catalog import Catalog
-from schemas.errors import UnknownTaskError
+from schemas.errors import ClusterMismatchError, UnknownTaskError
 from schemas.queues import (
     CONTROL_QUEUE,
     PROCESS_CHUNK,
@@ -26,6 +26,7 @@ from schemas.queues import (
 )
 from schemas.settings import Settings
 from schemas.stack import Endpoints, priority_lists, redis_priority, require_broker
+from storage.cluster_identity import require_same_cluster
 from storage.ledger import Ledger
 from workers.callback_delivery import SendCallback, callback_sender, enqueue_due
 from workers.chunk_task import WorkerState
@@ -222,6 +223,25 @@ def remove_abandoned(ledger: Ledger, idle_seconds: float = RECEIVING_IDLE) -> in
     return removed
 
 
+def keep_cluster_identity(state: WorkerState) -> None:
+    """Each sweep: the ledger's cluster id back into a broker that lost it (a Redis restarted
+    without persistence), and, in a process joined to Ray, the Ray binding refreshed, so an
+    idle cluster's stays live (storage/cluster_identity.py, workers/cluster_guard.py). A
+    mismatch is logged loudly, never acted on here: the chunk task stops a worker joined to
+    another Ray before it claims anything, and which ledger is the right one is the
+    operator's to say. Nothing here may stop the sweep."""
+    for check in (
+        lambda: require_same_cluster(state.ledger.engine, state.endpoints.broker_url),
+        lambda: state.ray_guard.check(state.ledger.engine),
+    ):
+        try:
+            check()
+        except ClusterMismatchError as exc:
+            log.error("sweep: %s", exc)
+        except Exception:
+            log.warning("sweep: the cluster's identity not checked", exc_info=True)
+
+
 def register_sweep(app: Celery, state: WorkerState) -> None:
     """The periodic sweep, run by the worker started with --beat; it shares the process's
     ledger and catalog with the chunk task."""
@@ -233,6 +253,7 @@ def register_sweep(app: Celery, state: WorkerState) -> None:
 
     @app.task(name=SWEEP, queue=CONTROL_QUEUE)
     def sweep_task() -> dict[str, object]:
+        keep_cluster_identity(state)
         return sweep_all(
             state.ledger,
             state.settings,

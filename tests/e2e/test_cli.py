@@ -163,6 +163,15 @@ def test_embedded_stack_submit_status_results_cancel(tmp_path: Path, demo_models
     assert down.returncode == 0 and down.stdout.strip() == "stopped"
     after = json.loads(sluice("status", job, cwd=tmp_path).stdout)  # the ledger outlives it
     assert after["status"] == "partially_failed"
+    # up again at once (`make demo` twice): a new Ray head on another port, and its worker is
+    # not refused for the one the ledger last saw (issue 20's Ray binding)
+    assert sluice("stack", "up", cwd=tmp_path, timeout=180).returncode == 0
+    try:
+        again = sluice("submit", "msgs.jsonl", "--task", "embed", "--wait", "--json",
+                       cwd=tmp_path, timeout=300)  # fmt: skip
+        assert json.loads(again.stdout.strip().splitlines()[-1])["ok"] == 40, again.stderr
+    finally:
+        sluice("stack", "down", cwd=tmp_path, timeout=120)
     for pid in pids.values():
         assert (
             not Path(f"/proc/{pid}").exists()

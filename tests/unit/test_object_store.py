@@ -9,18 +9,17 @@ from pathlib import Path
 import pytest
 
 from producers.adapters.media_items import media_item
-from producers.model_refs import weights_digest
 from schemas.errors import MediaRefError, ModelLocationError, ObjectStoreError
 from schemas.object_refs import confined_uri, normalised_uri, prefixes_within
 from schemas.settings import Settings
 from storage.media_sources import item_bytes
-from storage.model_artifacts import ModelCache, publish
+from storage.model_artifacts import ModelCache, publish, tree_digest
 from storage.object_store import ObjectStore
 from tests.conftest import Bucket
 
 
 def test_a_uri_has_one_spelling_and_a_prefix_matches_whole_segments() -> None:
-    assert normalised_uri("S3://b/a%2Fb/c.png") == "s3://b/a/b/c.png"
+    assert normalised_uri("S3://b/a%2F..%2Fb/c.png") == "s3://b/a%2F..%2Fb/c.png"  # literal
     for bad in ("s3://b/x/../y.png", "s3://b//y.png", "s3:///y", "s3://b/./y", "s3://b/y?v=1"):
         with pytest.raises(MediaRefError):
             normalised_uri(bad)
@@ -74,10 +73,9 @@ def test_a_model_is_copied_once_per_host_by_digest_and_a_changed_one_is_refused(
     assert {o.uri.rsplit("/", 1)[1] for o in store.list_objects(uri)} == {
         p.name for p in source.iterdir()
     }
-    local_digest = weights_digest(tiny_classifier, tmp_path / "digests")
     producer = ModelCache(tmp_path / "producer-cache", store)
     path, digest = producer.fetch(uri)
-    assert digest == local_digest  # the same version as the directory it came from
+    assert digest == tree_digest(tiny_classifier)[:16]  # every file, by path and bytes
     assert (path / "config.json").is_file()
     # another host: its own cache, copied and checked against the digest of the job
     worker = ModelCache(tmp_path / "worker-cache", store)
@@ -109,3 +107,51 @@ def test_store_errors_name_the_location_and_the_host(bucket: Bucket) -> None:
     bucket.client().put_object(Bucket=bucket.name, Key="big.bin", Body=b"x" * 200)
     with pytest.raises(ObjectStoreError, match="over the cap of 100"):
         store.read(f"{bucket.uri}/big.bin", 100)
+
+
+def test_keys_that_would_land_outside_the_copy_are_refused(bucket: Bucket, tmp_path: Path) -> None:
+    s3 = bucket.client()
+    s3.put_object(Bucket=bucket.name, Key="m/config.json", Body=b"{}")
+    s3.put_object(Bucket=bucket.name, Key="m/../../../../escaped.json", Body=b"{}")
+    cache = ModelCache(tmp_path / "a" / "b" / "cache", ObjectStore(bucket.options))
+    with pytest.raises(ObjectStoreError, match="not a plain path"):
+        cache.fetch(f"{bucket.uri}/m")
+    s3.delete_object(Bucket=bucket.name, Key="m/../../../../escaped.json")
+    s3.put_object(Bucket=bucket.name, Key="m//tmp/escaped.json", Body=b"{}")
+    with pytest.raises(ObjectStoreError, match="not a plain path"):
+        cache.fetch(f"{bucket.uri}/m")
+    assert not list(tmp_path.rglob("escaped.json"))
+
+
+def test_every_file_counts_in_a_model_digest_by_name_and_bytes(tmp_path: Path) -> None:
+    def tree(files: dict[str, str]) -> str:
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        for name, text in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+        return tree_digest(root)
+
+    base = {"config.json": "{}", "vocab.txt": "a\nb\n"}
+    assert tree(base) == tree(dict(base))
+    assert tree(base) != tree({**base, "chat_template.jinja": "{{ evil }}"})  # any file
+    assert tree(base) != tree({**base, "1_Pooling/config.json": "{}"})  # sub-folders too
+    # the same bytes split differently between files is another model
+    assert tree({"config.json": "{}", "merges.txt": "a\n", "vocab.txt": "b\n"}) != tree(base)
+
+
+def test_a_versioned_bucket_and_odd_keys_read_as_submitted(bucket: Bucket) -> None:
+    from producers.adapters import adapter_for
+    from schemas.modalities import Modality
+
+    s3 = bucket.client()
+    s3.put_bucket_versioning(Bucket=bucket.name, VersioningConfiguration={"Status": "Enabled"})
+    for key in ("media/a.png", "media/100%25.png", "media/sub/b c.png"):
+        s3.put_object(Bucket=bucket.name, Key=key, Body=key.encode())
+    settings = Settings(object_prefixes=f"{bucket.uri}/media/", storage_options=bucket.options)
+    items = adapter_for(Modality.IMAGE).items_from_prefix(f"{bucket.uri}/media", settings)
+    assert sorted(i.key for i in items) == ["100%25.png", "a.png", "sub/b c.png"]
+    store, limits = ObjectStore(bucket.options), settings.media_limits()
+    for item in items:  # the listing's stamp is the one a worker's HEAD sees
+        assert (
+            item_bytes(None, item.path, item.stamp, limits, store) == f"media/{item.key}".encode()
+        )

@@ -23,7 +23,7 @@ from storage.registry import ModelVersionView, Registry
 from storage.row_sources import fingerprint, read_all_rows, read_table
 from storage.training_runs import RunView, TrainingRuns
 from workers.media_decoding import use_object_store
-from workers.training.loop import FINAL_METRICS, train_loop
+from workers.training.loop import FINAL_METRICS, local_base, train_loop
 from workers.training.plan import plan_for
 from workers.training.recipes import recipe_for
 
@@ -99,13 +99,14 @@ def run_training(
 
     from workers.runtime import actor_directory as actors
 
-    spec = TrainSpec.model_validate(run.spec)
+    store = ObjectStore(settings.storage_options)
+    spec = local_base(TrainSpec.model_validate(run.spec), settings.model_cache_dir(), store)
     done = [v for v in registry.list(spec.name) if v.training_run_id == run.id]
     if done:  # registered before its worker died, not yet marked finished
         return done[0]
     rows = load_rows(spec, settings)
     recipe = recipe_for(spec)
-    use_object_store(ObjectStore(settings.storage_options))  # media the data names by s3://
+    use_object_store(store)  # media the data names by s3://
     try:
         prepared = recipe.prepare(spec, rows, settings.media_limits())
     except (ValueError, KeyError) as exc:
@@ -117,7 +118,6 @@ def run_training(
         endpoints.ray_auth_token_path,
         actors.outside_code(load_catalog(settings.task_modules)),
     )
-    store = ObjectStore(settings.storage_options)
     location = settings.training_location()
     run_dir = join(location, run.id)
     output = join(run_dir, "model")
@@ -138,6 +138,8 @@ def run_training(
             "database_url": endpoints.database_url,
             "output_dir": output,
             "storage_options": settings.storage_options,
+            "base": run.spec.get("base"),  # an s3:// base: each rank's host copies it
+            "model_cache_dir": str(settings.model_cache_dir()),
             "checkpoint_seconds": settings.train_checkpoint_seconds,
         },
         scaling_config=scaling(spec, settings),

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from schemas.object_refs import is_object_uri
 from schemas.training import TrainSpec
 from storage.engine import make_engine
+from storage.model_artifacts import ModelCache
 from storage.object_store import ObjectStore
 from storage.training_runs import TrainingRuns
 from workers.training import checkpoint
@@ -68,8 +69,22 @@ class Reporter:
         return True
 
 
+def local_base(spec: TrainSpec, cache_dir: Path, store: ObjectStore) -> TrainSpec:
+    """`spec` with an object-store base replaced by this host's copy of it, checked against
+    the digest taken at submit (the driver and every Ray Train worker make their own copy:
+    hosts share no paths)."""
+    if not spec.base or not is_object_uri(spec.base):
+        return spec
+    local = ModelCache(cache_dir, store).materialise(spec.base, spec.base_version or "")
+    return spec.model_copy(update={"base": str(local)})
+
+
 def train_loop(config: dict[str, Any]) -> None:
     spec = TrainSpec.model_validate(config["spec"])
+    if config.get("base"):  # the base's location, not the driver host's copy
+        store = ObjectStore(config.get("storage_options"))
+        base = spec.model_copy(update={"base": config["base"]})
+        spec = local_base(base, Path(config["model_cache_dir"]), store)
     # the driver's plan (workers/training/plan.py) set what the user left to it
     assert spec.epochs is not None and spec.batch_size is not None
     recipe = recipe_for(spec)
