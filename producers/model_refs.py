@@ -60,12 +60,12 @@ def from_registry(
         "SLUICE_MODEL_STORE must be shared by every host; an s3:// store needs its "
         "SLUICE_STORAGE_OPTIONS); ask its owner or operator"
     )
-    location = ""
+    location, version = "", ""
     if is_object_uri(view.uri):
         if models is None:
             raise gone
         try:
-            path, _ = models.fetch(view.uri)
+            path, version = models.fetch(view.uri)  # each host checks its copy against it
         except (ObjectStoreError, ModelError) as exc:
             raise gone from exc
         location = view.uri
@@ -83,7 +83,7 @@ def from_registry(
     return ModelRef(
         name=view.ref,
         path=path,
-        version=weights_digest(path, cache_dir),
+        version=version or weights_digest(path, cache_dir),
         location=location,
         registry={
             "name": view.name,

@@ -219,3 +219,40 @@ def test_a_model_directory_the_worker_host_lacks_ends_the_items_naming_it_and_th
     (message,) = errors
     assert str(model) in message and socket.gethostname() in message
     assert "cannot be read on host" in message
+
+
+@SQLITE_ONLY
+def test_a_registered_base_in_the_bucket_is_fine_tuned_by_a_host_that_never_saw_it(
+    env: dict[str, str],
+    bucket: Bucket,
+    start_worker: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data, _ = breast_cancer_csv(tmp_path / "bc.csv")
+    bucket.client().upload_file(str(data), bucket.name, "data/bc.csv")
+    request = {
+        "task": "classify-records",
+        "data": f"{bucket.uri}/data/bc.csv",
+        "label_column": "diagnosis",
+        "key_column": "id",
+        "epochs": 3,
+    }
+    host_a = host_env(env, bucket, tmp_path / "host-a")
+    a = client_for(host_a, monkeypatch)
+    worker_a = start_worker(**host_a)
+    first = a.wait_training(a.submit_training(name="bc-base", **request), timeout=600)
+    assert first.status == "succeeded", first.error
+    kill_group(worker_a)
+    # host B asks for a warm start from bc-base@1 (in the bucket's registry); host C trains
+    b = client_for(host_env(env, bucket, tmp_path / "host-b"), monkeypatch)
+    run_id = b.submit_training(name="bc-tuned", base="bc-base@1", **request)
+    base = b.training_run(run_id).spec["base"]
+    assert base == a.registry.get("bc-base", 1).uri and base.startswith(bucket.uri)
+    shutil.rmtree(tmp_path / "host-a")
+    shutil.rmtree(tmp_path / "host-b")  # the submitter's copy of the base is gone too
+    start_worker(**host_env(env, bucket, tmp_path / "host-c"))
+    run = b.wait_training(run_id, timeout=600)
+    assert run.status == "succeeded", run.error
+    assert b.registry.get("bc-tuned", "latest").metrics["heldout_accuracy"] >= 0.9
+    assert list((tmp_path / "host-c" / "model-cache").glob("*/features.json"))
