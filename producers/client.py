@@ -42,6 +42,7 @@ from storage.ledger import JobView, Ledger
 from storage.model_artifacts import ModelCache
 from storage.object_store import ObjectStore
 from storage.registry import Registry
+from storage.row_sources import WHOLE_OBJECT_MAX_BYTES
 from storage.tenancy import TenantReads
 from storage.training_runs import RunView, TrainingRuns
 
@@ -122,10 +123,10 @@ class Client:
         if Path(source).suffix.lower() not in SUFFIXES:
             items = adapter_for(spec.modality).items_from_prefix(source, self.settings)
             return self._submit(items, task, source=source, **options)
-        local = self.store.fetch_file(source, self.settings.api_max_body_bytes * 50)
+        local = self.store.fetch_file(source, WHOLE_OBJECT_MAX_BYTES)
         try:
             columns, rows = read_rows(local, source=source)
-            # relative references in a remote list file name nothing here: no base directory
+            # no base directory: a relative reference in it is read as this host's path
             return self._submit_rows(
                 columns, rows, task, source, None, text_column, key_column, media_column, options
             )

@@ -70,7 +70,13 @@ class ObjectStore:
             raise ObjectStoreError(f"{uri} is a prefix, not an object")
         return ObjectInfo(normalised_uri(uri), int(found.get("size") or 0), stamp_of(found))
 
-    def read(self, uri: str, max_bytes: int, stamp: str | None = None) -> bytes:
+    def read(
+        self,
+        uri: str,
+        max_bytes: int,
+        stamp: str | None = None,
+        cap: str = "SLUICE_MAX_MEDIA_BYTES",
+    ) -> bytes:
         """The object's bytes, refused over `max_bytes`, or when `stamp` is given and the
         object is no longer the one stamped (replaced or rewritten since)."""
         now = self.info(uri)
@@ -148,12 +154,16 @@ class ObjectStore:
             fs.put_file(str(local), path)
 
     def fetch_file(self, uri: str, max_bytes: int) -> Path:
-        """A local temporary copy of one object (a list file to read); the caller removes it."""
-        data = self.read(uri, max_bytes)
-        suffix = "".join(Path(uri).suffixes[-2:])
-        fd, name = tempfile.mkstemp(prefix="sluice-object-", suffix=suffix)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        """A local temporary copy of one object (a list file to read), streamed to disk; the
+        caller removes it."""
+        found = self.info(uri)
+        if found.size > max_bytes:
+            raise ObjectStoreError(f"{uri} is {found.size} bytes, over {max_bytes} for one file")
+        fs, path = self.filesystem(uri)
+        fd, name = tempfile.mkstemp(prefix="sluice-object-", suffix="".join(Path(uri).suffixes))
+        os.close(fd)
+        with _named(uri, "read"):
+            fs.get_file(path, name)
         return Path(name)
 
     def remove(self, uri: str) -> None:
