@@ -14,6 +14,7 @@ about it.
     │   │   │   └── UnknownRegisteredModelError  (also a RegistryError)
     │   │   ├── RegistryError
     │   │   └── ModelLocationError     a model this host cannot read, or changed since submit
+    │   │       └── ModelChangedError  its files are not the submitted ones: items `invalid`
     │   ├── ObjectStoreError           an s3:// (fsspec) location not read or written
     │   ├── UnknownTaskError
     │   ├── JobNotFoundError
@@ -163,6 +164,11 @@ class ObjectStoreError(SluiceError):
 class ModelLocationError(ModelError):
     """A model's location cannot be read on the host that must load it, or its contents are
     not the ones the job was submitted with; the message names the location and the host."""
+
+
+class ModelChangedError(ModelLocationError):
+    """The model's files are not the ones the job was submitted with: no retry can help, its
+    items end `invalid` with this message."""
 
 
 class IsolationUnfinished(RuntimeError):

@@ -12,7 +12,7 @@ import socket
 import uuid
 from pathlib import Path
 
-from schemas.errors import ModelLocationError, ObjectStoreError
+from schemas.errors import ModelChangedError, ModelLocationError, ObjectStoreError
 from schemas.object_refs import is_object_uri, normalised_uri
 from storage.object_store import ObjectStore
 
@@ -93,7 +93,7 @@ class ModelCache:
         except ObjectStoreError as exc:
             raise ModelLocationError(f"model {location}: {exc}") from exc
         if found != digest:
-            raise ModelLocationError(
+            raise ModelChangedError(
                 f"model {location} changed after the job was submitted: its files hash to "
                 f"{found} on host {host()}, the job was submitted with {digest}; submit the "
                 "job again to use the new model"

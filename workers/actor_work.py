@@ -10,7 +10,13 @@ from typing import Any
 
 from ray.exceptions import RayActorError
 
-from schemas.errors import IsolationUnfinished, ModelError, ModelLocationError, WorkCancelled
+from schemas.errors import (
+    IsolationUnfinished,
+    ModelChangedError,
+    ModelError,
+    ModelLocationError,
+    WorkCancelled,
+)
 from schemas.jobs import Item, Outcome
 from schemas.settings import Settings
 from schemas.task_spec import TaskSpec
@@ -45,8 +51,9 @@ def load_failure(exc: RayActorError) -> ModelError:
     if not found:
         return ModelError(f"the model actor could not start: {exc}"[:2000])
     kind, message = found[-1]
-    if kind == ModelLocationError.__name__:
-        return ModelLocationError(message)
+    for known in (ModelChangedError, ModelLocationError):
+        if kind == known.__name__:
+            return known(message)
     return ModelError(f"the model could not be loaded: {kind}: {message}"[:2000])
 
 

@@ -17,6 +17,7 @@ from schemas.errors import (
     ConfigError,
     IsolationUnfinished,
     MediaRefError,
+    ModelChangedError,
     SchemaVersionError,
     WorkCancelled,
 )
@@ -181,7 +182,12 @@ def compute_outcomes(
         ready = [item for item in ready if item.key not in hits]
     if ready:
         isolate = (claim.last_error or "").startswith(ISOLATING)
-        for outcome in state.run_on_actor(claim.job, chunk_id, ready, calls, isolate):
+        try:
+            done = state.run_on_actor(claim.job, chunk_id, ready, calls, isolate)
+        except ModelChangedError as exc:  # no retry brings the submitted model back
+            done = [Outcome(key=i.key, status=ItemStatus.INVALID, error=str(exc)) for i in ready]
+            cache = None
+        for outcome in done:
             known[outcome.key] = outcome
         if calls.isolated:
             cache = None  # made on the private CPU actor: not what the shared one makes

@@ -256,3 +256,29 @@ def test_a_registered_base_in_the_bucket_is_fine_tuned_by_a_host_that_never_saw_
     assert run.status == "succeeded", run.error
     assert b.registry.get("bc-tuned", "latest").metrics["heldout_accuracy"] >= 0.9
     assert list((tmp_path / "host-c" / "model-cache").glob("*/features.json"))
+
+
+@SQLITE_ONLY
+def test_a_model_replaced_in_the_bucket_after_submit_ends_the_items_invalid(
+    env: dict[str, str],
+    bucket: Bucket,
+    start_worker: Any,
+    tiny_classifier: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = ObjectStore(bucket.options)
+    store.upload_dir(tiny_classifier, f"{bucket.uri}/models/tiny")
+    a = client_for(host_env(env, bucket, tmp_path / "host-a"), monkeypatch)
+    job_id = a.submit_texts(["thanks!", "refund please"], "classify-text",
+                            model=f"{bucket.uri}/models/tiny")  # fmt: skip
+    config = json.loads((tiny_classifier / "config.json").read_text())
+    config["id2label"] = {"0": "praise", "1": "billing"}  # swapped after submit
+    bucket.client().put_object(
+        Bucket=bucket.name, Key="models/tiny/config.json", Body=json.dumps(config).encode()
+    )
+    start_worker(**host_env(env, bucket, tmp_path / "host-b"))
+    view = a.wait(job_id, timeout=240)
+    assert (view.status, view.counts.invalid) == ("failed", 2)
+    errors = {r["error"] for r in a.results(job_id)}
+    assert len(errors) == 1 and "changed after the job was submitted" in errors.pop()
