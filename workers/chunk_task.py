@@ -22,6 +22,8 @@ from schemas.errors import (
     WorkCancelled,
 )
 from schemas.jobs import ExplainPolicy, Item, Outcome, cache_enabled
+from schemas.media_refs import MediaLimits
+from schemas.object_refs import confined_uri, is_object_uri
 from schemas.queues import PROCESS_CHUNK
 from schemas.settings import Settings
 from schemas.stack import Endpoints
@@ -141,7 +143,7 @@ def from_cache(
             media = None
             if item.path is not None or item.data is not None:
                 try:  # the file's bytes are keyed, read under the job's roots
-                    media = item_bytes(item.data, item.path, item.stamp, limits, state.store)
+                    media = media_identity(item, limits, state.store)
                 except MediaRefError:
                     continue  # the actor says why it cannot be read
             digests[item.key] = item_digest(secret, encoded, item, media, by_key)
@@ -157,6 +159,16 @@ def from_cache(
             hits[key] = outcome
     misses = {k: d for k, d in digests.items() if k not in hits}
     return hits, CacheWrite(job.tenant, job.explain_policy, misses)
+
+
+def media_identity(item: Item, limits: MediaLimits, store: ObjectStore) -> bytes:
+    """What the result cache keys an item's media by: a file's or inline item's bytes; an
+    object's location and ETag (which changes with its bytes), so the object is not fetched
+    here as well as in the actor. Raises MediaRefError where the job may not read it."""
+    if item.data is None and item.path and item.stamp and is_object_uri(item.path):
+        uri = confined_uri(item.path, limits.prefixes)
+        return f"object\0{uri}\0{item.stamp}".encode()
+    return item_bytes(item.data, item.path, item.stamp, limits, store)
 
 
 def compute_outcomes(

@@ -158,6 +158,16 @@ def test_media_list_file_model_and_export_by_s3_uri_through_the_cli(
     assert "changed after it was submitted" in res["d0"]["error"]
     assert "outside the object-store prefixes" in res["outside"]["error"]
     assert "no such object" in res["missing"]["error"]
+    # again: the unchanged objects come from the result cache (keyed by location and ETag,
+    # not fetched by the worker to be hashed), the replaced one is run on its new bytes
+    again = sluice(host, "submit", f"{bucket.uri}/lists/photos.jsonl", "--task",
+                   "classify-image", "--model", f"{bucket.uri}/models/digits",
+                   "--key-column", "id", "--wait", "--json")  # fmt: skip
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    assert (summary["ok"], summary["invalid"]) == (7, 2), again.stderr
+    rows = {r["key"]: r for r in client.results(summary["job_id"])}
+    assert {k for k, r in rows.items() if r.get("cached")} == {f"d{n}" for n in range(1, 6)}
+    assert rows["d0"]["output"]["label"] == res["d1"]["output"]["label"]  # d1's bytes now
 
 
 @SQLITE_ONLY
