@@ -69,7 +69,9 @@ class Client:
         self.registry = Registry(engine)
         self.reads = TenantReads(engine)
         self.store = ObjectStore(self.settings.storage_options)
-        self.models = ModelCache(self.settings.model_cache_dir(), self.store)
+        self.models = ModelCache(
+            self.settings.model_cache_dir(), self.store, self.settings.max_model_bytes
+        )
         self.dispatcher: Dispatcher = dispatcher or CeleryDispatcher(
             self.endpoints.broker_url, self.settings
         )

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -49,10 +50,11 @@ def host() -> str:
 
 
 class ModelCache:
-    """Local copies of object-store models under `root`, one directory per digest."""
+    """Local copies of object-store models under `root`, one directory per digest; a model
+    over `max_bytes` (SLUICE_MAX_MODEL_BYTES) is refused before anything is copied."""
 
-    def __init__(self, root: Path, store: ObjectStore) -> None:
-        self.root, self.store = root, store
+    def __init__(self, root: Path, store: ObjectStore, max_bytes: int = 20 * 2**30) -> None:
+        self.root, self.store, self.max_bytes = root, store, max_bytes
 
     def fetch(self, uri: str) -> tuple[Path, str]:
         """A verified local copy of the model under `uri` and its digest (16 hex). One listing
@@ -61,6 +63,11 @@ class ModelCache:
         listed = self.store.list_objects(uri)
         if not listed:
             raise ModelLocationError(f"model {uri}: no objects under this prefix (host {host()})")
+        if (total := sum(o.size for o in listed)) > self.max_bytes:
+            raise ModelLocationError(
+                f"model {uri} holds {total} bytes in {len(listed)} objects, over the cap of "
+                f"{self.max_bytes} (SLUICE_MAX_MODEL_BYTES); name the model's own prefix"
+            )
         listing = hashlib.sha256(
             json.dumps([(o.uri, o.size, o.stamp) for o in listed]).encode()
         ).hexdigest()
@@ -102,6 +109,9 @@ class ModelCache:
 
     def _download(self, uri: str) -> tuple[Path, str]:
         self.root.mkdir(parents=True, exist_ok=True)
+        for left in self.root.glob(".partial-*"):  # a copy whose process died a day ago
+            if time.time() - left.stat().st_mtime > 86_400:
+                shutil.rmtree(left, ignore_errors=True)
         scratch = self.root / f".partial-{os.getpid()}-{uuid.uuid4().hex}"
         try:
             self.store.download_dir(uri, scratch)

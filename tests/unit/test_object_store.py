@@ -91,6 +91,11 @@ def test_a_model_is_copied_once_per_host_by_digest_and_a_changed_one_is_refused(
     late = ModelCache(tmp_path / "late-cache", store)
     with pytest.raises(ModelLocationError, match="changed after the job was submitted"):
         late.materialise(uri, digest)
+    # a prefix over the size cap is refused before anything is copied
+    small = ModelCache(tmp_path / "small-cache", store, max_bytes=1000)
+    with pytest.raises(ModelLocationError, match="SLUICE_MAX_MODEL_BYTES"):
+        small.fetch(uri)
+    assert not (tmp_path / "small-cache").exists()
     # a local directory this host lacks: the message names it and the host
     with pytest.raises(ModelLocationError) as refused:
         late.materialise(str(tmp_path / "nowhere"), digest)
