@@ -390,6 +390,9 @@ def api(host: str, port: int, workers: int) -> None:
     from producers.api import create_app
 
     if workers > 1:
+        from producers import Client
+
+        Client()  # here, before the children: a host of another cluster exits 2 with why
         uvicorn.run(
             "producers.api.app:create_app", factory=True, host=host, port=port, workers=workers
         )

@@ -205,4 +205,13 @@ def down(settings: Settings) -> bool:
         return False
     _stop(info.pids)
     StackInfo.path(settings.data_dir).unlink(missing_ok=True)
+    if "ray" in info.pids:  # its Ray is gone: a ledger bound to it may bind the next one
+        port = info.ray_address.rsplit(":", 1)[-1]
+        engine = make_engine(settings.resolved_database_url())
+        try:
+            forget_ray(engine, port=port)
+        except Exception:  # a ledger not reachable now: the binding goes stale in 2 minutes
+            pass
+        finally:
+            engine.dispose()
     return True

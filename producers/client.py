@@ -77,7 +77,7 @@ class Client:
         )
         if isinstance(self.dispatcher, CeleryDispatcher):  # one that records sends nowhere
             # the broker's Sluice cluster is this ledger's: one SELECT, one Redis round trip
-            require_same_cluster(engine, self.dispatcher.broker_url)
+            require_same_cluster(engine, self.dispatcher.broker_url, claim=False)
 
     # -- submitting ---------------------------------------------------------------------------
 

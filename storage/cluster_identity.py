@@ -123,12 +123,16 @@ def check_ray(
         return RayCheck(conflict=current)
 
 
-def forget_ray(engine: Engine) -> None:
-    """No Ray bound: the embedded stack, which owns its ledger and its Ray, starts a new Ray
-    head (another port) each time it comes up, and its worker must not be refused for the
-    one it stopped."""
+def forget_ray(engine: Engine, port: str | None = None) -> None:
+    """No Ray bound: the embedded stack starts a new Ray head (another port) each time it
+    comes up, and its worker must not be refused for the one it stopped. `port`: only if the
+    bound Ray is the one that listened there (`sluice stack down` forgets its own Ray only)."""
     cluster_id(engine)
     with engine.begin() as conn:
+        if port is not None:
+            bound = conn.execute(_binding()).one()
+            if not (bound[1] or "").endswith(f":{port}"):
+                return
         _write(conn, ray_id=None, ray_address=None, ray_bound_at=None, ray_seen_at=None)
 
 
@@ -185,12 +189,16 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def require_same_cluster(engine: Engine, broker_url: str | None) -> str | None:
-    """Refuse (ClusterMismatchError) when the broker serves another ledger's cluster; write
-    this ledger's id there when the broker has none (the first process, or a Redis restarted
-    without persistence: it simply gets the id again). A broker that does not answer is not
-    checked: nothing can be sent through it now either (sends fail with NotQueuedError, a
-    worker waits for it). Returns the broker's cluster id, None when not checked."""
+def require_same_cluster(
+    engine: Engine, broker_url: str | None, *, claim: bool = True
+) -> str | None:
+    """Refuse (ClusterMismatchError) when the broker serves another ledger's cluster; with
+    `claim` (workers and the sweep, not the CLI or the API), write this ledger's id there when
+    the broker has none (the first worker, or a Redis restarted without persistence: it gets
+    the id again), so a stray CLI with a ledger of its own never claims a shared broker. A
+    broker that does not answer is not checked: nothing can be sent through it now either
+    (sends fail with NotQueuedError, a worker waits for it). Returns the broker's cluster id,
+    None when not checked."""
     url = redis_url(broker_url)
     if url is None:
         return None
@@ -203,13 +211,16 @@ def require_same_cluster(engine: Engine, broker_url: str | None) -> str | None:
         )
         try:
             with client.pipeline(transaction=False) as pipe:  # one round trip
-                pipe.set(BROKER_KEY, ours, nx=True)
+                if claim:
+                    pipe.set(BROKER_KEY, ours, nx=True)
                 pipe.get(BROKER_KEY)
-                _, stored = pipe.execute()
+                stored = pipe.execute()[-1]
         finally:
             client.close()
-    except (redis.RedisError, OSError, ValueError) as exc:
+    except Exception as exc:  # down, refusing, or a URL option redis-py does not take
         log.info("cluster id not compared: the broker %s did not answer (%s)", shown_url(url), exc)
+        return None
+    if stored is None:  # not claimed yet (only workers claim: a stray CLI never does)
         return None
     theirs = stored.decode() if isinstance(stored, bytes) else str(stored)
     if theirs != ours:

@@ -10,6 +10,7 @@ is refused while another Ray is bound and live, and runs with a warning otherwis
 """
 
 import logging
+import os
 import sys
 import time
 
@@ -30,12 +31,17 @@ from workers.runtime import ray_identity
 from workers.runtime.ray_identity import RayIdentity
 
 log = logging.getLogger("sluice.cluster")
-PROBE_TIMEOUT_S = 90.0  # joining a Ray at start; one that does not answer is checked later
+PROBE_TIMEOUT_S = 15.0  # joining a Ray at start; one that does not answer is checked later
+# The Ray `sluice worker` found at start, for its processes (set before Celery forks them):
+# a process that has not joined Ray yet (the sweep's) keeps that Ray's binding live.
+STARTED_ON = "_SLUICE_RAY_AT_START"
 PRIVATE_RAY = (
-    "SLUICE_RAY_ADDRESS is unset (RAY_ADDRESS is not read): each worker process starts a "
-    "private Ray and loads its own models there. Set SLUICE_RAY_ADDRESS to the Ray cluster "
-    "every host uses."
+    "SLUICE_RAY_ADDRESS is unset (RAY_ADDRESS is not read): each worker process would start "
+    "a private Ray and load its own models there. Set SLUICE_RAY_ADDRESS to the Ray cluster "
+    "every host uses (ray start --head --port=6380 on one host), or to `local` to run this "
+    "worker's processes on private Rays on purpose"
 )
+PRIVATE = "local"  # SLUICE_RAY_ADDRESS=local: private Rays, chosen
 NOT_HOST_ADDRESSES = ("127.", "localhost", "[::1]", "::1", "auto", "local")
 
 
@@ -69,9 +75,11 @@ def check_at_start(settings: Settings, endpoints: Endpoints, engine: Engine) -> 
     one bound in the ledger (or is bound now). A private Ray need not be started to know it is
     another: any live binding refuses it."""
     stale = stale_after(settings.sweep_interval)
-    if endpoints.ray_address is None:
+    if endpoints.ray_address in (None, PRIVATE):
         if (bound := live_binding(engine, stale)) is not None:
             raise ClusterMismatchError(ray_mismatch_message(bound, stale, None, None))
+        if endpoints.ray_address is None and settings.broker_url is not None:
+            raise ClusterMismatchError(PRIVATE_RAY)  # a shared broker: other hosts exist
         log.warning(PRIVATE_RAY)
         return
     try:
@@ -87,6 +95,7 @@ def check_at_start(settings: Settings, endpoints: Endpoints, engine: Engine) -> 
         return
     address = bound_address(endpoints.ray_address, joined)
     settle(check_ray(engine, joined.ray_id, address, stale), joined, address, stale)
+    os.environ[STARTED_ON] = f"{joined.ray_id} {address}"
 
 
 def ray_joined() -> bool:
@@ -117,7 +126,16 @@ class RayGuard:
             log.warning("this process's Ray cluster is not compared with the cluster's: %s", exc)
             self._checked_at = now
             return
-        if self.configured is None:
+        if joined is None and self.configured not in (None, PRIVATE):
+            started_on = os.environ.get(STARTED_ON, "").split(" ", 1)
+            if len(started_on) == 2:  # not joined yet: the Ray this worker started on
+                at_start = RayIdentity(*started_on)
+                address = at_start.gcs_address
+                found = check_ray(engine, at_start.ray_id, address, self.stale)
+                settle(found, at_start, address, self.stale)
+                self._checked_at = now
+            return
+        if self.configured in (None, PRIVATE):
             bound = live_binding(engine, self.stale)
             settle(RayCheck(conflict=bound), joined, None, self.stale)
             if not self._warned:
@@ -128,6 +146,4 @@ class RayGuard:
             settle(
                 check_ray(engine, joined.ray_id, address, self.stale), joined, address, self.stale
             )
-        else:
-            return  # nothing joined, nothing to compare yet
         self._checked_at = now

@@ -20,7 +20,7 @@ from schemas.errors import ClusterMismatchError
 from schemas.settings import Settings
 from storage import tables as t
 from storage.clock import host_now
-from storage.cluster_identity import BROKER_KEY, bound_ray, cluster_id
+from storage.cluster_identity import BROKER_KEY, bound_ray, cluster_id, require_same_cluster
 from storage.engine import make_engine, migrate
 from tests.conftest import kill_group
 from tests.integration.conftest import SLUICE, sluice, wait_until
@@ -173,20 +173,32 @@ def test_a_broker_that_lost_the_id_gets_it_again_and_another_ledger_is_refused(
     settings: Settings,
 ):
     broker = redis.Redis.from_url(settings.broker_url or "")
-    client = Client(settings)  # the first process writes the ledger's id to the broker
+    client = Client(settings)  # a CLI or API never claims the broker: only workers do
     ours = cluster_id(client.ledger.engine)
+    assert broker.get(BROKER_KEY) is None
+    require_same_cluster(client.ledger.engine, settings.broker_url)  # a worker's start
     assert broker.get(BROKER_KEY) == ours.encode()
     broker.delete(BROKER_KEY)  # a Redis restarted without persistence
-    Client(settings)
-    assert broker.get(BROKER_KEY) == ours.encode()
-    broker.flushdb()
-    create_app(settings)  # the REST API checks at start too
+    Client(settings)  # not refused, not claimed
+    require_same_cluster(client.ledger.engine, settings.broker_url)  # the next sweep
     assert broker.get(BROKER_KEY) == ours.encode()
 
     broker.set(BROKER_KEY, "0" * 32)  # the broker serves another ledger's cluster
     with pytest.raises(ClusterMismatchError, match=f"is cluster {ours}: the hosts do not"):
         Client(settings)
     with pytest.raises(ClusterMismatchError, match="Set SLUICE_DATABASE_URL"):
-        create_app(settings)
+        create_app(settings)  # the REST API checks at start too
     assert broker.get(BROKER_KEY) == b"0" * 32  # a refused process changes nothing
     assert cluster_id(client.ledger.engine) == ours
+
+
+def test_a_worker_of_a_shared_broker_without_a_ray_address_is_refused_even_alone(
+    env: dict[str, str], tmp_path: Path
+):
+    # every host copied the same environment, without SLUICE_RAY_ADDRESS: nothing is bound
+    # yet, and each worker process would start a private Ray of its own
+    b = host_b(env, tmp_path, "SLUICE_RAY_ADDRESS", "SLUICE_RAY_AUTH_TOKEN_PATH")
+    code, log = worker_exit(b, tmp_path, "worker-alone")
+    assert code == 2, log
+    assert "SLUICE_RAY_ADDRESS is unset (RAY_ADDRESS is not read)" in log
+    assert "or to `local` to run this worker's processes on private Rays on purpose" in log
