@@ -31,10 +31,10 @@ def run_worker(
     engine = make_engine(where.database_url)
     try:  # before consuming anything: a worker of another schema version must not start
         require_current_schema(engine)
+        app = create_app(settings, where)  # its own settings checked before the cluster's
         check_cluster(settings, where, engine, queues or known)
     finally:
         engine.dispose()
-    app = create_app(settings, where)
     from ops.callback_worker import callback_pool_beside, run_callback_pool
     from schemas.queues import CALLBACK_QUEUE
 
