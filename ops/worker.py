@@ -2,12 +2,15 @@
 
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from schemas.settings import Settings
 from schemas.stack import Endpoints, endpoints
+
+if TYPE_CHECKING:
+    from workers.runtime.ray_identity import Probe
 
 
 def run_worker(
@@ -20,21 +23,26 @@ def run_worker(
     from schemas.errors import ConfigError
     from workers.celery_app import consumed_queues, create_app, worker_queues
 
-    catalog = load_catalog(settings.task_modules)
-    known = worker_queues(catalog)
-    unknown = sorted(set(queues or []) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown queues {unknown}; Sluice's queues are: {', '.join(known)}")
-    from storage.engine import make_engine, require_current_schema
-
     where = endpoints(settings)
-    engine = make_engine(where.database_url)
-    try:  # before consuming anything: a worker of another schema version must not start
-        require_current_schema(engine)
-        app = create_app(settings, where)  # its own settings checked before the cluster's
-        check_cluster(settings, where, engine, queues or known)
+    ray_probe = start_ray_probe(where, queues)  # runs while the catalog and schema are read
+    try:
+        catalog = load_catalog(settings.task_modules)
+        known = worker_queues(catalog)
+        unknown = sorted(set(queues or []) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown queues {unknown}; Sluice's queues are: {', '.join(known)}")
+        from storage.engine import make_engine, require_current_schema
+
+        engine = make_engine(where.database_url)
+        try:  # before consuming anything: a worker of another schema version must not start
+            require_current_schema(engine)
+            app = create_app(settings, where)  # its own settings checked before the cluster's
+            check_cluster(settings, where, engine, queues or known, ray_probe)
+        finally:
+            engine.dispose()
     finally:
-        engine.dispose()
+        if ray_probe is not None:
+            ray_probe.cancel()
     from ops.callback_worker import callback_pool_beside, run_callback_pool
     from schemas.queues import CALLBACK_QUEUE
 
@@ -64,8 +72,24 @@ def run_worker(
         app.worker_main(argv)
 
 
+def start_ray_probe(where: Endpoints, queues: list[str] | None) -> "Probe | None":
+    """The identity of the Ray this worker's processes will join, read by a process started
+    now (none for a private Ray, or a worker of the callback pool alone)."""
+    from schemas.queues import CALLBACK_QUEUE
+    from workers.cluster_guard import PRIVATE
+    from workers.runtime.ray_identity import Probe
+
+    if where.ray_address in (None, PRIVATE) or (queues and set(queues) == {CALLBACK_QUEUE}):
+        return None
+    return Probe(where.ray_address, where.ray_auth_token_path)
+
+
 def check_cluster(
-    settings: Settings, where: Endpoints, engine: Engine, consumed: list[str]
+    settings: Settings,
+    where: Endpoints,
+    engine: Engine,
+    consumed: list[str],
+    ray_probe: "Probe | None" = None,
 ) -> None:
     """Before consuming anything: a worker whose ledger is not the broker's cluster's (no
     SLUICE_DATABASE_URL on this host), or whose Ray is not the one the cluster's models run
@@ -77,7 +101,7 @@ def check_cluster(
 
     require_same_cluster(engine, where.broker_url)
     if any(queue != CALLBACK_QUEUE for queue in consumed):
-        check_at_start(settings, where, engine)
+        check_at_start(settings, where, engine, ray_probe)
 
 
 def sweep_now(settings: Settings) -> dict[str, Any]:

@@ -70,10 +70,16 @@ def settle(found: RayCheck, joined: RayIdentity | None, address: str | None, sta
         )
 
 
-def check_at_start(settings: Settings, endpoints: Endpoints, engine: Engine) -> None:
+def check_at_start(
+    settings: Settings,
+    endpoints: Endpoints,
+    engine: Engine,
+    started: ray_identity.Probe | None = None,
+) -> None:
     """`sluice worker`, before it consumes anything: the Ray its processes will join is the
     one bound in the ledger (or is bound now). A private Ray need not be started to know it is
-    another: any live binding refuses it."""
+    another: any live binding refuses it. `started`: the probe of that Ray, if one was
+    started earlier."""
     stale = stale_after(settings.sweep_interval)
     if endpoints.ray_address in (None, PRIVATE):
         if (bound := live_binding(engine, stale)) is not None:
@@ -82,10 +88,9 @@ def check_at_start(settings: Settings, endpoints: Endpoints, engine: Engine) -> 
             raise ClusterMismatchError(PRIVATE_RAY)  # a shared broker: other hosts exist
         log.warning(PRIVATE_RAY)
         return
+    pending = started or ray_identity.Probe(endpoints.ray_address, endpoints.ray_auth_token_path)
     try:
-        joined = ray_identity.probe(
-            endpoints.ray_address, endpoints.ray_auth_token_path, PROBE_TIMEOUT_S
-        )
+        joined = pending.identity(PROBE_TIMEOUT_S)
     except Exception as exc:  # a Ray that is down now: the worker starts, as it always did
         log.warning(
             "Ray at %s not reached at start (%s); its processes check it when they join it",
