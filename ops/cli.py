@@ -10,6 +10,7 @@ import click
 from pydantic import ValidationError
 
 from ops.cache_cli import register_cache_commands
+from ops.pii_cli import register_pii_commands
 from ops.task_options import param_values, with_param_options
 from ops.train_cli import register_training_commands
 from schemas.catalog import Catalog, load_catalog, unknown_task_message
@@ -45,6 +46,17 @@ def _catalog() -> Catalog:
 
 
 CATALOG = _catalog()
+REDACT_HELP = (
+    "PII before anything is stored: none (the default; detect when --redact-types is "
+    "given), detect (each row records what was found), mask (values become <EMAIL>, "
+    "<PERSON>) or hash (a keyed token per value)"
+)
+REDACT_TYPES_HELP = (
+    "comma-separated PII types to act on (default: all): EMAIL, PHONE, CREDIT_CARD, IBAN, "
+    "IP_ADDRESS, national IDs, CN_MOBILE, CN_RESIDENT_ID; PERSON, PLACE, ORG need "
+    "SLUICE_PII_MODEL (`sluice pii types` lists them)"
+)
+REDACT_MODES = click.Choice(["none", "detect", "mask", "hash"])
 NO_CACHE_HELP = (
     "run the model for every row, even those this tenant's result cache holds "
     "(by default a row seen before with the same model, parameters and explanation "
@@ -164,6 +176,8 @@ def worker(beat: bool, concurrency: int | None, queues: str | None) -> None:
     "--priority", default=5, type=click.IntRange(0, 9), show_default=True, help="0..9, higher first"
 )
 @click.option("--no-cache", is_flag=True, help=NO_CACHE_HELP)
+@click.option("--redact", default=None, type=REDACT_MODES, help=REDACT_HELP)
+@click.option("--redact-types", default=None, help=REDACT_TYPES_HELP)
 @click.option("--wait", is_flag=True, help="show progress until the job ends")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON line")
 def submit(
@@ -176,6 +190,8 @@ def submit(
     key_column: str | None,
     priority: int,
     no_cache: bool,
+    redact: str | None,
+    redact_types: str | None,
     wait: bool,
     as_json: bool,
     **task_params: Any,
@@ -198,6 +214,8 @@ def submit(
         explain=explain,
         priority=priority,
         cache=not no_cache,
+        redact=redact,
+        redact_types=redact_types,
         **param_values(CATALOG, task_params),
     )
     view = wait_with_bar(client, job_id) if wait else client.status(job_id)
@@ -492,6 +510,8 @@ def api_keys_revoke(key_id: str) -> None:
 @click.option("--explain", default="none")
 @click.option("--priority", default=5, type=click.IntRange(0, 9))
 @click.option("--no-cache", is_flag=True, help=NO_CACHE_HELP)
+@click.option("--redact", default=None, type=REDACT_MODES, help=REDACT_HELP)
+@click.option("--redact-types", default=None, help=REDACT_TYPES_HELP)
 @click.option("--timeout", default=None, type=float, help="give up waiting after SECONDS")
 @click.option("--json", "as_json", is_flag=True)
 def enrich(
@@ -511,6 +531,8 @@ def enrich(
     explain: str,
     priority: int,
     no_cache: bool,
+    redact: str | None,
+    redact_types: str | None,
     timeout: float | None,
     as_json: bool,
     **task_params: Any,
@@ -534,6 +556,7 @@ def enrich(
         "explain": explain,
         "priority": priority,
         **({"cache": False} if no_cache else {}),  # the cache on: the fingerprint as before
+        **({"redact": redact, "redact_types": redact_types} if redact or redact_types else {}),
         **param_values(CATALOG, task_params),
     }
     spec = EnrichSpec(
@@ -569,6 +592,7 @@ def enrich(
 # `sluice train`, `sluice runs` and `sluice models list|show|promote|archive|share`
 register_training_commands(main, models, TaskName())
 register_cache_commands(main)  # `sluice cache stats|clear`
+register_pii_commands(main)  # `sluice pii types|key`
 
 
 if __name__ == "__main__":

@@ -21,12 +21,14 @@ from producers.job_specs import (
     with_input_roots,
 )
 from producers.readers import SUFFIXES, iter_rows_to_items, read_rows
+from producers.redacting import ItemRedactor, job_redaction, redacted_items, stored_key
 from producers.submit_batches import RECEIVE_BATCH, batches_of, prepared_batches
 from producers.training import build_spec
 from schemas.catalog import Catalog, load_catalog
 from schemas.errors import ModelError, NotQueuedError, SluiceError
 from schemas.jobs import RESULT_CACHE_PARAM, Item, JobSpec, check_unique_keys
 from schemas.object_refs import is_object_uri, normalised_uri
+from schemas.redaction import REDACTION_PARAM, PiiModel
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 from schemas.states import RunStatus
@@ -44,8 +46,10 @@ from storage.object_store import ObjectStore
 from storage.registry import Registry
 from storage.row_sources import WHOLE_OBJECT_MAX_BYTES
 from storage.tenancy import TenantReads
+from storage.tenant_secrets import tenant_secret
 from storage.training_runs import RunView, TrainingRuns
 
+ENTITY_TASK = "extract-entities"  # the task of SLUICE_PII_MODEL
 FIRST_POLL_S = 0.02  # Client.wait's first pause: a job answered from the cache is done by then
 
 
@@ -223,6 +227,19 @@ class Client:
             return model_refs.from_registry(view, spec, self.settings.data_dir, self.models)
         return model_refs.resolve(model, spec, self.settings.data_dir, hub_only, self.models)
 
+    def pii_model(self) -> PiiModel | None:
+        """The entity model workers redact names, places and organisations with
+        (SLUICE_PII_MODEL, the operator's: every tenant's jobs use it), resolved."""
+        if self.settings.pii_model is None:
+            return None
+        ref = self.resolve_model(self.settings.pii_model, ENTITY_TASK)
+        return PiiModel(name=ref.name, version=ref.version, path=ref.load_from)
+
+    def stored_key(self, key: str, tenant: str | None = None) -> str:
+        """What `key` is stored as by a job of `tenant` under `--redact hash` (or mask): the
+        key its results are found under, for joining them back to the original rows."""
+        return stored_key(self.ledger.engine, key, tenant or DEFAULT_TENANT)
+
     def iter_items_from_rows(
         self,
         columns: list[str],
@@ -293,6 +310,8 @@ class Client:
         parent_job_id: str | None = None,
         idempotency_key: str | None = None,
         cache: bool = True,
+        redact: str | None = None,
+        redact_types: str | list[str] | None = None,
         **task_params: Any,
     ) -> str:
         params = checked_params(
@@ -308,6 +327,11 @@ class Client:
             task_params=task_params,
         )
         source = escaped_text(source) if source else source
+        redaction = job_redaction(redact, redact_types, self.pii_model)
+        if redaction is not None:  # before anything is read into a batch, or written
+            params[REDACTION_PARAM] = redaction.model_dump(mode="json", exclude_none=True)
+            secret = tenant_secret(self.ledger.engine, tenant or DEFAULT_TENANT)
+            items = redacted_items(items, ItemRedactor(redaction, secret))
         batches = prepared_batches(self.catalog.get(task), params, items, self.receive_batch)
         # The first two batches are read before anything is recorded: an input of one batch
         # is checked whole (keys, the task's end-of-input check) and recorded in one

@@ -6,7 +6,8 @@ about it.
     │   ├── ConfigError
     │   │   ├── SchemaVersionError
     │   │   ├── NotQueuedError
-    │   │   └── ClusterMismatchError
+    │   │   ├── ClusterMismatchError
+    │   │   └── PiiModelMissingError   names asked for, and no SLUICE_PII_MODEL to find them
     │   ├── InputFileError
     │   │   └── DuplicateKeysError
     │   ├── ModelError
@@ -189,3 +190,8 @@ class ClusterMismatchError(ConfigError):
     cluster (the broker serves another ledger's cluster; this worker joined another Ray than
     the one the models run on): refused at start. The message names both sides and the
     setting that joins them."""
+
+
+class PiiModelMissingError(ConfigError):
+    """A job's redaction acts on names, places or organisations, which only the entity model
+    (SLUICE_PII_MODEL) finds, and this server has none configured."""

@@ -26,6 +26,8 @@ class Item(BaseModel):
     # a text item's other fields, for tasks that read them (a prompt template's {title})
     fields: dict[str, str] | None = None
     invalid: str | None = None
+    # What redaction found in it (schemas/redaction.py): {field, type, start, end, by}
+    redactions: list[dict[str, Any]] | None = None
 
 
 class Explanation(BaseModel):
@@ -54,6 +56,8 @@ class Outcome(BaseModel):
     # A cached row's output as the cache holds it (JSON text): copied into its row unparsed
     # (an embedding's floats are not decoded and encoded again); `output` is then None.
     stored_output: str | None = None
+    # What redaction found in the item and its output (schemas/redaction.py)
+    redactions: list[dict[str, Any]] | None = None
 
 
 # The job parameter that turns the result cache off for one job (`--no-cache`, REST

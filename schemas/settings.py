@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     )
     model_cache: Path | None = Field(None, description="local copies of object-store models")
     max_model_bytes: int = Field(20 * 2**30, ge=1, description="an object-store model's size cap")
+    pii_model: str | None = Field(
+        None,
+        description="the entity model (extract-entities) the workers run to redact PERSON, "
+        "PLACE and ORG: a directory, registry name or hub id",
+    )
     train_cpus_per_worker: float = Field(1.0, gt=0)
     train_time_limit: int = Field(6 * 3600, ge=1, description="hard limit for one training run")
     train_max_attempts: int = Field(3, ge=1, description="worker deaths before a run fails")

@@ -56,6 +56,9 @@ def _sqlite_tuning(engine: Engine) -> None:
         cur.execute("PRAGMA busy_timeout=60000")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
+        # Deleted and rewritten content is zeroed, not left in free space: a redacting
+        # completion's original values must not survive in the file (truncate_wal).
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -65,6 +68,27 @@ def _sqlite_tuning(engine: Engine) -> None:
         # Readers (execution option readonly=True) start a plain snapshot and never wait.
         readonly = conn.get_execution_options().get("readonly", False)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def truncate_wal(engine: Engine) -> bool:
+    """SQLite: copy the write-ahead log into the database and truncate it to nothing, so the
+    page images of rows since rewritten (a chunk's items before redaction) survive in neither
+    file (with secure_delete, the database's freed space is zeroed). Waits at most 5 s for
+    other connections; False if it could not finish (the next call does). True elsewhere."""
+    if engine.dialect.name != "sqlite":
+        return True
+    raw = engine.raw_connection()  # outside any transaction: a checkpoint cannot run in one
+    try:
+        cur = raw.cursor()
+        cur.execute("PRAGMA busy_timeout=5000")
+        try:
+            busy = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        finally:
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+    finally:
+        raw.close()
+    return bool(busy == 0)
 
 
 def alembic_config() -> Any:

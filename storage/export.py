@@ -9,7 +9,8 @@ from schemas.storable import strict_json
 
 FORMATS = ("jsonl", "csv", "parquet")
 CSV_COLUMNS = [
-    "key", "status", "output", "error", "explanation", "model", "model_version", "cached"
+    "key", "status", "output", "error", "explanation", "model", "model_version", "cached",
+    "redactions",
 ]  # fmt: skip
 
 
@@ -32,6 +33,8 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         "model": row.get("model"),
         "model_version": row.get("model_version"),
         "cached": bool(row.get("cached")),  # schemas.states.RowMark.CACHED
+        # what PII redaction found (schemas/redaction.py): fields, types, spans, no values
+        "redactions": strict_json(row["redactions"]) if row.get("redactions") else None,
     }
 
 

@@ -141,6 +141,11 @@ def job_view(job: t.Job) -> JobView:
     )
 
 
+def stored_items(items: list[Item]) -> list[dict[str, Any]]:
+    """A chunk row's items, as written at submit and replaced by a redacting completion."""
+    return [it.model_dump(exclude_none=True) for it in items]
+
+
 class Ledger:
     def __init__(self, engine: Engine, fair_share: FairShare | None = None) -> None:
         self.engine = engine
@@ -209,7 +214,7 @@ class Ledger:
                             "size": len(chunk),
                             "attempts": 0,
                             "enqueued_at": now,
-                            "items": [it.model_dump(exclude_none=True) for it in chunk],
+                            "items": stored_items(chunk),
                         }
                         for n, (cid, chunk) in enumerate(zip(chunk_ids, chunks, strict=True))
                     ],
@@ -287,6 +292,7 @@ class Ledger:
         outcomes: list[Outcome],
         usage: ChunkUsage | None = None,
         cache: CacheWrite | None = None,
+        items: list[Item] | None = None,
     ) -> bool:
         """Persist a chunk's outcomes (in the order of its items), mark it done and count it,
         all in one transaction.
@@ -295,7 +301,8 @@ class Ledger:
         `usage` (model seconds, tokens) is added to the tenant's usage in that transaction.
         `cache`: the digests of the items the model ran for; their `ok` outcomes are stored in
         the tenant's result cache in that transaction too (storage/result_cache.py), so an
-        entry never outlives, nor comes before, the results it copies.
+        entry never outlives, nor comes before, the results it copies. `items`: the chunk's
+        items redacted (workers/pii_stage.py), stored in place of the pending ones.
 
         Ending a chunk never depends on data that can fail: outcomes are made storable first
         (storable_outcome), and if the database still refuses them, the chunk ends with every
@@ -307,7 +314,13 @@ class Ledger:
 
         try:
             return self._finish(
-                chunk_id, guard, ChunkState.DONE, outcomes=outcomes, usage=usage, cache=cache
+                chunk_id,
+                guard,
+                ChunkState.DONE,
+                outcomes=outcomes,
+                usage=usage,
+                cache=cache,
+                items=items,
             )
         except (StatementError, ValueError, TypeError) as exc:
             # Only data the database refuses ends the chunk as errors; anything else (an
@@ -323,7 +336,9 @@ class Ledger:
                  for o in outcomes],
                 reason,
             )  # fmt: skip
-            return self._finish(chunk_id, guard, ChunkState.DONE, outcomes=unstored, usage=usage)
+            return self._finish(
+                chunk_id, guard, ChunkState.DONE, outcomes=unstored, usage=usage, items=items
+            )
 
     def dead_letter(self, chunk_id: str, owner: str | None, error: str) -> bool:
         """Give up on a chunk: its items end `error` with the reason (`invalid` ones stay so).
@@ -352,6 +367,7 @@ class Ledger:
         outcomes_for: Callable[[list[Item]], list[Outcome]] | None = None,
         usage: ChunkUsage | None = None,
         cache: CacheWrite | None = None,
+        items: list[Item] | None = None,
     ) -> bool:
         """Settle a chunk with `outcomes` (in item order, from a worker) or with outcomes
         made from its stored items (dead-lettering). Only the latter reads the items back.
@@ -368,7 +384,13 @@ class Ledger:
                     t.Chunk.state.in_([ChunkState.RUNNING, ChunkState.QUEUED]),
                     guard(now),
                 )
-                .values(state=state, lease_owner=None, lease_expires_at=None, finished_at=now)
+                .values(
+                    state=state,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    finished_at=now,
+                    **({} if items is None else {"items": stored_items(items)}),
+                )
                 .returning(t.Chunk.first_item)
             ).first()
             if res is None:
@@ -425,6 +447,7 @@ class Ledger:
                 "error": o.error,
                 "created_at": now,
                 "cached": o.cached,
+                "redactions": o.redactions,
             }
             for o in outcomes
             if o.stored_output is None

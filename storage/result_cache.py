@@ -31,7 +31,6 @@ of that job remove them; `clear` removes a tenant's or a job's.
 import hashlib
 import hmac
 import json
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,7 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from schemas.jobs import RESULT_CACHE_PARAM, ExplainPolicy, Explanation, Item, Outcome
 from schemas.states import ExplanationStatus, ItemStatus
 from storage import tables as t
-from storage.clock import db_now
+from storage.tenant_secrets import tenant_secret
 
 CACHE_FORMAT = 1  # raised when what is keyed changes: every older entry then misses
 # Job parameters that never change an output: where the model lies (its digest is keyed),
@@ -221,6 +220,7 @@ def insert_stored_outputs(
                 "error": o.error,
                 "created_at": now,
                 "cached": o.cached,
+                "redactions": o.redactions,
                 "stored_output": o.stored_output,
             }
             for o in outcomes
@@ -230,28 +230,12 @@ def insert_stored_outputs(
 
 class ResultCache:
     def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._session = sessionmaker(engine, expire_on_commit=False)
         self._reader = sessionmaker(engine.execution_options(readonly=True))
 
     def secret(self, tenant: str) -> bytes:
-        """The tenant's secret for keyed digests, made on its first use (by whichever process
-        asks first: the others read the one that was stored). Read each time, not kept: a
-        secret erased with its tenant must not live on in a worker."""
-        with self._reader() as s:
-            stored = s.scalar(select(t.TenantSecret.secret).where(t.TenantSecret.tenant == tenant))
-        if stored is None:
-            with self._session.begin() as s:
-                dialect = postgresql if s.bind.dialect.name == "postgresql" else sqlite  # type: ignore[union-attr]
-                s.execute(
-                    dialect.insert(t.TenantSecret)
-                    .values(tenant=tenant, secret=secrets.token_hex(32), created_at=db_now(s))
-                    .on_conflict_do_nothing()
-                )
-                stored = s.scalar(
-                    select(t.TenantSecret.secret).where(t.TenantSecret.tenant == tenant)
-                )
-        assert stored is not None
-        return bytes.fromhex(stored)
+        return tenant_secret(self._engine, tenant)
 
     def lookup(self, tenant: str, digests: Iterable[str]) -> dict[str, CachedResult]:
         """The tenant's stored results among `digests`, by digest."""

@@ -13,7 +13,7 @@ from storage import tables as t
 EMBEDDING = "embedding"
 EMBEDDING_FIRST = '{"embedding":['  # how json_codec writes an output whose first key it is
 
-RESULT_FIELDS = ("item_key", "status", "output", "error", "cached")
+RESULT_FIELDS = ("item_key", "status", "output", "error", "cached", "redactions")
 EXPLANATION_FIELDS = (
     "method", "target", "tokens", "attributions", "convergence_delta", "status", "error",
     "detail",
@@ -55,6 +55,8 @@ def result_row(result: Any, expl: Any | None, output: Any = _ROWS_OWN) -> dict[s
     }
     if result.cached:  # RowMark.CACHED: only on the rows it is true of, as `explanation`
         row["cached"] = True
+    if getattr(result, "redactions", None):  # what PII redaction found (schemas/redaction.py)
+        row["redactions"] = result.redactions
     if expl is not None:
         row["explanation"] = {
             "method": expl.method,

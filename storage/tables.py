@@ -131,6 +131,8 @@ class Result(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
     # schemas.states.RowMark.CACHED (0011): taken from the result cache, not the model
     cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # What PII redaction found in the item and its output (0013, schemas/redaction.py)
+    redactions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
 
 
 class Explanation(Base):

@@ -29,7 +29,7 @@ from schemas.settings import Settings
 from schemas.stack import Endpoints
 from schemas.states import ClaimOutcome, DeliveryOutcome, ItemStatus
 from schemas.task_spec import split_path
-from storage.engine import make_engine, require_current_schema
+from storage.engine import make_engine, require_current_schema, truncate_wal
 from storage.ledger import Claim, JobView, Ledger
 from storage.media_sources import item_bytes
 from storage.object_store import ObjectStore
@@ -43,6 +43,7 @@ from workers.isolation import ISOLATING
 from workers.leases import LeaseKeeper
 from workers.ledger_patience import OUTAGE, patiently
 from workers.media_decoding import job_limits
+from workers.pii_stage import stage_for
 from workers.ray_calls import ActorCalls
 from workers.runtime.options import actor_options, output_options
 
@@ -173,29 +174,42 @@ def media_identity(item: Item, limits: MediaLimits, store: ObjectStore) -> bytes
 
 def compute_outcomes(
     state: WorkerState, claim: Claim, chunk_id: str, calls: ActorCalls
-) -> tuple[list[Outcome], CacheWrite | None]:
+) -> tuple[list[Outcome], CacheWrite | None, list[Item] | None]:
     """Invalid items are settled here, and those the result cache answers; the rest go to
-    the model actor. Order is kept. Also returns what the completion stores in the cache."""
+    the model actor. Order is kept. Also returns what the completion stores in the cache,
+    and the chunk's items redacted (workers/pii_stage.py) when its stored ones must change."""
     assert claim.job is not None and claim.items is not None
     cap = state.settings.max_text_chars
     modality = state.catalog.get(claim.job.task).modality
+    problems = {item.key: modality.item_problem(item, cap) for item in claim.items}
+    job = claim.job
+    stage = stage_for(
+        state.settings,
+        state.catalog,
+        job,
+        lambda: state.cache.secret(job.tenant),
+        chunk_id,
+        calls,
+    )
+    items = claim.items
+    if stage is not None:  # the entity model's types, before the task's model sees them
+        items = stage.inputs(items, {key for key, problem in problems.items() if not problem})
     known: dict[str, Outcome] = {}
     ready = []
-    for item in claim.items:
-        problem = modality.item_problem(item, cap)
-        if problem:
+    for item in items:
+        if problem := problems[item.key]:
             known[item.key] = Outcome(key=item.key, status=ItemStatus.INVALID, error=problem)
         else:
             ready.append(item)
     cache = None
     if ready:
-        hits, cache = from_cache(state, claim.job, ready)
+        hits, cache = from_cache(state, job, ready)
         known.update(hits)
         ready = [item for item in ready if item.key not in hits]
     if ready:
         isolate = (claim.last_error or "").startswith(ISOLATING)
         try:
-            done = state.run_on_actor(claim.job, chunk_id, ready, calls, isolate)
+            done = state.run_on_actor(job, chunk_id, ready, calls, isolate)
         except ModelChangedError as exc:  # no retry brings the submitted model back
             done = [Outcome(key=i.key, status=ItemStatus.INVALID, error=str(exc)) for i in ready]
             cache = None
@@ -203,7 +217,10 @@ def compute_outcomes(
             known[outcome.key] = outcome
         if calls.isolated:
             cache = None  # made on the private CPU actor: not what the shared one makes
-    return [known[i.key] for i in claim.items], cache
+    outcomes = [known[i.key] for i in items]
+    if stage is None:
+        return outcomes, cache, None
+    return stage.outputs(outcomes, items), cache, items if stage.replaced else None
 
 
 def task_deadline(settings: Settings) -> float:
@@ -278,7 +295,7 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> ClaimOutcome
         on_lost=calls.cancel,
     ):
         try:
-            outcomes, cache = compute_outcomes(state, claim, chunk_id, calls)
+            outcomes, cache, redacted = compute_outcomes(state, claim, chunk_id, calls)
         except WorkCancelled:
             log.warning("chunk %s: lease lost or job cancelled; its model work stopped", chunk_id)
             return DeliveryOutcome.LEASE_LOST
@@ -291,7 +308,7 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> ClaimOutcome
         try:  # the lease keeper renews while the ledger is waited for
             completed = patiently(
                 f"chunk {chunk_id}",
-                lambda: ledger.complete(chunk_id, owner, outcomes, usage, cache),
+                lambda: ledger.complete(chunk_id, owner, outcomes, usage, cache, redacted),
                 deadline,
             )
         except OUTAGE as exc:  # the lease runs out; the sweeper sends the chunk again
@@ -300,6 +317,8 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> ClaimOutcome
     if not completed:
         log.warning("chunk %s: lease lost before completion; another worker finishes it", chunk_id)
         return DeliveryOutcome.LEASE_LOST
+    if redacted is not None:
+        _scrub_wal(ledger, chunk_id)
     log.info(
         "chunk %s: %d items (%d cached), model %.3fs, ledger %.3fs",
         chunk_id,
@@ -342,6 +361,16 @@ def _attempt_failed(
     except OUTAGE as outage:  # the lease runs out; the sweeper sends the chunk again
         raise _retry_later(task, settings, outage) from exc
     raise task.retry(exc=exc, countdown=settings.retry_backoff**claim.attempts, max_retries=None)
+
+
+def _scrub_wal(ledger: Ledger, chunk_id: str) -> None:
+    """After a chunk's pending items were replaced by their redacted form: on SQLite, the
+    originals must not stay in the write-ahead log either (storage/engine.truncate_wal)."""
+    try:
+        if not truncate_wal(ledger.engine):
+            log.warning("chunk %s: SQLite's log not truncated (busy); the next one is", chunk_id)
+    except Exception:
+        log.warning("chunk %s: SQLite's log not truncated", chunk_id, exc_info=True)
 
 
 def _send_callback(app: Celery, state: WorkerState, job_id: str) -> None:

@@ -124,6 +124,8 @@ def submit(
         callback_url=options.callback_url,
         idempotency_key=idempotency_key,
         cache=options.cache,
+        redact=options.redact,
+        redact_types=options.redact_types,
         **options.task_params(svc.client.catalog),
         **extra,
     )

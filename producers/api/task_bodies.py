@@ -31,8 +31,10 @@ from pydantic import (
 from schemas.catalog import Catalog, unknown_task_message
 from schemas.errors import SluiceError, UnknownTaskError
 from schemas.modalities import Modality
+from schemas.redaction import MODEL_TYPES
 from schemas.settings import Settings
 from schemas.task_spec import ModelKind, TaskSpec, field_kind
+from storage.pii import PATTERN_TYPES
 
 # Text a database can store: no NUL (lone surrogates never get past the JSON parser).
 STORABLE = r"^[^\x00]*$"
@@ -142,6 +144,10 @@ class SqlSource(Strict):
     )
 
 
+# The PII types a job's redaction may name (schemas/redaction.py; storage/pii).
+PiiTypeName = Literal.__getitem__((*PATTERN_TYPES, *MODEL_TYPES))
+
+
 class JobOptions(Strict):
     """What every job of a task takes: the task's own parameters are fields of its subclass
     (`task_params` hands them to the submit)."""
@@ -157,6 +163,19 @@ class JobOptions(Strict):
         True,
         description="false: run the model for every item, even those this tenant's result "
         "cache holds (rows taken from it are marked `cached` and counted on the job)",
+    )
+    redact: Literal["detect", "mask", "hash"] | None = Field(
+        None,
+        description="PII before anything is stored: detect (each row records what was "
+        "found), mask (values become <EMAIL>, <PERSON>) or hash (a keyed token per value); "
+        "left out: none, or detect when `redact_types` is given",
+    )
+    redact_types: list[PiiTypeName] | None = Field(  # type: ignore[valid-type]
+        None,
+        min_length=1,
+        description="the PII types to act on (default: all): EMAIL, PHONE, CREDIT_CARD, IBAN, "
+        "IP_ADDRESS, national IDs, CN_MOBILE, CN_RESIDENT_ID, and PERSON, PLACE, ORG (found by "
+        "the server's SLUICE_PII_MODEL)",
     )
 
     def task_params(self, catalog: Catalog) -> dict[str, Any]:

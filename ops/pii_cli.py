@@ -1,0 +1,44 @@
+"""`sluice pii`: the PII types redaction acts on, and a hashed key for joining results back."""
+
+import json
+
+import click
+
+
+def register_pii_commands(main: click.Group) -> None:
+    """Add `sluice pii types|key` to `main`."""
+
+    @main.group()
+    def pii() -> None:
+        """PII redaction (`--redact detect|mask|hash` on submit and enrich)."""
+
+    @pii.command("types")
+    def pii_types() -> None:
+        """The types redaction acts on, and what finds each."""
+        from schemas.redaction import MODEL_TYPES
+        from schemas.settings import Settings
+        from storage import pii as patterns
+
+        model = Settings().pii_model
+        rows = [{"type": t, "found_by": "pattern", "checksum": t in patterns.CHECKSUM_TYPES}
+                for t in patterns.PATTERN_TYPES]  # fmt: skip
+        rows += [{"type": t, "found_by": f"entity model ({model or 'SLUICE_PII_MODEL unset'})"}
+                 for t in MODEL_TYPES]  # fmt: skip
+        for row in rows:
+            click.echo(json.dumps(row))
+
+    @pii.command("key")
+    @click.argument("keys", nargs=-1, required=True)
+    @click.option("--tenant", default="default", show_default=True)
+    def pii_key(keys: tuple[str, ...], tenant: str) -> None:
+        """What KEYS are stored as by a job of TENANT under --redact mask or hash (a key
+        holding PII is hashed with the tenant's secret): join results back by it."""
+        from producers.redacting import stored_key
+        from schemas.settings import Settings
+        from schemas.stack import endpoints
+        from storage.engine import make_engine, prepare_schema
+
+        engine = make_engine(endpoints(Settings()).database_url)
+        prepare_schema(engine)
+        for key in keys:
+            click.echo(json.dumps({"key": key, "stored_as": stored_key(engine, key, tenant)}))

@@ -1,0 +1,92 @@
+"""The worker's redaction (workers/pii_stage.py) with the entity model stood in by a function
+that finds fixed names: what the task's model is handed, and what a row stores."""
+
+from schemas.jobs import Item, Outcome
+from schemas.redaction import PiiModel, Redaction, RedactMode
+from schemas.states import ItemStatus
+from storage import pii
+from workers.pii_stage import PiiStage
+
+NAMES = {"Grace Hopper": "PERSON", "Berlin": "PLACE", "Initech": "ORG", "王伟": "PERSON"}
+SECRET = b"s" * 32
+
+
+def fake_entity_model(texts: list[str]) -> list[list[pii.Span]]:
+    """What a tagger that knows NAMES would find."""
+    found = []
+    for text in texts:
+        spans = []
+        for name, kind in NAMES.items():
+            at = text.find(name)
+            while at >= 0:
+                spans.append(pii.Span(kind, at, at + len(name), 0.99, "model"))
+                at = text.find(name, at + len(name))
+        found.append(spans)
+    return found
+
+
+def stage(mode: RedactMode, paths: tuple[str, ...] = ()) -> PiiStage:
+    redaction = Redaction(
+        mode=mode,
+        types=["EMAIL", "CN_MOBILE", "PERSON", "PLACE", "ORG"],
+        model=PiiModel(name="tagger", version="v1", path="/models/tagger"),
+    )
+    return PiiStage(redaction, SECRET, paths, fake_entity_model)
+
+
+def producer_masked(key: str, text: str) -> Item:
+    """An item as the producer stores it under mask: its pattern types already replaced."""
+    spans = pii.find_patterns(text, ["EMAIL", "CN_MOBILE"])
+    new, found = pii.redact(text, spans, "mask", SECRET)
+    return Item(key=key, text=new, redactions=[{**f, "field": "text"} for f in found] or None)
+
+
+def test_names_are_masked_before_the_model_and_the_stored_item_is_replaced():
+    items = [
+        producer_masked("en", "Grace Hopper (grace@example.com) moved to Berlin for Initech."),
+        producer_masked("zh", "王伟的手机是13812345678。"),
+        Item(key="bad", text="Grace Hopper " * 500, invalid="too long"),
+    ]
+    s = stage(RedactMode.MASK)
+    out = s.inputs(items, ready={"en", "zh"})
+    assert out[0].text == "<PERSON> (<EMAIL>) moved to <PLACE> for <ORG>."
+    assert out[1].text == "<PERSON>的手机是<CN_MOBILE>。"
+    assert out[2].text is None  # an invalid item keeps no text under mask
+    assert s.replaced
+    for item in out[:2]:  # every finding, the producer's shifted, points at its replacement
+        for f in item.redactions or []:
+            assert item.text[f["start"] : f["end"]] == f"<{f['type']}>"
+    assert sorted(f["type"] for f in out[0].redactions or []) == [
+        "EMAIL", "ORG", "PERSON", "PLACE",
+    ]  # fmt: skip
+
+
+def test_detect_records_names_and_changes_nothing():
+    text = "Grace Hopper lives in Berlin."
+    s = stage(RedactMode.DETECT)
+    (out,) = s.inputs([Item(key="a", text=text)], ready={"a"})
+    assert out.text == text and not s.replaced
+    assert {text[f["start"] : f["end"]] for f in out.redactions or []} == {"Grace Hopper", "Berlin"}
+
+
+def test_texts_a_model_makes_are_redacted_and_recorded():
+    s = stage(RedactMode.MASK, ("text",))
+    items = [Item(key="a", path="a.wav"), Item(key="b", path="b.wav")]
+    outcomes = [
+        Outcome(key="a", status=ItemStatus.OK, output={"text": "call 13812345678", "seconds": 2}),
+        Outcome(key="b", status=ItemStatus.ERROR, error="failed on Grace Hopper's audio"),
+    ]
+    a, b = s.outputs(outcomes, items)
+    assert a.output == {"text": "call <CN_MOBILE>", "seconds": 2}
+    assert a.redactions == [
+        {"type": "CN_MOBILE", "start": 5, "end": 16, "by": "pattern", "field": "output.text"}
+    ]
+    assert b.error == "failed on <PERSON>'s audio"
+    assert outcomes[0].output == {"text": "call 13812345678", "seconds": 2}  # not mutated
+
+
+def test_hash_tokens_of_names_are_keyed_by_the_tenant_secret():
+    s = stage(RedactMode.HASH)
+    (out,) = s.inputs([Item(key="a", text="Grace Hopper and Grace Hopper")], ready={"a"})
+    token = pii.token(SECRET, "Grace Hopper")
+    assert out.text == f"<PERSON:{token}> and <PERSON:{token}>"

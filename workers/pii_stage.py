@@ -1,0 +1,207 @@
+"""PII redaction in the worker (schemas/redaction.py): names, places and organisations found
+by the entity model (SLUICE_PII_MODEL, resolved at submit and recorded on the job) before the
+task's model sees the items, and every text a model makes (transcripts, generations, answers,
+entity spans, error messages) redacted by the same policy before it is stored.
+
+The producer has already replaced the pattern types. Until this chunk completes, its pending
+row holds the names as submitted; the completion transaction replaces the row's items with
+their redacted form (Ledger.complete's `items`), and an item left invalid keeps no text."""
+
+import dataclasses
+from typing import Any
+
+from schemas.errors import ModelError
+from schemas.jobs import Item, Outcome
+from schemas.redaction import (
+    TEXT_OUTPUTS,
+    Redaction,
+    RedactMode,
+    model_type,
+    path_name,
+    put_leaf,
+    text_leaves,
+)
+from schemas.states import ItemStatus
+from schemas.task_spec import TaskSpec
+from storage import pii
+from storage.ledger import JobView
+from workers.actor_work import run_chunk
+from workers.ray_calls import ActorCalls
+
+ENTITY_TASK = "extract-entities"
+Texts = list[tuple[int, str, str]]  # (item index, field, text)
+
+
+class PiiStage:
+    """One chunk's redaction. `entity_spans` runs the entity model (a Ray actor, as any
+    task's) over a list of texts; tests hand in their own."""
+
+    def __init__(
+        self,
+        redaction: Redaction,
+        secret: bytes,
+        output_paths: tuple[str, ...],
+        entity_spans: Any,
+    ) -> None:
+        self.redaction = redaction
+        self.mode = redaction.mode
+        self.secret = secret
+        self.output_paths = output_paths
+        self.entity_spans = entity_spans
+        self.replaced = False  # whether the chunk's stored items must be replaced
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def inputs(self, items: list[Item], ready: set[str]) -> list[Item]:
+        """`items` with the model types redacted in the texts of those in `ready` (the others
+        are invalid: under mask and hash they keep no text)."""
+        out = list(items)
+        texts: Texts = []
+        for n, item in enumerate(items):
+            if item.key not in ready:
+                if self.mode.replaces and (item.text is not None or item.fields or item.record):
+                    out[n] = item.model_copy(update={"text": None, "fields": None, "record": None})
+                    self.replaced = True
+                continue
+            texts.extend((n, field, value) for field, value in item_texts(item))
+        if not texts or not self.redaction.model_types:
+            return out
+        spans = self.entity_spans([value for _, _, value in texts])
+        for (n, field, value), found in zip(texts, spans, strict=True):
+            if not found:
+                continue
+            item = out[n]
+            prior = [f for f in item.redactions or [] if f["field"] == field]
+            new, findings = pii.redact(value, found, self.mode.value, self.secret, without(prior))
+            others = [f for f in item.redactions or [] if f["field"] != field]
+            mine = [{**f, "field": field} for f in findings]
+            out[n] = item.model_copy(update={"redactions": others + mine})
+            if self.mode.replaces and new != value:
+                set_text(out, n, field, new)
+                self.replaced = True
+        return out
+
+    # -- outputs ------------------------------------------------------------------------------
+
+    def outputs(self, outcomes: list[Outcome], items: list[Item]) -> list[Outcome]:
+        """Outcomes (in item order) with the texts of their outputs and errors redacted, each
+        carrying what redaction found in its item and its output."""
+        leaves: list[tuple[int, tuple[str | int, ...] | None, str]] = []
+        for n, outcome in enumerate(outcomes):
+            if outcome.output is not None and self.output_paths:
+                found = text_leaves(outcome.output, self.output_paths)
+                leaves.extend((n, at, value) for at, value in found if value.strip())
+            if outcome.error:
+                leaves.append((n, None, outcome.error))
+        texts = [value for _, _, value in leaves]
+        spans: list[list[pii.Span]] = [
+            pii.find_patterns(text, self.redaction.pattern_types) for text in texts
+        ]
+        if self.redaction.model_types and texts:
+            for n, extra in enumerate(self.entity_spans(texts)):
+                spans[n] = spans[n] + extra
+        extra_findings: dict[int, list[dict[str, Any]]] = {}
+        updated = [o.model_copy(deep=True) for o in outcomes]
+        for (n, at, value), in_leaf in zip(leaves, spans, strict=True):
+            if not in_leaf:
+                continue
+            new, findings = pii.redact(value, in_leaf, self.mode.value, self.secret)
+            field = "error" if at is None else path_name("output", at)
+            extra_findings.setdefault(n, []).extend({**f, "field": field} for f in findings)
+            if self.mode.replaces:
+                if at is None:
+                    updated[n].error = new
+                else:
+                    put_leaf(updated[n].output, at, new)
+        for n, outcome in enumerate(updated):
+            found_here = (items[n].redactions or []) + extra_findings.get(n, [])
+            outcome.redactions = found_here or None
+        return updated
+
+
+def item_texts(item: Item) -> list[tuple[str, str]]:
+    """(field, text) of an item's texts, as the producer names them."""
+    found = [("text", item.text)] if isinstance(item.text, str) and item.text.strip() else []
+    found += [(f"fields.{k}", v) for k, v in (item.fields or {}).items() if v]
+    found += [(f"record.{k}", v) for k, v in (item.record or {}).items() if isinstance(v, str)]
+    return found
+
+
+def set_text(items: list[Item], n: int, field: str, value: str) -> None:
+    item = items[n]
+    if field == "text":
+        items[n] = item.model_copy(update={"text": value})
+    else:
+        part, _, name = field.partition(".")
+        holder = dict(getattr(item, part) or {})
+        holder[name] = value
+        items[n] = item.model_copy(update={part: holder})
+
+
+def without(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in f.items() if k != "field"} for f in findings]
+
+
+def output_paths(spec: TaskSpec) -> tuple[str, ...]:
+    return TEXT_OUTPUTS.get(spec.output.value, ())
+
+
+def actor_entity_spans(
+    settings: Any,
+    entity_spec: TaskSpec,
+    job: JobView,
+    redaction: Redaction,
+    chunk_id: str,
+    calls: ActorCalls,
+) -> Any:
+    """entity_spans over the entity model's actor: spans of the job's model types."""
+    model = redaction.model
+    assert model is not None
+    params = entity_spec.check_params({}, settings)
+    entity_job = dataclasses.replace(
+        job,
+        task=entity_spec.name,
+        model=model.name,
+        model_version=model.version,
+        params={**params, "model_path": model.path},
+        explain_policy="none",
+    )
+    wanted = set(redaction.model_types)
+
+    def entity_spans(texts: list[str]) -> list[list[pii.Span]]:
+        items = [Item(key=str(n), text=text) for n, text in enumerate(texts)]
+        done = run_chunk(settings, entity_spec, entity_job, chunk_id, items, calls, False)
+        spans: list[list[pii.Span]] = []
+        for outcome in done:
+            if outcome.status is not ItemStatus.OK or outcome.output is None:
+                # never stored unredacted: the chunk's attempt fails, and is retried
+                raise ModelError(f"the PII entity model failed on a text: {outcome.error}")
+            found = []
+            for e in outcome.output.get("entities", []):
+                if (kind := model_type(e["label"])) in wanted:
+                    found.append(pii.Span(kind, e["start"], e["end"], float(e["score"]), "model"))
+            spans.append(found)
+        return spans
+
+    return entity_spans
+
+
+def stage_for(
+    settings: Any,
+    catalog: Any,
+    job: JobView,
+    secret: Any,
+    chunk_id: str,
+    calls: ActorCalls,
+) -> PiiStage | None:
+    """The chunk's redaction stage, or None when its job redacts nothing. `secret`: called
+    for the tenant's secret (a DB read) only when the job has a policy."""
+    redaction = Redaction.of_job(job.params)
+    if redaction is None or redaction.mode is RedactMode.NONE:
+        return None
+    spans = None
+    if redaction.model_types:
+        spans = actor_entity_spans(
+            settings, catalog.get(ENTITY_TASK), job, redaction, chunk_id, calls
+        )
+    return PiiStage(redaction, secret(), output_paths(catalog.get(job.task)), spans)
