@@ -1,9 +1,10 @@
 """find_patterns: pattern PII in a text, by Presidio's AnalyzerEngine built once per process.
 
-Built lazily on the first call (Presidio and spaCy take seconds to import, and pull in torch and
-transformers), under a lock because the REST API calls it from several threads. Built from an
-explicit registry of our recognizers only (storage.pii.recognizers: no SpacyRecognizer, there
-is no NER model) on a blank spaCy pipeline (storage.pii.blank_nlp); nothing is downloaded.
+Built lazily on the first call (Presidio and spaCy take seconds to import; torch and
+transformers are kept out, storage.pii.light_imports), under a lock because the REST API calls
+it from several threads. Built from an explicit registry of our recognizers only
+(storage.pii.recognizers: no SpacyRecognizer, there is no NER model) on a blank spaCy
+pipeline (storage.pii.blank_nlp); nothing is downloaded.
 
 One language, "en", for every text, English, Chinese or mixed: the recognizers read the raw
 text, and the blank English tokenizer splits on spaces and punctuation, so a Chinese context
@@ -19,6 +20,7 @@ import threading
 from collections.abc import Collection
 from typing import Any
 
+from storage.pii.light_imports import without_model_stacks
 from storage.pii.presidio_logs import quiet_presidio_loggers
 from storage.pii.spans import BY_PATTERN, PATTERN_TYPES, Span, resolve_overlaps
 
@@ -31,10 +33,11 @@ _lock = threading.Lock()
 
 def _build() -> Any:
     quiet_presidio_loggers()
-    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    with without_model_stacks():
+        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 
-    from storage.pii.blank_nlp import BlankSpacyNlpEngine
-    from storage.pii.recognizers import pattern_recognizers
+        from storage.pii.blank_nlp import BlankSpacyNlpEngine
+        from storage.pii.recognizers import pattern_recognizers
 
     registry = RecognizerRegistry(recognizers=pattern_recognizers(), supported_languages=[LANGUAGE])
     return AnalyzerEngine(

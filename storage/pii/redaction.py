@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from storage.pii.light_imports import without_model_stacks
 from storage.pii.presidio_logs import quiet_presidio_loggers
 from storage.pii.spans import Span, resolve_overlaps
 
@@ -41,7 +42,8 @@ def _anonymizer() -> Any:
         with _lock:
             if _engine is None:
                 quiet_presidio_loggers()
-                from presidio_anonymizer import AnonymizerEngine
+                with without_model_stacks():
+                    from presidio_anonymizer import AnonymizerEngine
 
                 _engine = AnonymizerEngine()
     return _engine
