@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/explain_text.py
 	$(BIN)/python bench/result_cache.py
 	$(BIN)/python bench/object_store.py
+	$(BIN)/python bench/pii_quality.py
 	$(BIN)/python bench/million_rows.py --parts submit,export,latency
 
 # On a machine with a CUDA GPU only (at most 8 minutes): items/s, batch fill, GPU utilisation.

@@ -21,7 +21,7 @@ from producers.job_specs import (
     with_input_roots,
 )
 from producers.readers import SUFFIXES, iter_rows_to_items, read_rows
-from producers.redacting import ItemRedactor, job_redaction, redacted_items, stored_key
+from producers.redacting import ItemRedactor, job_redaction, redacted_batches, stored_key
 from producers.submit_batches import RECEIVE_BATCH, batches_of, prepared_batches
 from producers.training import build_spec
 from schemas.catalog import Catalog, load_catalog
@@ -312,6 +312,7 @@ class Client:
         cache: bool = True,
         redact: str | None = None,
         redact_types: str | list[str] | None = None,
+        redact_keys: bool = True,
         **task_params: Any,
     ) -> str:
         params = checked_params(
@@ -327,12 +328,16 @@ class Client:
             task_params=task_params,
         )
         source = escaped_text(source) if source else source
-        redaction = job_redaction(redact, redact_types, self.pii_model)
-        if redaction is not None:  # before anything is read into a batch, or written
-            params[REDACTION_PARAM] = redaction.model_dump(mode="json", exclude_none=True)
+        redactor = None
+        if (redaction := job_redaction(redact, redact_types, self.pii_model)) is not None:
             secret = tenant_secret(self.ledger.engine, tenant or DEFAULT_TENANT)
-            items = redacted_items(items, ItemRedactor(redaction, secret))
+            redactor = ItemRedactor(redaction, secret, redact_keys)
+            params = redactor.params(params)  # a question or prompt template is text too
+            source = redactor.text(source, "source", []) if source else source
+            params[REDACTION_PARAM] = redaction.model_dump(mode="json", exclude_none=True)
         batches = prepared_batches(self.catalog.get(task), params, items, self.receive_batch)
+        if redactor is not None:  # each batch as the job records it, before it is written
+            batches = redacted_batches(batches, redactor)
         # The first two batches are read before anything is recorded: an input of one batch
         # is checked whole (keys, the task's end-of-input check) and recorded in one
         # transaction; a longer one is written while `receiving` (_record_and_send).

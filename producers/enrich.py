@@ -332,6 +332,7 @@ def start(client: Any, runs: EnrichRuns, plan: Plan) -> RunView | None:
         **plan.spec.options,
         source=f"sql:{redacted(plan.source)}#{src.table}",
         idempotency_key=idempotency_key(run.id),
+        redact_keys=False,  # results are written back by the table's own keys
     )
     # keys to retry that are no longer in the source (or no longer fit its key column)
     forget = [k for k in due if k not in seen and k not in retried] + unusable

@@ -63,10 +63,29 @@ class ItemRedactor:
     """One job's pattern redaction of its items: their text, their other text fields, their
     records' string values, an invalid item's message and their key."""
 
-    def __init__(self, redaction: Redaction, secret: bytes) -> None:
+    def __init__(self, redaction: Redaction, secret: bytes, redact_keys: bool = True) -> None:
         self.mode = redaction.mode
         self.types = redaction.pattern_types
         self.secret = secret
+        # `sluice enrich` writes results back by the source table's own keys: kept as they are
+        self.redact_keys = redact_keys
+
+    def params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The job's parameters with their texts redacted (mask, hash): a question, a prompt
+        template, labels."""
+        if not self.mode.replaces:
+            return params
+
+        def walk(value: Any, at: str) -> Any:
+            if isinstance(value, str):
+                return self.text(value, at, [])
+            if isinstance(value, list):
+                return [walk(v, at) for v in value]
+            if isinstance(value, dict):
+                return {k: walk(v, f"{at}.{k}") for k, v in value.items()}
+            return value
+
+        return {k: walk(v, f"params.{k}") for k, v in params.items()}
 
     def __call__(self, item: Item) -> Item:
         found: list[dict[str, Any]] = []
@@ -84,7 +103,8 @@ class ItemRedactor:
             }
         if item.invalid:
             changes["invalid"] = self.text(item.invalid, "invalid", found)
-        changes["key"] = self.key(item.key, found)
+        if self.redact_keys:
+            changes["key"] = self.key(item.key, found)
         if not found:
             return item
         if not self.mode.replaces:
@@ -111,8 +131,8 @@ class ItemRedactor:
         return new
 
 
-def redacted_items(items: Iterable[Item], redactor: ItemRedactor) -> Iterator[Item]:
-    return (redactor(item) for item in items)
+def redacted_batches(batches: Iterable[list[Item]], redactor: ItemRedactor) -> Iterator[list[Item]]:
+    return ([redactor(item) for item in batch] for batch in batches)
 
 
 def stored_key(engine: Engine, key: str, tenant: str) -> str:

@@ -193,7 +193,12 @@ def compute_outcomes(
     )
     items = claim.items
     if stage is not None:  # the entity model's types, before the task's model sees them
-        items = stage.inputs(items, {key for key, problem in problems.items() if not problem})
+        try:
+            items = stage.inputs(items, {key for key, problem in problems.items() if not problem})
+        except ModelChangedError as exc:  # no retry brings the submitted PII model back
+            changed = f"the PII entity model changed since submit ({exc}); submit again"
+            problems = {key: problem or changed for key, problem in problems.items()}
+            items = stage.inputs(items, set())  # every text dropped, no model called
     known: dict[str, Outcome] = {}
     ready = []
     for item in items:

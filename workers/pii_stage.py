@@ -90,7 +90,11 @@ class PiiStage:
         for n, outcome in enumerate(outcomes):
             if outcome.output is not None and self.output_paths:
                 found = text_leaves(outcome.output, self.output_paths)
-                leaves.extend((n, at, value) for at, value in found if value.strip())
+                leaves.extend((n, ("output", *at), v) for at, v in found if v.strip())
+            if outcome.explanation is not None:  # a generation's target, an answer's words
+                what = outcome.explanation.model_dump(include={"target", "detail", "error"})
+                found = text_leaves(what, EXPLANATION_TEXTS)
+                leaves.extend((n, ("explanation", *at), v) for at, v in found if v.strip())
             if outcome.error:
                 leaves.append((n, None, outcome.error))
         texts = [value for _, _, value in leaves]
@@ -106,24 +110,44 @@ class PiiStage:
             if not in_leaf:
                 continue
             new, findings = pii.redact(value, in_leaf, self.mode.value, self.secret)
-            field = "error" if at is None else path_name("output", at)
+            field = "error" if at is None else path_name(str(at[0]), at[1:])
             extra_findings.setdefault(n, []).extend({**f, "field": field} for f in findings)
             if self.mode.replaces:
-                if at is None:
-                    updated[n].error = new
-                else:
-                    put_leaf(updated[n].output, at, new)
+                set_leaf(updated[n], at, new)
         for n, outcome in enumerate(updated):
             found_here = (items[n].redactions or []) + extra_findings.get(n, [])
             outcome.redactions = found_here or None
         return updated
 
 
+# An explanation's texts: what it explains (a generation's output, "label: text" of an
+# entity) and, in its detail, an answer's words and a generation's target tokens.
+EXPLANATION_TEXTS = ("target", "error", "detail.**")
+
+
+def set_leaf(outcome: Outcome, at: tuple[str | int, ...] | None, value: str) -> None:
+    if at is None:
+        outcome.error = value
+    elif at[0] == "output":
+        put_leaf(outcome.output, at[1:], value)
+    else:
+        expl = outcome.explanation
+        assert expl is not None
+        if at[1] in ("target", "error"):
+            setattr(expl, str(at[1]), value)
+        else:
+            put_leaf(expl.detail, at[2:], value)
+
+
 def item_texts(item: Item) -> list[tuple[str, str]]:
     """(field, text) of an item's texts, as the producer names them."""
     found = [("text", item.text)] if isinstance(item.text, str) and item.text.strip() else []
-    found += [(f"fields.{k}", v) for k, v in (item.fields or {}).items() if v]
-    found += [(f"record.{k}", v) for k, v in (item.record or {}).items() if isinstance(v, str)]
+    found += [(f"fields.{k}", v) for k, v in (item.fields or {}).items() if v.strip()]
+    found += [
+        (f"record.{k}", v)
+        for k, v in (item.record or {}).items()
+        if isinstance(v, str) and v.strip()
+    ]
     return found
 
 

@@ -53,7 +53,12 @@ class Email(EmailRecognizer):
     CONTEXT = [*EmailRecognizer.CONTEXT, "mail", "邮箱", "邮件"]
 
     def validate_result(self, pattern_text: str) -> bool:
-        return offline_tld_extract()(pattern_text).fqdn != ""
+        # the domain alone: on the whole match, a path before it ("x/a@b.com") or a file
+        # name's extension after it ("a@b.com.wav") made tldextract reject a real address
+        labels = pattern_text.rpartition("@")[2].split(".")
+        return any(  # "a@b.com.wav": b.com is a domain (the match, extension and all, goes)
+            offline_tld_extract()(".".join(labels[:n])).fqdn for n in range(len(labels), 1, -1)
+        )
 
 
 class OverlappedRegex:

@@ -13,6 +13,7 @@ import hmac
 import threading
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from storage.pii.light_imports import without_model_stacks
@@ -47,6 +48,26 @@ def _anonymizer() -> Any:
 
                 _engine = AnonymizerEngine()
     return _engine
+
+
+def outside(span: Span, findings: Sequence[dict], text: str) -> list[Span]:
+    """The parts of `span` outside every finding's span, those holding more than spaces."""
+    pieces = [(span.start, span.end)]
+    for f in findings:
+        pieces = [
+            part
+            for start, end in pieces
+            for part in ((start, min(end, f["start"])), (max(start, f["end"]), end))
+            if part[0] < part[1]
+        ] if span.overlaps(f["start"], f["end"]) else pieces  # fmt: skip
+    kept = []
+    for start, end in pieces:
+        piece = text[start:end]
+        if piece.strip(" \t\n,.;:()<>"):  # the spaces at its ends are not the value's
+            start += len(piece) - len(piece.lstrip())
+            end -= len(piece) - len(piece.rstrip())
+            kept.append(replace(span, start=start, end=end))
+    return kept
 
 
 def _finding(type_: str, start: int, end: int, by: str) -> dict:
@@ -87,11 +108,12 @@ def redact(
 
     Overlapping spans are settled first (the longer wins; at equal length the higher score, then
     pattern before model). A span overlapping a finding in `prior` (an earlier pass over this
-    same text: its offsets point into `text`) is dropped, so a replacement is never redacted
-    again. Returns the new text and the findings, sorted by start: the prior ones shifted into
-    the new text (their other keys kept), and one per applied span, {"type", "start", "end",
-    "by"}, the offsets of its replacement in the new text (or of the value, in detect mode).
-    Never the value itself."""
+    same text: its offsets point into `text`) is trimmed to what lies outside it, so a
+    replacement is never redacted again and the rest of the value is ("Grace <EMAIL>" as one
+    name still loses "Grace"). Returns the new text and the findings, sorted by start: the
+    prior ones shifted into the new text (their other keys kept), and one per applied span,
+    {"type", "start", "end", "by"}, the offsets of its replacement in the new text (or of the
+    value, in detect mode). Never the value itself."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     if mode == "hash" and not secret:
@@ -100,7 +122,7 @@ def redact(
         if not 0 <= s.start < s.end <= len(text):
             raise ValueError(f"span {s.type} [{s.start}, {s.end}) is not inside the text")
     earlier = [dict(f) for f in prior or ()]  # the caller's keys kept (a "field", say)
-    fresh = [s for s in spans if not any(s.overlaps(f["start"], f["end"]) for f in earlier)]
+    fresh = [piece for s in spans for piece in outside(s, earlier, text)]
     applied = resolve_overlaps(fresh)
     if mode == "detect" or not applied:
         findings = earlier + [_finding(s.type, s.start, s.end, s.by) for s in applied]

@@ -4,7 +4,7 @@ Pure Python: importing it (and so `storage.pii`) must not pull in Presidio or sp
 takes seconds; the producer processes that only check a job's settings stay fast."""
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Types found by patterns (Presidio's recognizers and two of ours), in user-facing names.
 PATTERN_TYPES: tuple[str, ...] = (
@@ -50,6 +50,25 @@ def resolve_overlaps(spans: Iterable[Span]) -> list[Span]:
     )
     kept: list[Span] = []
     for span in ranked:
-        if not any(k.overlaps(span.start, span.end) for k in kept):
+        touched = [k for k in kept if k.overlaps(span.start, span.end)]
+        if not touched:
             kept.append(span)
-    return sorted(kept, key=lambda s: s.start)
+            continue
+        # a partial overlap ("Grace Hopper13812345678"): the winner grows to cover both, so
+        # no fragment of the loser is left in clear
+        for k in touched:
+            if span.start < k.start or span.end > k.end:
+                kept.remove(k)
+                kept.append(replace(k, start=min(k.start, span.start), end=max(k.end, span.end)))
+    return merged(sorted(kept, key=lambda s: s.start))
+
+
+def merged(spans: list[Span]) -> list[Span]:
+    """Sorted spans with any that a union made overlap joined (the first's type kept)."""
+    out: list[Span] = []
+    for span in spans:
+        if out and out[-1].overlaps(span.start, span.end):
+            out[-1] = replace(out[-1], end=max(out[-1].end, span.end))
+        else:
+            out.append(span)
+    return out

@@ -228,7 +228,8 @@ def test_prior_findings_shift_across_a_second_pass() -> None:
     text = "张伟的邮箱是zw@example.cn，电话13812345678，住在北京。"
     first, prior = redact(text, find_patterns(text), "hash", secret=b"k")
     # The second pass is the model's, over the first pass's output: a person, a place, and a
-    # span that covers an <EMAIL:...> replacement, which must be dropped.
+    # span that covers an <EMAIL:...> replacement, which is trimmed to the two characters
+    # before it (the replacement is never redacted again).
     person = Span("PERSON", 0, 2, 0.9, "model")
     place = first.index("北京")
     covering = prior[0]
@@ -240,6 +241,7 @@ def test_prior_findings_shift_across_a_second_pass() -> None:
     second, findings = redact(first, spans, "hash", secret=b"k", prior=prior)
     assert [(f["type"], f["by"]) for f in findings] == [
         ("PERSON", "model"),
+        ("ORG", "model"),
         ("EMAIL", "pattern"),
         ("CN_MOBILE", "pattern"),
         ("PLACE", "model"),
@@ -252,7 +254,7 @@ def test_prior_findings_shift_across_a_second_pass() -> None:
     tagged = [{**f, "field": "text"} for f in prior]
     _, again = redact(first, spans[:1], "mask", prior=tagged)
     assert [f.get("field") for f in again] == [None, "text", "text"]
-    assert type_counts(findings) == {"PERSON": 1, "EMAIL": 1, "CN_MOBILE": 1, "PLACE": 1}
+    assert type_counts(findings) == {"PERSON": 1, "ORG": 1, "EMAIL": 1, "CN_MOBILE": 1, "PLACE": 1}
 
 
 def test_the_engine_is_built_once_across_threads() -> None:

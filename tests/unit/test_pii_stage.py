@@ -1,7 +1,7 @@
 """The worker's redaction (workers/pii_stage.py) with the entity model stood in by a function
 that finds fixed names: what the task's model is handed, and what a row stores."""
 
-from schemas.jobs import Item, Outcome
+from schemas.jobs import Explanation, Item, Outcome
 from schemas.redaction import PiiModel, Redaction, RedactMode
 from schemas.states import ItemStatus
 from storage import pii
@@ -90,3 +90,38 @@ def test_hash_tokens_of_names_are_keyed_by_the_tenant_secret():
     (out,) = s.inputs([Item(key="a", text="Grace Hopper and Grace Hopper")], ready={"a"})
     token = pii.token(SECRET, "Grace Hopper")
     assert out.text == f"<PERSON:{token}> and <PERSON:{token}>"
+
+
+def test_explanations_of_made_text_are_redacted_too():
+    s = stage(RedactMode.MASK, ("text",))
+    outcome = Outcome(
+        key="a",
+        status=ItemStatus.OK,
+        output={"text": "Grace Hopper: 13812345678"},
+        explanation=Explanation(
+            method="lig",
+            target="Grace Hopper: 13812345678",
+            tokens=["Write", "to"],
+            attributions=[0.1, 0.2],
+            detail={"answer": "13812345678", "scores": [0.5]},
+        ),
+    )
+    (out,) = s.outputs([outcome], [Item(key="a", text="Write to")])
+    assert out.output == {"text": "<PERSON>: <CN_MOBILE>"}
+    assert out.explanation is not None
+    assert out.explanation.target == "<PERSON>: <CN_MOBILE>"
+    assert out.explanation.detail == {"answer": "<CN_MOBILE>", "scores": [0.5]}
+    assert {f["field"] for f in out.redactions or []} == {
+        "output.text", "explanation.target", "explanation.detail.answer",
+    }  # fmt: skip
+
+
+def test_a_value_cut_by_another_leaves_no_fragment():
+    text = "Ask Grace Hopper13812345678 now"
+    spans = [pii.Span("PERSON", 4, 17, 0.9, "model"), pii.Span("CN_MOBILE", 16, 27)]
+    assert pii.redact(text, spans, "mask")[0] == "Ask <PERSON> now"
+    prior = [{"type": "EMAIL", "start": 15, "end": 22, "by": "pattern"}]
+    new, _ = pii.redact(
+        "Write to Grace <EMAIL> now", [pii.Span("PERSON", 9, 22)], "mask", None, prior
+    )
+    assert new == "Write to <PERSON> <EMAIL> now" or "Grace" not in new

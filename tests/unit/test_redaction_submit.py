@@ -138,3 +138,18 @@ def test_the_rest_api_takes_the_policy(client: Client):
     assert item.text == "请拨打<CN_MOBILE>联系我，身份证号<CN_RESIDENT_ID>，邮箱<EMAIL>谢谢。"
     bad = http.post("/v1/jobs", json={**body, "redact": "scramble"})
     assert bad.status_code == 422
+
+
+def test_a_parameter_or_a_source_that_holds_pii_is_not_stored_either(client: Client):
+    job = client.submit_texts(
+        {"a": "Our office is in Berlin."},
+        "zero-shot-text",
+        labels=[f"about {EMAIL}", "other"],
+        redact="mask",
+        redact_types=PATTERNS,
+        source=f"mailbox of {EMAIL}",
+    )
+    view = client.ledger.job(job)
+    (item,) = stored(client, job)
+    recorded = json.dumps([view.params, view.source, item.model_dump()], ensure_ascii=False)
+    assert EMAIL not in recorded and "<EMAIL>" in recorded
