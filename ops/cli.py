@@ -592,7 +592,7 @@ def enrich(
 # `sluice train`, `sluice runs` and `sluice models list|show|promote|archive|share`
 register_training_commands(main, models, TaskName())
 register_cache_commands(main)  # `sluice cache stats|clear`
-register_pii_commands(main)  # `sluice pii types|key`
+register_pii_commands(main)  # `sluice pii types|key|forget-secret`
 
 
 if __name__ == "__main__":

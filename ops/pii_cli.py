@@ -1,12 +1,16 @@
 """`sluice pii`: the PII types redaction acts on, and a hashed key for joining results back."""
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 
 def register_pii_commands(main: click.Group) -> None:
-    """Add `sluice pii types|key` to `main`."""
+    """Add `sluice pii types|key|forget-secret` to `main`."""
 
     @main.group()
     def pii() -> None:
@@ -27,6 +31,17 @@ def register_pii_commands(main: click.Group) -> None:
         for row in rows:
             click.echo(json.dumps(row))
 
+    @pii.command("forget-secret")
+    @click.option("--tenant", required=True)
+    @click.confirmation_option(prompt="Every hash token of this tenant becomes unmatchable. Go on?")
+    def pii_forget_secret(tenant: str) -> None:
+        """Destroy TENANT's secret (and its result cache, keyed with it): no `hash` token or
+        hashed key made before can be matched to a value again; new jobs get a new secret."""
+        from storage.result_cache import ResultCache
+
+        ResultCache(_engine()).forget_secret(tenant)
+        click.echo(json.dumps({"tenant": tenant, "secret": "destroyed"}))
+
     @pii.command("key")
     @click.argument("keys", nargs=-1, required=True)
     @click.option("--tenant", default="default", show_default=True)
@@ -34,11 +49,18 @@ def register_pii_commands(main: click.Group) -> None:
         """What KEYS are stored as by a job of TENANT under --redact mask or hash (a key
         holding PII is hashed with the tenant's secret): join results back by it."""
         from producers.redacting import stored_key
-        from schemas.settings import Settings
-        from schemas.stack import endpoints
-        from storage.engine import make_engine, prepare_schema
 
-        engine = make_engine(endpoints(Settings()).database_url)
-        prepare_schema(engine)
+        engine = _engine()
         for key in keys:
             click.echo(json.dumps({"key": key, "stored_as": stored_key(engine, key, tenant)}))
+
+
+def _engine() -> "Engine":
+    """The ledger's engine, its schema current (no broker needed)."""
+    from schemas.settings import Settings
+    from schemas.stack import endpoints
+    from storage.engine import make_engine, prepare_schema
+
+    engine = make_engine(endpoints(Settings()).database_url)
+    prepare_schema(engine)
+    return engine

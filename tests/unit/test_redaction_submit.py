@@ -109,6 +109,10 @@ def test_a_key_that_is_pii_is_hashed_and_the_owner_can_join_back(
     out = CliRunner().invoke(main, ["pii", "key", EMAIL])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["stored_as"] == keys[0]
+    # erasing the tenant's secret: no token made before can be matched again
+    out = CliRunner().invoke(main, ["pii", "forget-secret", "--tenant", "default", "--yes"])
+    assert out.exit_code == 0, out.output
+    assert client.stored_key(EMAIL) != keys[0]
 
 
 def test_text_that_is_mostly_pii_and_overlapping_values(client: Client):
