@@ -78,8 +78,8 @@ def run_job(model: CountingModel, rows: list[Item], **spec: Any) -> str:
     job_id, chunks = model.ledger.create_job(JobSpec(**{**fields, **spec}), rows, chunk_size=4)
     for chunk in chunks:
         claim = model.ledger.claim(chunk, "w", 30)
-        outcomes, cache = compute_outcomes(model, claim, chunk, ActorCalls(float("inf")))
-        assert model.ledger.complete(chunk, "w", outcomes, cache=cache)
+        outcomes, cache, items = compute_outcomes(model, claim, chunk, ActorCalls(float("inf")))
+        assert model.ledger.complete(chunk, "w", outcomes, cache=cache, items=items)
     return job_id
 
 
