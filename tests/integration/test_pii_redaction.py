@@ -59,6 +59,30 @@ def env(env: dict[str, str], demo_models: Path) -> dict[str, str]:
     return {**env, "SLUICE_PII_MODEL": str(demo_models / "tiny-entities")}
 
 
+WAREHOUSE_TABLES = ("pii_tickets_enriched", "pii_tickets")
+
+
+@pytest.fixture
+def warehouse(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """The user's database for `sluice enrich`: the ledger's PostgreSQL (its tables dropped
+    afterwards, where the schema checks of other tests would see them) or a SQLite file."""
+    url = env["SLUICE_DATABASE_URL"]
+    if not url.startswith("postgresql"):
+        (tmp_path / "inputs").mkdir(exist_ok=True)  # the user's own data, like the files
+        url = f"sqlite:///{tmp_path / 'inputs' / 'warehouse.db'}"
+    engine = make_engine(url)
+
+    def drop_tables() -> None:
+        with engine.begin() as conn:
+            for table in WAREHOUSE_TABLES:
+                conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+
+    drop_tables()
+    yield url
+    drop_tables()
+    engine.dispose()
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
@@ -71,12 +95,13 @@ def test_planted_pii_is_found_nowhere_after_mask_through_every_door(
     client: Client,
     start_worker: Any,
     receiver: Receiver,
+    warehouse: str,
     api_url: str,
     demo_models: Path,
     tmp_path: Path,
 ):
     inputs = tmp_path / "inputs"  # the user's own data: the only place the values may be
-    inputs.mkdir()
+    inputs.mkdir(exist_ok=True)
     masked = {"redact": "mask"}
     jobs: dict[str, str] = {}
 
@@ -117,13 +142,7 @@ def test_planted_pii_is_found_nowhere_after_mask_through_every_door(
         [audio / "call.wav"], "transcribe", model=str(demo_models / "tone-digits-ctc"), **masked
     )
 
-    warehouse = env["SLUICE_DATABASE_URL"]
-    if not warehouse.startswith("postgresql"):
-        warehouse = f"sqlite:///{inputs / 'warehouse.db'}"
-    source = make_engine(warehouse)
-    with source.begin() as conn:
-        for table in ("pii_tickets_enriched", "pii_tickets"):
-            conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    with make_engine(warehouse).begin() as conn:
         conn.execute(text("CREATE TABLE pii_tickets (id INTEGER PRIMARY KEY, body TEXT)"))
         conn.execute(
             text("INSERT INTO pii_tickets VALUES (1, :en), (2, :zh)"), {"en": EN, "zh": ZH}
