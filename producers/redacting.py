@@ -16,8 +16,10 @@ from schemas.redaction import (
     PiiModel,
     Redaction,
     RedactMode,
+    item_texts,
     parse_mode,
     parse_types,
+    with_texts,
 )
 from storage import pii
 from storage.tenant_secrets import tenant_secret
@@ -89,18 +91,8 @@ class ItemRedactor:
 
     def __call__(self, item: Item) -> Item:
         found: list[dict[str, Any]] = []
+        texts = {field: self.text(value, field, found) for field, value in item_texts(item)}
         changes: dict[str, Any] = {}
-        if isinstance(item.text, str):
-            changes["text"] = self.text(item.text, "text", found)
-        if item.fields:
-            changes["fields"] = {
-                k: self.text(v, f"fields.{k}", found) for k, v in item.fields.items()
-            }
-        if item.record:
-            changes["record"] = {
-                k: self.text(v, f"record.{k}", found) if isinstance(v, str) else v
-                for k, v in item.record.items()
-            }
         if item.invalid:
             changes["invalid"] = self.text(item.invalid, "invalid", found)
         if self.redact_keys:
@@ -108,8 +100,8 @@ class ItemRedactor:
         if not found:
             return item
         if not self.mode.replaces:
-            changes = {}
-        return item.model_copy(update={**changes, "redactions": found})
+            return item.model_copy(update={"redactions": found})
+        return with_texts(item, texts).model_copy(update={**changes, "redactions": found})
 
     def text(self, value: str, field: str, found: list[dict[str, Any]]) -> str:
         spans = pii.find_patterns(value, self.types) if self.types else []

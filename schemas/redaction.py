@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from schemas.errors import SluiceError
+from schemas.jobs import Item
 
 # The redaction recorded on a job: {"mode", "types", "model"} (absent when `none`).
 REDACTION_PARAM = "redaction"
@@ -148,3 +149,29 @@ def put_leaf(output: Any, at: Path, value: str) -> None:
 
 def path_name(prefix: str, at: Path) -> str:
     return ".".join([prefix, *(str(p) for p in at)])
+
+
+# -- an item's texts, named as in its findings ----------------------------------------------
+
+
+def item_texts(item: Item) -> list[tuple[str, str]]:
+    """(field, text) of every text an item carries: `text`, `fields.NAME`, `record.NAME` (the
+    record's string values). The producer's patterns and the worker's entity model walk the
+    same fields, and name them alike in the findings."""
+    found = [("text", item.text)] if isinstance(item.text, str) else []
+    found += [(f"fields.{k}", v) for k, v in (item.fields or {}).items()]
+    found += [(f"record.{k}", v) for k, v in (item.record or {}).items() if isinstance(v, str)]
+    return found
+
+
+def with_texts(item: Item, texts: dict[str, str]) -> Item:
+    """`item` with the texts named as item_texts names them replaced."""
+    changes: dict[str, Any] = {}
+    for field, value in texts.items():
+        if field == "text":
+            changes["text"] = value
+            continue
+        part, _, name = field.partition(".")
+        holder = changes.setdefault(part, dict(getattr(item, part) or {}))
+        holder[name] = value
+    return item.model_copy(update=changes) if changes else item

@@ -8,19 +8,24 @@ row holds the names as submitted; the completion transaction replaces the row's 
 their redacted form (Ledger.complete's `items`), and an item left invalid keeps no text."""
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
+from schemas.catalog import Catalog
 from schemas.errors import ModelError
 from schemas.jobs import Item, Outcome
 from schemas.redaction import (
     TEXT_OUTPUTS,
     Redaction,
     RedactMode,
+    item_texts,
     model_type,
     path_name,
     put_leaf,
     text_leaves,
+    with_texts,
 )
+from schemas.settings import Settings
 from schemas.states import ItemStatus
 from schemas.task_spec import TaskSpec
 from storage import pii
@@ -30,6 +35,7 @@ from workers.ray_calls import ActorCalls
 
 ENTITY_TASK = "extract-entities"
 Texts = list[tuple[int, str, str]]  # (item index, field, text)
+EntitySpans = Callable[[list[str]], list[list[pii.Span]]]  # texts -> the spans in each
 
 
 class PiiStage:
@@ -41,7 +47,7 @@ class PiiStage:
         redaction: Redaction,
         secret: bytes,
         output_paths: tuple[str, ...],
-        entity_spans: Any,
+        entity_spans: EntitySpans | None,
     ) -> None:
         self.redaction = redaction
         self.mode = redaction.mode
@@ -49,6 +55,11 @@ class PiiStage:
         self.output_paths = output_paths
         self.entity_spans = entity_spans
         self.replaced = False  # whether the chunk's stored items must be replaced
+
+    def model_spans(self, texts: list[str]) -> list[list[pii.Span]]:
+        if self.entity_spans is None:  # stage_for gives one whenever model types are wanted
+            raise RuntimeError("the job redacts model types but no entity model was given")
+        return self.entity_spans(texts)
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -63,10 +74,10 @@ class PiiStage:
                     out[n] = item.model_copy(update={"text": None, "fields": None, "record": None})
                     self.replaced = True
                 continue
-            texts.extend((n, field, value) for field, value in item_texts(item))
+            texts.extend((n, field, value) for field, value in item_texts(item) if value.strip())
         if not texts or not self.redaction.model_types:
             return out
-        spans = self.entity_spans([value for _, _, value in texts])
+        spans = self.model_spans([value for _, _, value in texts])
         for (n, field, value), found in zip(texts, spans, strict=True):
             if not found:
                 continue
@@ -77,7 +88,7 @@ class PiiStage:
             mine = [{**f, "field": field} for f in findings]
             out[n] = item.model_copy(update={"redactions": others + mine})
             if self.mode.replaces and new != value:
-                set_text(out, n, field, new)
+                out[n] = with_texts(out[n], {field: new})
                 self.replaced = True
         return out
 
@@ -102,7 +113,7 @@ class PiiStage:
             pii.find_patterns(text, self.redaction.pattern_types) for text in texts
         ]
         if self.redaction.model_types and texts:
-            for n, extra in enumerate(self.entity_spans(texts)):
+            for n, extra in enumerate(self.model_spans(texts)):
                 spans[n] = spans[n] + extra
         extra_findings: dict[int, list[dict[str, Any]]] = {}
         updated = [o.model_copy(deep=True) for o in outcomes]
@@ -139,29 +150,6 @@ def set_leaf(outcome: Outcome, at: tuple[str | int, ...] | None, value: str) -> 
             put_leaf(expl.detail, at[2:], value)
 
 
-def item_texts(item: Item) -> list[tuple[str, str]]:
-    """(field, text) of an item's texts, as the producer names them."""
-    found = [("text", item.text)] if isinstance(item.text, str) and item.text.strip() else []
-    found += [(f"fields.{k}", v) for k, v in (item.fields or {}).items() if v.strip()]
-    found += [
-        (f"record.{k}", v)
-        for k, v in (item.record or {}).items()
-        if isinstance(v, str) and v.strip()
-    ]
-    return found
-
-
-def set_text(items: list[Item], n: int, field: str, value: str) -> None:
-    item = items[n]
-    if field == "text":
-        items[n] = item.model_copy(update={"text": value})
-    else:
-        part, _, name = field.partition(".")
-        holder = dict(getattr(item, part) or {})
-        holder[name] = value
-        items[n] = item.model_copy(update={part: holder})
-
-
 def without(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in f.items() if k != "field"} for f in findings]
 
@@ -171,13 +159,13 @@ def output_paths(spec: TaskSpec) -> tuple[str, ...]:
 
 
 def actor_entity_spans(
-    settings: Any,
+    settings: Settings,
     entity_spec: TaskSpec,
     job: JobView,
     redaction: Redaction,
     chunk_id: str,
     calls: ActorCalls,
-) -> Any:
+) -> EntitySpans:
     """entity_spans over the entity model's actor: spans of the job's model types."""
     model = redaction.model
     assert model is not None
@@ -211,10 +199,10 @@ def actor_entity_spans(
 
 
 def stage_for(
-    settings: Any,
-    catalog: Any,
+    settings: Settings,
+    catalog: Catalog,
     job: JobView,
-    secret: Any,
+    secret: Callable[[], bytes],
     chunk_id: str,
     calls: ActorCalls,
 ) -> PiiStage | None:
