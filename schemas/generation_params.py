@@ -20,6 +20,9 @@ DEFAULT_MAX_NEW_TOKENS = 128  # without max_new_tokens (within the model's posit
 MAX_NEW_TOKENS = 4096  # the most any job may ask; a model's positions may cap it lower
 MAX_STOP_STRINGS = 8
 MAX_TEMPLATE_CHARS = 20_000
+# The last of an explanation's `target_tokens` when the output ended by the model's own end
+# token (not a stop string or the token cap): no piece of the output text.
+END_OF_OUTPUT = "<end>"
 
 
 def template_fields(template: str) -> list[str]:

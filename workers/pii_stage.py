@@ -13,6 +13,7 @@ from typing import Any
 
 from schemas.catalog import Catalog
 from schemas.errors import ModelError
+from schemas.generation_params import END_OF_OUTPUT
 from schemas.jobs import Item, Outcome
 from schemas.redaction import (
     TEXT_OUTPUTS,
@@ -98,6 +99,7 @@ class PiiStage:
         """Outcomes (in item order) with the texts of their outputs and errors redacted, each
         carrying what redaction found in its item and its output."""
         leaves: list[tuple[int, tuple[str | int, ...] | None, str]] = []
+        pieces: dict[int, TargetPieces] = {}
         for n, outcome in enumerate(outcomes):
             if outcome.output is not None and self.output_paths:
                 found = text_leaves(outcome.output, self.output_paths)
@@ -105,6 +107,9 @@ class PiiStage:
             if outcome.explanation is not None:  # a generation's target, an answer's words
                 what = outcome.explanation.model_dump(include={"target", "detail", "error"})
                 found = text_leaves(what, EXPLANATION_TEXTS)
+                if placed := placed_target_tokens(outcome):  # redacted as the target is, below
+                    pieces[n] = placed
+                    found = [(at, v) for at, v in found if at[:2] != ("detail", TARGET_TOKENS)]
                 leaves.extend((n, ("explanation", *at), v) for at, v in found if v.strip())
             if outcome.error:
                 leaves.append((n, None, outcome.error))
@@ -125,10 +130,78 @@ class PiiStage:
             extra_findings.setdefault(n, []).extend({**f, "field": field} for f in findings)
             if self.mode.replaces:
                 set_leaf(updated[n], at, new)
+        if self.mode.replaces:
+            targets = {n: s for (n, at, _), s in zip(leaves, spans, strict=True) if at == TARGET}
+            for n, placed in pieces.items():
+                explanation = updated[n].explanation
+                if (found_in_target := targets.get(n)) and explanation and explanation.detail:
+                    explanation.detail[TARGET_TOKENS] = self.redacted_pieces(
+                        placed, found_in_target
+                    )
         for n, outcome in enumerate(updated):
             found_here = (items[n].redactions or []) + extra_findings.get(n, [])
             outcome.redactions = found_here or None
         return updated
+
+    def redacted_pieces(self, placed: "TargetPieces", found: list[pii.Span]) -> list[str]:
+        """A generation's target tokens (its output in pieces) redacted as the output was:
+        a piece that overlaps a value found in the output becomes the value's replacement if
+        it is the value's first piece, else nothing; the other pieces stay."""
+        out = list(placed.tokens)
+        replaced: set[int] = set()
+        for i, place in enumerate(placed.places):
+            if place is None:
+                continue
+            start, end = place
+            hit = next((k for k, s in enumerate(found) if s.start < end and start < s.end), None)
+            if hit is None:
+                continue
+            if hit in replaced:
+                out[i] = ""
+                continue
+            value = placed.target[found[hit].start : found[hit].end]
+            whole = dataclasses.replace(found[hit], start=0, end=len(value))
+            out[i] = pii.redact(value, [whole], self.mode.value, self.secret)[0]
+            replaced.add(hit)
+        return out
+
+
+TARGET = ("explanation", "target")
+TARGET_TOKENS = "target_tokens"
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetPieces:
+    """A generation explanation's target tokens, and where each lies in its target text
+    (None: a blank piece or the end marker)."""
+
+    tokens: list[str]
+    places: list[tuple[int, int] | None]
+    target: str
+
+
+def placed_target_tokens(outcome: Outcome) -> TargetPieces | None:
+    """The target tokens of an outcome's explanation placed in its target; None without
+    them, or when a piece cannot be placed (its tokens are then searched as texts)."""
+    expl = outcome.explanation
+    tokens = (expl.detail or {}).get(TARGET_TOKENS) if expl is not None else None
+    if expl is None or not isinstance(expl.target, str) or not isinstance(tokens, list):
+        return None
+    places: list[tuple[int, int] | None] = []
+    at = 0
+    for n, piece in enumerate(tokens):
+        if not isinstance(piece, str):
+            return None
+        core = piece.strip()
+        if not core or (piece == END_OF_OUTPUT and n == len(tokens) - 1):
+            places.append(None)
+            continue
+        start = expl.target.find(core, at)
+        if start < 0:
+            return None
+        places.append((start, start + len(core)))
+        at = start + len(core)
+    return TargetPieces(tokens, places, expl.target)
 
 
 # An explanation's texts: what it explains (a generation's output, "label: text" of an

@@ -125,3 +125,47 @@ def test_a_value_cut_by_another_leaves_no_fragment():
         "Write to Grace <EMAIL> now", [pii.Span("PERSON", 9, 22)], "mask", None, prior
     )
     assert new == "Write to <PERSON> <EMAIL> now" or "Grace" not in new
+
+
+def test_a_generations_target_tokens_are_redacted_as_its_output_is():
+    made = "Call Grace Hopper on 13812345678."
+    pieces = ["Call", " Grace", " Hop", "per", " on", " 138", "123", "45678", ".", "<end>"]
+    seen: list[str] = []
+
+    def tagger(texts: list[str]) -> list[list[pii.Span]]:
+        seen.extend(texts)
+        return fake_entity_model(texts)
+
+    outcome = Outcome(
+        key="a",
+        status=ItemStatus.OK,
+        output={"text": made},
+        explanation=Explanation(
+            method="feature_ablation",
+            target=made,
+            tokens=["Who", "?"],
+            attributions=[0.1, 0.2],
+            detail={"target_tokens": pieces, "baseline": "each prompt token hidden"},
+        ),
+    )
+    for mode, person, phone in [
+        (RedactMode.MASK, "<PERSON>", "<CN_MOBILE>"),
+        (RedactMode.HASH, f"<PERSON:{pii.token(SECRET, 'Grace Hopper')}>",
+         f"<CN_MOBILE:{pii.token(SECRET, '13812345678')}>"),
+    ]:  # fmt: skip
+        s = PiiStage(stage(mode).redaction, SECRET, ("text",), tagger)
+        (out,) = s.outputs([outcome], [Item(key="a", text="Who?")])
+        assert out.output == {"text": f"Call {person} on {phone}."}
+        assert out.explanation is not None and out.explanation.detail is not None
+        assert out.explanation.detail["target_tokens"] == [
+            "Call", person, "", "", " on", phone, "", "", ".", "<end>",
+        ]  # fmt: skip
+    assert not set(pieces) & set(seen)  # the pieces were never texts of their own to the model
+
+    # pieces that cannot be placed in the target are searched as texts of their own
+    odd = outcome.model_copy(deep=True)
+    assert odd.explanation is not None and odd.explanation.detail is not None
+    odd.explanation.detail["target_tokens"] = ["Grace Hopper", "▁unplaceable"]
+    (out,) = stage(RedactMode.MASK, ("text",)).outputs([odd], [Item(key="a", text="Who?")])
+    assert out.explanation is not None and out.explanation.detail is not None
+    assert out.explanation.detail["target_tokens"][0] == "<PERSON>"

@@ -56,6 +56,7 @@ from typing import Any, Protocol
 import torch
 from captum.attr import FeatureAblation
 
+from schemas.generation_params import END_OF_OUTPUT
 from schemas.jobs import Explanation
 from schemas.states import FinishReason
 from workers.explain.teacher_forcing import GenerationModel, Row, score
@@ -66,7 +67,7 @@ MAX_FEATURES = 128  # beyond this, adjacent prompt tokens are ablated together a
 MAX_DETAIL_CELLS = 4096  # per_output_token kept in detail up to (output tokens x features)
 ABLATION_CELLS = 2**22  # mask values per Captum evaluation (perturbations x rows x width)
 SENTINEL = "SLUICEPROMPTSENTINEL"  # rendered through the chat template to find the prompt
-END = "<end>"
+END = END_OF_OUTPUT
 MASK, PAD = "mask", "pad"  # how a token is ablated
 
 
