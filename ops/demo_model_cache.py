@@ -10,9 +10,12 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import ops.demo_entity_models
@@ -65,7 +68,8 @@ BUILDERS: dict[str, Builder] = {
 METRICS_FILE = "metrics.json"
 # The models are tiny: one torch thread trains each as fast as two (measured: tiny-entities
 # 46.9 s on one thread, 47.8 s on two), so models are built side by side, one process per
-# core, the longest first. At most this many at once (each holds torch and its data).
+# core, the longest first, the cores shared among them. At most this many at once (each
+# holds torch and its data).
 MOST_BUILDS_AT_ONCE = 4
 LONGEST_FIRST = ("shapes-detector", "tiny-entities", "tiny-qa", "tiny-clip", "tone-digits-ctc")
 RECIPE_MODULES = (
@@ -121,6 +125,20 @@ def _build_one(root: Path, name: str) -> Metrics:
     return metrics
 
 
+def _exit_on_sigterm() -> None:
+    """In a build process: SIGTERM (a broken pool stops its other processes so) exits
+    through Python, so _build_one's cleanup removes the model's scratch directory."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container's or taskset's limit, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _build_in_child(root: str, name: str, threads: int) -> Metrics:
     import torch
 
@@ -133,18 +151,21 @@ def _build_side_by_side(
 ) -> dict[str, Metrics]:
     """`names` built in processes of their own (spawned: torch is never forked), one per
     core; each model's metrics as it is done."""
-    cores = os.cpu_count() or 1
+    cores = _cores()
     workers = min(len(names), cores, MOST_BUILDS_AT_ONCE)
     threads = max(1, cores // workers)
     order = sorted(names, key=lambda n: LONGEST_FIRST.index(n) if n in LONGEST_FIRST else 99)
     done: dict[str, Metrics] = {}
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_on_sigterm) as pool:
         futures = {pool.submit(_build_in_child, str(root), n, threads): n for n in order}
         try:
             for future in as_completed(futures):
                 name = futures[future]
-                done[name] = future.result()  # a failed build raises here
+                try:
+                    done[name] = future.result()  # a failed build raises here
+                except BrokenProcessPool as exc:  # its process was killed (memory, a signal)
+                    raise RuntimeError(f"building the demo model {name}: {exc}") from exc
                 if on_built is not None:
                     on_built(name, done[name])
         except BaseException:
@@ -178,7 +199,7 @@ def build_all(
             results[name] = json.loads((root / name / METRICS_FILE).read_text())
         else:
             todo.append(name)
-    if len(todo) > 1 and (os.cpu_count() or 1) > 1:
+    if len(todo) > 1 and _cores() > 1:
         results.update(_build_side_by_side(root, todo, on_built))
     else:
         for name in todo:

@@ -146,7 +146,10 @@ class PiiStage:
     def redacted_pieces(self, placed: "TargetPieces", found: list[pii.Span]) -> list[str]:
         """A generation's target tokens (its output in pieces) redacted as the output was:
         a piece that overlaps a value found in the output becomes the value's replacement if
-        it is the value's first piece, else nothing; the other pieces stay."""
+        it is the value's first piece, else nothing; the other pieces stay. Pieces that could
+        not be placed are all blanked (the end marker stays): none can be shown safely."""
+        if placed.places is None:
+            return ["" if piece != END_OF_OUTPUT else piece for piece in placed.tokens]
         out = list(placed.tokens)
         replaced: set[int] = set()
         for i, place in enumerate(placed.places):
@@ -161,7 +164,8 @@ class PiiStage:
                 continue
             value = placed.target[found[hit].start : found[hit].end]
             whole = dataclasses.replace(found[hit], start=0, end=len(value))
-            out[i] = pii.redact(value, [whole], self.mode.value, self.secret)[0]
+            lead = placed.tokens[i][: len(placed.tokens[i]) - len(placed.tokens[i].lstrip())]
+            out[i] = lead + pii.redact(value, [whole], self.mode.value, self.secret)[0]
             replaced.add(hit)
         return out
 
@@ -176,32 +180,54 @@ class TargetPieces:
     (None: a blank piece or the end marker)."""
 
     tokens: list[str]
-    places: list[tuple[int, int] | None]
+    places: list[tuple[int, int] | None] | None  # None: they do not spell the target
     target: str
+
+
+PART_OF_A_CHARACTER = "\ufffd"  # what a piece holding part of a character's bytes decodes to
 
 
 def placed_target_tokens(outcome: Outcome) -> TargetPieces | None:
     """The target tokens of an outcome's explanation placed in its target; None without
-    them, or when a piece cannot be placed (its tokens are then searched as texts)."""
+    them. Pieces that do not spell the target get no places (redacted_pieces then blanks
+    them all when the target held a value).
+
+    Pieces must follow each other in the target with nothing but whitespace between them,
+    so none is placed on a later copy of its text. A run of pieces that each hold part of a
+    character (byte-level tokenizers split CJK characters and emoji so) covers the text
+    between the pieces on either side of it."""
     expl = outcome.explanation
     tokens = (expl.detail or {}).get(TARGET_TOKENS) if expl is not None else None
     if expl is None or not isinstance(expl.target, str) or not isinstance(tokens, list):
         return None
+    target = expl.target
     places: list[tuple[int, int] | None] = []
+    split: list[int] = []  # pieces of a character whose text is not placed yet
     at = 0
     for n, piece in enumerate(tokens):
         if not isinstance(piece, str):
-            return None
+            return None  # not target tokens as explainers write them: walked as texts
         core = piece.strip()
+        if core and not core.strip(PART_OF_A_CHARACTER):
+            split.append(len(places))
+            places.append(None)
+            continue
         if not core or (piece == END_OF_OUTPUT and n == len(tokens) - 1):
             places.append(None)
             continue
-        start = expl.target.find(core, at)
-        if start < 0:
-            return None
+        start = target.find(core, at)
+        if start < 0 or (target[at:start].strip() and not split):
+            return TargetPieces(tokens, None, target)
+        for k in split:  # the character(s) between the last piece placed and this one
+            places[k] = (at, start)
+        split = []
         places.append((start, start + len(core)))
         at = start + len(core)
-    return TargetPieces(tokens, places, expl.target)
+    for k in split:
+        places[k] = (at, len(target))
+    if target[at:].strip() and not split:
+        return TargetPieces(tokens, None, target)  # the pieces end before the target does
+    return TargetPieces(tokens, places, target)
 
 
 # An explanation's texts: what it explains (a generation's output, "label: text" of an

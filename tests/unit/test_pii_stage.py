@@ -158,14 +158,40 @@ def test_a_generations_target_tokens_are_redacted_as_its_output_is():
         assert out.output == {"text": f"Call {person} on {phone}."}
         assert out.explanation is not None and out.explanation.detail is not None
         assert out.explanation.detail["target_tokens"] == [
-            "Call", person, "", "", " on", phone, "", "", ".", "<end>",
+            "Call", f" {person}", "", "", " on", f" {phone}", "", "", ".", "<end>",
         ]  # fmt: skip
     assert not set(pieces) & set(seen)  # the pieces were never texts of their own to the model
 
-    # pieces that cannot be placed in the target are searched as texts of their own
+    # pieces that do not spell a target that held a value are all blanked
     odd = outcome.model_copy(deep=True)
     assert odd.explanation is not None and odd.explanation.detail is not None
-    odd.explanation.detail["target_tokens"] = ["Grace Hopper", "▁unplaceable"]
+    odd.explanation.detail["target_tokens"] = ["Grace Hopper", "▁unplaceable", "<end>"]
     (out,) = stage(RedactMode.MASK, ("text",)).outputs([odd], [Item(key="a", text="Who?")])
     assert out.explanation is not None and out.explanation.detail is not None
-    assert out.explanation.detail["target_tokens"][0] == "<PERSON>"
+    assert out.explanation.detail["target_tokens"] == ["", "", "<end>"]
+
+
+def test_target_tokens_split_inside_characters_or_on_another_copy_leave_nothing():
+    s = PiiStage(stage(RedactMode.MASK).redaction, SECRET, ("text",), fake_entity_model)
+
+    def tokens_after(target: str, pieces: list[str]) -> list[str]:
+        outcome = Outcome(
+            key="a",
+            status=ItemStatus.OK,
+            output={"text": target},
+            explanation=Explanation(method="m", target=target, detail={"target_tokens": pieces}),
+        )
+        (out,) = s.outputs([outcome], [Item(key="a", text="?")])
+        assert out.explanation is not None and out.explanation.detail is not None
+        return list(out.explanation.detail["target_tokens"])
+
+    # byte-level pieces of 王 (two halves) then 伟: the name's pieces all go
+    split = tokens_after(
+        "王伟 met Grace Hopper.", ["\ufffd", "\ufffd", "伟", " met", " Grace", " Hop", "per", "."]
+    )
+    assert split == ["<PERSON>", "", "", " met", " <PERSON>", "", "", "."]
+    # pieces that do not spell the target are never placed on a later, unflagged copy
+    odd = tokens_after("é Grace Hopper, Grace Hop", ["\ufffd", " Grace", " Hop", "per"])
+    assert odd == ["", "", "", ""]
+    # a target without values keeps its pieces, placed or not
+    assert tokens_after("all well", ["all", " w", "xyz"]) == ["all", " w", "xyz"]
