@@ -17,7 +17,7 @@ Task zero-shot-text with all-MiniLM-L6-v2 (shipped as a package) and the demo's 
     the options the actor gets from Settings): preprocess, predict through the dynamic
     batcher, explain every item in groups of explain_batch_size through the handler, outputs
     checked storable. The same model object as (a).
-(c) Sluice with SLUICE_EXPLAIN_STEPS=--fast-steps (the documented faster option).
+(c) Sluice with a job's --explain-steps at --fast-steps (the documented faster option).
 
 The three run interleaved, one batch of texts at a time ((a), (b), (c) on batch 1, then
 (b), (c), (a) on batch 2, ...), so drift in the machine's load hits all three alike; seconds
@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     from ops.demo import TOPICS
     from producers.model_refs import resolve
     from schemas.catalog import load_catalog
+    from schemas.explainer_settings import job_explainer
     from schemas.jobs import ExplainPolicy, Item
     from schemas.media_refs import MediaLimits
     from schemas.settings import Settings
@@ -191,16 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     spec = load_catalog().get(TASK)
     settings = Settings()
-    full = actor_options(settings, spec)
-    steps = args.steps or full.explain_steps
-    full = full.model_copy(update={"explain_steps": steps})
-    fast = actor_options(Settings(explain_steps=args.fast_steps), spec)
-    batch = full.explain_batch_size
+    options = actor_options(settings, spec)
+    steps = args.steps or (spec.explainer.steps if spec.explainer else 24)
+    # each path's job records its own steps (schemas/explainer_settings.py), as a submit does
+    explainers = {
+        "sluice": job_explainer(spec, settings, "all", steps),
+        "fast": job_explainer(spec, settings, "all", args.fast_steps),
+    }
+    batch = options.explain_batch_size
     models = args.models_dir or Path(tempfile.mkdtemp(prefix="sluice-bench-"))
     ref = resolve(MODEL, spec, models)
     handler = ZeroShotHandler()
     handler.setup(str(ref.path), "cpu")
-    cores = {"sluice": ModelCore(handler, "cpu", full), "fast": ModelCore(handler, "cpu", fast)}
+    cores = {name: ModelCore(handler, "cpu", options) for name in explainers}
 
     labels = list(TOPICS)
     prompts = tuple(TOPICS[x] for x in labels)  # the label descriptions, as the demo sends
@@ -212,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         f"torch threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")  # fmt: skip
 
     def sluice(name: str, part: list[Item]) -> list[Any]:
-        return asyncio.run(cores[name].process("bench", part, params, policy, MediaLimits()))
+        job_params = {**params, "explainer": explainers[name]}
+        return asyncio.run(cores[name].process("bench", part, job_params, policy, MediaLimits()))
 
     # warm-up, each path on its own thread as it will run (kernels, allocator, label vectors)
     direct_captum(handler, texts[:2], list(prompts), steps)

@@ -15,6 +15,7 @@ from ops.task_options import param_values, with_param_options
 from ops.train_cli import register_training_commands
 from schemas.catalog import Catalog, load_catalog, unknown_task_message
 from schemas.errors import SluiceError
+from schemas.explainer_settings import MAX_EXPLAIN_STEPS, MIN_EXPLAIN_STEPS
 from schemas.object_refs import is_object_uri
 from schemas.settings import Settings
 from schemas.training import RUN_PREFIX
@@ -55,6 +56,10 @@ REDACT_TYPES_HELP = (
     "comma-separated PII types to act on (default: all): EMAIL, PHONE, CREDIT_CARD, IBAN, "
     "IP_ADDRESS, national IDs, CN_MOBILE, CN_RESIDENT_ID; PERSON, PLACE, ORG need "
     "SLUICE_PII_MODEL (`sluice pii types` lists them)"
+)
+EXPLAIN_STEPS_HELP = (
+    "the explainer's steps for this job (Integrated Gradients' integration steps; recorded "
+    "on the job and on every row's lineage); default SLUICE_EXPLAIN_STEPS, else the catalog's"
 )
 REDACT_MODES = click.Choice(["none", "detect", "mask", "hash"])
 NO_CACHE_HELP = (
@@ -163,6 +168,12 @@ def worker(beat: bool, concurrency: int | None, queues: str | None) -> None:
 @click.option(
     "--explain", default="none", help="none | all | sample:RATE | low-confidence:THRESHOLD"
 )
+@click.option(
+    "--explain-steps",
+    default=None,
+    type=click.IntRange(MIN_EXPLAIN_STEPS, MAX_EXPLAIN_STEPS),
+    help=EXPLAIN_STEPS_HELP,
+)
 @with_param_options(CATALOG)
 @click.option("--text-column", default="text", show_default=True)
 @click.option(
@@ -185,6 +196,7 @@ def submit(
     task: str,
     model: str | None,
     explain: str,
+    explain_steps: int | None,
     text_column: str,
     media_column: str,
     key_column: str | None,
@@ -212,6 +224,7 @@ def submit(
         key_column=key_column,
         model=model,
         explain=explain,
+        explain_steps=explain_steps,
         priority=priority,
         cache=not no_cache,
         redact=redact,
@@ -508,6 +521,12 @@ def api_keys_revoke(key_id: str) -> None:
 @click.option("--model", default=None)
 @with_param_options(CATALOG)
 @click.option("--explain", default="none")
+@click.option(
+    "--explain-steps",
+    default=None,
+    type=click.IntRange(MIN_EXPLAIN_STEPS, MAX_EXPLAIN_STEPS),
+    help=EXPLAIN_STEPS_HELP,
+)
 @click.option("--priority", default=5, type=click.IntRange(0, 9))
 @click.option("--no-cache", is_flag=True, help=NO_CACHE_HELP)
 @click.option("--redact", default=None, type=REDACT_MODES, help=REDACT_HELP)
@@ -529,6 +548,7 @@ def enrich(
     max_retries: int,
     model: str | None,
     explain: str,
+    explain_steps: int | None,
     priority: int,
     no_cache: bool,
     redact: str | None,
@@ -554,6 +574,7 @@ def enrich(
     )
     options: dict[str, Any] = {
         "explain": explain,
+        **({"explain_steps": explain_steps} if explain_steps else {}),
         "priority": priority,
         **({"cache": False} if no_cache else {}),  # the cache on: the fingerprint as before
         **({"redact": redact, "redact_types": redact_types} if redact or redact_types else {}),

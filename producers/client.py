@@ -97,9 +97,10 @@ class Client:
     ) -> str:
         """Submit a file: texts or records from JSONL/CSV/Parquet; images or audio from a
         folder, or from a list file whose `media_column` holds paths, file:// or data: URIs.
-        Options: model, explain, priority, cache (False: run the model even for rows this
-        tenant's result cache holds), and the task's own parameters (its catalog spec's
-        parameters model, e.g. labels=[...] for zero-shot-text)."""
+        Options: model, explain, explain_steps (the explainer's steps for this job; default
+        SLUICE_EXPLAIN_STEPS, else the catalog's), priority, cache (False: run the model even
+        for rows this tenant's result cache holds), and the task's own parameters (its
+        catalog spec's parameters model, e.g. labels=[...] for zero-shot-text)."""
         spec = self.catalog.get(task)
         if isinstance(path, str) and is_object_uri(path):
             return self._submit_object(path, task, text_column, key_column, media_column, options)
@@ -301,6 +302,7 @@ class Client:
         *,
         model: str | None = None,
         explain: str = "none",
+        explain_steps: int | None = None,
         priority: int = 5,
         source: str | None = None,
         ref: model_refs.ModelRef | None = None,
@@ -326,6 +328,7 @@ class Client:
                 "idempotency key": idempotency_key,
             },
             task_params=task_params,
+            explain_steps=explain_steps,
         )
         source = escaped_text(source) if source else source
         redactor = None

@@ -7,6 +7,7 @@ from typing import Any
 from schemas import callback_urls
 from schemas.catalog import check_code_path
 from schemas.errors import RetryRefusedError, SluiceError
+from schemas.explainer_settings import EXPLAINER_PARAM, job_explainer
 from schemas.jobs import ExplainPolicy, Item, JobSpec
 from schemas.settings import Settings
 from schemas.storable import json_problem, unstorable_text
@@ -29,10 +30,12 @@ def checked_params(
     priority: int,
     texts: dict[str, str | None],
     task_params: dict[str, Any],
+    explain_steps: int | None = None,
 ) -> dict[str, Any]:
     """The task's parameters, checked with the options every front door shares: the
-    explanation policy, the priority, the texts recorded with the job (by name: callback_url,
-    model, idempotency key) and the callback URL (not http(s), or a literal private address)."""
+    explanation policy and its steps (the job's explainer is recorded with them), the
+    priority, the texts recorded with the job (by name: callback_url, model, idempotency key)
+    and the callback URL (not http(s), or a literal private address)."""
     check_code_path(spec.handler, f"task {spec.name}: handler")
     ExplainPolicy.parse(explain)
     if explain != "none" and not spec.explainable:
@@ -42,6 +45,8 @@ def checked_params(
     params = spec.check_params(task_params, settings)
     if problem := json_problem(params):
         raise SluiceError(f"task {spec.name!r}: a parameter {problem}")
+    if (explainer := job_explainer(spec, settings, explain, explain_steps)) is not None:
+        params[EXPLAINER_PARAM] = explainer
     check_storable_texts(texts)
     if callback_url := texts.get("callback_url"):
         callback_urls.check_callback_url(callback_url, settings.callback_allow_private)

@@ -86,6 +86,8 @@ class JobView:
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "elapsed_s": round(elapsed, 3) if elapsed is not None else None,
             "tokens": self.tokens.as_dict() if self.tokens else None,
+            # how its rows are explained (schemas/explainer_settings.py); None: not at all
+            "explainer": self.params.get("explainer"),
         }
 
 

@@ -17,6 +17,7 @@ from schemas.errors import (
     ModelLocationError,
     WorkCancelled,
 )
+from schemas.explainer_settings import EXPLAINER_PARAM, explainer_of
 from schemas.jobs import Item, Outcome
 from schemas.settings import Settings
 from schemas.task_spec import TaskSpec
@@ -71,6 +72,8 @@ def run_chunk(
     from workers.runtime import actor_directory as actors
 
     model_path = job.params.get("model_path", "")
+    # the job's explainer as it recorded it (one recorded before jobs chose: this worker's)
+    params = {**job.params, EXPLAINER_PARAM: explainer_of(job.params, spec, settings)}
     # The worker's own limits travel with each chunk: the actor checks every media
     # reference against them again, whatever the producer accepted.
     # An API tenant's job reads under its own roots (those within this worker's).
@@ -79,7 +82,7 @@ def run_chunk(
     def runner(actor: Any) -> Callable[[list[Item]], list[Outcome]]:
         def run(part: list[Item]) -> list[Outcome]:
             raw = [i.model_dump(exclude_none=True) for i in part]
-            call = actor.process.remote(job.id, raw, job.params, job.explain_policy, media_limits)
+            call = actor.process.remote(job.id, raw, params, job.explain_policy, media_limits)
             got = calls.get(call)
             return [Outcome.model_validate(r) for r in got]
 

@@ -21,6 +21,7 @@ from schemas.errors import (
     SchemaVersionError,
     WorkCancelled,
 )
+from schemas.explainer_settings import explainer_of
 from schemas.jobs import ExplainPolicy, Item, Outcome, cache_enabled
 from schemas.media_refs import MediaLimits
 from schemas.object_refs import confined_uri, is_object_uri
@@ -90,7 +91,7 @@ class WorkerState:
             handler=spec.handler,
             model_digest=f"{job.model_version}:{registered.get('sha256', '')}",
             params=job.params,
-            explainer={"method": spec.explainer.method} if spec.explainer else None,
+            explainer=explainer_of(job.params, spec, self.settings) if spec.explainer else None,
             worker=options,
             redaction=job.params.get("redaction"),
             code=code_digest(handler_package),

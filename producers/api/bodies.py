@@ -38,6 +38,9 @@ class JobOut(BaseModel):
     tokens: Tokens | None = Field(
         None, description="prompt and completion tokens, for tasks that count them (generate)"
     )
+    explainer: dict[str, Any] | None = Field(
+        None, description="how its rows are explained: the method and its steps; null: not"
+    )
     parent_job_id: str | None = None
     callback: dict[str, Any] | None = None
 

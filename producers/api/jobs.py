@@ -117,6 +117,7 @@ def submit(
         options.task,
         model=options.model,
         explain=options.explain,
+        explain_steps=options.explain_steps,
         priority=options.priority,
         source=source,
         tenant=key.tenant,

@@ -30,6 +30,7 @@ from pydantic import (
 
 from schemas.catalog import Catalog, unknown_task_message
 from schemas.errors import SluiceError, UnknownTaskError
+from schemas.explainer_settings import MAX_EXPLAIN_STEPS, MIN_EXPLAIN_STEPS
 from schemas.modalities import Modality
 from schemas.redaction import MODEL_TYPES
 from schemas.settings import Settings
@@ -159,6 +160,7 @@ class JobOptions(Strict):
     )
     model: str | None = None
     explain: str = "none"
+    explain_steps: int | None = None
     cache: bool = Field(
         True,
         description="false: run the model for every item, even those this tenant's result "
@@ -298,11 +300,27 @@ def _common_fields(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
             ExplainPolicy,
             Field("none", description="none | all | sample:RATE | low-confidence:THRESHOLD"),
         )
+        fields["explain_steps"] = (
+            Annotated[
+                int,
+                Field(ge=MIN_EXPLAIN_STEPS, le=MAX_EXPLAIN_STEPS),
+                BeforeValidator(whole_number),
+            ]
+            | None,
+            Field(
+                None,
+                description="the explainer's steps for this job, only with an explain policy "
+                "other than none (recorded on the job and on every row's lineage); default "
+                "the server's SLUICE_EXPLAIN_STEPS, else the "
+                f"catalog's ({spec.explainer.steps if spec.explainer else 0})",
+            ),
+        )
     else:
         fields["explain"] = (
             Literal["none"],
             Field("none", description="this task explains nothing"),
         )
+        fields["explain_steps"] = (None, Field(None, description="this task explains nothing"))
     stricter = spec.params.api_fields(settings)
     for name, field in spec.params.model_fields.items():
         annotation: Any = field.annotation
@@ -317,6 +335,8 @@ def _params_check(spec: TaskSpec, settings: Settings) -> Any:
     parsed: a bad parameter is a 422 like any other malformed body."""
 
     def check(body: JobOptions) -> JobOptions:
+        if body.explain_steps is not None and body.explain == "none":
+            raise ValueError("explain_steps needs an explain policy other than none")
         given = {name: getattr(body, name) for name in spec.params.model_fields}
         try:
             spec.check_params(given, settings)

@@ -107,7 +107,8 @@ def _bearer(key: str) -> type:
 
 def _documented_cross_field_rules(case: Any) -> None:
     """What a JSON Schema cannot state and the descriptions do (the server answers 422):
-    keys are unique within a job, label descriptions are only for given labels, an
+    keys are unique within a job, explain_steps only with an explain policy, label
+    descriptions are only for given labels, an
     upload's file holds the columns its form names, a prompt template reads only fields the
     items have, and a json_schema is a JSON Schema. Schema-valid requests follow them."""
     body = case.body
@@ -121,6 +122,8 @@ def _documented_cross_field_rules(case: Any) -> None:
                 while _as_key(item["key"]) in seen:
                     item["key"] = f"{item['key']}-{n}"[-512:]
                 seen.add(_as_key(item["key"]))
+    if body.get("explain", "none") == "none":
+        body.pop("explain_steps", None)
     descriptions, labels = body.get("label_descriptions"), body.get("labels")
     if isinstance(descriptions, dict) and isinstance(labels, list):
         body["label_descriptions"] = {k: v for k, v in descriptions.items() if k in labels}

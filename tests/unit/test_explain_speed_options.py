@@ -14,6 +14,7 @@ from captum.attr import LayerIntegratedGradients
 
 from producers.model_refs import resolve
 from schemas.catalog import load_catalog
+from schemas.explainer_settings import job_explainer
 from schemas.jobs import ExplainPolicy, Item
 from schemas.media_refs import MediaLimits
 from schemas.settings import Settings
@@ -159,14 +160,18 @@ def test_attributions_in_several_passes_equal_one_direct_call(
         assert e.convergence_delta == pytest.approx(float(delta), abs=1e-5)
 
 
-def test_fewer_steps_from_the_environment_reach_the_actors_explanations(
-    zero_shot: ZeroShotHandler, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("job_steps, expected", [(None, 8), (6, 6)])
+def test_the_jobs_steps_or_else_the_environments_reach_the_actors_explanations(
+    zero_shot: ZeroShotHandler, monkeypatch: pytest.MonkeyPatch, job_steps: Any, expected: int
 ):
     spec = load_catalog().get("zero-shot-text")
-    assert actor_options(Settings(), spec).explain_steps == spec.explainer.steps  # type: ignore[union-attr]
+    default = job_explainer(spec, Settings(), "all", None)
+    assert default == {"method": "layer_integrated_gradients", "steps": spec.explainer.steps}  # type: ignore[union-attr]
     monkeypatch.setenv("SLUICE_EXPLAIN_STEPS", "8")
-    options = actor_options(Settings(), spec)
-    assert options.explain_steps == 8
+    settings = Settings()
+    options = actor_options(settings, spec)
+    recorded = job_explainer(spec, settings, "all", job_steps)
+    assert recorded == {"method": "layer_integrated_gradients", "steps": expected}
     steps_seen: list[int] = []
     explain = zero_shot.explain
 
@@ -180,10 +185,14 @@ def test_fewer_steps_from_the_environment_reach_the_actors_explanations(
         items = [Item(key=str(n), text=t) for n, t in enumerate(TEXTS[:2])]
         outcomes = asyncio.run(
             core.process(
-                "job", items, {"labels": LABELS}, ExplainPolicy.parse("all"), MediaLimits()
+                "job",
+                items,
+                {"labels": LABELS, "explainer": recorded},
+                ExplainPolicy.parse("all"),
+                MediaLimits(),
             )
         )
     finally:
         core.close()
-    assert steps_seen == [8]
+    assert steps_seen == [expected]
     assert all(o.explanation and o.explanation.status == ExplanationStatus.OK for o in outcomes)

@@ -24,7 +24,7 @@ SPELL = "Spell: {text}"
 
 
 OPTIONS = ActorOptions(
-    max_batch_size=64, max_batch_wait_ms=50, explain_steps=1, explain_batch_size=8, idle_seconds=0
+    max_batch_size=64, max_batch_wait_ms=50, explain_batch_size=8, idle_seconds=0
 )
 
 

@@ -126,7 +126,6 @@ def options(dtype: str = "auto") -> ActorOptions:
     return ActorOptions(
         max_batch_size=8,
         max_batch_wait_ms=0,
-        explain_steps=0,
         explain_batch_size=1,
         idle_seconds=0,
         inference_dtype=dtype,

@@ -103,7 +103,7 @@ class FailsOn:
 
 def _process(handler: FailsOn, raw: list[dict[str, Any]]) -> list[Outcome]:
     options = ActorOptions(
-        max_batch_size=8, max_batch_wait_ms=1, explain_steps=0, explain_batch_size=4, idle_seconds=0
+        max_batch_size=8, max_batch_wait_ms=1, explain_batch_size=4, idle_seconds=0
     )
     core = ModelCore(handler, "cpu", options)  # type: ignore[arg-type]
     items = [Item.model_validate(r) for r in raw]

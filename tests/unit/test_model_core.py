@@ -79,7 +79,6 @@ def options(**changes: Any) -> ActorOptions:
     base = ActorOptions(
         max_batch_size=16,
         max_batch_wait_ms=20,
-        explain_steps=7,
         explain_batch_size=4,
         idle_seconds=0,
     )
@@ -161,12 +160,13 @@ def test_an_output_no_database_can_hold_ends_error_and_is_not_explained(core: Mo
 )
 def test_the_policy_picks_the_items_explained(core: ModelCore, policy: str, explained: set[str]):
     chunk = items("sure", "unsure", "sure again", "", "boom")  # k3 invalid, k4 failed
-    [outcomes] = run(core, [chunk], policy=policy)
+    job_explainer = {"method": "scripted", "steps": 7}
+    [outcomes] = run(core, [chunk], policy=policy, params={"explainer": job_explainer})
     assert {o.key for o in outcomes if o.explanation is not None} == explained
     for o in outcomes:
         if o.explanation is not None:
             assert o.explanation.status == ExplanationStatus.OK
-            assert o.explanation.attributions == [7.0]  # the options' explain_steps
+            assert o.explanation.attributions == [7.0]  # the job's explainer steps
 
 
 def test_sampling_explains_about_its_rate_and_the_same_items_when_a_chunk_is_retried():
@@ -229,8 +229,9 @@ def test_options_are_read_once_from_settings_and_cross_to_the_actor_as_json():
     settings = Settings(max_batch_size=32, max_batch_wait_ms=2.5, actor_idle_seconds=0)
     opts = actor_options(settings, embed)
     assert opts.max_batch_size == 32 and opts.max_batch_wait_s == 0.0025
-    assert opts.explain_steps == (embed.explainer.steps if embed.explainer else 0)
-    assert actor_options(Settings(explain_steps=5), embed).explain_steps == 5
+    # explanation steps are the job's (params["explainer"]), not the actor's: one actor
+    # serves jobs explained with any steps
+    assert actor_options(settings.model_copy(update={"explain_steps": 5}), embed) == opts
     wire = json.loads(json.dumps(opts.model_dump(mode="json")))
     assert ActorOptions.model_validate(wire) == opts
     with pytest.raises(ValueError):

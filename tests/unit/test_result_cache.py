@@ -135,6 +135,17 @@ def test_the_explanation_settings_are_keyed(model: CountingModel, monkeypatch):
     assert len(model.ran) == 4
 
 
+def test_a_jobs_own_explanation_steps_are_keyed(model: CountingModel):
+    explained = {"task": "zero-shot-text", "explain": "all"}
+    steps = {"method": "layer_integrated_gradients", "steps": 8}
+    run_job(model, texts(4), **explained, params={"explainer": steps})
+    model.ran.clear()
+    run_job(model, texts(4), **explained, params={"explainer": steps})
+    assert model.ran == []  # the same steps: answered from the cache
+    run_job(model, texts(4), **explained, params={"explainer": {**steps, "steps": 16}})
+    assert len(model.ran) == 4
+
+
 def test_no_cache_runs_the_model_and_teaches_the_cache(model: CountingModel):
     run_job(model, texts(4), params={"result_cache": False})
     model.ran.clear()

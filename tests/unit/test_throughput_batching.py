@@ -58,7 +58,6 @@ def words_core(max_batch_size: int = 4, max_batch_tokens: int = 1000) -> ModelCo
         max_batch_size=max_batch_size,
         max_batch_wait_ms=0,
         max_batch_tokens=max_batch_tokens,
-        explain_steps=0,
         explain_batch_size=1,
         idle_seconds=0,
     )

@@ -14,10 +14,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.errors import InvalidInput
+from schemas.explainer_settings import EXPLAINER_PARAM
 from schemas.jobs import ExplainPolicy, Explanation, Item, Outcome
 from schemas.media_refs import MediaLimits
 from schemas.states import ExplanationStatus, ItemStatus
 from schemas.storable import storable_outcome
+from schemas.task_spec import ExplainerSpec
 from workers.handlers.base import Handler
 from workers.media_decoding import MEDIA_LIMITS
 from workers.runtime.batching import DynamicBatcher
@@ -117,7 +119,7 @@ class ModelCore:
             )
         for n, prediction in zip(positions, predictions, strict=True):
             outcomes[n] = predicted(items[n].key, prediction)
-        await self._explain(job_id, policy, features, positions, outcomes)
+        await self._explain(job_id, policy, explain_steps(params), features, positions, outcomes)
         self.items_done += len(items)
         return [o for o in outcomes if o is not None]  # every position is filled by now
 
@@ -173,6 +175,7 @@ class ModelCore:
         self,
         job_id: str,
         policy: ExplainPolicy,
+        steps: int,
         features: list[Any],
         positions: list[int],
         outcomes: list[Outcome | None],
@@ -191,6 +194,7 @@ class ModelCore:
             explanations = await loop.run_in_executor(
                 self.executor,
                 self._explain_batch,
+                steps,
                 [f for f, _, _ in part],
                 [o.output or {} for _, _, o in part],
             )
@@ -199,12 +203,11 @@ class ModelCore:
                 outcomes[n] = storable_outcome(o.model_copy(update={"explanation": explanation}))
 
     def _explain_batch(
-        self, features: list[Any], outputs: list[dict[str, Any]]
+        self, steps: int, features: list[Any], outputs: list[dict[str, Any]]
     ) -> list[Explanation]:
-        opts = self.options
         try:
             explanations = self.handler.explain(
-                features, outputs, opts.explain_steps, opts.explain_batch_size
+                features, outputs, steps, self.options.explain_batch_size
             )
             if len(explanations) != len(features):
                 raise RuntimeError(f"{len(explanations)} explanations for {len(features)} items")
@@ -227,6 +230,13 @@ class ModelCore:
             "dtype": getattr(self.handler, "inference_dtype", "float32"),
             **self.batcher.fill(),
         }
+
+
+def explain_steps(params: Mapping[str, Any]) -> int:
+    """The job's explainer steps (the worker records them on every chunk's call:
+    schemas/explainer_settings.py); the catalog's default where a caller gave none."""
+    explainer = params.get(EXPLAINER_PARAM) or {}
+    return int(explainer.get("steps") or ExplainerSpec.steps)
 
 
 def predicted(key: str, prediction: Any) -> Outcome:

@@ -20,8 +20,6 @@ class ActorOptions(BaseModel):
     max_batch_tokens: int = Field(default=16_384, ge=1)
     # SLUICE_INFERENCE_DTYPE, resolved on the actor's device (workers/runtime/devices.py).
     inference_dtype: str = "auto"
-    # Integration steps per explanation; 0 for a task without an explainer.
-    explain_steps: int = Field(ge=0)
     explain_batch_size: int = Field(ge=1)
     # Threads torch may use in the actor's process; None: every core of the host.
     torch_threads: int | None = Field(default=None, ge=1)
@@ -39,13 +37,11 @@ class ActorOptions(BaseModel):
 
 def actor_options(settings: Settings, spec: TaskSpec) -> ActorOptions:
     """The options of `spec`'s model actors under `settings`: the one place they are read."""
-    default_steps = spec.explainer.steps if spec.explainer else 0
     return ActorOptions(
         max_batch_size=settings.max_batch_size,
         max_batch_wait_ms=settings.max_batch_wait_ms,
         max_batch_tokens=settings.max_batch_tokens,
         inference_dtype=settings.inference_dtype,
-        explain_steps=settings.explain_steps or default_steps,
         explain_batch_size=settings.explain_batch_size,
         torch_threads=settings.torch_threads or None,  # 0 meant every core too
         idle_seconds=settings.actor_idle_seconds,
@@ -55,7 +51,7 @@ def actor_options(settings: Settings, spec: TaskSpec) -> ActorOptions:
 
 
 # The options that never change an output (how work is batched and scheduled). Every other
-# option, today's (explanation steps, precision) or one added later, tells actors apart and
+# option, today's (precision) or one added later, tells actors apart and
 # is part of the result cache's key: a new option counts until someone shows it changes
 # nothing.
 OUTPUT_NEUTRAL = frozenset(
@@ -79,7 +75,7 @@ def output_options(options: ActorOptions) -> dict[str, object]:
 
 def output_tag(options: ActorOptions) -> str:
     """A short digest of `output_options`: in the actor's name, so that a worker configured
-    otherwise (other steps, another precision) never uses, or caches the outputs of, an
+    otherwise (another precision) never uses, or caches the outputs of, an
     actor started with other options (actors are detached: they outlive the worker)."""
     canonical = json.dumps(output_options(options), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:8]
