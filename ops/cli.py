@@ -279,6 +279,18 @@ def results(job_id: str, fmt: str, output: str | None, limit: int) -> None:
 
 @main.command()
 @click.argument("job_id")
+@click.argument("key")
+def lineage(job_id: str, key: str) -> None:
+    """What made row KEY of JOB_ID, as JSON: its input's keyed digest, the model with its
+    version, weights' SHA-256, registry entry and DP budget, Sluice's version, the worker's
+    code digest, the explainer and its steps, and the redaction applied."""
+    from producers import Client
+
+    click.echo(json.dumps(Client().lineage(job_id, key), indent=2))
+
+
+@main.command()
+@click.argument("job_id")
 def cancel(job_id: str) -> None:
     """Cancel a job (unfinished chunks are dropped, finished results stay) or a training run
     (it stops after its current epoch)."""

@@ -17,6 +17,7 @@ from producers.job_specs import (
     checked_params,
     chunk_size_for,
     refuse_unretryable,
+    retry_lineage,
     retry_spec,
     with_input_roots,
 )
@@ -41,6 +42,7 @@ from storage.admission import FairShare
 from storage.cluster_identity import require_same_cluster
 from storage.engine import make_engine, prepare_schema
 from storage.ledger import JobView, Ledger
+from storage.lineage import row_lineage
 from storage.model_artifacts import ModelCache
 from storage.object_store import ObjectStore
 from storage.registry import Registry
@@ -369,6 +371,7 @@ class Client:
             callback_url=callback_url,
             parent_job_id=parent_job_id,
             idempotency_key=idempotency_key,
+            lineage=model_refs.job_lineage(ref, self.settings.data_dir),
         )
         return self._record_and_send(job, chain(ahead, batches))
 
@@ -395,8 +398,9 @@ class Client:
         # What the tenant may use now, not when the parent ran: a model unshared since is not
         # reached through a retry (its roots are re-read by retry_spec).
         named = None if parent.model in ("none", self.settings.default_model) else parent.model
-        self.resolve_model(named, parent.task, parent.tenant)
+        ref = self.resolve_model(named, parent.task, parent.tenant)
         job = retry_spec(parent, self.settings, idempotency_key, api_key_id)
+        job.lineage = retry_lineage(parent, model_refs.job_lineage(ref, self.settings.data_dir))
         return self._record_and_send(job, batches_of(failed, self.receive_batch))
 
     def _record_and_send(self, job: JobSpec, batches: Iterator[list[Item]]) -> str:
@@ -545,11 +549,19 @@ class Client:
         self.ledger.job(job_id)  # a clear error for an unknown id
         return self.ledger.iter_results(job_id)
 
+    def lineage(self, job_id: str, key: str, tenant: str | None = None) -> dict[str, Any]:
+        """What made row `key` of job `job_id` (storage/lineage.py): its input's keyed
+        digest, the model and its weights' digest, Sluice's version, the explainer and its
+        steps, the redaction applied, the model's DP budget. `tenant`: only its jobs."""
+        return row_lineage(self.ledger.engine, job_id, key, tenant)
+
     def export(self, job_id: str, fmt: str, out: IO[str] | str | Path) -> int:
-        """Write the results as jsonl, csv or parquet (parquet needs a path)."""
+        """Write the results as jsonl, csv or parquet (parquet needs a path), each row with
+        its lineage (storage/lineage.py)."""
         if isinstance(out, str) and is_object_uri(out):
             return self._export_to_object(job_id, fmt, normalised_uri(out))
-        rows = self.results(job_id)
+        self.ledger.job(job_id)  # a clear error for an unknown id
+        rows = self.ledger.iter_results(job_id, lineage=True)  # an export carries lineage
         if fmt == "parquet":
             if not isinstance(out, str | Path):
                 raise SluiceError("parquet output needs a file: pass -o FILE")

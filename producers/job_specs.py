@@ -112,6 +112,14 @@ def retry_spec(
     )
 
 
+def retry_lineage(parent: JobView, now: dict[str, Any]) -> dict[str, Any]:
+    """A retry runs the parent's model version (the worker checks it): the parent's model
+    lineage stands; Sluice's version is today's."""
+    if parent.lineage is None:  # a parent recorded before lineage was
+        return now
+    return {**parent.lineage, "sluice_version": now["sluice_version"]}
+
+
 # A chunk explained row by row runs ~70x longer than one that is not (24 integration steps,
 # each a forward and a backward pass): smaller chunks keep it far from the chunk time limit
 # and keep progress and a retry's lost work small.

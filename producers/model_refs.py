@@ -13,6 +13,7 @@ from schemas.errors import ModelError, ModelNotFoundError, ObjectStoreError
 from schemas.object_refs import is_object_uri, normalised_uri
 from schemas.task_spec import ModelFiles, ModelKind, TaskSpec
 from schemas.tenants import TenantGrant
+from storage.lineage import sluice_version
 from storage.model_artifacts import MODEL_FILES, ModelCache, sha256_of
 
 ALIASES = {
@@ -91,6 +92,7 @@ def from_registry(
             "stage": view.stage,
             "sha256": view.sha256,
             "tenant": view.tenant,
+            "dp": view.dp,  # the privacy budget it was trained under (lineage), or None
         },
     )
 
@@ -277,6 +279,19 @@ def weights_digest(path: Path, cache_dir: Path) -> str:
     changes the version. Cached by (path, size, mtime) so a re-submit does not re-hash."""
     files = sorted(p for pattern in MODEL_FILES for p in path.glob(pattern))
     return _digest(files, cache_dir)[:16]
+
+
+def job_lineage(ref: ModelRef, cache_dir: Path) -> dict[str, Any]:
+    """What a job records of what makes its rows (storage/lineage.py): Sluice's version and
+    the model: its name, version, the full SHA-256 of its weights files, and for a
+    registered model its registry entry (name, version, stage, owner, DP budget)."""
+    model: dict[str, Any] = {"ref": ref.name, "version": ref.version}
+    if ref.loads:
+        registered = (ref.registry or {}).get("sha256")
+        model["weights_sha256"] = registered or weights_sha256(ref.path, cache_dir)
+        model["registry"] = ref.registry
+        model["dp"] = (ref.registry or {}).get("dp")
+    return {"sluice_version": sluice_version(), "model": model}
 
 
 def weights_sha256(path: Path, cache_dir: Path) -> str:

@@ -58,6 +58,8 @@ class Outcome(BaseModel):
     stored_output: str | None = None
     # What redaction found in the item and its output (schemas/redaction.py)
     redactions: list[dict[str, Any]] | None = None
+    # The keyed digest of the input the model read (the worker's; storage/lineage.py)
+    input_digest: str | None = None
 
 
 # The job parameter that turns the result cache off for one job (`--no-cache`, REST
@@ -84,6 +86,8 @@ class JobSpec(BaseModel):
     callback_url: str | None = None
     parent_job_id: str | None = None
     idempotency_key: str | None = None
+    # What makes its rows, as of submit (producers/model_refs.job_lineage; storage/lineage.py)
+    lineage: dict[str, Any] | None = None
 
 
 class JobCounts(BaseModel):

@@ -10,16 +10,25 @@ from schemas.storable import strict_json
 FORMATS = ("jsonl", "csv", "parquet")
 CSV_COLUMNS = [
     "key", "status", "output", "error", "explanation", "model", "model_version", "cached",
-    "redactions",
+    "redactions", "input_digest", "lineage",
 ]  # fmt: skip
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     n = 0
     for row in rows:
-        out.write(strict_json(row) + "\n")
+        out.write(_jsonl_line(row) + "\n")
         n += 1
     return n
+
+
+def _jsonl_line(row: dict[str, Any]) -> str:
+    """A row as one JSON object; its lineage (shared by its chunk's rows) encoded once."""
+    lineage = row.get("lineage")
+    if not isinstance(lineage, dict):
+        return strict_json(row)
+    rest = strict_json({k: v for k, v in row.items() if k != "lineage"})
+    return f'{rest[:-1]},"lineage":{_encoded_once(lineage)}}}'
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
@@ -35,7 +44,28 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         "cached": bool(row.get("cached")),  # schemas.states.RowMark.CACHED
         # what PII redaction found (schemas/redaction.py): fields, types, spans, no values
         "redactions": strict_json(row["redactions"]) if row.get("redactions") else None,
+        # what made the row (storage/lineage.py): its input's keyed digest, and its job's and
+        # chunk's part (one object per chunk: encoded once, not per row)
+        "input_digest": row.get("input_digest"),
+        "lineage": _encoded_once(row.get("lineage")),
     }
+
+
+_ENCODED: dict[int, tuple[Any, str]] = {}
+
+
+def _encoded_once(value: dict[str, Any] | None) -> str | None:
+    """`value` as JSON, encoded once per object: a chunk's rows share their lineage."""
+    if value is None:
+        return None
+    known = _ENCODED.get(id(value))
+    if known is not None and known[0] is value:
+        return known[1]
+    if len(_ENCODED) > 4096:
+        _ENCODED.clear()
+    text = strict_json(value)
+    _ENCODED[id(value)] = (value, text)
+    return text
 
 
 def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
@@ -71,7 +101,7 @@ def write_parquet(rows: Iterable[dict[str, Any]], path: str, batch_size: int = 5
 def iter_jsonl(rows: Iterable[dict[str, Any]], batch: int = 500) -> Iterator[str]:
     """JSONL as text pieces of `batch` rows, for a streamed HTTP response."""
     for part in _batches(rows, batch):
-        yield "".join(strict_json(row) + "\n" for row in part)
+        yield "".join(_jsonl_line(row) + "\n" for row in part)
 
 
 def iter_csv(rows: Iterable[dict[str, Any]], batch: int = 500) -> Iterator[str]:

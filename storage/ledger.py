@@ -21,6 +21,7 @@ from schemas.storable import storable_items, storable_outcome
 from storage import tables as t
 from storage.admission import FairShare, admit
 from storage.clock import db_now, host_now, utc
+from storage.lineage import chunk_lineages, job_part
 from storage.receiving import Receiver, name_chunk
 from storage.result_cache import CacheWrite, insert_stored_outputs
 from storage.result_cache import store as store_in_cache
@@ -54,6 +55,7 @@ class JobView:
     callback_url: str | None = None
     lane: int = 0  # of its modality queue (storage/admission.py)
     tokens: TokenCounts | None = None  # tasks that count tokens (generate)
+    lineage: dict[str, Any] | None = None  # what makes its rows, as of submit (lineage.py)
 
     def as_dict(self) -> dict[str, Any]:
         elapsed = None
@@ -140,6 +142,7 @@ def job_view(job: t.Job) -> JobView:
         parent_job_id=job.parent_job_id,
         callback_url=job.callback_url,
         lane=job.lane or 0,
+        lineage=job.lineage,
     )
 
 
@@ -199,6 +202,7 @@ class Ledger:
                     callback_url=spec.callback_url,
                     parent_job_id=spec.parent_job_id,
                     idempotency_key=spec.idempotency_key,
+                    lineage=spec.lineage,
                     lane=lane,
                 )
             )
@@ -295,9 +299,10 @@ class Ledger:
         usage: ChunkUsage | None = None,
         cache: CacheWrite | None = None,
         items: list[Item] | None = None,
+        made_by: dict[str, Any] | None = None,
     ) -> bool:
         """Persist a chunk's outcomes (in the order of its items), mark it done and count it,
-        all in one transaction.
+        all in one transaction. `made_by`: the worker that made them (storage/lineage.py).
 
         Returns False (and writes nothing) when this worker no longer holds the lease.
         `usage` (model seconds, tokens) is added to the tenant's usage in that transaction.
@@ -323,6 +328,7 @@ class Ledger:
                 usage=usage,
                 cache=cache,
                 items=items,
+                made_by=made_by,
             )
         except (StatementError, ValueError, TypeError) as exc:
             # Only data the database refuses ends the chunk as errors; anything else (an
@@ -339,7 +345,13 @@ class Ledger:
                 reason,
             )  # fmt: skip
             return self._finish(
-                chunk_id, guard, ChunkState.DONE, outcomes=unstored, usage=usage, items=items
+                chunk_id,
+                guard,
+                ChunkState.DONE,
+                outcomes=unstored,
+                usage=usage,
+                items=items,
+                made_by=made_by,
             )
 
     def dead_letter(self, chunk_id: str, owner: str | None, error: str) -> bool:
@@ -370,6 +382,7 @@ class Ledger:
         usage: ChunkUsage | None = None,
         cache: CacheWrite | None = None,
         items: list[Item] | None = None,
+        made_by: dict[str, Any] | None = None,
     ) -> bool:
         """Settle a chunk with `outcomes` (in item order, from a worker) or with outcomes
         made from its stored items (dead-lettering). Only the latter reads the items back.
@@ -392,6 +405,7 @@ class Ledger:
                     lease_expires_at=None,
                     finished_at=now,
                     **({} if items is None else {"items": stored_items(items)}),
+                    **({} if made_by is None else {"made_by": made_by}),
                 )
                 .returning(t.Chunk.first_item)
             ).first()
@@ -450,6 +464,7 @@ class Ledger:
                 "created_at": now,
                 "cached": o.cached,
                 "redactions": o.redactions,
+                "input_digest": o.input_digest,
             }
             for o in outcomes
             if o.stored_output is None
@@ -618,15 +633,25 @@ class Ledger:
         batch: int = 1000,
         embedding_as_text: bool = False,
         seqs: tuple[int, int] | None = None,
+        lineage: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Stream a job's results in input order, with explanations, without loading them all.
-        Each row names the model and the exact version that made it. `embedding_as_text`,
-        `seqs`: see storage/result_rows.iter_result_rows."""
+        Each row names the model and the exact version that made it; with `lineage`, what
+        made it besides (storage/lineage.py: its job's and its chunk's part, one object per
+        chunk). `embedding_as_text`, `seqs`: see storage/result_rows.iter_result_rows."""
+        by_chunk = None
         with self._reader() as s:
             job = s.get(t.Job, job_id)
             made_by = {"model": job.model, "model_version": job.model_version} if job else {}
+            if lineage and job is not None:
+                shared = job_part(job)
+                by_chunk = {
+                    chunk: {**shared, "made_by": worker}
+                    for chunk, worker in chunk_lineages(s, job_id).items()
+                }
         with self._reader() as s:
-            for row in iter_result_rows(s, job_id, batch, embedding_as_text, seqs):
+            rows = iter_result_rows(s, job_id, batch, embedding_as_text, seqs, by_chunk)
+            for row in rows:
                 row.update(made_by)
                 yield row
 

@@ -161,6 +161,7 @@ class Receiver:
                     callback_url=spec.callback_url,
                     parent_job_id=spec.parent_job_id,
                     idempotency_key=spec.idempotency_key,
+                    lineage=spec.lineage,
                     lane=0,
                 )
             )

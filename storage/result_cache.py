@@ -221,6 +221,7 @@ def insert_stored_outputs(
                 "created_at": now,
                 "cached": o.cached,
                 "redactions": o.redactions,
+                "input_digest": o.input_digest,
                 "stored_output": o.stored_output,
             }
             for o in outcomes

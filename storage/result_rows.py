@@ -13,7 +13,9 @@ from storage import tables as t
 EMBEDDING = "embedding"
 EMBEDDING_FIRST = '{"embedding":['  # how json_codec writes an output whose first key it is
 
-RESULT_FIELDS = ("item_key", "status", "output", "error", "cached", "redactions")
+RESULT_FIELDS = (
+    "item_key", "status", "output", "error", "cached", "redactions", "input_digest", "chunk_id",
+)  # fmt: skip
 EXPLANATION_FIELDS = (
     "method", "target", "tokens", "attributions", "convergence_delta", "status", "error",
     "detail",
@@ -57,6 +59,8 @@ def result_row(result: Any, expl: Any | None, output: Any = _ROWS_OWN) -> dict[s
         row["cached"] = True
     if getattr(result, "redactions", None):  # what PII redaction found (schemas/redaction.py)
         row["redactions"] = result.redactions
+    if getattr(result, "input_digest", None):  # the keyed digest of its input (lineage.py)
+        row["input_digest"] = result.input_digest
     if expl is not None:
         row["explanation"] = {
             "method": expl.method,
@@ -86,12 +90,14 @@ def iter_result_rows(
     batch: int,
     embedding_as_text: bool = False,
     seqs: tuple[int, int] | None = None,
+    lineage: dict[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """A job's results in input order, `batch` rows fetched at a time. `embedding_as_text`:
     an output's `embedding` comes apart from the rest as `embedding_json`, its JSON text as
     the database holds it, not parsed (a write-back copies it: a 384-float list parsed and
     encoded again cost most of a cached row's write-back). `seqs`: only the rows of input
-    positions first..before-1."""
+    positions first..before-1. `lineage`: each row's `lineage` by its chunk id
+    (storage/lineage.py; one object for a chunk's rows), on rows as the SDK reads them."""
     dialect = s.bind.dialect.name  # type: ignore[union-attr]
     output: Any = t.Result.output
     extra: list[Any] = []
@@ -122,7 +128,9 @@ def iter_result_rows(
     if seqs is not None:
         query = query.where(t.Result.seq >= seqs[0], t.Result.seq < seqs[1])
     for row in s.execute(query):
-        if not embedding_as_text:
+        if lineage is not None:
+            yield {**selected_result_row(row), "lineage": lineage.get(row.chunk_id)}
+        elif not embedding_as_text:
             yield selected_result_row(row)
         elif dialect == "postgresql":
             yield {**selected_result_row(row), "embedding_json": row.embedding_json or "null"}

@@ -74,6 +74,9 @@ class Job(Base):
     completion_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # The result cache (0011): how many of the `ok` rows were taken from it.
     cached: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # What made its rows, as of submit (0014, storage/lineage.py): Sluice's version, the
+    # model's full weights SHA-256, its registry entry and DP budget
+    lineage: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
 
 class Chunk(Base):
@@ -100,6 +103,9 @@ class Chunk(Base):
     # For metrics (0002): when a worker last took it, and when it ended.
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The worker that made its rows (0014, storage/lineage.py): its Sluice version, the
+    # digest of the code that makes outputs, the options that can change them
+    made_by: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
 
 class JobKey(Base):
@@ -133,6 +139,9 @@ class Result(Base):
     cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # What PII redaction found in the item and its output (0013, schemas/redaction.py)
     redactions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
+    # HMAC-SHA256 of the input as the model read it, with the tenant's secret (0014): the
+    # same input gives the same digest within a tenant; the value cannot be guessed back
+    input_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Explanation(Base):

@@ -7,6 +7,7 @@ import signal
 import socket
 import time
 from functools import cached_property
+from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Reject
@@ -32,6 +33,7 @@ from schemas.states import ClaimOutcome, DeliveryOutcome, ItemStatus
 from schemas.task_spec import split_path
 from storage.engine import make_engine, require_current_schema, truncate_wal
 from storage.ledger import Claim, JobView, Ledger
+from storage.lineage import input_digest, sluice_version
 from storage.media_sources import item_bytes
 from storage.object_store import ObjectStore
 from storage.result_cache import CacheScope, CacheWrite, ResultCache, answer, item_digest
@@ -224,9 +226,31 @@ def compute_outcomes(
         if calls.isolated:
             cache = None  # made on the private CPU actor: not what the shared one makes
     outcomes = [known[i.key] for i in items]
-    if stage is None:
-        return outcomes, cache, None
-    return stage.outputs(outcomes, items), cache, items if stage.replaced else None
+    if stage is not None:
+        outcomes = stage.outputs(outcomes, items)
+    outcomes = with_input_digests(outcomes, items, state.cache.secret(job.tenant))
+    return outcomes, cache, items if stage is not None and stage.replaced else None
+
+
+def with_input_digests(outcomes: list[Outcome], items: list[Item], secret: bytes) -> list[Outcome]:
+    """Each outcome with the keyed digest of the input the model read (storage/lineage.py)."""
+    return [
+        o.model_copy(update={"input_digest": input_digest(secret, item)})
+        for o, item in zip(outcomes, items, strict=True)
+    ]
+
+
+def chunk_made_by(state: WorkerState, job: JobView, calls: ActorCalls) -> dict[str, Any]:
+    """The worker that made a chunk's rows, for their lineage (storage/lineage.py): its
+    version, the digest of its output-making code, the options that can change an output,
+    and whether the rows ran on a private actor (isolating a crash)."""
+    made_by: dict[str, Any] = {"sluice_version": sluice_version(), "isolated": calls.isolated}
+    try:
+        scope = state.cache_scope(job)
+        made_by.update(code=scope.code, options=scope.worker)
+    except Exception:  # the lineage says less; the rows still count
+        log.warning("job %s: the worker's code digest is not recorded", job.id, exc_info=True)
+    return made_by
 
 
 def task_deadline(settings: Settings) -> float:
@@ -302,6 +326,7 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> ClaimOutcome
     ):
         try:
             outcomes, cache, redacted = compute_outcomes(state, claim, chunk_id, calls)
+            made_by = chunk_made_by(state, claim.job, calls)
         except WorkCancelled:
             log.warning("chunk %s: lease lost or job cancelled; its model work stopped", chunk_id)
             return DeliveryOutcome.LEASE_LOST
@@ -314,7 +339,7 @@ def process_chunk(task: Task, state: WorkerState, chunk_id: str) -> ClaimOutcome
         try:  # the lease keeper renews while the ledger is waited for
             completed = patiently(
                 f"chunk {chunk_id}",
-                lambda: ledger.complete(chunk_id, owner, outcomes, usage, cache, redacted),
+                lambda: ledger.complete(chunk_id, owner, outcomes, usage, cache, redacted, made_by),
                 deadline,
             )
         except OUTAGE as exc:  # the lease runs out; the sweeper sends the chunk again

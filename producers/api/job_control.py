@@ -13,7 +13,7 @@ from producers.api.bodies import JobList, JobOut, ModelOut, ResultsPage
 from producers.api.params import IdempotencyKey, Principal
 from producers.api.responses import AUTHENTICATED, errors
 from producers.api.services import Services, services
-from schemas.errors import RetryRefusedError
+from schemas.errors import RetryRefusedError, SluiceError
 from storage import export
 from storage.ledger import JobView
 
@@ -90,7 +90,7 @@ def get_results(
     fmt: str = format or next(
         (f for media, f in MEDIA.items() if media in request.headers.get("accept", "")), "json"
     )
-    rows = svc.client.ledger.iter_results(job_id)
+    rows = svc.client.ledger.iter_results(job_id, lineage=True)  # exports carry lineage
     if fmt == "jsonl":
         return StreamingResponse(export.iter_jsonl(rows), media_type="application/x-ndjson")
     if fmt == "csv":
@@ -117,6 +117,22 @@ def get_results(
         "items": [row for _, row in page],
         "next_cursor": page[-1][0] if more else None,
     }
+
+
+@router.get(
+    "/jobs/{job_id}/results/{item_key:path}/lineage",
+    responses=errors(*AUTHENTICATED, 404),
+)
+def get_lineage(job_id: JobId, item_key: str, request: Request, key: Principal) -> dict[str, Any]:
+    """What made one row (storage/lineage.py): its input's keyed digest (HMAC-SHA256 with
+    the tenant's secret), the model, its version and weights' SHA-256, its registry entry and
+    DP budget, Sluice's version, the explainer and its steps, the redaction applied."""
+    svc = services(request)
+    svc.reads.job(key.tenant, job_id)
+    try:
+        return svc.client.lineage(job_id, item_key, key.tenant)
+    except SluiceError as exc:
+        raise HTTPException(404, str(exc)) from None
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=errors(*AUTHENTICATED, 404))

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from producers import Client
+from tests.lineage_checks import assert_full_lineage
 from tests.media_files import bomb_png, png_bytes, write_audio
 
 pytestmark = pytest.mark.integration
@@ -74,6 +75,7 @@ def test_images_end_to_end(
     assert "decompression bomb" in res["bomb"]["error"]
     assert "outside the input roots" in res["escape"]["error"]
     assert "contains '..'" in res["dotdot"]["error"]
+    assert_full_lineage(client.lineage(job_id, "d1.jpg"), explained=True)
 
     from ops.report import write_html
 
@@ -121,6 +123,7 @@ def test_audio_classification_and_transcription(
     segments = expl["detail"]["segments"]
     assert segments[0][0] == 0.0 and abs(segments[-1][1] - 1.2) < 0.01
     assert len(segments) == len(expl["attributions"]) == len(expl["tokens"])
+    assert_full_lineage(client.lineage(job_id, "c2.ogg"), explained=True)
 
     asr = client.wait(asr_job, timeout=240)
     assert (asr.counts.ok, asr.counts.invalid) == (8, 3)
@@ -177,6 +180,7 @@ def test_records_classification_and_regression(
     assert "column 'mean area' = -500 is outside the allowed range" in res["range"]["error"]
     expl = res[f"p{held[0]}"]["explanation"]
     assert expl["tokens"] == names and len(expl["attributions"]) == len(names)
+    assert_full_lineage(client.lineage(job_id, f"p{held[0]}"), explained=True)
     top = expl["detail"]["top"]
     assert len(top) == 5 and abs(top[0]["attribution"]) >= abs(top[-1]["attribution"])
     # Integrated Gradients is complete: attributions sum to f(x) - f(means), up to the delta.

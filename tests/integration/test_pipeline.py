@@ -13,6 +13,7 @@ from schemas.errors import DuplicateKeysError, ModelError
 from schemas.settings import Settings
 from tests.conftest import SAMPLES
 from tests.integration.conftest import wait_until
+from tests.lineage_checks import assert_full_lineage
 
 pytestmark = pytest.mark.integration
 
@@ -83,10 +84,14 @@ def test_zero_shot_labels_and_explanations(client: Client, start_worker):
         "c": "我的包裹还没有到。",
     }
     job_id = client.submit_texts(
-        texts, "zero-shot-text", labels=["shipping", "billing"], explain="all"
+        texts, "zero-shot-text", labels=["shipping", "billing"], explain="all", explain_steps=4
     )
     start_worker()
     assert client.wait(job_id, timeout=300).status == "succeeded"
+    lineage = client.lineage(job_id, "c")
+    assert_full_lineage(lineage, explained=True)
+    # the job's own steps, not the workers' SLUICE_EXPLAIN_STEPS (8 in these tests)
+    assert lineage["explainer"] == {"method": "layer_integrated_gradients", "steps": 4}
     rows = {r["key"]: r for r in client.results(job_id)}
     assert rows["a"]["output"]["label"] == "shipping"
     assert rows["b"]["output"]["label"] == "billing"

@@ -11,6 +11,7 @@ import pytest
 from producers import Client
 from tests.conftest import kill_group
 from tests.integration.conftest import wait_until
+from tests.lineage_checks import assert_full_lineage
 from tests.training_data import breast_cancer_csv, digits_csv, sounds_csv, texts_csv
 
 pytestmark = pytest.mark.integration
@@ -97,6 +98,14 @@ def test_dp_sgd_reaches_090_within_its_budget_and_records_it(
     assert run.progress["history"][-1]["epsilon"] == pytest.approx(version.dp["epsilon"])
     assert version.metrics["heldout_accuracy"] >= 0.90
     assert _infer_accuracy(client, version.ref, heldout) >= 0.90
+    # a row served by the private model names its budget (issue 22)
+    row = {k: v for k, v in heldout[0].items() if k not in ("id", "diagnosis")}
+    served = client.submit_records({"patient": row}, "classify-records", model=version.ref)
+    assert client.wait(served, timeout=300).status == "succeeded"
+    lineage = client.lineage(served, "patient")
+    assert_full_lineage(lineage, explained=False, dp=True)
+    assert lineage["model"]["dp"] == version.dp
+    assert lineage["model"]["registry"]["version"] == version.version
 
 
 def test_a_killed_training_run_resumes_from_its_last_checkpoint(

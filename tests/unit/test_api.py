@@ -318,6 +318,7 @@ def test_results_page_and_stream_in_every_format(api: Api):
     assert [row["key"] for row in rows] == keys and rows[0]["output"]["dim"] == 2
     r = api.http.get(f"/v1/jobs/{job_id}/results?format=csv", headers=api.auth())
     header = "key,status,output,error,explanation,model,model_version,cached,redactions"
+    header += ",input_digest,lineage"  # what made each row (storage/lineage.py)
     assert r.text.splitlines()[0] == header
     assert len(r.text.splitlines()) == 6
     r = api.http.get(f"/v1/jobs/{job_id}/results?format=parquet", headers=api.auth())
