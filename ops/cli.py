@@ -61,6 +61,10 @@ EXPLAIN_STEPS_HELP = (
     "the explainer's steps for this job (Integrated Gradients' integration steps; recorded "
     "on the job and on every row's lineage); default SLUICE_EXPLAIN_STEPS, else the catalog's"
 )
+RETENTION_HELP = (
+    "how long the job's data is kept after it ends (30d, 12h, 2w); at most the tenant's "
+    "limit, which is the default (SLUICE_RETENTION_DAYS); unset: until purged"
+)
 REDACT_MODES = click.Choice(["none", "detect", "mask", "hash"])
 NO_CACHE_HELP = (
     "run the model for every row, even those this tenant's result cache holds "
@@ -187,6 +191,7 @@ def worker(beat: bool, concurrency: int | None, queues: str | None) -> None:
     "--priority", default=5, type=click.IntRange(0, 9), show_default=True, help="0..9, higher first"
 )
 @click.option("--no-cache", is_flag=True, help=NO_CACHE_HELP)
+@click.option("--retention", default=None, help=RETENTION_HELP)
 @click.option("--redact", default=None, type=REDACT_MODES, help=REDACT_HELP)
 @click.option("--redact-types", default=None, help=REDACT_TYPES_HELP)
 @click.option("--wait", is_flag=True, help="show progress until the job ends")
@@ -202,6 +207,7 @@ def submit(
     key_column: str | None,
     priority: int,
     no_cache: bool,
+    retention: str | None,
     redact: str | None,
     redact_types: str | None,
     wait: bool,
@@ -227,6 +233,7 @@ def submit(
         explain_steps=explain_steps,
         priority=priority,
         cache=not no_cache,
+        retention=retention,
         redact=redact,
         redact_types=redact_types,
         **param_values(CATALOG, task_params),
@@ -287,6 +294,32 @@ def lineage(job_id: str, key: str) -> None:
     from producers import Client
 
     click.echo(json.dumps(Client().lineage(job_id, key), indent=2))
+
+
+@main.command()
+@click.argument("job_id", required=False)
+@click.option("--older-than", default=None, help="every finished job created before: 30d, 12h")
+@click.option("--tenant", default=None, help="with --older-than: only this tenant's jobs")
+@click.option("--yes", is_flag=True, help="with --older-than: do not ask")
+def purge(job_id: str | None, older_than: str | None, tenant: str | None, yes: bool) -> None:
+    """Remove a finished job and everything of it (items, results, explanations, callbacks,
+    cache entries, exports Sluice stored), or every finished job older than --older-than.
+    Recorded in the erasure audit. A running job is refused: cancel it first."""
+    from producers import Client
+
+    if (job_id is None) == (older_than is None):
+        raise click.UsageError("give a JOB_ID or --older-than, not both")
+    client = Client()
+    if job_id is not None:
+        erased = client.purge(job_id, by="cli")
+    else:
+        assert older_than is not None
+        if not yes:
+            click.confirm(
+                f"purge every finished job created more than {older_than} ago?", abort=True
+            )
+        erased = client.purge_older_than(older_than, tenant, by="cli")
+    click.echo(json.dumps(erased.as_dict(), indent=2))
 
 
 @main.command()
@@ -541,6 +574,7 @@ def api_keys_revoke(key_id: str) -> None:
 )
 @click.option("--priority", default=5, type=click.IntRange(0, 9))
 @click.option("--no-cache", is_flag=True, help=NO_CACHE_HELP)
+@click.option("--retention", default=None, help=RETENTION_HELP)
 @click.option("--redact", default=None, type=REDACT_MODES, help=REDACT_HELP)
 @click.option("--redact-types", default=None, help=REDACT_TYPES_HELP)
 @click.option("--timeout", default=None, type=float, help="give up waiting after SECONDS")
@@ -563,6 +597,7 @@ def enrich(
     explain_steps: int | None,
     priority: int,
     no_cache: bool,
+    retention: str | None,
     redact: str | None,
     redact_types: str | None,
     timeout: float | None,
@@ -589,6 +624,7 @@ def enrich(
         **({"explain_steps": explain_steps} if explain_steps else {}),
         "priority": priority,
         **({"cache": False} if no_cache else {}),  # the cache on: the fingerprint as before
+        **({"retention": retention} if retention else {}),
         **({"redact": redact, "redact_types": redact_types} if redact or redact_types else {}),
         **param_values(CATALOG, task_params),
     }

@@ -3,6 +3,7 @@
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from itertools import chain, islice
 from pathlib import Path
 from typing import IO, Any
@@ -26,10 +27,11 @@ from producers.redacting import ItemRedactor, job_redaction, redacted_batches, s
 from producers.submit_batches import RECEIVE_BATCH, batches_of, prepared_batches
 from producers.training import build_spec
 from schemas.catalog import Catalog, load_catalog
-from schemas.errors import ModelError, NotQueuedError, SluiceError
+from schemas.errors import ModelError, NotQueuedError, ObjectStoreError, SluiceError
 from schemas.jobs import RESULT_CACHE_PARAM, Item, JobSpec, check_unique_keys
 from schemas.object_refs import is_object_uri, normalised_uri
 from schemas.redaction import REDACTION_PARAM, PiiModel
+from schemas.retention import job_retention_s, parse_duration
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 from schemas.states import RunStatus
@@ -39,8 +41,10 @@ from schemas.tenants import DEFAULT_TENANT, check_tenant
 from schemas.training import MODEL_SELECTOR_RE
 from storage import export
 from storage.admission import FairShare
+from storage.clock import host_now
 from storage.cluster_identity import require_same_cluster
 from storage.engine import make_engine, prepare_schema
+from storage.erasure import Erased, Erasure
 from storage.ledger import JobView, Ledger
 from storage.lineage import row_lineage
 from storage.model_artifacts import ModelCache
@@ -100,9 +104,11 @@ class Client:
         """Submit a file: texts or records from JSONL/CSV/Parquet; images or audio from a
         folder, or from a list file whose `media_column` holds paths, file:// or data: URIs.
         Options: model, explain, explain_steps (the explainer's steps for this job; default
-        SLUICE_EXPLAIN_STEPS, else the catalog's), priority, cache (False: run the model even
-        for rows this tenant's result cache holds), and the task's own parameters (its
-        catalog spec's parameters model, e.g. labels=[...] for zero-shot-text)."""
+        SLUICE_EXPLAIN_STEPS, else the catalog's), retention (how long its data is kept after
+        it ends: "30d", or seconds; at most the tenant's limit, which is the default),
+        priority, cache (False: run the model even for rows this tenant's result cache
+        holds), and the task's own parameters (its catalog spec's parameters model, e.g.
+        labels=[...] for zero-shot-text)."""
         spec = self.catalog.get(task)
         if isinstance(path, str) and is_object_uri(path):
             return self._submit_object(path, task, text_column, key_column, media_column, options)
@@ -317,8 +323,10 @@ class Client:
         redact: str | None = None,
         redact_types: str | list[str] | None = None,
         redact_keys: bool = True,
+        retention: str | int | None = None,
         **task_params: Any,
     ) -> str:
+        retention_s = job_retention_s(retention, self.settings, tenant)
         params = checked_params(
             self.catalog.get(task),
             self.settings,
@@ -372,6 +380,7 @@ class Client:
             parent_job_id=parent_job_id,
             idempotency_key=idempotency_key,
             lineage=model_refs.job_lineage(ref, self.settings.data_dir),
+            retention_s=retention_s,
         )
         return self._record_and_send(job, chain(ahead, batches))
 
@@ -401,6 +410,8 @@ class Client:
         ref = self.resolve_model(named, parent.task, parent.tenant)
         job = retry_spec(parent, self.settings, idempotency_key, api_key_id)
         job.lineage = retry_lineage(parent, model_refs.job_lineage(ref, self.settings.data_dir))
+        # the parent's retention, within the tenant's limit as of now
+        job.retention_s = job_retention_s(parent.retention_s, self.settings, parent.tenant)
         return self._record_and_send(job, batches_of(failed, self.receive_batch))
 
     def _record_and_send(self, job: JobSpec, batches: Iterator[list[Item]]) -> str:
@@ -545,6 +556,30 @@ class Client:
     def cancel(self, job_id: str) -> JobView:
         return self.ledger.cancel(job_id)
 
+    @property
+    def erasure(self) -> Erasure:
+        return Erasure(self.ledger.engine, self._export_stamp, self.store.remove)
+
+    def purge(self, job_id: str, tenant: str | None = None, by: str = "sdk") -> Erased:
+        """Remove a finished job and everything of it: items, results, explanations,
+        callbacks, cache entries, and the exports Sluice stored (storage/erasure.py);
+        recorded in the erasure audit. Refused while it runs (PurgeRefusedError)."""
+        return self.erasure.purge(job_id, tenant, by)
+
+    def purge_older_than(self, age: str, tenant: str | None = None, by: str = "sdk") -> Erased:
+        """Purge every finished job created longer ago than `age` ("30d", "12h")."""
+        before = host_now() - timedelta(seconds=parse_duration(age))
+        return self.erasure.purge_older_than(before, tenant, by)
+
+    def _export_stamp(self, uri: str) -> str | None:
+        """An export's stamp now; None if it is gone."""
+        try:
+            return self.store.info(uri).stamp
+        except ObjectStoreError:
+            if self.store.exists(uri):
+                raise
+            return None
+
     def results(self, job_id: str) -> Iterator[dict[str, Any]]:
         self.ledger.job(job_id)  # a clear error for an unknown id
         return self.ledger.iter_results(job_id)
@@ -584,4 +619,6 @@ class Client:
             local = Path(scratch) / f"results.{fmt}"
             n = self.export(job_id, fmt, local)
             self.store.put_file(local, uri)
+        # recorded, so that a purge or the job's retention removes it too (erasure.py)
+        self.ledger.record_export(job_id, uri, self.store.info(uri).stamp)
         return n

@@ -21,6 +21,7 @@ about it.
     │   ├── JobNotFoundError
     │   ├── RunNotFoundError
     │   ├── RetryRefusedError
+    │   ├── PurgeRefusedError          a job still running: cancel it first (REST: 409)
     │   ├── TrainingError
     │   ├── InvalidInput
     │   ├── UnsafeIdentifierError
@@ -110,6 +111,11 @@ class NotQueuedError(ConfigError):
 class RetryRefusedError(SluiceError):
     """A retry of a job that has not ended, or that has no item that ended `error`: nothing is
     recorded. The REST API answers 409."""
+
+
+class PurgeRefusedError(SluiceError):
+    """A purge of a job that has not ended: nothing is removed; cancel it first. The REST
+    API answers 409."""
 
 
 class InvalidInput(SluiceError):

@@ -88,6 +88,8 @@ class JobSpec(BaseModel):
     idempotency_key: str | None = None
     # What makes its rows, as of submit (producers/model_refs.job_lineage; storage/lineage.py)
     lineage: dict[str, Any] | None = None
+    # Seconds its data is kept after it ends (schemas/retention.py); None: until purged
+    retention_s: int | None = None
 
 
 class JobCounts(BaseModel):

@@ -11,6 +11,7 @@ CONTROL_QUEUE = "sluice.control"
 TRAIN_QUEUE = "sluice.train"
 PROCESS_CHUNK = "sluice.process_chunk"
 SWEEP = "sluice.sweep"
+RETENTION = "sluice.retention"  # removes jobs whose retention has passed (erasure.py)
 TRAIN_TASK = "sluice.train_model"
 
 

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     # An actor idle this long leaves, freeing its GPU share; 0 keeps actors forever.
     actor_idle_seconds: float = Field(900.0, ge=0)
 
+    # Retention (schemas/retention.py): job data goes this many days after the job ends,
+    # unless the job or its tenant's grant says less; unset: kept until purged.
+    retention_days: float | None = Field(None, gt=0)
+    retention_interval: float = Field(60.0, gt=0)  # seconds between the beat's expiry runs
+
     # Explanations.
     # Integration steps; unset: the task's explainer default in the catalog (24).
     explain_steps: int | None = Field(None, ge=2)

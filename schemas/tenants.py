@@ -70,6 +70,12 @@ class TenantGrant(BaseModel):
         default_factory=list,
         description="object-store prefixes (under SLUICE_OBJECT_PREFIXES) it may read media from",
     )
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="its jobs' data goes this long after they end (a job may ask for less); "
+        "default SLUICE_RETENTION_DAYS",
+    )
 
     def may_read_table(self, source: str, table: str) -> bool:
         tables = self.sql_sources.get(source)

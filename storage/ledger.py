@@ -56,6 +56,8 @@ class JobView:
     lane: int = 0  # of its modality queue (storage/admission.py)
     tokens: TokenCounts | None = None  # tasks that count tokens (generate)
     lineage: dict[str, Any] | None = None  # what makes its rows, as of submit (lineage.py)
+    retention_s: int | None = None  # its data goes this long after it ends (erasure.py)
+    expires_at: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         elapsed = None
@@ -90,6 +92,9 @@ class JobView:
             "tokens": self.tokens.as_dict() if self.tokens else None,
             # how its rows are explained (schemas/explainer_settings.py); None: not at all
             "explainer": self.params.get("explainer"),
+            # when its data goes (storage/erasure.py); None: kept until purged
+            "retention_s": self.retention_s,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
         }
 
 
@@ -143,7 +148,19 @@ def job_view(job: t.Job) -> JobView:
         callback_url=job.callback_url,
         lane=job.lane or 0,
         lineage=job.lineage,
+        retention_s=job.retention_s,
+        expires_at=utc(job.expires_at),
     )
+
+
+def expiry(end: datetime, retention_s: int | None) -> datetime | None:
+    return end + timedelta(seconds=retention_s) if retention_s else None
+
+
+def ended(job: t.Job, now: datetime) -> None:
+    """A job has ended: when, and when its data goes (its retention, storage/erasure.py)."""
+    job.finished_at = now
+    job.expires_at = expiry(now, job.retention_s)
 
 
 def stored_items(items: list[Item]) -> list[dict[str, Any]]:
@@ -197,12 +214,14 @@ class Ledger:
                     chunks_done=0,
                     created_at=now,
                     finished_at=None if chunks else now,
+                    expires_at=None if chunks else expiry(now, spec.retention_s),
                     tenant=spec.tenant,
                     api_key_id=spec.api_key_id,
                     callback_url=spec.callback_url,
                     parent_job_id=spec.parent_job_id,
                     idempotency_key=spec.idempotency_key,
                     lineage=spec.lineage,
+                    retention_s=spec.retention_s,
                     lane=lane,
                 )
             )
@@ -437,7 +456,7 @@ class Ledger:
             if job.chunks_done >= job.chunks_total:
                 counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid, error=job.error)
                 job.status = job_status_for(counts)
-                job.finished_at = now
+                ended(job, now)
             return True
 
     def _insert_outcomes(
@@ -592,8 +611,13 @@ class Ledger:
                     .values(state=ChunkState.CANCELLED, lease_owner=None, lease_expires_at=None)
                 )
                 job.status = JobStatus.CANCELLED
-                job.finished_at = now
+                ended(job, now)
             return job_view(job)
+
+    def record_export(self, job_id: str, uri: str, stamp: str | None) -> None:
+        """An export Sluice stored itself, removed with its job (storage/erasure.py)."""
+        with self._session.begin() as s:
+            s.add(t.Export(job_id=job_id, uri=uri, stamp=stamp, created_at=db_now(s)))
 
     def chunk_ids(self, job_id: str) -> list[str]:
         with self._reader() as s:

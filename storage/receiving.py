@@ -162,6 +162,7 @@ class Receiver:
                     parent_job_id=spec.parent_job_id,
                     idempotency_key=spec.idempotency_key,
                     lineage=spec.lineage,
+                    retention_s=spec.retention_s,
                     lane=0,
                 )
             )

@@ -77,6 +77,12 @@ class Job(Base):
     # What made its rows, as of submit (0014, storage/lineage.py): Sluice's version, the
     # model's full weights SHA-256, its registry entry and DP budget
     lineage: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # When its data goes (0015, storage/erasure.py): its end plus its retention period
+    expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )
+    # Its retention period in seconds (the job's or its tenant's), until it ends
+    retention_s: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Chunk(Base):
@@ -362,6 +368,37 @@ class TenantUsage(Base):
     error: Mapped[int] = mapped_column(BigInteger, default=0)
     model_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class Export(Base):
+    """An export Sluice stored itself (0015: `sluice results -o s3://...`): removed with its
+    job, if the object there is still the one written (its stamp)."""
+
+    __tablename__ = "exports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    uri: Mapped[str] = mapped_column(Text)
+    stamp: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=host_now)
+
+
+class ErasureAudit(Base):
+    """Every erasure (0015, storage/erasure.py): a purge, a retention expiry, a key
+    forgotten. It names the job, never a key: a forgotten key is held as its keyed digest
+    (HMAC-SHA256 with the tenant's secret), which the tenant can recompute to prove it."""
+
+    __tablename__ = "erasure_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # purge | retention | forget
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    key_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rows: Mapped[int] = mapped_column(Integer)  # results removed
+    exports: Mapped[int] = mapped_column(Integer)  # stored exports removed
+    by: Mapped[str] = mapped_column(String(128))  # cli, an API key's id, the sweeper
 
 
 class ClusterIdentity(Base):

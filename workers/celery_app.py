@@ -8,6 +8,7 @@ from schemas.queues import (
     CALLBACK_QUEUE,
     CONTROL_QUEUE,
     DELIVER_CALLBACK,
+    RETENTION,
     SWEEP,
     TRAIN_QUEUE,
     lane_queues,
@@ -16,6 +17,7 @@ from schemas.settings import Settings
 from schemas.stack import Endpoints, broker_transport_options, require_broker
 from workers.callback_task import register_callback_task
 from workers.chunk_task import WorkerState, register_chunk_task
+from workers.retention_task import register_retention
 from workers.sweeper import register_sweep
 from workers.training.run_task import register_training
 
@@ -75,11 +77,17 @@ def create_app(settings: Settings, endpoints: Endpoints) -> Celery:
                 "schedule": settings.sweep_interval,
                 "options": {"queue": CONTROL_QUEUE, "expires": settings.sweep_interval},
             },
+            "sluice-retention": {
+                "task": RETENTION,
+                "schedule": settings.retention_interval,
+                "options": {"queue": CONTROL_QUEUE, "expires": settings.retention_interval},
+            },
         },
     )
     state = WorkerState(settings, endpoints)  # one ledger and catalog per process
     register_chunk_task(app, state)
     register_training(app, settings, endpoints)
     register_sweep(app, state)
+    register_retention(app, state)
     register_callback_task(app, state)
     return app

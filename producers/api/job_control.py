@@ -13,7 +13,7 @@ from producers.api.bodies import JobList, JobOut, ModelOut, ResultsPage
 from producers.api.params import IdempotencyKey, Principal
 from producers.api.responses import AUTHENTICATED, errors
 from producers.api.services import Services, services
-from schemas.errors import RetryRefusedError, SluiceError
+from schemas.errors import PurgeRefusedError, RetryRefusedError, SluiceError
 from storage import export
 from storage.ledger import JobView
 
@@ -117,6 +117,19 @@ def get_results(
         "items": [row for _, row in page],
         "next_cursor": page[-1][0] if more else None,
     }
+
+
+@router.delete("/jobs/{job_id}", responses=errors(*AUTHENTICATED, 404, 409))
+def delete_job(job_id: JobId, request: Request, key: Principal) -> dict[str, Any]:
+    """Purge a finished job: its items, results, explanations, callback record, cache
+    entries and the exports Sluice stored go, recorded in the erasure audit (by this key's
+    id). 409 while it runs: cancel it first."""
+    svc = services(request)
+    svc.reads.job(key.tenant, job_id)
+    try:
+        return svc.client.purge(job_id, key.tenant, by=f"api-key:{key.id}").as_dict()
+    except PurgeRefusedError as exc:
+        raise HTTPException(409, str(exc)) from None
 
 
 @router.get(

@@ -118,6 +118,7 @@ def submit(
         model=options.model,
         explain=options.explain,
         explain_steps=options.explain_steps,
+        retention=options.retention,
         priority=options.priority,
         source=source,
         tenant=key.tenant,

@@ -149,6 +149,9 @@ class SqlSource(Strict):
 PiiTypeName = Literal.__getitem__((*PATTERN_TYPES, *MODEL_TYPES))
 
 
+Retention = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,4}[smhdw]$")]
+
+
 class JobOptions(Strict):
     """What every job of a task takes: the task's own parameters are fields of its subclass
     (`task_params` hands them to the submit)."""
@@ -161,6 +164,11 @@ class JobOptions(Strict):
     model: str | None = None
     explain: str = "none"
     explain_steps: int | None = None
+    retention: Retention | None = Field(
+        None,
+        description="how long the job's data is kept after it ends (90m, 12h, 30d, 2w); at "
+        "most the tenant's limit, which is the default; then it is removed as by DELETE",
+    )
     cache: bool = Field(
         True,
         description="false: run the model for every item, even those this tenant's result "
