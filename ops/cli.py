@@ -323,6 +323,18 @@ def purge(job_id: str | None, older_than: str | None, tenant: str | None, yes: b
 
 
 @main.command()
+@click.option("--key", "key", required=True, help="the row key to forget, as the source has it")
+@click.option("--tenant", default=None, help="whose jobs (default: the operator's)")
+def forget(key: str, tenant: str | None) -> None:
+    """Remove every row with this key from a tenant's finished jobs ("forget this
+    customer"): results, explanations, items, and those jobs' cache entries and stored
+    exports. The erasure audit keeps the key's keyed digest, never the key."""
+    from producers import Client
+
+    click.echo(json.dumps(Client().forget(key, tenant, by="cli").as_dict(), indent=2))
+
+
+@main.command()
 @click.argument("job_id")
 def cancel(job_id: str) -> None:
     """Cancel a job (unfinished chunks are dropped, finished results stay) or a training run

@@ -571,6 +571,14 @@ class Client:
         before = host_now() - timedelta(seconds=parse_duration(age))
         return self.erasure.purge_older_than(before, tenant, by)
 
+    def forget(self, key: str, tenant: str | None = None, by: str = "sdk") -> Erased:
+        """Remove every row keyed `key` from `tenant`'s jobs (default: the operator's), as it
+        was given or as redaction stored it (a hashed key), with the cache entries and
+        stored exports of those jobs; audited under the key's keyed digest."""
+        owner = tenant or DEFAULT_TENANT
+        hashed = stored_key(self.ledger.engine, key, owner)
+        return self.erasure.forget(owner, key, [hashed], by)
+
     def _export_stamp(self, uri: str) -> str | None:
         """An export's stamp now; None if it is gone."""
         try:

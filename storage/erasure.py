@@ -17,6 +17,8 @@ pages are zeroed (secure_delete) and the write-ahead log is truncated after, so 
 survive in neither file; PostgreSQL keeps dead tuples until VACUUM (README: Retention).
 """
 
+import hashlib
+import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,10 +29,11 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from schemas.errors import JobNotFoundError, PurgeRefusedError
-from schemas.states import JobStatus
+from schemas.states import ChunkState, JobStatus
 from storage import tables as t
 from storage.clock import db_now
 from storage.engine import truncate_wal
+from storage.tenant_secrets import tenant_secret
 
 log = logging.getLogger("sluice.erasure")
 
@@ -129,13 +132,73 @@ class Erasure:
             truncate_wal(self.engine)
         return erased
 
-    def _purge_one(self, job_id: str, kind: str, by: str, erased: Erased) -> None:
+    def forget(self, tenant: str, key: str, stored_as: list[str], by: str = "cli") -> Erased:
+        """Remove every row of `tenant`'s jobs whose key is `key` or one of `stored_as` (what
+        redaction stored it as): its result, explanation, item, key record and retries; and,
+        as they may hold it, the cache entries and stored exports of those jobs. Refused
+        while a job that holds it runs. Audited under the key's keyed digest, never the key."""
+        keys = sorted({key, *stored_as})
+        with Session(self.engine) as s:
+            holding = set(
+                s.scalars(
+                    select(t.Result.job_id)
+                    .join(t.Job, t.Job.id == t.Result.job_id)
+                    .where(t.Job.tenant == tenant, t.Result.item_key.in_(keys))
+                )
+            )
+            # items that never made a result: a running job's, a cancelled chunk's
+            unsettled = s.execute(
+                select(t.Job.id, t.Job.status, t.Chunk.items)
+                .join(t.Chunk, t.Chunk.job_id == t.Job.id)
+                .where(
+                    t.Job.tenant == tenant,
+                    t.Chunk.state.in_(
+                        [ChunkState.QUEUED, ChunkState.RUNNING, ChunkState.CANCELLED]
+                    ),
+                )
+            )
+            running: set[str] = set()
+            for job_id, status, items in unsettled:
+                if _holds(items, keys):
+                    (holding if JobStatus(status).finished else running).add(job_id)
+        busy = sorted(running)
+        if busy:
+            raise PurgeRefusedError(
+                f"job {busy[0]} holds this key and is still running: let it end or cancel it "
+                f"(sluice cancel {busy[0]}), then forget the key"
+            )
+        erased = Erased()
+        for job_id in sorted(holding):
+            erased.exports += self._remove_exports(job_id, erased)
+            with Session(self.engine) as s, s.begin():
+                erased.rows += _forget_in_job(s, job_id, keys)
+            erased.jobs.append(job_id)
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(t.EnrichRetry).where(t.EnrichRetry.item_key.in_(keys)))
+            s.add(
+                t.ErasureAudit(
+                    at=db_now(s),
+                    tenant=tenant,
+                    kind="forget",
+                    job_id=None,
+                    key_digest=key_digest(tenant_secret(self.engine, tenant), key),
+                    rows=erased.rows,
+                    exports=erased.exports,
+                    by=by[:128],
+                )
+            )
+        truncate_wal(self.engine)
+        return erased
+
+    def _remove_exports(self, job_id: str, erased: Erased) -> int:
+        """The job's stored exports still as written (first: a purge that fails here leaves
+        its rows to retry); those replaced since are named in `erased.exports_kept`."""
         with Session(self.engine) as s:
             exports = list(
                 s.execute(select(t.Export.uri, t.Export.stamp).where(t.Export.job_id == job_id))
             )
         removed = 0
-        for uri, stamp in exports:  # first: a purge that fails here leaves the rows to retry
+        for uri, stamp in exports:
             now = self.stamp_of(uri)
             if now is None:
                 continue  # already gone
@@ -144,6 +207,12 @@ class Erasure:
                 continue
             self.remove(uri)
             removed += 1
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(t.Export).where(t.Export.job_id == job_id))
+        return removed
+
+    def _purge_one(self, job_id: str, kind: str, by: str, erased: Erased) -> None:
+        removed = self._remove_exports(job_id, erased)
         with Session(self.engine) as s, s.begin():
             job = s.get(t.Job, job_id, with_for_update=True)
             if job is None:
@@ -170,3 +239,44 @@ class Erasure:
         erased.rows += rows
         erased.exports += removed
         log.info("job %s: %s (%d rows, %d exports)", job_id, kind, rows, removed)
+
+
+def key_digest(secret: bytes, key: str) -> str:
+    """What the audit holds of a forgotten key: HMAC-SHA256 with the tenant's secret (the
+    tenant can recompute it to show the key was forgotten; nobody can read it back)."""
+    return hmac.new(secret, b"forget\n" + key.encode(), hashlib.sha256).hexdigest()
+
+
+def _holds(items: list[dict[str, Any]] | None, keys: list[str]) -> bool:
+    return any(item.get("key") in keys for item in items or [])
+
+
+def _forget_in_job(s: Session, job_id: str, keys: list[str]) -> int:
+    """Remove `keys`' rows from one finished job (locked): results, explanations, items,
+    key records, and the job's cache entries (an entry's input cannot be told apart). The
+    job's counts lose the rows; its status stands. Returns the results removed."""
+    job = s.get(t.Job, job_id, with_for_update=True)
+    if job is None:
+        return 0
+    gone = list(
+        s.execute(
+            select(t.Result.chunk_id, t.Result.status, t.Result.cached).where(
+                t.Result.job_id == job_id, t.Result.item_key.in_(keys)
+            )
+        )
+    )
+    for table in (t.Explanation, t.Result, t.JobKey):
+        s.execute(delete(table).where(table.job_id == job_id, table.item_key.in_(keys)))
+    s.execute(delete(t.ResultCacheEntry).where(t.ResultCacheEntry.job_id == job_id))
+    cancelled = s.scalars(
+        select(t.Chunk.id).where(t.Chunk.job_id == job_id, t.Chunk.state == ChunkState.CANCELLED)
+    )
+    for chunk_id in {chunk for chunk, _, _ in gone} | set(cancelled):
+        chunk = s.get(t.Chunk, chunk_id)
+        if chunk is not None and _holds(chunk.items, keys):
+            chunk.items = [i for i in chunk.items or [] if i.get("key") not in keys]
+    for _, status, cached in gone:
+        job.total -= 1
+        setattr(job, status, getattr(job, status) - 1)  # ok, invalid or error
+        job.cached = (job.cached or 0) - bool(cached)
+    return len(gone)

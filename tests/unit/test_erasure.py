@@ -228,3 +228,68 @@ def test_the_beat_runs_retention_apart_from_the_sweep():
     schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
     assert schedule[RETENTION] == 30 and SWEEP in schedule
     assert RETENTION in app.tasks
+
+
+def key_rows(client: Client, keys: set[str]) -> int:
+    """Rows anywhere that hold one of `keys` as a row key or inside a chunk's items."""
+    found = 0
+    with client.ledger.engine.connect() as conn:
+        for table in (t.Result, t.Explanation, t.JobKey, t.EnrichRetry):
+            found += conn.scalar(select(func.count()).where(table.item_key.in_(keys))) or 0
+        for items in conn.scalars(select(t.Chunk.items)):
+            found += sum(item.get("key") in keys for item in items or [])
+    return found
+
+
+def test_forget_removes_a_key_from_every_job_of_its_tenant_only(
+    client: Client, bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+):
+    customer = "cust-4711"
+    rows = {customer: f"{PLANTED} wants a refund", "other": "keep me"}
+    jobs = [client.submit_texts(rows, "embed") for _ in range(2)]
+    hashed = client.submit_texts(
+        {"grace.hopper@example.com": "hashed key row", "other": "keep"},
+        "embed",
+        redact="hash",
+        redact_types="EMAIL",
+    )
+    theirs = client.submit_texts(rows, "embed", tenant="acme")  # another tenant's, same key
+    for job in (*jobs, hashed, theirs):
+        settle(client, job)
+    uri = f"{bucket.uri}/exports/with-customer.csv"
+    client.export(jobs[0], "csv", uri)
+    monkeypatch.setenv("SLUICE_STORAGE_OPTIONS", bucket.options_json)
+    monkeypatch.setenv("SLUICE_DATA_DIR", str(client.settings.data_dir))
+    monkeypatch.setenv("SLUICE_DATABASE_URL", client.endpoints.database_url)
+    from ops.cli import main
+
+    out = CliRunner().invoke(main, ["forget", "--key", customer])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert sorted(report["jobs"]) == sorted(jobs) and report["rows"] == 2
+    assert report["exports_removed"] == 1 and not client.store.exists(uri)
+    mine = {job: {r["key"] for r in client.results(job)} for job in jobs}
+    assert all(keys == {"other"} for keys in mine.values())
+    assert {r["key"] for r in client.results(theirs)} == {customer, "other"}  # acme's stay
+    view = client.status(jobs[0])
+    assert (view.counts.total, view.counts.ok) == (1, 1)
+    # a key stored hashed (--redact hash) is found by the key the source has
+    stored = client.stored_key("grace.hopper@example.com")
+    assert client.forget("grace.hopper@example.com").rows == 1
+    assert key_rows(client, {stored, "grace.hopper@example.com"}) == 0
+    with client.ledger.engine.connect() as conn:
+        audits = conn.execute(select(t.ErasureAudit)).mappings().all()
+    assert [a["kind"] for a in audits] == ["forget", "forget"]
+    assert all(a["key_digest"] and a["job_id"] is None for a in audits)
+    held = json.dumps([dict(a) for a in audits], default=str)
+    assert customer not in held and "grace.hopper" not in held and stored not in held
+
+
+def test_forget_is_refused_while_a_job_holding_the_key_runs(client: Client):
+    job = client.submit_texts({"cust-9": "queued row"}, "embed")
+    with pytest.raises(PurgeRefusedError, match=f"job {job} holds this key and is still running"):
+        client.forget("cust-9")
+    assert key_rows(client, {"cust-9"}) == 1
+    client.cancel(job)
+    assert client.forget("cust-9").jobs == [job]  # its cancelled chunk held the item
+    assert key_rows(client, {"cust-9"}) == 0
