@@ -31,7 +31,7 @@ from schemas.errors import ModelError, NotQueuedError, ObjectStoreError, SluiceE
 from schemas.jobs import RESULT_CACHE_PARAM, Item, JobSpec, check_unique_keys
 from schemas.object_refs import is_object_uri, normalised_uri
 from schemas.redaction import REDACTION_PARAM, PiiModel
-from schemas.retention import job_retention_s, parse_duration
+from schemas.retention import job_retention_s, parse_duration, retry_retention_s
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 from schemas.states import RunStatus
@@ -411,7 +411,7 @@ class Client:
         job = retry_spec(parent, self.settings, idempotency_key, api_key_id)
         job.lineage = retry_lineage(parent, model_refs.job_lineage(ref, self.settings.data_dir))
         # the parent's retention, within the tenant's limit as of now
-        job.retention_s = job_retention_s(parent.retention_s, self.settings, parent.tenant)
+        job.retention_s = retry_retention_s(parent.retention_s, self.settings, parent.tenant)
         return self._record_and_send(job, batches_of(failed, self.receive_batch))
 
     def _record_and_send(self, job: JobSpec, batches: Iterator[list[Item]]) -> str:

@@ -30,7 +30,15 @@ def tenant_limit_s(settings: Settings, tenant: str | None) -> int | None:
     limit."""
     grant = settings.grant_for(tenant)
     days = (grant.retention_days if grant is not None else None) or settings.retention_days
-    return int(days * 86_400) if days else None
+    return max(1, int(days * 86_400)) if days else None
+
+
+def retry_retention_s(parent_s: int | None, settings: Settings, tenant: str | None) -> int | None:
+    """A retry keeps its parent's retention, shortened to the tenant's limit as of now."""
+    limit = tenant_limit_s(settings, tenant)
+    if parent_s is None or limit is None:
+        return parent_s if limit is None else limit
+    return min(parent_s, limit)
 
 
 def job_retention_s(asked: str | int | None, settings: Settings, tenant: str | None) -> int | None:

@@ -11,6 +11,8 @@ from schemas.media_refs import MediaLimits
 from schemas.object_refs import is_object_uri, normalised_uri, parse_prefixes, prefixes_within
 from schemas.tenants import DEFAULT_TENANT, NO_GRANT, TenantGrant
 
+MAX_RETENTION_DAYS = 36_500  # a century: any end date plus it is still a date
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SLUICE_", extra="ignore")
@@ -96,7 +98,7 @@ class Settings(BaseSettings):
 
     # Retention (schemas/retention.py): job data goes this many days after the job ends,
     # unless the job or its tenant's grant says less; unset: kept until purged.
-    retention_days: float | None = Field(None, gt=0)
+    retention_days: float | None = Field(None, gt=0, le=MAX_RETENTION_DAYS)
     retention_interval: float = Field(60.0, gt=0)  # seconds between the beat's expiry runs
 
     # Explanations.

@@ -73,6 +73,7 @@ class TenantGrant(BaseModel):
     retention_days: float | None = Field(
         None,
         gt=0,
+        le=36_500,  # a century (schemas.settings.MAX_RETENTION_DAYS)
         description="its jobs' data goes this long after they end (a job may ask for less); "
         "default SLUICE_RETENTION_DAYS",
     )

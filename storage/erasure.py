@@ -20,6 +20,7 @@ survive in neither file; PostgreSQL keeps dead tuples until VACUUM (README: Rete
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -93,6 +94,8 @@ class Erasure:
                 )
         erased = Erased()
         self._purge_one(job_id, "purge", by, erased)
+        if not erased.jobs:  # another purge took it meanwhile
+            raise JobNotFoundError(f"no job {job_id}")
         truncate_wal(self.engine)
         return erased
 
@@ -112,23 +115,33 @@ class Erasure:
         truncate_wal(self.engine)
         return erased
 
-    def expire(self, limit: int = 100) -> Erased:
-        """Jobs whose retention has passed (`jobs.expires_at`, set when they end), at most
-        `limit` a call (the beat task calls again)."""
-        with Session(self.engine) as s:
-            now = db_now(s)
-            ids = list(
-                s.scalars(
-                    select(t.Job.id)
-                    .where(t.Job.expires_at.is_not(None), t.Job.expires_at <= now)
-                    .order_by(t.Job.expires_at)
-                    .limit(limit)
+    def expire(self, budget_s: float = 30.0, batch: int = 100) -> Erased:
+        """Jobs whose retention has passed (`jobs.expires_at`, set when they end), oldest
+        first, for at most `budget_s` (the beat task calls again). A job that cannot be
+        removed now (its export's store unreachable) is logged and passed over: it never
+        holds back the others."""
+        started = time.monotonic()
+        erased, failed = Erased(), set[str]()
+        while time.monotonic() - started < budget_s:
+            with Session(self.engine) as s:
+                now = db_now(s)
+                query = select(t.Job.id).where(
+                    t.Job.expires_at.is_not(None), t.Job.expires_at <= now
                 )
-            )
-        erased = Erased()
-        for job_id in ids:
-            self._purge_one(job_id, "retention", "retention", erased)
-        if ids:
+                if failed:
+                    query = query.where(t.Job.id.not_in(failed))
+                ids = list(s.scalars(query.order_by(t.Job.expires_at).limit(batch)))
+            if not ids:
+                break
+            for job_id in ids:
+                try:
+                    self._purge_one(job_id, "retention", "retention", erased)
+                except Exception:
+                    log.warning(
+                        "job %s: retention passed but not removed yet", job_id, exc_info=True
+                    )
+                    failed.add(job_id)
+        if erased.jobs:
             truncate_wal(self.engine)
         return erased
 
@@ -139,12 +152,13 @@ class Erasure:
         while a job that holds it runs. Audited under the key's keyed digest, never the key."""
         keys = sorted({key, *stored_as})
         with Session(self.engine) as s:
-            holding = set(
-                s.scalars(
-                    select(t.Result.job_id)
+            holding = dict(
+                s.execute(
+                    select(t.Result.job_id, t.Job.status)
                     .join(t.Job, t.Job.id == t.Result.job_id)
                     .where(t.Job.tenant == tenant, t.Result.item_key.in_(keys))
-                )
+                    .distinct()
+                ).all()
             )
             # items that never made a result: a running job's, a cancelled chunk's
             unsettled = s.execute(
@@ -157,36 +171,28 @@ class Erasure:
                     ),
                 )
             )
-            running: set[str] = set()
             for job_id, status, items in unsettled:
                 if _holds(items, keys):
-                    (holding if JobStatus(status).finished else running).add(job_id)
-        busy = sorted(running)
+                    holding[job_id] = status
+        busy = sorted(job for job, status in holding.items() if not JobStatus(status).finished)
         if busy:
             raise PurgeRefusedError(
                 f"job {busy[0]} holds this key and is still running: let it end or cancel it "
                 f"(sluice cancel {busy[0]}), then forget the key"
             )
+        digest = key_digest(tenant_secret(self.engine, tenant), key)
         erased = Erased()
         for job_id in sorted(holding):
-            erased.exports += self._remove_exports(job_id, erased)
-            with Session(self.engine) as s, s.begin():
-                erased.rows += _forget_in_job(s, job_id, keys)
+            exports = self._remove_exports(job_id, erased)
+            with Session(self.engine) as s, s.begin():  # the rows and their audit together
+                rows = _forget_in_job(s, job_id, keys)
+                s.add(_audit(s, tenant, "forget", job_id, digest, rows, exports, by))
             erased.jobs.append(job_id)
-        with Session(self.engine) as s, s.begin():
-            s.execute(delete(t.EnrichRetry).where(t.EnrichRetry.item_key.in_(keys)))
-            s.add(
-                t.ErasureAudit(
-                    at=db_now(s),
-                    tenant=tenant,
-                    kind="forget",
-                    job_id=None,
-                    key_digest=key_digest(tenant_secret(self.engine, tenant), key),
-                    rows=erased.rows,
-                    exports=erased.exports,
-                    by=by[:128],
-                )
-            )
+            erased.rows += rows
+            erased.exports += exports
+        if not holding:  # asked, and nothing held it: on record too
+            with Session(self.engine) as s, s.begin():
+                s.add(_audit(s, tenant, "forget", None, digest, 0, 0, by))
         truncate_wal(self.engine)
         return erased
 
@@ -223,22 +229,33 @@ class Erasure:
             for linked in (t.EnrichRun, t.EnrichWatermark):
                 s.execute(update(linked).where(linked.job_id == job_id).values(job_id=None))
             s.delete(job)  # the rest by cascade, in this transaction
-            s.add(
-                t.ErasureAudit(
-                    at=db_now(s),
-                    tenant=job.tenant or "default",
-                    kind=kind,
-                    job_id=job_id,
-                    key_digest=None,
-                    rows=rows,
-                    exports=removed,
-                    by=by[:128],
-                )
-            )
+            s.add(_audit(s, job.tenant or "default", kind, job_id, None, rows, removed, by))
         erased.jobs.append(job_id)
         erased.rows += rows
         erased.exports += removed
         log.info("job %s: %s (%d rows, %d exports)", job_id, kind, rows, removed)
+
+
+def _audit(
+    s: Session,
+    tenant: str,
+    kind: str,
+    job_id: str | None,
+    digest: str | None,
+    rows: int,
+    exports: int,
+    by: str,
+) -> t.ErasureAudit:
+    return t.ErasureAudit(
+        at=db_now(s),
+        tenant=tenant,
+        kind=kind,
+        job_id=job_id,
+        key_digest=digest,
+        rows=rows,
+        exports=exports,
+        by=by[:128],
+    )
 
 
 def key_digest(secret: bytes, key: str) -> str:
@@ -258,6 +275,13 @@ def _forget_in_job(s: Session, job_id: str, keys: list[str]) -> int:
     job = s.get(t.Job, job_id, with_for_update=True)
     if job is None:
         return 0
+    if not JobStatus(job.status).finished:  # it was resumed (a retry of chunks) meanwhile
+        raise PurgeRefusedError(f"job {job_id} holds this key and is running again: try later")
+    s.execute(
+        delete(t.EnrichRetry).where(
+            t.EnrichRetry.job_id == job_id, t.EnrichRetry.item_key.in_(keys)
+        )
+    )
     gone = list(
         s.execute(
             select(t.Result.chunk_id, t.Result.status, t.Result.cached).where(

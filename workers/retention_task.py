@@ -11,7 +11,7 @@ from storage.erasure import Erasure
 from workers.chunk_task import WorkerState
 
 log = logging.getLogger("sluice.retention")
-JOBS_PER_RUN = 100  # the next run takes the rest
+BUDGET_S = 30.0  # of removing per run: the next run takes the rest
 
 
 def export_stamp(state: WorkerState, uri: str) -> str | None:
@@ -29,7 +29,7 @@ def register_retention(app: Celery, state: WorkerState) -> None:
         erasure = Erasure(
             state.ledger.engine, lambda uri: export_stamp(state, uri), state.store.remove
         )
-        erased = erasure.expire(JOBS_PER_RUN)
+        erased = erasure.expire(BUDGET_S)
         if erased.jobs:
             log.info("retention: removed %d jobs (%d rows)", len(erased.jobs), erased.rows)
         return erased.as_dict()

@@ -13,7 +13,13 @@ from producers.api.bodies import JobList, JobOut, ModelOut, ResultsPage
 from producers.api.params import IdempotencyKey, Principal
 from producers.api.responses import AUTHENTICATED, errors
 from producers.api.services import Services, services
-from schemas.errors import PurgeRefusedError, RetryRefusedError, SluiceError
+from schemas.errors import (
+    JobNotFoundError,
+    ObjectStoreError,
+    PurgeRefusedError,
+    RetryRefusedError,
+    SluiceError,
+)
 from storage import export
 from storage.ledger import JobView
 
@@ -119,7 +125,7 @@ def get_results(
     }
 
 
-@router.delete("/jobs/{job_id}", responses=errors(*AUTHENTICATED, 404, 409))
+@router.delete("/jobs/{job_id}", responses=errors(*AUTHENTICATED, 404, 409, 503))
 def delete_job(job_id: JobId, request: Request, key: Principal) -> dict[str, Any]:
     """Purge a finished job: its items, results, explanations, callback record, cache
     entries and the exports Sluice stored go, recorded in the erasure audit (by this key's
@@ -130,6 +136,10 @@ def delete_job(job_id: JobId, request: Request, key: Principal) -> dict[str, Any
         return svc.client.purge(job_id, key.tenant, by=f"api-key:{key.id}").as_dict()
     except PurgeRefusedError as exc:
         raise HTTPException(409, str(exc)) from None
+    except JobNotFoundError as exc:  # another request purged it meanwhile
+        raise HTTPException(404, str(exc)) from None
+    except ObjectStoreError as exc:  # a stored export not reachable: nothing was removed
+        raise HTTPException(503, f"not purged: {exc}") from None
 
 
 @router.get(

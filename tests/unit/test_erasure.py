@@ -278,11 +278,54 @@ def test_forget_removes_a_key_from_every_job_of_its_tenant_only(
     assert client.forget("grace.hopper@example.com").rows == 1
     assert key_rows(client, {stored, "grace.hopper@example.com"}) == 0
     with client.ledger.engine.connect() as conn:
-        audits = conn.execute(select(t.ErasureAudit)).mappings().all()
-    assert [a["kind"] for a in audits] == ["forget", "forget"]
-    assert all(a["key_digest"] and a["job_id"] is None for a in audits)
+        audits = conn.execute(select(t.ErasureAudit).order_by(t.ErasureAudit.id)).mappings().all()
+    # one row per job, written with its rows' removal: no job loses rows off the record
+    assert [(a["kind"], a["job_id"], a["rows"]) for a in audits] == [
+        ("forget", job, 1) for job in sorted(jobs)
+    ] + [("forget", hashed, 1)]
+    assert (
+        all(a["key_digest"] for a in audits) and audits[0]["key_digest"] != audits[2]["key_digest"]
+    )
     held = json.dumps([dict(a) for a in audits], default=str)
     assert customer not in held and "grace.hopper" not in held and stored not in held
+
+
+def test_forget_is_refused_while_a_job_that_made_the_keys_row_still_runs(client: Client):
+    client.settings.chunk_size = 1
+    job = client.submit_texts({"cust-3": "done early", "b": "queued", "c": "queued"}, "embed")
+    settle(client, job, chunks_at_most=1)  # the key's row is made; the job runs on
+    with pytest.raises(PurgeRefusedError, match=f"job {job} holds this key and is still running"):
+        client.forget("cust-3")
+    assert [r["key"] for r in client.results(job)] == ["cust-3"]
+    view = client.status(job)
+    assert (view.status, view.counts.total) == ("running", 3)
+
+
+def test_forget_leaves_other_tenants_rows_and_retries(client: Client):
+    mine, theirs = finished_job(client), finished_job(client, tenant="acme")
+    now = host_now()
+    with client.ledger.engine.begin() as conn:
+        for job in (mine, theirs):
+            conn.execute(
+                insert(t.EnrichRetry).values(
+                    source=f"sqlite:///{job}.db", table_name="t", task="embed",
+                    model_version="v", item_key="k1", attempts=1, job_id=job, updated_at=now,
+                )
+            )  # fmt: skip
+    assert client.forget("k1").jobs == [mine]
+    assert {r["key"] for r in client.results(theirs)} == {"k1", "k2", "k3"}
+    assert (
+        rows_of(client, theirs)["enrich_retries"] == 1
+        and rows_of(client, mine)["enrich_retries"] == 0
+    )
+    assert rows_of(client, theirs)["result_cache"] == 3
+
+
+def test_a_retention_limit_beyond_a_century_is_refused_at_configuration():
+    with pytest.raises(ValueError, match="less than or equal to 36500"):
+        Settings(retention_days=10_000_000)
+    with pytest.raises(ValueError, match="less than or equal to 36500"):
+        TenantGrant(retention_days=1e9)
 
 
 def test_forget_is_refused_while_a_job_holding_the_key_runs(client: Client):

@@ -58,11 +58,15 @@ class Explaining(CountingModel):
         ]
 
 
-def settle(client: Client, job_id: str) -> None:
-    """Every chunk of the job through the worker's chunk step and completion."""
+def settle(client: Client, job_id: str, chunks_at_most: int | None = None) -> None:
+    """Every chunk of the job (or the first few) through the worker's chunk step and
+    completion."""
     worker = Explaining(client.ledger, client.settings)
     with client.ledger.engine.connect() as conn:
-        chunks = conn.execute(select(t.Chunk.id).where(t.Chunk.job_id == job_id)).scalars().all()
+        chunks = conn.execute(
+            select(t.Chunk.id).where(t.Chunk.job_id == job_id).order_by(t.Chunk.seq)
+        ).scalars()
+        chunks = list(chunks)[:chunks_at_most]
     for chunk in chunks:
         claim = client.ledger.claim(chunk, "w", 30)
         assert claim.job is not None
