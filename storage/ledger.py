@@ -21,7 +21,7 @@ from schemas.storable import storable_items, storable_outcome
 from storage import tables as t
 from storage.admission import FairShare, admit
 from storage.clock import db_now, host_now, utc
-from storage.lineage import chunk_lineages, job_part
+from storage.lineage import chunk_lineages, input_digest, job_part
 from storage.receiving import Receiver, name_chunk
 from storage.result_cache import CacheWrite, insert_stored_outputs
 from storage.result_cache import store as store_in_cache
@@ -151,6 +151,18 @@ def job_view(job: t.Job) -> JobView:
         retention_s=job.retention_s,
         expires_at=utc(job.expires_at),
     )
+
+
+def with_digests(
+    s: Session, tenant: str, outcomes: list[Outcome], items: list[Item]
+) -> list[Outcome]:
+    """Outcomes made without a worker (a dead-lettered chunk's) with their inputs' keyed
+    digests (storage/lineage.py), where the tenant has a secret (its worker made one)."""
+    secret = s.scalar(select(t.TenantSecret.secret).where(t.TenantSecret.tenant == tenant))
+    if secret is None:
+        return outcomes
+    by_key = {i.key: input_digest(bytes.fromhex(secret), i) for i in items}
+    return [o.model_copy(update={"input_digest": by_key.get(o.key)}) for o in outcomes]
 
 
 def expiry(end: datetime, retention_s: int | None) -> datetime | None:
@@ -363,6 +375,8 @@ class Ledger:
                  for o in outcomes],
                 reason,
             )  # fmt: skip
+            digests = {o.key: o.input_digest for o in outcomes}  # lineage: the input stands
+            unstored = [o.model_copy(update={"input_digest": digests[o.key]}) for o in unstored]
             return self._finish(
                 chunk_id,
                 guard,
@@ -434,7 +448,8 @@ class Ledger:
             if outcomes is None:
                 assert outcomes_for is not None
                 raw_items = s.scalar(select(t.Chunk.items).where(t.Chunk.id == chunk_id))
-                outcomes = outcomes_for([Item.model_validate(raw) for raw in raw_items or []])
+                stored = [Item.model_validate(raw) for raw in raw_items or []]
+                outcomes = with_digests(s, job.tenant or "default", outcomes_for(stored), stored)
             outcomes = [storable_outcome(o) for o in outcomes]
             order = {o.key: first_item + n for n, o in enumerate(outcomes)}
             self._insert_outcomes(s, job.id, chunk_id, outcomes, order, now)

@@ -5,6 +5,7 @@ The ledger is real (SQLite, and PostgreSQL when configured)."""
 
 import csv
 import hashlib
+import hmac
 import io
 import json
 from pathlib import Path
@@ -24,6 +25,7 @@ from schemas.settings import Settings
 from storage import tables as t
 from storage.apikeys import ApiKeys
 from storage.ledger import JobView
+from storage.tenant_secrets import tenant_secret
 from tests.lineage_checks import assert_full_lineage
 from tests.unit.test_result_cache import CountingModel
 from workers.chunk_task import chunk_made_by, compute_outcomes
@@ -184,3 +186,22 @@ def test_exports_carry_each_rows_lineage(client: Client, fmt: str, tmp_path: Pat
         assert row["input_digest"] == full["input_digest"]
         assert shown["made_by"] == full["made_by"] and shown["model"] == full["model"]
         assert shown["explainer"] == full["explainer"] and shown["redaction"] == full["redaction"]
+
+
+def test_the_digest_is_the_keyed_hmac_of_the_input_as_documented(client: Client):
+    job = explained_job(client)
+    secret = tenant_secret(client.ledger.engine, "default")
+    item = {"text": "where is my parcel"}  # the input, without its key
+    body = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    expected = hmac.new(secret, b"input\n" + body.encode(), hashlib.sha256).hexdigest()
+    assert client.lineage(job, "plain")["input_digest"] == expected
+
+
+def test_a_dead_lettered_row_still_has_its_input_digest(client: Client):
+    first = explained_job(client)  # the tenant's secret exists once a worker ran its rows
+    job = client.submit_texts({"x": "never ran"}, "embed")
+    (chunk,) = client.ledger.chunk_ids(job)
+    assert client.ledger.dead_letter(chunk, None, "the worker died each time")
+    lineage = client.lineage(job, "x")
+    assert lineage["status"] == "error" and len(lineage["input_digest"]) == 64
+    assert lineage["input_digest"] != client.lineage(first, "plain")["input_digest"]
