@@ -54,3 +54,31 @@ def test_worker_refuses_a_visibility_timeout_shorter_than_a_chunk():
                 broker_url="redis://127.0.0.1:1/0", database_url="sqlite://", ray_address=None
             ),
         )
+
+
+def test_a_worker_closing_on_a_vanished_broker_does_not_crash():
+    """kombu restores unacked messages through a released connection when Redis goes away:
+    the worker must reconnect, not exit (tests/fault/test_broker_restart.py)."""
+    from types import SimpleNamespace
+
+    from kombu.transport import redis as kombu_redis
+
+    from workers.celery_app import tolerate_a_vanished_broker_on_close
+
+    tolerate_a_vanished_broker_on_close()
+    tolerate_a_vanished_broker_on_close()  # once only, however many apps are made
+
+    class Released:
+        connection = SimpleNamespace(client=None)  # what a released kombu channel holds
+        do_restore = False  # kombu's own restore at exit: not this test's
+
+        def conn_or_acquire(self, client: object = None) -> object:
+            raise AttributeError("'NoneType' object has no attribute 'hostname'")
+
+    qos = kombu_redis.QoS(Released())
+    qos._delivered["tag"] = object()
+    assert qos.restore_unacked() is None  # swallowed: nothing to restore to
+    live = kombu_redis.QoS(Released())
+    live.channel.connection = SimpleNamespace(client=object())  # a bug elsewhere: raised
+    with pytest.raises(AttributeError):
+        live.restore_unacked()
