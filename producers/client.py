@@ -27,7 +27,7 @@ from producers.redacting import ItemRedactor, job_redaction, redacted_batches, s
 from producers.submit_batches import RECEIVE_BATCH, batches_of, prepared_batches
 from producers.training import build_spec
 from schemas.catalog import Catalog, load_catalog
-from schemas.errors import ModelError, NotQueuedError, ObjectStoreError, SluiceError
+from schemas.errors import ModelError, NotQueuedError, SluiceError
 from schemas.jobs import RESULT_CACHE_PARAM, Item, JobSpec, check_unique_keys
 from schemas.object_refs import is_object_uri, normalised_uri
 from schemas.redaction import REDACTION_PARAM, PiiModel
@@ -558,7 +558,7 @@ class Client:
 
     @property
     def erasure(self) -> Erasure:
-        return Erasure(self.ledger.engine, self._export_stamp, self.store.remove)
+        return Erasure(self.ledger.engine, self.store.stamp_if_present, self.store.remove)
 
     def purge(self, job_id: str, tenant: str | None = None, by: str = "sdk") -> Erased:
         """Remove a finished job and everything of it: items, results, explanations,
@@ -578,15 +578,6 @@ class Client:
         owner = tenant or DEFAULT_TENANT
         hashed = stored_key(self.ledger.engine, key, owner)
         return self.erasure.forget(owner, key, [hashed], by)
-
-    def _export_stamp(self, uri: str) -> str | None:
-        """An export's stamp now; None if it is gone."""
-        try:
-            return self.store.info(uri).stamp
-        except ObjectStoreError:
-            if self.store.exists(uri):
-                raise
-            return None
 
     def results(self, job_id: str) -> Iterator[dict[str, Any]]:
         self.ledger.job(job_id)  # a clear error for an unknown id

@@ -15,23 +15,23 @@ CSV_COLUMNS = [
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
-    n = 0
+    n, encoded = 0, OnceEncoded()
     for row in rows:
-        out.write(_jsonl_line(row) + "\n")
+        out.write(_jsonl_line(row, encoded) + "\n")
         n += 1
     return n
 
 
-def _jsonl_line(row: dict[str, Any]) -> str:
+def _jsonl_line(row: dict[str, Any], encoded: "OnceEncoded") -> str:
     """A row as one JSON object; its lineage (shared by its chunk's rows) encoded once."""
     lineage = row.get("lineage")
     if not isinstance(lineage, dict):
         return strict_json(row)
     rest = strict_json({k: v for k, v in row.items() if k != "lineage"})
-    return f'{rest[:-1]},"lineage":{_encoded_once(lineage)}}}'
+    return f'{rest[:-1]},"lineage":{encoded(lineage)}}}'
 
 
-def _flat(row: dict[str, Any]) -> dict[str, Any]:
+def _flat(row: dict[str, Any], encoded: "OnceEncoded") -> dict[str, Any]:
     """Nested values become JSON strings so every tabular format can hold them."""
     return {
         "key": row["key"],
@@ -47,33 +47,32 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         # what made the row (storage/lineage.py): its input's keyed digest, and its job's and
         # chunk's part (one object per chunk: encoded once, not per row)
         "input_digest": row.get("input_digest"),
-        "lineage": _encoded_once(row.get("lineage")),
+        "lineage": encoded(row.get("lineage")),
     }
 
 
-_ENCODED: dict[int, tuple[Any, str]] = {}
+class OnceEncoded:
+    """JSON text of values shared by many rows (a chunk's lineage: one object for its rows),
+    encoded once per object for one export."""
 
+    def __init__(self) -> None:
+        self.texts: dict[int, tuple[Any, str]] = {}  # by id; the value kept: ids stay unique
 
-def _encoded_once(value: dict[str, Any] | None) -> str | None:
-    """`value` as JSON, encoded once per object: a chunk's rows share their lineage."""
-    if value is None:
-        return None
-    known = _ENCODED.get(id(value))
-    if known is not None and known[0] is value:
+    def __call__(self, value: dict[str, Any] | None) -> str | None:
+        if value is None:
+            return None
+        known = self.texts.get(id(value))
+        if known is None:
+            known = self.texts[id(value)] = (value, strict_json(value))
         return known[1]
-    if len(_ENCODED) > 4096:
-        _ENCODED.clear()
-    text = strict_json(value)
-    _ENCODED[id(value)] = (value, text)
-    return text
 
 
 def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
     writer.writeheader()
-    n = 0
+    n, encoded = 0, OnceEncoded()
     for row in rows:
-        writer.writerow(_flat(row))
+        writer.writerow(_flat(row, encoded))
         n += 1
     return n
 
@@ -89,10 +88,10 @@ def write_parquet(rows: Iterable[dict[str, Any]], path: str, batch_size: int = 5
     import pyarrow.parquet as pq
 
     schema = pa.schema([(c, pa.bool_() if c == "cached" else pa.string()) for c in CSV_COLUMNS])
-    n = 0
+    n, encoded = 0, OnceEncoded()
     with pq.ParquetWriter(path, schema) as writer:
         for batch in _batches(rows, batch_size):
-            flat = [_flat(r) for r in batch]
+            flat = [_flat(r, encoded) for r in batch]
             writer.write_table(pa.Table.from_pylist(flat, schema=schema))
             n += len(batch)
     return n
@@ -100,19 +99,20 @@ def write_parquet(rows: Iterable[dict[str, Any]], path: str, batch_size: int = 5
 
 def iter_jsonl(rows: Iterable[dict[str, Any]], batch: int = 500) -> Iterator[str]:
     """JSONL as text pieces of `batch` rows, for a streamed HTTP response."""
+    encoded = OnceEncoded()
     for part in _batches(rows, batch):
-        yield "".join(_jsonl_line(row) + "\n" for row in part)
+        yield "".join(_jsonl_line(row, encoded) + "\n" for row in part)
 
 
 def iter_csv(rows: Iterable[dict[str, Any]], batch: int = 500) -> Iterator[str]:
     """CSV (header first) as text pieces of `batch` rows, for a streamed HTTP response."""
     import io
 
-    buf = io.StringIO()
+    buf, encoded = io.StringIO(), OnceEncoded()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     for part in _batches(rows, batch):
-        writer.writerows(_flat(r) for r in part)
+        writer.writerows(_flat(r, encoded) for r in part)
         yield buf.getvalue()
         buf.seek(0)
         buf.truncate()

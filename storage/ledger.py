@@ -26,6 +26,7 @@ from storage.receiving import Receiver, name_chunk
 from storage.result_cache import CacheWrite, insert_stored_outputs
 from storage.result_cache import store as store_in_cache
 from storage.result_rows import iter_result_rows
+from storage.tenant_secrets import stored_secret
 from storage.token_counts import TokenCounts
 from storage.usage import ChunkUsage
 from storage.usage import record as record_usage
@@ -158,10 +159,10 @@ def with_digests(
 ) -> list[Outcome]:
     """Outcomes made without a worker (a dead-lettered chunk's) with their inputs' keyed
     digests (storage/lineage.py), where the tenant has a secret (its worker made one)."""
-    secret = s.scalar(select(t.TenantSecret.secret).where(t.TenantSecret.tenant == tenant))
+    secret = stored_secret(s, tenant)
     if secret is None:
         return outcomes
-    by_key = {i.key: input_digest(bytes.fromhex(secret), i) for i in items}
+    by_key = {i.key: input_digest(secret, i) for i in items}
     return [o.model_copy(update={"input_digest": by_key.get(o.key)}) for o in outcomes]
 
 

@@ -148,6 +148,16 @@ class ObjectStore:
                 fs.get_file(key, str(target))
         return listed
 
+    def stamp_if_present(self, uri: str) -> str | None:
+        """The object's stamp now; None if nothing is there (an error reaching a store that
+        still holds it is raised)."""
+        try:
+            return self.info(uri).stamp
+        except ObjectStoreError:
+            if self.exists(uri):
+                raise
+            return None
+
     def put_file(self, local: Path, uri: str) -> None:
         fs, path = self.filesystem(uri)
         with _named(uri, "write"):

@@ -7,10 +7,16 @@ import secrets
 
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from storage import tables as t
 from storage.clock import db_now
+
+
+def stored_secret(s: Session, tenant: str) -> bytes | None:
+    """The tenant's secret if one was made, read in session `s` (which may be writing)."""
+    stored = s.scalar(select(t.TenantSecret.secret).where(t.TenantSecret.tenant == tenant))
+    return bytes.fromhex(stored) if stored is not None else None
 
 
 def tenant_secret(engine: Engine, tenant: str) -> bytes:
@@ -18,15 +24,16 @@ def tenant_secret(engine: Engine, tenant: str) -> bytes:
     others read the one that was stored). Read each time, not kept: a secret erased with its
     tenant must not live on in a worker."""
     with sessionmaker(engine.execution_options(readonly=True))() as s:
-        stored = s.scalar(select(t.TenantSecret.secret).where(t.TenantSecret.tenant == tenant))
-    if stored is None:
-        with sessionmaker(engine).begin() as s:
-            dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-            s.execute(
-                dialect.insert(t.TenantSecret)
-                .values(tenant=tenant, secret=secrets.token_hex(32), created_at=db_now(s))
-                .on_conflict_do_nothing()
-            )
-            stored = s.scalar(select(t.TenantSecret.secret).where(t.TenantSecret.tenant == tenant))
-    assert stored is not None
-    return bytes.fromhex(stored)
+        found = stored_secret(s, tenant)
+    if found is not None:
+        return found
+    with sessionmaker(engine).begin() as s:
+        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        s.execute(
+            dialect.insert(t.TenantSecret)
+            .values(tenant=tenant, secret=secrets.token_hex(32), created_at=db_now(s))
+            .on_conflict_do_nothing()
+        )
+        made = stored_secret(s, tenant)
+    assert made is not None
+    return made

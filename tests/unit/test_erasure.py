@@ -202,7 +202,7 @@ def test_retention_within_the_tenants_limit_and_its_expiry(client: Client):
     finished = views[job].finished_at
     assert finished is not None and views[job].expires_at == finished + timedelta(days=2)
     assert views[job].as_dict()["expires_at"] == views[job].expires_at.isoformat()
-    erasure = Erasure(client.ledger.engine, client._export_stamp, client.store.remove)
+    erasure = Erasure(client.ledger.engine, client.store.stamp_if_present, client.store.remove)
     assert erasure.expire().jobs == []  # nothing has expired yet
     with client.ledger.engine.begin() as conn:  # two days on
         past = host_now() - timedelta(seconds=1)
