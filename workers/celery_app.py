@@ -1,7 +1,6 @@
 """The Celery application, configured for at-least-once delivery with an idempotent effect."""
 
 import logging
-from typing import Any
 
 from celery import Celery
 
@@ -23,6 +22,7 @@ from workers.chunk_task import WorkerState, register_chunk_task
 from workers.retention_task import register_retention
 from workers.sweeper import register_sweep
 from workers.training.run_task import register_training
+from workers.vanished_broker import tolerate_a_vanished_broker
 
 log = logging.getLogger("sluice.worker")
 
@@ -57,36 +57,9 @@ def check_delivery(settings: Settings) -> None:
         )
 
 
-def tolerate_a_vanished_broker_on_close() -> None:
-    """When Redis goes away, Celery closes the consumer's channel, and kombu's Redis QoS then
-    restores the unacked messages through a connection already released: AttributeError
-    (`None.hostname`, kombu#582), which Celery takes for an unrecoverable error and the worker
-    exits instead of reconnecting. Nothing can be restored to a broker that is gone: the
-    messages stay in its unacked hash (restored after the visibility timeout) and the sweeper
-    re-sends every chunk from the ledger. Only that case is swallowed."""
-    from kombu.transport import redis as kombu_redis
-
-    original = kombu_redis.QoS.restore_unacked
-    if getattr(original, "tolerant", False):
-        return
-
-    def restore_unacked(self: Any, client: Any = None) -> Any:
-        try:
-            return original(self, client)
-        except AttributeError:
-            transport = getattr(self.channel, "connection", None)
-            if transport is not None and getattr(transport, "client", None) is not None:
-                raise
-            log.warning("broker gone while closing: unacked messages are left to the sweeper")
-            return None
-
-    restore_unacked.tolerant = True  # type: ignore[attr-defined]
-    kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
-
-
 def create_app(settings: Settings, endpoints: Endpoints) -> Celery:
     check_delivery(settings)
-    tolerate_a_vanished_broker_on_close()
+    tolerate_a_vanished_broker()
     app = Celery("sluice", broker=require_broker(endpoints), set_as_current=True)
     app.conf.update(
         task_serializer="json",

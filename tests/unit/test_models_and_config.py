@@ -56,29 +56,57 @@ def test_worker_refuses_a_visibility_timeout_shorter_than_a_chunk():
         )
 
 
-def test_a_worker_closing_on_a_vanished_broker_does_not_crash():
-    """kombu restores unacked messages through a released connection when Redis goes away:
-    the worker must reconnect, not exit (tests/fault/test_broker_restart.py)."""
-    from types import SimpleNamespace
-
+def released_channel() -> object:
+    """A kombu Redis channel as Celery leaves it once Redis went away: its connection gone."""
     from kombu.transport import redis as kombu_redis
 
-    from workers.celery_app import tolerate_a_vanished_broker_on_close
+    channel = kombu_redis.Channel.__new__(kombu_redis.Channel)  # no broker to connect to
+    channel.connection = None
+    channel._pool = None
+    channel.do_restore = False  # kombu's own restore at exit: not these tests'
+    return channel
 
-    tolerate_a_vanished_broker_on_close()
-    tolerate_a_vanished_broker_on_close()  # once only, however many apps are made
 
-    class Released:
-        connection = SimpleNamespace(client=None)  # what a released kombu channel holds
-        do_restore = False  # kombu's own restore at exit: not this test's
+def test_a_released_channel_is_a_lost_connection_not_a_crash():
+    """Redis restarting under a worker: an ack or the restore of unacked messages reaching a
+    released channel must read as a lost connection (the worker reconnects), not an
+    AttributeError that makes Celery stop the worker (tests/fault/test_broker_restart.py)."""
+    import logging
 
-        def conn_or_acquire(self, client: object = None) -> object:
-            raise AttributeError("'NoneType' object has no attribute 'hostname'")
+    from kombu.message import Message
+    from kombu.transport import redis as kombu_redis
 
-    qos = kombu_redis.QoS(Released())
+    from workers.vanished_broker import tolerate_a_vanished_broker
+
+    tolerate_a_vanished_broker()
+    tolerate_a_vanished_broker()  # once only, however many apps are made
+    errors = kombu_redis.Transport.connection_errors + kombu_redis.Transport.channel_errors
+
+    qos = kombu_redis.QoS(released_channel())
+    with pytest.raises(errors):  # what Celery's ack path catches and logs
+        qos.ack("tag")
+
+    class Delivered(Message):
+        def ack(self, multiple: bool = False) -> None:
+            qos.ack("tag")
+
+    Delivered(body=b"{}", channel=qos.channel).ack_log_error(logging.getLogger("t"), errors)
+
     qos._delivered["tag"] = object()
-    assert qos.restore_unacked() is None  # swallowed: nothing to restore to
-    live = kombu_redis.QoS(Released())
-    live.channel.connection = SimpleNamespace(client=object())  # a bug elsewhere: raised
-    with pytest.raises(AttributeError):
-        live.restore_unacked()
+    assert qos.restore_unacked() is None  # swallowed on close: nothing to restore to
+
+
+def test_a_live_channel_still_reaches_its_broker():
+    from types import SimpleNamespace
+
+    from kombu import Connection
+
+    from workers.vanished_broker import tolerate_a_vanished_broker
+
+    tolerate_a_vanished_broker()
+    channel = released_channel()
+    channel.connection = SimpleNamespace(  # type: ignore[attr-defined]
+        client=Connection("redis://127.0.0.1:6399/3"), default_port=6379
+    )
+    params = channel._connparams()  # type: ignore[attr-defined]
+    assert (params["host"], params["port"], params["db"]) == ("127.0.0.1", 6399, 3)
