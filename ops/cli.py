@@ -472,20 +472,21 @@ def models_build(names: tuple[str, ...], force: bool) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int, help="uvicorn processes")
 def api(host: str, port: int, workers: int) -> None:
-    """Serve the REST API (OpenAPI at /openapi.json, docs at /docs, metrics at /metrics)."""
+    """Serve the REST API (OpenAPI at /openapi.json, docs at /docs, metrics at /metrics) and
+    the web console at / (sign in with an API key)."""
     import uvicorn
 
-    from producers.api import create_app
+    from ops.console.site import create_site
 
     if workers > 1:
         from producers import Client
 
         Client()  # here, before the children: a host of another cluster exits 2 with why
         uvicorn.run(
-            "producers.api.app:create_app", factory=True, host=host, port=port, workers=workers
+            "ops.console.site:create_site", factory=True, host=host, port=port, workers=workers
         )
     else:
-        uvicorn.run(create_app(Settings()), host=host, port=port)
+        uvicorn.run(create_site(Settings()), host=host, port=port)
 
 
 @main.group("api-keys")

@@ -13,6 +13,24 @@ from storage.ledger import JobView
 err = Console(stderr=True)
 
 
+def pace(view: JobView) -> str:
+    """`12.5 rows/s, ETA 1m 04s`: the job's weighted rate and ETA (storage/progress.py), or
+    `ETA -` while too little is done to say."""
+    rate = view.rows_per_s
+    eta = view.eta_seconds
+    shown = "" if rate is None else f"{rate:.1f} rows/s, "
+    return shown + ("ETA -" if eta is None else f"ETA {clock(eta)}")
+
+
+def clock(seconds: float) -> str:
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
 def wait_with_bar(client: Client, job_id: str, timeout: float | None = None) -> JobView:
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -32,7 +50,8 @@ def wait_with_bar(client: Client, job_id: str, timeout: float | None = None) -> 
                 total=c.total,
                 completed=c.processed,
                 detail=f"{view.status} ok={c.ok} (cached={c.cached}) "
-                f"invalid={c.invalid} error={c.error}",
+                f"invalid={c.invalid} error={c.error}"
+                + ("" if view.status.finished else f"  {pace(view)}"),
             )
 
         return client.wait(job_id, timeout=timeout, on_progress=show)
@@ -61,7 +80,8 @@ def wait_all_with_bars(
                     total=c.total,
                     completed=c.processed,
                     detail=f"{view.status} ok={c.ok} (cached={c.cached}) "
-                    f"invalid={c.invalid} error={c.error}",
+                    f"invalid={c.invalid} error={c.error}"
+                    + ("" if view.status.finished else f"  {pace(view)}"),
                 )
             if all(v.status.finished for v in views.values()):
                 return views

@@ -7,6 +7,7 @@ heatmap per explained box (ops/report_boxes.py)."""
 
 import html
 import json
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -25,20 +26,10 @@ from schemas.task_spec import OutputShape
 
 def write_html(client: Client, job_id: str, out: Path, limit: int) -> int:
     view = client.status(job_id)
-    # a task this process does not know (registered elsewhere) is shown as text
-    spec = client.catalog.get(view.task) if view.task in client.catalog else None
-    adapter = adapter_for(spec.modality if spec else Modality.TEXT)
-    # span tasks draw their input (the context, the text) with the spans marked, detections
-    # their picture with the boxes
-    shape = spec.output if spec else None
-    needs_items = adapter.report_needs_items or shape in SPAN_OUTPUTS
+    drawing = drawing_for(client, view.task)
     rows = list(islice(client.results(job_id), limit))
     shown = {row["key"] for row in rows}  # only the rows drawn are kept in memory
-    items = (
-        {i.key: i for i in client.ledger.iter_items(job_id) if i.key in shown}
-        if needs_items
-        else {}
-    )
+    items = items_of(client, job_id, shown) if drawing.needs_items else {}
     body = [
         f"<h1>Sluice job {html.escape(job_id)}</h1>",
         f"<p>{html.escape(view.task)} with {html.escape(view.model)} "
@@ -48,13 +39,41 @@ def write_html(client: Client, job_id: str, out: Path, limit: int) -> int:
         "<table><tr><th>key</th><th>status</th><th>result</th><th>explanation</th></tr>",
     ]
     for row in rows:
-        body.append(_row(row, adapter, items.get(row["key"]), client, shape))
+        body.append(row_html(row, drawing.adapter, items.get(row["key"]), client, drawing.shape))
     body.append("</table>")
-    out.write_text(PAGE.format(title=f"Sluice {job_id}", body="\n".join(body)), encoding="utf-8")
+    out.write_text(
+        PAGE.format(title=f"Sluice {job_id}", body="\n".join(body), fonts=FONTS), encoding="utf-8"
+    )
     return len(rows)
 
 
-def _row(
+@dataclass(frozen=True)
+class Drawing:
+    """How a task's rows are drawn: by its modality's adapter, or by its output's shape."""
+
+    adapter: ModalityAdapter
+    shape: OutputShape | None
+
+    @property
+    def needs_items(self) -> bool:
+        """Span tasks draw their input (the context, the text) with the spans marked,
+        detections their picture with the boxes, images their picture under the heatmap."""
+        return self.adapter.report_needs_items or self.shape in SPAN_OUTPUTS
+
+
+def drawing_for(client: Client, task: str) -> Drawing:
+    # a task this process does not know (registered elsewhere) is shown as text
+    spec = client.catalog.get(task) if task in client.catalog else None
+    return Drawing(
+        adapter_for(spec.modality if spec else Modality.TEXT), spec.output if spec else None
+    )
+
+
+def items_of(client: Client, job_id: str, keys: set[str]) -> dict[str, Item]:
+    return {i.key: i for i in client.ledger.iter_items(job_id) if i.key in keys}
+
+
+def row_html(
     row: dict[str, Any],
     adapter: ModalityAdapter,
     item: Item | None,
@@ -81,7 +100,8 @@ def _row(
         cells.append(report_boxes.explanation_html(expl, item, client.settings))
     else:
         cells.append(adapter.explanation_html(expl, item, client.settings))
-    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+    # dir=auto: a cell of Arabic or Hebrew is laid out right to left
+    return "<tr>" + "".join(f"<td dir=auto>{c}</td>" for c in cells) + "</tr>"
 
 
 def _result(row: dict[str, Any]) -> str:
@@ -97,8 +117,15 @@ def _result(row: dict[str, Any]) -> str:
     return html.escape(json.dumps(out)[:200])
 
 
+# Named fonts of Debian's fonts-noto-core and fonts-noto-cjk (.ci/run installs them): Chinese,
+# Japanese and Arabic show as text, never as boxes; no web font is fetched.
+FONTS = (
+    '"Noto Sans", "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK KR", '
+    '"Noto Sans Arabic", "Noto Naskh Arabic", "Noto Sans Hebrew", sans-serif'
+)
+
 PAGE = """<!doctype html><html><head><meta charset=utf-8><title>{title}</title><style>
-body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+body{{font-family:{fonts};margin:2em}} table{{border-collapse:collapse}}
 td,th{{border-bottom:1px solid #ddd;padding:6px;vertical-align:top;text-align:left}}
 .chip{{padding:1px 3px;border-radius:3px;display:inline-block;margin:1px}}
 .bar{{padding:2px 4px;margin:1px 0}} .err{{color:#a00}} img{{image-rendering:pixelated}}

@@ -47,7 +47,7 @@ def result_html(output: dict[str, Any], item: Item | None, settings: Settings) -
         image, factor = _picture(item, settings)
     except (OSError, ValueError, MediaRefError) as exc:
         return f"{head}<br><i>image unavailable ({html.escape(str(exc))})</i>"
-    return f"{head}<br>{png(_outline(image, objects, factor))}"
+    return f"{head}<br>{png(_outline(image, objects, factor), 'the picture with the boxes found')}"
 
 
 def explanation_html(explanation: dict[str, Any], item: Item | None, settings: Settings) -> str:
@@ -66,6 +66,6 @@ def explanation_html(explanation: dict[str, Any], item: Item | None, settings: S
     for obj in boxes[:SHOWN_BOX_MAPS]:
         overlay = heatmap(obj["attributions"], rows, cols, image.size)
         shown = Image.alpha_composite(image.convert("LA").convert("RGBA"), overlay)
-        cells.append(png(_outline(shown, [obj], factor)))
+        cells.append(png(_outline(shown, [obj], factor), "the box explained, with its heatmap"))
     more = len(boxes) - SHOWN_BOX_MAPS
     return " ".join(cells) + (f" <small>(+{more} more in the row)</small>" if more > 0 else "")

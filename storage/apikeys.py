@@ -43,7 +43,7 @@ class NewKey:
     secret: str
 
 
-def _info(row: t.ApiKey) -> ApiKeyInfo:
+def key_info(row: t.ApiKey) -> ApiKeyInfo:
     created = utc(row.created_at)
     return ApiKeyInfo(
         row.id, row.tenant, row.name, created, row.revoked_at is not None, Role(row.role)
@@ -73,7 +73,7 @@ class ApiKeys:
         )
         with self._session.begin() as s:
             s.add(row)
-        return NewKey(_info(row), key, secret)
+        return NewKey(key_info(row), key, secret)
 
     def authenticate(self, key: str) -> ApiKeyInfo | None:
         """The live key with this value, or None. Looked up by hash: the key is never stored."""
@@ -83,7 +83,7 @@ class ApiKeys:
                 return None
             if row.role == Role.TENANT and row.tenant.lower() in RESERVED_TENANTS:
                 return None  # made before names were reserved: it would see operator jobs
-            return _info(row)
+            return key_info(row)
 
     def secret(self, key_id: str) -> str | None:
         with self._reader() as s:
@@ -94,7 +94,7 @@ class ApiKeys:
         if tenant is not None:
             query = query.where(t.ApiKey.tenant == tenant)
         with self._reader() as s:
-            return [_info(r) for r in s.scalars(query)]
+            return [key_info(r) for r in s.scalars(query)]
 
     def revoke(self, key_id: str) -> bool:
         with self._session.begin() as s:

@@ -47,7 +47,7 @@ UNLINKED = ("enrich_runs", "enrich_watermarks")
 # Tables with no row of any job's data (models, keys, secrets, counts, the audit itself).
 NOT_JOB_DATA = (
     "api_keys", "training_runs", "model_versions", "model_shares", "tenant_secrets",
-    "tenant_usage", "cluster_identity", "erasure_audit",
+    "tenant_usage", "cluster_identity", "erasure_audit", "console_sessions",
 )  # fmt: skip
 
 

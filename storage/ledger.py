@@ -22,6 +22,7 @@ from storage import tables as t
 from storage.admission import FairShare, admit
 from storage.clock import db_now, host_now, utc
 from storage.lineage import chunk_lineages, input_digest, job_part
+from storage.progress import NO_PROGRESS, Progress, job_progress
 from storage.receiving import Receiver, name_chunk
 from storage.result_cache import CacheWrite, insert_stored_outputs
 from storage.result_cache import store as store_in_cache
@@ -59,6 +60,16 @@ class JobView:
     lineage: dict[str, Any] | None = None  # what makes its rows, as of submit (lineage.py)
     retention_s: int | None = None  # its data goes this long after it ends (erasure.py)
     expires_at: datetime | None = None
+    progress: Progress = NO_PROGRESS  # its rate and ETA while it runs (storage/progress.py)
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds until it should end; None until that can be said (storage/progress.py)."""
+        return self.progress.eta_seconds
+
+    @property
+    def rows_per_s(self) -> float | None:
+        return self.progress.rows_per_s
 
     def as_dict(self) -> dict[str, Any]:
         elapsed = None
@@ -96,6 +107,8 @@ class JobView:
             # when its data goes (storage/erasure.py); None: kept until purged
             "retention_s": self.retention_s,
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            # rows/s weighted over the last minute and seconds left; None until known
+            **self.progress.as_dict(),
         }
 
 
@@ -122,7 +135,7 @@ class Stalled:
     lane: int = 0  # its job's lane: the queue it was sent to (schemas.queues.lane_queue)
 
 
-def job_view(job: t.Job) -> JobView:
+def job_view(job: t.Job, progress: Progress = NO_PROGRESS) -> JobView:
     """The public shape of a job row (shared with storage.tenancy)."""
     counts = JobCounts(
         total=job.total, ok=job.ok, invalid=job.invalid, error=job.error, cached=job.cached or 0
@@ -151,6 +164,7 @@ def job_view(job: t.Job) -> JobView:
         lineage=job.lineage,
         retention_s=job.retention_s,
         expires_at=utc(job.expires_at),
+        progress=progress,
     )
 
 
@@ -603,12 +617,12 @@ class Ledger:
             job = s.get(t.Job, job_id)
             if job is None:
                 raise JobNotFoundError(job_id)
-            return job_view(job)
+            return job_view(job, job_progress(s, job))
 
     def jobs(self, limit: int = 20) -> list[JobView]:
         with self._reader() as s:
             rows = s.scalars(select(t.Job).order_by(t.Job.created_at.desc()).limit(limit))
-            return [job_view(j) for j in rows]
+            return [job_view(j, job_progress(s, j)) for j in rows]
 
     def cancel(self, job_id: str) -> JobView:
         """Stop a job: chunks not yet finished are dropped; what is done stays done."""

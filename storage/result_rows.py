@@ -158,3 +158,21 @@ def split_embedding(text: str | None) -> tuple[dict[str, Any] | None, str]:
         return output, "null"
     embedding = output.pop(EMBEDDING)
     return output, json_codec.dumps(embedding)
+
+
+def results_after(job_id: str, after: int, status: str | None = None) -> Any:
+    """A job's (Result, Explanation) pairs with seq > after, in input order (keyset
+    pagination); only those of `status` when given. The caller adds the limit."""
+    query = (
+        select(t.Result, t.Explanation)
+        .outerjoin(
+            t.Explanation,
+            and_(
+                t.Explanation.job_id == t.Result.job_id,
+                t.Explanation.item_key == t.Result.item_key,
+            ),
+        )
+        .where(t.Result.job_id == job_id, t.Result.seq > after)
+        .order_by(t.Result.seq)
+    )
+    return query if status is None else query.where(t.Result.status == status)

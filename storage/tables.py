@@ -90,6 +90,7 @@ class Chunk(Base):
     __table_args__ = (
         Index("ix_chunks_state_lease", "state", "lease_expires_at"),
         Index("ix_chunks_state_enqueued", "state", "enqueued_at"),  # the sweeper's look
+        Index("ix_chunks_job_finished", "job_id", "finished_at"),  # a job's ETA (0016)
     )
 
     id: Mapped[str] = mapped_column(String(48), primary_key=True)
@@ -418,3 +419,16 @@ class ClusterIdentity(Base):
     ray_address: Mapped[str | None] = mapped_column(Text, nullable=True)
     ray_bound_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ray_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ConsoleSession(Base):
+    """A console sign-in (0016, storage/console_sessions.py): an API key exchanged for a
+    session cookie. Only the cookie's SHA-256 is kept; the session dies with its key."""
+
+    __tablename__ = "console_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))  # the form token of every action
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

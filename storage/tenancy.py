@@ -3,7 +3,7 @@ job is indistinguishable from a job that does not exist."""
 
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import sessionmaker
 
 from schemas.errors import JobNotFoundError
@@ -11,7 +11,8 @@ from schemas.jobs import Item
 from schemas.states import ItemStatus
 from storage import tables as t
 from storage.ledger import JobView, Ledger, job_view
-from storage.result_rows import result_row
+from storage.progress import job_progress
+from storage.result_rows import result_row, results_after
 
 
 class TenantReads:
@@ -23,19 +24,26 @@ class TenantReads:
             job = s.get(t.Job, job_id)
             if job is None or job.tenant != tenant:
                 raise JobNotFoundError(job_id)
-            return job_view(job)
+            return job_view(job, job_progress(s, job))
 
     def jobs(self, tenant: str, limit: int = 20) -> list[JobView]:
         """This tenant's newest jobs."""
         return self.every_tenants_jobs(tenant, limit)
 
-    def every_tenants_jobs(self, tenant: str | None, limit: int) -> list[JobView]:
-        """The newest jobs of one tenant, or (the operator's system view, None) of all."""
+    def every_tenants_jobs(
+        self, tenant: str | None, limit: int, status: str | None = None, task: str | None = None
+    ) -> list[JobView]:
+        """The newest jobs of one tenant, or (the operator's system view, None) of all; only
+        those of a status or task when given."""
         query = select(t.Job).order_by(t.Job.created_at.desc()).limit(limit)
         if tenant is not None:
             query = query.where(t.Job.tenant == tenant)
+        if status is not None:
+            query = query.where(t.Job.status == status)
+        if task is not None:
+            query = query.where(t.Job.task == task)
         with self._reader() as s:
-            return [job_view(j) for j in s.scalars(query)]
+            return [job_view(j, job_progress(s, j)) for j in s.scalars(query)]
 
     def models(self, tenant: str) -> list[dict[str, Any]]:
         """The models this tenant's jobs used (a tenant never sees another's)."""
@@ -59,19 +67,7 @@ class TenantReads:
 
     def results_page(self, job_id: str, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """Up to `limit` result rows with seq > after, in input order (keyset pagination)."""
-        query = (
-            select(t.Result, t.Explanation)
-            .outerjoin(
-                t.Explanation,
-                and_(
-                    t.Explanation.job_id == t.Result.job_id,
-                    t.Explanation.item_key == t.Result.item_key,
-                ),
-            )
-            .where(t.Result.job_id == job_id, t.Result.seq > after)
-            .order_by(t.Result.seq)
-            .limit(limit)
-        )
+        query = results_after(job_id, after).limit(limit)
         with self._reader() as s:
             return [(r.seq, result_row(r, e)) for r, e in s.execute(query)]
 

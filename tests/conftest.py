@@ -66,7 +66,8 @@ def database_url(
             text(
                 "TRUNCATE jobs, api_keys, enrich_watermarks, enrich_runs, enrich_retries, "
                 "training_runs, model_versions, model_shares, tenant_usage, job_keys, "
-                "result_cache, tenant_secrets, cluster_identity, erasure_audit, exports CASCADE"
+                "result_cache, tenant_secrets, cluster_identity, erasure_audit, exports, "
+                "console_sessions CASCADE"
             )
         )
     engine.dispose()

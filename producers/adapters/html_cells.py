@@ -22,7 +22,9 @@ def chips(tokens: list[str], scores: list[float]) -> str:
     )
 
 
-def png(image: Any) -> str:
+def png(image: Any, alt: str) -> str:
+    """The picture inline; `alt` says what it shows to who cannot see it."""
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    return f"<img src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f"<img src='data:image/png;base64,{data}' alt='{html.escape(alt)}'>"

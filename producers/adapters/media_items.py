@@ -180,7 +180,7 @@ def image_cell(explanation: dict[str, Any], item: Item | None, settings: Setting
         )
     overlay = heatmap(explanation["attributions"], rows, cols, image.size)
     blended = Image.alpha_composite(image.convert("LA").convert("RGBA"), overlay)
-    return f"{png(image)} {png(blended)}"
+    return f"{png(image, 'the picture')} {png(blended, 'saliency heatmap over the picture')}"
 
 
 def upright_image(item: Item | None, settings: Settings) -> Any:

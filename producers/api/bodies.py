@@ -41,6 +41,14 @@ class JobOut(BaseModel):
     explainer: dict[str, Any] | None = Field(
         None, description="how its rows are explained: the method and its steps; null: not"
     )
+    rows_per_s: float | None = Field(
+        None, description="rows per second, weighted over the last minute; null until known"
+    )
+    eta_seconds: float | None = Field(
+        None,
+        description="seconds until it should end, from that rate; null until 1 % of its rows "
+        "are done and two chunks have ended in the last minute, and once it has ended",
+    )
     parent_job_id: str | None = None
     callback: dict[str, Any] | None = None
 
