@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from producers.adapters.base import ModalityAdapter, ReadOptions, need_column
-from producers.adapters.html_cells import chips, png
+from producers.adapters.html_cells import png
+from producers.adapters.waveform import waveform_cell
 from producers.readers import iter_build_items
 from producers.training_checks import need, problems
 from schemas.errors import InputFileError, MediaRefError
@@ -153,13 +154,13 @@ class MediaItems(ModalityAdapter):
 
     @property
     def report_needs_items(self) -> bool:
-        return self.modality is Modality.IMAGE
+        return True  # a picture under its heatmap, a waveform under its segments
 
     def explanation_html(
         self, explanation: dict[str, Any], item: Item | None, settings: Settings
     ) -> str:
         if self.modality is not Modality.IMAGE:  # audio: attribution per time segment
-            return chips(explanation.get("tokens") or [], explanation.get("attributions") or [])
+            return waveform_cell(explanation, clip_bytes(item, settings))
         return image_cell(explanation, item, settings)
 
 
@@ -181,6 +182,13 @@ def image_cell(explanation: dict[str, Any], item: Item | None, settings: Setting
     overlay = heatmap(explanation["attributions"], rows, cols, image.size)
     blended = Image.alpha_composite(image.convert("LA").convert("RGBA"), overlay)
     return f"{png(image, 'the picture')} {png(blended, 'saliency heatmap over the picture')}"
+
+
+def clip_bytes(item: Item | None, settings: Settings) -> bytes | None:
+    try:
+        return source_bytes(item, settings)
+    except (OSError, ValueError, MediaRefError):
+        return None
 
 
 def upright_image(item: Item | None, settings: Settings) -> Any:

@@ -156,6 +156,8 @@ def test_each_modality_shows_its_result_beside_its_explanation(page: Any, site: 
     page.goto(site.url + f"/console/jobs/{audio_job}")
     segments = page.locator(".results .chip")
     assert segments.all_inner_texts() == ["0.0-0.5s", "0.5-1.0s", "1.0-1.5s", "1.5-2.0s"]
+    waveform = page.locator(".results img[alt^='the waveform']")
+    assert waveform.evaluate("e => e.naturalWidth") == 480  # the segments drawn over the clip
 
     page.goto(site.url + f"/console/jobs/{record_job}")
     assert page.locator(".results .bar").first.inner_text().startswith("age = 42")
@@ -190,7 +192,8 @@ def write_wav(path: Path) -> None:
     import numpy as np
     import soundfile as sf
 
-    tone = np.sin(np.linspace(0, 2 * np.pi * 440 * 2, 32000)).astype("float32")
+    t = np.linspace(0, 2, 32000)  # 2 s: a 440 Hz tone swelling and fading twice
+    tone = (np.sin(2 * np.pi * 440 * t) * np.abs(np.sin(np.pi * t))).astype("float32")
     buf = io.BytesIO()
     sf.write(buf, tone, 16000, format="WAV")
     path.write_bytes(buf.getvalue())
