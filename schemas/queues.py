@@ -13,9 +13,8 @@ PROCESS_CHUNK = "sluice.process_chunk"
 SWEEP = "sluice.sweep"
 RETENTION = "sluice.retention"  # removes jobs whose retention has passed (erasure.py)
 TRAIN_TASK = "sluice.train_model"
-# Lists the model actors alive into Redis (workers/actor_census.py) for the console's system
-# view: the key, and how long a census stays true if no later one replaces it.
-ACTOR_CENSUS = "sluice.actor_census"
+# The model actors alive, listed into Redis by the workers (workers/actor_census.py) for the
+# console's system view: the key, how often, and how long a census stays true unrefreshed.
 ACTOR_CENSUS_KEY = "sluice:actor-census"
 ACTOR_CENSUS_EVERY_S = 15.0
 ACTOR_CENSUS_TTL_S = 3 * ACTOR_CENSUS_EVERY_S

@@ -7,8 +7,6 @@ from celery import Celery
 from schemas.catalog import Catalog
 from schemas.errors import ConfigError
 from schemas.queues import (
-    ACTOR_CENSUS,
-    ACTOR_CENSUS_EVERY_S,
     CALLBACK_QUEUE,
     CONTROL_QUEUE,
     DELIVER_CALLBACK,
@@ -19,7 +17,6 @@ from schemas.queues import (
 )
 from schemas.settings import Settings
 from schemas.stack import Endpoints, broker_transport_options, require_broker
-from workers.actor_census import register_census
 from workers.callback_task import register_callback_task
 from workers.chunk_task import WorkerState, register_chunk_task
 from workers.retention_task import register_retention
@@ -86,11 +83,6 @@ def create_app(settings: Settings, endpoints: Endpoints) -> Celery:
                 "schedule": settings.sweep_interval,
                 "options": {"queue": CONTROL_QUEUE, "expires": settings.sweep_interval},
             },
-            "sluice-actor-census": {
-                "task": ACTOR_CENSUS,
-                "schedule": ACTOR_CENSUS_EVERY_S,
-                "options": {"queue": CONTROL_QUEUE, "expires": ACTOR_CENSUS_EVERY_S},
-            },
             "sluice-retention": {
                 "task": RETENTION,
                 "schedule": settings.retention_interval,
@@ -102,7 +94,6 @@ def create_app(settings: Settings, endpoints: Endpoints) -> Celery:
     register_chunk_task(app, state)
     register_training(app, settings, endpoints)
     register_sweep(app, state)
-    register_census(app, state)
     register_retention(app, state)
     register_callback_task(app, state)
     return app

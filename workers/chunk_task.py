@@ -38,6 +38,7 @@ from storage.media_sources import item_bytes
 from storage.object_store import ObjectStore
 from storage.result_cache import CacheScope, CacheWrite, ResultCache, answer, item_digest
 from storage.usage import ChunkUsage
+from workers.actor_census import report_actors
 from workers.actor_work import run_chunk
 from workers.callback_delivery import callback_sender, enqueue_due
 from workers.cluster_guard import RayGuard
@@ -105,6 +106,7 @@ class WorkerState:
         actors.connect(
             self.endpoints.ray_address, self.endpoints.ray_auth_token_path, self.outside_code
         )
+        report_actors(self.endpoints.broker_url)  # for the console (workers/actor_census.py)
 
     @cached_property
     def ray_guard(self) -> RayGuard:

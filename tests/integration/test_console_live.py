@@ -37,7 +37,7 @@ def test_the_console_shows_a_live_systems_job_worker_and_model_actor(client: Cli
         shown = web.get("/console/system").text
         return shown if "zero-shot-text" in shown and "<td>alive</td>" in shown else None
 
-    # the census runs every 15 s in the beat worker: the page shows it once one has run
+    # the worker that ran the job takes a census every 15 s: the page shows it once it has
     system = wait_until(system_with_the_actor, 60, "the actor census to list the model")
     assert "Broker: <b>up</b>" in system
     workers = re.search(r"<h2>Workers</h2>\s*<ul>(.*?)</ul>", system, re.S)

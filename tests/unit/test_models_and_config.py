@@ -43,9 +43,6 @@ def test_celery_is_configured_for_at_least_once_json_delivery():
     assert conf.accept_content == ["json"] and conf.task_serializer == "json"
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
     assert "sluice.process_chunk" in app.tasks and "sluice.sweep" in app.tasks
-    # the console's list of model actors is refreshed by the beat (workers/actor_census.py)
-    census = [e for e in conf.beat_schedule.values() if e["task"] == "sluice.actor_census"]
-    assert census and census[0]["schedule"] == 15.0 and "sluice.actor_census" in app.tasks
 
 
 def test_worker_refuses_a_visibility_timeout_shorter_than_a_chunk():
