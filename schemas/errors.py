@@ -33,9 +33,11 @@ about it.
     ├── RuntimeError
     │   └── IsolationUnfinished        worker control flow: retry the chunk isolated
     ├── LeaseLost                      worker control flow: another worker owns the run
-    └── WorkCancelled                  worker control flow: the chunk's Ray work was cancelled
+    ├── WorkCancelled                  worker control flow: the chunk's Ray work was cancelled
+    └── NotSignedIn                    a console page without a live session: the sign-in page
 
-The last three never reach a user: the worker that raises them also catches them.
+IsolationUnfinished, LeaseLost and WorkCancelled never reach a user: the worker that raises
+them also catches them; NotSignedIn is answered with the console's sign-in page (or a 401).
 """
 
 
@@ -201,3 +203,8 @@ class ClusterMismatchError(ConfigError):
 class PiiModelMissingError(ConfigError):
     """A job's redaction acts on names, places or organisations, which only the entity model
     (SLUICE_PII_MODEL) finds, and this server has none configured."""
+
+
+class NotSignedIn(Exception):
+    """A console page asked for without a live session (ops/console): a page is answered
+    with the sign-in page, a script's request with 401."""

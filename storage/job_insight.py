@@ -44,9 +44,19 @@ class ChunkLine:
         cancelled: what the timeline draws."""
         if self.state == ChunkState.DEAD:
             return "dead-lettered"
-        if self.state in (ChunkState.QUEUED, ChunkState.RUNNING) and self.attempts > 1:
-            return "retried"
-        return self.state
+        return phase_of(self.state, self.attempts)
+
+
+def phase_of(state: str, attempts: int) -> str:
+    """A chunk's phase on the timeline: a queued chunk that was tried before, or a running
+    one past its first try, is `retried`; a dead one `dead-lettered`."""
+    if state == ChunkState.DEAD:
+        return "dead-lettered"
+    if (state == ChunkState.QUEUED and attempts >= 1) or (
+        state == ChunkState.RUNNING and attempts > 1
+    ):
+        return "retried"
+    return state
 
 
 @dataclass(frozen=True)
@@ -104,8 +114,15 @@ class JobInsight:
     def timeline(
         self, job_id: str, limit: int = TIMELINE_LIMIT
     ) -> tuple[dict[str, int], list[ChunkLine]]:
-        """Chunks per phase, and the first `limit` chunks in order."""
+        """Chunks per phase (counted in the database), and the first `limit` chunks."""
+        tried = (t.Chunk.attempts > 1).label("tried")
+        began = (t.Chunk.attempts >= 1).label("began")
         with self._reader() as s:
+            counts = s.execute(
+                select(t.Chunk.state, began, tried, func.count())
+                .where(t.Chunk.job_id == job_id)
+                .group_by(t.Chunk.state, began, tried)
+            ).all()
             chunks = s.execute(
                 select(
                     t.Chunk.seq,
@@ -119,16 +136,16 @@ class JobInsight:
                 )  # fmt: skip
                 .where(t.Chunk.job_id == job_id)
                 .order_by(t.Chunk.seq)
-            )
-            phases: dict[str, int] = {}
-            lines: list[ChunkLine] = []
-            for seq, state, size, attempts, enq, claimed, fin, err in chunks:
-                line = ChunkLine(
-                    seq, state, size, attempts or 0, utc(enq), utc(claimed), utc(fin), err
-                )
-                phases[line.phase] = phases.get(line.phase, 0) + 1
-                if len(lines) < limit:
-                    lines.append(line)
+                .limit(limit)
+            ).all()
+        phases: dict[str, int] = {}
+        for state, was_begun, was_tried, n in counts:
+            phase = phase_of(state, 2 if was_tried else 1 if was_begun else 0)
+            phases[phase] = phases.get(phase, 0) + int(n)
+        lines = [
+            ChunkLine(seq, state, size, attempts or 0, utc(enq), utc(claimed), utc(fin), err)
+            for seq, state, size, attempts, enq, claimed, fin, err in chunks
+        ]
         return phases, lines
 
     def results(self, job_id: str, after: int, limit: int, where: ResultFilter) -> ResultsPage:
@@ -137,7 +154,8 @@ class JobInsight:
         them per page (then the page ends early, with a cursor to go on)."""
         rows: list[dict[str, Any]] = []
         last = after
-        for seq, row in self._rows(job_id, after, where.status, SCAN_LIMIT):
+        scan = SCAN_LIMIT if where.by_output else limit  # status filters in the database
+        for seq, row in self._rows(job_id, after, where.status, scan):
             last = seq
             if where.admits(row):
                 rows.append(row)

@@ -21,10 +21,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 log = logging.getLogger("sluice.worker")
 
 
-class ReleasedChannelError(RedisConnectionError):
-    """A kombu Redis channel used after its broker connection was released."""
-
-
 def released(channel: Any) -> bool:
     transport = getattr(channel, "connection", None)
     return transport is None or getattr(transport, "client", None) is None
@@ -42,13 +38,15 @@ def tolerate_a_vanished_broker() -> None:
 
     def guarded_connparams(self: Any, asynchronous: bool = False) -> Any:
         if released(self):
-            raise ReleasedChannelError("the broker connection behind this channel is gone")
+            raise RedisConnectionError("the broker connection behind this kombu channel is gone")
         return connparams(self, asynchronous)
 
     def tolerant_restore_unacked(self: Any, client: Any = None) -> Any:
         try:
             return restore_unacked(self, client)
-        except ReleasedChannelError:
+        except RedisConnectionError:
+            if not released(self.channel):
+                raise
             # Nothing can be restored to a broker that is gone: see the module's docstring.
             log.warning("broker gone while closing: unacked messages are left to the sweeper")
             return None

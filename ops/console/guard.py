@@ -13,16 +13,13 @@ from typing import Annotated
 
 from fastapi import Depends, Form, HTTPException, Request, Response
 
+from schemas.errors import NotSignedIn
 from storage.apikeys import ApiKeyInfo
 from storage.console_sessions import ConsoleSessions, SignedIn
 
 SESSION_COOKIE = "sluice_console"
 SIGN_IN_COOKIE = "sluice_console_sign_in"
 COOKIE_PATH = "/console"
-
-
-class NotSignedIn(Exception):
-    """A page asked for without a live session: answered with the sign-in page."""
 
 
 def sessions(request: Request) -> ConsoleSessions:
@@ -75,8 +72,9 @@ def with_sign_in_token(request: Request, response: Response, token: str) -> Resp
     return response
 
 
-def new_token() -> str:
-    return secrets.token_urlsafe(24)
+def sign_in_token(request: Request) -> str:
+    """The browser's sign-in token if it has one (several sign-in tabs share it), else new."""
+    return request.cookies.get(SIGN_IN_COOKIE) or secrets.token_urlsafe(24)
 
 
 def sign_in_token_matches(request: Request, given: str) -> bool:

@@ -3,11 +3,12 @@ timeline, results (filtered by status, label and score, paged) beside their expl
 downloads in every export format, cancel and retry of the failed rows."""
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from markupsafe import Markup
 from starlette.background import BackgroundTask
@@ -16,6 +17,7 @@ from ops.console.guard import CheckedAction, Visitor
 from ops.console.progress_view import progress_of
 from ops.console.render import page, svc
 from ops.report import drawing_for, items_of, row_html, write_html
+from producers.api.job_control import MAX_SEQ
 from schemas.errors import RetryRefusedError
 from schemas.states import ItemStatus
 from storage import export
@@ -48,7 +50,7 @@ def job_page(
     label: Annotated[str, Query(max_length=200)] = "",
     score_min: Annotated[str, Query(max_length=32)] = "",
     score_max: Annotated[str, Query(max_length=32)] = "",
-    after: Annotated[int, Query(ge=-1)] = -1,
+    after: Annotated[int, Query(ge=-1, le=MAX_SEQ)] = -1,
 ) -> Response:
     s = svc(request)
     view = s.reads.job(signed.key.tenant, job_id)  # 404 for another tenant's job
@@ -88,6 +90,7 @@ def job_page(
         statuses=[v.value for v in ItemStatus],
         downloads=DOWNLOADS,
         retryable=view.status.finished and view.counts.error > 0,
+        once=f"console-retry-{secrets.token_urlsafe(16)}",
     )
 
 
@@ -127,11 +130,17 @@ def cancel(request: Request, job_id: str, checked: CheckedAction) -> RedirectRes
 
 
 @router.post("/jobs/{job_id}/retry")
-def retry(request: Request, job_id: str, checked: CheckedAction) -> RedirectResponse:
+def retry(
+    request: Request,
+    job_id: str,
+    checked: CheckedAction,
+    once: Annotated[str | None, Form(max_length=64)] = None,
+) -> RedirectResponse:
+    """`once`: the form's own idempotency key, so a form sent twice makes one retry job."""
     s = svc(request)
     s.reads.job(checked.key.tenant, job_id)
     try:
-        new_id = s.client.retry(job_id, checked.key.tenant, api_key_id=checked.key.id)
+        new_id = s.client.retry(job_id, checked.key.tenant, once or None, api_key_id=checked.key.id)
     except RetryRefusedError as exc:
         raise HTTPException(409, str(exc)) from None
     return RedirectResponse(f"/console/jobs/{new_id}", status_code=303)

@@ -42,7 +42,7 @@ def jobs_page(
 def progress(
     request: Request,
     signed: Visitor,
-    ids: Annotated[list[str], Query(max_length=64)] = [],  # noqa: B006 (FastAPI's idiom)
+    ids: Annotated[list[str], Query(max_length=LISTED)] = [],  # noqa: B006 (FastAPI's idiom)
 ) -> dict[str, Any]:
     reads = svc(request).reads
     out: dict[str, Any] = {}

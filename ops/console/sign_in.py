@@ -10,9 +10,9 @@ from ops.console.guard import (
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
     CheckedAction,
-    new_token,
     sessions,
     set_cookie,
+    sign_in_token,
     sign_in_token_matches,
     with_sign_in_token,
 )
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/console")
 
 
 def _form(request: Request, error: str | None = None, status: int = 200) -> Response:
-    token = new_token()
+    token = sign_in_token(request)
     response = page(request, "sign_in.html", None, status_code=status, error=error, token=token)
     return with_sign_in_token(request, response, token)
 
@@ -41,6 +41,7 @@ def sign_in(
 ) -> Response:
     if not sign_in_token_matches(request, token):
         return _form(request, "The sign-in form expired or came from elsewhere: try again.", 403)
+    sessions(request).sign_out(request.cookies.get(SESSION_COOKIE))  # the browser's last one
     session = sessions(request).sign_in(api_key.strip())
     if session is None:
         return _form(request, "Unknown or revoked API key.", 401)

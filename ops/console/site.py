@@ -6,15 +6,15 @@ create_site(settings) -> FastAPI   # what `sluice api` runs
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from ops.console import job_pages, jobs_pages, model_pages, sign_in, system_page
-from ops.console.guard import NotSignedIn
 from producers.api import create_app
 from producers.client import Client
+from schemas.errors import NotSignedIn
 from schemas.settings import Settings
 from storage.console_sessions import ConsoleSessions
 from storage.job_insight import JobInsight
@@ -71,7 +71,13 @@ def install_console(app: FastAPI) -> None:
     def home() -> RedirectResponse:
         return RedirectResponse("/console/jobs", status_code=303)
 
-    async def sign_in_first(_request: Request, _exc: Exception) -> Response:
+    async def sign_in_first(request: Request, _exc: Exception) -> Response:
+        # a page goes to the sign-in page; a script's request (the progress poll) gets 401,
+        # never a sign-in page that would renew the sign-in form's token under another tab
+        if request.headers.get("sec-fetch-mode", "navigate") != "navigate" or (
+            request.url.path.endswith(".json")
+        ):
+            return JSONResponse({"detail": "signed out: sign in again"}, status_code=401)
         return RedirectResponse("/console/sign-in", status_code=303)
 
     app.add_exception_handler(NotSignedIn, sign_in_first)

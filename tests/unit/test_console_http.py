@@ -13,7 +13,7 @@ from producers import Client, RecordingDispatcher
 from schemas.jobs import Item
 from schemas.settings import Settings
 from storage.apikeys import ApiKeys
-from tests.browser.console_jobs import labelled, settle
+from tests.browser.console_jobs import failing_when, labelled, settle
 
 
 @pytest.fixture
@@ -107,3 +107,64 @@ def test_downloads_in_every_export_format(client: Client, fmt: str):
     answer = signed_in(client, key).get(f"/console/jobs/{job}/download/{fmt}")
     assert answer.status_code == 200 and (b"row-1" in answer.content or fmt == "parquet")
     assert f'filename="{job}.{fmt}"' in answer.headers["content-disposition"]
+
+
+def test_a_signed_out_poll_gets_401_and_leaves_the_sign_in_form_working(client: Client):
+    """An old tab polling after its session ended must not renew the sign-in form's token
+    under another tab (which would then be refused)."""
+    key = ApiKeys(client.ledger.engine).create("acme").key
+    web = TestClient(create_site(client=client), base_url="http://127.0.0.1")
+    token = re.search(r'name="token" value="([^"]+)"', web.get("/console/sign-in").text)
+    assert token
+    poll = web.get("/console/progress.json?ids=x", headers={"sec-fetch-mode": "cors"})
+    assert poll.status_code == 401
+    assert web.get("/console/progress.json?ids=x").status_code == 401  # by its path too
+    answer = web.post(
+        "/console/sign-in", data={"api_key": key, "token": token.group(1)}, follow_redirects=False
+    )
+    assert answer.status_code == 303
+
+
+def test_bounds_are_answered_not_crashed_on(client: Client):
+    key = ApiKeys(client.ledger.engine).create("acme").key
+    web = signed_in(client, key)
+    job = client.submit_items([Item(key="a", text="x")], task="embed", tenant="acme")
+    many = "&".join(f"ids={job}" for _ in range(100))  # a list page's worth of bars
+    assert web.get(f"/console/progress.json?{many}").json()["jobs"].keys() == {job}
+    assert web.get(f"/console/jobs/{job}?after=99999999999999999999").status_code == 422
+
+
+def test_a_retry_form_sent_twice_makes_one_retry_job(client: Client):
+    key = ApiKeys(client.ledger.engine).create("acme").key
+    web = signed_in(client, key)
+    job = client.submit_items(
+        [Item(key=f"k{i}", text=f"BOOM {i}" if i else "fine") for i in range(3)],
+        task="embed",
+        tenant="acme",
+    )
+    settle(client.ledger, job, failing_when("BOOM"))
+    page = web.get(f"/console/jobs/{job}").text
+    once = re.search(r'name="once" value="([^"]+)"', page)
+    assert once
+    form = {"csrf": csrf_of(web), "once": once.group(1)}
+    first = web.post(f"/console/jobs/{job}/retry", data=form, follow_redirects=False)
+    again = web.post(f"/console/jobs/{job}/retry", data=form, follow_redirects=False)
+    assert first.headers["location"] == again.headers["location"] != f"/console/jobs/{job}"
+    retries = [v for v in client.ledger.jobs() if v.parent_job_id == job]
+    assert len(retries) == 1 and retries[0].counts.total == 2
+
+
+def test_the_timeline_names_a_chunk_sent_back_after_a_failed_try_retried(client: Client):
+    from sqlalchemy import update
+
+    from storage import tables as t
+
+    key = ApiKeys(client.ledger.engine).create("acme").key
+    client.settings.chunk_size = 1
+    job = client.submit_items(
+        [Item(key=f"k{i}", text="x") for i in range(3)], task="embed", tenant="acme"
+    )
+    with client.ledger.engine.begin() as c:  # chunk 0 failed once and waits to run again
+        c.execute(update(t.Chunk).where(t.Chunk.job_id == job, t.Chunk.seq == 0).values(attempts=1))
+    page = signed_in(client, key).get(f"/console/jobs/{job}").text
+    assert "retried: 1" in page and "queued: 2" in page

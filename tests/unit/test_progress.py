@@ -2,6 +2,7 @@
 and the API's `rows_per_s` / `eta_seconds` show. The estimator on known timelines, then the
 ledger's reading of real chunk ends (SQLite, and PostgreSQL when configured)."""
 
+import math
 from datetime import timedelta
 from pathlib import Path
 
@@ -55,6 +56,29 @@ def test_recent_chunks_weigh_more_than_older_ones():
     assert rate is not None and 16.0 < rate < 20.0
 
 
+def test_chunks_ending_together_count_over_the_time_they_took():
+    """Eight workers end eight chunks of 100 rows within 70 ms, 30 s after the job began:
+    about 26.7 rows/s, not thousands; and no rate from milliseconds of work alone."""
+    began, now = 1000.0, 1030.1
+    burst = [(1030.0 + 0.01 * i, 100) for i in range(8)]
+    rate = estimate(burst, 800, 10_000, now, running=True, anchor=began).rows_per_s
+    assert rate == pytest.approx(800 / 30.07, rel=0.02)
+    assert estimate(burst, 800, 10_000, now, running=True).rows_per_s is None  # 70 ms of work
+
+
+def test_an_anchor_before_the_window_counts_from_the_windows_start():
+    """The end before the window anchors the first one inside it; only the part of that
+    interval inside the window counts, with the rows in proportion."""
+    now = 1000.0
+    ends = [(now - 30.0, 30), (now, 30)]  # 30 rows per 30 s... after a 90 s gap before
+    full = estimate(ends, 500, 1000, now, True, anchor=now - 120.0).rows_per_s
+    clipped = estimate(ends, 500, 1000, now, True, anchor=now - 120.0, since=now - 60.0)
+    assert clipped.rows_per_s == pytest.approx(
+        (30 * 30 / 90 * math.exp(-30 / 20) + 30) / (30 * math.exp(-30 / 20) + 30), rel=1e-6
+    )
+    assert full is not None and full < clipped.rows_per_s  # type: ignore[operator]
+
+
 def test_a_stalled_job_shows_a_growing_eta():
     """Nothing has ended for longer than any gap seen: the rate falls, the ETA grows, it never
     points at a moment already past."""
@@ -69,8 +93,8 @@ def test_a_stalled_job_shows_a_growing_eta():
 
 def settle(ledger: Ledger, job_id: str, chunks: int, every_s: float) -> None:
     """End the job's first `chunks` chunks as a worker does, then date their ends every
-    `every_s` seconds up to now (database time), the first one 5 minutes ago: outside the
-    window, so not read."""
+    `every_s` seconds up to now (database time), the job's first claim `every_s` before
+    the first end: a steady pace."""
     with ledger.engine.begin() as c:
         ids = c.scalars(
             select(t.Chunk.id).where(t.Chunk.job_id == job_id).order_by(t.Chunk.seq)
@@ -81,9 +105,10 @@ def settle(ledger: Ledger, job_id: str, chunks: int, every_s: float) -> None:
     with ledger.engine.begin() as c:
         now = db_now(c)
         for i, chunk in enumerate(ids):
-            ago = 300 if i == 0 else every_s * (len(ids) - 1 - i)
-            at = now - timedelta(seconds=ago)
+            at = now - timedelta(seconds=every_s * (len(ids) - 1 - i))
             c.execute(update(t.Chunk).where(t.Chunk.id == chunk).values(finished_at=at))
+        began = now - timedelta(seconds=every_s * len(ids))
+        c.execute(update(t.Job).where(t.Job.id == job_id).values(started_at=began))
 
 
 def test_the_ledger_reads_the_last_minute_of_chunk_ends(ledger: Ledger):

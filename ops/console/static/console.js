@@ -4,6 +4,7 @@
 (function () {
   "use strict";
   var POLL_MS = 1000;
+  var signedOut = false;
 
   function unfinished() {
     return Array.prototype.slice.call(
@@ -30,7 +31,10 @@
     if (!bars.length) { return; }
     var ids = bars.map(function (b) { return "ids=" + encodeURIComponent(b.getAttribute("data-job")); });
     fetch("/console/progress.json?" + ids.join("&"), { credentials: "same-origin" })
-      .then(function (r) { return r.ok ? r.json() : { jobs: {} }; })
+      .then(function (r) {
+        if (r.status === 401) { signedOut = true; }  // the session ended: stop asking
+        return r.ok ? r.json() : { jobs: {} };
+      })
       .then(function (body) {
         bars.forEach(function (bar) {
           var p = body.jobs[bar.getAttribute("data-job")];
@@ -38,7 +42,7 @@
         });
       })
       .catch(function () { /* the next poll tries again */ })
-      .then(function () { window.setTimeout(poll, POLL_MS); });
+      .then(function () { if (!signedOut) { window.setTimeout(poll, POLL_MS); } });
   }
 
   document.addEventListener("DOMContentLoaded", function () { window.setTimeout(poll, POLL_MS); });
