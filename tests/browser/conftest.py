@@ -58,8 +58,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 FAILED = pytest.StashKey[bool]()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
+    """One chromium for this folder's tests, closed after them: Playwright's sync API keeps
+    an asyncio loop running in this thread while it is open, and later tests' asyncio.run()
+    must find none."""
     executable = chromium_path()
     check_fonts()
     need(importlib.util.find_spec("playwright"), "Playwright is not installed: make install")
