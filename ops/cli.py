@@ -10,6 +10,7 @@ import click
 from pydantic import ValidationError
 
 from ops.cache_cli import register_cache_commands
+from ops.listen_cli import register_listen_command
 from ops.pii_cli import register_pii_commands
 from ops.task_options import param_values, with_param_options
 from ops.train_cli import register_training_commands
@@ -675,6 +676,7 @@ def enrich(
 register_training_commands(main, models, TaskName())
 register_cache_commands(main)  # `sluice cache stats|clear`
 register_pii_commands(main)  # `sluice pii types|key|forget-secret`
+register_listen_command(main)  # `sluice listen PIPELINES_FILE`
 
 
 if __name__ == "__main__":

@@ -357,20 +357,11 @@ class Client:
         ahead = list(islice(batches, 2))
         if not ahead:
             raise SluiceError(f"{source}: no items to process")
-        require_broker(self.endpoints)  # early: before a model is resolved (it may download)
-        ref = ref or self.resolve_model(model, task, tenant)
-        if ref.loads:
-            params["model_path"] = ref.load_from
-        if ref.registry:
-            params["registry"] = ref.registry
-        with_input_roots(params, self.settings, tenant)
-        if not cache:  # the model runs for every row, and the cache learns its results
-            params[RESULT_CACHE_PARAM] = False
-        job = JobSpec(
-            task=task,
-            model=ref.name,
-            model_version=ref.version,
-            params=params,
+        job = self._job_spec(
+            task,
+            params,
+            ref or model,
+            cache=cache,
             explain=explain,
             priority=priority,
             source=source,
@@ -379,10 +370,70 @@ class Client:
             callback_url=callback_url,
             parent_job_id=parent_job_id,
             idempotency_key=idempotency_key,
-            lineage=model_refs.job_lineage(ref, self.settings.data_dir),
             retention_s=retention_s,
         )
         return self._record_and_send(job, chain(ahead, batches))
+
+    def standing_job_spec(
+        self,
+        task: str,
+        *,
+        model: str | None = None,
+        explain: str = "none",
+        tenant: str | None = None,
+        source: str,
+        **task_params: Any,
+    ) -> JobSpec:
+        """The job an event pipeline's events join (storage/standing_jobs.py): checked and
+        resolved as a submit's is, with no items yet."""
+        params = checked_params(
+            self.catalog.get(task),
+            self.settings,
+            explain=explain,
+            priority=5,
+            texts={"model": model},
+            task_params=task_params,
+        )
+        return self._job_spec(
+            task,
+            params,
+            model,
+            explain=explain,
+            source=source,
+            tenant=tenant or "default",
+            retention_s=job_retention_s(None, self.settings, tenant),
+        )
+
+    def _job_spec(
+        self,
+        task: str,
+        params: dict[str, Any],
+        model: "str | model_refs.ModelRef | None",
+        *,
+        cache: bool = True,
+        **fields: Any,
+    ) -> JobSpec:
+        """A job of checked `params`: its model resolved, where it loads from and what may be
+        read recorded in the params, and its lineage."""
+        require_broker(self.endpoints)  # early: before a model is resolved (it may download)
+        tenant = fields["tenant"]
+        ref = model if isinstance(model, model_refs.ModelRef) else None
+        ref = ref or self.resolve_model(model, task, tenant)  # type: ignore[arg-type]
+        if ref.loads:
+            params["model_path"] = ref.load_from
+        if ref.registry:
+            params["registry"] = ref.registry
+        with_input_roots(params, self.settings, tenant)
+        if not cache:  # the model runs for every row, and the cache learns its results
+            params[RESULT_CACHE_PARAM] = False
+        return JobSpec(
+            task=task,
+            model=ref.name,
+            model_version=ref.version,
+            params=params,
+            lineage=model_refs.job_lineage(ref, self.settings.data_dir),
+            **fields,
+        )
 
     def retry(
         self,

@@ -10,6 +10,8 @@ about it.
     │   │   └── PiiModelMissingError   names asked for, and no SLUICE_PII_MODEL to find them
     │   ├── InputFileError
     │   │   └── DuplicateKeysError
+    │   ├── PipelineFileError          a pipelines file (sluice listen) with mistakes, by line
+    │   ├── BusError                   a message bus refused or lost a connection or publish
     │   ├── ModelError
     │   │   ├── ModelNotFoundError
     │   │   │   └── UnknownRegisteredModelError  (also a RegistryError)
@@ -47,6 +49,15 @@ class SluiceError(Exception):
 
 class ConfigError(SluiceError):
     """The settings are inconsistent or a service cannot be reached."""
+
+
+class PipelineFileError(SluiceError):
+    """A pipelines file `sluice listen` cannot run: each mistake on a line `FILE:LINE: ...`."""
+
+
+class BusError(SluiceError):
+    """A message bus (RabbitMQ, NATS, MQTT) refused a connection, a declaration or a publish;
+    the listener reconnects with backoff."""
 
 
 class SchemaVersionError(ConfigError):

@@ -39,11 +39,14 @@ from storage.tenant_secrets import tenant_secret
 log = logging.getLogger("sluice.erasure")
 
 # Tables whose rows go with their job row (ON DELETE CASCADE).
-CASCADED = ("chunks", "results", "explanations", "callback_deliveries", "result_cache", "exports")
+CASCADED = (
+    "chunks", "results", "explanations", "callback_deliveries", "result_cache", "exports",
+    "pipeline_inbox",
+)  # fmt: skip
 # Tables holding a job's data by its id, without a foreign key.
 BY_JOB_ID = ("job_keys", "enrich_retries")
 # Tables that name a job but hold none of its rows' data: the id is set to null.
-UNLINKED = ("enrich_runs", "enrich_watermarks")
+UNLINKED = ("enrich_runs", "enrich_watermarks", "pipeline_jobs")
 # Tables with no row of any job's data (models, keys, secrets, counts, the audit itself).
 NOT_JOB_DATA = (
     "api_keys", "training_runs", "model_versions", "model_shares", "tenant_secrets",
@@ -226,7 +229,7 @@ class Erasure:
             rows = s.scalar(select(func.count()).where(t.Result.job_id == job_id)) or 0
             for table in (t.JobKey, t.EnrichRetry):
                 s.execute(delete(table).where(table.job_id == job_id))
-            for linked in (t.EnrichRun, t.EnrichWatermark):
+            for linked in (t.EnrichRun, t.EnrichWatermark, t.PipelineJob):
                 s.execute(update(linked).where(linked.job_id == job_id).values(job_id=None))
             s.delete(job)  # the rest by cascade, in this transaction
             s.add(_audit(s, job.tenant or "default", kind, job_id, None, rows, removed, by))
@@ -291,6 +294,11 @@ def _forget_in_job(s: Session, job_id: str, keys: list[str]) -> int:
     )
     for table in (t.Explanation, t.Result, t.JobKey):
         s.execute(delete(table).where(table.job_id == job_id, table.item_key.in_(keys)))
+    s.execute(  # a pipeline's record of the event: a redelivery of it would run again
+        delete(t.PipelineEvent).where(
+            t.PipelineEvent.job_id == job_id, t.PipelineEvent.event_key.in_(keys)
+        )
+    )
     s.execute(delete(t.ResultCacheEntry).where(t.ResultCacheEntry.job_id == job_id))
     cancelled = s.scalars(
         select(t.Chunk.id).where(t.Chunk.job_id == job_id, t.Chunk.state == ChunkState.CANCELLED)

@@ -483,7 +483,7 @@ class Ledger:
                 tokens.add_to(job)
                 usage = replace(usage or ChunkUsage(), tokens=tokens.total)
             record_usage(s, job.tenant or "default", job.task, now, n, usage)
-            if job.chunks_done >= job.chunks_total:
+            if job.chunks_done >= job.chunks_total and not job.standing:  # standing_jobs.py
                 counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid, error=job.error)
                 job.status = job_status_for(counts)
                 ended(job, now)

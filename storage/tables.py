@@ -83,6 +83,9 @@ class Job(Base):
     )
     # Its retention period in seconds (the job's or its tenant's), until it ends
     retention_s: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # A pipeline's job (0017, storage/standing_jobs.py): open for more events; it does not
+    # end, even with every chunk done, until its pipeline closes it
+    standing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Chunk(Base):
@@ -432,3 +435,32 @@ class ConsoleSession(Base):
     csrf: Mapped[str] = mapped_column(String(64))  # the form token of every action
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class PipelineJob(Base):
+    """Each event pipeline's open standing job (0017, storage/standing_jobs.py)."""
+
+    __tablename__ = "pipeline_jobs"
+
+    pipeline: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True
+    )
+    opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # messages sent to the dead-letter destination (unreadable, unmappable, too large)
+    dead_lettered: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+
+
+class PipelineEvent(Base):
+    """An event a pipeline recorded, by its key (0017): a redelivery of it is recognised and
+    acknowledged without work; `published_at` is set once its result is on every sink."""
+
+    __tablename__ = "pipeline_inbox"
+    __table_args__ = (Index("ix_pipeline_inbox_unpublished", "pipeline", "published_at"),)
+
+    pipeline: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
