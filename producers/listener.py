@@ -32,6 +32,7 @@ from producers.buses.base import BusMessage, Outgoing, Sink, Source
 from producers.buses.jetstream import NatsSink, NatsSource
 from producers.buses.mqtt import MqttSink, MqttSource
 from producers.buses.rabbitmq import RabbitSink, RabbitSource
+from producers.buses.sql_table import SqlSink
 from producers.client import Client
 from producers.event_mapping import (
     EventRow,
@@ -61,11 +62,17 @@ def source_for(conf: p.Source, batching: p.Batching) -> Source:
 
 
 def sink_for(conf: p.Sink) -> Sink:
+    """A bus or table sink; a webhook is sent by the workers' egress guard, so `sluice listen`
+    (ops/, the composition root) makes those (PipelineRunner's `make_sink`)."""
     if isinstance(conf, p.RabbitSink):
         return RabbitSink(conf)
     if isinstance(conf, p.NatsSink):
         return NatsSink(conf)
-    return MqttSink(conf)
+    if isinstance(conf, p.MqttSink):
+        return MqttSink(conf)
+    if isinstance(conf, p.SqlSink):
+        return SqlSink(conf)
+    raise SluiceError(f"a {conf.kind} sink is made by `sluice listen`, not here")
 
 
 @dataclass
@@ -96,7 +103,13 @@ async def retrying(what: str, step: Callable[[], Awaitable[None]], stop: asyncio
 
 
 class PipelineRunner:
-    def __init__(self, pipeline: p.Pipeline, client: Client, drain_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        pipeline: p.Pipeline,
+        client: Client,
+        drain_s: float = 30.0,
+        make_sink: Callable[[p.Sink], Sink] = sink_for,
+    ) -> None:
         self.pipeline = pipeline
         self.client = client
         self.drain_s = drain_s
@@ -114,9 +127,10 @@ class PipelineRunner:
         )
         self._job: OpenJob | None = None
         self._room = asyncio.Condition()
+        self._taken = 0  # consumed, not yet recorded or dead-lettered: in flight too
         self._recorded_at: dict[str, float] = {}
-        self.sinks = [sink_for(conf) for conf in pipeline.sinks]
-        self.dead_letter = sink_for(pipeline.dead_letter)
+        self.sinks = [make_sink(conf) for conf in pipeline.sinks]
+        self.dead_letter = make_sink(pipeline.dead_letter)
 
     # -- the whole run --------------------------------------------------------------------
 
@@ -157,12 +171,16 @@ class PipelineRunner:
             source = source_for(self.pipeline.source, self.pipeline.batching)
             try:
                 await retrying(f"{self.pipeline.name}: source", source.connect, stop)
+                log.info("%s: consuming from %s", self.pipeline.name, self.pipeline.source.kind)
                 if not first:
                     self.stats.reconnects += 1
                 first = False
                 async for message in source.messages():
                     async with self._room:  # back-pressure: wait for results to go out
-                        await self._room.wait_for(lambda: self.stats.in_flight < limit)
+                        await self._room.wait_for(
+                            lambda: self.stats.in_flight + self._taken < limit
+                        )
+                        self._taken += 1
                     self.stats.consumed += 1
                     await incoming.put(message)
             except BusError as exc:
@@ -191,7 +209,12 @@ class PipelineRunner:
                     batch.append(await asyncio.wait_for(incoming.get(), left))
                 except TimeoutError:
                     break
-            await self._record(batch, stop)
+            try:
+                await self._record(batch, stop)
+            finally:
+                async with self._room:
+                    self._taken -= len(batch)
+                    self._room.notify_all()
 
     async def _record(self, batch: list[BusMessage], stop: asyncio.Event) -> None:
         rows: list[tuple[EventRow, BusMessage]] = []

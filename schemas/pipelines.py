@@ -8,6 +8,7 @@ count or age (storage/standing_jobs.py). Shapes only: reading the file, with the
 mistake, is producers/pipeline_file.py.
 """
 
+import os
 import re
 from typing import Annotated, Any, Literal
 
@@ -16,13 +17,57 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 FIELD_PATH = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
 MESSAGE_ID = "message_id"  # the default key: the bus's own id of the message
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+SCHEMES = {
+    "rabbitmq": ("amqp", "amqps"),
+    "nats": ("nats", "tls"),
+    "mqtt": ("mqtt",),
+    "webhook": ("http", "https"),
+}
+
+
+def expand_env(text: str) -> str:
+    """`${NAME}` replaced by the environment's NAME (a password stays out of the file); an
+    unset one raises ValueError naming it."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ValueError(f"the environment variable {name} is not set")
+        return os.environ[name]
+
+    return ENV_REF.sub(value, text)
+
+
+def shown_url(url: str) -> str:
+    """The URL for messages and logs: its password (if any) as ***."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not (sep and at and ":" in userinfo):
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class RabbitSource(Strict):
+class Endpoint(Strict):
+    """Something at a URL; `${NAME}` in it is read from the environment when it connects."""
+
+    @field_validator("url", check_fields=False)
+    @classmethod
+    def _url(cls, value: str, info: Any) -> str:
+        kind = cls.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
+        expand_env(value)  # every variable it names is set
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in SCHEMES[kind]:
+            shown = " or ".join(f"{s}://" for s in SCHEMES[kind])
+            raise ValueError(f"a {kind} URL starts with {shown}")
+        return value
+
+
+class RabbitSource(Endpoint):
     """A queue on RabbitMQ (AMQP 0-9-1): consumed with manual acks and a prefetch window."""
 
     kind: Literal["rabbitmq"]
@@ -31,7 +76,7 @@ class RabbitSource(Strict):
     declare: bool = Field(True, description="declare the queue (durable) if it is missing")
 
 
-class NatsSource(Strict):
+class NatsSource(Endpoint):
     """A JetStream stream's subject, read by a durable pull consumer (explicit acks)."""
 
     kind: Literal["nats"]
@@ -42,7 +87,7 @@ class NatsSource(Strict):
     declare: bool = Field(True, description="create the stream if it is missing")
 
 
-class MqttSource(Strict):
+class MqttSource(Endpoint):
     """An MQTT topic (filter) on a persistent session at QoS 1: the broker keeps what arrives
     while the listener is away, and resends what was not acknowledged."""
 
@@ -55,7 +100,7 @@ class MqttSource(Strict):
 Source = Annotated[RabbitSource | NatsSource | MqttSource, Field(discriminator="kind")]
 
 
-class RabbitSink(Strict):
+class RabbitSink(Endpoint):
     kind: Literal["rabbitmq"]
     url: str = "amqp://guest:guest@127.0.0.1:5672/"
     exchange: str = ""  # the default exchange: routing_key names a queue
@@ -65,7 +110,7 @@ class RabbitSink(Strict):
     )
 
 
-class NatsSink(Strict):
+class NatsSink(Endpoint):
     """Published to JetStream with Nats-Msg-Id: the stream drops a repeat within its
     duplicate window, so each result is on the subject once."""
 
@@ -75,14 +120,44 @@ class NatsSink(Strict):
     stream: str | None = Field(None, description="create this stream over subject if missing")
 
 
-class MqttSink(Strict):
+class MqttSink(Endpoint):
     kind: Literal["mqtt"]
     url: str = "mqtt://127.0.0.1:1883"
     topic: str = Field(min_length=1)
     client_id: str | None = None
 
 
-Sink = Annotated[RabbitSink | NatsSink | MqttSink, Field(discriminator="kind")]
+class WebhookSink(Endpoint):
+    """Each result POSTed as JSON, through the egress guard of callbacks (no private address
+    unless SLUICE_CALLBACK_ALLOW_PRIVATE; every address checked; no redirects), with
+    `webhook-id` set to the result's message id and, with `secret`, Standard Webhooks
+    signature headers."""
+
+    kind: Literal["webhook"]
+    url: str = Field(min_length=1)
+    secret: str | None = Field(None, description="the signing secret, e.g. ${RESULTS_SECRET}")
+    concurrency: int = Field(8, ge=1, le=64, description="POSTs at once")
+
+
+class SqlSink(Strict):
+    """Results upserted by event key into a table (created if missing), as `sluice enrich`
+    writes its destination: a repeated publish rewrites the same row."""
+
+    kind: Literal["sql"]
+    url: str = Field(min_length=1, description="a SQLAlchemy URL, e.g. postgresql://${PGUSER}@...")
+    table: str = Field(min_length=1)
+    key_column: str = "event_key"
+
+    @field_validator("url")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        expand_env(value)
+        return value
+
+
+Sink = Annotated[
+    RabbitSink | NatsSink | MqttSink | WebhookSink | SqlSink, Field(discriminator="kind")
+]
 
 
 class Mapping(Strict):

@@ -9,6 +9,8 @@ to a model actor),
 `sluice_queue_wait_seconds` (chunk enqueued → claimed by a worker).
 From Redis: `sluice_queue_depth{queue}` (LLEN of `sluice.<modality>` and its priority lists
 `sluice.<modality>:N`, summed over its fair-share lanes), and `sluice_broker_up`.
+Per event pipeline: `sluice_pipeline_events_total{pipeline,outcome}`,
+`sluice_pipeline_in_flight{pipeline}`, `sluice_pipeline_lag_seconds{pipeline}`.
 Per tenant (tenant_usage): `sluice_tenant_items_total{tenant,task,outcome}` and
 `sluice_tenant_model_seconds_total{tenant,task}`.
 """
@@ -24,7 +26,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from producers.api.auth import operator
 from producers.api.problems import Problem
@@ -35,6 +37,7 @@ from schemas.states import ItemStatus
 from storage import tables as t
 from storage.apikeys import ApiKeyInfo
 from storage.clock import utc
+from storage.standing_jobs import pipeline_counts
 
 router = APIRouter(tags=["ops"])
 RECENT_CHUNKS = 10_000
@@ -83,6 +86,8 @@ class LedgerCollector:
                 callbacks.add_metric([state], float(n))
             yield callbacks
             yield from tenant_usage(conn)
+        yield from pipeline_figures(engine)
+        with engine.connect() as conn:
             recent = conn.execute(
                 select(t.Chunk.size, t.Chunk.enqueued_at, t.Chunk.claimed_at, t.Chunk.finished_at)
                 .where(t.Chunk.finished_at.is_not(None), t.Chunk.claimed_at.is_not(None))
@@ -119,6 +124,29 @@ class LedgerCollector:
             queued,
             SECONDS_BUCKETS,
         )
+
+
+def pipeline_figures(engine: Engine) -> Iterator[Metric]:
+    """Event pipelines (`sluice listen`, storage/standing_jobs.py), per pipeline:
+    `sluice_pipeline_events_total{pipeline,outcome}` (recorded, published, dead_lettered),
+    `sluice_pipeline_in_flight` (recorded, result not yet published) and
+    `sluice_pipeline_lag_seconds` (how long the oldest event in flight has waited)."""
+    events = CounterMetricFamily(
+        "sluice_pipeline_events", "events by what became of them", labels=["pipeline", "outcome"]
+    )
+    in_flight = GaugeMetricFamily(
+        "sluice_pipeline_in_flight", "events recorded whose result is not yet published",
+        labels=["pipeline"],
+    )  # fmt: skip
+    lag = GaugeMetricFamily(
+        "sluice_pipeline_lag_seconds", "age of the oldest event in flight", labels=["pipeline"]
+    )
+    for c in pipeline_counts(engine):
+        for outcome in ("recorded", "published", "dead_lettered"):
+            events.add_metric([c.pipeline, outcome], float(getattr(c, outcome)))
+        in_flight.add_metric([c.pipeline], float(c.in_flight))
+        lag.add_metric([c.pipeline], c.oldest_unpublished_s or 0.0)
+    yield from (events, in_flight, lag)
 
 
 def token_counts(conn: Connection) -> Metric:

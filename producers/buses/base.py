@@ -38,6 +38,10 @@ class Source(Protocol):
         """Messages as they arrive; ends (or raises BusError) when the connection is lost."""
         ...
 
+    async def pending(self) -> int | None:
+        """Messages waiting on the bus for this source (its backlog), if the bus says."""
+        ...
+
     async def close(self) -> None: ...
 
 

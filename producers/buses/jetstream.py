@@ -15,6 +15,7 @@ from nats.js.errors import NotFoundError
 from producers.buses.base import BusMessage, Outgoing
 from schemas import pipelines as p
 from schemas.errors import BusError
+from schemas.pipelines import expand_env, shown_url
 
 CONNECT_TIMEOUT = 5.0
 FETCH_WAIT = 1.0  # seconds a pull waits for messages before asking again
@@ -28,7 +29,7 @@ async def _connect(url: str) -> NatsClient:
             servers=[url], connect_timeout=CONNECT_TIMEOUT, allow_reconnect=False
         )
     except Exception as exc:
-        raise BusError(f"NATS at {url}: {type(exc).__name__}: {exc}") from exc
+        raise BusError(f"NATS at {shown_url(url)}: {type(exc).__name__}: {exc}") from exc
 
 
 async def ensure_stream(js: JetStreamContext, name: str, subject: str) -> None:
@@ -51,7 +52,7 @@ class NatsSource:
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def connect(self) -> None:
-        self._nc = await _connect(self.conf.url)
+        self._nc = await _connect(expand_env(self.conf.url))
         js = self._nc.jetstream()
         try:
             if self.conf.declare:
@@ -68,7 +69,7 @@ class NatsSource:
         assert self._sub is not None and self._nc is not None
         while True:
             if not self._nc.is_connected:
-                raise BusError(f"NATS at {self.conf.url}: the connection was lost")
+                raise BusError(f"NATS at {shown_url(self.conf.url)}: the connection was lost")
             try:
                 batch = await self._sub.fetch(self.batch, timeout=FETCH_WAIT)
             except (TimeoutError, nats.errors.TimeoutError):
@@ -87,6 +88,11 @@ class NatsSource:
                     headers=headers,
                 )
 
+    async def pending(self) -> int | None:
+        assert self._sub is not None
+        info = await self._sub.consumer_info()
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.close()
@@ -100,7 +106,7 @@ class NatsSink:
         self.duplicates = 0  # publishes the stream recognised as repeats (and dropped)
 
     async def connect(self) -> None:
-        self._nc = await _connect(self.conf.url)
+        self._nc = await _connect(expand_env(self.conf.url))
         self._js = self._nc.jetstream()
         if self.conf.stream:
             await ensure_stream(self._js, self.conf.stream, self.conf.subject)

@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 from producers.buses.base import BusMessage, Outgoing
 from schemas import pipelines as p
 from schemas.errors import BusError
+from schemas.pipelines import expand_env, shown_url
 
 CONNECT_TIMEOUT = 5.0
 PUBLISH_TIMEOUT = 10.0
@@ -40,7 +41,7 @@ async def _connect(client: mqtt.Client, url: str, connected: asyncio.Event) -> N
         await asyncio.wait_for(connected.wait(), CONNECT_TIMEOUT)
     except Exception as exc:
         client.loop_stop()
-        raise BusError(f"MQTT at {url}: {type(exc).__name__}: {exc}") from exc
+        raise BusError(f"MQTT at {shown_url(url)}: {type(exc).__name__}: {exc}") from exc
 
 
 class MqttSource:
@@ -58,6 +59,9 @@ class MqttSource:
         def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
             if not reason.is_failure:
                 c.subscribe(self.conf.topic, qos=1)
+
+        def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, codes: Any, _p: Any) -> None:
+            if not any(code.is_failure for code in codes):  # the broker now keeps what comes
                 loop.call_soon_threadsafe(connected.set)
 
         def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
@@ -67,10 +71,11 @@ class MqttSource:
             loop.call_soon_threadsafe(self._queue.put_nowait, LOST)
 
         client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
         client.on_message = on_message
         client.on_disconnect = on_disconnect
         self._client = client
-        await _connect(client, self.conf.url, connected)
+        await _connect(client, expand_env(self.conf.url), connected)
 
     async def messages(self) -> AsyncIterator[BusMessage]:
         client = self._client
@@ -78,12 +83,15 @@ class MqttSource:
         while True:
             msg = await self._queue.get()
             if msg is LOST:
-                raise BusError(f"MQTT at {self.conf.url}: the connection was lost")
+                raise BusError(f"MQTT at {shown_url(self.conf.url)}: the connection was lost")
 
             async def ack(mid: int = msg.mid, qos: int = msg.qos) -> None:
                 client.ack(mid, qos)
 
             yield BusMessage(body=msg.payload, ack=ack, redelivered=bool(msg.dup))
+
+    async def pending(self) -> int | None:
+        return None  # MQTT does not tell a client what its session holds
 
     async def close(self) -> None:
         if self._client is not None:
@@ -107,7 +115,7 @@ class MqttSink:
 
         client.on_connect = on_connect
         self._client = client
-        await _connect(client, self.conf.url, connected)
+        await _connect(client, expand_env(self.conf.url), connected)
 
     async def publish(self, messages: list[Outgoing]) -> None:
         client = self._client

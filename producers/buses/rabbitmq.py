@@ -12,6 +12,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, 
 from producers.buses.base import BusMessage, Outgoing
 from schemas import pipelines as p
 from schemas.errors import BusError
+from schemas.pipelines import expand_env, shown_url
 
 CONNECT_TIMEOUT = 5.0
 
@@ -20,13 +21,7 @@ async def _connect(url: str) -> AbstractConnection:
     try:
         return await aio_pika.connect(url, timeout=CONNECT_TIMEOUT)
     except Exception as exc:  # aiormq raises several types for a refused or lost connection
-        raise BusError(f"RabbitMQ at {_shown(url)}: {type(exc).__name__}: {exc}") from exc
-
-
-def _shown(url: str) -> str:
-    """The URL without its password, for messages."""
-    head, at, tail = url.rpartition("@")
-    return f"{head.split(':')[0]}:***@{tail}" if at else url
+        raise BusError(f"RabbitMQ at {shown_url(url)}: {type(exc).__name__}: {exc}") from exc
 
 
 class RabbitSource:
@@ -37,7 +32,7 @@ class RabbitSource:
         self._queue: AbstractQueue | None = None
 
     async def connect(self) -> None:
-        self._conn = await _connect(self.conf.url)
+        self._conn = await _connect(expand_env(self.conf.url))
         channel = await self._conn.channel()
         await channel.set_qos(prefetch_count=self.prefetch)
         try:
@@ -65,6 +60,10 @@ class RabbitSource:
             raise BusError(f"RabbitMQ queue {self.conf.queue!r}: {exc}") from exc
         raise BusError(f"RabbitMQ queue {self.conf.queue!r}: the consumer was cancelled")
 
+    async def pending(self) -> int | None:
+        assert self._queue is not None
+        return self._queue.declaration_result.message_count
+
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close()
@@ -77,7 +76,7 @@ class RabbitSink:
         self._exchange: AbstractExchange | None = None
 
     async def connect(self) -> None:
-        self._conn = await _connect(self.conf.url)
+        self._conn = await _connect(expand_env(self.conf.url))
         channel: AbstractChannel = await self._conn.channel(publisher_confirms=True)
         if self.conf.exchange:
             self._exchange = await channel.get_exchange(self.conf.exchange)

@@ -144,6 +144,30 @@ def start_worker(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., 
             kill_group(proc)
 
 
+@pytest.fixture
+def listener(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[Path], Any]]:
+    """Start `sluice listen PIPELINES_FILE` processes (killed at the end), logging to
+    tmp_path/listen-N.log."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(pipelines: Path, **extra: str) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"listen-{len(procs)}.log").open("ab")
+        proc = subprocess.Popen(
+            [SLUICE, "listen", str(pipelines)],
+            env={**os.environ, **env, **extra},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            kill_group(proc)
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll a condition (the ledger is the event source) until it holds."""
     deadline = time.monotonic() + timeout

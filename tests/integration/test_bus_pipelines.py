@@ -4,11 +4,8 @@ every event ends with exactly one result in the ledger, the output holds one res
 (duplicates counted), and the messages that cannot be mapped are on the dead-letter
 destination with their reasons. A real Celery worker and Ray actor run the task."""
 
-import os
-import subprocess
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +31,7 @@ from tests.bus_clients import (
     rabbit_publish,
 )
 from tests.conftest import kill_group
-from tests.integration.conftest import SLUICE, wait_until
+from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 EVENTS = 5000
@@ -69,28 +66,6 @@ source = {source}
 sinks = [{sink}]
 dead_letter = {dead}
 """
-
-
-@pytest.fixture
-def listener(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[Path], Any]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(pipelines: Path) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"listen-{len(procs)}.log").open("ab")
-        proc = subprocess.Popen(
-            [SLUICE, "listen", str(pipelines)],
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            kill_group(proc)
 
 
 def figures(client: Client, name: str) -> dict[str, Any]:
