@@ -126,10 +126,18 @@ def stack() -> None:
 
 @stack.command("up")
 @click.option("--no-worker", is_flag=True, help="start Redis and Ray only")
-def stack_up(no_worker: bool) -> None:
+@click.option(
+    "--listen",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="also run `sluice listen` on this pipelines file (event pipelines on message buses)",
+)
+def stack_up(no_worker: bool, listen: Path | None) -> None:
     from ops import stack as st
 
-    info = st.up(Settings(), worker=not no_worker)
+    if listen is not None and no_worker:
+        raise click.UsageError("--listen runs beside the worker: drop --no-worker")
+    info = st.up(Settings(), worker=not no_worker, listen=listen)
     click.echo(
         json.dumps(
             {"broker_url": info.broker_url, "ray_address": info.ray_address, "pids": info.pids}

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from producers.pipeline_file import load_pipelines
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 from schemas.stack import StackInfo
@@ -88,8 +89,12 @@ def running(settings: Settings) -> StackInfo | None:
     return None
 
 
-def up(settings: Settings, worker: bool = True) -> StackInfo:
-    """Start what is not configured. Returns at once if this data dir's stack is running."""
+def up(settings: Settings, worker: bool = True, listen: Path | None = None) -> StackInfo:
+    """Start what is not configured. Returns at once if this data dir's stack is running.
+    `listen`: a pipelines file for a `sluice listen` beside the worker (the event listener
+    role; checked before anything starts)."""
+    if listen is not None:
+        load_pipelines(listen)  # a mistake is named now, not in a background log
     if current := running(settings):
         return current
     if StackInfo.load(settings.data_dir):
@@ -170,6 +175,9 @@ def up(settings: Settings, worker: bool = True) -> StackInfo:
             sluice = str(Path(sys.executable).parent / "sluice")
             proc = _spawn([sluice, "worker", "--beat"], logs / "worker.log", env)
             pids["worker"] = proc.pid
+            if listen is not None:
+                listening = [sluice, "listen", str(listen.resolve())]
+                pids["listener"] = _spawn(listening, logs / "listener.log", env).pid
         info.pids = pids
         StackInfo.path(settings.data_dir).write_text(info.model_dump_json(indent=2))
         return info
@@ -182,7 +190,8 @@ def _stop(pids: dict[str, int], timeout: float = 20) -> None:
     # Each part leads its own process group (start_new_session): stop the group, children too.
     # Ray's `ray start --block` stops its own processes in order when it alone is told (a few
     # seconds); told as a group, its children die first and it hangs until the SIGKILL below.
-    for name in ("worker", "ray", "redis"):
+    # The listener first: it finishes the events it took in while the worker still runs.
+    for name in ("listener", "worker", "ray", "redis"):
         if name in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 if name == "ray":

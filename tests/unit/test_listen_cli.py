@@ -1,0 +1,115 @@
+"""`sluice listen` and `sluice stack up --listen` as a user meets them before any bus is
+reached: a pipelines file with mistakes is refused with every mistake by line (exit 2, nothing
+started), `--status` of a pipeline that never ran, and the stack's listener role, started
+beside the worker and stopped before it."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from ops import stack
+from ops.cli import main
+
+GOOD = """
+[[pipelines]]
+name = "tickets"
+task = "classify-text"
+map = { key = "id", text = "body" }
+source = { kind = "rabbitmq", url = "amqp://guest:${BUS_PASSWORD}@127.0.0.1:1/", queue = "t" }
+sinks = [{ kind = "rabbitmq", routing_key = "t.out" }]
+dead_letter = { kind = "rabbitmq", routing_key = "t.dead" }
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "pipelines.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_file_with_mistakes_is_refused_with_each_by_line(tmp_path: Path) -> None:
+    bad = GOOD.replace('queue = "t"', 'queue = "t", prefetch = 5').replace(
+        '{ kind = "rabbitmq", routing_key = "t.out" }', '{ kind = "kafka", topic = "t.out" }'
+    )
+    path = write(tmp_path, bad)
+    result = CliRunner().invoke(main, ["listen", str(path)], env={"BUS_PASSWORD": "x"})
+    assert result.exit_code == 2, result.output
+    assert "error: " in result.stderr
+    assert f"{path}:6:" in result.stderr and "prefetch" in result.stderr
+    assert f"{path}:7: pipelines[0].sinks[0].kind: 'kafka' is not one of" in result.stderr
+
+
+def test_an_unset_variable_in_a_url_is_named(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.delenv("BUS_PASSWORD", raising=False)
+    path = write(tmp_path, GOOD)
+    result = CliRunner().invoke(main, ["listen", str(path)])
+    assert result.exit_code == 2
+    assert "the environment variable BUS_PASSWORD is not set" in result.stderr
+    assert f"{path}:6:" in result.stderr
+
+
+def test_status_of_a_pipeline_that_never_ran(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("SLUICE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("BUS_PASSWORD", "guest")
+    path = write(tmp_path, GOOD)  # port 1: nothing answers there
+    result = CliRunner().invoke(main, ["listen", str(path), "--status"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown[0]["pipeline"] == "tickets" and shown[0]["note"] == "never run"
+    assert shown[0]["waiting_on_bus"].startswith("unknown: RabbitMQ at amqp://guest:***@")
+
+
+def test_the_stack_refuses_a_bad_pipelines_file_before_starting_anything(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    started: list[list[str]] = []
+    monkeypatch.setattr(stack, "_spawn", lambda cmd, *a, **k: started.append(cmd))
+    monkeypatch.setenv("SLUICE_DATA_DIR", str(tmp_path / "data"))
+    path = write(tmp_path, GOOD.replace('task = "classify-text"\n', ""))
+    result = CliRunner().invoke(main, ["stack", "up", "--listen", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:2: pipelines[0].task: Field required" in result.stderr
+    assert started == []
+
+
+def test_the_listener_runs_beside_the_worker_and_stops_first(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    started: list[list[str]] = []
+
+    class Spawned:
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+
+    def spawn(cmd: list[str], *args: Any, **kwargs: Any) -> Spawned:
+        started.append(cmd)
+        return Spawned(1000 + len(started))
+
+    monkeypatch.setattr(stack, "_spawn", spawn)
+    monkeypatch.setenv("BUS_PASSWORD", "guest")
+    path = write(tmp_path, GOOD)
+    settings = stack.Settings(
+        data_dir=tmp_path / "data",
+        broker_url="redis://127.0.0.1:1/0",
+        ray_address="127.0.0.1:2",
+        database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+    )
+    info = stack.up(settings, listen=path)
+    assert [cmd[1:] for cmd in started] == [["worker", "--beat"], ["listen", str(path)]]
+    assert info.pids == {"worker": 1001, "listener": 1002}
+    stopped: list[int] = []
+    monkeypatch.setattr(stack.os, "killpg", lambda pid, sig: stopped.append(pid))
+    monkeypatch.setattr(stack, "_alive", lambda pid: False)
+    stack._stop(info.pids)
+    assert stopped[0] == 1002  # the listener before the worker: it drains into it
+
+
+@pytest.mark.parametrize("suffix", [".json", ".ini"])
+def test_other_file_kinds_are_refused_with_the_ones_that_work(tmp_path: Path, suffix: str) -> None:
+    path = write(tmp_path, "{}", f"pipelines{suffix}")
+    result = CliRunner().invoke(main, ["listen", str(path)])
+    assert result.exit_code == 2
+    assert ".toml" in result.stderr and ".yaml" in result.stderr
