@@ -40,6 +40,7 @@ def register_listen_command(main: click.Group) -> None:
             click.echo(json.dumps(pipeline_status(declared.pipelines), indent=2))
             return
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         asyncio.run(_listen(declared.pipelines, drain_s))
 
 
@@ -105,5 +106,6 @@ async def _listen(pipelines: "list[Pipeline]", drain_s: float) -> None:
     click.echo(f"listening: {', '.join(p.name for p in pipelines)} (Ctrl-C stops)", err=True)
     await asyncio.gather(*(runner.run(stop) for runner in runners))
     for runner in runners:
-        click.echo(json.dumps({"pipeline": runner.pipeline.name, **runner.stats.__dict__,
-                               "latencies": len(runner.stats.latencies)}), err=True)  # fmt: skip
+        click.echo(
+            json.dumps({"pipeline": runner.pipeline.name, **runner.stats.summary()}), err=True
+        )

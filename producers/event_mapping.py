@@ -60,7 +60,7 @@ def map_event(pipeline: Pipeline, message: BusMessage) -> EventRow | Rejected:
         key = default_key(message)
     else:
         found = field_at(document, mapping.key)
-        if found is MISSING or found is None:
+        if found is MISSING or found is None or found == "":
             return Rejected(f"the message has no key at `{mapping.key}`")
         if isinstance(found, bool) or not isinstance(found, str | int):
             return Rejected(f"the key at `{mapping.key}` is a {type(found).__name__}, not text")

@@ -86,6 +86,15 @@ class ListenerStats:
     reconnects: int = 0
     latencies: list[float] = field(default_factory=list)  # recorded -> published, seconds
 
+    def summary(self) -> dict[str, object]:
+        """The counts, and recorded -> published in ms (p50, p99) over this run's events."""
+        lat = sorted(self.latencies)
+        shown = {k: v for k, v in self.__dict__.items() if k != "latencies"}
+        if lat:
+            shown["publish_p50_ms"] = round(1000 * lat[len(lat) // 2], 1)
+            shown["publish_p99_ms"] = round(1000 * lat[min(len(lat) - 1, len(lat) * 99 // 100)], 1)
+        return shown
+
 
 async def retrying(what: str, step: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
     """Run `step` until it returns, waiting out BusErrors with backoff (or until `stop`)."""

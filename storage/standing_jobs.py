@@ -67,7 +67,11 @@ class StandingJobs:
             row = s.execute(
                 select(t.Job.id, t.PipelineJob.opened_at, t.Job.total, t.Job.lane)
                 .join(t.Job, t.Job.id == t.PipelineJob.job_id)
-                .where(t.PipelineJob.pipeline == pipeline, t.Job.standing.is_(True))
+                .where(
+                    t.PipelineJob.pipeline == pipeline,
+                    t.Job.standing.is_(True),
+                    t.Job.status.in_([s for s in JobStatus if not s.finished]),
+                )
             ).first()
         if row is None or row.opened_at is None:
             return None
