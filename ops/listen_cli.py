@@ -41,7 +41,9 @@ def register_listen_command(main: click.Group) -> None:
             return
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         logging.getLogger("alembic").setLevel(logging.WARNING)
-        asyncio.run(_listen(declared.pipelines, drain_s))
+        failed = asyncio.run(_listen(declared.pipelines, drain_s))
+        if failed:  # a pipeline stopped by an error (logged above): a supervisor restarts it
+            raise SystemExit(1)
 
 
 def pipeline_status(pipelines: "list[Pipeline]") -> list[dict[str, object]]:
@@ -63,7 +65,7 @@ def pipeline_status(pipelines: "list[Pipeline]") -> list[dict[str, object]]:
 async def backlog(pipeline: "Pipeline") -> int | str | None:
     """Messages waiting on the source (RabbitMQ's queue, the NATS consumer's pending and
     unacknowledged); None for MQTT, which does not say; the error when the bus is away."""
-    from producers.listener import source_for
+    from producers.buses.factory import source_for
     from schemas.pipelines import MqttSource
 
     if isinstance(pipeline.source, MqttSource):  # connecting would take the listener's session
@@ -81,7 +83,7 @@ async def backlog(pipeline: "Pipeline") -> int | str | None:
 def sinks_for(settings: "Settings") -> "Callable[[Sink], BusSink]":
     """Every sink kind: webhooks by the workers' egress guard, the rest by the listener."""
     from ops.webhook_sink import WebhookSink
-    from producers.listener import sink_for
+    from producers.buses.factory import sink_for
     from schemas.pipelines import WebhookSink as WebhookConf
 
     def make(conf: "Sink") -> "BusSink":
@@ -90,7 +92,8 @@ def sinks_for(settings: "Settings") -> "Callable[[Sink], BusSink]":
     return make
 
 
-async def _listen(pipelines: "list[Pipeline]", drain_s: float) -> None:
+async def _listen(pipelines: "list[Pipeline]", drain_s: float) -> bool:
+    """Run every pipeline until stopped; True when one was stopped by an error."""
     from producers.client import Client
     from producers.listener import PipelineRunner
 
@@ -109,3 +112,4 @@ async def _listen(pipelines: "list[Pipeline]", drain_s: float) -> None:
         click.echo(
             json.dumps({"pipeline": runner.pipeline.name, **runner.stats.summary()}), err=True
         )
+    return any(runner.failed is not None for runner in runners)

@@ -186,11 +186,23 @@ def up(settings: Settings, worker: bool = True, listen: Path | None = None) -> S
         raise
 
 
+LISTENER_DRAIN = 40.0  # seconds: `sluice listen`'s --drain-s (30) and its shutdown
+
+
 def _stop(pids: dict[str, int], timeout: float = 20) -> None:
     # Each part leads its own process group (start_new_session): stop the group, children too.
     # Ray's `ray start --block` stops its own processes in order when it alone is told (a few
     # seconds); told as a group, its children die first and it hangs until the SIGKILL below.
-    # The listener first: it finishes the events it took in while the worker still runs.
+    # The listener first, waited for: it publishes the events it took in (up to its 30 s
+    # drain) while the worker still runs them.
+    if "listener" in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pids["listener"], signal.SIGTERM)
+        deadline = time.monotonic() + LISTENER_DRAIN
+        while _alive(pids["listener"]) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pids["listener"], os.WNOHANG)
+            time.sleep(0.1)
     for name in ("listener", "worker", "ray", "redis"):
         if name in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -10,7 +10,7 @@ import time
 from producers.buses.base import Outgoing
 from schemas import pipelines as p
 from schemas.errors import BusError
-from schemas.pipelines import expand_env, shown_url
+from schemas.pipelines import expand_env, masked_url
 from schemas.settings import Settings
 from storage.callback_ledger import ID_HEADER, signature_headers
 from workers.callback_http import post
@@ -46,7 +46,7 @@ class WebhookSink:
             )
         if not answer.ok:
             what = answer.failure.value if answer.failure else answer.status_code
-            raise BusError(f"webhook {shown_url(self.conf.url)}: {what} ({answer.detail})")
+            raise BusError(f"webhook {masked_url(self.conf.url)}: {what} ({answer.detail})")
 
     async def close(self) -> None:
         pass

@@ -13,6 +13,7 @@ from schemas.pipelines import MESSAGE_ID, Pipeline
 from schemas.storable import key_problem
 
 MISSING = object()
+PREFIX_KEPT = 1024  # bytes of an over-cap message its dead letter shows
 
 
 @dataclass(frozen=True)
@@ -79,16 +80,24 @@ def map_event(pipeline: Pipeline, message: BusMessage) -> EventRow | Rejected:
 
 
 def dead_letter_body(pipeline: Pipeline, message: BusMessage, reason: str) -> bytes:
-    """What the dead-letter destination receives: the reason and the message as it came."""
+    """What the dead-letter destination receives: the reason and the message as it came; one
+    over the size cap only by its first KiB, size and digest (a dead letter as large as the
+    message a bus refused would be refused by the dead-letter bus in turn)."""
+    body = message.body
+    kept: dict[str, Any] = {}
+    if len(body) > pipeline.batching.max_message_bytes:
+        kept = {"body_bytes": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
+        body = body[:PREFIX_KEPT]
     try:
-        original: Any = message.body.decode("utf-8")
+        original: Any = body.decode("utf-8", errors="strict" if not kept else "replace")
     except UnicodeDecodeError:
-        original = {"base64": base64.b64encode(message.body).decode("ascii")}
+        original = {"base64": base64.b64encode(body).decode("ascii")}
     return orjson.dumps(
         {
             "pipeline": pipeline.name,
             "reason": reason,
             "message_id": message.message_id,
             "body": original,
+            **kept,
         }
     )

@@ -39,13 +39,15 @@ def expand_env(text: str) -> str:
     return ENV_REF.sub(value, text)
 
 
-def shown_url(url: str) -> str:
-    """The URL for messages and logs: its password (if any) as ***."""
+def masked_url(url: str) -> str:
+    """The URL for messages and logs: scheme, host, port and path only (credentials, a
+    token in place of a user, and the query are left out)."""
     scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not (sep and at and ":" in userinfo):
-        return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+    if not sep:
+        return "<a URL>"
+    netloc, slash, path = rest.partition("/")
+    host = netloc.rpartition("@")[2]
+    return f"{scheme}://{'***@' if '@' in netloc else ''}{host}{slash}{path.split('?')[0]}"
 
 
 class Strict(BaseModel):
@@ -197,6 +199,13 @@ class Batching(Strict):
         1000, ge=1, description="consumption pauses above this many events not yet published"
     )
     max_message_bytes: int = Field(1 << 20, ge=1, description="a larger message is dead-lettered")
+    max_open_chunks: int = Field(
+        2,
+        ge=1,
+        le=1000,
+        description="while this many of the pipeline's chunks are being worked on, arriving "
+        "events gather into the next one (up to max_events): fewer, fuller chunks under load",
+    )
 
 
 class Rollover(Strict):

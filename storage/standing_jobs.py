@@ -23,9 +23,11 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from schemas.errors import SluiceError
 from schemas.jobs import Item, JobCounts, JobSpec, job_status_for
-from schemas.states import ChunkState, JobStatus
+from schemas.states import ChunkState, ItemStatus, JobStatus
 from schemas.storable import storable_items
+from storage import json_codec
 from storage import tables as t
 from storage.admission import FairShare, admit
 from storage.clock import db_now, utc
@@ -34,6 +36,7 @@ from storage.receiving import name_chunk
 from storage.result_rows import EXPLANATION_COLUMNS, RESULT_FIELDS, selected_result_row
 
 KEYS_PER_LOOKUP = 1000
+CANCELLED = "not run: the pipeline's job was cancelled before this event's turn"
 
 
 @dataclass
@@ -53,6 +56,15 @@ class OpenJob:
     opened_at: datetime
     total: int
     lane: int
+    made_as: tuple[Any, ...] = ()  # what its items are run with (made_as): a change rolls over
+
+
+def made_as(
+    task: str, model: str, model_version: str, params: Any, explain: str
+) -> tuple[Any, ...]:
+    """What a pipeline's job runs its events with: a pipelines file edited since the job
+    opened (another task, model or parameters) needs a new job, not the old one's settings."""
+    return (task, model, model_version, json_codec.dumps(params), explain)
 
 
 class StandingJobs:
@@ -61,23 +73,28 @@ class StandingJobs:
         self.fair_share = fair_share or FairShare()
         self._session = sessionmaker(engine, expire_on_commit=False)
 
-    def current(self, pipeline: str) -> OpenJob | None:
-        """The pipeline's open job, if it has one still open."""
+    def current(self, pipeline: str, tenant: str) -> OpenJob | None:
+        """The pipeline's open job, if it has one still open. A pipeline name is the
+        deployment's: one run for another tenant is refused (SluiceError)."""
         with self._session() as s:
-            row = s.execute(
-                select(t.Job.id, t.PipelineJob.opened_at, t.Job.total, t.Job.lane)
-                .join(t.Job, t.Job.id == t.PipelineJob.job_id)
-                .where(
-                    t.PipelineJob.pipeline == pipeline,
-                    t.Job.standing.is_(True),
-                    t.Job.status.in_([s for s in JobStatus if not s.finished]),
+            state = s.get(t.PipelineJob, pipeline)
+            if state is not None and state.tenant != tenant:
+                raise SluiceError(
+                    f"pipeline {pipeline!r} is tenant {state.tenant!r}'s: give this one another "
+                    "name (a pipeline's events and results are kept under its name)"
                 )
-            ).first()
-        if row is None or row.opened_at is None:
+            job = s.get(t.Job, state.job_id) if state is not None and state.job_id else None
+        if job is None or not job.standing or JobStatus(job.status).finished:
             return None
-        return OpenJob(row.id, utc(row.opened_at), row.total, row.lane)  # type: ignore[arg-type]
+        return OpenJob(
+            job.id,
+            utc(state.opened_at or job.created_at),  # type: ignore[union-attr,arg-type]
+            job.total,
+            job.lane,
+            made_as(job.task, job.model, job.model_version, job.params, job.explain_policy),
+        )
 
-    def open(self, pipeline: str, spec: JobSpec) -> OpenJob:
+    def open(self, pipeline: str, spec: JobSpec) -> OpenJob:  # noqa: A003
         """Close the pipeline's open job, if any, and open a new one (queued, no items)."""
         job_id = uuid.uuid4().hex
         with self._session.begin() as s:
@@ -112,11 +129,14 @@ class StandingJobs:
             if state is None:
                 state = t.PipelineJob(pipeline=pipeline, tenant=spec.tenant)
                 s.add(state)
+            elif state.tenant != spec.tenant:
+                raise SluiceError(f"pipeline {pipeline!r} is tenant {state.tenant!r}'s")
             elif state.job_id is not None:
                 self._close(s, state.job_id, now)
-            state.job_id, state.opened_at, state.tenant = job_id, now, spec.tenant
+            state.job_id, state.opened_at = job_id, now
             lane = s.get_one(t.Job, job_id).lane
-        return OpenJob(job_id, now, 0, lane)
+        shape = made_as(spec.task, spec.model, spec.model_version, spec.params, spec.explain)
+        return OpenJob(job_id, now, 0, lane, shape)
 
     def close(self, job_id: str) -> None:
         """Take no more events into the job; it ends once its chunks are done."""
@@ -181,11 +201,13 @@ class StandingJobs:
 
     def ready(self, pipeline: str, limit: int = 500) -> list[dict[str, Any]]:
         """Results not yet published, oldest event first: each as the SDK reads a result,
-        with its `job_id`."""
+        with its `job_id` and `model_version`. An event whose job was cancelled before it ran
+        has no result: it comes as an `error` row saying so (else it would stay in flight)."""
         inbox = t.PipelineEvent
         columns = [getattr(t.Result, name) for name in RESULT_FIELDS]
         query = (
-            select(inbox.job_id, *columns, *EXPLANATION_COLUMNS)
+            select(inbox.job_id, t.Job.model_version, *columns, *EXPLANATION_COLUMNS)
+            .join(t.Job, t.Job.id == inbox.job_id)
             .join(
                 t.Result,
                 and_(t.Result.job_id == inbox.job_id, t.Result.item_key == inbox.event_key),
@@ -201,8 +223,36 @@ class StandingJobs:
             .order_by(inbox.received_at)
             .limit(limit)
         )
+        unrun = (
+            select(inbox.event_key, inbox.job_id, t.Job.model_version)
+            .join(t.Job, t.Job.id == inbox.job_id)
+            .outerjoin(
+                t.Result,
+                and_(t.Result.job_id == inbox.job_id, t.Result.item_key == inbox.event_key),
+            )
+            .where(
+                inbox.pipeline == pipeline,
+                inbox.published_at.is_(None),
+                t.Job.status == JobStatus.CANCELLED,
+                t.Result.item_key.is_(None),
+            )
+            .limit(limit)
+        )
         with self._session() as s:
-            return [{**selected_result_row(row), "job_id": row.job_id} for row in s.execute(query)]
+            rows = [
+                {
+                    **selected_result_row(row),
+                    "job_id": row.job_id,
+                    "model_version": row.model_version,
+                }
+                for row in s.execute(query)
+            ]
+            rows += [
+                {"key": key, "status": ItemStatus.ERROR.value, "output": None,
+                 "error": CANCELLED, "job_id": job_id, "model_version": version}
+                for key, job_id, version in s.execute(unrun)
+            ]  # fmt: skip
+        return rows
 
     def mark_published(self, pipeline: str, keys: list[str]) -> None:
         with self._session.begin() as s:

@@ -15,7 +15,7 @@ from nats.js.errors import NotFoundError
 from producers.buses.base import BusMessage, Outgoing
 from schemas import pipelines as p
 from schemas.errors import BusError
-from schemas.pipelines import expand_env, shown_url
+from schemas.pipelines import expand_env, masked_url
 
 CONNECT_TIMEOUT = 5.0
 FETCH_WAIT = 1.0  # seconds a pull waits for messages before asking again
@@ -29,7 +29,7 @@ async def _connect(url: str) -> NatsClient:
             servers=[url], connect_timeout=CONNECT_TIMEOUT, allow_reconnect=False
         )
     except Exception as exc:
-        raise BusError(f"NATS at {shown_url(url)}: {type(exc).__name__}: {exc}") from exc
+        raise BusError(f"NATS at {masked_url(url)}: {type(exc).__name__}: {exc}") from exc
 
 
 async def ensure_stream(js: JetStreamContext, name: str, subject: str) -> None:
@@ -60,16 +60,17 @@ class NatsSource:
             self._sub = await js.pull_subscribe(
                 self.conf.subject, durable=self.conf.durable, stream=self.conf.stream
             )
-        except BusError:
-            raise
         except Exception as exc:
+            await self.close()
+            if isinstance(exc, BusError):
+                raise
             raise BusError(f"NATS stream {self.conf.stream!r}: {exc}") from exc
 
     async def messages(self) -> AsyncIterator[BusMessage]:
         assert self._sub is not None and self._nc is not None
         while True:
             if not self._nc.is_connected:
-                raise BusError(f"NATS at {shown_url(self.conf.url)}: the connection was lost")
+                raise BusError(f"NATS at {masked_url(self.conf.url)}: the connection was lost")
             try:
                 batch = await self._sub.fetch(self.batch, timeout=FETCH_WAIT)
             except (TimeoutError, nats.errors.TimeoutError):
@@ -82,8 +83,10 @@ class NatsSource:
                 yield BusMessage(
                     body=msg.data,
                     ack=msg.ack,
-                    # the publisher's id, else the stream's sequence number (never reused)
-                    message_id=headers.get(MSG_ID) or f"{meta.stream}:{meta.sequence.stream}",
+                    # the publisher's id, else the stream's sequence number with the time it
+                    # was stored (a stream deleted and made again counts from 1 again)
+                    message_id=headers.get(MSG_ID)
+                    or f"{meta.stream}:{meta.sequence.stream}:{meta.timestamp.timestamp():.6f}",
                     redelivered=meta.num_delivered > 1,
                     headers=headers,
                 )

@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 from producers.buses.base import BusMessage, Outgoing
 from schemas import pipelines as p
 from schemas.errors import BusError
-from schemas.pipelines import expand_env, shown_url
+from schemas.pipelines import expand_env, masked_url
 
 CONNECT_TIMEOUT = 5.0
 PUBLISH_TIMEOUT = 10.0
@@ -41,7 +41,7 @@ async def _connect(client: mqtt.Client, url: str, connected: asyncio.Event) -> N
         await asyncio.wait_for(connected.wait(), CONNECT_TIMEOUT)
     except Exception as exc:
         client.loop_stop()
-        raise BusError(f"MQTT at {shown_url(url)}: {type(exc).__name__}: {exc}") from exc
+        raise BusError(f"MQTT at {masked_url(url)}: {type(exc).__name__}: {exc}") from exc
 
 
 class MqttSource:
@@ -83,7 +83,7 @@ class MqttSource:
         while True:
             msg = await self._queue.get()
             if msg is LOST:
-                raise BusError(f"MQTT at {shown_url(self.conf.url)}: the connection was lost")
+                raise BusError(f"MQTT at {masked_url(self.conf.url)}: the connection was lost")
 
             async def ack(mid: int = msg.mid, qos: int = msg.qos) -> None:
                 client.ack(mid, qos)

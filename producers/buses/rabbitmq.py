@@ -12,7 +12,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, 
 from producers.buses.base import BusMessage, Outgoing
 from schemas import pipelines as p
 from schemas.errors import BusError
-from schemas.pipelines import expand_env, shown_url
+from schemas.pipelines import expand_env, masked_url
 
 CONNECT_TIMEOUT = 5.0
 
@@ -21,7 +21,7 @@ async def _connect(url: str) -> AbstractConnection:
     try:
         return await aio_pika.connect(url, timeout=CONNECT_TIMEOUT)
     except Exception as exc:  # aiormq raises several types for a refused or lost connection
-        raise BusError(f"RabbitMQ at {shown_url(url)}: {type(exc).__name__}: {exc}") from exc
+        raise BusError(f"RabbitMQ at {masked_url(url)}: {type(exc).__name__}: {exc}") from exc
 
 
 class RabbitSource:
@@ -33,13 +33,14 @@ class RabbitSource:
 
     async def connect(self) -> None:
         self._conn = await _connect(expand_env(self.conf.url))
-        channel = await self._conn.channel()
-        await channel.set_qos(prefetch_count=self.prefetch)
         try:
+            channel = await self._conn.channel()
+            await channel.set_qos(prefetch_count=self.prefetch)
             self._queue = await channel.declare_queue(
                 self.conf.queue, durable=True, passive=not self.conf.declare
             )
         except Exception as exc:
+            await self.close()
             raise BusError(f"RabbitMQ queue {self.conf.queue!r}: {exc}") from exc
 
     async def messages(self) -> AsyncIterator[BusMessage]:
@@ -77,7 +78,10 @@ class RabbitSink:
 
     async def connect(self) -> None:
         self._conn = await _connect(expand_env(self.conf.url))
-        channel: AbstractChannel = await self._conn.channel(publisher_confirms=True)
+        # an unroutable message (no queue bound) is an error, not a silent confirm
+        channel: AbstractChannel = await self._conn.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
         if self.conf.exchange:
             self._exchange = await channel.get_exchange(self.conf.exchange)
         else:

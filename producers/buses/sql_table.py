@@ -12,7 +12,7 @@ from producers.buses.base import Outgoing
 from producers.warehouse_tables import dest_table, enriched_row, ensure_dest, upsert
 from schemas import pipelines as p
 from schemas.errors import BusError
-from schemas.pipelines import expand_env, shown_url
+from schemas.pipelines import expand_env, masked_url
 from schemas.storable import MAX_KEY_CHARS
 from storage.engine import make_engine
 
@@ -32,7 +32,7 @@ class SqlSink:
         try:
             await asyncio.to_thread(prepare)
         except Exception as exc:
-            raise BusError(f"SQL sink {shown_url(self.conf.url)}: {exc}") from exc
+            raise BusError(f"SQL sink {masked_url(self.conf.url)}: {exc}") from exc
 
     async def publish(self, messages: list[Outgoing]) -> None:
         assert self._engine is not None and self._table is not None

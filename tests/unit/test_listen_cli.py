@@ -59,7 +59,7 @@ def test_status_of_a_pipeline_that_never_ran(tmp_path: Path, monkeypatch: Any) -
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)
     assert shown[0]["pipeline"] == "tickets" and shown[0]["note"] == "never run"
-    assert shown[0]["waiting_on_bus"].startswith("unknown: RabbitMQ at amqp://guest:***@")
+    assert shown[0]["waiting_on_bus"].startswith("unknown: RabbitMQ at amqp://***@127.0.0.1:1/: ")
 
 
 def test_the_stack_refuses_a_bad_pipelines_file_before_starting_anything(
@@ -113,3 +113,15 @@ def test_other_file_kinds_are_refused_with_the_ones_that_work(tmp_path: Path, su
     result = CliRunner().invoke(main, ["listen", str(path)])
     assert result.exit_code == 2
     assert ".toml" in result.stderr and ".yaml" in result.stderr
+
+
+def test_urls_in_messages_show_no_credentials_and_variables_are_read_at_connect(
+    monkeypatch: Any,
+) -> None:
+    from schemas.pipelines import expand_env, masked_url
+
+    assert masked_url("amqp://sluice:s3cret@mq:5672/vhost") == "amqp://***@mq:5672/vhost"
+    assert masked_url("nats://TOKEN@nats:4222") == "nats://***@nats:4222"
+    assert masked_url("https://h.example/hook?sig=abc") == "https://h.example/hook"
+    monkeypatch.setenv("PW", "p@ss/word")
+    assert expand_env("amqp://u:${PW}@h/") == "amqp://u:p@ss/word@h/"

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from schemas.errors import PurgeRefusedError
+from schemas.errors import PurgeRefusedError, SluiceError
 from schemas.jobs import Item, JobSpec, Outcome
 from schemas.states import ItemStatus
 from storage import tables as t
@@ -72,18 +72,18 @@ def jobs(ledger: Ledger) -> StandingJobs:
 
 
 def test_open_makes_a_queued_standing_job_with_no_items(ledger: Ledger, jobs: StandingJobs):
-    assert jobs.current(PIPE) is None
+    assert jobs.current(PIPE, "default") is None
     opened = jobs.open(PIPE, spec())
     assert opened.total == 0
     view = ledger.job(opened.job_id)
     assert (view.status, view.counts.total, view.chunks_total) == ("queued", 0, 0)
     assert view.task == "classify-text" and view.finished_at is None
     assert ledger.chunk_ids(opened.job_id) == []
-    current = jobs.current(PIPE)
+    current = jobs.current(PIPE, "default")
     assert current is not None and current.job_id == opened.job_id
     assert current.total == 0 and current.lane == opened.lane
     assert abs((current.opened_at - opened.opened_at).total_seconds()) < 1e-3
-    assert jobs.current("another-pipeline") is None  # each pipeline has its own
+    assert jobs.current("another-pipeline", "default") is None  # each pipeline has its own
 
 
 def test_a_second_open_ends_an_empty_first_job_at_once(ledger: Ledger, jobs: StandingJobs):
@@ -93,7 +93,7 @@ def test_a_second_open_ends_an_empty_first_job_at_once(ledger: Ledger, jobs: Sta
     ended = ledger.job(first.job_id)
     assert (ended.status, ended.counts.total) == ("succeeded", 0)
     assert ended.finished_at is not None and ended.started_at is not None
-    current = jobs.current(PIPE)
+    current = jobs.current(PIPE, "default")
     assert current is not None and current.job_id == second.job_id
     assert ledger.job(second.job_id).status == "queued"
 
@@ -120,7 +120,7 @@ def test_a_job_rolled_over_with_a_chunk_pending_ends_when_the_chunk_completes(
     second = jobs.open(PIPE, spec())
     view = ledger.job(first.job_id)
     assert view.status == "queued" and view.finished_at is None  # its chunk is still to run
-    current = jobs.current(PIPE)
+    current = jobs.current(PIPE, "default")
     assert current is not None and current.job_id == second.job_id
     run_chunk(ledger, pending)
     view = ledger.job(first.job_id)
@@ -140,7 +140,7 @@ def test_append_writes_the_events_as_one_chunk_and_records_their_keys(
     assert ledger.chunk_ids(job.job_id) == [appended.chunk_id]
     view = ledger.job(job.job_id)
     assert (view.counts.total, view.chunks_total, view.chunks_done) == (3, 1, 0)
-    current = jobs.current(PIPE)
+    current = jobs.current(PIPE, "default")
     assert current is not None and current.total == 3
     assert [i.key for i in ledger.iter_items(job.job_id)] == ["a", "b", "c"]
     assert [i.text for i in run_chunk(ledger, appended.chunk_id)] == [
@@ -224,10 +224,41 @@ def test_a_new_job_replaces_a_cancelled_one_and_leaves_it_cancelled(
     assert jobs.append(PIPE, job.job_id, events("b")).closed  # what the listener sees...
     new = jobs.open(PIPE, spec())  # ...and so it opens a new job, and appends there
     assert jobs.append(PIPE, new.job_id, events("b")).recorded == ["b"]
-    current = jobs.current(PIPE)
+    current = jobs.current(PIPE, "default")
     assert current is not None and current.job_id == new.job_id
     view = ledger.job(job.job_id)
     assert (view.status, view.finished_at) == ("cancelled", cancelled.finished_at)
+
+
+def test_events_of_a_cancelled_job_come_out_as_errors_not_stuck_in_flight(
+    ledger: Ledger, jobs: StandingJobs
+):
+    job = jobs.open(PIPE, spec())
+    jobs.append(PIPE, job.job_id, events("a", "b"))
+    ledger.cancel(job.job_id)
+    ready = jobs.ready(PIPE)
+    assert {r["key"] for r in ready} == {"a", "b"}
+    assert all(r["status"] == "error" and "cancelled" in r["error"] for r in ready)
+    assert all(r["model_version"] == "v1" for r in ready)
+    jobs.mark_published(PIPE, ["a", "b"])
+    assert jobs.unpublished(PIPE) == 0 and jobs.ready(PIPE) == []
+
+
+def test_a_pipeline_name_belongs_to_one_tenant(jobs: StandingJobs):
+    jobs.open(PIPE, spec())
+    other = spec().model_copy(update={"tenant": "acme"})
+    with pytest.raises(SluiceError, match="tenant 'default'"):
+        jobs.open(PIPE, other)
+    with pytest.raises(SluiceError, match="give this one another name"):
+        jobs.current(PIPE, "acme")
+
+
+def test_the_open_job_says_what_it_runs_with(jobs: StandingJobs):
+    opened = jobs.open(PIPE, spec())
+    current = jobs.current(PIPE, "default")
+    assert current is not None and current.made_as == opened.made_as
+    changed = spec().model_copy(update={"params": {"model_path": "/other"}})
+    assert jobs.open(PIPE, changed).made_as != current.made_as
 
 
 # -- a standing job's life ------------------------------------------------------------------
@@ -248,7 +279,7 @@ def test_a_standing_job_runs_on_when_every_chunk_is_done_and_ends_when_closed(
     assert (view.status, view.counts.total, view.counts.ok) == ("succeeded", 3, 3)
     assert view.finished_at is not None and view.started_at is not None
     assert view.expires_at == view.finished_at + timedelta(seconds=3600)
-    assert jobs.current(PIPE) is None
+    assert jobs.current(PIPE, "default") is None
     jobs.close(job.job_id)  # closing again changes nothing
     assert ledger.job(job.job_id).finished_at == view.finished_at
 
@@ -265,7 +296,7 @@ def test_a_job_closed_with_a_chunk_pending_ends_when_that_chunk_completes(
     jobs.close(job.job_id)
     view = ledger.job(job.job_id)
     assert view.status == "running" and view.finished_at is None
-    assert jobs.current(PIPE) is None
+    assert jobs.current(PIPE, "default") is None
     assert ledger.complete(pending, "w", outcomes(claim.items))
     view = ledger.job(job.job_id)
     assert (view.status, view.counts.ok, view.chunks_done) == ("succeeded", 3, 2)
@@ -293,6 +324,7 @@ def test_ready_gives_results_not_yet_published_oldest_event_first(
         "output": {"label": "for a"},
         "error": None,
         "job_id": job.job_id,
+        "model_version": "v1",  # the SQL sink writes it
     }
     assert [r["key"] for r in jobs.ready(PIPE, limit=2)] == ["a", "b"]
     assert jobs.ready("another-pipeline") == []
@@ -420,7 +452,11 @@ def test_purging_a_finished_pipeline_job_removes_its_inbox(ledger: Ledger, jobs:
     assert (erased.jobs, erased.rows) == ([job.job_id], 2)
     assert inbox_rows(ledger, job.job_id) == 0
     assert pipeline_job_id(ledger) is None
-    assert jobs.current(PIPE) is None and jobs.ready(PIPE) == [] and jobs.unpublished(PIPE) == 0
+    assert (
+        jobs.current(PIPE, "default") is None
+        and jobs.ready(PIPE) == []
+        and jobs.unpublished(PIPE) == 0
+    )
     assert counts_of(ledger) == PipelineCounts(
         pipeline=PIPE, job_id=None, recorded=0, in_flight=0, published=0,
         dead_lettered=0, oldest_unpublished_s=None,
@@ -438,6 +474,6 @@ def test_purging_a_rolled_over_job_leaves_the_open_one(ledger: Ledger, jobs: Sta
     erasure(ledger).purge(old.job_id)
     assert (inbox_rows(ledger, old.job_id), inbox_rows(ledger, new.job_id)) == (0, 1)
     assert pipeline_job_id(ledger) == new.job_id
-    current = jobs.current(PIPE)
+    current = jobs.current(PIPE, "default")
     assert current is not None and current.job_id == new.job_id
     assert counts_of(ledger).recorded == 1
