@@ -4,6 +4,7 @@ sent: the broker is beside the point here (tests/integration/test_api.py runs it
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -435,6 +436,34 @@ def test_metrics_come_from_the_ledger(api: Api):
     assert "sluice_batch_size_count 2.0" in text_
     assert "sluice_inference_seconds_bucket" in text_ and "sluice_queue_wait_seconds_sum" in text_
     assert "sluice_broker_up 0.0" in text_  # nothing listens on port 1
+
+
+def test_metrics_show_each_event_pipeline(api: Api):
+    from schemas.jobs import Item, JobSpec
+    from storage.standing_jobs import StandingJobs, count_dead_letters
+
+    jobs = StandingJobs(api.client.ledger.engine)
+    spec = JobSpec(task="embed", model="m", model_version="v1", source="pipeline:tickets")
+    job = jobs.open("tickets", spec)
+    appended = jobs.append("tickets", job.job_id, [Item(key=k, text=k) for k in "abc"])
+    claim = api.client.ledger.claim(appended.chunk_id or "", "w", 30)
+    assert claim.items is not None
+    api.client.ledger.complete(
+        appended.chunk_id or "",
+        "w",
+        [Outcome(key=k, status=ItemStatus.OK, output={"dim": 1}) for k in "ab"]
+        + [Outcome(key="c", status=ItemStatus.OK, output={"dim": 1})],
+    )
+    jobs.mark_published("tickets", ["a", "b"])
+    count_dead_letters(api.client.ledger.engine, "tickets", 2)
+    ops = api.keys.create("ops", "scraper", Role.OPERATOR)
+    text_ = api.http.get("/metrics", headers={"Authorization": f"Bearer {ops.key}"}).text
+    assert 'sluice_pipeline_events_total{outcome="recorded",pipeline="tickets"} 3.0' in text_
+    assert 'sluice_pipeline_events_total{outcome="published",pipeline="tickets"} 2.0' in text_
+    assert 'sluice_pipeline_events_total{outcome="dead_lettered",pipeline="tickets"} 2.0' in text_
+    assert 'sluice_pipeline_in_flight{pipeline="tickets"} 1.0' in text_
+    lag = re.search(r'sluice_pipeline_lag_seconds\{pipeline="tickets"\} ([0-9.]+)', text_)
+    assert lag and float(lag.group(1)) >= 0.0
 
 
 def test_inline_records_and_media_items(api: Api, demo_models: Path, tmp_path: Path):
