@@ -103,7 +103,7 @@ def test_the_listener_runs_beside_the_worker_and_stops_first(
     stopped: list[int] = []
     monkeypatch.setattr(stack.os, "killpg", lambda pid, sig: stopped.append(pid))
     monkeypatch.setattr(stack, "_alive", lambda pid: False)
-    stack._stop(info.pids)
+    assert stack.down(settings)
     assert stopped[0] == 1002  # the listener before the worker: it drains into it
 
 
