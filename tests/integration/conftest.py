@@ -150,10 +150,12 @@ def listener(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[Path], A
     tmp_path/listen-N.log."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(pipelines: Path, **extra: str) -> subprocess.Popen[bytes]:
+    def start(pipelines: Path | list[str], **extra: str) -> subprocess.Popen[bytes]:
+        """A pipelines file, or the flags of one pipeline."""
         log = (tmp_path / f"listen-{len(procs)}.log").open("ab")
+        args = [str(pipelines)] if isinstance(pipelines, Path) else pipelines
         proc = subprocess.Popen(
-            [SLUICE, "listen", str(pipelines)],
+            [SLUICE, "listen", *args],
             env={**os.environ, **env, **extra},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -150,20 +150,17 @@ def test_a_cut_connection_is_reconnected_and_nothing_is_lost_or_repeated(
     queues = [f"{name}.in", f"{name}.out", f"{name}.dead"]
     proxy = TcpProxy(5672)
     through = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
-    pipelines = tmp_path / "pipelines.toml"
-    pipelines.write_text(
-        toml(
-            name,
-            tiny_classifier,
-            f'{{ kind = "rabbitmq", url = "{through}", queue = "{queues[0]}" }}',
-            [f'{{ kind = "rabbitmq", url = "{RABBIT_URL}", routing_key = "{queues[1]}" }}'],
-            f'{{ kind = "rabbitmq", url = "{RABBIT_URL}", routing_key = "{queues[2]}" }}',
-        )
-    )
+    flags = [  # one pipeline by flags, not a file
+        "--name", name, "--task", "classify-text", "--model", str(tiny_classifier),
+        "--key", "id", "--text", "text", "--max-events", "50", "--max-wait-ms", "20",
+        "--source", f"{through}?queue={queues[0]}",
+        "--sink", f"{RABBIT_URL}?routing_key={queues[1]}",
+        "--dead-letter", f"{RABBIT_URL}?routing_key={queues[2]}",
+    ]  # fmt: skip
     try:
         rabbit_publish(queues[0], texts(600))  # type: ignore[arg-type]
         start_worker()
-        listener(pipelines)
+        listener(flags)
         wait_until(lambda: figures(client, name)["recorded"] >= 100, 120, "100 recorded")
         proxy.cut()  # RabbitMQ is gone for the listener: unacked messages go back to the queue
         time.sleep(2)

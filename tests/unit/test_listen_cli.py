@@ -125,3 +125,54 @@ def test_urls_in_messages_show_no_credentials_and_variables_are_read_at_connect(
     assert masked_url("https://h.example/hook?sig=abc") == "https://h.example/hook"
     monkeypatch.setenv("PW", "p@ss/word")
     assert expand_env("amqp://u:${PW}@h/") == "amqp://u:p@ss/word@h/"
+
+
+def test_one_pipeline_by_flags_is_the_same_as_by_file(tmp_path: Path, monkeypatch: Any) -> None:
+    from producers.pipeline_file import load_pipelines
+    from producers.pipeline_flags import pipeline_from_flags
+
+    monkeypatch.setenv("BUS_PASSWORD", "guest")
+    by_file = load_pipelines(write(tmp_path, GOOD)).pipelines[0]
+    by_flags = pipeline_from_flags(
+        name="tickets",
+        task="classify-text",
+        source="amqp://guest:${BUS_PASSWORD}@127.0.0.1:1/?queue=t",
+        sinks=["amqp://guest:guest@127.0.0.1:5672/?routing_key=t.out"],
+        dead_letter="amqp://guest:guest@127.0.0.1:5672/?routing_key=t.dead",
+        mapping={"key": "id", "text": "body", "media": None, "record": None},
+    ).pipelines[0]
+    assert by_flags == by_file
+    more = pipeline_from_flags(
+        name="scans",
+        task="classify-image",
+        source="nats://127.0.0.1:4222?stream=SCANS&subject=scans.new&durable=sluice",
+        sinks=["https://hooks.example.com/scans", "postgresql://wh/analytics?table=scan_labels"],
+        dead_letter="mqtt://127.0.0.1:1883?topic=scans/dead",
+        mapping={"key": None, "text": None, "media": "file.path", "record": None},
+        params='{"threshold": 0.5}',
+        batching={"max_events": 16, "max_wait_ms": None},
+    ).pipelines[0]
+    assert [s.kind for s in more.sinks] == ["webhook", "sql"]
+    assert more.sinks[1].table == "scan_labels"  # type: ignore[union-attr]
+    assert more.source.durable == "sluice" and more.batching.max_events == 16  # type: ignore[union-attr]
+    assert more.params == {"threshold": 0.5} and more.map.key == "message_id"
+
+
+def test_flags_name_each_mistake_by_flag(tmp_path: Path) -> None:
+    base = [
+        "listen", "--name", "t", "--task", "classify-text", "--text", "body",
+        "--sink", "amqp://h/?routing_key=o", "--dead-letter", "amqp://h/?routing_key=d",
+    ]  # fmt: skip
+    runner = CliRunner()
+    missing_queue = runner.invoke(main, [*base, "--source", "amqp://h/"])
+    assert missing_queue.exit_code == 2
+    assert "--source queue: Field required" in missing_queue.stderr
+    unknown = runner.invoke(main, [*base, "--source", "kafka://h/?topic=x"])
+    assert "--source kafka://...: not a bus URL" in unknown.stderr
+    bad_params = runner.invoke(main, [*base, "--source", "amqp://h/?queue=q", "--params", "{x"])
+    assert "--params is not JSON" in bad_params.stderr
+    both = runner.invoke(main, [*base[:1], str(write(tmp_path, GOOD)), "--task", "embed"])
+    assert both.exit_code == 2 and "not both (--task)" in both.stderr
+    none = runner.invoke(main, ["listen", "--task", "embed"])
+    assert none.exit_code == 2
+    assert "--name, --source, --sink, --dead-letter missing" in none.stderr
