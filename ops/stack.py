@@ -198,11 +198,7 @@ def _stop(pids: dict[str, int], timeout: float = 20) -> None:
     if "listener" in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pids["listener"], signal.SIGTERM)
-        deadline = time.monotonic() + LISTENER_DRAIN
-        while _alive(pids["listener"]) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pids["listener"], os.WNOHANG)
-            time.sleep(0.1)
+        _wait_gone(pids["listener"], time.monotonic() + LISTENER_DRAIN)
     for name in ("listener", "worker", "ray", "redis"):
         if name in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -212,12 +208,17 @@ def _stop(pids: dict[str, int], timeout: float = 20) -> None:
                     os.killpg(pids[name], signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for pid in pids.values():
-        while _alive(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.1)
+        _wait_gone(pid, deadline)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
+
+
+def _wait_gone(pid: int, deadline: float) -> None:
+    """Until `pid` has exited (reaped if it is our child) or the monotonic `deadline`."""
+    while _alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
 
 
 def down(settings: Settings) -> bool:

@@ -21,24 +21,27 @@ class WebhookSink:
         self.conf = conf
         self.settings = settings
         self._gate = asyncio.Semaphore(conf.concurrency)
+        self._url = ""
+        self._secret: str | None = None
 
     async def connect(self) -> None:
-        """Nothing to open: each POST is its own connection, checked on its own."""
+        """Nothing to open (each POST is its own connection, checked on its own): the URL and
+        secret are read from the environment once, here."""
+        self._url = expand_env(self.conf.url)
+        self._secret = expand_env(self.conf.secret) if self.conf.secret else None
 
     async def publish(self, messages: list[Outgoing]) -> None:
         await asyncio.gather(*(self._post(m) for m in messages))
 
     async def _post(self, message: Outgoing) -> None:
-        url = expand_env(self.conf.url)
         headers = {"Content-Type": "application/json", ID_HEADER: message.message_id}
-        if self.conf.secret:
-            secret = expand_env(self.conf.secret)
+        if self._secret:
             stamp = int(time.time())
-            headers |= signature_headers(secret, message.message_id, message.body, stamp)
+            headers |= signature_headers(self._secret, message.message_id, message.body, stamp)
         async with self._gate:
             answer = await asyncio.to_thread(
                 post,
-                url,
+                self._url,
                 message.body,
                 headers,
                 self.settings.callback_timeout,

@@ -21,6 +21,7 @@ from schemas.storable import storable_items, storable_outcome
 from storage import tables as t
 from storage.admission import FairShare, admit
 from storage.clock import db_now, host_now, utc
+from storage.job_rows import new_job_row
 from storage.lineage import chunk_lineages, input_digest, job_part
 from storage.progress import NO_PROGRESS, Progress, job_progress
 from storage.receiving import Receiver, name_chunk
@@ -190,6 +191,13 @@ def ended(job: t.Job, now: datetime) -> None:
     job.expires_at = expiry(now, job.retention_s)
 
 
+def end_by_counts(job: t.Job, now: datetime) -> None:
+    """A job whose every chunk is settled ends: its status from its counts, and when."""
+    counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid, error=job.error)
+    job.status = job_status_for(counts)
+    ended(job, now)
+
+
 def stored_items(items: list[Item]) -> list[dict[str, Any]]:
     """A chunk row's items, as written at submit and replaced by a redacting completion."""
     return [it.model_dump(exclude_none=True) for it in items]
@@ -223,33 +231,16 @@ class Ledger:
             now = db_now(s)
             lane = admit(s, self.fair_share, spec.tenant, spec.task, len(items), now)
             s.add(
-                t.Job(
-                    id=job_id,
-                    task=spec.task,
-                    model=spec.model,
-                    model_version=spec.model_version,
-                    params=spec.params,
-                    explain_policy=spec.explain,
-                    priority=spec.priority,
-                    source=spec.source,
-                    status=JobStatus.QUEUED if chunks else JobStatus.SUCCEEDED,
+                new_job_row(
+                    job_id,
+                    spec,
+                    now,
+                    JobStatus.QUEUED if chunks else JobStatus.SUCCEEDED,
+                    lane,
                     total=len(items),
-                    ok=0,
-                    invalid=0,
-                    error=0,
                     chunks_total=len(chunks),
-                    chunks_done=0,
-                    created_at=now,
                     finished_at=None if chunks else now,
                     expires_at=None if chunks else expiry(now, spec.retention_s),
-                    tenant=spec.tenant,
-                    api_key_id=spec.api_key_id,
-                    callback_url=spec.callback_url,
-                    parent_job_id=spec.parent_job_id,
-                    idempotency_key=spec.idempotency_key,
-                    lineage=spec.lineage,
-                    retention_s=spec.retention_s,
-                    lane=lane,
                 )
             )
             s.flush()
@@ -484,9 +475,7 @@ class Ledger:
                 usage = replace(usage or ChunkUsage(), tokens=tokens.total)
             record_usage(s, job.tenant or "default", job.task, now, n, usage)
             if job.chunks_done >= job.chunks_total and not job.standing:  # standing_jobs.py
-                counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid, error=job.error)
-                job.status = job_status_for(counts)
-                ended(job, now)
+                end_by_counts(job, now)
             return True
 
     def _insert_outcomes(

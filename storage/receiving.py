@@ -54,6 +54,7 @@ from schemas.states import ChunkState, JobStatus
 from storage import tables as t
 from storage.admission import FairShare, admit
 from storage.clock import db_now, utc
+from storage.job_rows import new_job_row
 
 ITEMS = TypeAdapter(list[Item])  # a chunk's items as JSON in one call, not one per item
 KEYS_PER_LOOKUP = 1000  # keys per IN (...) list when naming a repeated key
@@ -138,34 +139,7 @@ class Receiver:
         job_id = uuid.uuid4().hex
         with self._session.begin() as s:
             now = db_now(s)
-            s.add(
-                t.Job(
-                    id=job_id,
-                    task=spec.task,
-                    model=spec.model,
-                    model_version=spec.model_version,
-                    params=spec.params,
-                    explain_policy=spec.explain,
-                    priority=spec.priority,
-                    source=spec.source,
-                    status=JobStatus.RECEIVING,
-                    total=0,
-                    ok=0,
-                    invalid=0,
-                    error=0,
-                    chunks_total=0,
-                    chunks_done=0,
-                    created_at=now,
-                    tenant=spec.tenant,
-                    api_key_id=spec.api_key_id,
-                    callback_url=spec.callback_url,
-                    parent_job_id=spec.parent_job_id,
-                    idempotency_key=spec.idempotency_key,
-                    lineage=spec.lineage,
-                    retention_s=spec.retention_s,
-                    lane=0,
-                )
-            )
+            s.add(new_job_row(job_id, spec, now, JobStatus.RECEIVING, lane=0))
         return ReceivingJob(self, job_id, spec, chunk_size)
 
     def add(

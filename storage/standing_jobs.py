@@ -24,14 +24,15 @@ from sqlalchemy import Engine, and_, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import SluiceError
-from schemas.jobs import Item, JobCounts, JobSpec, job_status_for
+from schemas.jobs import Item, JobSpec
 from schemas.states import ChunkState, ItemStatus, JobStatus
 from schemas.storable import storable_items
 from storage import json_codec
 from storage import tables as t
 from storage.admission import FairShare, admit
 from storage.clock import db_now, utc
-from storage.ledger import ended, stored_items
+from storage.job_rows import new_job_row
+from storage.ledger import end_by_counts, stored_items
 from storage.receiving import name_chunk
 from storage.result_rows import EXPLANATION_COLUMNS, RESULT_FIELDS, selected_result_row
 
@@ -94,36 +95,13 @@ class StandingJobs:
             made_as(job.task, job.model, job.model_version, job.params, job.explain_policy),
         )
 
-    def open(self, pipeline: str, spec: JobSpec) -> OpenJob:  # noqa: A003
+    def open(self, pipeline: str, spec: JobSpec) -> OpenJob:
         """Close the pipeline's open job, if any, and open a new one (queued, no items)."""
         job_id = uuid.uuid4().hex
         with self._session.begin() as s:
             now = db_now(s)
-            s.add(
-                t.Job(
-                    id=job_id,
-                    task=spec.task,
-                    model=spec.model,
-                    model_version=spec.model_version,
-                    params=spec.params,
-                    explain_policy=spec.explain,
-                    priority=spec.priority,
-                    source=spec.source,
-                    status=JobStatus.QUEUED,
-                    total=0,
-                    ok=0,
-                    invalid=0,
-                    error=0,
-                    chunks_total=0,
-                    chunks_done=0,
-                    created_at=now,
-                    tenant=spec.tenant,
-                    lineage=spec.lineage,
-                    retention_s=spec.retention_s,
-                    standing=True,
-                    lane=admit(s, self.fair_share, spec.tenant, spec.task, 0, now),
-                )
-            )
+            lane = admit(s, self.fair_share, spec.tenant, spec.task, 0, now)
+            s.add(new_job_row(job_id, spec, now, JobStatus.QUEUED, lane, standing=True))
             s.flush()
             state = s.get(t.PipelineJob, pipeline, with_for_update=True)
             if state is None:
@@ -134,7 +112,6 @@ class StandingJobs:
             elif state.job_id is not None:
                 self._close(s, state.job_id, now)
             state.job_id, state.opened_at = job_id, now
-            lane = s.get_one(t.Job, job_id).lane
         shape = made_as(spec.task, spec.model, spec.model_version, spec.params, spec.explain)
         return OpenJob(job_id, now, 0, lane, shape)
 
@@ -150,10 +127,8 @@ class StandingJobs:
             return
         job.standing = False
         if not JobStatus(job.status).finished and job.chunks_done >= job.chunks_total:
-            counts = JobCounts(total=job.total, ok=job.ok, invalid=job.invalid, error=job.error)
-            job.status = job_status_for(counts)
             job.started_at = job.started_at or now
-            ended(job, now)
+            end_by_counts(job, now)
 
     def append(self, pipeline: str, job_id: str, items: list[Item]) -> Appended:
         """Record new events as one chunk of the job, and their keys in the inbox, in one
