@@ -66,6 +66,10 @@ RETENTION_HELP = (
     "how long the job's data is kept after it ends (30d, 12h, 2w); at most the tenant's "
     "limit, which is the default (SLUICE_RETENTION_DAYS); unset: until purged"
 )
+DEADLINE_HELP = (
+    "end the job this long after submit (90m, 12h, 2d): rows not finished by then end "
+    "`error` with the reason `expired`, finished ones are kept, the job ends `expired`"
+)
 REDACT_MODES = click.Choice(["none", "detect", "mask", "hash"])
 NO_CACHE_HELP = (
     "run the model for every row, even those this tenant's result cache holds "
@@ -201,6 +205,7 @@ def worker(beat: bool, concurrency: int | None, queues: str | None) -> None:
 )
 @click.option("--no-cache", is_flag=True, help=NO_CACHE_HELP)
 @click.option("--retention", default=None, help=RETENTION_HELP)
+@click.option("--deadline", default=None, help=DEADLINE_HELP)
 @click.option("--redact", default=None, type=REDACT_MODES, help=REDACT_HELP)
 @click.option("--redact-types", default=None, help=REDACT_TYPES_HELP)
 @click.option("--wait", is_flag=True, help="show progress until the job ends")
@@ -217,6 +222,7 @@ def submit(
     priority: int,
     no_cache: bool,
     retention: str | None,
+    deadline: str | None,
     redact: str | None,
     redact_types: str | None,
     wait: bool,
@@ -243,6 +249,7 @@ def submit(
         priority=priority,
         cache=not no_cache,
         retention=retention,
+        deadline=deadline,
         redact=redact,
         redact_types=redact_types,
         **param_values(CATALOG, task_params),

@@ -324,9 +324,13 @@ class Client:
         redact_types: str | list[str] | None = None,
         redact_keys: bool = True,
         retention: str | int | None = None,
+        deadline: str | int | None = None,
         **task_params: Any,
     ) -> str:
         retention_s = job_retention_s(retention, self.settings, tenant)
+        deadline_s = deadline if isinstance(deadline, int) or deadline is None else None
+        if isinstance(deadline, str) and deadline:
+            deadline_s = parse_duration(deadline)
         params = checked_params(
             self.catalog.get(task),
             self.settings,
@@ -371,6 +375,7 @@ class Client:
             parent_job_id=parent_job_id,
             idempotency_key=idempotency_key,
             retention_s=retention_s,
+            deadline_s=deadline_s,
         )
         return self._record_and_send(job, chain(ahead, batches))
 

@@ -16,7 +16,9 @@ from schemas.storable import MAX_KEY_CHARS, storable_items
 from schemas.task_spec import InputSeen, TaskSpec
 
 RECEIVE_BATCH = 10_000  # items per transaction of a job written while `receiving`
-OTHER_FIELDS = attrgetter("path", "data", "record", "fields")  # what a plain text item lacks
+OTHER_FIELDS = attrgetter(
+    "path", "data", "record", "fields", "messages", "options"
+)  # what a plain text item lacks
 
 
 def prepared_batches(

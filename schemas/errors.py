@@ -11,6 +11,7 @@ about it.
     │   ├── InputFileError
     │   │   └── DuplicateKeysError
     │   ├── PipelineFileError          a pipelines file (sluice listen) with mistakes, by line
+    │   ├── OpenAIRequestError         a request the OpenAI-compatible API refuses (its shape)
     │   ├── BusError                   a message bus refused or lost a connection or publish
     │   ├── ModelError
     │   │   ├── ModelNotFoundError
@@ -53,6 +54,17 @@ class ConfigError(SluiceError):
 
 class PipelineFileError(SluiceError):
     """A pipelines file `sluice listen` cannot run: each mistake on a line `FILE:LINE: ...`."""
+
+
+class OpenAIRequestError(SluiceError):
+    """A request (or one line of a batch) the OpenAI-compatible API refuses: answered in
+    OpenAI's error shape with this status, `param` (the field at fault) and `code`."""
+
+    def __init__(
+        self, message: str, param: str | None = None, code: str | None = None, status: int = 400
+    ) -> None:
+        super().__init__(message)
+        self.param, self.code, self.status = param, code, status
 
 
 class BusError(SluiceError):

@@ -28,6 +28,11 @@ class Item(BaseModel):
     invalid: str | None = None
     # What redaction found in it (schemas/redaction.py): {field, type, start, end, by}
     redactions: list[dict[str, Any]] | None = None
+    # A conversation for a chat model ({role, content} turns, read with its chat template)
+    # in place of `text`, and this item's own values of the task's row parameters
+    # (TaskParams.row_params: an OpenAI batch line's max_tokens, temperature, seed...).
+    messages: list[dict[str, str]] | None = None
+    options: dict[str, Any] | None = None
 
 
 class Explanation(BaseModel):
@@ -90,6 +95,8 @@ class JobSpec(BaseModel):
     lineage: dict[str, Any] | None = None
     # Seconds its data is kept after it ends (schemas/retention.py); None: until purged
     retention_s: int | None = None
+    # Seconds from submit after which its unfinished rows end `expired` (the sweeper)
+    deadline_s: int | None = None
 
 
 class JobCounts(BaseModel):

@@ -25,6 +25,11 @@ class Modality(StrEnum):
         """Why the worker refuses this item before any model sees it, or None."""
         if item.invalid:
             return item.invalid
+        if self is Modality.TEXT and item.messages is not None:  # a chat (OpenAI requests)
+            size = sum(len(m.get("content", "")) for m in item.messages)
+            if size > max_text_chars:
+                return f"the messages hold {size} characters, over the cap of {max_text_chars}"
+            return None if size else "the messages hold no text"
         if self is Modality.TEXT:
             return text_problem(item.text, "text", max_text_chars)
         if self is Modality.RECORDS:

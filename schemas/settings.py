@@ -110,6 +110,15 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(20_000_000, ge=1, description="request size cap")
     api_max_items: int = Field(100_000, ge=1, description="items in one inline/uploaded job")
     api_max_wait: float = Field(60.0, ge=0, description="the longest ?wait= an event may ask")
+    # The OpenAI-compatible API (issue 25, /openai/v1): OpenAI's own caps by default.
+    openai_max_file_bytes: int = Field(200 * 2**20, ge=1)
+    openai_max_requests: int = Field(50_000, ge=1)
+    # A batch's deadline in seconds: its completion window, `24h` (the only one OpenAI
+    # takes), unless this shortens it (a test of expiry; a server that must answer sooner).
+    openai_completion_window_s: int | None = Field(None, ge=1)
+    # Where uploaded files are kept: an object-store prefix (s3://bucket/openai/); unset,
+    # in the ledger (openai_file_parts).
+    openai_files_uri: str = ""
     # Named SQL sources POST /v1/jobs may read from: {"warehouse": "postgresql://..."}.
     api_sql_sources: dict[str, str] = Field(default_factory=dict)
     # What each API tenant may read beyond its own jobs (schemas/tenants.py): SQL tables, input

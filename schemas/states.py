@@ -22,6 +22,7 @@ class JobStatus(Described):
     PARTIALLY_FAILED = "partially_failed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
     @property
     def finished(self) -> bool:
@@ -39,10 +40,11 @@ class ChunkState(Described):
     DONE = "done"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
     @property
     def terminal(self) -> bool:
-        return self in (ChunkState.DONE, ChunkState.DEAD, ChunkState.CANCELLED)
+        return self in (ChunkState.DONE, ChunkState.DEAD, ChunkState.CANCELLED, ChunkState.EXPIRED)
 
 
 class ItemStatus(Described):
@@ -130,11 +132,15 @@ MEANINGS: dict[Described, str] = {
     JobStatus.PARTIALLY_FAILED: "finished; some items ok, some invalid or error",
     JobStatus.FAILED: "finished; no item ok",
     JobStatus.CANCELLED: "stopped by a user; unfinished chunks dropped, finished results kept",
+    JobStatus.EXPIRED: "its deadline (--deadline; an OpenAI batch's completion window) passed "
+    "first: finished rows kept, every unfinished row ended error with the reason `expired`",
     ChunkState.QUEUED: "waiting for a worker (re-sent by the sweeper if its message is lost)",
     ChunkState.RUNNING: "held by a worker under a lease it renews",
     ChunkState.DONE: "every item's outcome written, in one transaction",
     ChunkState.DEAD: "dead-lettered after its attempts: every item recorded as error",
     ChunkState.CANCELLED: "dropped when its job was cancelled",
+    ChunkState.EXPIRED: "unfinished when its job's deadline passed: every item ended error "
+    "(expired)",
     RowFlag.MAX_NEW_TOKENS: "generation stopped at max_new_tokens: the text may be cut short",
     RowFlag.EMPTY: "the model generated nothing: an empty text, which is a valid output",
     RowFlag.CAPPED: "max_new_tokens was lowered to what the model's positions leave after "

@@ -77,6 +77,10 @@ def _storable_item(item: Item) -> Item:
         return Item(key=item.key, invalid=f"the record {problem}")
     if item.fields is not None and (problem := json_problem(item.fields)):
         return Item(key=item.key, invalid=f"a field {problem}")
+    for field in ("messages", "options"):  # a chat's turns, a row's own parameters
+        value = getattr(item, field)
+        if value is not None and (problem := json_problem(value)):
+            return Item(key=item.key, invalid=f"the {field} {problem}")
     return item
 
 

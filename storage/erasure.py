@@ -41,7 +41,7 @@ log = logging.getLogger("sluice.erasure")
 # Tables whose rows go with their job row (ON DELETE CASCADE).
 CASCADED = (
     "chunks", "results", "explanations", "callback_deliveries", "result_cache", "exports",
-    "pipeline_inbox",
+    "pipeline_inbox", "openai_batches",
 )  # fmt: skip
 # Tables holding a job's data by its id, without a foreign key.
 BY_JOB_ID = ("job_keys", "enrich_retries")
@@ -49,9 +49,19 @@ BY_JOB_ID = ("job_keys", "enrich_retries")
 UNLINKED = ("enrich_runs", "enrich_watermarks", "pipeline_jobs")
 # Tables with no row of any job's data (models, keys, secrets, counts, the audit itself).
 NOT_JOB_DATA = (
-    "api_keys", "training_runs", "model_versions", "model_shares", "tenant_secrets",
-    "tenant_usage", "cluster_identity", "erasure_audit", "console_sessions",
-)  # fmt: skip
+    "api_keys",
+    "training_runs",
+    "model_versions",
+    "model_shares",
+    "tenant_secrets",
+    "tenant_usage",
+    "cluster_identity",
+    "erasure_audit",
+    "console_sessions",
+)
+# Files uploaded for OpenAI batches (storage/openai_files.py): a tenant's input, but no job's
+# rows; removed by their own retention (the tenant's period from upload) or by a delete.
+OWN_RETENTION = ("openai_files", "openai_file_parts")  # fmt: skip
 
 
 @dataclass

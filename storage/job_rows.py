@@ -2,7 +2,7 @@
 job written whole (Ledger.create_job), while receiving (storage/receiving.py) or standing
 (storage/standing_jobs.py)."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from schemas.jobs import JobSpec
@@ -37,5 +37,6 @@ def new_job_row(
         lineage=spec.lineage,
         retention_s=spec.retention_s,
         lane=lane,
+        deadline_at=None if spec.deadline_s is None else now + timedelta(seconds=spec.deadline_s),
         **{"total": 0, "chunks_total": 0, **state},
     )

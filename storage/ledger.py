@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, func, insert, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +33,8 @@ from storage.token_counts import TokenCounts
 from storage.usage import ChunkUsage
 from storage.usage import record as record_usage
 
+# The reason an unfinished row of a job past its deadline ended with (its error begins so)
+EXPIRED = "expired"
 REQUEUE_BATCH = 10_000  # chunk ids per statement: far below PostgreSQL's 65,535 parameters
 
 
@@ -61,6 +63,7 @@ class JobView:
     lineage: dict[str, Any] | None = None  # what makes its rows, as of submit (lineage.py)
     retention_s: int | None = None  # its data goes this long after it ends (erasure.py)
     expires_at: datetime | None = None
+    deadline_at: datetime | None = None  # unfinished then, its open rows end `expired`
     progress: Progress = NO_PROGRESS  # its rate and ETA while it runs (storage/progress.py)
 
     @property
@@ -108,6 +111,8 @@ class JobView:
             # when its data goes (storage/erasure.py); None: kept until purged
             "retention_s": self.retention_s,
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            # its deadline (--deadline); None: none
+            "deadline_at": self.deadline_at.isoformat() if self.deadline_at else None,
             # rows/s weighted over the last minute and seconds left; None until known
             **self.progress.as_dict(),
         }
@@ -165,6 +170,7 @@ def job_view(job: t.Job, progress: Progress = NO_PROGRESS) -> JobView:
         lineage=job.lineage,
         retention_s=job.retention_s,
         expires_at=utc(job.expires_at),
+        deadline_at=utc(job.deadline_at),
         progress=progress,
     )
 
@@ -431,51 +437,126 @@ class Ledger:
             now = db_now(s)
             if job is None or JobStatus(job.status).finished:
                 return False
-            res = s.execute(
-                update(t.Chunk)
-                .where(
-                    t.Chunk.id == chunk_id,
-                    t.Chunk.state.in_([ChunkState.RUNNING, ChunkState.QUEUED]),
-                    guard(now),
-                )
-                .values(
-                    state=state,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    finished_at=now,
-                    **({} if items is None else {"items": stored_items(items)}),
-                    **({} if made_by is None else {"made_by": made_by}),
-                )
-                .returning(t.Chunk.first_item)
-            ).first()
-            if res is None:
-                return False
-            first_item = res[0]
-            if outcomes is None:
-                assert outcomes_for is not None
-                raw_items = s.scalar(select(t.Chunk.items).where(t.Chunk.id == chunk_id))
-                stored = [Item.model_validate(raw) for raw in raw_items or []]
-                outcomes = with_digests(s, job.tenant or "default", outcomes_for(stored), stored)
-            outcomes = [storable_outcome(o) for o in outcomes]
-            order = {o.key: first_item + n for n, o in enumerate(outcomes)}
-            self._insert_outcomes(s, job.id, chunk_id, outcomes, order, now)
-            if cache is not None:
-                store_in_cache(s, job.id, cache, outcomes, now)
-            n = {st: sum(o.status == st for o in outcomes) for st in ItemStatus}
-            job.ok += n[ItemStatus.OK]
-            job.invalid += n[ItemStatus.INVALID]
-            job.error += n[ItemStatus.ERROR]
-            job.cached = (job.cached or 0) + sum(
-                o.cached and o.status == ItemStatus.OK for o in outcomes
+            settled = self._settle(
+                s, job, chunk_id, guard(now), state, now,
+                outcomes=outcomes, outcomes_for=outcomes_for, usage=usage, cache=cache,
+                items=items, made_by=made_by,
+            )  # fmt: skip
+            if settled and job.chunks_done >= job.chunks_total and not job.standing:
+                end_by_counts(job, now)  # a standing job waits for its pipeline: standing_jobs
+            return settled
+
+    def _settle(
+        self,
+        s: Session,
+        job: t.Job,
+        chunk_id: str,
+        guard: Any,
+        state: ChunkState,
+        now: datetime,
+        *,
+        outcomes: list[Outcome] | None = None,
+        outcomes_for: Callable[[list[Item]], list[Outcome]] | None = None,
+        usage: ChunkUsage | None = None,
+        cache: CacheWrite | None = None,
+        items: list[Item] | None = None,
+        made_by: dict[str, Any] | None = None,
+    ) -> bool:
+        """_finish's work on one chunk of the locked `job`, in the caller's transaction."""
+        res = s.execute(
+            update(t.Chunk)
+            .where(
+                t.Chunk.id == chunk_id,
+                t.Chunk.state.in_([ChunkState.RUNNING, ChunkState.QUEUED]),
+                guard,
             )
-            job.chunks_done += 1
-            # tokens fed to the model: a cached row's output is copied unread (stored_output)
-            if (tokens := TokenCounts.of_outcomes(outcomes)) is not None:
-                tokens.add_to(job)
-                usage = replace(usage or ChunkUsage(), tokens=tokens.total)
-            record_usage(s, job.tenant or "default", job.task, now, n, usage)
-            if job.chunks_done >= job.chunks_total and not job.standing:  # standing_jobs.py
-                end_by_counts(job, now)
+            .values(
+                state=state,
+                lease_owner=None,
+                lease_expires_at=None,
+                finished_at=now,
+                **({} if items is None else {"items": stored_items(items)}),
+                **({} if made_by is None else {"made_by": made_by}),
+            )
+            .returning(t.Chunk.first_item)
+        ).first()
+        if res is None:
+            return False
+        first_item = res[0]
+        if outcomes is None:
+            assert outcomes_for is not None
+            raw_items = s.scalar(select(t.Chunk.items).where(t.Chunk.id == chunk_id))
+            stored = [Item.model_validate(raw) for raw in raw_items or []]
+            outcomes = with_digests(s, job.tenant or "default", outcomes_for(stored), stored)
+        outcomes = [storable_outcome(o) for o in outcomes]
+        order = {o.key: first_item + n for n, o in enumerate(outcomes)}
+        self._insert_outcomes(s, job.id, chunk_id, outcomes, order, now)
+        if cache is not None:
+            store_in_cache(s, job.id, cache, outcomes, now)
+        n = {st: sum(o.status == st for o in outcomes) for st in ItemStatus}
+        job.ok += n[ItemStatus.OK]
+        job.invalid += n[ItemStatus.INVALID]
+        job.error += n[ItemStatus.ERROR]
+        job.cached = (job.cached or 0) + sum(
+            o.cached and o.status == ItemStatus.OK for o in outcomes
+        )
+        job.chunks_done += 1
+        # tokens fed to the model: a cached row's output is copied unread (stored_output)
+        if (tokens := TokenCounts.of_outcomes(outcomes)) is not None:
+            tokens.add_to(job)
+            usage = replace(usage or ChunkUsage(), tokens=tokens.total)
+        record_usage(s, job.tenant or "default", job.task, now, n, usage)
+        return True
+
+    # -- deadlines ------------------------------------------------------------------------------
+
+    def overdue(self, limit: int = 100) -> list[str]:
+        """Jobs past their deadline and not ended (a job still `receiving` waits until its
+        input is whole), oldest deadline first."""
+        with self._reader() as s:
+            return list(
+                s.scalars(
+                    select(t.Job.id)
+                    .where(
+                        t.Job.deadline_at <= db_now(s),
+                        t.Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+                    )
+                    .order_by(t.Job.deadline_at)
+                    .limit(limit)
+                )
+            )
+
+    def expire(self, job_id: str) -> bool:
+        """End a job past its deadline, in one transaction: every unfinished chunk's items
+        end `error` with the reason `expired` (`invalid` ones stay so), finished rows stay,
+        and the job ends `expired`. A worker still on one of those chunks then finds its
+        lease gone and writes nothing. False when the job ended first or has no deadline
+        passed."""
+        with self._session.begin() as s:
+            job = _lock_job(s, job_id)
+            now = db_now(s)
+            deadline = utc(job.deadline_at) if job is not None else None
+            if job is None or JobStatus(job.status).finished or deadline is None or deadline > now:
+                return False
+            message = (
+                f"{EXPIRED}: the job's deadline ({deadline.isoformat()}) passed before this row ran"
+            )
+
+            def outcomes(items: list[Item]) -> list[Outcome]:
+                return failed_outcomes([(i.key, i.invalid) for i in items], message)
+
+            open_chunks = s.scalars(
+                select(t.Chunk.id).where(
+                    t.Chunk.job_id == job_id,
+                    t.Chunk.state.in_([ChunkState.QUEUED, ChunkState.RUNNING]),
+                )
+            ).all()
+            for chunk_id in open_chunks:
+                self._settle(
+                    s, job, chunk_id, true(), ChunkState.EXPIRED, now, outcomes_for=outcomes
+                )
+            job.status = JobStatus.EXPIRED
+            ended(job, now)
             return True
 
     def _insert_outcomes(

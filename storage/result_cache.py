@@ -107,6 +107,9 @@ def item_digest(secret: bytes, scope: bytes, item: Item, media: bytes | None, by
         "media": media is not None,
         "key": item.key if by_key else None,
     }
+    # a chat's turns and a row's own parameters (OpenAI requests): only where given, so the
+    # digests of every other item stay as they were
+    described.update({f: v for f in ("messages", "options") if (v := getattr(item, f))})
     mac.update(b"\n" + canonical(described))
     if media is not None:
         mac.update(b"\n" + media)

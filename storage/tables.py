@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     false,
@@ -86,6 +87,10 @@ class Job(Base):
     # A pipeline's job (0017, storage/standing_jobs.py): open for more events; it does not
     # end, even with every chunk done, until its pipeline closes it
     standing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Its deadline (0018, storage/deadlines.py): unfinished then, its open rows end `expired`
+    deadline_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )
 
 
 class Chunk(Base):
@@ -464,3 +469,53 @@ class PipelineEvent(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class OpenAIFile(Base):
+    """A file uploaded through the OpenAI-compatible API (0018, storage/openai_files.py): its
+    bytes in `openai_file_parts`, or an object under SLUICE_OPENAI_FILES_URI (`uri`)."""
+
+    __tablename__ = "openai_files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # its tenant's retention from upload (schemas/retention.py); None: kept until deleted
+    expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )
+    uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class OpenAIFilePart(Base):
+    """A file's bytes in the ledger, in parts of at most 1 MiB (streamed in and out)."""
+
+    __tablename__ = "openai_file_parts"
+
+    file_id: Mapped[str] = mapped_column(
+        ForeignKey("openai_files.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class OpenAIBatch(Base):
+    """An OpenAI-compatible batch (0018, storage/openai_batches.py): the job that runs its
+    requests (every line one item or more, a bad line an `invalid` one), removed with it."""
+
+    __tablename__ = "openai_batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    input_file_id: Mapped[str] = mapped_column(String(40))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(Text)
+    batch_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    requests: Mapped[int] = mapped_column(Integer)  # the lines of its input file
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -7,6 +7,7 @@ from celery import Celery
 
 from schemas.queues import CONTROL_QUEUE, RETENTION
 from storage.erasure import Erasure
+from storage.openai_files import OpenAIFiles
 from workers.chunk_task import WorkerState
 
 log = logging.getLogger("sluice.retention")
@@ -20,4 +21,8 @@ def register_retention(app: Celery, state: WorkerState) -> None:
         erased = erasure.expire(BUDGET_S)
         if erased.jobs:
             log.info("retention: removed %d jobs (%d rows)", len(erased.jobs), erased.rows)
-        return erased.as_dict()
+        # files uploaded for OpenAI batches live for their tenant's period from upload
+        files = OpenAIFiles(state.ledger.engine, state.store).expire()
+        if files:
+            log.info("retention: removed %d uploaded files", files)
+        return {**erased.as_dict(), "files": files}

@@ -46,6 +46,7 @@ class SweepReport:
     resent: int
     dead_lettered: int
     broker_reset: bool
+    expired: int = 0  # jobs ended at their deadline
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -113,6 +114,7 @@ OVERDUE_FACTOR = 5  # queued this many times `requeue_after`: re-sent even if it
 def sweep_once(
     ledger: Ledger, settings: Settings, broker_url: str, send: Send, catalog: Catalog
 ) -> SweepReport:
+    expired = expire_overdue(ledger)  # first: an expired job's chunks are not sent again
     probe = BrokerProbe(broker_url)
     reset = probe.was_reset()
     resend, exhausted = [], []
@@ -169,7 +171,18 @@ def sweep_once(
         # sent: a sweep that began before a wipe must not hide it from the next one (it would
         # re-create the marker, and the lost chunks would wait `requeue_after` instead).
         probe.mark()
-    return SweepReport(resent=sent, dead_lettered=dead, broker_reset=reset)
+    return SweepReport(resent=sent, dead_lettered=dead, broker_reset=reset, expired=expired)
+
+
+def expire_overdue(ledger: Ledger) -> int:
+    """End every job past its deadline (Ledger.expire); how many ended."""
+    n = 0
+    for job_id in ledger.overdue():
+        try:
+            n += ledger.expire(job_id)
+        except Exception:  # one job must not stop the sweep of the others
+            log.exception("sweep: could not expire job %s", job_id)
+    return n
 
 
 SEND_BATCH = 5_000  # chunks marked in the ledger, then sent, at a time
@@ -194,7 +207,7 @@ def sweep_all(
         send_run,
         lambda: BrokerProbe(broker).is_empty(TRAIN_QUEUE),
     )
-    if report.resent or report.dead_lettered:
+    if report.resent or report.dead_lettered or report.expired:
         log.warning("sweep: %s", report.as_dict())
     removed = remove_abandoned(ledger)
     ledger.receiver.clear_keys()  # the keys of jobs received since: their index is done

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from producers.api import events, job_control, jobs, metrics, operator, usage
+from producers.api import events, job_control, jobs, metrics, openai_api, operator, usage
 from producers.api.auth import BodyLimit
 from producers.api.openapi_doc import publish_request_bodies
 from producers.api.services import Services
@@ -54,7 +54,12 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         Callbacks(engine),
         task_bodies(client.catalog, settings),
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.api_max_body_bytes,
+        # a batch input file's upload: OpenAI's cap, with room for the multipart around it
+        by_path={f"{openai_api.PREFIX}/files": settings.openai_max_file_bytes + 2**16},
+    )
     app.include_router(jobs.router)
     app.include_router(job_control.router)
     app.include_router(events.router)
@@ -62,6 +67,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     app.include_router(usage.router)
     app.include_router(operator.router)
     _errors(app)
+    openai_api.register(app)  # after _errors: its errors take OpenAI's shape
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -49,18 +49,20 @@ class BodyLimit:
     """413 for a body over the cap: at once from Content-Length, or while a chunked body
     streams in (the body is never read past the cap)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, by_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.by_path = by_path or {}  # a route's own cap (an OpenAI batch file's upload)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        cap = self.by_path.get(scope.get("path", ""), self.max_bytes)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await _too_large(send, self.max_bytes)
+        if length is not None and length.isdigit() and int(length) > cap:
+            await _too_large(send, cap)
             return
         seen = 0
 
@@ -69,8 +71,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise HTTPException(413, _message(self.max_bytes))
+                if seen > cap:
+                    raise HTTPException(413, _message(cap))
             return message
 
         await self.app(scope, limited, send)

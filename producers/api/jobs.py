@@ -119,6 +119,7 @@ def submit(
         explain=options.explain,
         explain_steps=options.explain_steps,
         retention=options.retention,
+        deadline=options.deadline,
         priority=options.priority,
         source=source,
         tenant=key.tenant,

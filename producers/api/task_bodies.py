@@ -169,6 +169,11 @@ class JobOptions(Strict):
         description="how long the job's data is kept after it ends (90m, 12h, 30d, 2w); at "
         "most the tenant's limit, which is the default; then it is removed as by DELETE",
     )
+    deadline: Retention | None = Field(
+        None,
+        description="end the job this long after submit (90m, 12h, 2d): rows not finished "
+        "by then end `error` with the reason `expired`; finished ones are kept",
+    )
     cache: bool = Field(
         True,
         description="false: run the model for every item, even those this tenant's result "

@@ -21,7 +21,14 @@ from schemas.tenants import TenantGrant
 from storage import tables as t
 from storage.apikeys import ApiKeys
 from storage.clock import host_now
-from storage.erasure import BY_JOB_ID, CASCADED, NOT_JOB_DATA, UNLINKED, Erasure
+from storage.erasure import (
+    BY_JOB_ID,
+    CASCADED,
+    NOT_JOB_DATA,
+    OWN_RETENTION,
+    UNLINKED,
+    Erasure,
+)
 from tests.conftest import Bucket
 from tests.unit.test_lineage import settle
 
@@ -86,7 +93,7 @@ def with_every_kind_of_row(client: Client, job: str, bucket: Bucket) -> str:
 
 
 def test_every_table_of_the_ledger_is_classified_for_erasure():
-    classified = {"jobs", *CASCADED, *BY_JOB_ID, *UNLINKED, *NOT_JOB_DATA}
+    classified = {"jobs", *CASCADED, *BY_JOB_ID, *UNLINKED, *NOT_JOB_DATA, *OWN_RETENTION}
     assert set(t.Base.metadata.tables) == classified  # a new table must say where it stands
 
 

@@ -118,15 +118,19 @@ class GenerateHandler(Handler):
 
     # -- per item --------------------------------------------------------------------------
     def preprocess(self, item: Item, params: dict[str, Any]) -> Prompt:
-        problem = text_problem(item.text, "text", self.max_chars)
-        if problem:
-            raise InvalidInput(problem)
-        template = params.get("prompt", DEFAULT_PROMPT)
-        try:
-            prompt = render_prompt(template, {**(item.fields or {}), "text": item.text})
-        except KeyError as exc:
-            raise InvalidInput(f"no value for the prompt's {{{exc.args[0]}}}") from None
-        text, ids = self.encode(prompt)
+        params = {**params, **(item.options or {})}  # a row's own decoding (OpenAI requests)
+        if item.messages is not None:
+            text, ids = self.encode_chat(item.messages)
+        else:
+            problem = text_problem(item.text, "text", self.max_chars)
+            if problem:
+                raise InvalidInput(problem)
+            template = params.get("prompt", DEFAULT_PROMPT)
+            try:
+                prompt = render_prompt(template, {**(item.fields or {}), "text": item.text})
+            except KeyError as exc:
+                raise InvalidInput(f"no value for the prompt's {{{exc.args[0]}}}") from None
+            text, ids = self.encode(prompt)
         asked = params.get("max_new_tokens")
         budget, notes = self.budget(len(ids), int(asked or DEFAULT_MAX_NEW_TOKENS))
         if asked is None:  # the default within the model's positions is no news
@@ -136,12 +140,27 @@ class GenerateHandler(Handler):
             None,
         )
         decoding = Decoding(budget, temperature, top_p, tuple(params.get("stop") or ()))
-        seed = row_seed(int(params["seed"]), item.key) if decoding.samples else None
+        seed = row_seed(int(params.get("seed") or 0), item.key) if decoding.samples else None
         return Prompt(item.key, text, ids, decoding, seed, params.get("json_schema"), notes)
 
     def encode(self, prompt: str) -> tuple[str, list[int]]:
         """The prompt as the model was trained to read it (see `encode_prompt`)."""
         return encode_prompt(self.tokenizer, prompt)
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
+        """A conversation as the model reads it: through its chat template, ending where the
+        assistant's turn begins; a model without one reads the turns' texts, a line each."""
+        if sum(len(m["content"]) for m in messages) > self.max_chars:
+            raise InvalidInput(f"the messages hold over {self.max_chars} characters")
+        if not any(m["content"].strip() for m in messages):
+            raise InvalidInput("the messages hold no text")
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+            return text, list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        text = "\n".join(m["content"] for m in messages)
+        return text, list(self.tokenizer(text)["input_ids"])
 
     def budget(self, prompt_tokens: int, wanted: int) -> tuple[int, list[str]]:
         """max_new_tokens within the model's positions, and the note saying so if lowered."""

@@ -1,0 +1,229 @@
+"""An OpenAI-compatible surface at /openai/v1 (issue 25): Files and Batches for batch jobs
+written against OpenAI's Batch API, and the synchronous /chat/completions and /embeddings
+for small calls, each a one-request job on the same queues (batched with other traffic by
+the Ray actor). Point the official client at it: `OpenAI(base_url=".../openai/v1",
+api_key=<a Sluice API key>)`. Errors come in OpenAI's shape: {"error": {message, type,
+param, code}}."""
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Form, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from producers.api.params import Principal
+from producers.api.services import services
+from producers.openai_responses import chat_completion, embeddings, error_body, row_error, stamp
+from producers.openai_service import OpenAIBatchService, file_json
+from schemas.errors import ModelNotFoundError, OpenAIRequestError, QuotaExceededError, SluiceError
+from schemas.openai_requests import CHAT, EMBEDDINGS, TASK_OF_ENDPOINT, body_model, request_items
+from schemas.storable import escaped_text
+
+PREFIX = "/openai/v1"
+router = APIRouter(prefix=PREFIX, tags=["openai"])
+POLL = 0.02
+PIECE = 2**20
+T = TypeVar("T")
+SYNC_KEY = "request"  # the key of a synchronous call's item (its list's: request␞N)
+
+
+def batch_service(request: Request) -> OpenAIBatchService:
+    state = request.app.state
+    if getattr(state, "openai", None) is None:
+        state.openai = OpenAIBatchService(services(request).client)
+    return state.openai  # type: ignore[no-any-return]
+
+
+async def openai_error(_request: Request, exc: Exception) -> JSONResponse:
+    """OpenAI's error shape, for every error of these routes."""
+    if isinstance(exc, OpenAIRequestError):
+        kind = "invalid_request_error" if exc.status < 500 else "server_error"
+        body = error_body(escaped_text(str(exc)), kind, exc.param, exc.code)
+        return JSONResponse(body, status_code=exc.status)
+    status = 429 if isinstance(exc, QuotaExceededError) else 400
+    kind = "rate_limit_error" if status == 429 else "invalid_request_error"
+    return JSONResponse(error_body(escaped_text(str(exc)), kind), status_code=status)
+
+
+async def called(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in the thread pool, any refusal of Sluice's as an OpenAI error."""
+    try:
+        return await run_in_threadpool(fn, *args)
+    except OpenAIRequestError:
+        raise
+    except QuotaExceededError as exc:
+        raise OpenAIRequestError(str(exc), code="rate_limit_exceeded", status=429) from None
+    except ModelNotFoundError as exc:
+        raise OpenAIRequestError(str(exc), "model", "model_not_found", status=404) from None
+    except SluiceError as exc:
+        raise OpenAIRequestError(str(exc)) from None
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise OpenAIRequestError("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise OpenAIRequestError("the body must be a JSON object")
+    return body
+
+
+# -- files ---------------------------------------------------------------------------------
+@router.post("/files")
+async def upload_file(
+    request: Request,
+    key: Principal,
+    file: UploadFile,
+    purpose: Annotated[str, Form()],
+) -> JSONResponse:
+    """Upload a JSONL batch input (purpose `batch`), streamed into the store."""
+
+    def pieces() -> Any:
+        while piece := file.file.read(PIECE):
+            yield piece
+
+    svc = batch_service(request)
+    stored = await called(
+        svc.upload, key.tenant, purpose, file.filename or "upload.jsonl", pieces()
+    )
+    return JSONResponse(file_json(stored))
+
+
+@router.get("/files/{file_id}")
+async def get_file(request: Request, key: Principal, file_id: str) -> JSONResponse:
+    svc = batch_service(request)
+    return JSONResponse(await called(svc.file_object, key.tenant, file_id))
+
+
+@router.get("/files/{file_id}/content")
+async def file_content(request: Request, key: Principal, file_id: str) -> StreamingResponse:
+    """The file's bytes, streamed (a batch's output and error files are read from its job's
+    rows as they are sent)."""
+    svc = batch_service(request)
+    pieces = await called(svc.content, key.tenant, file_id)
+    return StreamingResponse(pieces, media_type="application/jsonl")
+
+
+@router.delete("/files/{file_id}")
+async def delete_file(request: Request, key: Principal, file_id: str) -> JSONResponse:
+    svc = batch_service(request)
+    await called(svc.files.delete, key.tenant, file_id)
+    return JSONResponse({"id": file_id, "object": "file", "deleted": True})
+
+
+@router.get("/files")
+async def list_files(request: Request, key: Principal) -> JSONResponse:
+    svc = batch_service(request)
+    found = await run_in_threadpool(svc.files.listed, key.tenant)
+    return JSONResponse({"object": "list", "data": [file_json(f) for f in found]})
+
+
+# -- batches -------------------------------------------------------------------------------
+@router.post("/batches")
+async def create_batch(request: Request, key: Principal) -> JSONResponse:
+    """One job for the input file's requests; its deadline is the completion window."""
+    body = await _json(request)
+    for name in ("input_file_id", "endpoint", "completion_window"):
+        if not isinstance(body.get(name), str):
+            raise OpenAIRequestError(f"{name} is required", name)
+    svc = batch_service(request)
+    batch = await called(
+        svc.create,
+        key.tenant,
+        key.id,
+        body["input_file_id"],
+        body["endpoint"],
+        body["completion_window"],
+        body.get("metadata"),
+    )
+    return JSONResponse(batch)
+
+
+@router.get("/batches/{batch_id}")
+async def get_batch(request: Request, key: Principal, batch_id: str) -> JSONResponse:
+    svc = batch_service(request)
+    return JSONResponse(await called(svc.get, key.tenant, batch_id))
+
+
+@router.get("/batches")
+async def list_batches(
+    request: Request,
+    key: Principal,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> JSONResponse:
+    svc = batch_service(request)
+    return JSONResponse(await called(svc.listed, key.tenant, after, limit))
+
+
+@router.post("/batches/{batch_id}/cancel")
+async def cancel_batch(request: Request, key: Principal, batch_id: str) -> JSONResponse:
+    svc = batch_service(request)
+    return JSONResponse(await called(svc.cancel, key.tenant, batch_id))
+
+
+# -- synchronous calls ---------------------------------------------------------------------
+async def _one_request(request: Request, key: Any, endpoint: str) -> tuple[Any, list[Any]]:
+    """Run one request as a job and wait for it (up to SLUICE_API_MAX_WAIT): its job and
+    [(item, row)]."""
+    body = await _json(request)
+    model = body_model(body)
+    items = request_items(endpoint, SYNC_KEY, body)
+    svc = services(request)
+    job_id = await called(
+        lambda: svc.client.submit_items(
+            items,
+            TASK_OF_ENDPOINT[endpoint],
+            model=model,
+            tenant=key.tenant,
+            api_key_id=key.id,
+            source=f"openai {endpoint}",
+        )
+    )
+    deadline = time.monotonic() + svc.settings.api_max_wait
+    view = await run_in_threadpool(svc.reads.job, key.tenant, job_id)
+    while not view.status.finished:
+        if time.monotonic() > deadline:
+            raise OpenAIRequestError(
+                f"not finished within {svc.settings.api_max_wait:g}s (SLUICE_API_MAX_WAIT); "
+                f"its job {job_id} goes on: GET /v1/jobs/{job_id}",
+                code="timeout",
+                status=504,
+            )
+        await asyncio.sleep(POLL)
+        view = await run_in_threadpool(svc.reads.job, key.tenant, job_id)
+    rows = {r["key"]: r for r in await run_in_threadpool(lambda: list(svc.client.results(job_id)))}
+    pairs = [(item, rows.get(item.key)) for item in items]
+    for _, row in pairs:
+        if row is None or row["status"] != "ok":
+            status, detail = row_error(row, view.status)
+            raise OpenAIRequestError(
+                detail["error"]["message"] if "error" in detail else detail["message"],
+                code=None if status else detail.get("code"),
+                status=status or 500,
+            )
+    return view, pairs
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, key: Principal) -> JSONResponse:
+    """A chat completion from a local generator (the `generate` task), with `usage`."""
+    view, pairs = await _one_request(request, key, CHAT)
+    created = stamp(view.finished_at) or int(time.time())
+    return JSONResponse(chat_completion(pairs[0][1], view.model, created, view.id))
+
+
+@router.post("/embeddings")
+async def create_embeddings(request: Request, key: Principal) -> JSONResponse:
+    """Embeddings of a string or a list (the `embed` task), float or base64."""
+    view, pairs = await _one_request(request, key, EMBEDDINGS)
+    return JSONResponse(embeddings(pairs, view.model))
+
+
+def register(app: Any) -> None:
+    app.include_router(router)
+    app.add_exception_handler(OpenAIRequestError, openai_error)
