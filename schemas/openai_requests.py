@@ -194,9 +194,14 @@ def embedding_items(custom_id: str, body: dict[str, Any]) -> list[Item]:
         )
     given = body.get("input")
     options = {"encoding_format": encoding} if encoding != "float" else None
-    if isinstance(given, str):
+    if isinstance(given, str) and given.strip():
         return [Item(key=custom_id, text=given, options=options)]
-    if not isinstance(given, list) or not given or len(given) > MAX_EMBEDDING_INPUTS:
+    if (
+        isinstance(given, str)
+        or not isinstance(given, list)
+        or not given
+        or len(given) > MAX_EMBEDDING_INPUTS
+    ):
         raise OpenAIRequestError(
             f"input must be a string or a list of 1 to {MAX_EMBEDDING_INPUTS} strings", "input"
         )
@@ -204,6 +209,8 @@ def embedding_items(custom_id: str, body: dict[str, Any]) -> list[Item]:
         raise OpenAIRequestError(
             "input must be text: token-id input is not supported (send the text)", "input"
         )
+    if not all(x.strip() for x in given):
+        raise OpenAIRequestError("input must not hold an empty string", "input")
     return [
         Item(key=f"{custom_id}{SEPARATOR}{n}", text=text, options=options)
         for n, text in enumerate(given)
