@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/modalities.py
 	$(BIN)/python bench/front_doors.py
 	$(BIN)/python bench/bus_events.py
+	$(BIN)/python bench/openai_batch.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/training_defaults.py
 	$(BIN)/python bench/generation.py

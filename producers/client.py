@@ -31,7 +31,7 @@ from schemas.errors import ModelError, NotQueuedError, SluiceError
 from schemas.jobs import RESULT_CACHE_PARAM, Item, JobSpec, check_unique_keys
 from schemas.object_refs import is_object_uri, normalised_uri
 from schemas.redaction import REDACTION_PARAM, PiiModel
-from schemas.retention import job_retention_s, parse_duration, retry_retention_s
+from schemas.retention import MAX_SECONDS, job_retention_s, parse_duration, retry_retention_s
 from schemas.settings import Settings
 from schemas.stack import endpoints, require_broker
 from schemas.states import RunStatus
@@ -328,9 +328,9 @@ class Client:
         **task_params: Any,
     ) -> str:
         retention_s = job_retention_s(retention, self.settings, tenant)
-        deadline_s = deadline if isinstance(deadline, int) or deadline is None else None
-        if isinstance(deadline, str) and deadline:
-            deadline_s = parse_duration(deadline)
+        deadline_s = parse_duration(deadline) if isinstance(deadline, str) else deadline
+        if deadline_s is not None and not 1 <= deadline_s <= MAX_SECONDS:
+            raise SluiceError(f"a deadline must be between 1s and 99999w, got {deadline!r}")
         params = checked_params(
             self.catalog.get(task),
             self.settings,

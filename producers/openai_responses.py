@@ -118,8 +118,7 @@ def requests_of(
     current: str | None = None
     held: list[tuple[Item, dict[str, Any] | None]] = []
     for item in items:
-        parts = split_key(item.key)
-        request = item.key if parts.part else (parts.custom_id or item.key)
+        request = split_key(item.key).request(item.key)
         if held and request != current:
             yield split_key(current or "").custom_id, held
             held = []
@@ -178,7 +177,7 @@ def batch_object(batch: BatchRow, view: JobView, completed: int, failed: int) ->
         "output_file_id": OUTPUT + batch.id if ended and completed else None,
         "error_file_id": ERRORS + batch.id if ended and completed < batch.requests else None,
         "created_at": stamp(batch.created_at),
-        "in_progress_at": stamp(view.created_at) if status != "validating" else None,
+        "in_progress_at": stamp(batch.created_at) if status != "validating" else None,
         "expires_at": stamp(view.deadline_at),
         "finalizing_at": end if status == "completed" else None,
         "completed_at": end if status == "completed" else None,

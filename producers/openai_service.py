@@ -10,6 +10,7 @@ from typing import Any
 
 from producers.client import Client
 from producers.openai_responses import (
+    BATCH_STATUS,
     ERRORS,
     OUTPUT,
     batch_lines,
@@ -19,8 +20,9 @@ from producers.openai_responses import (
 )
 from schemas.errors import OpenAIRequestError
 from schemas.jobs import Item
-from schemas.openai_requests import CHAT, TASK_OF_ENDPOINT, BatchLines
+from schemas.openai_requests import TASK_OF_ENDPOINT, BatchLines
 from schemas.retention import tenant_limit_s
+from schemas.states import JobStatus
 from storage import tables as t
 from storage.ledger import JobView
 from storage.openai_batches import BatchRow, OpenAIBatches
@@ -31,10 +33,9 @@ WINDOW_S = 86_400
 MAX_METADATA = 16  # OpenAI's: pairs, each key up to 64 characters and value up to 512
 
 
-def job_params(endpoint: str) -> dict[str, Any]:
-    """The job's own parameters: a chat batch draws its seed once (a sampled request's is
-    derived from it and the request's custom_id, or from the request's own seed)."""
-    return {"seed": secrets.randbelow(2**31)} if endpoint == CHAT else {}
+def drawn_seed() -> int:
+    """The seed of a batch's (or a call's) sampled requests that bring none of their own."""
+    return secrets.randbelow(2**31)
 
 
 def checked_metadata(metadata: Any) -> dict[str, str] | None:
@@ -125,7 +126,7 @@ class OpenAIBatchService:
         if stored.purpose != "batch":
             raise OpenAIRequestError(f"{input_file_id} is not a batch input", "input_file_id")
         batch_id = f"batch_{secrets.token_hex(12)}"
-        lines = BatchLines(endpoint)
+        lines = BatchLines(endpoint, drawn_seed())
         items = self._items(stored, lines)
         ahead: list[Item] = []
         for item in items:  # up to the first line that names the model
@@ -143,7 +144,6 @@ class OpenAIBatchService:
             api_key_id=api_key_id,
             source=f"openai batch {batch_id}",
             deadline=self.settings.openai_completion_window_s or WINDOW_S,
-            **job_params(endpoint),
         )
         row = self.batches.add(
             t.OpenAIBatch(
@@ -156,13 +156,15 @@ class OpenAIBatchService:
 
     def _items(self, stored: StoredFile, lines: BatchLines) -> Iterator[Item]:
         cap, chars = self.settings.openai_max_requests, self.settings.max_text_chars
-        for n, raw in enumerate(lines_of(self.files.content(stored)), 1):
+        longest = self.settings.openai_max_line_bytes
+        for n, line in enumerate(lines_of(self.files.content(stored), longest), 1):
             if n > cap:
                 raise OpenAIRequestError(
                     f"the file holds over {cap} requests (SLUICE_OPENAI_MAX_REQUESTS): split it",
                     "input_file_id",
                 )
-            for item in lines.items(raw, n):
+            made = lines.too_long(n, longest) if line.too_long else lines.items(line.data, n)
+            for item in made:
                 size = sum(len(m["content"]) for m in item.messages or [])
                 if size > chars:  # the messages' cap, as a text's (SLUICE_MAX_TEXT_CHARS)
                     item = Item(key=item.key, invalid=f"line {n}: the messages hold {size} "
@@ -174,31 +176,59 @@ class OpenAIBatchService:
         return batch_object(batch, view, *self.request_counts(batch, view))
 
     def request_counts(self, batch: BatchRow, view: JobView) -> tuple[int, int]:
-        """(completed, failed): from the job's counts when every request is one item."""
+        """(completed, failed), by the rule of the output and error files: from the job's
+        counts when every request is one item; else from its rows' keys, counted once more
+        after the job ended and kept."""
+        if batch.settled is not None:
+            return batch.settled
+        ended = view.status.finished
         if view.counts.total == batch.requests:
-            return view.counts.ok, view.counts.invalid + view.counts.error
-        return self.batches.outcomes(batch.job_id)
+            ok, bad = view.counts.ok, view.counts.invalid + view.counts.error
+            counts = (ok, batch.requests - ok if ended else bad)
+        else:
+            counts = self.batches.outcomes(batch, ended)
+        if ended:
+            self.batches.settle(batch.id, *counts)
+        return counts
 
     def get(self, tenant: str, batch_id: str) -> dict[str, Any]:
         return self.describe(self.batches.get(tenant, batch_id))
 
     def listed(self, tenant: str, after: str | None, limit: int) -> dict[str, Any]:
         rows = self.batches.listed(tenant, after, limit + 1)
-        data = [self.describe(r) for r in rows[:limit]]
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": len(rows) > limit,
-        }
+        return page([self.describe(r) for r in rows[:limit]], limit, len(rows) > limit)
 
     def cancel(self, tenant: str, batch_id: str) -> dict[str, Any]:
-        """Unfinished requests are dropped; what finished is kept (its output file)."""
+        """Unfinished requests are dropped; what finished is kept (its output file). A batch
+        that has ended is refused (409)."""
         batch = self.batches.get(tenant, batch_id)
+        view = self.client.status(batch.job_id)
+        if view.status is JobStatus.CANCELLED:  # asked again: the same answer
+            return self.describe(batch)
+        if not view.status.finished:
+            view = self.client.cancel(batch.job_id)  # ends it unless it ended first
+        if view.status is not JobStatus.CANCELLED:
+            raise OpenAIRequestError(
+                f"batch {batch_id} has already ended ({BATCH_STATUS[view.status]})",
+                "batch_id",
+                "batch_not_cancellable",
+                status=409,
+            )
         self.batches.mark_cancelled(batch_id)
-        self.client.cancel(batch.job_id)
         return self.describe(self.batches.get(tenant, batch_id))
+
+
+def page(data: list[dict[str, Any]], limit: int, more: bool | None = None) -> dict[str, Any]:
+    """A list in OpenAI's cursor shape; `data` may hold one item past the page (`more`)."""
+    more = len(data) > limit if more is None else more
+    data = data[:limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": more,
+    }
 
 
 def file_json(stored: StoredFile) -> dict[str, Any]:

@@ -53,11 +53,18 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
+MIN_TEMPERATURE = (
+    0.01  # below: greedy (the limit as the temperature falls; logits / 1e-300 overflow)
+)
+
+
 def sampling(temperature: float | None, top_p: float | None) -> tuple[float, float] | None:
-    """(temperature, top_p) to sample with, or None for greedy decoding. A temperature above
-    0 samples; top_p alone samples at temperature 1 (as the OpenAI API does); temperature 0
-    is greedy whatever top_p says."""
-    if temperature == 0 or (temperature is None and top_p is None):
+    """(temperature, top_p) to sample with, or None for greedy decoding. A temperature of
+    MIN_TEMPERATURE or more samples; top_p alone samples at temperature 1 (as the OpenAI API
+    does); a temperature below it is greedy whatever top_p says."""
+    if temperature is not None and temperature < MIN_TEMPERATURE:
+        return None
+    if temperature is None and top_p is None:
         return None
     return (1.0 if temperature is None else temperature), (1.0 if top_p is None else top_p)
 

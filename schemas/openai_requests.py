@@ -4,8 +4,9 @@ file, and the bodies of /v1/chat/completions (the `generate` task) and /v1/embed
 refused by name; in a batch that is the line's error, never the batch's.
 
 Keys: a request's `custom_id` is its item's key. What Sluice adds to a key follows U+241E,
-which a custom_id may not hold: `id␞3` is the fourth input of an embeddings request with a
-list, `id␞dup7` a repeat of `id` on line 7, `␞line7` line 7 with no usable custom_id."""
+which a custom_id may not hold: `id␞3/5` is the fourth of the five inputs of an embeddings
+request with a list, `id␞dup7` a repeat of `id` on line 7, `␞line7` line 7 with no usable
+custom_id."""
 
 import json
 from dataclasses import dataclass
@@ -14,8 +15,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.errors import OpenAIRequestError
-from schemas.generation_params import GenerateParams
+from schemas.generation_params import GenerateParams, sampling
 from schemas.jobs import Item
+from schemas.storable import key_problem
 
 CHAT = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"
@@ -46,21 +48,27 @@ class ItemKey:
 
     custom_id: str | None
     index: int | None = None  # of an embeddings request's list input
+    of: int = 1  # items of its request
     part: str | None = None  # what Sluice added besides an index (dupN, lineN)
+
+    def request(self, key: str) -> str:
+        """The request it belongs to: its custom_id, or a bad line's own key."""
+        return key if self.part or self.custom_id is None else self.custom_id
 
 
 def split_key(key: str) -> ItemKey:
     custom_id, sep, rest = key.partition(SEPARATOR)
     if not sep:
         return ItemKey(key)
-    if rest.isdigit():
-        return ItemKey(custom_id, int(rest))
-    return ItemKey(custom_id or None, None, rest)
+    index, slash, of = rest.partition("/")
+    if slash and index.isdigit() and of.isdigit():
+        return ItemKey(custom_id, int(index), int(of))
+    return ItemKey(custom_id or None, part=rest)
 
 
 def _refuse_unknown(body: dict[str, Any], known: tuple[str, ...]) -> None:
     for name, value in body.items():
-        if name in IGNORED or name in known:
+        if name in IGNORED or name in known or value is None:  # null: as if not sent
             continue
         if name in UNSUPPORTED:
             if name == "logprobs" and value in (False, None):
@@ -111,7 +119,7 @@ def _json_schema(response_format: Any) -> dict[str, Any] | None:
     if kind == "text":
         return None
     if kind == "json_object":
-        return {"type": ["object", "array"]}
+        return {"type": "object"}
     if kind == "json_schema":
         spec = response_format.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
@@ -126,9 +134,11 @@ def _json_schema(response_format: Any) -> dict[str, Any] | None:
     )
 
 
-def chat_item(key: str, body: dict[str, Any]) -> Item:
+def chat_item(key: str, body: dict[str, Any], seed: int = 0) -> Item:
     """A /v1/chat/completions body as a `generate` item: its messages, and its decoding as
-    the item's own options (GenerateParams' names)."""
+    the item's own options (GenerateParams' names). A request that samples without a seed
+    of its own takes `seed` (drawn per batch or call); a greedy one needs none, so the same
+    greedy request is one entry of the result cache whichever batch sends it."""
     _refuse_unknown(body, CHAT_FIELDS)
     if body.get("n") not in (None, 1):
         raise OpenAIRequestError("n must be 1: one choice per request", "n", "unsupported_value")
@@ -154,11 +164,11 @@ def chat_item(key: str, body: dict[str, Any]) -> Item:
         if top_p == 0:
             raise OpenAIRequestError("top_p must be above 0", "top_p")
         options["top_p"] = top_p
-    seed = body.get("seed")
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise OpenAIRequestError("seed must be a whole number", "seed")
-        options["seed"] = seed % 2**31
+    given = body.get("seed")
+    if given is not None and (isinstance(given, bool) or not isinstance(given, int)):
+        raise OpenAIRequestError("seed must be a whole number", "seed")
+    if sampling(options.get("temperature"), options.get("top_p")) is not None:
+        options["seed"] = (seed if given is None else given) % 2**31
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else stop
     if stops is not None:
@@ -212,16 +222,16 @@ def embedding_items(custom_id: str, body: dict[str, Any]) -> list[Item]:
     if not all(x.strip() for x in given):
         raise OpenAIRequestError("input must not hold an empty string", "input")
     return [
-        Item(key=f"{custom_id}{SEPARATOR}{n}", text=text, options=options)
+        Item(key=f"{custom_id}{SEPARATOR}{n}/{len(given)}", text=text, options=options)
         for n, text in enumerate(given)
     ]
 
 
-def request_items(endpoint: str, key: str, body: Any) -> list[Item]:
+def request_items(endpoint: str, key: str, body: Any, seed: int = 0) -> list[Item]:
     if not isinstance(body, dict):
         raise OpenAIRequestError("body must be a JSON object", "body")
     if endpoint == CHAT:
-        return [chat_item(key, body)]
+        return [chat_item(key, body, seed)]
     return embedding_items(key, body)
 
 
@@ -237,11 +247,18 @@ class BatchLines:
     item with the reason, never an error of the batch. The first usable line names the
     batch's model; every line must name the same one and the batch's endpoint."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, seed: int = 0) -> None:
         self.endpoint = endpoint
+        self.seed = seed  # of the batch's sampled requests that bring none
         self.model: str | None = None
         self.seen: dict[str, int] = {}  # custom_id -> its line
         self.requests = 0
+
+    def too_long(self, line: int, cap: int) -> list[Item]:
+        """A line over the cap, refused unread."""
+        self.requests += 1
+        why = f"line {line}: over {cap} bytes (SLUICE_OPENAI_MAX_LINE_BYTES)"
+        return [Item(key=f"{SEPARATOR}line{line}", invalid=why)]
 
     def items(self, raw: bytes, line: int) -> list[Item]:
         self.requests += 1
@@ -258,8 +275,10 @@ class BatchLines:
                 raise OpenAIRequestError(
                     f"custom_id must be a string of 1 to {MAX_CUSTOM_ID} characters", "custom_id"
                 )
-            if SEPARATOR in given or "\x00" in given:
-                raise OpenAIRequestError("custom_id may not hold U+241E or NUL", "custom_id")
+            if SEPARATOR in given or key_problem(given):
+                raise OpenAIRequestError(
+                    "custom_id may not hold U+241E, NUL or a lone surrogate", "custom_id"
+                )
             custom_id = given
             if custom_id in self.seen:
                 first = self.seen[custom_id]
@@ -287,7 +306,7 @@ class BatchLines:
                     "body.model",
                     "model_mismatch",
                 )
-            return request_items(self.endpoint, custom_id, body)
+            return request_items(self.endpoint, custom_id, body, self.seed)
         except OpenAIRequestError as exc:
             if custom_id is None:
                 key = f"{SEPARATOR}line{line}"

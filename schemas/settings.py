@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     # The OpenAI-compatible API (issue 25, /openai/v1): OpenAI's own caps by default.
     openai_max_file_bytes: int = Field(200 * 2**20, ge=1)
     openai_max_requests: int = Field(50_000, ge=1)
+    # A batch line longer than this is that line's error, refused unread (a file without
+    # line ends must not be read whole into memory).
+    openai_max_line_bytes: int = Field(8 * 2**20, ge=1)
     # A batch's deadline in seconds: its completion window, `24h` (the only one OpenAI
     # takes), unless this shortens it (a test of expiry; a server that must answer sooner).
     openai_completion_window_s: int | None = Field(None, ge=1)

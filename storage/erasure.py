@@ -34,6 +34,7 @@ from schemas.states import ChunkState, JobStatus
 from storage import tables as t
 from storage.clock import db_now
 from storage.engine import truncate_wal
+from storage.openai_files import remove_files
 from storage.tenant_secrets import tenant_secret
 
 log = logging.getLogger("sluice.erasure")
@@ -72,6 +73,7 @@ class Erased:
     rows: int = 0
     exports: int = 0
     exports_kept: list[str] = field(default_factory=list)  # replaced since: not ours to remove
+    files: int = 0  # uploaded for OpenAI batches (storage/openai_files.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +81,7 @@ class Erased:
             "rows": self.rows,
             "exports_removed": self.exports,
             "exports_kept": self.exports_kept,
+            "files_removed": self.files,
         }
 
 
@@ -115,7 +118,8 @@ class Erasure:
     def purge_older_than(
         self, before: datetime, tenant: str | None = None, by: str = "cli"
     ) -> Erased:
-        """Every finished job created before `before` (`tenant`: only its jobs)."""
+        """Every finished job created before `before`, and every file uploaded before it for
+        OpenAI batches (`tenant`: only its own)."""
         finished = [s.value for s in JobStatus if s.finished]
         query = select(t.Job.id).where(t.Job.created_at < before, t.Job.status.in_(finished))
         if tenant is not None:
@@ -125,6 +129,11 @@ class Erasure:
         erased = Erased()
         for job_id in ids:
             self._purge_one(job_id, "purge", by, erased)
+        files = [t.OpenAIFile.created_at < before]
+        if tenant is not None:
+            files.append(t.OpenAIFile.tenant == tenant)
+        while removed := remove_files(self.engine, self.remove, *files):
+            erased.files += removed
         truncate_wal(self.engine)
         return erased
 

@@ -512,52 +512,75 @@ class Ledger:
 
     def overdue(self, limit: int = 100) -> list[str]:
         """Jobs past their deadline and not ended (a job still `receiving` waits until its
-        input is whole), oldest deadline first."""
+        input is whole), oldest deadline first; and expired jobs whose chunks are not all
+        settled yet (an expiry cut short)."""
+        unsettled = (
+            select(t.Chunk.id)
+            .where(
+                t.Chunk.job_id == t.Job.id,
+                t.Chunk.state.in_([ChunkState.QUEUED, ChunkState.RUNNING]),
+            )
+            .exists()
+        )
         with self._reader() as s:
+            due = and_(
+                t.Job.deadline_at <= db_now(s),
+                t.Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+            )
+            cut_short = and_(t.Job.status == JobStatus.EXPIRED, unsettled)
             return list(
                 s.scalars(
                     select(t.Job.id)
-                    .where(
-                        t.Job.deadline_at <= db_now(s),
-                        t.Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
-                    )
+                    .where(t.Job.deadline_at.is_not(None), or_(due, cut_short))
                     .order_by(t.Job.deadline_at)
                     .limit(limit)
                 )
             )
 
-    def expire(self, job_id: str) -> bool:
-        """End a job past its deadline, in one transaction: every unfinished chunk's items
-        end `error` with the reason `expired` (`invalid` ones stay so), finished rows stay,
-        and the job ends `expired`. A worker still on one of those chunks then finds its
-        lease gone and writes nothing. False when the job ended first or has no deadline
-        passed."""
+    def expire(self, job_id: str, chunks_per_transaction: int = 50) -> bool:
+        """End a job past its deadline: first the job, `expired` (from then on a worker
+        still on one of its chunks finds it ended and writes nothing), then its unfinished
+        chunks, a few per transaction (a large job never holds its locks long): their items
+        end `error` with the reason `expired` (`invalid` ones stay so). Finished rows stay.
+        False when the job ended otherwise, or its deadline has not passed."""
         with self._session.begin() as s:
             job = _lock_job(s, job_id)
             now = db_now(s)
             deadline = utc(job.deadline_at) if job is not None else None
-            if job is None or JobStatus(job.status).finished or deadline is None or deadline > now:
+            if job is None or deadline is None:
                 return False
-            message = (
-                f"{EXPIRED}: the job's deadline ({deadline.isoformat()}) passed before this row ran"
-            )
+            if job.status != JobStatus.EXPIRED:
+                if JobStatus(job.status).finished or deadline > now:
+                    return False
+                job.status = JobStatus.EXPIRED
+                ended(job, now)
+        message = (
+            f"{EXPIRED}: the job's deadline ({deadline.isoformat()}) passed before this row ran"
+        )
 
-            def outcomes(items: list[Item]) -> list[Outcome]:
-                return failed_outcomes([(i.key, i.invalid) for i in items], message)
+        def outcomes(items: list[Item]) -> list[Outcome]:
+            return failed_outcomes([(i.key, i.invalid) for i in items], message)
 
-            open_chunks = s.scalars(
-                select(t.Chunk.id).where(
-                    t.Chunk.job_id == job_id,
-                    t.Chunk.state.in_([ChunkState.QUEUED, ChunkState.RUNNING]),
-                )
-            ).all()
-            for chunk_id in open_chunks:
-                self._settle(
-                    s, job, chunk_id, true(), ChunkState.EXPIRED, now, outcomes_for=outcomes
-                )
-            job.status = JobStatus.EXPIRED
-            ended(job, now)
-            return True
+        while True:
+            with self._session.begin() as s:
+                job = _lock_job(s, job_id)  # lock order everywhere: job, then chunk
+                if job is None:
+                    return True
+                now = db_now(s)
+                open_chunks = s.scalars(
+                    select(t.Chunk.id)
+                    .where(
+                        t.Chunk.job_id == job_id,
+                        t.Chunk.state.in_([ChunkState.QUEUED, ChunkState.RUNNING]),
+                    )
+                    .limit(chunks_per_transaction)
+                ).all()
+                if not open_chunks:
+                    return True
+                for chunk_id in open_chunks:
+                    self._settle(
+                        s, job, chunk_id, true(), ChunkState.EXPIRED, now, outcomes_for=outcomes
+                    )
 
     def _insert_outcomes(
         self,

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import OpenAIRequestError
 from schemas.openai_requests import split_key
@@ -29,31 +29,44 @@ class BatchRow:
     requests: int
     created_at: datetime
     cancelled_at: datetime | None
+    settled: tuple[int, int] | None = None  # (completed, failed) once its job ended
 
     @classmethod
     def of(cls, row: t.OpenAIBatch) -> "BatchRow":
+        settled = None if row.completed is None else (row.completed, row.failed or 0)
         return cls(
             row.id, row.tenant, row.job_id, row.input_file_id, row.endpoint,
             row.completion_window, row.model, row.batch_metadata, row.requests,
-            utc(row.created_at) or row.created_at, utc(row.cancelled_at),
+            utc(row.created_at) or row.created_at, utc(row.cancelled_at), settled,
         )  # fmt: skip
 
 
-def request_outcomes(pairs: Iterable[tuple[str, str]]) -> tuple[int, int]:
-    """(completed, failed) requests from their items' (key, status): a request whose items
-    are all ok is completed; one with any other is failed."""
-    failed: dict[str, bool] = {}
+def request_outcomes(
+    pairs: Iterable[tuple[str, str]], requests: int, ended: bool
+) -> tuple[int, int]:
+    """(completed, failed) of a batch's `requests` from its items' (key, status), by the
+    rule its output and error files follow: a request is completed when every one of its
+    items ended ok; failed when one did not, or, once the batch `ended`, when one never ran
+    (cancelled, expired)."""
+    ok: dict[str, int] = {}
+    size: dict[str, int] = {}
+    failed: set[str] = set()
     for key, status in pairs:
         parts = split_key(key)
-        request = key if parts.part else (parts.custom_id or key)
-        failed[request] = failed.get(request, False) or status != ItemStatus.OK
-    bad = sum(failed.values())
-    return len(failed) - bad, bad
+        request = parts.request(key)
+        size[request] = parts.of
+        if status == ItemStatus.OK:
+            ok[request] = ok.get(request, 0) + 1
+        else:
+            failed.add(request)
+    completed = sum(1 for r, n in ok.items() if r not in failed and n == size[r])
+    return completed, (requests - completed) if ended else len(failed)
 
 
 class OpenAIBatches:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._reader = sessionmaker(engine.execution_options(readonly=True))
 
     def add(self, row: t.OpenAIBatch) -> BatchRow:
         with Session(self.engine) as s, s.begin():
@@ -63,7 +76,7 @@ class OpenAIBatches:
             return BatchRow.of(row)
 
     def get(self, tenant: str, batch_id: str) -> BatchRow:
-        with Session(self.engine) as s:
+        with self._reader() as s:
             row = s.get(t.OpenAIBatch, batch_id)
             if row is None or row.tenant != tenant:
                 raise OpenAIRequestError(f"no such batch: {batch_id}", "batch_id", status=404)
@@ -72,7 +85,7 @@ class OpenAIBatches:
     def listed(self, tenant: str, after: str | None, limit: int) -> list[BatchRow]:
         """The tenant's batches, newest first, from after the batch `after` (a page's last)."""
         query = select(t.OpenAIBatch).where(t.OpenAIBatch.tenant == tenant)
-        with Session(self.engine) as s:
+        with self._reader() as s:
             if after:
                 last = s.get(t.OpenAIBatch, after)
                 if last is None or last.tenant != tenant:
@@ -101,10 +114,23 @@ class OpenAIBatches:
                 .values(cancelled_at=db_now(s))
             )
 
-    def outcomes(self, job_id: str) -> tuple[int, int]:
-        """(completed, failed) requests of a batch whose requests may span several items."""
-        with Session(self.engine) as s:
-            pairs = s.execute(
-                select(t.Result.item_key, t.Result.status).where(t.Result.job_id == job_id)
+    def outcomes(self, batch: BatchRow, ended: bool) -> tuple[int, int]:
+        """(completed, failed) requests of a batch whose requests may span several items,
+        its rows' keys and statuses streamed (never all held)."""
+        query = (
+            select(t.Result.item_key, t.Result.status)
+            .where(t.Result.job_id == batch.job_id)
+            .execution_options(yield_per=5000)
+        )
+        with self._reader() as s:
+            pairs = ((k, st) for k, st in s.execute(query))
+            return request_outcomes(pairs, batch.requests, ended)
+
+    def settle(self, batch_id: str, completed: int, failed: int) -> None:
+        """The counts of a batch whose job ended: counted once, read from then on."""
+        with Session(self.engine) as s, s.begin():
+            s.execute(
+                update(t.OpenAIBatch)
+                .where(t.OpenAIBatch.id == batch_id)
+                .values(completed=completed, failed=failed)
             )
-            return request_outcomes((k, st) for k, st in pairs)

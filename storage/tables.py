@@ -488,6 +488,8 @@ class OpenAIFile(Base):
         DateTime(timezone=True), nullable=True, index=True
     )
     uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # `uploading` until its last part is in (storage/openai_files.py), then `processed`
+    status: Mapped[str] = mapped_column(String(16))
 
 
 class OpenAIFilePart(Base):
@@ -517,5 +519,8 @@ class OpenAIBatch(Base):
     model: Mapped[str] = mapped_column(Text)
     batch_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     requests: Mapped[int] = mapped_column(Integer)  # the lines of its input file
+    # (completed, failed) requests once its job ended: counted once, then read
+    completed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    failed: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

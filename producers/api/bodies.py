@@ -51,6 +51,9 @@ class JobOut(BaseModel):
     )
     parent_job_id: str | None = None
     callback: dict[str, Any] | None = None
+    deadline_at: str | None = Field(
+        None, description="its deadline: unfinished rows then end `expired`; null: none"
+    )
 
 
 class JobList(BaseModel):

@@ -6,18 +6,25 @@ api_key=<a Sluice API key>)`. Errors come in OpenAI's shape: {"error": {message,
 param, code}}."""
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from producers.api.params import Principal
 from producers.api.services import services
 from producers.openai_responses import chat_completion, embeddings, error_body, row_error, stamp
-from producers.openai_service import OpenAIBatchService, file_json
+from producers.openai_service import OpenAIBatchService, drawn_seed, file_json, page
 from schemas.errors import ModelNotFoundError, OpenAIRequestError, QuotaExceededError, SluiceError
 from schemas.openai_requests import CHAT, EMBEDDINGS, TASK_OF_ENDPOINT, body_model, request_items
 from schemas.storable import escaped_text
@@ -29,6 +36,10 @@ router = APIRouter(prefix=PREFIX, tags=["openai"], include_in_schema=False)
 POLL = 0.02
 PIECE = 2**20
 T = TypeVar("T")
+SYNC_GRACE_S = 5  # a synchronous call's job ends this long after the caller stops waiting
+# The official clients retry a 5xx (twice by default): a call that timed out, or a row that
+# failed in the worker, would only run again as a new job.
+NO_RETRY = {"x-should-retry": "false"}
 SYNC_KEY = "request"  # the key of a synchronous call's item (its list's: request␞N)
 
 
@@ -44,7 +55,8 @@ async def openai_error(_request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, OpenAIRequestError):
         kind = "invalid_request_error" if exc.status < 500 else "server_error"
         body = error_body(escaped_text(str(exc)), kind, exc.param, exc.code)
-        return JSONResponse(body, status_code=exc.status)
+        headers = NO_RETRY if exc.status >= 500 else None
+        return JSONResponse(body, status_code=exc.status, headers=headers)
     status = 429 if isinstance(exc, QuotaExceededError) else 400
     kind = "rate_limit_error" if status == 429 else "invalid_request_error"
     return JSONResponse(error_body(escaped_text(str(exc)), kind), status_code=status)
@@ -118,10 +130,18 @@ async def delete_file(request: Request, key: Principal, file_id: str) -> JSONRes
 
 
 @router.get("/files")
-async def list_files(request: Request, key: Principal) -> JSONResponse:
+async def list_files(
+    request: Request,
+    key: Principal,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+    purpose: str | None = None,
+) -> JSONResponse:
+    """A page of the tenant's files, newest first unless `order=asc`; `after`: a page's last."""
     svc = batch_service(request)
-    found = await run_in_threadpool(svc.files.listed, key.tenant)
-    return JSONResponse({"object": "list", "data": [file_json(f) for f in found]})
+    found = await called(svc.files.listed, key.tenant, after, limit + 1, order == "desc", purpose)
+    return JSONResponse(page([file_json(f) for f in found], limit))
 
 
 # -- batches -------------------------------------------------------------------------------
@@ -174,7 +194,7 @@ async def _one_request(request: Request, key: Any, endpoint: str) -> tuple[Any, 
     [(item, row)]."""
     body = await _json(request)
     model = body_model(body)
-    items = request_items(endpoint, SYNC_KEY, body)
+    items = request_items(endpoint, SYNC_KEY, body, drawn_seed())
     svc = services(request)
     job_id = await called(
         lambda: svc.client.submit_items(
@@ -184,6 +204,8 @@ async def _one_request(request: Request, key: Any, endpoint: str) -> tuple[Any, 
             tenant=key.tenant,
             api_key_id=key.id,
             source=f"openai {endpoint}",
+            # a call given up on (504) does not run on for nobody
+            deadline=math.ceil(svc.settings.api_max_wait) + SYNC_GRACE_S,
         )
     )
     deadline = time.monotonic() + svc.settings.api_max_wait
@@ -227,5 +249,29 @@ async def create_embeddings(request: Request, key: Principal) -> JSONResponse:
 
 
 def register(app: Any) -> None:
+    """The routes, and OpenAI's error shape for every refusal under PREFIX (a missing key,
+    a malformed query) as for the routes' own."""
     app.include_router(router)
     app.add_exception_handler(OpenAIRequestError, openai_error)
+    for kind, default in (
+        (StarletteHTTPException, http_exception_handler),
+        (RequestValidationError, request_validation_exception_handler),
+    ):
+        app.add_exception_handler(kind, shaped(default))
+
+
+def shaped(default: Any) -> Any:
+    async def respond(request: Request, exc: Exception) -> Any:
+        if not request.url.path.startswith(PREFIX + "/"):
+            return await default(request, exc)
+        if isinstance(exc, RequestValidationError):
+            first = exc.errors()[0] if exc.errors() else {}
+            where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+            message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid"
+            return JSONResponse(error_body(message, "invalid_request_error", where), 400)
+        status = getattr(exc, "status_code", 500)
+        kind = "authentication_error" if status == 401 else "invalid_request_error"
+        body = error_body(escaped_text(str(getattr(exc, "detail", exc))), kind)
+        return JSONResponse(body, status, headers=getattr(exc, "headers", None))
+
+    return respond

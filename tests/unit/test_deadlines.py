@@ -53,3 +53,21 @@ def test_a_job_without_a_deadline_or_finished_in_time_is_left_alone(ledger: Ledg
     assert claim.items and expire_overdue(ledger) == 0
     assert ledger.job(quick).status is JobStatus.SUCCEEDED
     assert ledger.job(free).status is JobStatus.QUEUED
+
+
+def test_a_large_expiry_settles_its_chunks_a_few_at_a_time_and_resumes_if_cut_short(
+    ledger: Ledger,
+):
+    items = [Item(key=f"k{n}", text="t") for n in range(7)]
+    job_id, chunks = ledger.create_job(spec(60), items, chunk_size=1)
+    with ledger.engine.begin() as conn:  # an expiry that ended the job and then stopped
+        conn.execute(
+            update(t.Job)
+            .where(t.Job.id == job_id)
+            .values(deadline_at=host_now(), status=JobStatus.EXPIRED.value)
+        )
+    assert ledger.overdue() == [job_id]
+    assert ledger.expire(job_id, chunks_per_transaction=2)
+    view = ledger.job(job_id)
+    assert view.status is JobStatus.EXPIRED and view.counts.error == 7
+    assert view.chunks_done == len(chunks) and ledger.overdue() == []

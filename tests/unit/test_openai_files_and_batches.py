@@ -118,6 +118,41 @@ def test_a_finished_batch_splits_its_requests_into_answers_and_errors(api: Api):
     assert errors["d"]["response"]["status_code"] == 400  # refused: an empty text
     size = oai.files.retrieve(done.output_file_id).bytes
     assert size == len(oai.files.content(done.output_file_id).content)
+    with pytest.raises(openai.ConflictError, match="already ended"):
+        oai.batches.cancel(batch.id)
+
+
+def test_a_cancelled_batch_says_which_requests_it_dropped(api: Api):
+    oai = sdk(api)
+    batch = start(oai, [embed_line("a", "one"), embed_line("b", ["two", "three"])])
+    job_id = batch.model_extra["sluice_job_id"]
+    ledger = api.client.ledger
+    first = ledger.chunk_ids(job_id)[0]  # chunks of 2: request a and b's first input
+    claim = ledger.claim(first, "w", 30)
+    assert claim.items is not None
+    done = [Outcome(key=i.key, status=ItemStatus.OK,
+                    output={"embedding": [1.0], "dim": 1, "tokens_used": 1})
+            for i in claim.items]  # fmt: skip
+    ledger.complete(first, "w", done)
+    cancelled = oai.batches.cancel(batch.id)
+    assert cancelled.status == "cancelled" and cancelled.cancelling_at
+    assert (cancelled.request_counts.completed, cancelled.request_counts.failed) == (1, 1)
+    assert oai.batches.cancel(batch.id).status == "cancelled"  # asked again: the same answer
+    (line,) = oai.files.content(cancelled.error_file_id).text.splitlines()
+    assert json.loads(line)["custom_id"] == "b"  # half done: its answer is not written
+    assert json.loads(line)["error"]["code"] == "batch_cancelled"
+
+
+def test_errors_come_in_openais_shape(api: Api):
+    stranger = openai.OpenAI(base_url="http://testserver/openai/v1", api_key="sk-nope",
+                             http_client=api.http, max_retries=0)  # fmt: skip
+    with pytest.raises(openai.AuthenticationError) as refused:
+        stranger.batches.list()
+    assert refused.value.body["type"] == "authentication_error"
+    with pytest.raises(openai.BadRequestError) as bad:
+        sdk(api).batches.list(limit=1000)
+    assert bad.value.body["param"] == "limit"
+    assert api.http.get("/v1/jobs").json()["detail"]  # Sluice's own routes keep their shape
 
 
 def test_pages_of_batches_follow_after(api: Api):
@@ -127,6 +162,10 @@ def test_pages_of_batches_follow_after(api: Api):
     assert first.has_more and len(first.data) == 2
     seen = [b.id for b in oai.batches.list(limit=2)]  # the client follows `after`
     assert sorted(seen) == sorted(made) and len(set(seen)) == 5
+    files = [f.id for f in oai.files.list(limit=2)]  # ends, though every page is full
+    assert len(files) == len(set(files)) == 5
+    oldest = [f.id for f in oai.files.list(order="asc", purpose="batch")]
+    assert oldest == files[::-1]
 
 
 @pytest.mark.parametrize("window", ["1h", "48h"])

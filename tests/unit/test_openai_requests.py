@@ -9,7 +9,9 @@ import pytest
 from producers.openai_responses import requests_of, vector
 from schemas.errors import OpenAIRequestError
 from schemas.jobs import Item
-from schemas.openai_requests import CHAT, EMBEDDINGS, BatchLines, chat_item, split_key
+from schemas.openai_requests import CHAT, EMBEDDINGS, BatchLines, ItemKey, chat_item, split_key
+from storage.openai_batches import request_outcomes
+from storage.openai_files import Line, lines_of
 
 
 def line(custom_id: str, body: dict, url: str = CHAT) -> bytes:
@@ -85,9 +87,10 @@ def test_an_embeddings_list_is_an_item_per_input_and_comes_back_together():
     items = lines.items(line("many", body, EMBEDDINGS), 1) + lines.items(
         line("one", {"model": "m", "input": "z"}, EMBEDDINGS), 2
     )
-    assert [i.key for i in items] == ["many\u241e0", "many\u241e1", "one"]
-    assert split_key(items[1].key).index == 1 and split_key("one").custom_id == "one"
-    rows = [{"key": "many\u241e0", "status": "ok"}, {"key": "one", "status": "ok"}]
+    assert [i.key for i in items] == ["many\u241e0/2", "many\u241e1/2", "one"]
+    assert split_key(items[1].key) == ItemKey("many", 1, 2)
+    assert split_key("one").custom_id == "one"
+    rows = [{"key": "many\u241e0/2", "status": "ok"}, {"key": "one", "status": "ok"}]
     grouped = list(requests_of(items, rows))  # the second input never ran (cancelled)
     assert [cid for cid, _ in grouped] == ["many", "one"]
     assert [r is None for _, r in grouped[0][1]] == [False, True]
@@ -101,3 +104,36 @@ def test_token_ids_and_dimensions_are_refused():
         (item,) = lines.items(line("a", {"model": "m", **body}, EMBEDDINGS), 1)
         assert item.invalid and f"({param})" in item.invalid
     assert Item(key="a").messages is None
+
+
+def test_request_counts_follow_the_files_rule():
+    ok, bad = "ok", "error"
+    rows = [("a", ok), ("b\u241e0/2", ok), ("c\u241e0/2", ok), ("c\u241e1/2", bad),
+            ("\u241eline4", "invalid")]  # fmt: skip
+    # running: b is half done (neither), c and line 4 failed
+    assert request_outcomes(rows, requests=5, ended=False) == (1, 2)
+    # ended: b's second input never ran (cancelled), and request e never ran at all
+    assert request_outcomes(rows, requests=5, ended=True) == (1, 4)
+    assert request_outcomes([*rows, ("b\u241e1/2", ok)], requests=5, ended=True) == (2, 3)
+
+
+def test_lines_are_split_across_pieces_and_an_overlong_one_is_never_held_whole():
+    pieces = [b'{"a"', b': 1}\n\n{"b": 2', b"}\r\n", b"x" * 50, b"y" * 50, b"\n{}"]
+    got = list(lines_of(pieces, max_line=40))
+    assert got[:2] == [Line(b'{"a": 1}'), Line(b'{"b": 2}\r')]
+    assert got[2].too_long and len(got[2].data) <= 256
+    assert got[3] == Line(b"{}") and len(got) == 4
+    assert list(lines_of([b"z" * 100], max_line=10))[0].too_long  # a file without line ends
+
+
+def test_nulls_are_as_if_not_sent_and_sampling_alone_takes_a_seed():
+    item = chat_item("a", {**CHAT_BODY, "tools": None, "tool_choice": None, "audio": None})
+    assert item.options is None  # greedy: no seed, one cache entry whatever the batch
+    sampled = chat_item("a", {**CHAT_BODY, "temperature": 1}, seed=99)
+    assert sampled.options == {"temperature": 1.0, "seed": 99}
+    own = chat_item("a", {**CHAT_BODY, "top_p": 0.5, "seed": 5}, seed=99)
+    assert own.options == {"top_p": 0.5, "seed": 5}
+    tiny = chat_item("a", {**CHAT_BODY, "temperature": 1e-300}, seed=99)
+    assert tiny.options == {"temperature": 1e-300}  # below MIN_TEMPERATURE: greedy, no seed
+    shaped = chat_item("a", {**CHAT_BODY, "response_format": {"type": "json_object"}})
+    assert shaped.options == {"json_schema": {"type": "object"}}

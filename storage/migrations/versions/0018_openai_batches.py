@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True, index=True),
         sa.Column("uri", sa.Text(), nullable=True),
+        sa.Column("status", sa.String(16), nullable=False),
     )
     op.create_table(
         "openai_file_parts",
@@ -59,6 +60,8 @@ def upgrade() -> None:
         sa.Column("model", sa.Text(), nullable=False),
         sa.Column("batch_metadata", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=True),
         sa.Column("requests", sa.Integer(), nullable=False),
+        sa.Column("completed", sa.Integer(), nullable=True),
+        sa.Column("failed", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("cancelled_at", sa.DateTime(timezone=True), nullable=True),
     )
