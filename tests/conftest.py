@@ -67,7 +67,8 @@ def database_url(
                 "TRUNCATE jobs, api_keys, enrich_watermarks, enrich_runs, enrich_retries, "
                 "training_runs, model_versions, model_shares, tenant_usage, job_keys, "
                 "result_cache, tenant_secrets, cluster_identity, erasure_audit, exports, "
-                "console_sessions, pipeline_jobs, pipeline_inbox, openai_files, openai_batches CASCADE"
+                "console_sessions, pipeline_jobs, pipeline_inbox, openai_files, "
+                "openai_batches CASCADE"
             )
         )
     engine.dispose()
