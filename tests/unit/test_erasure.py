@@ -29,6 +29,7 @@ from storage.erasure import (
     UNLINKED,
     Erasure,
 )
+from storage.openai_files import OpenAIFiles
 from tests.conftest import Bucket
 from tests.unit.test_lineage import settle
 
@@ -108,7 +109,9 @@ def test_a_purge_leaves_no_row_of_the_job_anywhere_and_removes_its_export(
     assert before["callback_deliveries"] == 1 and before["enrich_retries"] == 1
     assert client.store.exists(uri)
     erased = client.purge(job, by="test")
-    assert erased.as_dict() == {"jobs": [job], "rows": 3, "exports_removed": 1, "exports_kept": []}
+    assert erased.as_dict() == {
+        "jobs": [job], "rows": 3, "exports_removed": 1, "exports_kept": [], "files_removed": 0
+    }  # fmt: skip
     assert not any(rows_of(client, job).values()), rows_of(client, job)
     assert not client.store.exists(uri)
     assert rows_of(client, kept)["results"] == 3  # another job is untouched
@@ -168,6 +171,15 @@ def test_purge_older_than_takes_finished_jobs_of_that_age_only(
     old_running = client.submit_texts(["queued"], "embed")
     age(client, old, 40)
     age(client, old_running, 40)
+    files = OpenAIFiles(client.ledger.engine, client.store)
+    old_file, new_file = (files.save("default", "batch", "in.jsonl", [b"{}\n"], 10, None).id
+                          for _ in range(2))  # fmt: skip
+    with client.ledger.engine.begin() as conn:
+        conn.execute(
+            update(t.OpenAIFile)
+            .where(t.OpenAIFile.id == old_file)
+            .values(created_at=host_now() - timedelta(days=40))
+        )
     monkeypatch.setenv("SLUICE_DATA_DIR", str(client.settings.data_dir))
     monkeypatch.setenv("SLUICE_DATABASE_URL", client.endpoints.database_url)
     from ops.cli import main
@@ -175,6 +187,8 @@ def test_purge_older_than_takes_finished_jobs_of_that_age_only(
     out = CliRunner().invoke(main, ["purge", "--older-than", "30d", "--yes"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["jobs"] == [old]
+    assert json.loads(out.output)["files_removed"] == 1  # uploaded for OpenAI batches
+    assert files.get(None, new_file).id == new_file
     assert rows_of(client, recent)["jobs"] == 1 and rows_of(client, old_running)["jobs"] == 1
     bad = CliRunner().invoke(main, ["purge", "--older-than", "a month", "--yes"])
     assert bad.exit_code != 0 and "is not a duration: use a number and a unit" in bad.output
