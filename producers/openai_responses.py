@@ -142,7 +142,7 @@ def batch_lines(
         good = all(r is not None and r["status"] == ItemStatus.OK for _, r in pairs)
         if good != ok:
             continue
-        line_id = stable_id("batch_req_", batch.id, custom_id or pairs[0][0].key)
+        line_id = stable_id("batch_req_", batch.id, pairs[0][0].key)  # a request's own
         if good:
             if batch.endpoint == CHAT:
                 body = chat_completion(pairs[0][1], batch.model, created, view.id)

@@ -18,7 +18,7 @@ from producers.openai_responses import (
     requests_of,
     stamp,
 )
-from schemas.errors import OpenAIRequestError
+from schemas.errors import NotQueuedError, OpenAIRequestError
 from schemas.jobs import Item
 from schemas.openai_requests import TASK_OF_ENDPOINT, BatchLines
 from schemas.retention import tenant_limit_s
@@ -136,15 +136,18 @@ class OpenAIBatchService:
         if lines.model is None:
             first = ahead[0].invalid if ahead else "the file holds no request"
             raise OpenAIRequestError(f"no line of {input_file_id} is a usable request: {first}")
-        job_id = self.client.submit_items(
-            chain(ahead, items),
-            TASK_OF_ENDPOINT[endpoint],
-            model=lines.model,
-            tenant=tenant,
-            api_key_id=api_key_id,
-            source=f"openai batch {batch_id}",
-            deadline=self.settings.openai_completion_window_s or WINDOW_S,
-        )
+        try:
+            job_id = self.client.submit_items(
+                chain(ahead, items),
+                TASK_OF_ENDPOINT[endpoint],
+                model=lines.model,
+                tenant=tenant,
+                api_key_id=api_key_id,
+                source=f"openai batch {batch_id}",
+                deadline=self.settings.openai_completion_window_s or WINDOW_S,
+            )
+        except NotQueuedError as exc:  # recorded: the sweeper sends it once the broker answers
+            job_id = exc.record_id
         row = self.batches.add(
             t.OpenAIBatch(
                 id=batch_id, tenant=tenant, job_id=job_id, input_file_id=input_file_id,
@@ -157,12 +160,13 @@ class OpenAIBatchService:
     def _items(self, stored: StoredFile, lines: BatchLines) -> Iterator[Item]:
         cap, chars = self.settings.openai_max_requests, self.settings.max_text_chars
         longest = self.settings.openai_max_line_bytes
-        for n, line in enumerate(lines_of(self.files.content(stored), longest), 1):
-            if n > cap:
+        for count, line in enumerate(lines_of(self.files.content(stored), longest), 1):
+            if count > cap:
                 raise OpenAIRequestError(
                     f"the file holds over {cap} requests (SLUICE_OPENAI_MAX_REQUESTS): split it",
                     "input_file_id",
                 )
+            n = line.number
             made = lines.too_long(n, longest) if line.too_long else lines.items(line.data, n)
             for item in made:
                 size = sum(len(m["content"]) for m in item.messages or [])

@@ -61,10 +61,16 @@ class OpenAIRequestError(SluiceError):
     OpenAI's error shape with this status, `param` (the field at fault) and `code`."""
 
     def __init__(
-        self, message: str, param: str | None = None, code: str | None = None, status: int = 400
+        self,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        status: int = 400,
+        retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)
         self.param, self.code, self.status = param, code, status
+        self.retry_after_s = retry_after_s  # a 429's Retry-After
 
 
 class BusError(SluiceError):

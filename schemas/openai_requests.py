@@ -297,16 +297,16 @@ class BatchLines:
                 )
             body = request.get("body")
             model = body_model(body)
-            if self.model is None:
-                self.model = model
-            elif model != self.model:
+            if self.model is not None and model != self.model:
                 raise OpenAIRequestError(
-                    f"model {model!r} differs from the batch's {self.model!r} (first line): "
-                    "one model per batch",
+                    f"model {model!r} differs from the batch's {self.model!r} (its first "
+                    "usable line's): one model per batch",
                     "body.model",
                     "model_mismatch",
                 )
-            return request_items(self.endpoint, custom_id, body, self.seed)
+            made = request_items(self.endpoint, custom_id, body, self.seed)
+            self.model = model  # the first usable line names the batch's model
+            return made
         except OpenAIRequestError as exc:
             if custom_id is None:
                 key = f"{SEPARATOR}line{line}"

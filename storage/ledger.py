@@ -443,7 +443,11 @@ class Ledger:
                 items=items, made_by=made_by,
             )  # fmt: skip
             if settled and job.chunks_done >= job.chunks_total and not job.standing:
-                end_by_counts(job, now)  # a standing job waits for its pipeline: standing_jobs
+                if expired_chunks(s, job, now):  # its expiry settled the others
+                    job.status = JobStatus.EXPIRED
+                    ended(job, now)
+                else:  # a standing job waits for its pipeline: standing_jobs
+                    end_by_counts(job, now)
             return settled
 
     def _settle(
@@ -512,75 +516,55 @@ class Ledger:
 
     def overdue(self, limit: int = 100) -> list[str]:
         """Jobs past their deadline and not ended (a job still `receiving` waits until its
-        input is whole), oldest deadline first; and expired jobs whose chunks are not all
-        settled yet (an expiry cut short)."""
-        unsettled = (
-            select(t.Chunk.id)
-            .where(
-                t.Chunk.job_id == t.Job.id,
-                t.Chunk.state.in_([ChunkState.QUEUED, ChunkState.RUNNING]),
-            )
-            .exists()
-        )
+        input is whole), oldest deadline first."""
         with self._reader() as s:
-            due = and_(
-                t.Job.deadline_at <= db_now(s),
-                t.Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
-            )
-            cut_short = and_(t.Job.status == JobStatus.EXPIRED, unsettled)
             return list(
                 s.scalars(
                     select(t.Job.id)
-                    .where(t.Job.deadline_at.is_not(None), or_(due, cut_short))
+                    .where(
+                        t.Job.deadline_at <= db_now(s),
+                        t.Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+                    )
                     .order_by(t.Job.deadline_at)
                     .limit(limit)
                 )
             )
 
     def expire(self, job_id: str, chunks_per_transaction: int = 50) -> bool:
-        """End a job past its deadline: first the job, `expired` (from then on a worker
-        still on one of its chunks finds it ended and writes nothing), then its unfinished
-        chunks, a few per transaction (a large job never holds its locks long): their items
-        end `error` with the reason `expired` (`invalid` ones stay so). Finished rows stay.
-        False when the job ended otherwise, or its deadline has not passed."""
-        with self._session.begin() as s:
-            job = _lock_job(s, job_id)
-            now = db_now(s)
-            deadline = utc(job.deadline_at) if job is not None else None
-            if job is None or deadline is None:
-                return False
-            if job.status != JobStatus.EXPIRED:
-                if JobStatus(job.status).finished or deadline > now:
-                    return False
-                job.status = JobStatus.EXPIRED
-                ended(job, now)
-        message = (
-            f"{EXPIRED}: the job's deadline ({deadline.isoformat()}) passed before this row ran"
-        )
-
-        def outcomes(items: list[Item]) -> list[Outcome]:
-            return failed_outcomes([(i.key, i.invalid) for i in items], message)
-
+        """End a job past its deadline: its unfinished chunks a few per transaction (a large
+        job never holds its locks long), their items `error` with the reason `expired`
+        (`invalid` ones stay so; a worker still on one finds its lease gone and writes
+        nothing), then, with none left, the job `expired`, in the transaction that settles
+        the last. Finished rows stay. Until then the job runs on as it was (a sweep cut
+        short resumes it); a worker that finishes its last chunk meanwhile ends it `expired`
+        too (_finish). False when the job ended otherwise, or its deadline has not passed."""
         while True:
             with self._session.begin() as s:
                 job = _lock_job(s, job_id)  # lock order everywhere: job, then chunk
-                if job is None:
-                    return True
                 now = db_now(s)
+                deadline = utc(job.deadline_at) if job is not None else None
+                if job is None or deadline is None:
+                    return False
+                if JobStatus(job.status).finished or deadline > now:
+                    return job.status == JobStatus.EXPIRED
                 open_chunks = s.scalars(
                     select(t.Chunk.id)
                     .where(
                         t.Chunk.job_id == job_id,
                         t.Chunk.state.in_([ChunkState.QUEUED, ChunkState.RUNNING]),
                     )
+                    .order_by(t.Chunk.seq)
                     .limit(chunks_per_transaction)
                 ).all()
-                if not open_chunks:
-                    return True
+                outcomes = expired_outcomes(deadline)
                 for chunk_id in open_chunks:
                     self._settle(
                         s, job, chunk_id, true(), ChunkState.EXPIRED, now, outcomes_for=outcomes
                     )
+                if len(open_chunks) < chunks_per_transaction:  # none left
+                    job.status = JobStatus.EXPIRED
+                    ended(job, now)
+                    return True
 
     def _insert_outcomes(
         self,
@@ -801,6 +785,29 @@ class Ledger:
             for row in rows:
                 row.update(made_by)
                 yield row
+
+
+def expired_outcomes(deadline: datetime) -> Callable[[list[Item]], list[Outcome]]:
+    """The outcomes of a chunk its job's deadline ended: `error`, expired (`invalid` stay)."""
+    message = f"{EXPIRED}: the job's deadline ({deadline.isoformat()}) passed before this row ran"
+
+    def outcomes(items: list[Item]) -> list[Outcome]:
+        return failed_outcomes([(i.key, i.invalid) for i in items], message)
+
+    return outcomes
+
+
+def expired_chunks(s: Session, job: t.Job, now: datetime) -> bool:
+    """Whether a job past its deadline had chunks ended by it (looked up only then)."""
+    deadline = utc(job.deadline_at)
+    if deadline is None or deadline > now:
+        return False
+    found = s.scalar(
+        select(t.Chunk.id)
+        .where(t.Chunk.job_id == job.id, t.Chunk.state == ChunkState.EXPIRED)
+        .limit(1)
+    )
+    return found is not None
 
 
 def failed_outcomes(items: list[tuple[str, str | None]], message: str) -> list[Outcome]:

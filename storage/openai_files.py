@@ -54,9 +54,11 @@ class StoredFile:
 
 @dataclass(frozen=True)
 class Line:
-    """One line of a file (without its end), or `too_long` with its first bytes only."""
+    """One line of a file (without its end), or `too_long` with its first bytes only;
+    `number`: its line in the file, from 1, blank lines counted."""
 
     data: bytes
+    number: int
     too_long: bool = False
 
 
@@ -76,28 +78,30 @@ def lines_of(pieces: Iterable[bytes], max_line: int) -> Iterator[Line]:
     """The lines of a stream of bytes, blank ones left out; a line over `max_line` bytes is
     not kept whole (only its first bytes, marked too long), so no line costs more memory."""
     held = bytearray()
-    dropping = False  # inside a line already over the cap
+    number = 1
+    dropping = False  # inside a line already over the cap (reported)
     for piece in pieces:
         start = 0
         while (end := piece.find(b"\n", start)) != -1:
-            if dropping:
-                dropping = False
-            elif len(held) + end - start > max_line:
-                yield Line(bytes(held[:256]), too_long=True)
-            else:
-                held += piece[start:end]
-                if held.strip():
-                    yield Line(bytes(held))
+            if not dropping:
+                if len(held) + end - start > max_line:
+                    yield Line(bytes((held + piece[start:end])[:256]), number, too_long=True)
+                else:
+                    held += piece[start:end]
+                    if held.strip():
+                        yield Line(bytes(held), number)
+            dropping = False
             held.clear()
+            number += 1
             start = end + 1
         if not dropping:
             held += piece[start:]
             if len(held) > max_line:
-                yield Line(bytes(held[:256]), too_long=True)
+                yield Line(bytes(held[:256]), number, too_long=True)
                 held.clear()
                 dropping = True
     if held.strip() and not dropping:
-        yield Line(bytes(held))
+        yield Line(bytes(held), number)
 
 
 class OpenAIFiles:

@@ -10,11 +10,12 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from producers.api import events, job_control, jobs, metrics, openai_api, operator, usage
-from producers.api.auth import BodyLimit
+from producers.api.auth import BodyLimit, RouteCap
 from producers.api.openapi_doc import publish_request_bodies
 from producers.api.services import Services
 from producers.api.task_bodies import task_bodies
 from producers.client import Client
+from producers.openai_responses import error_body
 from schemas.errors import (
     ConfigError,
     JobNotFoundError,
@@ -54,11 +55,15 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         Callbacks(engine),
         task_bodies(client.catalog, settings),
     )
+    upload = RouteCap(  # a batch input file: OpenAI's cap, with room for the multipart
+        settings.openai_max_file_bytes + 2**16,
+        "SLUICE_OPENAI_MAX_FILE_BYTES",
+        lambda message: error_body(message, "invalid_request_error", "file", "file_too_large"),
+    )
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.api_max_body_bytes,
-        # a batch input file's upload: OpenAI's cap, with room for the multipart around it
-        by_path={f"{openai_api.PREFIX}/files": settings.openai_max_file_bytes + 2**16},
+        by_path={f"{openai_api.PREFIX}/files": upload},
     )
     app.include_router(jobs.router)
     app.include_router(job_control.router)
@@ -102,11 +107,10 @@ def _errors(app: FastAPI) -> None:
             if isinstance(route, APIRoute) and route.path_regex.match(request.url.path)
             for method in route.methods or ()
         }
-        return JSONResponse(
-            {"detail": "Method Not Allowed"},
-            status_code=405,
-            headers={"Allow": ", ".join(sorted(allowed))},
-        )
+        body: dict[str, Any] = {"detail": "Method Not Allowed"}
+        if request.url.path.startswith(openai_api.PREFIX + "/"):
+            body = error_body("Method Not Allowed", "invalid_request_error")
+        return JSONResponse(body, status_code=405, headers={"Allow": ", ".join(sorted(allowed))})
 
     app.add_exception_handler(405, method_not_allowed)
     app.add_exception_handler(QuotaExceededError, quota)

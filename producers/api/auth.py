@@ -1,6 +1,8 @@
 """API keys on every /v1 route (operator keys for the system view), and the request size
 cap."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
@@ -45,24 +47,38 @@ def operator(info: Annotated[ApiKeyInfo, Depends(principal)]) -> ApiKeyInfo:
     return info
 
 
+@dataclass(frozen=True)
+class RouteCap:
+    """A route's own body cap (an OpenAI batch file's upload): the setting that sets it,
+    and its refusal in that surface's error shape."""
+
+    max_bytes: int
+    setting: str
+    shape: Callable[[str], dict[str, Any]]
+
+
 class BodyLimit:
     """413 for a body over the cap: at once from Content-Length, or while a chunked body
     streams in (the body is never read past the cap)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, by_path: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, by_path: dict[str, RouteCap] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.by_path = by_path or {}  # a route's own cap (an OpenAI batch file's upload)
+        self.by_path = by_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        cap = self.by_path.get(scope.get("path", ""), self.max_bytes)
+        own = self.by_path.get(scope.get("path", ""))
+        cap = own.max_bytes if own else self.max_bytes
+        message = _message(cap, own.setting if own else None)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > cap:
-            await _too_large(send, cap)
+            await _too_large(send, own.shape(message) if own else {"detail": message})
             return
         seen = 0
 
@@ -72,23 +88,25 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > cap:
-                    raise HTTPException(413, _message(cap))
+                    raise HTTPException(413, _message(cap, own.setting if own else None))
             return message
 
         await self.app(scope, limited, send)
 
 
-def _message(limit: int) -> str:
+def _message(limit: int, setting: str | None) -> str:
+    if setting:
+        return f"request body over the cap of {limit} bytes ({setting})"
     return (
         f"request body over the cap of {limit} bytes (SLUICE_API_MAX_BODY_BYTES); "
         "split the job or use a SQL source"
     )
 
 
-async def _too_large(send: Send, limit: int) -> None:
+async def _too_large(send: Send, refusal: dict[str, Any]) -> None:
     import json
 
-    body = json.dumps({"detail": _message(limit)}).encode()
+    body = json.dumps(refusal).encode()
     start: dict[str, Any] = {
         "type": "http.response.start",
         "status": 413,

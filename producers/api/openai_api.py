@@ -25,7 +25,14 @@ from producers.api.params import Principal
 from producers.api.services import services
 from producers.openai_responses import chat_completion, embeddings, error_body, row_error, stamp
 from producers.openai_service import OpenAIBatchService, drawn_seed, file_json, page
-from schemas.errors import ModelNotFoundError, OpenAIRequestError, QuotaExceededError, SluiceError
+from schemas.errors import (
+    ConfigError,
+    ModelNotFoundError,
+    NotQueuedError,
+    OpenAIRequestError,
+    QuotaExceededError,
+    SluiceError,
+)
 from schemas.openai_requests import CHAT, EMBEDDINGS, TASK_OF_ENDPOINT, body_model, request_items
 from schemas.storable import escaped_text
 
@@ -55,7 +62,9 @@ async def openai_error(_request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, OpenAIRequestError):
         kind = "invalid_request_error" if exc.status < 500 else "server_error"
         body = error_body(escaped_text(str(exc)), kind, exc.param, exc.code)
-        headers = NO_RETRY if exc.status >= 500 else None
+        headers = NO_RETRY if exc.status >= 500 or exc.status == 409 else {}
+        if exc.retry_after_s is not None:
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse(body, status_code=exc.status, headers=headers)
     status = 429 if isinstance(exc, QuotaExceededError) else 400
     kind = "rate_limit_error" if status == 429 else "invalid_request_error"
@@ -69,9 +78,12 @@ async def called(fn: Callable[..., T], *args: Any) -> T:
     except OpenAIRequestError:
         raise
     except QuotaExceededError as exc:
-        raise OpenAIRequestError(str(exc), code="rate_limit_exceeded", status=429) from None
+        wait = max(0, int(getattr(exc, "retry_after_seconds", 1)))
+        raise OpenAIRequestError(str(exc), None, "rate_limit_exceeded", 429, wait) from None
     except ModelNotFoundError as exc:
         raise OpenAIRequestError(str(exc), "model", "model_not_found", status=404) from None
+    except ConfigError as exc:  # the server's: a broker or database it cannot use
+        raise OpenAIRequestError(str(exc), status=503) from None
     except SluiceError as exc:
         raise OpenAIRequestError(str(exc)) from None
 
@@ -196,25 +208,30 @@ async def _one_request(request: Request, key: Any, endpoint: str) -> tuple[Any, 
     model = body_model(body)
     items = request_items(endpoint, SYNC_KEY, body, drawn_seed())
     svc = services(request)
-    job_id = await called(
-        lambda: svc.client.submit_items(
-            items,
-            TASK_OF_ENDPOINT[endpoint],
-            model=model,
-            tenant=key.tenant,
-            api_key_id=key.id,
-            source=f"openai {endpoint}",
-            # a call given up on (504) does not run on for nobody
-            deadline=math.ceil(svc.settings.api_max_wait) + SYNC_GRACE_S,
-        )
-    )
+
+    def submit() -> str:
+        try:
+            return svc.client.submit_items(
+                items,
+                TASK_OF_ENDPOINT[endpoint],
+                model=model,
+                tenant=key.tenant,
+                api_key_id=key.id,
+                source=f"openai {endpoint}",
+                # a call given up on (504) does not run on for nobody
+                deadline=math.ceil(svc.settings.api_max_wait) + SYNC_GRACE_S,
+            )
+        except NotQueuedError as exc:  # recorded: the sweeper sends it; the call waits on
+            return exc.record_id
+
+    job_id = await called(submit)
     deadline = time.monotonic() + svc.settings.api_max_wait
     view = await run_in_threadpool(svc.reads.job, key.tenant, job_id)
     while not view.status.finished:
         if time.monotonic() > deadline:
             raise OpenAIRequestError(
                 f"not finished within {svc.settings.api_max_wait:g}s (SLUICE_API_MAX_WAIT); "
-                f"its job {job_id} goes on: GET /v1/jobs/{job_id}",
+                f"its job {job_id} ends `expired` at the next sweep: GET /v1/jobs/{job_id}",
                 code="timeout",
                 status=504,
             )

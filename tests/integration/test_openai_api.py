@@ -119,8 +119,9 @@ def test_a_chat_batch_from_upload_to_parsed_output_with_per_line_errors(
     assert len(errors) == 6
     messages = {cid: x["response"]["body"]["error"]["message"] for cid, x in errors.items()}
     assert all(x["response"]["status_code"] == 400 for x in errors.values())
-    assert any("not JSON" in m for m in messages.values())
+    assert any("line 7 is not JSON" in m for m in messages.values())  # its place in the file
     assert "repeated" in messages["req-0"] and "line 1" in messages["req-0"]
+    assert errors["req-0"]["id"] != out["req-0"]["id"]  # a repeat is a request of its own
     assert "n must be 1" in messages["two-choices"]
     assert "tools" in messages["with-tools"]
     assert "endpoint" in messages["wrong-url"]

@@ -2,6 +2,9 @@
 (when configured) PostgreSQL: finished rows stay, unfinished ones end `error` with the
 reason `expired`, invalid ones stay invalid, and a worker still on a chunk writes nothing."""
 
+from typing import Any
+
+import pytest
 from sqlalchemy import update
 
 from schemas.jobs import Item, JobSpec, Outcome
@@ -55,19 +58,52 @@ def test_a_job_without_a_deadline_or_finished_in_time_is_left_alone(ledger: Ledg
     assert ledger.job(free).status is JobStatus.QUEUED
 
 
-def test_a_large_expiry_settles_its_chunks_a_few_at_a_time_and_resumes_if_cut_short(
-    ledger: Ledger,
+def cut_short_after(ledger: Ledger, monkeypatch: pytest.MonkeyPatch, chunks: int) -> None:
+    """The sweep stops (its host dies) after settling `chunks` chunks."""
+    settle, done = ledger._settle, []
+
+    def settling(*args: Any, **kwargs: Any) -> bool:
+        if len(done) == chunks:
+            raise RuntimeError("the sweeper's host went away")
+        done.append(1)
+        return settle(*args, **kwargs)
+
+    monkeypatch.setattr(ledger, "_settle", settling)
+
+
+def test_a_large_expiry_settles_a_few_chunks_at_a_time_and_the_next_sweep_resumes_it(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ):
     items = [Item(key=f"k{n}", text="t") for n in range(7)]
     job_id, chunks = ledger.create_job(spec(60), items, chunk_size=1)
-    with ledger.engine.begin() as conn:  # an expiry that ended the job and then stopped
-        conn.execute(
-            update(t.Job)
-            .where(t.Job.id == job_id)
-            .values(deadline_at=host_now(), status=JobStatus.EXPIRED.value)
-        )
-    assert ledger.overdue() == [job_id]
-    assert ledger.expire(job_id, chunks_per_transaction=2)
+    with ledger.engine.begin() as conn:
+        conn.execute(update(t.Job).where(t.Job.id == job_id).values(deadline_at=host_now()))
+    cut_short_after(ledger, monkeypatch, 3)
+    with pytest.raises(RuntimeError):
+        ledger.expire(job_id, chunks_per_transaction=2)
+    view = ledger.job(job_id)  # two transactions took: 2 chunks, not the third's
+    assert view.status is JobStatus.QUEUED and view.counts.error == 2
+    monkeypatch.undo()
+    assert ledger.overdue() == [job_id] and expire_overdue(ledger) == 1
     view = ledger.job(job_id)
     assert view.status is JobStatus.EXPIRED and view.counts.error == 7
     assert view.chunks_done == len(chunks) and ledger.overdue() == []
+
+
+def test_a_worker_finishing_the_last_chunk_of_an_expiring_job_ends_it_expired(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+):
+    items = [Item(key=f"k{n}", text="t") for n in range(4)]
+    job_id, chunks = ledger.create_job(spec(60), items, chunk_size=2)
+    claim = ledger.claim(chunks[1], "w", 30)
+    with ledger.engine.begin() as conn:
+        conn.execute(update(t.Job).where(t.Job.id == job_id).values(deadline_at=host_now()))
+    cut_short_after(ledger, monkeypatch, 1)  # the first chunk expired, then the sweep stopped
+    with pytest.raises(RuntimeError):
+        ledger.expire(job_id, chunks_per_transaction=1)
+    monkeypatch.undo()
+    assert claim.items is not None
+    ok = [Outcome(key=i.key, status=ItemStatus.OK, output={}) for i in claim.items]
+    assert ledger.complete(chunks[1], "w", ok)
+    view = ledger.job(job_id)
+    assert view.status is JobStatus.EXPIRED and (view.counts.ok, view.counts.error) == (2, 2)

@@ -120,6 +120,8 @@ def test_a_finished_batch_splits_its_requests_into_answers_and_errors(api: Api):
     assert size == len(oai.files.content(done.output_file_id).content)
     with pytest.raises(openai.ConflictError, match="already ended"):
         oai.batches.cancel(batch.id)
+    again = api.http.post(f"/openai/v1/batches/{batch.id}/cancel", headers=api.auth("a"))
+    assert again.headers["x-should-retry"] == "false"  # the client would ask twice more
 
 
 def test_a_cancelled_batch_says_which_requests_it_dropped(api: Api):
@@ -152,7 +154,12 @@ def test_errors_come_in_openais_shape(api: Api):
     with pytest.raises(openai.BadRequestError) as bad:
         sdk(api).batches.list(limit=1000)
     assert bad.value.body["param"] == "limit"
+    wrong = api.http.put("/openai/v1/batches", headers=api.auth("a"))
+    assert wrong.status_code == 405 and wrong.json()["error"]["message"] == "Method Not Allowed"
     assert api.http.get("/v1/jobs").json()["detail"]  # Sluice's own routes keep their shape
+    assert api.http.put("/v1/jobs", headers=api.auth("a")).json() == {
+        "detail": "Method Not Allowed"
+    }
 
 
 def test_pages_of_batches_follow_after(api: Api):
@@ -196,6 +203,12 @@ def test_caps_refuse_at_once_and_keep_nothing(tmp_path: Path, database_url: str,
         with pytest.raises(openai.APIStatusError) as refused:
             oai.files.create(file=("big.jsonl", b"x" * 401), purpose="batch")
         assert refused.value.status_code == 413 and oai.files.list().data == []
+        assert "SLUICE_OPENAI_MAX_FILE_BYTES" in refused.value.body["message"]
+        huge = api.http.post(  # refused from its Content-Length alone, in OpenAI's shape
+            "/openai/v1/files", content=b"x" * (400 + 2**16 + 1), headers=api.auth("a")
+        )
+        assert huge.status_code == 413
+        assert "SLUICE_OPENAI_MAX_FILE_BYTES" in huge.json()["error"]["message"]
         three = jsonl([embed_line(f"r{n}", "a") for n in range(3)])
         uploaded = oai.files.create(file=("in.jsonl", three), purpose="batch")
         with pytest.raises(openai.BadRequestError, match="SLUICE_OPENAI_MAX_REQUESTS"):

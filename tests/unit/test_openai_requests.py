@@ -120,10 +120,12 @@ def test_request_counts_follow_the_files_rule():
 def test_lines_are_split_across_pieces_and_an_overlong_one_is_never_held_whole():
     pieces = [b'{"a"', b': 1}\n\n{"b": 2', b"}\r\n", b"x" * 50, b"y" * 50, b"\n{}"]
     got = list(lines_of(pieces, max_line=40))
-    assert got[:2] == [Line(b'{"a": 1}'), Line(b'{"b": 2}\r')]
-    assert got[2].too_long and len(got[2].data) <= 256
-    assert got[3] == Line(b"{}") and len(got) == 4
+    assert got[:2] == [Line(b'{"a": 1}', 1), Line(b'{"b": 2}\r', 3)]  # blank line 2 counted
+    assert got[2].too_long and got[2].number == 4 and got[2].data.startswith(b"xxx")
+    assert got[3] == Line(b"{}", 5) and len(got) == 4
     assert list(lines_of([b"z" * 100], max_line=10))[0].too_long  # a file without line ends
+    at_cap = list(lines_of([b"a" * 10 + b"\n" + b"b" * 11 + b"\nc"], max_line=10))
+    assert [(x.number, x.too_long) for x in at_cap] == [(1, False), (2, True), (3, False)]
 
 
 def test_nulls_are_as_if_not_sent_and_sampling_alone_takes_a_seed():
@@ -137,3 +139,11 @@ def test_nulls_are_as_if_not_sent_and_sampling_alone_takes_a_seed():
     assert tiny.options == {"temperature": 1e-300}  # below MIN_TEMPERATURE: greedy, no seed
     shaped = chat_item("a", {**CHAT_BODY, "response_format": {"type": "json_object"}})
     assert shaped.options == {"json_schema": {"type": "object"}}
+
+
+def test_the_first_usable_line_names_the_batchs_model():
+    lines = BatchLines(CHAT)
+    (refused,) = lines.items(line("a", {**CHAT_BODY, "model": "x", "n": 2}), 1)
+    (used,) = lines.items(line("b", {**CHAT_BODY, "model": "m"}), 2)
+    assert "n must be 1" in (refused.invalid or "") and used.invalid is None
+    assert lines.model == "m"
