@@ -12,18 +12,11 @@ from fastapi.routing import APIRoute
 from producers.api import events, job_control, jobs, metrics, openai_api, operator, usage
 from producers.api.auth import BodyLimit, RouteCap
 from producers.api.openapi_doc import publish_request_bodies
+from producers.api.problems import STATUS_OF
 from producers.api.services import Services
 from producers.api.task_bodies import task_bodies
 from producers.client import Client
 from producers.openai_responses import error_body
-from schemas.errors import (
-    ConfigError,
-    JobNotFoundError,
-    ModelNotFoundError,
-    QuotaExceededError,
-    SluiceError,
-    TooManyItemsError,
-)
 from schemas.settings import Settings
 from schemas.storable import escaped_text
 from storage.apikeys import ApiKeys
@@ -113,9 +106,5 @@ def _errors(app: FastAPI) -> None:
         return JSONResponse(body, status_code=405, headers={"Allow": ", ".join(sorted(allowed))})
 
     app.add_exception_handler(405, method_not_allowed)
-    app.add_exception_handler(QuotaExceededError, quota)
-    app.add_exception_handler(JobNotFoundError, handler(404))
-    app.add_exception_handler(ModelNotFoundError, handler(404))
-    app.add_exception_handler(TooManyItemsError, handler(413))
-    app.add_exception_handler(ConfigError, handler(503))
-    app.add_exception_handler(SluiceError, handler(400))
+    for kind, status in STATUS_OF:
+        app.add_exception_handler(kind, quota if status == 429 else handler(status))

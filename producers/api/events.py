@@ -18,9 +18,10 @@ from producers.api.bodies import EventOut
 from producers.api.jobs import submit
 from producers.api.params import IdempotencyKey, Principal
 from producers.api.responses import AUTHENTICATED, SUBMITTING, errors
-from producers.api.services import services
+from producers.api.services import Services, services
 from producers.api.task_bodies import parse_body, validation_error
 from schemas.errors import SluiceError
+from storage.ledger import JobView
 
 router = APIRouter(prefix="/v1", tags=["events"])
 WAIT = r"^([0-9]{1,6}(?:\.[0-9]{1,3})?)(ms|s|m)?$"
@@ -39,6 +40,16 @@ def parse_wait(text: str | None, cap: float) -> float:
         raise SluiceError(f"bad wait {text!r}: use e.g. 5s, 500ms or 1m")
     value = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[match.group(2) or "s"]
     return min(value, cap)
+
+
+async def job_after(svc: Services, tenant: str, job_id: str, timeout: float) -> JobView:
+    """The job once it has ended, or as it is after `timeout` seconds (read every POLL)."""
+    deadline = time.monotonic() + timeout
+    view = await run_in_threadpool(svc.reads.job, tenant, job_id)
+    while not view.status.finished and time.monotonic() < deadline:
+        await asyncio.sleep(POLL)
+        view = await run_in_threadpool(svc.reads.job, tenant, job_id)
+    return view
 
 
 @router.post(
@@ -97,11 +108,7 @@ async def post_event(
             job_id = svc.reads.by_idempotency_key(key.tenant, idempotency_key or "")
             if job_id is None:
                 raise
-    deadline = time.monotonic() + timeout
-    view = await run_in_threadpool(svc.reads.job, key.tenant, job_id)
-    while not view.status.finished and time.monotonic() < deadline:
-        await asyncio.sleep(POLL)
-        view = await run_in_threadpool(svc.reads.job, key.tenant, job_id)
+    view = await job_after(svc, key.tenant, job_id, timeout)
     out: dict[str, Any] = {
         "job_id": job_id,
         "status": view.status.value,

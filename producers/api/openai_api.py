@@ -5,7 +5,6 @@ the Ray actor). Point the official client at it: `OpenAI(base_url=".../openai/v1
 api_key=<a Sluice API key>)`. Errors come in OpenAI's shape: {"error": {message, type,
 param, code}}."""
 
-import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -21,12 +20,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from producers.api.events import job_after
 from producers.api.params import Principal
+from producers.api.problems import status_of
 from producers.api.services import services
 from producers.openai_responses import chat_completion, embeddings, error_body, row_error, stamp
 from producers.openai_service import OpenAIBatchService, drawn_seed, file_json, page
 from schemas.errors import (
-    ConfigError,
     ModelNotFoundError,
     NotQueuedError,
     OpenAIRequestError,
@@ -40,7 +40,6 @@ PREFIX = "/openai/v1"
 # Not in Sluice's /openapi.json: this surface's contract is OpenAI's API reference, and the
 # official client (tests/integration/test_openai_api.py) holds it to that.
 router = APIRouter(prefix=PREFIX, tags=["openai"], include_in_schema=False)
-POLL = 0.02
 PIECE = 2**20
 T = TypeVar("T")
 SYNC_GRACE_S = 5  # a synchronous call's job ends this long after the caller stops waiting
@@ -82,10 +81,8 @@ async def called(fn: Callable[..., T], *args: Any) -> T:
         raise OpenAIRequestError(str(exc), None, "rate_limit_exceeded", 429, wait) from None
     except ModelNotFoundError as exc:
         raise OpenAIRequestError(str(exc), "model", "model_not_found", status=404) from None
-    except ConfigError as exc:  # the server's: a broker or database it cannot use
-        raise OpenAIRequestError(str(exc), status=503) from None
-    except SluiceError as exc:
-        raise OpenAIRequestError(str(exc)) from None
+    except SluiceError as exc:  # the status Sluice's own routes answer it with
+        raise OpenAIRequestError(str(exc), status=status_of(exc)) from None
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -225,18 +222,14 @@ async def _one_request(request: Request, key: Any, endpoint: str) -> tuple[Any, 
             return exc.record_id
 
     job_id = await called(submit)
-    deadline = time.monotonic() + svc.settings.api_max_wait
-    view = await run_in_threadpool(svc.reads.job, key.tenant, job_id)
-    while not view.status.finished:
-        if time.monotonic() > deadline:
-            raise OpenAIRequestError(
-                f"not finished within {svc.settings.api_max_wait:g}s (SLUICE_API_MAX_WAIT); "
-                f"its job {job_id} ends `expired` at the next sweep: GET /v1/jobs/{job_id}",
-                code="timeout",
-                status=504,
-            )
-        await asyncio.sleep(POLL)
-        view = await run_in_threadpool(svc.reads.job, key.tenant, job_id)
+    view = await job_after(svc, key.tenant, job_id, svc.settings.api_max_wait)
+    if not view.status.finished:
+        raise OpenAIRequestError(
+            f"not finished within {svc.settings.api_max_wait:g}s (SLUICE_API_MAX_WAIT); "
+            f"its job {job_id} ends `expired` at the next sweep: GET /v1/jobs/{job_id}",
+            code="timeout",
+            status=504,
+        )
     rows = {r["key"]: r for r in await run_in_threadpool(lambda: list(svc.client.results(job_id)))}
     pairs = [(item, rows.get(item.key)) for item in items]
     for _, row in pairs:
