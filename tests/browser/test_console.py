@@ -249,6 +249,7 @@ def test_promoting_a_model_asks_first_and_archives_the_old_production(page: Any,
     rows = page.locator("table").first.locator("tbody tr")
     assert "ε 3.0" in rows.nth(0).inner_text() and "accuracy 0.93" in rows.nth(1).inner_text()
     page.get_by_role("link", name="Promote acme-billing@2 to production").click()
+    page.wait_for_url(re.compile(r"/promote$"))  # is_visible() does not wait for the page
     assert page.get_by_role("heading", name="Promote acme-billing@2?").is_visible()
     assert registry.get("acme-billing", "production", "acme").version == 1  # not yet
     page.get_by_role("button", name="Yes, promote acme-billing@2").click()
