@@ -6,6 +6,7 @@ import base64
 import hashlib
 import struct
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -95,17 +96,34 @@ def error_body(message: str, kind: str, param: str | None = None, code: str | No
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def row_error(row: dict[str, Any] | None, status: JobStatus) -> tuple[int | None, dict[str, Any]]:
-    """(HTTP status, error) of a request that did not end ok: status None for a request the
-    batch never ran (expired, cancelled), as OpenAI writes those."""
+@dataclass(frozen=True)
+class Failure:
+    """Why a request did not end ok. `status` None: the batch never ran it (expired,
+    cancelled), which OpenAI writes as the line's `error`, not as a response."""
+
+    status: int | None
+    message: str
+    code: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        kind = "server_error" if (self.status or 500) >= 500 else "invalid_request_error"
+        return error_body(self.message, kind, None, self.code)
+
+
+def failure_of(
+    pairs: list[tuple[Item, dict[str, Any] | None]], status: JobStatus
+) -> Failure | None:
+    """The first failure among a request's (item, row) pairs, or None when all ended ok."""
+    failed = [r for _, r in pairs if r is None or r["status"] != ItemStatus.OK]
+    if not failed:
+        return None
+    row = failed[0]
     if row is None or (row["status"] == ItemStatus.ERROR and str(row["error"]).startswith(EXPIRED)):
         if status == JobStatus.EXPIRED:
             message = "This request could not be executed before the completion window expired."
-            return None, {"code": "batch_expired", "message": message}
-        return None, {"code": "batch_cancelled", "message": "The batch was cancelled first."}
-    if row["status"] == ItemStatus.INVALID:
-        return 400, error_body(str(row["error"]), "invalid_request_error")
-    return 500, error_body(str(row["error"]), "server_error")
+            return Failure(None, message, "batch_expired")
+        return Failure(None, "The batch was cancelled first.", "batch_cancelled")
+    return Failure(400 if row["status"] == ItemStatus.INVALID else 500, str(row["error"]))
 
 
 def requests_of(
@@ -139,24 +157,23 @@ def batch_lines(
 
     created = stamp(view.finished_at) or stamp(batch.created_at) or 0
     for custom_id, pairs in requests:
-        good = all(r is not None and r["status"] == ItemStatus.OK for _, r in pairs)
-        if good != ok:
+        failure = failure_of(pairs, view.status)
+        if (failure is None) != ok:
             continue
         line_id = stable_id("batch_req_", batch.id, pairs[0][0].key)  # a request's own
-        if good:
+        response: Any = None
+        error = None
+        if failure is None:
             if batch.endpoint == CHAT:
                 body = chat_completion(pairs[0][1], batch.model, created, view.id)
             else:
                 body = embeddings(pairs, batch.model)  # type: ignore[arg-type]
-            response: Any = {"status_code": 200, "request_id": line_id, "body": body}
-            error = None
+            response = {"status_code": 200, "request_id": line_id, "body": body}
+        elif failure.status is None:
+            error = {"code": failure.code, "message": failure.message}
         else:
-            failed = next(r for _, r in pairs if r is None or r["status"] != ItemStatus.OK)
-            code, detail = row_error(failed, view.status)
-            response = None if code is None else {
-                "status_code": code, "request_id": line_id, "body": detail
-            }  # fmt: skip
-            error = detail if code is None else None
+            response = {"status_code": failure.status, "request_id": line_id,
+                        "body": failure.body()}  # fmt: skip
         line = {"id": line_id, "custom_id": custom_id, "response": response, "error": error}
         yield json.dumps(line, ensure_ascii=False) + "\n"
 

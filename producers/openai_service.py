@@ -19,7 +19,7 @@ from producers.openai_responses import (
     stamp,
 )
 from schemas.errors import NotQueuedError, OpenAIRequestError
-from schemas.jobs import Item
+from schemas.jobs import Item, messages_problem
 from schemas.openai_requests import TASK_OF_ENDPOINT, BatchLines
 from schemas.retention import tenant_limit_s
 from schemas.states import JobStatus
@@ -79,11 +79,9 @@ class OpenAIBatchService:
     def file_object(self, tenant: str, file_id: str) -> dict[str, Any]:
         if (batch := self._batch_of_file(tenant, file_id)) is not None:
             size = sum(len(line.encode()) for line in self._lines(batch, file_id))
-            return {
-                "id": file_id, "object": "file", "bytes": size,
-                "created_at": stamp(batch.created_at), "filename": f"{file_id}.jsonl",
-                "purpose": "batch_output", "status": "processed", "expires_at": None,
-            }  # fmt: skip
+            made = StoredFile(file_id, tenant, "batch_output", f"{file_id}.jsonl", size,
+                              batch.created_at, None, None)  # fmt: skip
+            return file_json(made)
         return file_json(self.files.get(tenant, file_id))
 
     def content(self, tenant: str, file_id: str) -> Iterator[bytes]:
@@ -169,10 +167,9 @@ class OpenAIBatchService:
             n = line.number
             made = lines.too_long(n, longest) if line.too_long else lines.items(line.data, n)
             for item in made:
-                size = sum(len(m["content"]) for m in item.messages or [])
-                if size > chars:  # the messages' cap, as a text's (SLUICE_MAX_TEXT_CHARS)
-                    item = Item(key=item.key, invalid=f"line {n}: the messages hold {size} "
-                                f"characters, over the cap of {chars}")  # fmt: skip
+                # the messages' cap, as a text's (SLUICE_MAX_TEXT_CHARS), at submit
+                if item.messages and (problem := messages_problem(item.messages, chars)):
+                    item = Item(key=item.key, invalid=f"line {n}: {problem}")
                 yield item
 
     def describe(self, batch: BatchRow) -> dict[str, Any]:

@@ -168,6 +168,17 @@ def text_problem(text: Any, column: str, cap: int) -> str | None:
     return None
 
 
+def messages_problem(messages: list[dict[str, str]], cap: int) -> str | None:
+    """Why a chat's turns (Item.messages) cannot be processed, or None: text_problem's
+    checks over the turns together. Checked at submit and again in the worker."""
+    size = sum(len(m.get("content", "")) for m in messages)
+    if size > cap:
+        return f"the messages hold {size} characters, over the cap of {cap}"
+    if not any(m.get("content", "").strip() for m in messages):
+        return "the messages hold no text"
+    return None
+
+
 def check_unique_keys(items: list["Item"]) -> None:
     """Every item of a job needs its own key (results are keyed by it): DuplicateKeysError
     naming the repeated ones. Checked at every front door and again by the ledger."""

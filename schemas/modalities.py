@@ -4,7 +4,7 @@ read and shown lives in one adapter per modality (producers/adapters/)."""
 
 from enum import StrEnum
 
-from schemas.jobs import Item, text_problem
+from schemas.jobs import Item, messages_problem, text_problem
 
 
 class Modality(StrEnum):
@@ -26,10 +26,7 @@ class Modality(StrEnum):
         if item.invalid:
             return item.invalid
         if self is Modality.TEXT and item.messages is not None:  # a chat (OpenAI requests)
-            size = sum(len(m.get("content", "")) for m in item.messages)
-            if size > max_text_chars:
-                return f"the messages hold {size} characters, over the cap of {max_text_chars}"
-            return None if size else "the messages hold no text"
+            return messages_problem(item.messages, max_text_chars)
         if self is Modality.TEXT:
             return text_problem(item.text, "text", max_text_chars)
         if self is Modality.RECORDS:

@@ -24,7 +24,14 @@ from producers.api.events import job_after
 from producers.api.params import Principal
 from producers.api.problems import status_of
 from producers.api.services import services
-from producers.openai_responses import chat_completion, embeddings, error_body, row_error, stamp
+from producers.openai_responses import (
+    chat_completion,
+    embeddings,
+    error_body,
+    failure_of,
+    requests_of,
+    stamp,
+)
 from producers.openai_service import OpenAIBatchService, drawn_seed, file_json, page
 from schemas.errors import (
     ModelNotFoundError,
@@ -230,16 +237,10 @@ async def _one_request(request: Request, key: Any, endpoint: str) -> tuple[Any, 
             code="timeout",
             status=504,
         )
-    rows = {r["key"]: r for r in await run_in_threadpool(lambda: list(svc.client.results(job_id)))}
-    pairs = [(item, rows.get(item.key)) for item in items]
-    for _, row in pairs:
-        if row is None or row["status"] != "ok":
-            status, detail = row_error(row, view.status)
-            raise OpenAIRequestError(
-                detail["error"]["message"] if "error" in detail else detail["message"],
-                code=None if status else detail.get("code"),
-                status=status or 500,
-            )
+    rows = await run_in_threadpool(lambda: list(svc.client.results(job_id)))
+    ((_, pairs),) = requests_of(items, rows)  # the call's one request
+    if (failure := failure_of(pairs, view.status)) is not None:
+        raise OpenAIRequestError(failure.message, code=failure.code, status=failure.status or 500)
     return view, pairs
 
 

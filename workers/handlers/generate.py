@@ -29,7 +29,7 @@ from schemas.generation_params import (
     render_prompt,
     sampling,
 )
-from schemas.jobs import Explanation, Item, text_problem
+from schemas.jobs import Explanation, Item, messages_problem, text_problem
 from schemas.states import FinishReason, RowFlag
 from workers.handlers.base import Handler, run_by_length
 from workers.safe_loading import load_pretrained
@@ -70,15 +70,20 @@ def row_seed(job_seed: int, key: str) -> int:
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> tuple[str, list[int]]:
-    """The prompt as a model reads it, in inference and training alike: inside the
-    tokenizer's chat template where it has one (which then holds any special tokens itself);
-    the text the model reads and its token ids."""
+    """The prompt as a model reads it, in inference and training alike: one user turn (see
+    `encode_messages`); the text the model reads and its token ids."""
+    return encode_messages(tokenizer, [{"role": "user", "content": prompt}])
+
+
+def encode_messages(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
+    """A conversation as a model reads it: inside the tokenizer's chat template where it has
+    one (which then holds any special tokens itself), ending where the assistant's turn
+    begins; a model without one reads the turns' texts, a line each."""
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return text, list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return prompt, list(tokenizer(prompt)["input_ids"])
+    text = "\n".join(m["content"] for m in messages)
+    return text, list(tokenizer(text)["input_ids"])
 
 
 def positions_of(config: Any, tokenizer: Any) -> int | None:
@@ -148,19 +153,10 @@ class GenerateHandler(Handler):
         return encode_prompt(self.tokenizer, prompt)
 
     def encode_chat(self, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
-        """A conversation as the model reads it: through its chat template, ending where the
-        assistant's turn begins; a model without one reads the turns' texts, a line each."""
-        if sum(len(m["content"]) for m in messages) > self.max_chars:
-            raise InvalidInput(f"the messages hold over {self.max_chars} characters")
-        if not any(m["content"].strip() for m in messages):
-            raise InvalidInput("the messages hold no text")
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False
-            )
-            return text, list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        text = "\n".join(m["content"] for m in messages)
-        return text, list(self.tokenizer(text)["input_ids"])
+        """A conversation as the model reads it (see `encode_messages`)."""
+        if problem := messages_problem(messages, self.max_chars):
+            raise InvalidInput(problem)
+        return encode_messages(self.tokenizer, messages)
 
     def budget(self, prompt_tokens: int, wanted: int) -> tuple[int, list[str]]:
         """max_new_tokens within the model's positions, and the note saying so if lowered."""
